@@ -1,0 +1,94 @@
+// One error registry for the whole project (STYLE 10). Operating errors are values of TscmigError
+// with a stable code; the gRPC and HTTP mappings live here and nowhere else. Invariant breaches are
+// assertions (`assert`), which stop the process instead.
+
+export const ERROR_CODES = {
+  invalid_argument: { grpc: 3, http: 400 },
+  out_of_range: { grpc: 11, http: 400 },
+  not_found: { grpc: 5, http: 404 },
+  already_exists: { grpc: 6, http: 409 },
+  failed_precondition: { grpc: 9, http: 409 },
+  aborted: { grpc: 10, http: 409 },
+  resource_exhausted: { grpc: 8, http: 429 },
+  unavailable: { grpc: 14, http: 503 },
+  deadline_exceeded: { grpc: 4, http: 504 },
+  unauthenticated: { grpc: 16, http: 401 },
+  permission_denied: { grpc: 7, http: 403 },
+  unimplemented: { grpc: 12, http: 501 },
+  internal: { grpc: 13, http: 500 },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** Kernel errno names the emulated KVM operations answer with, as the ioctls would. */
+export type Errno = "EINVAL" | "ERANGE" | "ENXIO" | "EBUSY";
+
+export interface ErrorDetails {
+  /** Path of the offending field, e.g. `snapshot.vcpus[3].ratio`. */
+  field?: string;
+  /** The errno a real KVM ioctl would have returned, for emulated kernel operations. */
+  errno?: Errno;
+  /** Refusal reason for protocol errors, a stable machine-readable token. */
+  reason?: string;
+}
+
+export class TscmigError extends Error {
+  readonly code: ErrorCode;
+  readonly field: string | undefined;
+  readonly errno: Errno | undefined;
+  readonly reason: string | undefined;
+
+  constructor(code: ErrorCode, message: string, details: ErrorDetails = {}) {
+    super(message);
+    this.name = "TscmigError";
+    this.code = code;
+    this.field = details.field;
+    this.errno = details.errno;
+    this.reason = details.reason;
+  }
+
+  toJSON(): Record<string, unknown> {
+    return {
+      code: this.code,
+      message: this.message,
+      ...(this.field !== undefined ? { field: this.field } : {}),
+      ...(this.errno !== undefined ? { errno: this.errno } : {}),
+      ...(this.reason !== undefined ? { reason: this.reason } : {}),
+    };
+  }
+}
+
+/** A rejected argument: `field` names what was wrong. */
+export function invalid(field: string, message: string): TscmigError {
+  return new TscmigError("invalid_argument", `${field}: ${message}`, { field });
+}
+
+/** What a KVM ioctl answers with a negative errno. */
+export function kvmError(errno: Errno, op: string, message: string, field?: string): TscmigError {
+  const code: ErrorCode = errno === "ENXIO" ? "unimplemented" : errno === "ERANGE" ? "out_of_range" : "failed_precondition";
+  return new TscmigError(code, `${op}: ${errno}: ${message}`, { errno, ...(field !== undefined ? { field } : {}) });
+}
+
+export function isTscmigError(e: unknown): e is TscmigError {
+  return e instanceof TscmigError;
+}
+
+export function grpcStatusOf(code: ErrorCode): number {
+  return ERROR_CODES[code].grpc;
+}
+
+export function httpStatusOf(code: ErrorCode): number {
+  return ERROR_CODES[code].http;
+}
+
+/** Invariant check: a violated assertion is a bug, and stops the process (STYLE 10). */
+export function assert(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new AssertionFailure(message);
+}
+
+export class AssertionFailure extends Error {
+  constructor(message: string) {
+    super(`assertion failed: ${message}`);
+    this.name = "AssertionFailure";
+  }
+}

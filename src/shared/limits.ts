@@ -1,0 +1,44 @@
+// Every limit of the product in one place (STYLE 11, TigerBeetle's "put a limit on everything").
+// Relations between them are checked when this module loads.
+
+import { assert } from "./errors.js";
+
+export const LIMITS = {
+  /** KVM_MAX_VCPUS on x86 is far larger; 1024 is the product's contract (SPEC §1). */
+  vcpuCountMax: 1024,
+  /** Lowest and highest TSC frequency we emulate, in kHz (1 MHz .. 0x7fffffff kHz, KVM's cap). */
+  tscKhzMin: 1_000n,
+  tscKhzMax: 0x7fff_ffffn,
+  /** |drift| of a crystal or of a realtime skew model: Linux's MAXFREQ (500 ppm). */
+  driftPpmMax: 500,
+  /** |offset| of any skew model, 1000 s (Jepsen's bumps go to 262 s). */
+  offsetNsMax: 1_000_000_000_000n,
+  /** Longest blackout a destination accepts before it refuses the migration (10 min). */
+  blackoutNsMax: 600_000_000_000n,
+  /** Largest encoded gRPC message either daemon accepts or sends. */
+  messageBytesMax: 4 * 1024 * 1024,
+  /** VMs one daemon hosts. */
+  vmCountMax: 10_000,
+  /** Migrations one daemon carries at once, in either direction. */
+  migrationsInFlightMax: 256,
+  /** Probe exchanges per migration. */
+  probeExchangesMax: 16,
+  /** Default per-call deadline between daemons. */
+  rpcDeadlineNs: 5_000_000_000n,
+  /** Commit/resolve retries before a migration is left for the recovery loop. */
+  retriesMax: 20,
+  /** Length of an id (VM, migration, daemon name). */
+  idLengthMax: 128,
+  /** Cap of `advance-capped` unless the request gives one (1 s, SPEC §2). */
+  advanceCapNsDefault: 1_000_000_000n,
+  /** NTP_PHASE_LIMIT in µs (kernel/time/ntp.c). */
+  ntpPhaseLimitUs: 16_000_000n,
+  /** Samples one VM's workload keeps in memory (a ring). */
+  historySamplesMax: 4096,
+} as const;
+
+assert(LIMITS.tscKhzMin > 0n && LIMITS.tscKhzMin < LIMITS.tscKhzMax, "tsc kHz range");
+assert(LIMITS.vcpuCountMax >= 1 && LIMITS.vcpuCountMax <= 1024, "vCPU limit within the wire format");
+assert(LIMITS.advanceCapNsDefault < LIMITS.blackoutNsMax, "cap below the blackout limit");
+assert(LIMITS.messageBytesMax >= 1024 * 200, "a 1024-vCPU snapshot must fit a message");
+assert(LIMITS.rpcDeadlineNs * BigInt(LIMITS.retriesMax) < LIMITS.blackoutNsMax, "retries end before the blackout limit");

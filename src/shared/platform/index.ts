@@ -1,0 +1,57 @@
+// The only module that reads real time, randomness and the environment (STYLE 2). Everything else
+// receives a Clock, a Scheduler and a Random built here (or simulated ones in tests).
+
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { Clock, Scheduler, Timer } from "../time/clock.js";
+import { SeededRandom } from "../time/random.js";
+
+/** CLOCK_MONOTONIC (shared by every process on the machine, and by containers on one kernel). */
+export class RealClock implements Clock {
+  monotonicNs(): bigint {
+    return process.hrtime.bigint();
+  }
+  realtimeNs(): bigint {
+    return BigInt(Date.now()) * 1_000_000n;
+  }
+}
+
+export class RealScheduler implements Scheduler {
+  after(delayNs: bigint, fn: () => void): Timer {
+    const ms = delayNs <= 0n ? 0 : Number(delayNs) / 1e6;
+    const handle = setTimeout(fn, ms);
+    return { cancel: () => clearTimeout(handle) };
+  }
+}
+
+/** A Random seeded from the OS, or from `seed` when given (replays). */
+export function realRandom(seed?: bigint): SeededRandom {
+  return new SeededRandom(seed ?? randomBytes(8).readBigUInt64LE());
+}
+
+/**
+ * The wall-clock instant (ns since the Unix epoch) of CLOCK_MONOTONIC's zero, identical for every
+ * process on this kernel: boot time from /proc/stat. Daemons on one machine thus agree on true
+ * realtime exactly, and any disagreement between their emulated hosts is injected skew only.
+ * Falls back to Date.now() − hrtime rounded to the second where /proc is absent.
+ */
+export function trueEpochNs(): bigint {
+  const fromEnv = process.env.TSCMIG_TRUE_EPOCH_NS;
+  if (fromEnv !== undefined && /^\d{1,20}$/.test(fromEnv)) return BigInt(fromEnv);
+  try {
+    const m = /^btime (\d+)$/m.exec(readFileSync("/proc/stat", "utf8"));
+    if (m) return BigInt(m[1] as string) * 1_000_000_000n;
+  } catch {
+    // no /proc: fall through
+  }
+  const approx = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+  return (approx / 1_000_000_000n) * 1_000_000_000n;
+}
+
+export function env(): NodeJS.ProcessEnv {
+  return process.env;
+}
+
+export function platform(): { clock: RealClock; scheduler: RealScheduler; random: SeededRandom } {
+  return { clock: new RealClock(), scheduler: new RealScheduler(), random: realRandom() };
+}
