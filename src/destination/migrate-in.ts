@@ -1,0 +1,325 @@
+// The destination role: answers the source's calls through the destination state machine
+// (shared/migration/destination-machine.ts). Capability checks at Prepare, full validation at
+// Transfer (nothing is created before it passes), restore and resume only at Commit.
+
+import { invalid, isTscmigError, TscmigError } from "../shared/errors.js";
+import { crashPoint, type Faults } from "../shared/faults.js";
+import type { Logger } from "../shared/logger.js";
+import { LIMITS } from "../shared/limits.js";
+import type { EmulatedHost } from "../shared/hypervisor/host.js";
+import { EmulatedVm } from "../shared/hypervisor/vm.js";
+import { setTscKhzDecision } from "../shared/kvm/tsc.js";
+import { pvclockReadCycles } from "../shared/kvm/pvclock.js";
+import {
+  type BlackoutEstimate,
+  oneSidedEstimate,
+  probeEstimate,
+  wallclockEstimate,
+} from "../shared/migration/blackout.js";
+import { type DestinationEffect, type DestinationEvent, type DestinationState, stepDestination } from "../shared/migration/destination-machine.js";
+import type { JournalStore } from "../shared/migration/journal.js";
+import type {
+  AbortReq,
+  CommitReq,
+  CommitRes,
+  PrepareReq,
+  PrepareRes,
+  ProbeReq,
+  ProbeRes,
+  RestoreReport,
+  TransferReq,
+  TransferRes,
+} from "../shared/migration/messages.js";
+import { parsePolicy, restoreSnapshot, type RestoreResult } from "../shared/migration/restore.js";
+import { checkId, type Snapshot, validateSnapshot } from "../shared/migration/snapshot.js";
+import { parseEstimator } from "../shared/migration/blackout.js";
+
+export interface Inbound {
+  req: PrepareReq;
+  state: DestinationState;
+  snapshot: Snapshot | null;
+  receiveRawNs: bigint;
+  holdNs: bigint;
+  decodeNs: bigint;
+  report: RestoreReport | null;
+}
+
+export interface DestinationContext {
+  name: string;
+  host: EmulatedHost;
+  journal: JournalStore;
+  faults: Faults;
+  log: Logger;
+  /** Is this VM id owned (running or migrating out) here, and with what generation? */
+  localVm(vmId: string): { generation: bigint; role: string } | null;
+  /** Generation this daemon last handed the VM off at (tombstone), if any. */
+  tombstone(vmId: string): bigint | null;
+  vmCount(): number;
+  /** Adopt a restored VM: builds the guest, rings the doorbell if asked, resumes, journals. */
+  adopt(inb: Inbound, vm: EmulatedVm, result: RestoreResult): { doorbellRung: boolean };
+  /** Durable copy of a staged snapshot (for restarts between Transfer and Commit). */
+  stageDurably(inb: Inbound): void;
+  dropStaged(inb: Inbound): void;
+  inflight(): number;
+}
+
+export class Destination {
+  readonly inbound = new Map<string, Inbound>();
+
+  constructor(private readonly ctx: DestinationContext) {}
+
+  private fire(id: string, inb: Inbound | null, e: DestinationEvent): DestinationEffect[] {
+    const step = stepDestination(inb ? inb.state : null, e);
+    if (inb && step.state) inb.state = step.state;
+    const refusal = step.effects.find((x) => x.kind === "refuse");
+    if (refusal && refusal.kind === "refuse") throw new TscmigError(refusal.code, `${refusal.message} (migration ${id})`, { reason: refusal.reason });
+    return step.effects;
+  }
+
+  private journal(inb: Inbound, phase: string, decision: "pending" | "committed" | "aborted"): void {
+    this.ctx.journal.putMigration({
+      migrationId: inb.req.migrationId,
+      vmId: inb.req.vmId,
+      role: "destination",
+      phase,
+      decision,
+      generation: inb.req.generation,
+      peer: inb.req.sourceGrpc,
+      ...(inb.report ? { report: reportToJson(inb.report) } : {}),
+      updatedNs: this.ctx.host.trueNs(),
+    });
+  }
+
+  prepare(req: PrepareReq): PrepareRes {
+    checkId(req.migrationId, "migrationId");
+    checkId(req.vmId, "vmId");
+    parsePolicy(req.policy);
+    parseEstimator(req.estimator);
+    if (req.generation < 1n) throw invalid("generation", "must be ≥ 1");
+    if (!Number.isInteger(req.vcpuCount) || req.vcpuCount < 1 || req.vcpuCount > LIMITS.vcpuCountMax)
+      throw invalid("vcpuCount", `must be in 1..${LIMITS.vcpuCountMax}`);
+    if (req.sourceFracBits !== 48 && req.sourceFracBits !== 32) throw invalid("sourceFracBits", "must be 48 or 32");
+    if (req.advanceCapNs < 0n || req.advanceCapNs > LIMITS.blackoutNsMax) throw invalid("advanceCapNs", "out of range");
+    const existing = this.inbound.get(req.migrationId);
+    if (existing) {
+      if (existing.req.vmId !== req.vmId || existing.req.generation !== req.generation)
+        throw new TscmigError("already_exists", `migration id ${req.migrationId} was used for another VM or generation`, { reason: "migration_id_reused" });
+      this.fire(req.migrationId, existing, { kind: "prepare" });
+      return this.capabilities(req);
+    }
+    const past = this.ctx.journal.getMigration(req.migrationId);
+    if (past) throw new TscmigError("already_exists", `migration id ${req.migrationId} already used (${past.decision})`, { reason: "migration_id_reused" });
+    const local = this.ctx.localVm(req.vmId);
+    if (local) throw new TscmigError("already_exists", `VM ${req.vmId} already runs here (generation ${local.generation})`, { reason: "vm_exists", field: "vmId" });
+    const tomb = this.ctx.tombstone(req.vmId);
+    if (tomb !== null && req.generation <= tomb)
+      throw new TscmigError("failed_precondition", `stale generation ${req.generation}: VM ${req.vmId} left here at generation ${tomb}`, { reason: "stale_generation", field: "generation" });
+    for (const other of this.inbound.values())
+      if (other.req.vmId === req.vmId && (other.state.phase === "prepared" || other.state.phase === "staged"))
+        throw new TscmigError("aborted", `VM ${req.vmId} is already migrating in (${other.req.migrationId})`, { reason: "migration_in_progress" });
+    if (this.ctx.vmCount() >= LIMITS.vmCountMax) throw new TscmigError("resource_exhausted", "this daemon hosts its maximum of VMs", { reason: "vm_limit" });
+    if (this.ctx.inflight() >= LIMITS.migrationsInFlightMax)
+      throw new TscmigError("resource_exhausted", "too many migrations in flight", { reason: "inflight_limit" });
+    const caps = this.capabilities(req); // throws a refusal before anything is recorded
+    const inb: Inbound = { req, state: { phase: "prepared" }, snapshot: null, receiveRawNs: 0n, holdNs: 0n, decodeNs: 0n, report: null };
+    const effects = stepDestination(null, { kind: "prepare" }).effects;
+    this.inbound.set(req.migrationId, inb);
+    for (const e of effects) if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
+    return caps;
+  }
+
+  private capabilities(req: PrepareReq): PrepareRes {
+    const info = this.ctx.host.info;
+    let ratio: bigint;
+    try {
+      ratio = setTscKhzDecision({ userKhzArg: req.guestTscKhz, hostKhz: info.tscKhz, vendor: info.vendor, hostHasScaling: info.tscScaling }).ratio;
+    } catch (e) {
+      if (isTscmigError(e))
+        throw new TscmigError(
+          "failed_precondition",
+          `cannot run a ${req.guestTscKhz} kHz guest TSC on this ${info.tscKhz} kHz host${info.tscScaling ? "" : " without TSC scaling"}: ${e.message}`,
+          { field: "guestTscKhz", reason: info.tscScaling ? "tsc_khz_unsupported" : "tsc_scaling_unavailable", errno: "EINVAL" },
+        );
+      throw e;
+    }
+    return { hostTscKhz: info.tscKhz, fracBits: info.vendor.fracBits, tscScaling: info.tscScaling, ratio, destinationName: this.ctx.name };
+  }
+
+  probe(req: ProbeReq): ProbeRes {
+    const t2 = this.ctx.host.realtimeNs();
+    const inb = this.inbound.get(req.migrationId);
+    if (!inb || inb.state.phase !== "prepared")
+      throw new TscmigError("failed_precondition", `no prepared migration ${req.migrationId}`, { reason: "not_prepared" });
+    return { t1RealtimeNs: req.t1RealtimeNs, t2RealtimeNs: t2, t3RealtimeNs: this.ctx.host.realtimeNs(), maxerrorNs: this.ctx.host.maxerrorNs() };
+  }
+
+  /** `receiveRawNs`: destination clock when the call arrived; `decodeNs`: time spent decoding. */
+  transfer(req: TransferReq, receiveRawNs: bigint, decodeNs: bigint): TransferRes {
+    const s = req.snapshot;
+    const inb = this.inbound.get(s.migrationId);
+    if (inb && inb.state.phase === "staged" && inb.snapshot) {
+      // A replayed Transfer of the same migration: idempotent.
+      this.fire(s.migrationId, inb, { kind: "transfer" });
+      return { destinationHoldNs: inb.holdNs };
+    }
+    if (!inb) {
+      this.fire(s.migrationId, null, { kind: "transfer" }); // refuses: not prepared
+      throw new TscmigError("internal", "unreachable");
+    }
+    validateSnapshot(s);
+    const r = inb.req;
+    if (s.vmId !== r.vmId) throw invalid("snapshot.vmId", `prepared for ${r.vmId}, got ${s.vmId}`);
+    if (s.generation !== r.generation) throw invalid("snapshot.generation", `prepared generation ${r.generation}, got ${s.generation}`);
+    if (s.vcpuCount !== r.vcpuCount) throw invalid("snapshot.vcpuCount", `prepared ${r.vcpuCount} vCPUs, got ${s.vcpuCount}`);
+    if (s.guestTscKhz !== r.guestTscKhz) throw invalid("snapshot.guestTscKhz", `prepared ${r.guestTscKhz} kHz, got ${s.guestTscKhz}`);
+    if (s.fracBits !== r.sourceFracBits) throw invalid("snapshot.fracBits", `prepared ${r.sourceFracBits}, got ${s.fracBits}`);
+    if (r.estimator === "probe" && s.probe === null) throw invalid("snapshot.probe", "the probe estimator needs probe results");
+    const effects = this.fire(s.migrationId, inb, { kind: "transfer" });
+    inb.snapshot = s;
+    inb.receiveRawNs = receiveRawNs;
+    inb.decodeNs = decodeNs;
+    for (const e of effects) {
+      if (e.kind === "stage") this.ctx.stageDurably(inb);
+      if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
+    }
+    crashPoint(this.ctx.faults, "crash.destination.afterStage");
+    inb.holdNs = this.ctx.host.rawNs() - receiveRawNs;
+    return { destinationHoldNs: inb.holdNs };
+  }
+
+  commit(req: CommitReq): CommitRes {
+    const inb = this.inbound.get(req.migrationId);
+    if (!inb) {
+      const past = this.ctx.journal.getMigration(req.migrationId);
+      if (past?.decision === "committed" && past.report) return { report: reportFromJson(past.report), replay: true };
+      this.fire(req.migrationId, null, { kind: "commit" });
+      throw new TscmigError("internal", "unreachable");
+    }
+    if (req.vmId !== inb.req.vmId || req.generation !== inb.req.generation)
+      throw new TscmigError("failed_precondition", `Commit for ${req.vmId}@${req.generation} does not match ${inb.req.vmId}@${inb.req.generation}`, {
+        reason: "stale_generation",
+        field: "generation",
+      });
+    if (req.transferRttNs < 0n || req.transferRttNs > LIMITS.blackoutNsMax) throw invalid("transferRttNs", "out of range");
+    const effects = this.fire(req.migrationId, inb, { kind: "commit" });
+    if (effects.some((e) => e.kind === "replyStored")) return { report: inb.report as RestoreReport, replay: true };
+    return { report: this.restoreAndResume(inb, req.transferRttNs, effects), replay: false };
+  }
+
+  /** The source's decision arrived (Commit or Resolve): restore, resume, journal. */
+  restoreAndResume(inb: Inbound, transferRttNs: bigint, effects: DestinationEffect[]): RestoreReport {
+    crashPoint(this.ctx.faults, "crash.destination.beforeRestore");
+    const s = inb.snapshot as Snapshot;
+    const r = inb.req;
+    const t0 = this.ctx.host.rawNs();
+    const vm = new EmulatedVm(this.ctx.host, { vcpus: s.vcpuCount, guestTscKhz: s.guestTscKhz });
+    const host = this.ctx.host;
+    const result = restoreSnapshot(vm, s, {
+      policy: r.policy,
+      capNs: r.advanceCapNs === 0n ? LIMITS.advanceCapNsDefault : r.advanceCapNs,
+      destinationMaxerrorNs: host.maxerrorNs(),
+      estimate: (at): BlackoutEstimate => {
+        switch (r.estimator) {
+          case "wallclock":
+            return wallclockEstimate({
+              sourceRealtimeNs: s.hostRealtimeNs,
+              destinationRealtimeNs: at.destinationRealtimeNs,
+              sourceMaxerrorNs: s.hostMaxerrorNs,
+              destinationMaxerrorNs: host.maxerrorNs(),
+            });
+          case "one-sided":
+            return oneSidedEstimate({
+              sourcePauseToSendNs: s.sourcePauseToSendNs,
+              transferRttNs,
+              destinationHoldNs: inb.holdNs,
+              destinationReceiveToNowNs: host.rawNs() - inb.receiveRawNs,
+            });
+          case "probe": {
+            const p = s.probe;
+            if (!p) throw invalid("snapshot.probe", "missing");
+            return probeEstimate({ sourceRealtimeNs: s.hostRealtimeNs, destinationRealtimeNs: at.destinationRealtimeNs, probe: p, sinceProbeNs: p.probeToPauseNs });
+          }
+        }
+      },
+    });
+    const { doorbellRung } = this.ctx.adopt(inb, vm, result);
+    const resumedTrueNs = host.trueNs();
+    const tsc = vm.readGuestTsc(0);
+    inb.report = {
+      estimatedBlackoutNs: result.estimate.estimatedNs,
+      advancedNs: result.advancedNs,
+      errorBoundNs: result.errorBoundNs,
+      capped: result.capped,
+      doorbellRung,
+      disruptionMarker: result.marker,
+      resumedTrueNs,
+      decodeNs: inb.decodeNs,
+      restoreNs: host.rawNs() - t0,
+      tscAtResume: tsc,
+      kvmclockAtResumeNs: pvclockReadCycles(vm.pvclock.guestRead(0), tsc),
+    };
+    for (const e of effects) if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
+    inb.snapshot = null; // the VM holds the state now
+    this.ctx.dropStaged(inb);
+    crashPoint(this.ctx.faults, "crash.destination.afterRestore");
+    return inb.report;
+  }
+
+  abort(req: AbortReq): void {
+    const inb = this.inbound.get(req.migrationId) ?? null;
+    const effects = this.fire(req.migrationId, inb, { kind: "abort" });
+    if (!inb) return;
+    for (const e of effects) {
+      if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
+      if (e.kind === "drop") {
+        inb.snapshot = null;
+        this.ctx.dropStaged(inb);
+      }
+    }
+    this.ctx.log.info({ event: "migration_aborted", migrationId: req.migrationId, vmId: req.vmId, reason: req.reason }, "source aborted");
+  }
+
+  /** The source answered Resolve for a migration we hold. */
+  resolved(inb: Inbound, decision: "unknown" | "pending" | "committed" | "aborted", transferRttNs: bigint): void {
+    const step = stepDestination(inb.state, { kind: "resolved", decision });
+    if (step.state) inb.state = step.state;
+    if (step.effects.some((e) => e.kind === "restoreAndResume")) {
+      // The Commit was lost; the source decided and tells us the transfer round trip it measured.
+      this.restoreAndResume(inb, transferRttNs, step.effects);
+      return;
+    }
+    for (const e of step.effects) {
+      if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
+      if (e.kind === "drop") {
+        inb.snapshot = null;
+        this.ctx.dropStaged(inb);
+      }
+    }
+  }
+
+  pending(): Inbound[] {
+    return [...this.inbound.values()].filter((i) => i.state.phase === "prepared" || i.state.phase === "staged");
+  }
+}
+
+export function reportToJson(r: RestoreReport): string {
+  return JSON.stringify(r, (_k, v) => (typeof v === "bigint" ? v.toString() : v));
+}
+
+export function reportFromJson(text: string): RestoreReport {
+  const o = JSON.parse(text) as Record<string, string | boolean>;
+  const b = (k: string) => BigInt((o[k] as string) ?? "0");
+  return {
+    estimatedBlackoutNs: b("estimatedBlackoutNs"),
+    advancedNs: b("advancedNs"),
+    errorBoundNs: b("errorBoundNs"),
+    capped: o.capped === true,
+    doorbellRung: o.doorbellRung === true,
+    disruptionMarker: b("disruptionMarker"),
+    resumedTrueNs: b("resumedTrueNs"),
+    decodeNs: b("decodeNs"),
+    restoreNs: b("restoreNs"),
+    tscAtResume: b("tscAtResume"),
+    kvmclockAtResumeNs: b("kvmclockAtResumeNs"),
+  };
+}

@@ -1,0 +1,285 @@
+// A small guest kernel (SPEC §1 "Guest"): a clocksource (`tsc` or `kvm-clock`), realtime =
+// clocksource ns + wall offset disciplined by an NTP client, Linux's NTP error state, migration
+// handling that acts exactly once per migration, and a ClockBound-style bounded clock.
+//
+// Exactly once: every signal — PVCLOCK_GUEST_STOPPED seen on any vCPU, a changed vmclock
+// disruption_marker, the doorbell — leads to the same check: is the page's marker the one we last
+// handled? Only a new marker acts (Gleixner's migration sequence counter; vmclock realised it).
+
+import { invalid } from "../errors.js";
+import { getTimeScale, scaleDelta } from "../kvm/time-scale.js";
+import { PVCLOCK_GUEST_STOPPED, PVCLOCK_TSC_STABLE_BIT, pvclockReadCycles, pvclockTscKhz } from "../kvm/pvclock.js";
+import { VMCLOCK_FLAG_TIME_MAXERROR_VALID } from "../kvm/vmclock.js";
+import { u64 } from "../kvm/u64.js";
+import type { Scheduler, Timer } from "../time/clock.js";
+import type { EmulatedVm } from "../hypervisor/vm.js";
+import { adjtimexSync, bootNtpState, ditchSync, type NtpState, secondOverflow, STA_UNSYNC, NTP_PHASE_LIMIT_US } from "./ntp.js";
+
+export type Clocksource = "tsc" | "kvm-clock";
+export type HandlingMode = "ditch" | "widen";
+export type SignalSource = "flag" | "marker" | "doorbell";
+export type BoundedStatus = "synchronized" | "freeRunning" | "unknown" | "disrupted";
+
+export const CLOCKSOURCES: readonly Clocksource[] = ["tsc", "kvm-clock"];
+
+export interface NtpReading {
+  /** What the time source says the time is, in ns since the epoch. */
+  realtimeNs: bigint;
+  /** The error bound the time source claims. */
+  maxerrorNs: bigint;
+}
+
+export interface GuestOptions {
+  clocksource: Clocksource;
+  /** Guest migration handling on (SPEC's extension) or off (Linux today: watchdogs only). */
+  migrationHandling: boolean;
+  /** Ditch sync, or widen the bound by the destination's published error (falls back to ditch). */
+  handlingMode: HandlingMode;
+  /** The bounded-clock reader checks the vmclock disruption marker on every read (ClockBound). */
+  watchVmclock: boolean;
+  /** NTP poll period (true time) and the delay before re-disciplining after a ditch. */
+  pollIntervalNs: bigint;
+  resyncDelayNs: bigint;
+  /** The guest NTP client's time source (its host's realtime, as ptp_kvm does, or a remote server). */
+  ntpSource: () => NtpReading;
+  /** Drift allowance of the bounded clock (ClockBound's max drift), ppm. */
+  driftAllowancePpm: bigint;
+}
+
+export interface BoundedNow {
+  earliestNs: bigint;
+  latestNs: bigint;
+  realtimeNs: bigint;
+  status: BoundedStatus;
+}
+
+export interface HandledEvent {
+  via: SignalSource;
+  marker: bigint;
+  mode: HandlingMode | "ditch-fallback";
+  handledCount: bigint;
+  widenedByNs: bigint;
+}
+
+/** Everything of the guest that a snapshot carries (wire: GuestState). */
+export interface GuestState {
+  clocksource: Clocksource;
+  ntp: NtpState;
+  wallOffsetNs: bigint;
+  syncClocksourceNs: bigint;
+  lastHandledMarker: bigint;
+  handledCount: bigint;
+  migrationHandling: boolean;
+  handlingMode: HandlingMode;
+  tscCs: { baseTsc: bigint; baseNs: bigint; mul: bigint; shift: number };
+  everSynced: boolean;
+  lastValueNs: bigint;
+  awaitingResync: boolean;
+}
+
+export class Guest {
+  readonly vm: EmulatedVm;
+  private readonly opts: GuestOptions;
+  private readonly scheduler: Scheduler;
+  private state: GuestState;
+  private pollTimer: Timer | null = null;
+  private resyncTimer: Timer | null = null;
+  onHandled: ((e: HandledEvent) => void) | null = null;
+  onSync: ((r: NtpReading) => void) | null = null;
+
+  /**
+   * Boots a guest on `vm` (enables kvmclock on every vCPU, calibrates its TSC from pvclock as Linux
+   * does, starts the VM), or, given `restored`, adopts a migrated guest without running the VM.
+   */
+  constructor(vm: EmulatedVm, scheduler: Scheduler, opts: GuestOptions, restored?: GuestState) {
+    if (!CLOCKSOURCES.includes(opts.clocksource)) throw invalid("clocksource", `must be "tsc" or "kvm-clock"`);
+    this.vm = vm;
+    this.opts = opts;
+    this.scheduler = scheduler;
+    if (restored) {
+      this.state = cloneState(restored);
+      return;
+    }
+    vm.guestEnableKvmclock();
+    vm.resume();
+    const rec = vm.pvclock.guestRead(0);
+    const khz = pvclockTscKhz(rec.tscToSystemMul, rec.tscShift);
+    const scale = getTimeScale(1_000_000_000n, khz * 1000n);
+    const tsc = vm.readGuestTsc(0);
+    const ns = pvclockReadCycles(rec, tsc);
+    this.state = {
+      clocksource: opts.clocksource,
+      ntp: bootNtpState(ns),
+      wallOffsetNs: 0n,
+      syncClocksourceNs: ns,
+      lastHandledMarker: vm.vmclock().disruptionMarker,
+      handledCount: 0n,
+      migrationHandling: opts.migrationHandling,
+      handlingMode: opts.handlingMode,
+      tscCs: { baseTsc: tsc, baseNs: ns, mul: scale.mul, shift: scale.shift },
+      everSynced: false,
+      lastValueNs: ns,
+      awaitingResync: false,
+    };
+  }
+
+  get clocksource(): Clocksource {
+    return this.state.clocksource;
+  }
+
+  // ---- clock reads ---------------------------------------------------------------------------
+
+  /** kvmclock as vCPU `cpu` reads it (seqlock, last_value clamp unless TSC_STABLE). */
+  readKvmclock(cpu = 0): bigint {
+    const rec = this.vm.pvclock.guestRead(cpu);
+    if ((rec.flags & PVCLOCK_GUEST_STOPPED) !== 0) this.signal("flag", cpu);
+    const ns = pvclockReadCycles(rec, this.vm.readGuestTsc(cpu));
+    if ((rec.flags & PVCLOCK_TSC_STABLE_BIT) === 0 && ns < this.state.lastValueNs) return this.state.lastValueNs;
+    if (ns > this.state.lastValueNs) this.state.lastValueNs = ns;
+    return ns;
+  }
+
+  /** The clocksource in ns: kvm-clock reads pvclock; tsc never does (which is why doorbells exist). */
+  clocksourceNs(cpu = 0): bigint {
+    if (this.state.clocksource === "kvm-clock") return this.readKvmclock(cpu);
+    const c = this.state.tscCs;
+    return c.baseNs + scaleDelta(u64(this.vm.readGuestTsc(cpu) - c.baseTsc), c.mul, c.shift);
+  }
+
+  realtimeNs(): bigint {
+    return this.clocksourceNs() + this.state.wallOffsetNs;
+  }
+
+  ntp(): NtpState {
+    const cs = this.clocksourceNs();
+    secondOverflow(this.state.ntp, cs);
+    return { ...this.state.ntp };
+  }
+
+  /** ClockBound-style now(): bounds are ±(maxerror + drift since the last tick). */
+  now(): BoundedNow {
+    const cs = this.clocksourceNs();
+    if (this.opts.watchVmclock) this.checkMarker("marker");
+    const s = this.state;
+    secondOverflow(s.ntp, cs);
+    const rt = cs + s.wallOffsetNs;
+    const sinceTick = cs > s.ntp.tickClocksourceNs ? cs - s.ntp.tickClocksourceNs : 0n;
+    const half = s.ntp.maxerrorUs * 1000n + (sinceTick * this.opts.driftAllowancePpm + 999_999n) / 1_000_000n;
+    let status: BoundedStatus;
+    if (s.awaitingResync) status = "disrupted";
+    else if ((s.ntp.status & STA_UNSYNC) !== 0) status = s.everSynced ? "freeRunning" : "unknown";
+    else status = "synchronized";
+    return { earliestNs: rt - half, latestNs: rt + half, realtimeNs: rt, status };
+  }
+
+  // ---- NTP client ----------------------------------------------------------------------------
+
+  /** One NTP poll: step the wall offset onto the source and take its error bound. */
+  sync(): void {
+    if (!this.vm.running) return;
+    const cs = this.clocksourceNs();
+    const r = this.opts.ntpSource();
+    this.state.wallOffsetNs = r.realtimeNs - cs;
+    const us = (r.maxerrorNs + 999n) / 1000n;
+    adjtimexSync(this.state.ntp, us, us / 2n, cs);
+    this.state.syncClocksourceNs = cs;
+    this.state.everSynced = true;
+    this.state.awaitingResync = false;
+    this.onSync?.(r);
+  }
+
+  /** Starts periodic NTP polls (first one now). */
+  start(): void {
+    this.stop();
+    this.sync();
+    const loop = () => {
+      this.sync();
+      this.pollTimer = this.scheduler.after(this.opts.pollIntervalNs, loop);
+    };
+    this.pollTimer = this.scheduler.after(this.opts.pollIntervalNs, loop);
+  }
+
+  stop(): void {
+    this.pollTimer?.cancel();
+    this.pollTimer = null;
+    this.resyncTimer?.cancel();
+    this.resyncTimer = null;
+  }
+
+  // ---- migration handling --------------------------------------------------------------------
+
+  /** Doorbell interrupt handler. */
+  doorbell(): void {
+    this.signal("doorbell");
+  }
+
+  /** Polls the vmclock marker (a reader that maps the page). */
+  checkMarker(via: SignalSource = "marker"): void {
+    if (this.vm.vmclock().disruptionMarker !== this.state.lastHandledMarker) this.signal(via);
+  }
+
+  private signal(via: SignalSource, cpu?: number): void {
+    if (!this.state.migrationHandling) {
+      // Linux today: kvm_check_and_clear_guest_paused() from the watchdogs clears the bit, nothing more.
+      if (via === "flag" && cpu !== undefined) this.vm.pvclock.guestClearStopped(cpu);
+      return;
+    }
+    const page = this.vm.vmclock();
+    const marker = page.disruptionMarker;
+    this.clearAllStopped();
+    if (marker === this.state.lastHandledMarker) return; // already handled this migration
+    this.state.lastHandledMarker = marker;
+    this.state.handledCount += 1n;
+    let mode: HandledEvent["mode"] = this.state.handlingMode;
+    let widenedByNs = 0n;
+    const published = (page.flags & VMCLOCK_FLAG_TIME_MAXERROR_VALID) !== 0n;
+    if (this.state.handlingMode === "widen" && published && (this.state.ntp.status & STA_UNSYNC) === 0) {
+      widenedByNs = page.timeMaxerrorNanosec;
+      const s = this.state.ntp;
+      s.maxerrorUs += (widenedByNs + 999n) / 1000n;
+      s.esterrorUs += (page.timeEsterrorNanosec + 999n) / 1000n;
+      if (s.maxerrorUs >= NTP_PHASE_LIMIT_US) ditchSync(s);
+    } else {
+      if (this.state.handlingMode === "widen") mode = "ditch-fallback";
+      ditchSync(this.state.ntp);
+      this.state.awaitingResync = true;
+      this.resyncTimer?.cancel();
+      this.resyncTimer = this.scheduler.after(this.opts.resyncDelayNs, () => this.sync());
+    }
+    this.onHandled?.({ via, marker, mode, handledCount: this.state.handledCount, widenedByNs });
+  }
+
+  private clearAllStopped(): void {
+    for (let i = 0; i < this.vm.vcpuCount; i++) this.vm.pvclock.guestClearStopped(i);
+  }
+
+  // ---- state ---------------------------------------------------------------------------------
+
+  exportState(): GuestState {
+    return cloneState(this.state);
+  }
+
+  /** After a restore: re-arm the resync a ditch had scheduled on the source. */
+  resumeTimers(): void {
+    if (this.state.awaitingResync) {
+      this.resyncTimer?.cancel();
+      this.resyncTimer = this.scheduler.after(this.opts.resyncDelayNs, () => this.sync());
+    }
+  }
+
+  get handledCount(): bigint {
+    return this.state.handledCount;
+  }
+
+  get lastHandledMarker(): bigint {
+    return this.state.lastHandledMarker;
+  }
+
+  setMigrationHandling(on: boolean): void {
+    this.state.migrationHandling = on;
+  }
+}
+
+function cloneState(s: GuestState): GuestState {
+  return { ...s, ntp: { ...s.ntp }, tscCs: { ...s.tscCs } };
+}

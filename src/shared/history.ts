@@ -1,0 +1,71 @@
+// What the checker reads (SPEC §1 workload, §3): every guest sample and every ownership change,
+// stamped with true time. Daemons keep a bounded ring; the simulator records everything.
+
+import type { BoundedNow, HandledEvent } from "./guest/guest.js";
+
+export interface GuestSample {
+  trueNs: bigint;
+  daemon: string;
+  vmId: string;
+  generation: bigint;
+  /** Per vCPU (all of them, or the sampled subset in `vcpus`). */
+  vcpus: number[];
+  tsc: bigint[];
+  kvmclockNs: bigint[];
+  bounded: BoundedNow;
+  guestTscKhz: bigint;
+}
+
+export type HistoryEvent =
+  | { kind: "run"; trueNs: bigint; daemon: string; vmId: string; generation: bigint }
+  | { kind: "stop"; trueNs: bigint; daemon: string; vmId: string; generation: bigint; why: string }
+  | ({ kind: "handled"; trueNs: bigint; daemon: string; vmId: string } & HandledEvent)
+  | {
+      kind: "migration";
+      trueNs: bigint;
+      migrationId: string;
+      vmId: string;
+      source: string;
+      destination: string;
+      outcome: string;
+      policy: string;
+      estimator: string;
+      pauseTrueNs: bigint;
+      resumeTrueNs: bigint;
+      estimatedBlackoutNs: bigint;
+      advancedNs: bigint;
+      errorBoundNs: bigint;
+      capped: boolean;
+      marker: bigint;
+      /** Guest TSC of vCPU 0 at pause and at resume, and what the source would read at resume. */
+      tscAtPause: bigint;
+      tscAtResume: bigint;
+      tscIdealAtResume: bigint;
+      kvmclockAtResume: bigint;
+      kvmclockIdealAtResume: bigint;
+      guestTscKhz: bigint;
+      hostsHonest: boolean;
+    }
+  | { kind: "fault"; trueNs: bigint; site: string; detail: string };
+
+export interface HistorySink {
+  sample(s: GuestSample): void;
+  event(e: HistoryEvent): void;
+}
+
+export const NO_HISTORY: HistorySink = { sample: () => {}, event: () => {} };
+
+/** A bounded in-memory sink (daemons): the latest `max` samples and events. */
+export class RingHistory implements HistorySink {
+  readonly samples: GuestSample[] = [];
+  readonly events: HistoryEvent[] = [];
+  constructor(private readonly max: number) {}
+  sample(s: GuestSample): void {
+    this.samples.push(s);
+    if (this.samples.length > this.max) this.samples.splice(0, this.samples.length - this.max);
+  }
+  event(e: HistoryEvent): void {
+    this.events.push(e);
+    if (this.events.length > this.max) this.events.splice(0, this.events.length - this.max);
+  }
+}

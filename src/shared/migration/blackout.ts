@@ -1,0 +1,137 @@
+// Blackout estimators: how the destination measures how long the vCPUs were paused.
+//
+// Why this module is careful. The blackout runs from the source's pause to the destination's
+// resume: two instants on two hosts. Subtracting the two hosts' realtime clocks (what KVM's
+// documented algorithm does, `wallclock`) measures the blackout *plus the skew between the hosts*,
+// and the only bound on that skew is what each host claims about its own realtime error — a claim a
+// host with a bad NTP source can break ("lying clock"). Durations measured on one host's own
+// monotonic clock add safely: they cost only that host's crystal drift. So `one-sided` never
+// subtracts across hosts: it adds the source's pause-to-send duration (source clock), the one-way
+// transit of the snapshot (unknown, but within [0, RTT − destination hold], the round trip measured
+// on the source clock minus the time the destination held the call, measured on its clock), and
+// the destination's receive-to-resume duration (destination clock). `probe` does subtract realtime
+// clocks, but corrects by the offset θ measured moments before by NTP-style exchanges, whose error
+// is bounded by half their round trip, plus drift since.
+//
+// Every estimator returns an estimate and a bound such that |true blackout − estimate| ≤ bound
+// whenever its assumptions hold (stated per estimator). Estimates are clamped at 0: a blackout is
+// never negative, and clamping only moves the estimate toward the truth.
+
+import { invalid } from "../errors.js";
+
+export type EstimatorName = "wallclock" | "one-sided" | "probe";
+export const ESTIMATORS: readonly EstimatorName[] = ["wallclock", "one-sided", "probe"];
+
+export interface BlackoutEstimate {
+  estimator: EstimatorName;
+  estimatedNs: bigint;
+  boundNs: bigint;
+}
+
+/** Crystal and realtime rate error allowance (Linux's MAXFREQ): no honest clock drifts faster. */
+export const DRIFT_ALLOWANCE_PPM = 500n;
+
+function driftAllowance(durationNs: bigint, ppm: bigint): bigint {
+  const d = durationNs < 0n ? -durationNs : durationNs;
+  return (d * ppm + 999_999n) / 1_000_000n; // round up: the bound must not undercut
+}
+
+export function parseEstimator(v: unknown, field = "estimator"): EstimatorName {
+  if (typeof v === "string" && (ESTIMATORS as readonly string[]).includes(v)) return v as EstimatorName;
+  throw invalid(field, `unknown estimator ${JSON.stringify(v)} (one of ${ESTIMATORS.join(", ")})`);
+}
+
+/**
+ * `wallclock`: destination realtime minus source realtime (KVM_CLOCK_REALTIME semantics).
+ * ⚠ Cross-host subtraction: equals blackout + (dst skew − src skew). Bound = both hosts' *claimed*
+ * realtime errors plus drift over the blackout; holds only while both hosts are honest.
+ */
+export function wallclockEstimate(o: {
+  sourceRealtimeNs: bigint;
+  destinationRealtimeNs: bigint;
+  sourceMaxerrorNs: bigint;
+  destinationMaxerrorNs: bigint;
+}): BlackoutEstimate {
+  const raw = o.destinationRealtimeNs - o.sourceRealtimeNs; // blackout + skew: see the header
+  const est = raw > 0n ? raw : 0n;
+  const bound = o.sourceMaxerrorNs + o.destinationMaxerrorNs + 2n * driftAllowance(est, DRIFT_ALLOWANCE_PPM);
+  return { estimator: "wallclock", estimatedNs: est, boundNs: bound };
+}
+
+/**
+ * `one-sided`: sum of single-host durations plus half the transfer's residual round trip.
+ * Assumes only that each host's monotonic clock runs within DRIFT_ALLOWANCE_PPM of true time.
+ */
+export function oneSidedEstimate(o: {
+  /** Source clock: pause → the instant the Transfer round trip started. */
+  sourcePauseToSendNs: bigint;
+  /** Source clock: Transfer call sent → answer received. */
+  transferRttNs: bigint;
+  /** Destination clock: Transfer received → answered. */
+  destinationHoldNs: bigint;
+  /** Destination clock: Transfer received → now (resume). */
+  destinationReceiveToNowNs: bigint;
+}): BlackoutEstimate {
+  for (const [k, v] of Object.entries(o)) if (v < 0n) throw invalid(k, "a duration cannot be negative");
+  const residual = o.transferRttNs > o.destinationHoldNs ? o.transferRttNs - o.destinationHoldNs : 0n;
+  const transit = residual / 2n;
+  const est = o.sourcePauseToSendNs + transit + o.destinationReceiveToNowNs;
+  // transit ∈ [0, residual] so |transit − residual/2| ≤ ⌈residual/2⌉; each host's clock may be off
+  // by the drift allowance over the part it measured.
+  const bound =
+    residual - transit +
+    driftAllowance(o.sourcePauseToSendNs + o.transferRttNs, DRIFT_ALLOWANCE_PPM) +
+    driftAllowance(o.destinationReceiveToNowNs, DRIFT_ALLOWANCE_PPM);
+  return { estimator: "one-sided", estimatedNs: est, boundNs: bound };
+}
+
+/** One NTP-style exchange: t1 source send, t2 destination receive, t3 destination send, t4 source receive (realtime). */
+export interface ProbeExchange {
+  t1: bigint;
+  t2: bigint;
+  t3: bigint;
+  t4: bigint;
+}
+
+export interface ProbeResult {
+  /** θ = destination realtime − source realtime. */
+  offsetNs: bigint;
+  /** |true θ − offsetNs| ≤ boundNs at the time of the exchange. */
+  boundNs: bigint;
+}
+
+/** NTP clock filter: the exchange with the smallest round-trip delay wins (least asymmetry room). */
+export function probeOffset(exchanges: readonly ProbeExchange[]): ProbeResult {
+  if (exchanges.length === 0) throw invalid("probe", "at least one exchange is needed");
+  let best: ProbeResult | null = null;
+  for (const e of exchanges) {
+    const delay = e.t4 - e.t1 - (e.t3 - e.t2);
+    if (delay < 0n) continue; // a source clock step inside the exchange: unusable
+    const theta2 = e.t2 - e.t1 + (e.t3 - e.t4);
+    const offsetNs = theta2 / 2n;
+    // θ lies within ±delay/2 of the midpoint estimate; +1 covers the halving's rounding.
+    const boundNs = delay / 2n + 1n + driftAllowance(e.t4 - e.t1, 2n * DRIFT_ALLOWANCE_PPM);
+    if (best === null || boundNs < best.boundNs) best = { offsetNs, boundNs };
+  }
+  if (best === null) throw invalid("probe", "no usable exchange (negative round trip)");
+  return best;
+}
+
+/**
+ * `probe`: wallclock corrected by the probed offset θ. ⚠ Cross-host subtraction, made honest by θ.
+ * Assumes each host's realtime rate stays within DRIFT_ALLOWANCE_PPM between the probe and the
+ * resume (a step of either host's realtime in that window breaks it).
+ */
+export function probeEstimate(o: {
+  sourceRealtimeNs: bigint;
+  destinationRealtimeNs: bigint;
+  probe: ProbeResult;
+  /** Source clock: probe → pause. */
+  sinceProbeNs: bigint;
+}): BlackoutEstimate {
+  const raw = o.destinationRealtimeNs - o.sourceRealtimeNs - o.probe.offsetNs;
+  const est = raw > 0n ? raw : 0n;
+  const window = (o.sinceProbeNs > 0n ? o.sinceProbeNs : 0n) + est;
+  const bound = o.probe.boundNs + driftAllowance(window, 2n * DRIFT_ALLOWANCE_PPM);
+  return { estimator: "probe", estimatedNs: est, boundNs: bound };
+}

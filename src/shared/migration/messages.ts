@@ -1,0 +1,116 @@
+// The migration protocol's messages as domain values (the codec maps them to tscmig.v1 on the wire).
+
+import type { EstimatorName } from "./blackout.js";
+import type { Clocksource } from "../guest/guest.js";
+import type { PolicyName } from "./restore.js";
+import type { Snapshot } from "./snapshot.js";
+
+export interface PrepareReq {
+  migrationId: string;
+  vmId: string;
+  generation: bigint;
+  vcpuCount: number;
+  guestTscKhz: bigint;
+  sourceFracBits: number;
+  policy: PolicyName;
+  estimator: EstimatorName;
+  doorbell: boolean;
+  advanceCapNs: bigint;
+  sourceName: string;
+  sourceGrpc: string;
+}
+
+export interface PrepareRes {
+  hostTscKhz: bigint;
+  fracBits: number;
+  tscScaling: boolean;
+  ratio: bigint;
+  destinationName: string;
+}
+
+export interface ProbeReq {
+  migrationId: string;
+  t1RealtimeNs: bigint;
+}
+
+export interface ProbeRes {
+  t1RealtimeNs: bigint;
+  t2RealtimeNs: bigint;
+  t3RealtimeNs: bigint;
+  maxerrorNs: bigint;
+}
+
+export interface TransferReq {
+  snapshot: Snapshot;
+}
+
+export interface TransferRes {
+  destinationHoldNs: bigint;
+}
+
+export interface CommitReq {
+  migrationId: string;
+  vmId: string;
+  generation: bigint;
+  transferRttNs: bigint;
+}
+
+export interface RestoreReport {
+  estimatedBlackoutNs: bigint;
+  advancedNs: bigint;
+  errorBoundNs: bigint;
+  capped: boolean;
+  doorbellRung: boolean;
+  disruptionMarker: bigint;
+  /** True time at resume (0 where there is no shared truth). */
+  resumedTrueNs: bigint;
+  decodeNs: bigint;
+  restoreNs: bigint;
+  /** vCPU 0's guest TSC and kvmclock at resume. */
+  tscAtResume: bigint;
+  kvmclockAtResumeNs: bigint;
+}
+
+export interface CommitRes {
+  report: RestoreReport;
+  replay: boolean;
+}
+
+export interface AbortReq {
+  migrationId: string;
+  vmId: string;
+  generation: bigint;
+  reason: string;
+}
+
+export interface ResolveReq {
+  migrationId: string;
+  vmId: string;
+}
+
+export type ResolveDecision = "unknown" | "pending" | "committed" | "aborted";
+
+export interface ResolveRes {
+  decision: ResolveDecision;
+  generation: bigint;
+  /** Source only: the Transfer round trip it measured (a destination that missed Commit needs it). */
+  transferRttNs: bigint;
+}
+
+/** The calls one daemon makes on another (gRPC in production, a simulated network in chaos runs). */
+export interface PeerClient {
+  prepare(req: PrepareReq): Promise<PrepareRes>;
+  probe(req: ProbeReq): Promise<ProbeRes>;
+  /** `encodeNs` is the time the transport spent encoding, measured on the caller's clock. */
+  transfer(req: TransferReq): Promise<TransferRes & { encodeNs?: bigint }>;
+  commit(req: CommitReq): Promise<CommitRes>;
+  abort(req: AbortReq): Promise<void>;
+  resolve(req: ResolveReq): Promise<ResolveRes>;
+  ping(): Promise<void>;
+}
+
+export interface PeerDialer {
+  dial(address: string): PeerClient;
+}
+
+export type { Clocksource };

@@ -1,0 +1,223 @@
+// Restore on the destination (SPEC §2 phase 4), one pure function per policy over the emulated
+// hypervisor: no I/O, the caller supplies the blackout estimate, evaluated at the restore instant.
+// Order (Firecracker, Cloud Hypervisor #7932): clocks first, then the stopped flag on every vCPU,
+// then the vmclock marker and the published bound under the page's seqlock. The caller rings the
+// doorbell and resumes.
+//
+// Rounding: TSC advances are floor(blackout · rate) — the guest TSC may lag the ideal by < 1 cycle,
+// never lead it, so a restore can never make the TSC run ahead of where the source would be.
+// That one cycle is in the reported bound.
+
+import { invalid, TscmigError } from "../errors.js";
+import { LIMITS } from "../limits.js";
+import { u64 } from "../kvm/u64.js";
+import { scaleTsc } from "../kvm/tsc.js";
+import { KVM_CLOCK_REALTIME } from "../kvm/set-clock.js";
+import { PVCLOCK_GUEST_STOPPED } from "../kvm/pvclock.js";
+import {
+  decodeVmclock,
+  VMCLOCK_FLAG_TIME_ESTERROR_VALID,
+  VMCLOCK_FLAG_TIME_MAXERROR_VALID,
+  VMCLOCK_STATUS_SYNCHRONIZED,
+  VMCLOCK_STATUS_UNRELIABLE,
+} from "../kvm/vmclock.js";
+import type { EmulatedVm } from "../hypervisor/vm.js";
+import { type BlackoutEstimate, DRIFT_ALLOWANCE_PPM } from "./blackout.js";
+import { type Snapshot, snapshotRecord } from "./snapshot.js";
+
+export type PolicyName = "advance" | "kvm-realtime" | "freeze" | "advance-capped";
+export const POLICIES: readonly PolicyName[] = ["advance", "kvm-realtime", "freeze", "advance-capped"];
+
+export function parsePolicy(v: unknown, field = "policy"): PolicyName {
+  if (typeof v === "string" && (POLICIES as readonly string[]).includes(v)) return v as PolicyName;
+  throw invalid(field, `unknown policy ${JSON.stringify(v)} (one of ${POLICIES.join(", ")})`);
+}
+
+/** What the destination's clocks read at the restore instant, for the estimator. */
+export interface RestoreInstant {
+  destinationRealtimeNs: bigint;
+}
+
+export interface RestoreOptions {
+  policy: PolicyName;
+  /** Evaluated once, at the restore instant (after the destination's KVM_GET_CLOCK). */
+  estimate: (at: RestoreInstant) => BlackoutEstimate;
+  capNs?: bigint;
+  /** Whether the estimator is `wallclock` (kvm-realtime then hands KVM the source realtime as is). */
+  destinationMaxerrorNs: bigint;
+}
+
+export interface RestoreResult {
+  policy: PolicyName;
+  estimate: BlackoutEstimate;
+  /** How far guest time (TSC and kvmclock) was moved past where it stopped. */
+  advancedNs: bigint;
+  /** Bound on |guest time at resume − what the source would read had it never paused|. */
+  errorBoundNs: bigint;
+  /** advance-capped only: the blackout exceeded the cap and the rest was frozen. */
+  capped: boolean;
+  /** The new vmclock disruption marker. */
+  marker: bigint;
+  /** kvmclock was restored with KVM_SET_CLOCK_GUEST (else KVM_SET_CLOCK). */
+  clockGuest: boolean;
+}
+
+/** Cycles a vCPU's TSC runs in `ns` on a host of `hostKhz` with `ratio` (exact floor). */
+export function cyclesIn(ns: bigint, hostKhz: bigint, ratio: bigint, fracBits: number): bigint {
+  return (ns * hostKhz * ratio) / (1_000_000n << BigInt(fracBits));
+}
+
+/** ns one cycle lasts at that rate, rounded up (the rounding term of the bound). */
+function cycleNsCeil(hostKhz: bigint, ratio: bigint, fracBits: number): bigint {
+  const hzNum = hostKhz * 1000n * ratio;
+  const den = 1n << BigInt(fracBits);
+  return (1_000_000_000n * den + hzNum - 1n) / hzNum;
+}
+
+function drift(ns: bigint): bigint {
+  return (ns * DRIFT_ALLOWANCE_PPM + 999_999n) / 1_000_000n;
+}
+
+/**
+ * Restores `snap` into `vm` (paused, created with the snapshot's shape). Validates everything before
+ * touching `vm`; on a thrown error the VM is unusable and the caller discards it.
+ */
+export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOptions): RestoreResult {
+  if (vm.running) throw invalid("vm", "restore needs the vCPUs paused");
+  if (vm.vcpuCount !== snap.vcpuCount) throw invalid("snapshot.vcpuCount", `VM has ${vm.vcpuCount} vCPUs, snapshot ${snap.vcpuCount}`);
+  const capNs = opts.capNs ?? LIMITS.advanceCapNsDefault;
+  if (capNs < 0n || capNs > LIMITS.blackoutNsMax) throw invalid("advanceCapNs", "out of range");
+  const page = decodeVmclock(snap.vmclock);
+  const n = snap.vcpuCount;
+  const fracDst = vm.host.info.vendor.fracBits;
+  const hostKhzDst = vm.host.info.tscKhz;
+
+  // Guest-visible memory comes across as is: pvclock records (versions continue), vmclock page.
+  vm.pvclock.bytes().set(snap.pvclock);
+  vm.loadVmclock(page);
+  if (snap.kvmclockEnabled) vm.guestEnableKvmclock();
+
+  const at = vm.getClock();
+  const estimate = opts.estimate({ destinationRealtimeNs: at.realtime !== 0n ? at.realtime : vm.host.realtimeNs() });
+  if (estimate.estimatedNs > LIMITS.blackoutNsMax)
+    throw new TscmigError("failed_precondition", `estimated blackout ${estimate.estimatedNs} ns exceeds the limit ${LIMITS.blackoutNsMax} ns`, {
+      field: "blackout",
+      reason: "blackout_too_long",
+    });
+  const est = estimate.estimatedNs;
+  // Rounding and rate terms common to every policy: one cycle of the slowest vCPU, and the source
+  // crystal's drift over the blackout (we advance at its nominal rate).
+  let rounding = 0n;
+  for (let i = 0; i < n; i++) {
+    const c = cycleNsCeil(snap.hostTscKhz, snap.ratio[i] as bigint, snap.fracBits);
+    if (c > rounding) rounding = c;
+    if (i > 8 && snap.ratio[i] === snap.ratio[0]) break; // uniform VMs: one is enough
+  }
+  const rateTerm = rounding + 1n + drift(est + estimate.boundNs);
+
+  let advancedNs = 0n;
+  let errorBoundNs: bigint;
+  let capped = false;
+  let clockGuest = false;
+
+  if (opts.policy === "advance" || opts.policy === "advance-capped") {
+    let adv = est;
+    if (opts.policy === "advance-capped" && est > capNs) {
+      adv = capNs;
+      capped = true;
+    }
+    setOffsetsAdvanced(vm, snap, at.hostTsc !== 0n ? at.hostTsc : vm.host.tscAt(vm.host.trueNs()), adv, fracDst);
+    // kvmclock stays the same function of the guest TSC (KVM_SET_CLOCK_GUEST); where KVM refuses
+    // (no master clock, or the record's rate is > 1 kHz off), fall back to KVM_SET_CLOCK.
+    const rec = snapshotRecord(snap, 0);
+    rec.flags &= ~PVCLOCK_GUEST_STOPPED;
+    try {
+      vm.setClockGuest(rec);
+      clockGuest = true;
+    } catch (e) {
+      if (!(e instanceof TscmigError && e.errno !== undefined)) throw e;
+      vm.setClock({ clock: u64(snap.kvmNs + adv), flags: 0, realtime: 0n });
+    }
+    advancedNs = adv;
+    errorBoundNs = capped ? est - capNs + estimate.boundNs + rateTerm : estimate.boundNs + rateTerm;
+  } else if (opts.policy === "kvm-realtime") {
+    // The upstream document: KVM_SET_CLOCK(REALTIME) then re-offset every TSC, with Bonzini's
+    // scaling correction. With a non-wallclock estimator we hand KVM a source realtime corrected by
+    // the estimate, as a VMM would: realtime_arg = now_real_dst − estimate.
+    const realtimeArg = estimate.estimator === "wallclock" ? snap.hostRealtimeNs : at.realtime - est;
+    const set = vm.setClock({ clock: snap.kvmNs, flags: KVM_CLOCK_REALTIME, realtime: realtimeArg });
+    const after = vm.getClock();
+    const guestDst = after.clock;
+    const elapsed = u64(guestDst - snap.kvmNs); // ≥ 0: SET_CLOCK never steps backward
+    const hostTscDst = after.hostTsc !== 0n ? after.hostTsc : vm.host.tscAt(vm.host.trueNs());
+    let lastOfs = -1n;
+    let uniform = true;
+    const ofs = new BigUint64Array(n);
+    for (let i = 0; i < n; i++) {
+      const rSrc = snap.ratio[i] as bigint;
+      const rDst = vm.ratioOf(i);
+      // ofs_dst = ofs_src + (guest_dst − guest_src)·guest_freq + scale(tsc_src, r_src) − scale(tsc_dst, r_dst)
+      const o = u64(
+        (snap.tscOffset[i] as bigint) +
+          cyclesIn(elapsed, snap.hostTscKhz, rSrc, snap.fracBits) +
+          scaleTsc(snap.hostTsc, rSrc, snap.fracBits) -
+          scaleTsc(hostTscDst, rDst, fracDst),
+      );
+      ofs[i] = o;
+      if (i > 0 && o !== lastOfs) uniform = false;
+      lastOfs = o;
+    }
+    if (uniform) vm.setTscOffsetAll(ofs[0] as bigint);
+    else for (let i = 0; i < n; i++) vm.setTscOffset(i, ofs[i] as bigint);
+    advancedNs = u64(set.advancedClock - snap.kvmNs);
+    errorBoundNs = estimate.boundNs + rateTerm;
+  } else {
+    // freeze (upstream QEMU): kvmclock and TSC resume where they stopped; the guest loses the
+    // blackout, so its error is the blackout itself.
+    vm.setClock({ clock: snap.kvmNs, flags: 0, realtime: 0n });
+    setOffsetsAdvanced(vm, snap, vm.host.tscAt(vm.host.trueNs()), 0n, fracDst);
+    errorBoundNs = est + estimate.boundNs + rateTerm;
+  }
+
+  // The stopped flag on every vCPU: KVMCLOCK_CTRL now, written at each vCPU's first entry.
+  for (let i = 0; i < n; i++) if (vm.kvmclockEnabled(i)) vm.kvmclockCtrl(i);
+
+  // vmclock: odd, new marker, status and published bounds, even (STYLE 8).
+  const marker = page.disruptionMarker + 1n;
+  const reliable = !capped && opts.policy !== "freeze";
+  vm.updateVmclock((p) => {
+    p.disruptionMarker = marker;
+    p.clockStatus = reliable ? VMCLOCK_STATUS_SYNCHRONIZED : VMCLOCK_STATUS_UNRELIABLE;
+    p.timeMaxerrorNanosec = errorBoundNs;
+    p.timeEsterrorNanosec = estimate.boundNs / 2n;
+    p.flags |= VMCLOCK_FLAG_TIME_MAXERROR_VALID | VMCLOCK_FLAG_TIME_ESTERROR_VALID;
+    if (!reliable) p.flags &= ~VMCLOCK_FLAG_TIME_MAXERROR_VALID;
+  });
+  void hostKhzDst;
+  return { policy: opts.policy, estimate, advancedNs, errorBoundNs, capped, marker, clockGuest };
+}
+
+/** ofs_dst[i] = (tsc_src[i] + cycles(adv)) − scale(host_tsc_dst, ratio_dst[i]); uniform VMs in one write. */
+function setOffsetsAdvanced(vm: EmulatedVm, snap: Snapshot, hostTscDst: bigint, advNs: bigint, fracDst: number): void {
+  const n = snap.vcpuCount;
+  let prevKey = -1n;
+  let prevRatio = -1n;
+  let prevOfs = 0n;
+  let uniform = true;
+  const ofs = new BigUint64Array(n);
+  for (let i = 0; i < n; i++) {
+    const rSrc = snap.ratio[i] as bigint;
+    const rDst = vm.ratioOf(i);
+    const tsc = snap.tsc[i] as bigint;
+    let o: bigint;
+    if (tsc === prevKey && rSrc === prevRatio) o = prevOfs;
+    else o = u64(tsc + cyclesIn(advNs, snap.hostTscKhz, rSrc, snap.fracBits) - scaleTsc(hostTscDst, rDst, fracDst));
+    if (i > 0 && o !== prevOfs) uniform = false;
+    ofs[i] = o;
+    prevKey = tsc;
+    prevRatio = rSrc;
+    prevOfs = o;
+  }
+  if (uniform) vm.setTscOffsetAll(ofs[0] as bigint);
+  else for (let i = 0; i < n; i++) vm.setTscOffset(i, ofs[i] as bigint);
+}

@@ -1,0 +1,160 @@
+// The snapshot: everything the destination needs to continue a VM's time (SPEC §2 phase 3), taken
+// while the vCPUs are paused from one KVM_GET_CLOCK instant: kvm ns, host TSC, host realtime, and
+// per vCPU the TSC offset and ratio, from which each vCPU's guest TSC at that instant follows.
+// A domain value, not a wire message: the codec (rpc/codec.ts) converts and validates.
+
+import { invalid } from "../errors.js";
+import { LIMITS } from "../limits.js";
+import { KVM_CLOCK_REALTIME } from "../kvm/set-clock.js";
+import { decodePvclock, PVCLOCK_GUEST_STOPPED, type PvclockRecord } from "../kvm/pvclock.js";
+import { decodeVmclock, encodeVmclock } from "../kvm/vmclock.js";
+import { SVM, VMX } from "../kvm/tsc.js";
+import type { Guest, GuestState } from "../guest/guest.js";
+import type { EmulatedVm } from "../hypervisor/vm.js";
+import type { ProbeResult } from "./blackout.js";
+
+export const SNAPSHOT_FORMAT_VERSION = 1;
+export const PVCLOCK_RECORD_BYTES = 32;
+
+export interface Snapshot {
+  formatVersion: number;
+  migrationId: string;
+  vmId: string;
+  generation: bigint;
+  vcpuCount: number;
+  guestTscKhz: bigint;
+  /** One KVM_GET_CLOCK on the source at the pause. */
+  kvmNs: bigint;
+  hostTsc: bigint;
+  hostRealtimeNs: bigint;
+  clockFlags: number;
+  hostTscKhz: bigint;
+  fracBits: number;
+  hostMaxerrorNs: bigint;
+  tscOffset: BigUint64Array;
+  ratio: BigUint64Array;
+  /** Guest TSC of each vCPU at the snapshot instant. */
+  tsc: BigUint64Array;
+  /** vcpuCount × 32-byte pvclock records. */
+  pvclock: Uint8Array;
+  /** The vmclock page, 112 bytes. */
+  vmclock: Uint8Array;
+  guest: GuestState;
+  kvmclockEnabled: boolean;
+  /** Source clock: pause → the start of the Transfer round trip. Filled just before sending. */
+  sourcePauseToSendNs: bigint;
+  probe: (ProbeResult & { probeToPauseNs: bigint }) | null;
+}
+
+export interface CaptureMeta {
+  migrationId: string;
+  vmId: string;
+  generation: bigint;
+  hostMaxerrorNs: bigint;
+  probe: (ProbeResult & { probeToPauseNs: bigint }) | null;
+}
+
+/**
+ * Source side of the blackout: the VM must be paused. Requests KVMCLOCK_CTRL on every vCPU (the bit
+ * shows at the next entry: on the source only if it rolls back), reads the clock once, and every
+ * vCPU's TSC state at that instant.
+ */
+export function captureSnapshot(vm: EmulatedVm, guest: Guest, meta: CaptureMeta): Snapshot {
+  if (vm.running) throw invalid("vm", "capture needs the vCPUs paused");
+  const n = vm.vcpuCount;
+  for (let i = 0; i < n; i++) if (vm.kvmclockEnabled(i)) vm.kvmclockCtrl(i);
+  const clock = vm.getClock();
+  let hostTsc = clock.hostTsc;
+  let realtime = clock.realtime;
+  if ((clock.flags & KVM_CLOCK_REALTIME) === 0) {
+    // Not in master-clock mode: KVM gives no (realtime, TSC) pair; a VMM reads its own clocks.
+    const t = vm.host.trueNs();
+    hostTsc = vm.host.tscAt(t);
+    realtime = vm.host.realtimeNsAt(t);
+  }
+  const tscOffset = new BigUint64Array(n);
+  const ratio = new BigUint64Array(n);
+  const tsc = new BigUint64Array(n);
+  for (let i = 0; i < n; i++) {
+    tscOffset[i] = vm.getTscOffset(i);
+    ratio[i] = vm.ratioOf(i);
+    tsc[i] = vm.guestTscAtHostTsc(i, hostTsc);
+  }
+  return {
+    formatVersion: SNAPSHOT_FORMAT_VERSION,
+    migrationId: meta.migrationId,
+    vmId: meta.vmId,
+    generation: meta.generation,
+    vcpuCount: n,
+    guestTscKhz: vm.guestTscKhz,
+    kvmNs: clock.clock,
+    hostTsc,
+    hostRealtimeNs: realtime,
+    clockFlags: clock.flags,
+    hostTscKhz: vm.host.info.tscKhz,
+    fracBits: vm.host.info.vendor.fracBits,
+    hostMaxerrorNs: meta.hostMaxerrorNs,
+    tscOffset,
+    ratio,
+    tsc,
+    pvclock: vm.pvclock.bytes().slice(),
+    vmclock: encodeVmclock(vm.vmclock()),
+    guest: guest.exportState(),
+    kvmclockEnabled: vm.kvmclockEnabled(0),
+    sourcePauseToSendNs: 0n,
+    probe: meta.probe,
+  };
+}
+
+/** vCPU i's pvclock record in the snapshot. */
+export function snapshotRecord(s: Snapshot, i: number): PvclockRecord {
+  return decodePvclock(s.pvclock, i * PVCLOCK_RECORD_BYTES);
+}
+
+/**
+ * Every consistency rule of SPEC §5 on a decoded snapshot; throws naming the first bad field.
+ * Nothing is applied before this passes.
+ */
+export function validateSnapshot(s: Snapshot): void {
+  if (s.formatVersion !== SNAPSHOT_FORMAT_VERSION)
+    throw invalid("snapshot.formatVersion", `unknown format version ${s.formatVersion} (this daemon reads ${SNAPSHOT_FORMAT_VERSION})`);
+  checkId(s.migrationId, "snapshot.migrationId");
+  checkId(s.vmId, "snapshot.vmId");
+  if (s.generation < 1n) throw invalid("snapshot.generation", "must be ≥ 1");
+  if (!Number.isInteger(s.vcpuCount) || s.vcpuCount < 1 || s.vcpuCount > LIMITS.vcpuCountMax)
+    throw invalid("snapshot.vcpuCount", `must be in 1..${LIMITS.vcpuCountMax}`);
+  if (s.guestTscKhz < LIMITS.tscKhzMin || s.guestTscKhz > LIMITS.tscKhzMax)
+    throw invalid("snapshot.guestTscKhz", `must be within ${LIMITS.tscKhzMin}..${LIMITS.tscKhzMax} kHz`);
+  if (s.hostTscKhz < LIMITS.tscKhzMin || s.hostTscKhz > LIMITS.tscKhzMax)
+    throw invalid("snapshot.hostTscKhz", `must be within ${LIMITS.tscKhzMin}..${LIMITS.tscKhzMax} kHz`);
+  const vendor = s.fracBits === 48 ? VMX : s.fracBits === 32 ? SVM : null;
+  if (vendor === null) throw invalid("snapshot.fracBits", "must be 48 or 32");
+  for (const [name, col] of [["tscOffset", s.tscOffset], ["ratio", s.ratio], ["tsc", s.tsc]] as const)
+    if (col.length !== s.vcpuCount) throw invalid(`snapshot.vcpus.${name}`, `has ${col.length} entries for ${s.vcpuCount} vCPUs`);
+  if (s.pvclock.length !== s.vcpuCount * PVCLOCK_RECORD_BYTES)
+    throw invalid("snapshot.vcpus.pvclockRecords", `must be ${s.vcpuCount} × 32 bytes, got ${s.pvclock.length}`);
+  for (let i = 0; i < s.vcpuCount; i++) {
+    const r = s.ratio[i] as bigint;
+    if (r === 0n || r >= vendor.maxRatio) throw invalid(`snapshot.vcpus.ratio[${i}]`, `ratio ${r} is 0 or ≥ the ${vendor.name} maximum`);
+    const rec = snapshotRecord(s, i);
+    if (rec.version % 2 !== 0) throw invalid(`snapshot.vcpus.pvclockRecords[${i}].version`, `odd version ${rec.version}: record captured mid-update`);
+    if (s.kvmclockEnabled && rec.tscToSystemMul === 0n) throw invalid(`snapshot.vcpus.pvclockRecords[${i}].tscToSystemMul`, "zero multiplier");
+    if ((rec.flags & ~(PVCLOCK_GUEST_STOPPED | 1)) !== 0) throw invalid(`snapshot.vcpus.pvclockRecords[${i}].flags`, `unknown flags ${rec.flags}`);
+  }
+  decodeVmclock(s.vmclock); // throws naming the field
+  if (s.sourcePauseToSendNs < 0n || s.sourcePauseToSendNs > LIMITS.blackoutNsMax)
+    throw invalid("snapshot.sourcePauseToSendNs", "out of range");
+  if (s.probe !== null && (s.probe.boundNs < 0n || s.probe.probeToPauseNs < 0n)) throw invalid("snapshot.probe", "negative bound or duration");
+  const g = s.guest;
+  if (g.ntp.maxerrorUs < 0n || g.ntp.maxerrorUs > LIMITS.ntpPhaseLimitUs) throw invalid("snapshot.guest.maxerrorUs", "must be within 0..16 s");
+  if (g.ntp.esterrorUs < 0n || g.ntp.esterrorUs > LIMITS.ntpPhaseLimitUs) throw invalid("snapshot.guest.esterrorUs", "must be within 0..16 s");
+  if (g.tscCs.mul <= 0n || g.tscCs.mul > 0xffff_ffffn) throw invalid("snapshot.guest.tscCsMul", "must be a non-zero u32");
+  if (g.tscCs.shift < -32 || g.tscCs.shift > 32) throw invalid("snapshot.guest.tscCsShift", "must be within -32..32");
+}
+
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]*$/;
+
+export function checkId(id: string, field: string): void {
+  if (typeof id !== "string" || id.length === 0 || id.length > LIMITS.idLengthMax || !ID_RE.test(id))
+    throw invalid(field, `must be 1..${LIMITS.idLengthMax} characters of [A-Za-z0-9._:-], starting alphanumeric`);
+}

@@ -1,0 +1,322 @@
+// The source role: drives the source state machine (shared/migration/source-machine.ts) for one
+// migration, carrying out its effects — journal writes, gRPC calls through a PeerClient, pausing,
+// capturing and resuming the VM. The machine decides; this file only performs.
+
+import { isTscmigError, TscmigError } from "../shared/errors.js";
+import { crashPoint, type Faults } from "../shared/faults.js";
+import type { HistorySink } from "../shared/history.js";
+import type { Logger } from "../shared/logger.js";
+import { LIMITS } from "../shared/limits.js";
+import type { EmulatedHost } from "../shared/hypervisor/host.js";
+import { type EstimatorName, type ProbeExchange, probeOffset } from "../shared/migration/blackout.js";
+import type { HostedVm } from "../shared/migration/hosted-vm.js";
+import type { JournalStore, MigrationDecision } from "../shared/migration/journal.js";
+import type { PeerClient, RestoreReport } from "../shared/migration/messages.js";
+import type { PolicyName } from "../shared/migration/restore.js";
+import { captureSnapshot, type Snapshot } from "../shared/migration/snapshot.js";
+import { initialSourceState, type SourceEffect, type SourceEvent, type SourceState, stepSource } from "../shared/migration/source-machine.js";
+import { pvclockReadCycles } from "../shared/kvm/pvclock.js";
+import { sleep, type Scheduler } from "../shared/time/clock.js";
+
+export interface MigrateOptions {
+  migrationId: string;
+  destination: string;
+  policy: PolicyName;
+  estimator: EstimatorName;
+  doorbell: boolean;
+  advanceCapNs: bigint;
+}
+
+export interface PhaseTimings {
+  captureNs: bigint;
+  encodeNs: bigint;
+  transferNs: bigint;
+  decodeNs: bigint;
+  restoreNs: bigint;
+  commitNs: bigint;
+}
+
+export interface MigrationReport {
+  migrationId: string;
+  vmId: string;
+  source: string;
+  destination: string;
+  policy: PolicyName;
+  estimator: EstimatorName;
+  outcome: "committed" | "aborted" | "refused" | "in-doubt";
+  error?: { code: string; message: string; field?: string; reason?: string };
+  generation: bigint;
+  vcpus: number;
+  guestTscKhz: bigint;
+  /** True time from the source's pause to the destination's resume (shared truth). */
+  trueBlackoutNs: bigint;
+  estimatedBlackoutNs: bigint;
+  advancedNs: bigint;
+  errorBoundNs: bigint;
+  capped: boolean;
+  doorbellRung: boolean;
+  disruptionMarker: bigint;
+  tscBefore: bigint;
+  tscAfter: bigint;
+  /** What vCPU 0's TSC would read at resume had the source never paused. */
+  tscIdeal: bigint;
+  kvmNsBefore: bigint;
+  kvmNsAfter: bigint;
+  kvmNsIdeal: bigint;
+  /** (tscAfter − tscIdeal) in ns of guest time; the introduced error the bound must cover. */
+  tscErrorNs: bigint;
+  kvmclockErrorNs: bigint;
+  stoppedFlag: boolean;
+  pauseTrueNs: bigint;
+  resumeTrueNs: bigint;
+  phases: PhaseTimings;
+}
+
+export interface SourceContext {
+  name: string;
+  grpcAdvertise: string;
+  host: EmulatedHost;
+  scheduler: Scheduler;
+  journal: JournalStore;
+  faults: Faults;
+  history: HistorySink;
+  log: Logger;
+  probeExchanges: number;
+  retriesMax: number;
+  /** Ownership hooks owned by the node. */
+  pauseVm(h: HostedVm): void;
+  resumeVm(h: HostedVm): void;
+  handOff(h: HostedVm, migrationId: string): void;
+  persist(h: HostedVm): void;
+}
+
+function errorOf(e: unknown): TscmigError {
+  if (isTscmigError(e)) return e;
+  if (e instanceof Error && e.name === "CrashSignal") throw e;
+  return new TscmigError("internal", e instanceof Error ? e.message : String(e));
+}
+
+/** Runs one migration of `h` to `peer`; resolves with the report whatever the outcome. */
+export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClient, opts: MigrateOptions): Promise<MigrationReport> {
+  const log = ctx.log.child({ migrationId: opts.migrationId, vmId: h.id });
+  const generation = h.generation + 1n;
+  const vm = h.vm;
+  const report: MigrationReport = {
+    migrationId: opts.migrationId,
+    vmId: h.id,
+    source: ctx.name,
+    destination: opts.destination,
+    policy: opts.policy,
+    estimator: opts.estimator,
+    outcome: "aborted",
+    generation,
+    vcpus: vm.vcpuCount,
+    guestTscKhz: vm.guestTscKhz,
+    trueBlackoutNs: 0n,
+    estimatedBlackoutNs: 0n,
+    advancedNs: 0n,
+    errorBoundNs: 0n,
+    capped: false,
+    doorbellRung: false,
+    disruptionMarker: 0n,
+    tscBefore: 0n,
+    tscAfter: 0n,
+    tscIdeal: 0n,
+    kvmNsBefore: 0n,
+    kvmNsAfter: 0n,
+    kvmNsIdeal: 0n,
+    tscErrorNs: 0n,
+    kvmclockErrorNs: 0n,
+    stoppedFlag: false,
+    pauseTrueNs: 0n,
+    resumeTrueNs: 0n,
+    phases: { captureNs: 0n, encodeNs: 0n, transferNs: 0n, decodeNs: 0n, restoreNs: 0n, commitNs: 0n },
+  };
+  let state: SourceState = initialSourceState();
+  const exchanges: ProbeExchange[] = [];
+  let lastProbeRawNs = 0n;
+  let pauseRawNs = 0n;
+  let snapshot: Snapshot | null = null;
+  let transferRttNs = 0n;
+  let restore: RestoreReport | null = null;
+  let finished = false;
+
+  const journal = (decision: MigrationDecision, phase: string) =>
+    ctx.journal.putMigration({
+      migrationId: opts.migrationId,
+      vmId: h.id,
+      role: "source",
+      phase,
+      decision,
+      generation,
+      peer: opts.destination,
+      updatedNs: ctx.host.trueNs(),
+      report: JSON.stringify({ transferRttNs: transferRttNs.toString() }),
+    });
+
+  // One event in, effects out, in order; async effects feed the next event.
+  const queue: SourceEvent[] = [{ kind: "start", probes: opts.estimator === "probe" ? Math.max(1, ctx.probeExchanges) : 0, retriesMax: ctx.retriesMax }];
+  while (queue.length > 0 && !finished) {
+    const ev = queue.shift() as SourceEvent;
+    const step = stepSource(state, ev);
+    state = step.state;
+    for (const eff of step.effects) {
+      const next = await perform(eff);
+      if (next) queue.push(next);
+      if (finished) break;
+    }
+  }
+  return report;
+
+  async function perform(eff: SourceEffect): Promise<SourceEvent | null> {
+    switch (eff.kind) {
+      case "journal":
+        journal(eff.decision, eff.phase);
+        if (eff.decision === "committed" && eff.phase === "committing") crashPoint(ctx.faults, "crash.source.afterCommitJournal");
+        return null;
+      case "sendPrepare":
+        try {
+          await peer.prepare({
+            migrationId: opts.migrationId,
+            vmId: h.id,
+            generation,
+            vcpuCount: vm.vcpuCount,
+            guestTscKhz: vm.guestTscKhz,
+            sourceFracBits: vm.host.info.vendor.fracBits,
+            policy: opts.policy,
+            estimator: opts.estimator,
+            doorbell: opts.doorbell,
+            advanceCapNs: opts.advanceCapNs,
+            sourceName: ctx.name,
+            sourceGrpc: ctx.grpcAdvertise,
+          });
+          crashPoint(ctx.faults, "crash.source.afterPrepare");
+          return { kind: "prepareOk" };
+        } catch (e) {
+          return { kind: "prepareFailed", error: errorOf(e) };
+        }
+      case "sendProbe":
+        try {
+          const t1 = ctx.host.realtimeNs();
+          const r = await peer.probe({ migrationId: opts.migrationId, t1RealtimeNs: t1 });
+          const t4 = ctx.host.realtimeNs();
+          lastProbeRawNs = ctx.host.rawNs();
+          exchanges.push({ t1, t2: r.t2RealtimeNs, t3: r.t3RealtimeNs, t4 });
+          return { kind: "probeOk" };
+        } catch (e) {
+          return { kind: "probeFailed", error: errorOf(e) };
+        }
+      case "pause":
+        ctx.pauseVm(h);
+        pauseRawNs = ctx.host.rawNs();
+        report.pauseTrueNs = ctx.host.trueNs();
+        report.tscBefore = vm.readGuestTsc(0);
+        report.kvmNsBefore = pvclockReadCycles(vm.pvclock.guestRead(0), report.tscBefore);
+        ctx.persist(h);
+        crashPoint(ctx.faults, "crash.source.afterPause");
+        return null;
+      case "capture": {
+        const t0 = ctx.host.rawNs();
+        const probe = exchanges.length > 0 ? { ...probeOffset(exchanges), probeToPauseNs: pauseRawNs - lastProbeRawNs } : null;
+        snapshot = captureSnapshot(vm, h.guest, { migrationId: opts.migrationId, vmId: h.id, generation, hostMaxerrorNs: ctx.host.maxerrorNs(), probe });
+        report.phases.captureNs = ctx.host.rawNs() - t0;
+        return null;
+      }
+      case "sendTransfer": {
+        const snap = snapshot as Snapshot;
+        const sendRaw = ctx.host.rawNs();
+        snap.sourcePauseToSendNs = sendRaw - pauseRawNs; // source clock only (see blackout.ts)
+        try {
+          const r = await peer.transfer({ snapshot: snap });
+          transferRttNs = ctx.host.rawNs() - sendRaw;
+          report.phases.transferNs = transferRttNs;
+          report.phases.encodeNs = r.encodeNs ?? 0n;
+          crashPoint(ctx.faults, "crash.source.afterTransfer");
+          return { kind: "transferOk" };
+        } catch (e) {
+          return { kind: "transferFailed", error: errorOf(e) };
+        }
+      }
+      case "handOff":
+        ctx.handOff(h, opts.migrationId);
+        return null;
+      case "sendCommit":
+      case "retryCommit": {
+        if (eff.kind === "retryCommit") await sleep(ctx.scheduler, eff.delayNs);
+        const t0 = ctx.host.rawNs();
+        try {
+          const r = await peer.commit({ migrationId: opts.migrationId, vmId: h.id, generation, transferRttNs });
+          report.phases.commitNs = ctx.host.rawNs() - t0;
+          restore = r.report;
+          crashPoint(ctx.faults, "crash.source.afterCommit");
+          return { kind: "commitOk" };
+        } catch (e) {
+          const err = errorOf(e);
+          // A destination that refuses Commit definitively (aborted/unknown) cannot be made to run
+          // the VM; the decision stands and the recovery loop reports it as in doubt.
+          log.warn({ event: "commit_failed", attempt: eff.attempt, code: err.code, err: err.message }, "commit failed");
+          return { kind: "commitFailed", error: err };
+        }
+      }
+      case "resume":
+        ctx.resumeVm(h);
+        return null;
+      case "sendAbort":
+        peer.abort({ migrationId: opts.migrationId, vmId: h.id, generation, reason: eff.reason.slice(0, 512) }).catch(() => {
+          /* best effort: the destination also asks Resolve */
+        });
+        return null;
+      case "finish":
+        finished = true;
+        report.outcome = eff.outcome;
+        if (eff.error) report.error = eff.error.toJSON() as MigrationReport["error"];
+        if (restore) fillFromRestore(restore);
+        log.info(
+          {
+            event: "migration_finished",
+            outcome: report.outcome,
+            trueBlackoutNs: report.trueBlackoutNs,
+            estimatedBlackoutNs: report.estimatedBlackoutNs,
+            errorBoundNs: report.errorBoundNs,
+            ...(report.error ? { error: report.error } : {}),
+          },
+          "migration finished",
+        );
+        return null;
+      case "reject":
+        log.error({ event: "illegal_event", evt: eff.event, phase: eff.phase }, "source machine rejected an event");
+        return null;
+    }
+  }
+
+  function fillFromRestore(r: RestoreReport): void {
+    report.estimatedBlackoutNs = r.estimatedBlackoutNs;
+    report.advancedNs = r.advancedNs;
+    report.errorBoundNs = r.errorBoundNs;
+    report.capped = r.capped;
+    report.doorbellRung = r.doorbellRung;
+    report.disruptionMarker = r.disruptionMarker;
+    report.phases.decodeNs = r.decodeNs;
+    report.phases.restoreNs = r.restoreNs;
+    report.resumeTrueNs = r.resumedTrueNs;
+    report.tscAfter = r.tscAtResume;
+    report.kvmNsAfter = r.kvmclockAtResumeNs;
+    report.stoppedFlag = true;
+    if (r.resumedTrueNs > 0n) {
+      report.trueBlackoutNs = r.resumedTrueNs - report.pauseTrueNs;
+      // The source VM was never touched after the pause: its TSC and kvmclock at the destination's
+      // resume instant are exactly what "had it never paused" means (shared truth only).
+      report.tscIdeal = vm.guestTscAt(0, r.resumedTrueNs);
+      report.kvmNsIdeal = pvclockReadCycles(snapshotRecord0(), report.tscIdeal);
+      const khz = vm.guestTscKhz;
+      report.tscErrorNs = ((r.tscAtResume - report.tscIdeal) * 1_000_000n) / khz;
+      report.kvmclockErrorNs = r.kvmclockAtResumeNs - report.kvmNsIdeal;
+    }
+  }
+
+  function snapshotRecord0() {
+    return vm.pvclock.guestRead(0);
+  }
+}
+
+export const SOURCE_LIMITS = { retriesMax: LIMITS.retriesMax };
