@@ -188,10 +188,10 @@ export class Guest {
     this.onSync?.(r);
   }
 
-  /** Starts periodic NTP polls (first one now). */
-  start(): void {
-    this.stop();
-    this.sync();
+  /** Starts periodic NTP polls (the first one now, or after one poll period). */
+  start(immediate = true): void {
+    this.pollTimer?.cancel();
+    if (immediate) this.sync();
     const loop = () => {
       this.sync();
       this.pollTimer = this.scheduler.after(this.opts.pollIntervalNs, loop);

@@ -175,6 +175,11 @@ export class PvclockArea {
     this.words = new Uint32Array(buf, byteOffset, bytes / 4);
   }
 
+  /** The whole area as bytes (a view, not a copy): snapshots copy it, restores fill it. */
+  bytes(): Uint8Array {
+    return new Uint8Array(this.buffer, this.byteOffset, this.count * PVCLOCK_RECORD_BYTES);
+  }
+
   /** The guest-visible version of record `i` (odd while a host write is in progress). */
   version(i: number): number {
     return this.loadVersion(this.offset(i));

@@ -70,14 +70,15 @@ export class MemoryJournal implements JournalStore {
   }
   transaction<T>(fn: () => T): T {
     if (this.tx) return fn();
-    this.tx = { vms: new Map(this.vms), migrations: new Map(this.migrations) };
+    const saved = { vms: new Map(this.vms), migrations: new Map(this.migrations) };
+    this.tx = saved;
     try {
       const out = fn();
       this.tx = null;
       return out;
     } catch (e) {
-      this.vms = this.tx.vms;
-      this.migrations = this.tx.migrations;
+      this.vms = saved.vms;
+      this.migrations = saved.migrations;
       this.tx = null;
       throw e;
     }

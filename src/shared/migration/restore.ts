@@ -11,7 +11,7 @@
 import { invalid, TscmigError } from "../errors.js";
 import { LIMITS } from "../limits.js";
 import { u64 } from "../kvm/u64.js";
-import { scaleTsc } from "../kvm/tsc.js";
+import { type FracBits, scaleTsc } from "../kvm/tsc.js";
 import { KVM_CLOCK_REALTIME } from "../kvm/set-clock.js";
 import { PVCLOCK_GUEST_STOPPED } from "../kvm/pvclock.js";
 import {
@@ -109,7 +109,7 @@ export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOpt
   // crystal's drift over the blackout (we advance at its nominal rate).
   let rounding = 0n;
   for (let i = 0; i < n; i++) {
-    const c = cycleNsCeil(snap.hostTscKhz, snap.ratio[i] as bigint, snap.fracBits);
+    const c = cycleNsCeil(snap.hostTscKhz, snap.ratio[i] as bigint, snap.fracBits as FracBits);
     if (c > rounding) rounding = c;
     if (i > 8 && snap.ratio[i] === snap.ratio[0]) break; // uniform VMs: one is enough
   }
@@ -159,8 +159,8 @@ export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOpt
       // ofs_dst = ofs_src + (guest_dst − guest_src)·guest_freq + scale(tsc_src, r_src) − scale(tsc_dst, r_dst)
       const o = u64(
         (snap.tscOffset[i] as bigint) +
-          cyclesIn(elapsed, snap.hostTscKhz, rSrc, snap.fracBits) +
-          scaleTsc(snap.hostTsc, rSrc, snap.fracBits) -
+          cyclesIn(elapsed, snap.hostTscKhz, rSrc, snap.fracBits as FracBits) +
+          scaleTsc(snap.hostTsc, rSrc, snap.fracBits as FracBits) -
           scaleTsc(hostTscDst, rDst, fracDst),
       );
       ofs[i] = o;
@@ -198,7 +198,7 @@ export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOpt
 }
 
 /** ofs_dst[i] = (tsc_src[i] + cycles(adv)) − scale(host_tsc_dst, ratio_dst[i]); uniform VMs in one write. */
-function setOffsetsAdvanced(vm: EmulatedVm, snap: Snapshot, hostTscDst: bigint, advNs: bigint, fracDst: number): void {
+function setOffsetsAdvanced(vm: EmulatedVm, snap: Snapshot, hostTscDst: bigint, advNs: bigint, fracDst: FracBits): void {
   const n = snap.vcpuCount;
   let prevKey = -1n;
   let prevRatio = -1n;
@@ -211,7 +211,7 @@ function setOffsetsAdvanced(vm: EmulatedVm, snap: Snapshot, hostTscDst: bigint, 
     const tsc = snap.tsc[i] as bigint;
     let o: bigint;
     if (tsc === prevKey && rSrc === prevRatio) o = prevOfs;
-    else o = u64(tsc + cyclesIn(advNs, snap.hostTscKhz, rSrc, snap.fracBits) - scaleTsc(hostTscDst, rDst, fracDst));
+    else o = u64(tsc + cyclesIn(advNs, snap.hostTscKhz, rSrc, snap.fracBits as FracBits) - scaleTsc(hostTscDst, rDst, fracDst));
     if (i > 0 && o !== prevOfs) uniform = false;
     ofs[i] = o;
     prevKey = tsc;

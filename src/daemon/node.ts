@@ -1,0 +1,679 @@
+// One tscmig daemon's core, transport-agnostic: the VMs it hosts, both migration roles, the journal,
+// recovery after a restart, and the guest workload. gRPC and HTTP (live) or the simulated network
+// (chaos) sit outside and call in; this class never touches a socket, a port or `process`.
+
+import { invalid, TscmigError } from "../shared/errors.js";
+import { type Faults, NO_FAULTS } from "../shared/faults.js";
+import type { HistorySink } from "../shared/history.js";
+import type { Logger } from "../shared/logger.js";
+import { LIMITS } from "../shared/limits.js";
+import type { EmulatedHost } from "../shared/hypervisor/host.js";
+import { EmulatedVm } from "../shared/hypervisor/vm.js";
+import { Guest, type Clocksource, type GuestOptions, type HandlingMode, type NtpReading } from "../shared/guest/guest.js";
+import { pvclockReadCycles, type PvclockRecord } from "../shared/kvm/pvclock.js";
+import type { VmclockPage } from "../shared/kvm/vmclock.js";
+import { type EstimatorName, parseEstimator } from "../shared/migration/blackout.js";
+import { type HostedVm, loadPersistedVm, persistVm } from "../shared/migration/hosted-vm.js";
+import type { JournalStore, VmRecord } from "../shared/migration/journal.js";
+import type {
+  AbortReq,
+  CommitReq,
+  CommitRes,
+  PeerDialer,
+  PrepareReq,
+  PrepareRes,
+  ProbeReq,
+  ProbeRes,
+  ResolveReq,
+  ResolveRes,
+  TransferReq,
+  TransferRes,
+} from "../shared/migration/messages.js";
+import { type PolicyName, parsePolicy, type RestoreResult } from "../shared/migration/restore.js";
+import { checkId, type Snapshot } from "../shared/migration/snapshot.js";
+import { fromJson, toJson } from "../shared/serde.js";
+import type { Clock, Scheduler, Timer } from "../shared/time/clock.js";
+import type { Random } from "../shared/time/random.js";
+import type { SkewState, SkewUpdate } from "../shared/time/skew.js";
+import { Destination, type Inbound } from "../destination/migrate-in.js";
+import { migrateOut, type MigrationReport, type SourceContext } from "../source/migrate-out.js";
+
+export interface GuestDefaults {
+  clocksource: Clocksource;
+  migrationHandling: boolean;
+  handlingMode: HandlingMode;
+  watchVmclock: boolean;
+  pollIntervalNs: bigint;
+  resyncDelayNs: bigint;
+  driftAllowancePpm: bigint;
+  /** The guest NTP client's source; default: this host's realtime and its claimed bound (ptp_kvm). */
+  ntpSource?: (host: EmulatedHost) => NtpReading;
+}
+
+export interface NodeConfig {
+  name: string;
+  /** Where peers reach this daemon's gRPC endpoint (for Resolve). */
+  grpcAdvertise: string;
+  guest: GuestDefaults;
+  /** Workload sampling period (0: no sampling). */
+  sampleIntervalNs: bigint;
+  sampleVcpusMax: number;
+  doorbellDelayNs: bigint;
+  probeExchanges: number;
+  retriesMax: number;
+  recoveryIntervalNs: bigint;
+  /** Re-persist running VMs this often (guest NTP state drifts from the journaled copy). */
+  persistIntervalNs: bigint;
+}
+
+export const DEFAULT_GUEST: GuestDefaults = {
+  clocksource: "kvm-clock",
+  migrationHandling: true,
+  handlingMode: "ditch",
+  watchVmclock: true,
+  pollIntervalNs: 16_000_000_000n,
+  resyncDelayNs: 1_000_000_000n,
+  driftAllowancePpm: 500n,
+};
+
+export function defaultNodeConfig(name: string, grpcAdvertise: string): NodeConfig {
+  return {
+    name,
+    grpcAdvertise,
+    guest: { ...DEFAULT_GUEST },
+    sampleIntervalNs: 0n,
+    sampleVcpusMax: 1024,
+    doorbellDelayNs: 0n,
+    probeExchanges: 4,
+    retriesMax: LIMITS.retriesMax,
+    recoveryIntervalNs: 500_000_000n,
+    persistIntervalNs: 10_000_000_000n,
+  };
+}
+
+export interface NodeDeps {
+  clock: Clock;
+  scheduler: Scheduler;
+  random: Random;
+  log: Logger;
+  host: EmulatedHost;
+  journal: JournalStore;
+  dialer: PeerDialer;
+  faults?: Faults;
+  history?: HistorySink;
+}
+
+export interface CreateVmRequest {
+  id?: string;
+  vcpus: number;
+  guestTscKhz?: bigint;
+  clocksource?: Clocksource;
+  migrationHandling?: boolean;
+  handlingMode?: HandlingMode;
+}
+
+export interface MigrateRequest {
+  destination: string;
+  policy?: PolicyName;
+  estimator?: EstimatorName;
+  doorbell?: boolean;
+  advanceCapNs?: bigint;
+  migrationId?: string;
+}
+
+export interface VcpuReading {
+  index: number;
+  tsc: bigint;
+  tscOffset: bigint;
+  ratio: bigint;
+  kvmclockNs: bigint;
+  pvclock: PvclockRecord;
+}
+
+export interface VmReading {
+  id: string;
+  generation: bigint;
+  role: string;
+  running: boolean;
+  vcpus: number;
+  guestTscKhz: bigint;
+  clocksource: Clocksource;
+  trueNs: bigint;
+  kvmNs: bigint;
+  vcpu: VcpuReading[];
+  ntp: { status: number; maxerrorUs: bigint; esterrorUs: bigint; synchronized: boolean };
+  bounded: { earliestNs: bigint; latestNs: bigint; realtimeNs: bigint; status: string };
+  guestRealtimeNs: bigint;
+  handledMigrations: bigint;
+  vmclock: VmclockPage;
+  migrating: string | null;
+}
+
+interface StagedPayload {
+  req: PrepareReq;
+  snapshot: Snapshot;
+  receiveRawNs: bigint;
+  holdNs: bigint;
+  decodeNs: bigint;
+}
+
+export class TscmigNode {
+  readonly cfg: NodeConfig;
+  readonly host: EmulatedHost;
+  readonly journal: JournalStore;
+  readonly log: Logger;
+  private readonly deps: NodeDeps;
+  private readonly faults: Faults;
+  private readonly vms = new Map<string, HostedVm>();
+  private readonly tombstones = new Map<string, bigint>();
+  private readonly persisted = new Map<string, string>();
+  readonly destination: Destination;
+  private readonly outbound = new Map<string, Promise<MigrationReport>>();
+  private recoveryTimer: Timer | null = null;
+  private persistTimer: Timer | null = null;
+  private stopped = false;
+  readonly reports: MigrationReport[] = [];
+
+  constructor(cfg: NodeConfig, deps: NodeDeps) {
+    this.cfg = cfg;
+    this.deps = deps;
+    this.host = deps.host;
+    this.journal = deps.journal;
+    this.log = deps.log;
+    this.faults = deps.faults ?? NO_FAULTS;
+    this.destination = new Destination({
+      name: cfg.name,
+      host: deps.host,
+      journal: deps.journal,
+      faults: this.faults,
+      log: deps.log,
+      localVm: (id) => {
+        const h = this.vms.get(id);
+        return h ? { generation: h.generation, role: h.role } : null;
+      },
+      tombstone: (id) => this.tombstones.get(id) ?? null,
+      vmCount: () => this.vms.size,
+      adopt: (inb, vm, result) => this.adopt(inb, vm, result),
+      stageDurably: (inb) => this.stageDurably(inb),
+      dropStaged: (inb) => this.dropStaged(inb),
+      inflight: () => this.outbound.size + this.destination.pending().length,
+    });
+  }
+
+  // ---- lifecycle ---------------------------------------------------------------------------------
+
+  /** Rebuilds every VM and migration from the journal, then starts the recovery loop. */
+  start(): void {
+    for (const rec of this.journal.listVms()) this.recoverVm(rec);
+    for (const m of this.journal.listMigrations({ role: "source" })) {
+      if (m.decision === "pending") {
+        // Undecided when we died: abort (Commit was never sent), and the VM is ours again.
+        this.journal.putMigration({ ...m, decision: "aborted", phase: "aborted", updatedNs: this.host.trueNs() });
+        const h = this.vms.get(m.vmId);
+        if (h && h.lock === m.migrationId) this.resumeOwned(h);
+        this.deps.dialer.dial(m.peer).abort({ migrationId: m.migrationId, vmId: m.vmId, generation: m.generation, reason: "source restarted before deciding" }).catch(() => {});
+        this.log.warn({ event: "recovered_abort", migrationId: m.migrationId, vmId: m.vmId }, "aborted an undecided migration after restart");
+      } else if (m.decision === "committed") {
+        const h = this.vms.get(m.vmId);
+        if (h && h.lock === m.migrationId) this.handOff(h, m.migrationId);
+      }
+    }
+    for (const m of this.journal.listMigrations({ role: "destination", decision: "pending" })) {
+      if (!this.destination.inbound.has(m.migrationId)) {
+        // Prepared but never staged before the crash: nothing to keep.
+        this.journal.putMigration({ ...m, decision: "aborted", phase: "aborted", updatedNs: this.host.trueNs() });
+      }
+    }
+    this.scheduleRecovery();
+    this.schedulePersist();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.recoveryTimer?.cancel();
+    this.persistTimer?.cancel();
+    for (const h of this.vms.values()) {
+      h.guest.stop();
+      h.sampler?.cancel();
+      h.sampler = null;
+    }
+  }
+
+  private recoverVm(rec: VmRecord): void {
+    if (rec.role === "handed-off") {
+      this.tombstones.set(rec.vmId, rec.generation);
+      return;
+    }
+    const text = typeof rec.state === "string" ? rec.state : Buffer.from(rec.state).toString("utf8");
+    if (rec.role === "staged") {
+      const p = fromJson<StagedPayload>(text);
+      const mig = this.journal.getMigration(p.req.migrationId);
+      if (!mig || mig.decision !== "pending") {
+        this.journal.deleteVm(rec.vmId);
+        return;
+      }
+      this.destination.inbound.set(p.req.migrationId, {
+        req: p.req,
+        state: { phase: "staged" },
+        snapshot: p.snapshot,
+        receiveRawNs: p.receiveRawNs,
+        holdNs: p.holdNs,
+        decodeNs: p.decodeNs,
+        report: null,
+      });
+      return;
+    }
+    const st = loadPersistedVm(text);
+    const vm = new EmulatedVm(this.host, { vcpus: st.vm.vcpus });
+    vm.importState({ ...st.vm, running: false });
+    const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(st.guest.clocksource, st.guest.migrationHandling, st.guest.handlingMode), st.guest);
+    const h: HostedVm = { id: rec.vmId, vm, guest, generation: rec.generation, role: rec.role, lock: null, sampler: null };
+    this.wireGuest(h);
+    this.vms.set(rec.vmId, h);
+    this.persisted.set(rec.vmId, text);
+    if (rec.role === "owner") {
+      this.resumeOwned(h, false);
+    } else {
+      // migrating-out: the journaled migration decides (start() looks at it).
+      const mig = this.journal.listMigrations({ role: "source" }).find((m) => m.vmId === rec.vmId && m.generation === rec.generation + 1n && m.phase !== "aborted");
+      h.lock = mig?.migrationId ?? null;
+      if (!mig) this.resumeOwned(h);
+    }
+  }
+
+  // ---- VMs ---------------------------------------------------------------------------------------
+
+  guestOptions(clocksource: Clocksource, handling: boolean, mode: HandlingMode): GuestOptions {
+    const g = this.cfg.guest;
+    const host = this.host;
+    const src = g.ntpSource ?? ((hst: EmulatedHost) => ({ realtimeNs: hst.realtimeNs(), maxerrorNs: hst.maxerrorNs() }));
+    return {
+      clocksource,
+      migrationHandling: handling,
+      handlingMode: mode,
+      watchVmclock: g.watchVmclock,
+      pollIntervalNs: g.pollIntervalNs,
+      resyncDelayNs: g.resyncDelayNs,
+      driftAllowancePpm: g.driftAllowancePpm,
+      ntpSource: () => src(host),
+    };
+  }
+
+  createVm(req: CreateVmRequest): HostedVm {
+    const id = req.id ?? `vm-${this.deps.random.u32().toString(16).padStart(8, "0")}${this.deps.random.u32().toString(16).padStart(8, "0")}`;
+    checkId(id, "id");
+    if (this.vms.has(id) || this.destination.pending().some((i) => i.req.vmId === id))
+      throw new TscmigError("already_exists", `VM ${id} already exists on ${this.cfg.name}`, { field: "id", reason: "vm_exists" });
+    if (this.vms.size >= LIMITS.vmCountMax) throw new TscmigError("resource_exhausted", `at most ${LIMITS.vmCountMax} VMs per daemon`);
+    const clocksource = req.clocksource ?? this.cfg.guest.clocksource;
+    if (clocksource !== "tsc" && clocksource !== "kvm-clock") throw invalid("clocksource", `must be "tsc" or "kvm-clock"`);
+    const mode = req.handlingMode ?? this.cfg.guest.handlingMode;
+    if (mode !== "ditch" && mode !== "widen") throw invalid("handlingMode", `must be "ditch" or "widen"`);
+    const vm = new EmulatedVm(this.host, { vcpus: req.vcpus, ...(req.guestTscKhz !== undefined ? { guestTscKhz: req.guestTscKhz } : {}) });
+    const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(clocksource, req.migrationHandling ?? this.cfg.guest.migrationHandling, mode));
+    const tomb = this.tombstones.get(id);
+    const h: HostedVm = { id, vm, guest, generation: tomb ?? 0n, role: "owner", lock: null, sampler: null };
+    this.tombstones.delete(id);
+    this.wireGuest(h);
+    this.vms.set(id, h);
+    this.persist(h, true);
+    guest.start();
+    this.startSampler(h);
+    this.deps.history?.event({ kind: "run", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: id, generation: h.generation });
+    this.log.info({ event: "vm_created", vmId: id, vcpus: req.vcpus, guestTscKhz: vm.guestTscKhz }, "VM created");
+    return h;
+  }
+
+  private wireGuest(h: HostedVm): void {
+    h.guest.onHandled = (e) => {
+      this.deps.history?.event({ kind: "handled", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: h.id, ...e });
+      this.log.info({ event: "guest_handled_migration", vmId: h.id, via: e.via, marker: e.marker, mode: e.mode }, "guest acted on a migration");
+      this.persist(h, true); // exactly once must survive a restart
+    };
+  }
+
+  getVm(id: string): HostedVm {
+    const h = this.vms.get(id);
+    if (!h) throw new TscmigError("not_found", `no VM ${id} on ${this.cfg.name}`, { field: "id", reason: "unknown_vm" });
+    return h;
+  }
+
+  listVms(): HostedVm[] {
+    return [...this.vms.values()];
+  }
+
+  vcpuTotal(): number {
+    let n = 0;
+    for (const h of this.vms.values()) n += h.vm.vcpuCount;
+    return n;
+  }
+
+  readVm(id: string, vcpuLimit = LIMITS.vcpuCountMax): VmReading {
+    const h = this.getVm(id);
+    const vm = h.vm;
+    const trueNs = this.host.trueNs();
+    const vcpu: VcpuReading[] = [];
+    for (let i = 0; i < Math.min(vm.vcpuCount, vcpuLimit); i++) {
+      const tsc = vm.guestTscAt(i, trueNs);
+      const rec = vm.pvclock.guestRead(i);
+      vcpu.push({ index: i, tsc, tscOffset: vm.getTscOffset(i), ratio: vm.ratioOf(i), kvmclockNs: pvclockReadCycles(rec, tsc), pvclock: rec });
+    }
+    const running = vm.running;
+    const ntp = running ? h.guest.ntp() : h.guest.exportState().ntp;
+    const bounded = running ? h.guest.now() : { earliestNs: 0n, latestNs: 0n, realtimeNs: 0n, status: "unknown" as const };
+    return {
+      id,
+      generation: h.generation,
+      role: h.role,
+      running,
+      vcpus: vm.vcpuCount,
+      guestTscKhz: vm.guestTscKhz,
+      clocksource: h.guest.clocksource,
+      trueNs,
+      kvmNs: vm.getClock().clock,
+      vcpu,
+      ntp: { status: ntp.status, maxerrorUs: ntp.maxerrorUs, esterrorUs: ntp.esterrorUs, synchronized: (ntp.status & 0x40) === 0 },
+      bounded,
+      guestRealtimeNs: bounded.realtimeNs,
+      handledMigrations: h.guest.handledCount,
+      vmclock: { ...vm.vmclock() },
+      migrating: h.lock,
+    };
+  }
+
+  setSkew(update: SkewUpdate): SkewState {
+    const s = this.host.skew.apply(update, this.host.trueNs());
+    this.log.info({ event: "skew_changed", maxerrorNs: s.maxerrorNs }, "host realtime skew changed");
+    return s;
+  }
+
+  private persist(h: HostedVm, full: boolean): void {
+    let state = this.persisted.get(h.id);
+    if (full || state === undefined) {
+      state = persistVm(h);
+      this.persisted.set(h.id, state);
+    }
+    this.journal.putVm({ vmId: h.id, generation: h.generation, role: h.role, state, updatedNs: this.host.trueNs() });
+  }
+
+  private startSampler(h: HostedVm): void {
+    const period = this.cfg.sampleIntervalNs;
+    const history = this.deps.history;
+    if (period <= 0n || !history) return;
+    const tick = () => {
+      h.sampler = null;
+      if (this.stopped || h.role !== "owner" || !h.vm.running || this.vms.get(h.id) !== h) return;
+      const t = this.host.trueNs();
+      const n = Math.min(h.vm.vcpuCount, this.cfg.sampleVcpusMax);
+      const vcpus: number[] = [];
+      const tsc: bigint[] = [];
+      const kvm: bigint[] = [];
+      for (let i = 0; i < n; i++) {
+        const v = h.vm.guestTscAt(i, t);
+        vcpus.push(i);
+        tsc.push(v);
+        kvm.push(pvclockReadCycles(h.vm.pvclock.guestRead(i), v));
+      }
+      const bounded = h.guest.now();
+      history.sample({ trueNs: t, daemon: this.cfg.name, vmId: h.id, generation: h.generation, vcpus, tsc, kvmclockNs: kvm, bounded, guestTscKhz: h.vm.guestTscKhz });
+      h.sampler = this.deps.scheduler.after(period, tick);
+    };
+    h.sampler?.cancel();
+    h.sampler = this.deps.scheduler.after(period, tick);
+  }
+
+  // ---- ownership hooks (source role) -------------------------------------------------------------
+
+  private pauseOwned(h: HostedVm): void {
+    h.vm.pause();
+    h.guest.stop();
+    h.sampler?.cancel();
+    h.sampler = null;
+    h.role = "migrating-out";
+    this.persist(h, false);
+    this.deps.history?.event({ kind: "stop", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: h.id, generation: h.generation, why: "pause" });
+  }
+
+  private resumeOwned(h: HostedVm, journal = true): void {
+    h.role = "owner";
+    h.lock = null;
+    h.vm.resume();
+    h.guest.start(false);
+    h.guest.resumeTimers();
+    if (journal) this.persist(h, false);
+    this.startSampler(h);
+    this.deps.history?.event({ kind: "run", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: h.id, generation: h.generation });
+  }
+
+  private handOff(h: HostedVm, migrationId: string): void {
+    h.role = "handed-off";
+    h.vm.pause();
+    h.guest.stop();
+    h.sampler?.cancel();
+    h.sampler = null;
+    const gen = h.generation + 1n;
+    this.vms.delete(h.id);
+    this.persisted.delete(h.id);
+    this.tombstones.set(h.id, gen);
+    this.journal.putVm({ vmId: h.id, generation: gen, role: "handed-off", state: "", updatedNs: this.host.trueNs() });
+    this.log.info({ event: "vm_handed_off", vmId: h.id, migrationId, generation: gen }, "VM handed off");
+  }
+
+  // ---- source role ------------------------------------------------------------------------------
+
+  private sourceContext(): SourceContext {
+    return {
+      name: this.cfg.name,
+      grpcAdvertise: this.cfg.grpcAdvertise,
+      host: this.host,
+      scheduler: this.deps.scheduler,
+      journal: this.journal,
+      faults: this.faults,
+      history: this.deps.history ?? { sample: () => {}, event: () => {} },
+      log: this.log,
+      probeExchanges: this.cfg.probeExchanges,
+      retriesMax: this.cfg.retriesMax,
+      pauseVm: (h) => this.pauseOwned(h),
+      resumeVm: (h) => this.resumeOwned(h),
+      handOff: (h, id) => this.handOff(h, id),
+      persist: () => {},
+    };
+  }
+
+  /** Migrates a VM out; resolves with the report (refusals and aborts are outcomes, not throws). */
+  async migrate(vmId: string, req: MigrateRequest): Promise<MigrationReport> {
+    const h = this.getVm(vmId);
+    if (h.role !== "owner") throw new TscmigError("failed_precondition", `VM ${vmId} is ${h.role} here`, { reason: "not_owner" });
+    if (h.lock !== null) throw new TscmigError("aborted", `VM ${vmId} is already migrating (${h.lock})`, { reason: "migration_in_progress" });
+    if (this.outbound.size >= LIMITS.migrationsInFlightMax) throw new TscmigError("resource_exhausted", "too many migrations in flight", { reason: "inflight_limit" });
+    if (typeof req.destination !== "string" || req.destination.length === 0 || req.destination.length > 256) throw invalid("destination", "must be HOST:PORT");
+    const policy = parsePolicy(req.policy ?? "advance");
+    const estimator = parseEstimator(req.estimator ?? "one-sided");
+    const cap = req.advanceCapNs ?? LIMITS.advanceCapNsDefault;
+    if (cap < 0n || cap > LIMITS.blackoutNsMax) throw invalid("advanceCapNs", "out of range");
+    const migrationId = req.migrationId ?? `mig-${this.cfg.name}-${this.deps.random.u32().toString(16).padStart(8, "0")}${this.deps.random.u32().toString(16).padStart(8, "0")}`;
+    checkId(migrationId, "migrationId");
+    if (this.journal.getMigration(migrationId)) throw new TscmigError("already_exists", `migration id ${migrationId} already used`, { reason: "migration_id_reused" });
+    h.lock = migrationId;
+    const peer = this.deps.dialer.dial(req.destination);
+    const run = migrateOut(this.sourceContext(), h, peer, {
+      migrationId,
+      destination: req.destination,
+      policy,
+      estimator,
+      doorbell: req.doorbell ?? false,
+      advanceCapNs: cap,
+    }).finally(() => {
+      this.outbound.delete(migrationId);
+      if (h.lock === migrationId && h.role === "owner") h.lock = null;
+    });
+    this.outbound.set(migrationId, run);
+    const report = await run;
+    this.reports.push(report);
+    if (this.reports.length > 1000) this.reports.shift();
+    this.recordMigration(report);
+    return report;
+  }
+
+  private recordMigration(r: MigrationReport): void {
+    this.deps.history?.event({
+      kind: "migration",
+      trueNs: this.host.trueNs(),
+      migrationId: r.migrationId,
+      vmId: r.vmId,
+      source: r.source,
+      destination: r.destination,
+      outcome: r.outcome,
+      policy: r.policy,
+      estimator: r.estimator,
+      pauseTrueNs: r.pauseTrueNs,
+      resumeTrueNs: r.resumeTrueNs,
+      estimatedBlackoutNs: r.estimatedBlackoutNs,
+      advancedNs: r.advancedNs,
+      errorBoundNs: r.errorBoundNs,
+      capped: r.capped,
+      marker: r.disruptionMarker,
+      tscAtPause: r.tscBefore,
+      tscAtResume: r.tscAfter,
+      tscIdealAtResume: r.tscIdeal,
+      kvmclockAtResume: r.kvmNsAfter,
+      kvmclockIdealAtResume: r.kvmNsIdeal,
+      guestTscKhz: r.guestTscKhz,
+      hostsHonest: true,
+    });
+  }
+
+  // ---- destination role (inbound RPCs) ------------------------------------------------------------
+
+  prepare(req: PrepareReq): PrepareRes {
+    return this.destination.prepare(req);
+  }
+
+  probe(req: ProbeReq): ProbeRes {
+    return this.destination.probe(req);
+  }
+
+  transfer(req: TransferReq, receiveRawNs: bigint, decodeNs: bigint): TransferRes {
+    return this.destination.transfer(req, receiveRawNs, decodeNs);
+  }
+
+  commit(req: CommitReq): CommitRes {
+    return this.destination.commit(req);
+  }
+
+  abort(req: AbortReq): void {
+    this.destination.abort(req);
+  }
+
+  resolve(req: ResolveReq): ResolveRes {
+    const m = this.journal.getMigration(req.migrationId);
+    if (!m || m.vmId !== req.vmId) return { decision: "unknown", generation: 0n, transferRttNs: 0n };
+    let rtt = 0n;
+    if (m.role === "source" && m.report) {
+      try {
+        rtt = BigInt((JSON.parse(m.report) as { transferRttNs?: string }).transferRttNs ?? "0");
+      } catch {
+        rtt = 0n;
+      }
+    }
+    return { decision: m.decision, generation: m.generation, transferRttNs: rtt };
+  }
+
+  private stageDurably(inb: Inbound): void {
+    const payload: StagedPayload = {
+      req: inb.req,
+      snapshot: inb.snapshot as Snapshot,
+      receiveRawNs: inb.receiveRawNs,
+      holdNs: inb.holdNs,
+      decodeNs: inb.decodeNs,
+    };
+    this.journal.putVm({ vmId: inb.req.vmId, generation: inb.req.generation, role: "staged", state: toJson(payload), updatedNs: this.host.trueNs() });
+  }
+
+  private dropStaged(inb: Inbound): void {
+    const rec = this.journal.getVm(inb.req.vmId);
+    if (rec && rec.role === "staged") this.journal.deleteVm(inb.req.vmId);
+  }
+
+  /** Destination: the restored VM becomes ours and runs. */
+  private adopt(inb: Inbound, vm: EmulatedVm, result: RestoreResult): { doorbellRung: boolean } {
+    const s = inb.snapshot as Snapshot;
+    const g = s.guest;
+    const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(g.clocksource, g.migrationHandling, g.handlingMode), g);
+    const h: HostedVm = { id: inb.req.vmId, vm, guest, generation: inb.req.generation, role: "owner", lock: null, sampler: null };
+    this.wireGuest(h);
+    this.vms.set(h.id, h);
+    this.tombstones.delete(h.id);
+    this.persist(h, true);
+    let rung = false;
+    if (inb.req.doorbell) {
+      rung = true;
+      const lost = this.faults.fire("doorbell.lose");
+      const delay = this.cfg.doorbellDelayNs + this.faults.delayNs("doorbell.delay");
+      if (!lost) this.deps.scheduler.after(delay, () => this.vms.get(h.id) === h && h.vm.running && h.guest.doorbell());
+    }
+    vm.resume();
+    guest.start(false);
+    guest.resumeTimers();
+    this.startSampler(h);
+    this.deps.history?.event({ kind: "run", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: h.id, generation: h.generation });
+    this.log.info({ event: "vm_resumed", migrationId: inb.req.migrationId, vmId: h.id, advancedNs: result.advancedNs, errorBoundNs: result.errorBoundNs }, "VM resumed");
+    return { doorbellRung: rung };
+  }
+
+  // ---- recovery -----------------------------------------------------------------------------------
+
+  private scheduleRecovery(): void {
+    if (this.stopped) return;
+    this.recoveryTimer = this.deps.scheduler.after(this.cfg.recoveryIntervalNs, () => {
+      void this.recoverOnce().finally(() => this.scheduleRecovery());
+    });
+  }
+
+  private schedulePersist(): void {
+    if (this.stopped || this.cfg.persistIntervalNs <= 0n) return;
+    this.persistTimer = this.deps.scheduler.after(this.cfg.persistIntervalNs, () => {
+      for (const h of this.vms.values()) if (h.role === "owner") this.persist(h, true);
+      this.schedulePersist();
+    });
+  }
+
+  /** One pass: re-deliver committed decisions, ask sources about what we hold staged. */
+  async recoverOnce(): Promise<void> {
+    const work: Promise<void>[] = [];
+    for (const m of this.journal.listMigrations({ role: "source", decision: "committed" })) {
+      if (m.phase === "committed" || this.outbound.has(m.migrationId)) continue;
+      let rtt = 0n;
+      try {
+        rtt = BigInt((JSON.parse(m.report ?? "{}") as { transferRttNs?: string }).transferRttNs ?? "0");
+      } catch {
+        rtt = 0n;
+      }
+      work.push(
+        this.deps.dialer
+          .dial(m.peer)
+          .commit({ migrationId: m.migrationId, vmId: m.vmId, generation: m.generation, transferRttNs: rtt })
+          .then(() => {
+            this.journal.putMigration({ ...m, phase: "committed", updatedNs: this.host.trueNs() });
+            this.log.info({ event: "commit_redelivered", migrationId: m.migrationId, vmId: m.vmId }, "commit delivered after recovery");
+          })
+          .catch(() => {}),
+      );
+    }
+    for (const inb of this.destination.pending()) {
+      if (inb.state.phase !== "staged" && inb.state.phase !== "prepared") continue;
+      const peer = this.deps.dialer.dial(inb.req.sourceGrpc);
+      work.push(
+        peer
+          .resolve({ migrationId: inb.req.migrationId, vmId: inb.req.vmId })
+          .then((r) => {
+            if (r.decision === "pending") return;
+            if (r.decision === "committed" && inb.state.phase !== "staged") return;
+            this.destination.resolved(inb, r.decision, r.transferRttNs);
+          })
+          .catch(() => {}),
+      );
+    }
+    await Promise.all(work);
+  }
+}
