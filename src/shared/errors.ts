@@ -92,3 +92,21 @@ export class AssertionFailure extends Error {
     this.name = "AssertionFailure";
   }
 }
+
+/**
+ * The reverse of `grpcStatusOf`, for a client reading a status that carried no `tscmig-code`
+ * (a transport failure, or a server that is not tscmig). Statuses the registry has no code for:
+ * CANCELLED (1) becomes `unavailable`, because a tscmig client never cancels its own calls, so a
+ * cancelled call means the peer went away (a forced shutdown) and retrying is right; UNKNOWN (2),
+ * DATA_LOSS (15) and anything else become `internal`.
+ */
+export function errorCodeOfGrpcStatus(status: number): ErrorCode {
+  for (const code of Object.keys(ERROR_CODES) as ErrorCode[]) {
+    if (ERROR_CODES[code].grpc === status) return code;
+  }
+  return status === 1 ? "unavailable" : "internal";
+}
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === "string" && Object.hasOwn(ERROR_CODES, value);
+}

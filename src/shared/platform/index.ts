@@ -55,3 +55,14 @@ export function env(): NodeJS.ProcessEnv {
 export function platform(): { clock: RealClock; scheduler: RealScheduler; random: SeededRandom } {
   return { clock: new RealClock(), scheduler: new RealScheduler(), random: realRandom() };
 }
+
+/**
+ * The absolute deadline grpc-js wants (a Date on the wall clock) for a call that may take
+ * `timeoutNs`. grpc-js turns it straight back into a relative `grpc-timeout` header, so the wall
+ * clock only carries the duration across its API. Rounded up to the next millisecond, so a
+ * positive timeout never becomes an already-expired deadline.
+ */
+export function grpcDeadlineAfterNs(timeoutNs: bigint): Date {
+  const timeoutMs = timeoutNs <= 0n ? 0n : (timeoutNs + 999_999n) / 1_000_000n;
+  return new Date(Date.now() + Number(timeoutMs));
+}

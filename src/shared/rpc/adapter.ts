@@ -1,0 +1,267 @@
+// protobuf-es services on grpc-js (STYLE 14: only the codec and RPC modules touch generated code).
+//
+// No maintained package adapts a protobuf-es `GenService` to grpc-js, so this module is that
+// adapter: one loop over `service.methods` building grpc-js method definitions, and a wrapper that
+// turns `async (req, ctx) => res` handlers into grpc-js unary handlers.
+//
+// What a caller sees, and why:
+//   bytes in ──requestDeserialize──► Decoded ──handler──► response init ──toBinary──► bytes out
+//                    │ never throws         │ throws?                │ throws?
+//                    ▼                      ▼                        ▼
+//            INVALID_ARGUMENT     TscmigError → its status     INTERNAL (logged)
+//                                 + tscmig-* trailers;
+//                                 anything else → INTERNAL (logged, generic message)
+// grpc-js answers INTERNAL when a deserializer throws, which would blame the server for the
+// client's garbage; so decoding never throws here, it returns a `Decoded` the handler inspects.
+// Encoding happens inside the handler too (the response serializer only wraps bytes), so an
+// unencodable response (e.g. a uint64 out of range) is caught, logged and answered as INTERNAL.
+
+import * as grpc from "@grpc/grpc-js";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import type { DescMessage, DescMethod, DescService, Message, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
+import { assert, isErrorCode, isTscmigError, grpcStatusOf, TscmigError } from "../errors.js";
+import type { Errno, ErrorCode } from "../errors.js";
+
+const ERRNOS: ReadonlySet<string> = new Set<Errno>(["EINVAL", "ERANGE", "ENXIO", "EBUSY"]);
+
+/** A structured log sink; pino's `logger.error.bind(logger)` fits. Bigints must be stringified. */
+export type RpcLog = (obj: Record<string, unknown>, msg: string) => void;
+
+/** Trailing-metadata keys that carry a TscmigError across the wire (values are percent-encoded). */
+export const METADATA_KEYS = {
+  code: "tscmig-code",
+  field: "tscmig-field",
+  reason: "tscmig-reason",
+  errno: "tscmig-errno",
+} as const;
+
+export interface HandlerContext {
+  /** Full gRPC path, e.g. `/tscmig.v1.MigrationService/Prepare`. */
+  readonly path: string;
+  readonly peer: string;
+  readonly metadata: grpc.Metadata;
+  /** Aborted when the call is cancelled: the client gave up, its deadline passed, or shutdown. */
+  readonly signal: AbortSignal;
+}
+
+export type UnaryHandler<I extends DescMessage, O extends DescMessage> = (
+  req: MessageShape<I>,
+  ctx: HandlerContext,
+) => Promise<MessageInitShape<O>>;
+
+/** The handlers of a generated service, keyed by each method's `localName` (`prepare`, `ping`…). */
+export type ServiceImpl<M extends GenServiceMethods> = {
+  [K in keyof M]: M[K] extends { methodKind: "unary"; input: infer I extends DescMessage; output: infer O extends DescMessage }
+    ? UnaryHandler<I, O>
+    : never;
+};
+
+/** A service and its handlers, as `createRpcServer` takes them. Build it with `defineService`. */
+export interface ServiceRegistration {
+  readonly service: DescService;
+  readonly impl: Readonly<Record<string, UnaryHandler<DescMessage, DescMessage>>>;
+}
+
+/**
+ * Pairs a generated service with its handlers, checking each handler's types against the schema
+ * and that every method has one.
+ */
+export function defineService<M extends GenServiceMethods>(service: GenService<M>, impl: ServiceImpl<M>): ServiceRegistration {
+  // The per-method types were checked above; the registration only needs the erased shape.
+  return { service, impl: impl as unknown as ServiceRegistration["impl"] };
+}
+
+/** Like `defineService`, for a deliberately incomplete service: missing methods answer UNIMPLEMENTED. */
+export function definePartialService<M extends GenServiceMethods>(service: GenService<M>, impl: Partial<ServiceImpl<M>>): ServiceRegistration {
+  return { service, impl: impl as unknown as ServiceRegistration["impl"] };
+}
+
+/** What the request deserializer hands the handler: a message, or why the bytes were refused. */
+export type Decoded<T> = { readonly ok: true; readonly message: T } | { readonly ok: false; readonly error: string };
+
+/** Wraps bytes in a Buffer over the same memory (grpc-js copies serializer output itself). */
+export function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** PEM given as text or bytes, as grpc-js wants it. */
+export function toBuffer(pem: Buffer | string): Buffer {
+  return typeof pem === "string" ? Buffer.from(pem, "utf8") : pem;
+}
+
+/** Decodes `bytes` as `schema` without throwing. */
+export function decodeMessage<I extends DescMessage>(schema: I, bytes: Uint8Array): Decoded<MessageShape<I>> {
+  try {
+    return { ok: true, message: fromBinary(schema, bytes) };
+  } catch (e) {
+    return { ok: false, error: errorMessageOf(e) };
+  }
+}
+
+export function grpcPathOf(method: DescMethod): string {
+  return `/${method.parent.typeName}/${method.name}`;
+}
+
+/**
+ * The grpc-js definition of a protobuf-es service, keyed by method `localName`. Requests decode to
+ * a `Decoded` (never throw); responses travel as already-encoded bytes (see the module comment).
+ * Streaming methods get correct flags, though `toGrpcImplementation` serves unary ones only.
+ */
+export function toGrpcServiceDefinition(service: DescService): grpc.ServiceDefinition {
+  const definition: Record<string, grpc.MethodDefinition<Decoded<Message>, Uint8Array>> = {};
+  for (const method of service.methods) {
+    definition[method.localName] = {
+      path: grpcPathOf(method),
+      originalName: method.name,
+      requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+      responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+      requestSerialize: (req: Decoded<Message>): Buffer => {
+        assert(req.ok, "only decoded requests are serialized");
+        return asBuffer(toBinary(method.input, req.message));
+      },
+      requestDeserialize: (buf: Buffer): Decoded<Message> => decodeMessage(method.input, buf),
+      responseSerialize: (bytes: Uint8Array): Buffer => asBuffer(bytes),
+      responseDeserialize: (buf: Buffer): Uint8Array => buf,
+    };
+  }
+  return definition;
+}
+
+/**
+ * grpc-js handlers for `impl`, keyed like `toGrpcServiceDefinition`. A method without a handler
+ * answers UNIMPLEMENTED; a handler for a method the service lacks is a bug (assertion).
+ */
+export function toGrpcImplementation(registration: ServiceRegistration, log: RpcLog): grpc.UntypedServiceImplementation {
+  const { service, impl } = registration;
+  const known = new Set(service.methods.map((m) => m.localName));
+  for (const key of Object.keys(impl)) {
+    assert(known.has(key), `${service.typeName} has no method "${key}" (handlers are keyed by localName)`);
+  }
+  const implementation: grpc.UntypedServiceImplementation = {};
+  for (const method of service.methods) {
+    assert(method.methodKind === "unary", `${grpcPathOf(method)}: only unary methods are supported`);
+    const handler = Object.hasOwn(impl, method.localName) ? impl[method.localName] : undefined;
+    implementation[method.localName] = unaryHandler(method, handler, log);
+  }
+  return implementation;
+}
+
+type Outcome = { ok: true; bytes: Uint8Array } | { ok: false; status: Partial<grpc.StatusObject> };
+
+function unaryHandler(
+  method: DescMethod,
+  handler: UnaryHandler<DescMessage, DescMessage> | undefined,
+  log: RpcLog,
+): grpc.handleUnaryCall<Decoded<Message>, Uint8Array> {
+  const path = grpcPathOf(method);
+  return (call, callback) => {
+    const abort = new AbortController();
+    call.on("cancelled", () => abort.abort(new TscmigError("aborted", `${path}: call cancelled`)));
+    const ctx: HandlerContext = { path, peer: call.getPeer(), metadata: call.metadata, signal: abort.signal };
+    void answer(method, handler, call.request, ctx, log).then((outcome) => {
+      if (outcome.ok) callback(null, outcome.bytes);
+      else callback(outcome.status, null);
+    });
+  };
+}
+
+async function answer(
+  method: DescMethod,
+  handler: UnaryHandler<DescMessage, DescMessage> | undefined,
+  request: Decoded<Message>,
+  ctx: HandlerContext,
+  log: RpcLog,
+): Promise<Outcome> {
+  if (!request.ok) {
+    return refuse(new TscmigError("invalid_argument", `${ctx.path}: request is not a valid ${method.input.typeName}: ${request.error}`));
+  }
+  if (handler === undefined) {
+    return refuse(new TscmigError("unimplemented", `${ctx.path} is not implemented by this server`));
+  }
+  let response: MessageInitShape<DescMessage>;
+  try {
+    response = await handler(request.message, ctx);
+  } catch (e) {
+    if (isTscmigError(e)) return refuse(e);
+    log({ event: "rpc.handler_failed", path: ctx.path, peer: ctx.peer, err: describeError(e) }, "rpc handler threw");
+    return refuse(new TscmigError("internal", `${ctx.path}: internal error`));
+  }
+  try {
+    return { ok: true, bytes: toBinary(method.output, create(method.output, response)) };
+  } catch (e) {
+    log({ event: "rpc.encode_failed", path: ctx.path, peer: ctx.peer, err: describeError(e) }, "rpc response could not be encoded");
+    return refuse(new TscmigError("internal", `${ctx.path}: internal error (response not encodable)`));
+  }
+}
+
+function refuse(e: TscmigError): Outcome {
+  return { ok: false, status: { code: grpcStatusOf(e.code), details: e.message, metadata: errorMetadata(e) } };
+}
+
+/** Trailing metadata that lets a client rebuild `e` (see `tscmigErrorOfStatus` in client.ts). */
+export function errorMetadata(e: TscmigError): grpc.Metadata {
+  const md = new grpc.Metadata();
+  md.set(METADATA_KEYS.code, e.code);
+  if (e.field !== undefined) md.set(METADATA_KEYS.field, encodeMetadataValue(e.field));
+  if (e.reason !== undefined) md.set(METADATA_KEYS.reason, encodeMetadataValue(e.reason));
+  if (e.errno !== undefined) md.set(METADATA_KEYS.errno, e.errno);
+  return md;
+}
+
+/** Reads the `tscmig-*` trailers; `undefined` when the peer sent no valid `tscmig-code`. */
+export function errorDetailsOfMetadata(
+  md: grpc.Metadata,
+): { code: ErrorCode; field: string | undefined; reason: string | undefined; errno: Errno | undefined } | undefined {
+  const code = firstString(md, METADATA_KEYS.code);
+  if (!isErrorCode(code)) return undefined;
+  const field = firstString(md, METADATA_KEYS.field);
+  const reason = firstString(md, METADATA_KEYS.reason);
+  return {
+    code,
+    field: field === undefined ? undefined : decodeMetadataValue(field),
+    reason: reason === undefined ? undefined : decodeMetadataValue(reason),
+    errno: errnoOf(firstString(md, METADATA_KEYS.errno)),
+  };
+}
+
+function errnoOf(value: string | undefined): Errno | undefined {
+  return value !== undefined && ERRNOS.has(value) ? (value as Errno) : undefined;
+}
+
+function firstString(md: grpc.Metadata, key: string): string | undefined {
+  const value = md.get(key)[0];
+  return typeof value === "string" ? value : undefined;
+}
+
+/**
+ * ASCII metadata values may only hold printable ASCII (grpc-js throws otherwise), so `%` and every
+ * byte outside 0x20..0x7e are percent-encoded as UTF-8; field paths and reasons are normally plain.
+ */
+const UTF8 = new TextEncoder();
+
+export function encodeMetadataValue(value: string): string {
+  let out = "";
+  for (const ch of value) {
+    const cp = ch.codePointAt(0) as number;
+    if (cp >= 0x20 && cp <= 0x7e && ch !== "%") out += ch;
+    else for (const byte of UTF8.encode(ch)) out += `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
+}
+
+export function decodeMetadataValue(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}
+
+function errorMessageOf(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+function describeError(e: unknown): Record<string, unknown> {
+  return e instanceof Error ? { type: e.name, message: e.message, stack: e.stack } : { message: String(e) };
+}

@@ -1,0 +1,162 @@
+// A typed grpc-js client for a protobuf-es service: one channel per client (calls multiplex on it),
+// one promise-returning function per unary method, and failures as TscmigError.
+//
+// A failed call's code comes from the `tscmig-code` trailer when the server sent one (a tscmig
+// server answering with a TscmigError, field and reason included), otherwise from the gRPC status
+// through the registry's reverse table (`errorCodeOfGrpcStatus`): UNAVAILABLE → unavailable,
+// DEADLINE_EXCEEDED → deadline_exceeded, RESOURCE_EXHAUSTED → resource_exhausted, and so on.
+//
+// Every call carries a deadline: the call's own, else the client's, else `LIMITS.rpcDeadlineNs`.
+
+import * as grpc from "@grpc/grpc-js";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import type { DescMessage, DescMethod, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
+import { assert, errorCodeOfGrpcStatus, TscmigError } from "../errors.js";
+import { LIMITS } from "../limits.js";
+import { grpcDeadlineAfterNs } from "../platform/index.js";
+import { asBuffer, errorDetailsOfMetadata, grpcPathOf, toBuffer } from "./adapter.js";
+
+export interface RpcClientTls {
+  /** CA the server's certificate must chain to. */
+  caPem: Buffer | string;
+  /** This client's certificate and key, for mutual TLS (both or neither). */
+  certPem?: Buffer | string;
+  keyPem?: Buffer | string;
+  /** Name to verify the server certificate against, when it differs from the address's host. */
+  serverName?: string;
+}
+
+export interface RpcClientOptions {
+  /** Insecure (plaintext HTTP/2) when absent. */
+  tls?: RpcClientTls;
+  /** Default per-call deadline; `LIMITS.rpcDeadlineNs` when absent. */
+  deadlineNs?: bigint;
+  /** Largest message sent or received; default `LIMITS.messageBytesMax`. */
+  maxMessageBytes?: number;
+}
+
+export interface RpcCallOptions {
+  deadlineNs?: bigint;
+}
+
+export type UnaryCall<I extends DescMessage, O extends DescMessage> = (
+  req: MessageInitShape<I>,
+  callOpts?: RpcCallOptions,
+) => Promise<MessageShape<O>>;
+
+export type RpcClient<M extends GenServiceMethods> = {
+  [K in keyof M]: M[K] extends { methodKind: "unary"; input: infer I extends DescMessage; output: infer O extends DescMessage }
+    ? UnaryCall<I, O>
+    : never;
+} & {
+  /** Closes the channel; calls in flight fail with `unavailable`. */
+  close(): void;
+  /**
+   * Sends `bytes` as the request of `methodName` (proto name `Ping` or local name `ping`) and
+   * returns the response bytes undecoded. For tests that send garbage, truncated or huge requests.
+   */
+  raw(methodName: string, bytes: Uint8Array, callOpts?: RpcCallOptions): Promise<Uint8Array>;
+};
+
+const RESERVED = new Set(["close", "raw"]);
+
+export function createRpcClient<M extends GenServiceMethods>(
+  service: GenService<M>,
+  address: string,
+  opts: RpcClientOptions = {},
+): RpcClient<M> {
+  const maxMessageBytes = opts.maxMessageBytes ?? LIMITS.messageBytesMax;
+  assert(Number.isSafeInteger(maxMessageBytes) && maxMessageBytes > 0, "maxMessageBytes is a positive integer");
+  const defaultDeadlineNs = opts.deadlineNs ?? LIMITS.rpcDeadlineNs;
+  assert(defaultDeadlineNs > 0n, "deadlineNs is positive");
+
+  const channelOptions: grpc.ChannelOptions = {
+    "grpc.max_receive_message_length": maxMessageBytes,
+    "grpc.max_send_message_length": maxMessageBytes,
+    // Ping every 30 s while calls are in flight, give up on a peer silent for 10 s more: a partition
+    // surfaces as `unavailable` instead of a call hanging to its deadline. No pings on an idle
+    // channel (servers may answer too frequent pings with GOAWAY).
+    "grpc.keepalive_time_ms": 30_000,
+    "grpc.keepalive_timeout_ms": 10_000,
+    "grpc.keepalive_permit_without_calls": 0,
+  };
+  if (opts.tls?.serverName !== undefined) {
+    channelOptions["grpc.ssl_target_name_override"] = opts.tls.serverName;
+    channelOptions["grpc.default_authority"] = opts.tls.serverName;
+  }
+  const channel = new grpc.Client(address, clientCredentials(opts.tls), channelOptions);
+
+  const unary = (method: DescMethod, bytes: Uint8Array, callOpts: RpcCallOptions | undefined): Promise<Uint8Array> => {
+    const path = grpcPathOf(method);
+    const deadlineNs = callOpts?.deadlineNs ?? defaultDeadlineNs;
+    return new Promise((resolve, reject) => {
+      channel.makeUnaryRequest<Uint8Array, Uint8Array>(
+        path,
+        asBuffer,
+        (buf: Buffer): Uint8Array => buf,
+        bytes,
+        new grpc.Metadata(),
+        { deadline: grpcDeadlineAfterNs(deadlineNs) },
+        (err, value) => {
+          if (err) reject(tscmigErrorOfStatus(err, path));
+          else if (value === undefined) reject(new TscmigError("internal", `${path}: no response message`));
+          else resolve(value);
+        },
+      );
+    });
+  };
+
+  const client: Record<string, unknown> = {
+    close: () => channel.close(),
+    raw: (methodName: string, bytes: Uint8Array, callOpts?: RpcCallOptions) => {
+      const method = service.methods.find((m) => m.name === methodName || m.localName === methodName);
+      if (method === undefined) return Promise.reject(new TscmigError("invalid_argument", `${service.typeName} has no method ${methodName}`));
+      return unary(method, bytes, callOpts);
+    },
+  };
+  for (const method of service.methods) {
+    assert(!RESERVED.has(method.localName), `${grpcPathOf(method)} clashes with the client's own ${method.localName}()`);
+    if (method.methodKind !== "unary") continue;
+    client[method.localName] = async (req: MessageInitShape<DescMessage>, callOpts?: RpcCallOptions) => {
+      // Encoding failures (e.g. a uint64 out of range) are the caller's bad argument, not a transport error.
+      let bytes: Uint8Array;
+      try {
+        bytes = toBinary(method.input, create(method.input, req));
+      } catch (e) {
+        throw new TscmigError("invalid_argument", `${grpcPathOf(method)}: request not encodable: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      const responseBytes = await unary(method, bytes, callOpts);
+      try {
+        return fromBinary(method.output, responseBytes);
+      } catch (e) {
+        throw new TscmigError("internal", `${grpcPathOf(method)}: response not decodable: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    };
+  }
+  return client as RpcClient<M>;
+}
+
+function clientCredentials(tls: RpcClientTls | undefined): grpc.ChannelCredentials {
+  if (tls === undefined) return grpc.credentials.createInsecure();
+  assert((tls.certPem === undefined) === (tls.keyPem === undefined), "client TLS needs both certPem and keyPem, or neither");
+  return grpc.credentials.createSsl(
+    toBuffer(tls.caPem),
+    tls.keyPem === undefined ? null : toBuffer(tls.keyPem),
+    tls.certPem === undefined ? null : toBuffer(tls.certPem),
+  );
+}
+
+/** The TscmigError a failed call stands for (see the module comment). */
+export function tscmigErrorOfStatus(err: grpc.ServiceError, path: string): TscmigError {
+  const details = err.metadata === undefined ? undefined : errorDetailsOfMetadata(err.metadata);
+  if (details !== undefined) {
+    return new TscmigError(details.code, err.details, {
+      ...(details.field !== undefined ? { field: details.field } : {}),
+      ...(details.reason !== undefined ? { reason: details.reason } : {}),
+      ...(details.errno !== undefined ? { errno: details.errno } : {}),
+    });
+  }
+  const code = errorCodeOfGrpcStatus(err.code);
+  return new TscmigError(code, `${path}: ${grpc.status[err.code] ?? `status ${err.code}`}: ${err.details}`);
+}

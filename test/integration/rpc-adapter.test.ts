@@ -1,0 +1,387 @@
+// Goal: the gRPC transport answers every kind of call the way its contract says. Method: a real
+// grpc-js server on 127.0.0.1 (port 0) serving tscmig.v1.MigrationService with a trivial handler
+// set, called through createRpcClient (and a bare grpc-js client to read the wire status): success,
+// typed errors with their trailers, garbage/truncated/oversized bytes, deadlines, health, and mutual
+// TLS with a PKI made by the openssl CLI at test time. No wall-clock sleeps: waits are on events.
+
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  Health,
+  HealthCheckRequestSchema,
+  HealthCheckResponse_ServingStatus,
+  HealthCheckResponseSchema,
+} from "../../src/gen/grpc/health/v1/health_pb.js";
+import type { HealthCheckRequest, HealthCheckResponse } from "../../src/gen/grpc/health/v1/health_pb.js";
+import { Decision, MigrationService, PrepareRequestSchema } from "../../src/gen/tscmig/v1/migration_pb.js";
+import { TscmigError } from "../../src/shared/errors.js";
+import { createRpcClient, createRpcServer } from "../../src/shared/rpc/index.js";
+import type { RpcServer } from "../../src/shared/rpc/index.js";
+import { makeTestPki, opensslMissingReason } from "../helpers/certs.js";
+import type { TestPki } from "../helpers/certs.js";
+import { GENERATION_BIG, testImpl } from "../helpers/migration-test-impl.js";
+import type { Observed } from "../helpers/migration-test-impl.js";
+
+const SERVICE = "tscmig.v1.MigrationService";
+const MAX_MESSAGE_BYTES = 64 * 1024;
+/** A bare grpc-js unary call: the raw status and trailers, with no tscmig code in between. */
+function bareCall(address: string, path: string, body: Uint8Array): Promise<grpc.ServiceError> {
+  const client = new grpc.Client(address, grpc.credentials.createInsecure());
+  return new Promise((resolve, reject) => {
+    client.makeUnaryRequest(
+      path,
+      (b: Uint8Array) => Buffer.from(b),
+      (b: Buffer) => b,
+      body,
+      { deadline: Infinity },
+      (err) => {
+        client.close();
+        if (err) resolve(err);
+        else reject(new Error(`${path} unexpectedly succeeded`));
+      },
+    );
+  });
+}
+
+async function rejection(p: Promise<unknown>): Promise<TscmigError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).toBeInstanceOf(TscmigError);
+    return e as TscmigError;
+  }
+  throw new Error("expected the call to fail");
+}
+
+describe("rpc adapter over a real server", () => {
+  let server: RpcServer;
+  let observed: Observed;
+  let address = "";
+
+  beforeAll(async () => {
+    const built = testImpl();
+    observed = built.observed;
+    server = createRpcServer({
+      services: [built.registration],
+      maxMessageBytes: MAX_MESSAGE_BYTES,
+      log: (obj, msg) => observed.logs.push({ obj, msg }),
+    });
+    const { port } = await server.listen("127.0.0.1:0");
+    expect(port).toBeGreaterThan(0);
+    address = `127.0.0.1:${port}`;
+  });
+
+  afterAll(async () => {
+    await server?.shutdown(2_000);
+  });
+
+  it("answers a unary call and round-trips 64-bit values", async () => {
+    const client = createRpcClient(MigrationService, address);
+    try {
+      expect(await client.ping({})).toBeDefined();
+      const res = await client.resolve({ migrationId: "m-1", vmId: "vm-1" });
+      expect(res.decision).toBe(Decision.COMMITTED);
+      expect(res.generation).toBe(GENERATION_BIG);
+      const unknown = await client.resolve({ migrationId: "m-2", vmId: "vm-1" });
+      expect(unknown.decision).toBe(Decision.UNKNOWN);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("carries a TscmigError across the wire: code, message, field, reason, gRPC status 9", async () => {
+    const client = createRpcClient(MigrationService, address);
+    try {
+      const e = await rejection(client.prepare({ migrationId: "m-1", guestTscKhz: 2_500_000n }));
+      expect(e.code).toBe("failed_precondition");
+      expect(e.message).toBe("destination host cannot scale the TSC");
+      expect(e.field).toBe("guestTscKhz");
+      expect(e.reason).toBe("tsc_scaling_missing");
+    } finally {
+      client.close();
+    }
+    const wire = await bareCall(address, `/${SERVICE}/Prepare`, new Uint8Array());
+    expect(wire.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(wire.code).toBe(9);
+    expect(wire.details).toBe("destination host cannot scale the TSC");
+    expect(wire.metadata.get("tscmig-code")).toEqual(["failed_precondition"]);
+    expect(wire.metadata.get("tscmig-field")).toEqual(["guestTscKhz"]);
+    expect(wire.metadata.get("tscmig-reason")).toEqual(["tsc_scaling_missing"]);
+  });
+
+  it("refuses garbage and truncated requests with invalid_argument, then keeps serving", async () => {
+    const client = createRpcClient(MigrationService, address);
+    try {
+      // Field 0 is never valid, and wire type 7 does not exist.
+      const garbage = Uint8Array.from([0x07, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+      const g = await rejection(client.raw("Prepare", garbage));
+      expect(g.code).toBe("invalid_argument");
+      expect(g.message).toMatch(/not a valid tscmig\.v1\.PrepareRequest/);
+
+      const valid = toBinary(PrepareRequestSchema, create(PrepareRequestSchema, { migrationId: "migration-0001", vmId: "vm-1" }));
+      const truncated = valid.subarray(0, 6); // inside migration_id's 14 bytes
+      const t = await rejection(client.raw("Prepare", truncated));
+      expect(t.code).toBe("invalid_argument");
+      expect(t.message).toMatch(/PrepareRequest/);
+
+      // The same holds for a method whose request has no fields at all (unknown fields are parsed).
+      const p = await rejection(client.raw("Ping", Uint8Array.from([0x0a, 0x10, 0x61])));
+      expect(p.code).toBe("invalid_argument");
+
+      const wire = await bareCall(address, `/${SERVICE}/Prepare`, garbage);
+      expect(wire.code).toBe(grpc.status.INVALID_ARGUMENT);
+
+      expect(await client.ping({})).toBeDefined();
+      expect(await client.raw("Ping", new Uint8Array())).toHaveLength(0);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("refuses a message larger than maxMessageBytes with resource_exhausted", async () => {
+    const client = createRpcClient(MigrationService, address);
+    try {
+      const fits = await client.transfer({ snapshot: { vcpus: { pvclockRecords: new Uint8Array(32 * 1024) } } });
+      expect(fits.destinationHoldNs).toBe(32n * 1024n);
+      const e = await rejection(client.transfer({ snapshot: { vcpus: { pvclockRecords: new Uint8Array(MAX_MESSAGE_BYTES + 1) } } }));
+      expect(e.code).toBe("resource_exhausted");
+      const r = await rejection(client.raw("Transfer", new Uint8Array(MAX_MESSAGE_BYTES * 2)));
+      expect(r.code).toBe("resource_exhausted");
+      expect(await client.ping({})).toBeDefined();
+    } finally {
+      client.close();
+    }
+  });
+
+  it("refuses to send a message larger than the client's own maxMessageBytes", async () => {
+    const client = createRpcClient(MigrationService, address, { maxMessageBytes: 1024 });
+    try {
+      const e = await rejection(client.transfer({ snapshot: { vcpus: { pvclockRecords: new Uint8Array(4096) } } }));
+      expect(e.code).toBe("resource_exhausted");
+    } finally {
+      client.close();
+    }
+  });
+
+  it("fails with deadline_exceeded when the server does not answer in time, and the handler sees the cancel", async () => {
+    const client = createRpcClient(MigrationService, address);
+    try {
+      const e = await rejection(client.probe({ migrationId: "hang" }, { deadlineNs: 200_000_000n }));
+      expect(e.code).toBe("deadline_exceeded");
+      await observed.probeCancelled;
+    } finally {
+      client.close();
+    }
+  });
+
+  it("answers internal with a generic message when a handler throws something else, and logs it", async () => {
+    const client = createRpcClient(MigrationService, address);
+    try {
+      const e = await rejection(client.resolve({ migrationId: "boom" }));
+      expect(e.code).toBe("internal");
+      expect(e.message).not.toMatch(/secret/);
+      expect(observed.logs.some((l) => l.obj.event === "rpc.handler_failed" && JSON.stringify(l.obj).includes("secret internal detail"))).toBe(true);
+
+      const u = await rejection(client.resolve({ migrationId: "unencodable" }));
+      expect(u.code).toBe("internal");
+      expect(observed.logs.some((l) => l.obj.event === "rpc.encode_failed")).toBe(true);
+      expect(await client.ping({})).toBeDefined();
+    } finally {
+      client.close();
+    }
+  });
+
+  it("answers unimplemented for a method without a handler", async () => {
+    const client = createRpcClient(MigrationService, address);
+    try {
+      const e = await rejection(client.abort({ migrationId: "m-1" }));
+      expect(e.code).toBe("unimplemented");
+    } finally {
+      client.close();
+    }
+  });
+
+  it("fails with unavailable when nothing listens", async () => {
+    const probe = createRpcServer({ services: [] });
+    const { port } = await probe.listen("127.0.0.1:0");
+    await probe.shutdown(0);
+    const client = createRpcClient(MigrationService, `127.0.0.1:${port}`, { deadlineNs: 5_000_000_000n });
+    try {
+      const e = await rejection(client.ping({}));
+      expect(e.code).toBe("unavailable");
+    } finally {
+      client.close();
+    }
+  });
+
+  it("refuses to listen on a port already taken, with a TscmigError", async () => {
+    const second = createRpcServer({ services: [] });
+    try {
+      const e = await rejection(second.listen(address));
+      expect(e.code).toBe("unavailable");
+      expect(e.message).toContain(address);
+    } finally {
+      await second.shutdown(0);
+    }
+  });
+
+  it("reports health through grpc.health.v1.Health and follows setServing", async () => {
+    const health = createRpcClient(Health, address);
+    try {
+      expect((await health.check({ service: SERVICE })).status).toBe(HealthCheckResponse_ServingStatus.SERVING);
+      expect((await health.check({ service: "" })).status).toBe(HealthCheckResponse_ServingStatus.SERVING);
+      server.setServing(SERVICE, false);
+      expect((await health.check({ service: SERVICE })).status).toBe(HealthCheckResponse_ServingStatus.NOT_SERVING);
+      expect((await health.check({ service: "" })).status).toBe(HealthCheckResponse_ServingStatus.SERVING);
+      server.setServing("", false);
+      expect((await health.check({ service: "" })).status).toBe(HealthCheckResponse_ServingStatus.NOT_SERVING);
+      const e = await rejection(health.check({ service: "no.such.Service" }));
+      expect(e.code).toBe("not_found");
+    } finally {
+      server.setServing(SERVICE, true);
+      server.setServing("", true);
+      health.close();
+    }
+  });
+});
+
+/** A grpc.health.v1.Health/Watch stream read with a bare grpc-js client (server streaming). */
+function watchHealth(address: string, service: string): { seen: (status: HealthCheckResponse_ServingStatus) => Promise<void>; close: () => void } {
+  const client = new grpc.Client(address, grpc.credentials.createInsecure());
+  const statuses: HealthCheckResponse_ServingStatus[] = [];
+  const waiters: Array<{ status: HealthCheckResponse_ServingStatus; resolve: () => void }> = [];
+  const call = client.makeServerStreamRequest(
+    "/grpc.health.v1.Health/Watch",
+    (req: HealthCheckRequest) => Buffer.from(toBinary(HealthCheckRequestSchema, req)),
+    (buf: Buffer) => fromBinary(HealthCheckResponseSchema, buf),
+    create(HealthCheckRequestSchema, { service }),
+  );
+  call.on("data", (res: HealthCheckResponse) => {
+    statuses.push(res.status);
+    for (const w of waiters.filter((x) => x.status === res.status)) w.resolve();
+  });
+  call.on("error", () => {}); // cancelled or cut at shutdown: expected
+  return {
+    seen: (status) => (statuses.includes(status) ? Promise.resolve() : new Promise((resolve) => waiters.push({ status, resolve }))),
+    close: () => {
+      call.cancel();
+      client.close();
+    },
+  };
+}
+
+describe("rpc server shutdown", () => {
+  it("marks everything NOT_SERVING, lets calls run, and cuts them when the grace ends", async () => {
+    // A scheduler the test fires by hand: the grace period ends when the test says so.
+    const timers: Array<{ delayNs: bigint; fn: () => void }> = [];
+    const scheduler = { after: (delayNs: bigint, fn: () => void) => (timers.push({ delayNs, fn }), { cancel: () => {} }) };
+    const { registration, observed } = testImpl();
+    const server = createRpcServer({ services: [registration], scheduler });
+    const { port } = await server.listen("127.0.0.1:0");
+    const address = `127.0.0.1:${port}`;
+    const client = createRpcClient(MigrationService, address, { deadlineNs: 60_000_000_000n });
+    const watch = watchHealth(address, SERVICE);
+    try {
+      await watch.seen(HealthCheckResponse_ServingStatus.SERVING);
+      const hanging = rejection(client.probe({ migrationId: "hang" }));
+      await observed.probeStarted;
+
+      const done = server.shutdown(5_000);
+      await watch.seen(HealthCheckResponse_ServingStatus.NOT_SERVING);
+      expect(timers.map((t) => t.delayNs)).toEqual([5_000_000_000n]);
+      timers[0]?.fn(); // the grace period is over
+      await done;
+      // A call cut by the shutdown is retryable: unavailable (CANCELLED on the wire).
+      expect((await hanging).code).toBe("unavailable");
+      await observed.probeCancelled;
+      expect((await rejection(client.ping({}))).code).toBe("unavailable");
+    } finally {
+      watch.close();
+      client.close();
+    }
+  });
+});
+
+const opensslMissing = opensslMissingReason();
+if (opensslMissing !== undefined) console.log(`skipping mutual TLS tests: ${opensslMissing}`);
+
+describe("rpc over mutual TLS", () => {
+  let dir = "";
+  let pki: TestPki;
+  let server: RpcServer;
+  let port = 0;
+
+  beforeAll(async () => {
+    if (opensslMissing !== undefined) return;
+    dir = await mkdtemp(join(tmpdir(), "tscmig-pki-"));
+    pki = await makeTestPki(dir);
+    server = createRpcServer({
+      services: [testImpl().registration],
+      tls: { certPem: pki.serverCertPem, keyPem: pki.serverKeyPem, caPem: pki.caPem, requireClientCert: true },
+    });
+    ({ port } = await server.listen("127.0.0.1:0"));
+  });
+
+  afterAll(async () => {
+    await server?.shutdown(2_000);
+    if (dir !== "") await rm(dir, { recursive: true, force: true });
+  });
+
+  it.skipIf(opensslMissing !== undefined)("serves a client with a certificate from the trusted CA", async () => {
+    const client = createRpcClient(MigrationService, `127.0.0.1:${port}`, {
+      tls: { caPem: pki.caPem, certPem: pki.clientCertPem, keyPem: pki.clientKeyPem },
+    });
+    const byName = createRpcClient(MigrationService, `127.0.0.1:${port}`, {
+      tls: { caPem: pki.caPem, certPem: pki.clientCertPem, keyPem: pki.clientKeyPem, serverName: "localhost" },
+    });
+    try {
+      expect(await client.ping({})).toBeDefined();
+      expect((await client.resolve({ migrationId: "m-1", vmId: "vm-1" })).generation).toBe(GENERATION_BIG);
+      expect(await byName.ping({})).toBeDefined();
+    } finally {
+      client.close();
+      byName.close();
+    }
+  });
+
+  it.skipIf(opensslMissing !== undefined)("refuses a client without a certificate", async () => {
+    const client = createRpcClient(MigrationService, `127.0.0.1:${port}`, { tls: { caPem: pki.caPem }, deadlineNs: 10_000_000_000n });
+    try {
+      const e = await rejection(client.ping({}));
+      expect(e.code).toBe("unavailable");
+    } finally {
+      client.close();
+    }
+  });
+
+  it.skipIf(opensslMissing !== undefined)("refuses a client that trusts another CA, and one whose certificate another CA signed", async () => {
+    const wrongTrust = createRpcClient(MigrationService, `127.0.0.1:${port}`, {
+      tls: { caPem: pki.otherCaPem, certPem: pki.clientCertPem, keyPem: pki.clientKeyPem },
+      deadlineNs: 10_000_000_000n,
+    });
+    const wrongCert = createRpcClient(MigrationService, `127.0.0.1:${port}`, {
+      tls: { caPem: pki.caPem, certPem: pki.otherClientCertPem, keyPem: pki.otherClientKeyPem },
+      deadlineNs: 10_000_000_000n,
+    });
+    try {
+      expect((await rejection(wrongTrust.ping({}))).code).toBe("unavailable");
+      expect((await rejection(wrongCert.ping({}))).code).toBe("unavailable");
+    } finally {
+      wrongTrust.close();
+      wrongCert.close();
+    }
+  });
+
+  it.skipIf(opensslMissing !== undefined)("refuses a plaintext client", async () => {
+    const client = createRpcClient(MigrationService, `127.0.0.1:${port}`, { deadlineNs: 10_000_000_000n });
+    try {
+      expect((await rejection(client.ping({}))).code).toBe("unavailable");
+    } finally {
+      client.close();
+    }
+  });
+});
