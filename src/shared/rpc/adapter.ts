@@ -43,6 +43,8 @@ export interface HandlerContext {
   readonly metadata: grpc.Metadata;
   /** Aborted when the call is cancelled: the client gave up, its deadline passed, or shutdown. */
   readonly signal: AbortSignal;
+  /** Time spent decoding the request, when the server was given a clock (`monotonicNs`). */
+  readonly decodeNs: bigint;
 }
 
 export type UnaryHandler<I extends DescMessage, O extends DescMessage> = (
@@ -78,7 +80,9 @@ export function definePartialService<M extends GenServiceMethods>(service: GenSe
 }
 
 /** What the request deserializer hands the handler: a message, or why the bytes were refused. */
-export type Decoded<T> = { readonly ok: true; readonly message: T } | { readonly ok: false; readonly error: string };
+export type Decoded<T> =
+  | { readonly ok: true; readonly message: T; readonly decodeNs: bigint }
+  | { readonly ok: false; readonly error: string };
 
 /** Wraps bytes in a Buffer over the same memory (grpc-js copies serializer output itself). */
 export function asBuffer(bytes: Uint8Array): Buffer {
@@ -91,9 +95,11 @@ export function toBuffer(pem: Buffer | string): Buffer {
 }
 
 /** Decodes `bytes` as `schema` without throwing. */
-export function decodeMessage<I extends DescMessage>(schema: I, bytes: Uint8Array): Decoded<MessageShape<I>> {
+export function decodeMessage<I extends DescMessage>(schema: I, bytes: Uint8Array, monotonicNs?: () => bigint): Decoded<MessageShape<I>> {
   try {
-    return { ok: true, message: fromBinary(schema, bytes) };
+    const t0 = monotonicNs ? monotonicNs() : 0n;
+    const message = fromBinary(schema, bytes);
+    return { ok: true, message, decodeNs: monotonicNs ? monotonicNs() - t0 : 0n };
   } catch (e) {
     return { ok: false, error: errorMessageOf(e) };
   }
@@ -108,7 +114,7 @@ export function grpcPathOf(method: DescMethod): string {
  * a `Decoded` (never throw); responses travel as already-encoded bytes (see the module comment).
  * Streaming methods get correct flags, though `toGrpcImplementation` serves unary ones only.
  */
-export function toGrpcServiceDefinition(service: DescService): grpc.ServiceDefinition {
+export function toGrpcServiceDefinition(service: DescService, monotonicNs?: () => bigint): grpc.ServiceDefinition {
   const definition: Record<string, grpc.MethodDefinition<Decoded<Message>, Uint8Array>> = {};
   for (const method of service.methods) {
     definition[method.localName] = {
@@ -120,7 +126,7 @@ export function toGrpcServiceDefinition(service: DescService): grpc.ServiceDefin
         assert(req.ok, "only decoded requests are serialized");
         return asBuffer(toBinary(method.input, req.message));
       },
-      requestDeserialize: (buf: Buffer): Decoded<Message> => decodeMessage(method.input, buf),
+      requestDeserialize: (buf: Buffer): Decoded<Message> => decodeMessage(method.input, buf, monotonicNs),
       responseSerialize: (bytes: Uint8Array): Buffer => asBuffer(bytes),
       responseDeserialize: (buf: Buffer): Uint8Array => buf,
     };
@@ -158,7 +164,8 @@ function unaryHandler(
   return (call, callback) => {
     const abort = new AbortController();
     call.on("cancelled", () => abort.abort(new TscmigError("aborted", `${path}: call cancelled`)));
-    const ctx: HandlerContext = { path, peer: call.getPeer(), metadata: call.metadata, signal: abort.signal };
+    const req = call.request;
+    const ctx: HandlerContext = { path, peer: call.getPeer(), metadata: call.metadata, signal: abort.signal, decodeNs: req.ok ? req.decodeNs : 0n };
     void answer(method, handler, call.request, ctx, log).then((outcome) => {
       if (outcome.ok) callback(null, outcome.bytes);
       else callback(outcome.status, null);

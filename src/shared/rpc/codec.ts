@@ -1,0 +1,302 @@
+// The one codec between domain values and tscmig.v1 wire messages (STYLE 9). Decoding validates
+// every field and names its path in errors; sizes are checked before anything is decoded; the
+// format version is checked first. Only this module and the rpc transports import generated code.
+
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { invalid } from "../errors.js";
+import { LIMITS } from "../limits.js";
+import {
+  Clocksource as PbClocksource,
+  Decision as PbDecision,
+  Estimator as PbEstimator,
+  GuestStateSchema,
+  Policy as PbPolicy,
+  type CommitRequest,
+  type CommitResponse,
+  type PrepareRequest,
+  type PrepareResponse,
+  type ProbeResponse,
+  type ResolveResponse,
+  type RestoreReport as PbRestoreReport,
+  type Snapshot as PbSnapshot,
+  type GuestState as PbGuestState,
+  SnapshotSchema,
+  type AbortRequest,
+  RestoreReportSchema,
+  VcpuStatesSchema,
+} from "../../gen/tscmig/v1/migration_pb.js";
+import type { EstimatorName } from "../migration/blackout.js";
+import type { GuestState } from "../guest/guest.js";
+import type {
+  AbortReq,
+  CommitReq,
+  CommitRes,
+  PrepareReq,
+  PrepareRes,
+  ProbeRes,
+  ResolveDecision,
+  ResolveRes,
+  RestoreReport,
+} from "../migration/messages.js";
+import type { PolicyName } from "../migration/restore.js";
+import { PVCLOCK_RECORD_BYTES, type Snapshot } from "../migration/snapshot.js";
+
+const POLICY_TO_PB: Record<PolicyName, PbPolicy> = {
+  advance: PbPolicy.ADVANCE,
+  "kvm-realtime": PbPolicy.KVM_REALTIME,
+  freeze: PbPolicy.FREEZE,
+  "advance-capped": PbPolicy.ADVANCE_CAPPED,
+};
+const ESTIMATOR_TO_PB: Record<EstimatorName, PbEstimator> = {
+  wallclock: PbEstimator.WALLCLOCK,
+  "one-sided": PbEstimator.ONE_SIDED,
+  probe: PbEstimator.PROBE,
+};
+const DECISION_TO_PB: Record<ResolveDecision, PbDecision> = {
+  unknown: PbDecision.UNKNOWN,
+  pending: PbDecision.PENDING,
+  committed: PbDecision.COMMITTED,
+  aborted: PbDecision.ABORTED,
+};
+
+function reverse<K extends string, V>(m: Record<K, V>): Map<V, K> {
+  return new Map(Object.entries(m).map(([k, v]) => [v as V, k as K]));
+}
+const POLICY_OF = reverse(POLICY_TO_PB);
+const ESTIMATOR_OF = reverse(ESTIMATOR_TO_PB);
+const DECISION_OF = reverse(DECISION_TO_PB);
+
+function policyOf(p: PbPolicy, field: string): PolicyName {
+  const v = POLICY_OF.get(p);
+  if (!v) throw invalid(field, `unknown policy ${p}`);
+  return v;
+}
+function estimatorOf(e: PbEstimator, field: string): EstimatorName {
+  const v = ESTIMATOR_OF.get(e);
+  if (!v) throw invalid(field, `unknown estimator ${e}`);
+  return v;
+}
+
+function u32Field(v: number, field: string, max = 0xffff_ffff): number {
+  if (!Number.isInteger(v) || v < 0 || v > max) throw invalid(field, `must be an integer in 0..${max}`);
+  return v;
+}
+
+function str(v: string, field: string, max: number = LIMITS.idLengthMax): string {
+  if (v.length > max) throw invalid(field, `longer than ${max} characters`);
+  if (v.includes("\uFFFD")) throw invalid(field, "is not valid UTF-8");
+  return v;
+}
+
+// ---- Prepare / Probe / Commit / Abort / Resolve --------------------------------------------------
+
+export function prepareReqToPb(r: PrepareReq): MessageInitShape<typeof import("../../gen/tscmig/v1/migration_pb.js").PrepareRequestSchema> {
+  return {
+    migrationId: r.migrationId,
+    vmId: r.vmId,
+    generation: r.generation,
+    vcpuCount: r.vcpuCount,
+    guestTscKhz: r.guestTscKhz,
+    sourceFracBits: r.sourceFracBits,
+    policy: POLICY_TO_PB[r.policy],
+    estimator: ESTIMATOR_TO_PB[r.estimator],
+    doorbell: r.doorbell,
+    advanceCapNs: r.advanceCapNs,
+    sourceName: r.sourceName,
+    sourceGrpc: r.sourceGrpc,
+  };
+}
+
+export function prepareReqFromPb(m: PrepareRequest): PrepareReq {
+  return {
+    migrationId: str(m.migrationId, "migrationId"),
+    vmId: str(m.vmId, "vmId"),
+    generation: m.generation,
+    vcpuCount: u32Field(m.vcpuCount, "vcpuCount"),
+    guestTscKhz: m.guestTscKhz,
+    sourceFracBits: u32Field(m.sourceFracBits, "sourceFracBits"),
+    policy: policyOf(m.policy, "policy"),
+    estimator: estimatorOf(m.estimator, "estimator"),
+    doorbell: m.doorbell,
+    advanceCapNs: m.advanceCapNs,
+    sourceName: str(m.sourceName, "sourceName"),
+    sourceGrpc: str(m.sourceGrpc, "sourceGrpc", 256),
+  };
+}
+
+export function prepareResFromPb(m: PrepareResponse): PrepareRes {
+  return { hostTscKhz: m.hostTscKhz, fracBits: m.fracBits, tscScaling: m.tscScaling, ratio: m.ratio, destinationName: m.destinationName };
+}
+
+export function probeResFromPb(m: ProbeResponse): ProbeRes {
+  return { t1RealtimeNs: m.t1RealtimeNs, t2RealtimeNs: m.t2RealtimeNs, t3RealtimeNs: m.t3RealtimeNs, maxerrorNs: m.maxerrorNs };
+}
+
+export function commitReqFromPb(m: CommitRequest): CommitReq {
+  return { migrationId: str(m.migrationId, "migrationId"), vmId: str(m.vmId, "vmId"), generation: m.generation, transferRttNs: m.transferRttNs };
+}
+
+export function abortReqFromPb(m: AbortRequest): AbortReq {
+  return { migrationId: str(m.migrationId, "migrationId"), vmId: str(m.vmId, "vmId"), generation: m.generation, reason: str(m.reason, "reason", 1024) };
+}
+
+export function restoreReportToPb(r: RestoreReport): MessageInitShape<typeof RestoreReportSchema> {
+  return { ...r };
+}
+
+export function restoreReportFromPb(m: PbRestoreReport | undefined): RestoreReport {
+  if (!m) throw invalid("report", "missing");
+  return {
+    estimatedBlackoutNs: m.estimatedBlackoutNs,
+    advancedNs: m.advancedNs,
+    errorBoundNs: m.errorBoundNs,
+    capped: m.capped,
+    doorbellRung: m.doorbellRung,
+    disruptionMarker: m.disruptionMarker,
+    resumedTrueNs: m.resumedTrueNs,
+    decodeNs: m.decodeNs,
+    restoreNs: m.restoreNs,
+    tscAtResume: m.tscAtResume,
+    kvmclockAtResumeNs: m.kvmclockAtResumeNs,
+  };
+}
+
+export function commitResFromPb(m: CommitResponse): CommitRes {
+  return { report: restoreReportFromPb(m.report), replay: m.replay };
+}
+
+export function resolveResToPb(r: ResolveRes): { decision: PbDecision; generation: bigint; transferRttNs: bigint } {
+  return { decision: DECISION_TO_PB[r.decision], generation: r.generation, transferRttNs: r.transferRttNs };
+}
+
+export function resolveResFromPb(m: ResolveResponse): ResolveRes {
+  const d = DECISION_OF.get(m.decision);
+  if (!d) throw invalid("decision", `unknown decision ${m.decision}`);
+  return { decision: d, generation: m.generation, transferRttNs: m.transferRttNs };
+}
+
+// ---- Snapshot ----------------------------------------------------------------------------------
+
+function guestToPb(g: GuestState): MessageInitShape<typeof GuestStateSchema> {
+  return {
+    clocksource: g.clocksource === "tsc" ? PbClocksource.TSC : PbClocksource.KVM_CLOCK,
+    ntpStatus: g.ntp.status,
+    maxerrorUs: g.ntp.maxerrorUs,
+    esterrorUs: g.ntp.esterrorUs,
+    wallOffsetNs: g.wallOffsetNs,
+    tickClocksourceNs: g.ntp.tickClocksourceNs,
+    syncClocksourceNs: g.syncClocksourceNs,
+    lastHandledMarker: g.lastHandledMarker,
+    handledCount: g.handledCount,
+    migrationHandling: g.migrationHandling,
+    tscCsBaseTsc: g.tscCs.baseTsc,
+    tscCsBaseNs: g.tscCs.baseNs,
+    tscCsMul: Number(g.tscCs.mul),
+    tscCsShift: g.tscCs.shift,
+    everSynced: g.everSynced,
+    lastValueNs: g.lastValueNs,
+    handlingMode: g.handlingMode,
+    awaitingResync: g.awaitingResync,
+  };
+}
+
+function guestFromPb(m: PbGuestState | undefined): GuestState {
+  if (!m) throw invalid("snapshot.guest", "missing");
+  const clocksource = m.clocksource === PbClocksource.TSC ? "tsc" : m.clocksource === PbClocksource.KVM_CLOCK ? "kvm-clock" : null;
+  if (clocksource === null) throw invalid("snapshot.guest.clocksource", `unknown clocksource ${m.clocksource}`);
+  if (m.handlingMode !== "ditch" && m.handlingMode !== "widen") throw invalid("snapshot.guest.handlingMode", `must be "ditch" or "widen"`);
+  return {
+    clocksource,
+    ntp: { status: u32Field(m.ntpStatus, "snapshot.guest.ntpStatus", 0xffff), maxerrorUs: m.maxerrorUs, esterrorUs: m.esterrorUs, tickClocksourceNs: m.tickClocksourceNs },
+    wallOffsetNs: m.wallOffsetNs,
+    syncClocksourceNs: m.syncClocksourceNs,
+    lastHandledMarker: m.lastHandledMarker,
+    handledCount: m.handledCount,
+    migrationHandling: m.migrationHandling,
+    handlingMode: m.handlingMode,
+    tscCs: { baseTsc: m.tscCsBaseTsc, baseNs: m.tscCsBaseNs, mul: BigInt(m.tscCsMul), shift: m.tscCsShift },
+    everSynced: m.everSynced,
+    lastValueNs: m.lastValueNs,
+    awaitingResync: m.awaitingResync,
+  };
+}
+
+export function snapshotToPb(s: Snapshot): MessageInitShape<typeof SnapshotSchema> {
+  return {
+    formatVersion: s.formatVersion,
+    migrationId: s.migrationId,
+    vmId: s.vmId,
+    generation: s.generation,
+    vcpuCount: s.vcpuCount,
+    guestTscKhz: s.guestTscKhz,
+    kvmNs: s.kvmNs,
+    hostTsc: s.hostTsc,
+    hostRealtimeNs: s.hostRealtimeNs,
+    clockFlags: s.clockFlags,
+    hostTscKhz: s.hostTscKhz,
+    fracBits: s.fracBits,
+    hostMaxerrorNs: s.hostMaxerrorNs,
+    vcpus: create(VcpuStatesSchema, {
+      tscOffset: Array.from(s.tscOffset),
+      ratio: Array.from(s.ratio),
+      tsc: Array.from(s.tsc),
+      pvclockRecords: s.pvclock,
+    }),
+    vmclockPage: s.vmclock,
+    guest: create(GuestStateSchema, guestToPb(s.guest)),
+    sourcePauseToSendNs: s.sourcePauseToSendNs,
+    probeValid: s.probe !== null,
+    probeOffsetNs: s.probe?.offsetNs ?? 0n,
+    probeBoundNs: s.probe?.boundNs ?? 0n,
+    probeToPauseNs: s.probe?.probeToPauseNs ?? 0n,
+    kvmclockEnabled: s.kvmclockEnabled,
+  };
+}
+
+/** Wire → domain. Structural checks here; the domain rules (validateSnapshot) run after. */
+export function snapshotFromPb(m: PbSnapshot | undefined): Snapshot {
+  if (!m) throw invalid("snapshot", "missing");
+  if (m.formatVersion !== 1) throw invalid("snapshot.formatVersion", `unknown format version ${m.formatVersion} (this daemon reads 1)`);
+  const n = u32Field(m.vcpuCount, "snapshot.vcpuCount", LIMITS.vcpuCountMax);
+  if (n < 1) throw invalid("snapshot.vcpuCount", `must be in 1..${LIMITS.vcpuCountMax}`);
+  const v = m.vcpus;
+  if (!v) throw invalid("snapshot.vcpus", "missing");
+  const col = (a: bigint[], name: string) => {
+    if (a.length !== n) throw invalid(`snapshot.vcpus.${name}`, `has ${a.length} entries for ${n} vCPUs`);
+    return BigUint64Array.from(a);
+  };
+  if (v.pvclockRecords.length !== n * PVCLOCK_RECORD_BYTES)
+    throw invalid("snapshot.vcpus.pvclockRecords", `must be ${n} × 32 bytes, got ${v.pvclockRecords.length}`);
+  return {
+    formatVersion: m.formatVersion,
+    migrationId: str(m.migrationId, "snapshot.migrationId"),
+    vmId: str(m.vmId, "snapshot.vmId"),
+    generation: m.generation,
+    vcpuCount: n,
+    guestTscKhz: m.guestTscKhz,
+    kvmNs: m.kvmNs,
+    hostTsc: m.hostTsc,
+    hostRealtimeNs: m.hostRealtimeNs,
+    clockFlags: u32Field(m.clockFlags, "snapshot.clockFlags"),
+    hostTscKhz: m.hostTscKhz,
+    fracBits: u32Field(m.fracBits, "snapshot.fracBits"),
+    hostMaxerrorNs: m.hostMaxerrorNs,
+    tscOffset: col(v.tscOffset, "tscOffset"),
+    ratio: col(v.ratio, "ratio"),
+    tsc: col(v.tsc, "tsc"),
+    pvclock: v.pvclockRecords,
+    vmclock: m.vmclockPage,
+    guest: guestFromPb(m.guest),
+    kvmclockEnabled: m.kvmclockEnabled,
+    sourcePauseToSendNs: m.sourcePauseToSendNs,
+    probe: m.probeValid ? { offsetNs: m.probeOffsetNs, boundNs: m.probeBoundNs, probeToPauseNs: m.probeToPauseNs } : null,
+  };
+}
+
+export function abortReqToPb(r: AbortReq): AbortReq {
+  return r;
+}
+
+export function commitReqToPb(r: CommitReq): CommitReq {
+  return r;
+}
