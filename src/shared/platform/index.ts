@@ -29,6 +29,9 @@ export function realRandom(seed?: bigint): SeededRandom {
   return new SeededRandom(seed ?? randomBytes(8).readBigUInt64LE());
 }
 
+/** Read by trueEpochNs(); the daemons' configuration loader accepts it as a known `TSCMIG_*` variable. */
+export const TRUE_EPOCH_ENV = "TSCMIG_TRUE_EPOCH_NS";
+
 /**
  * The wall-clock instant (ns since the Unix epoch) of CLOCK_MONOTONIC's zero, identical for every
  * process on this kernel: boot time from /proc/stat. Daemons on one machine thus agree on true
@@ -36,7 +39,7 @@ export function realRandom(seed?: bigint): SeededRandom {
  * Falls back to Date.now() − hrtime rounded to the second where /proc is absent.
  */
 export function trueEpochNs(): bigint {
-  const fromEnv = process.env.TSCMIG_TRUE_EPOCH_NS;
+  const fromEnv = process.env[TRUE_EPOCH_ENV];
   if (fromEnv !== undefined && /^\d{1,20}$/.test(fromEnv)) return BigInt(fromEnv);
   try {
     const m = /^btime (\d+)$/m.exec(readFileSync("/proc/stat", "utf8"));

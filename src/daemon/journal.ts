@@ -1,0 +1,316 @@
+// The durable journal of one daemon: every decision about a VM's ownership and every migration's
+// outcome, so that a daemon killed at any instant (kill -9 included) and restarted resolves each VM
+// to exactly one owner (SPEC §2 step 5, invariants I6 and I7).
+//
+// Why it is shaped this way:
+// - SQLite in WAL mode with `synchronous = FULL`: a transaction that returned is on disk, and a
+//   process killed mid-transaction leaves none of it behind.
+// - `locking_mode = EXCLUSIVE`: the daemon holds the database lock for as long as it runs, so a second
+//   daemon started on the same `--data` fails at open instead of deciding for the same VMs.
+// - Payloads are opaque (the domain serialises its own state); the journal enforces only what
+//   ownership needs: a VM's fencing generation never goes back, and a decided migration stays decided.
+// - 64-bit values are stored as decimal TEXT: exact over the whole u64 range, readable with sqlite3.
+
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { invalid, TscmigError } from "../shared/errors.js";
+import { LIMITS } from "../shared/limits.js";
+
+export type VmRole =
+  /** Runs the VM. */
+  | "owner"
+  /** Source side of a migration in flight: the VM is paused here, not yet handed over. */
+  | "migrating-out"
+  /** Destination side: holds a restored snapshot, does not run it until the handover is decided. */
+  | "staged"
+  /** Source after a committed handover: a tombstone keeping the generation to refuse stale traffic. */
+  | "handed-off";
+
+export type MigrationRole = "source" | "destination";
+export type Decision = "pending" | "committed" | "aborted";
+
+export interface VmRecord {
+  vmId: string;
+  /** Fencing generation (u64); never decreases for a VM. */
+  generation: bigint;
+  role: VmRole;
+  /** The domain's own serialisation of the VM; returned in the form it was given. */
+  state: Uint8Array | string;
+  /** True time of the write, ns. */
+  updatedNs: bigint;
+}
+
+export interface MigrationRecord {
+  migrationId: string;
+  vmId: string;
+  role: MigrationRole;
+  /** The protocol phase reached, as the migration state machine names it. */
+  phase: string;
+  /** Once `committed` or `aborted`, final. */
+  decision: Decision;
+  generation: bigint;
+  /** The other daemon's address. */
+  peer: string;
+  /** The migration report, serialised by the domain (JSON). */
+  report?: string;
+  updatedNs: bigint;
+}
+
+export interface MigrationFilter {
+  decision?: Decision;
+  role?: MigrationRole;
+}
+
+export const VM_ROLES: readonly VmRole[] = ["owner", "migrating-out", "staged", "handed-off"];
+export const MIGRATION_ROLES: readonly MigrationRole[] = ["source", "destination"];
+export const DECISIONS: readonly Decision[] = ["pending", "committed", "aborted"];
+
+const FILE_NAME = "tscmig.db";
+const U64_MAX = (1n << 64n) - 1n;
+const I64_MIN = -(1n << 63n);
+const I64_MAX = (1n << 63n) - 1n;
+
+const sqlIn = (values: readonly string[]) => values.map((v) => `'${v}'`).join(", ");
+
+/** MIGRATIONS[i] takes the schema from version i to i + 1; the current version is their count. */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE vms (
+     vm_id TEXT PRIMARY KEY NOT NULL,
+     generation TEXT NOT NULL,
+     role TEXT NOT NULL CHECK (role IN (${sqlIn(VM_ROLES)})),
+     state ANY NOT NULL,
+     updated_ns TEXT NOT NULL
+   ) STRICT;
+   CREATE TABLE migrations (
+     migration_id TEXT PRIMARY KEY NOT NULL,
+     vm_id TEXT NOT NULL,
+     role TEXT NOT NULL CHECK (role IN (${sqlIn(MIGRATION_ROLES)})),
+     phase TEXT NOT NULL,
+     decision TEXT NOT NULL CHECK (decision IN (${sqlIn(DECISIONS)})),
+     generation TEXT NOT NULL,
+     peer TEXT NOT NULL,
+     report TEXT,
+     updated_ns TEXT NOT NULL
+   ) STRICT;
+   CREATE INDEX migrations_by_decision ON migrations (decision);`,
+];
+export const JOURNAL_SCHEMA_VERSION = MIGRATIONS.length;
+
+interface VmRow {
+  vm_id: string;
+  generation: string;
+  role: VmRole;
+  state: Uint8Array | string;
+  updated_ns: string;
+}
+
+interface MigrationRow {
+  migration_id: string;
+  vm_id: string;
+  role: MigrationRole;
+  phase: string;
+  decision: Decision;
+  generation: string;
+  peer: string;
+  report: string | null;
+  updated_ns: string;
+}
+
+export class Journal {
+  private readonly stmt: Statements;
+
+  private constructor(private readonly db: Database.Database) {
+    this.stmt = prepare(db);
+  }
+
+  /**
+   * Opens (creating `dir` and `tscmig.db` if needed) and takes the journal for this process.
+   * Throws `failed_precondition` when another process holds it (reason `journal_locked`) or when it
+   * was written by a newer tscmig (reason `journal_schema_newer`).
+   */
+  static open(dir: string): Journal {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const path = join(dir, FILE_NAME);
+    // timeout 0: a held lock belongs to a live process (the kernel frees a dead one's at once).
+    const db = new Database(path, { timeout: 0 });
+    try {
+      db.pragma("locking_mode = EXCLUSIVE"); // before WAL: the WAL index then lives in process memory
+      db.pragma("journal_mode = WAL");
+      db.pragma("synchronous = FULL");
+      migrate(db, path);
+    } catch (e) {
+      db.close();
+      if (!(e instanceof Database.SqliteError)) throw e;
+      if (e.code === "SQLITE_BUSY")
+        throw new TscmigError("failed_precondition", `journal ${path} is in use by another process`, { reason: "journal_locked" });
+      throw new TscmigError("failed_precondition", `journal ${path}: ${e.message}`, { reason: "journal_unreadable" });
+    }
+    return new Journal(db);
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+
+  /**
+   * Runs `fn` (synchronous) in one transaction: every put inside lands together or not at all, and
+   * a throw rolls all of it back. Nests (an inner call becomes a savepoint).
+   */
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
+  }
+
+  /** Inserts or replaces the VM. Refuses (`failed_precondition`, `stale_generation`) a lower generation. */
+  putVm(rec: VmRecord): void {
+    checkId(rec.vmId, "vmId");
+    checkRange(rec.generation, 0n, U64_MAX, "generation");
+    checkRange(rec.updatedNs, I64_MIN, I64_MAX, "updatedNs");
+    if (!VM_ROLES.includes(rec.role)) throw invalid("role", `must be one of ${VM_ROLES.join(", ")}`);
+    const state = typeof rec.state === "string" ? rec.state : Buffer.from(rec.state.buffer, rec.state.byteOffset, rec.state.byteLength);
+    this.transaction(() => {
+      const prior = this.getVm(rec.vmId);
+      if (prior && rec.generation < prior.generation)
+        throw new TscmigError("failed_precondition", `vm ${rec.vmId}: generation ${rec.generation} is older than the journal's ${prior.generation}`, {
+          field: "generation",
+          reason: "stale_generation",
+        });
+      this.stmt.putVm.run({ vm_id: rec.vmId, generation: String(rec.generation), role: rec.role, state, updated_ns: String(rec.updatedNs) });
+    });
+  }
+
+  getVm(vmId: string): VmRecord | undefined {
+    const row = this.stmt.getVm.get(vmId);
+    return row && vmOf(row);
+  }
+
+  listVms(): VmRecord[] {
+    return this.stmt.listVms.all().map(vmOf);
+  }
+
+  /** Forgets the VM entirely, tombstone included. True when there was one. */
+  deleteVm(vmId: string): boolean {
+    return this.stmt.deleteVm.run(vmId).changes > 0;
+  }
+
+  /** Inserts or updates the migration. Refuses (`failed_precondition`, `decision_final`) to change a decision once made. */
+  putMigration(rec: MigrationRecord): void {
+    checkId(rec.migrationId, "migrationId");
+    checkId(rec.vmId, "vmId");
+    checkRange(rec.generation, 0n, U64_MAX, "generation");
+    checkRange(rec.updatedNs, I64_MIN, I64_MAX, "updatedNs");
+    if (!MIGRATION_ROLES.includes(rec.role)) throw invalid("role", `must be one of ${MIGRATION_ROLES.join(", ")}`);
+    if (!DECISIONS.includes(rec.decision)) throw invalid("decision", `must be one of ${DECISIONS.join(", ")}`);
+    this.transaction(() => {
+      const prior = this.getMigration(rec.migrationId);
+      if (prior && prior.decision !== "pending" && rec.decision !== prior.decision)
+        throw new TscmigError("failed_precondition", `migration ${rec.migrationId} is already ${prior.decision}`, {
+          field: "decision",
+          reason: "decision_final",
+        });
+      this.stmt.putMigration.run({
+        migration_id: rec.migrationId,
+        vm_id: rec.vmId,
+        role: rec.role,
+        phase: rec.phase,
+        decision: rec.decision,
+        generation: String(rec.generation),
+        peer: rec.peer,
+        report: rec.report ?? null,
+        updated_ns: String(rec.updatedNs),
+      });
+    });
+  }
+
+  getMigration(migrationId: string): MigrationRecord | undefined {
+    const row = this.stmt.getMigration.get(migrationId);
+    return row && migrationOf(row);
+  }
+
+  /** Migrations matching every given field, oldest first. */
+  listMigrations(filter: MigrationFilter = {}): MigrationRecord[] {
+    return this.stmt.listMigrations.all({ decision: filter.decision ?? null, role: filter.role ?? null }).map(migrationOf);
+  }
+
+  /** Migrations without a decision: what a restarted daemon must resolve first. */
+  pendingMigrations(): MigrationRecord[] {
+    return this.listMigrations({ decision: "pending" });
+  }
+}
+
+type Statements = ReturnType<typeof prepare>;
+
+function prepare(db: Database.Database) {
+  return {
+    getVm: db.prepare<[string], VmRow>("SELECT * FROM vms WHERE vm_id = ?"),
+    listVms: db.prepare<[], VmRow>("SELECT * FROM vms ORDER BY vm_id"),
+    putVm: db.prepare(
+      `INSERT INTO vms (vm_id, generation, role, state, updated_ns) VALUES (@vm_id, @generation, @role, @state, @updated_ns)
+       ON CONFLICT (vm_id) DO UPDATE SET generation = excluded.generation, role = excluded.role,
+         state = excluded.state, updated_ns = excluded.updated_ns`,
+    ),
+    deleteVm: db.prepare<[string]>("DELETE FROM vms WHERE vm_id = ?"),
+    getMigration: db.prepare<[string], MigrationRow>("SELECT * FROM migrations WHERE migration_id = ?"),
+    listMigrations: db.prepare<{ decision: string | null; role: string | null }, MigrationRow>(
+      `SELECT * FROM migrations WHERE (@decision IS NULL OR decision = @decision) AND (@role IS NULL OR role = @role)
+       ORDER BY rowid`,
+    ),
+    putMigration: db.prepare(
+      `INSERT INTO migrations (migration_id, vm_id, role, phase, decision, generation, peer, report, updated_ns)
+       VALUES (@migration_id, @vm_id, @role, @phase, @decision, @generation, @peer, @report, @updated_ns)
+       ON CONFLICT (migration_id) DO UPDATE SET vm_id = excluded.vm_id, role = excluded.role, phase = excluded.phase,
+         decision = excluded.decision, generation = excluded.generation, peer = excluded.peer,
+         report = excluded.report, updated_ns = excluded.updated_ns`,
+    ),
+  };
+}
+
+function migrate(db: Database.Database, path: string): void {
+  db.transaction(() => {
+    db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT");
+    const row = db.prepare<[], { version: number }>("SELECT version FROM schema_version").get();
+    const version = row?.version ?? 0;
+    if (version > JOURNAL_SCHEMA_VERSION)
+      throw new TscmigError(
+        "failed_precondition",
+        `journal ${path} has schema version ${version}; this tscmig reads up to ${JOURNAL_SCHEMA_VERSION}`,
+        { reason: "journal_schema_newer" },
+      );
+    for (const sql of MIGRATIONS.slice(version)) db.exec(sql);
+    if (row === undefined) db.prepare("INSERT INTO schema_version (version) VALUES (?)").run(JOURNAL_SCHEMA_VERSION);
+    else db.prepare("UPDATE schema_version SET version = ?").run(JOURNAL_SCHEMA_VERSION);
+  }).immediate();
+}
+
+function checkId(id: string, field: string): void {
+  if (id.length === 0 || id.length > LIMITS.idLengthMax) throw invalid(field, `length must be 1..${LIMITS.idLengthMax}`);
+}
+
+function checkRange(value: bigint, min: bigint, max: bigint, field: string): void {
+  if (value < min || value > max) throw invalid(field, `must be within ${min}..${max}`);
+}
+
+function vmOf(row: VmRow): VmRecord {
+  return {
+    vmId: row.vm_id,
+    generation: BigInt(row.generation),
+    role: row.role,
+    // better-sqlite3 hands a BLOB back as a Buffer; callers get a plain Uint8Array, as they gave.
+    state: typeof row.state === "string" ? row.state : new Uint8Array(row.state),
+    updatedNs: BigInt(row.updated_ns),
+  };
+}
+
+function migrationOf(row: MigrationRow): MigrationRecord {
+  return {
+    migrationId: row.migration_id,
+    vmId: row.vm_id,
+    role: row.role,
+    phase: row.phase,
+    decision: row.decision,
+    generation: BigInt(row.generation),
+    peer: row.peer,
+    ...(row.report !== null ? { report: row.report } : {}),
+    updatedNs: BigInt(row.updated_ns),
+  };
+}

@@ -1,0 +1,53 @@
+// JSON-schema fragments shared by every route. 64-bit values travel as decimal strings (SPEC §4):
+// a JSON number loses precision past 2^53, and fastify answers 500 on a bigint unless the response
+// schema types that field as a string (it then writes the bigint's decimal form).
+
+import { ERROR_CODES, invalid } from "../errors.js";
+
+/** An unsigned 64-bit integer as a decimal string. The pattern bounds the length; `u64Of` the value. */
+export const u64String = { type: "string", pattern: "^[0-9]{1,20}$" } as const;
+/** A signed 64-bit integer as a decimal string; `i64Of` checks the range. */
+export const i64String = { type: "string", pattern: "^-?[0-9]{1,19}$" } as const;
+
+const U64_MAX = (1n << 64n) - 1n;
+const I64_MIN = -(1n << 63n);
+const I64_MAX = (1n << 63n) - 1n;
+
+/** The bigint of a request's u64 string, or `invalid_argument` naming `field` when out of range. */
+export function u64Of(text: string, field: string): bigint {
+  return inRange(text, 0n, U64_MAX, field);
+}
+
+export function i64Of(text: string, field: string): bigint {
+  return inRange(text, I64_MIN, I64_MAX, field);
+}
+
+function inRange(text: string, min: bigint, max: bigint, field: string): bigint {
+  if (!/^-?[0-9]{1,20}$/.test(text)) throw invalid(field, "must be a decimal integer string");
+  const value = BigInt(text);
+  if (value < min || value > max) throw invalid(field, `must be within ${min}..${max}`);
+  return value;
+}
+
+/** The body of every error answer: `{ error: { code, message, field?, reason?, errno? } }`. */
+export const errorBodySchema = {
+  $id: "Error",
+  type: "object",
+  required: ["error"],
+  properties: {
+    error: {
+      type: "object",
+      required: ["code", "message"],
+      properties: {
+        code: { type: "string", enum: Object.keys(ERROR_CODES) },
+        message: { type: "string" },
+        field: { type: "string", description: "path of the offending field, e.g. body.vcpus" },
+        reason: { type: "string", description: "stable machine-readable refusal reason" },
+        errno: { type: "string", description: "errno a real KVM ioctl would have returned" },
+      },
+    },
+  },
+} as const;
+
+/** Spread into a route's `response` so its error answers are typed and documented. */
+export const errorResponses = { "4xx": { $ref: "Error#" }, "5xx": { $ref: "Error#" } } as const;

@@ -1,0 +1,213 @@
+// Goal: the control API's base answers every error in one shape with the registry's status, guards
+// routes with the token, serves health, metrics and OpenAPI, and never writes a bigint as a number.
+// Method: apps built in process and driven with `inject()`; nothing listens.
+import { Writable } from "node:stream";
+import type { FastifyInstance } from "fastify";
+import { afterEach, describe, expect, it } from "vitest";
+import { ERROR_CODES, type ErrorCode, TscmigError } from "../../src/shared/errors.js";
+import { BODY_BYTES_MAX, buildHttpApp, type HttpAppOptions } from "../../src/shared/http/app.js";
+import { errorResponses, i64Of, u64Of, u64String } from "../../src/shared/http/json-schemas.js";
+import { createMetrics, observeMigration } from "../../src/shared/http/metrics.js";
+import { createLogger } from "../../src/shared/log.js";
+
+const TOKEN = "t0ken-for-tests";
+const apps: FastifyInstance[] = [];
+
+function captureLog(): { lines: string[]; log: ReturnType<typeof createLogger> } {
+  const lines: string[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      lines.push(chunk.toString());
+      done();
+    },
+  });
+  return { lines, log: createLogger({ level: "info", name: "test", destination }) };
+}
+
+/** An app with sample routes: one that throws what it is told, one validated body, one bigint answer. */
+async function build(opts: Partial<HttpAppOptions> = {}): Promise<FastifyInstance> {
+  const app = await buildHttpApp({ log: captureLog().log, title: "tscmig test", version: "0.0.0", ...opts });
+  apps.push(app);
+  app.get<{ Params: { code: string } }>("/v1/fail/:code", { schema: { response: { ...errorResponses } } }, async (request) => {
+    const code = request.params.code;
+    if (code in ERROR_CODES) throw new TscmigError(code as ErrorCode, `failed with ${code}`, { field: "x.y", reason: "because" });
+    throw new Error("secret internal detail");
+  });
+  app.post(
+    "/v1/vms",
+    {
+      schema: {
+        summary: "Create a VM (sample)",
+        body: {
+          type: "object",
+          required: ["vcpus"],
+          additionalProperties: false,
+          properties: { vcpus: { type: "integer", minimum: 1 }, tsc: { type: "array", items: u64String } },
+        },
+        response: { 201: { type: "object", properties: { id: { type: "string" } } }, ...errorResponses },
+      },
+    },
+    async (_request, reply) => reply.status(201).send({ id: "vm-1" }),
+  );
+  app.get(
+    "/v1/big",
+    { schema: { response: { 200: { type: "object", properties: { tsc: u64String, offset: { type: "string" } } } } } },
+    async () => ({ tsc: 18_446_744_073_709_551_615n, offset: -9_007_199_254_740_993n }),
+  );
+  app.get("/v1/loose", { schema: { response: { 200: {} } } }, async () => ({ nested: [{ ns: 9_007_199_254_740_993n }] }));
+  return app;
+}
+
+afterEach(async () => {
+  await Promise.all(apps.splice(0).map((app) => app.close()));
+});
+
+describe("error answers", () => {
+  it.each(Object.keys(ERROR_CODES) as ErrorCode[])("maps %s to its registry status and body", async (code) => {
+    const app = await build();
+    const res = await app.inject({ method: "GET", url: `/v1/fail/${code}` });
+    expect(res.statusCode).toBe(ERROR_CODES[code].http);
+    expect(res.json()).toEqual({ error: { code, message: `failed with ${code}`, field: "x.y", reason: "because" } });
+  });
+
+  it("answers an unexpected error with a generic 500 and logs the detail", async () => {
+    const { lines, log } = captureLog();
+    const app = await build({ log });
+    const res = await app.inject({ method: "GET", url: "/v1/fail/boom" });
+    expect(res.statusCode).toBe(500);
+    expect(res.json()).toEqual({ error: { code: "internal", message: "internal error" } });
+    expect(res.body).not.toContain("secret");
+    expect(lines.join("")).toContain("secret internal detail");
+  });
+
+  it.each([
+    [{ vcpus: 0 }, "body.vcpus"],
+    [{}, "body.vcpus"],
+    [{ vcpus: 1, extra: true }, "body.extra"],
+    [{ vcpus: 1, tsc: ["1", "x"] }, "body.tsc[1]"],
+  ])("answers a validation failure with 400 naming the field (%j)", async (payload, field) => {
+    const app = await build();
+    const res = await app.inject({ method: "POST", url: "/v1/vms", payload });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error).toMatchObject({ code: "invalid_argument", field });
+    expect(res.json().error.message).toMatch(new RegExp(`^${field.replace(/[[\].]/g, "\\$&")}: `));
+  });
+
+  it("answers malformed, oversized and mistyped bodies with 400", async () => {
+    const app = await build();
+    const json = { "content-type": "application/json" };
+    for (const [payload, headers] of [
+      ["{not json", json],
+      [JSON.stringify({ vcpus: 1, pad: "x".repeat(BODY_BYTES_MAX) }), json],
+      ["vcpus=1", { "content-type": "text/csv" }],
+    ] as const) {
+      const res = await app.inject({ method: "POST", url: "/v1/vms", payload, headers });
+      expect(res.statusCode).toBe(400);
+      expect(res.json().error.code).toBe("invalid_argument");
+    }
+  });
+
+  it("answers an unknown route with 404 not_found", async () => {
+    const app = await build();
+    const res = await app.inject({ method: "GET", url: "/v1/nothing?x=1" });
+    expect(res.statusCode).toBe(404);
+    expect(res.json()).toEqual({ error: { code: "not_found", message: "no route GET /v1/nothing" } });
+  });
+
+  it("refuses a route without a response schema", async () => {
+    const app = await build();
+    expect(() => app.get("/v1/bare", async () => ({}))).toThrow(/declares no response schema/);
+  });
+});
+
+describe("bearer token", () => {
+  it("guards every route but health, readiness, metrics and the OpenAPI document", async () => {
+    const app = await build({ token: TOKEN, metrics: createMetrics() });
+    const none = await app.inject({ method: "POST", url: "/v1/vms", payload: { vcpus: 1 } });
+    expect(none.statusCode).toBe(401);
+    expect(none.json().error.code).toBe("unauthenticated");
+    expect(none.headers["www-authenticate"]).toBe("Bearer");
+    for (const authorization of ["Bearer wrong", `Basic ${TOKEN}`, `Bearer ${TOKEN}x`, "Bearer", `bearer  ${TOKEN.slice(1)}`]) {
+      const res = await app.inject({ method: "POST", url: "/v1/vms", payload: { vcpus: 1 }, headers: { authorization } });
+      expect(res.statusCode, authorization).toBe(401);
+    }
+    const ok = await app.inject({ method: "POST", url: "/v1/vms", payload: { vcpus: 1 }, headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(ok.statusCode).toBe(201);
+    for (const url of ["/healthz", "/readyz", "/metrics", "/openapi.json"]) expect((await app.inject({ method: "GET", url })).statusCode, url).toBe(200);
+    expect((await app.inject({ method: "GET", url: "/v1/unknown" })).statusCode).toBe(401);
+  });
+
+  it("is off when no token is configured", async () => {
+    const app = await build();
+    expect((await app.inject({ method: "POST", url: "/v1/vms", payload: { vcpus: 1 } })).statusCode).toBe(201);
+  });
+});
+
+describe("health, readiness, metrics, OpenAPI", () => {
+  it("answers healthz always and readyz from the callback", async () => {
+    let ready = false;
+    const app = await build({ ready: () => ready });
+    expect((await app.inject({ method: "GET", url: "/healthz" })).json()).toEqual({ status: "ok" });
+    const before = await app.inject({ method: "GET", url: "/readyz" });
+    expect(before.statusCode).toBe(503);
+    expect(before.json().error).toMatchObject({ code: "unavailable", reason: "not_ready" });
+    ready = true;
+    expect((await app.inject({ method: "GET", url: "/readyz" })).json()).toEqual({ status: "ready" });
+  });
+
+  it("serves the daemon's metrics as Prometheus text", async () => {
+    const metrics = createMetrics();
+    observeMigration(metrics, { outcome: "committed", blackoutNs: 42_000_000n, introducedErrorNs: -3_000n });
+    metrics.vms.set(2);
+    metrics.vcpus.set(8);
+    const app = await build({ metrics });
+    const res = await app.inject({ method: "GET", url: "/metrics" });
+    expect(res.statusCode).toBe(200);
+    expect(res.headers["content-type"]).toContain("text/plain");
+    for (const name of ["migrations_total", "migration_blackout_seconds", "migration_introduced_error_seconds", "vms", "vcpus"])
+      expect(res.body).toContain(`# TYPE ${name} `);
+    expect(res.body).toContain('migrations_total{outcome="committed"} 1');
+    expect(res.body).toContain('migration_introduced_error_seconds_bucket{le="0.000001"} 0');
+    expect(res.body).toContain('migration_introduced_error_seconds_bucket{le="0.000005"} 1');
+    expect(res.body).toContain('migration_blackout_seconds_bucket{le="0.05"} 1');
+    expect(res.body).toContain("vcpus 8");
+    expect(createMetrics().registry).not.toBe(metrics.registry); // one registry per daemon
+  });
+
+  it("lists the routes and the token scheme in openapi.json", async () => {
+    const app = await build({ token: TOKEN });
+    const res = await app.inject({ method: "GET", url: "/openapi.json" });
+    expect(res.statusCode).toBe(200);
+    const doc = res.json();
+    expect(doc.info).toEqual({ title: "tscmig test", version: "0.0.0" });
+    expect(doc.paths["/v1/vms"].post.summary).toBe("Create a VM (sample)");
+    expect(doc.paths["/v1/vms"].post.requestBody.content["application/json"].schema.required).toEqual(["vcpus"]);
+    expect(doc.paths["/healthz"].get.security).toEqual([]);
+    expect(doc.paths["/openapi.json"]).toBeUndefined();
+    expect(doc.components.securitySchemes.bearer).toEqual({ type: "http", scheme: "bearer" });
+    expect(doc.security).toEqual([{ bearer: [] }]);
+  });
+});
+
+describe("64-bit values in JSON", () => {
+  it("writes a bigint as a decimal string where the schema types it so", async () => {
+    const app = await build();
+    const res = await app.inject({ method: "GET", url: "/v1/big" });
+    expect(res.statusCode).toBe(200);
+    expect(res.body).toBe('{"tsc":"18446744073709551615","offset":"-9007199254740993"}');
+  });
+
+  it("writes a bigint as a decimal string without a typed schema too", async () => {
+    const app = await build();
+    const res = await app.inject({ method: "GET", url: "/v1/loose" });
+    expect(res.statusCode).toBe(200);
+    expect(res.body).toBe('{"nested":[{"ns":"9007199254740993"}]}');
+  });
+
+  it("reads u64 and i64 strings exactly and refuses them out of range", () => {
+    expect(u64Of("18446744073709551615", "tsc")).toBe((1n << 64n) - 1n);
+    expect(i64Of("-9223372036854775808", "offset")).toBe(-(1n << 63n));
+    expect(() => u64Of("18446744073709551616", "tsc")).toThrow(/^tsc: must be within/);
+    expect(() => i64Of("9223372036854775808", "offset")).toThrow(TscmigError);
+  });
+});
