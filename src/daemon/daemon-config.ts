@@ -40,6 +40,14 @@ export const DAEMON_CONFIG = defineConfig({
     defaultDoc: "127.0.0.1:7071",
     doc: "Migration service address (gRPC), HOST:PORT.",
   },
+  advertise: {
+    env: "TSCMIG_ADVERTISE",
+    flag: "advertise",
+    parse: optional(parseHostPort),
+    default: undefined,
+    defaultDoc: "the --grpc address",
+    doc: "gRPC HOST:PORT peers use to reach this daemon (set it when --grpc binds 0.0.0.0, e.g. source:7071).",
+  },
   data: {
     env: "TSCMIG_DATA",
     flag: "data",
@@ -115,7 +123,7 @@ const TLS_KEYS = ["tlsCert", "tlsKey", "tlsCa"] as const;
  * the platform module's `env()`; it also supplies XDG_STATE_HOME and HOME for the data directory.
  */
 export function loadDaemonConfig(input: Pick<ConfigInput, "flags" | "env">): DaemonConfig {
-  const config = loadConfig(DAEMON_CONFIG, { ...input, reservedEnv: [TRUE_EPOCH_ENV] });
+  const config = loadConfig(DAEMON_CONFIG, { ...input, reservedEnv: [TRUE_EPOCH_ENV, "TSCMIG_VECTORS_DIR"] });
   const given = TLS_KEYS.filter((k) => config[k] !== undefined);
   if (given.length > 0 && given.length < TLS_KEYS.length) {
     const missing = TLS_KEYS.filter((k) => config[k] === undefined);

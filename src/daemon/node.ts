@@ -348,7 +348,7 @@ export class TscmigNode {
     return n;
   }
 
-  readVm(id: string, vcpuLimit = LIMITS.vcpuCountMax): VmReading {
+  readVm(id: string, vcpuLimit: number = LIMITS.vcpuCountMax): VmReading {
     const h = this.getVm(id);
     const vm = h.vm;
     const trueNs = this.host.trueNs();

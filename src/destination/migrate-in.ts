@@ -9,7 +9,7 @@ import { LIMITS } from "../shared/limits.js";
 import type { EmulatedHost } from "../shared/hypervisor/host.js";
 import { EmulatedVm } from "../shared/hypervisor/vm.js";
 import { setTscKhzDecision } from "../shared/kvm/tsc.js";
-import { pvclockReadCycles } from "../shared/kvm/pvclock.js";
+import { PVCLOCK_GUEST_STOPPED, pvclockReadCycles } from "../shared/kvm/pvclock.js";
 import {
   type BlackoutEstimate,
   oneSidedEstimate,
@@ -257,6 +257,7 @@ export class Destination {
       restoreNs: host.rawNs() - t0,
       tscAtResume: tsc,
       kvmclockAtResumeNs: pvclockReadCycles(vm.pvclock.guestRead(0), tsc),
+      stoppedVcpus: countStopped(vm),
     };
     for (const e of effects) if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
     inb.snapshot = null; // the VM holds the state now
@@ -321,5 +322,12 @@ export function reportFromJson(text: string): RestoreReport {
     restoreNs: b("restoreNs"),
     tscAtResume: b("tscAtResume"),
     kvmclockAtResumeNs: b("kvmclockAtResumeNs"),
+    stoppedVcpus: Number(o.stoppedVcpus ?? 0),
   };
+}
+
+function countStopped(vm: EmulatedVm): number {
+  let n = 0;
+  for (let i = 0; i < vm.vcpuCount; i++) if ((vm.pvclock.flags(i) & PVCLOCK_GUEST_STOPPED) !== 0) n++;
+  return n;
 }

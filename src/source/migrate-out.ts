@@ -66,7 +66,8 @@ export interface MigrationReport {
   /** (tscAfter − tscIdeal) in ns of guest time; the introduced error the bound must cover. */
   tscErrorNs: bigint;
   kvmclockErrorNs: bigint;
-  stoppedFlag: boolean;
+  /** vCPUs that showed PVCLOCK_GUEST_STOPPED at resume. */
+  stoppedVcpus: number;
   pauseTrueNs: bigint;
   resumeTrueNs: bigint;
   phases: PhaseTimings;
@@ -127,7 +128,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
     kvmNsIdeal: 0n,
     tscErrorNs: 0n,
     kvmclockErrorNs: 0n,
-    stoppedFlag: false,
+    stoppedVcpus: 0,
     pauseTrueNs: 0n,
     resumeTrueNs: 0n,
     phases: { captureNs: 0n, encodeNs: 0n, transferNs: 0n, decodeNs: 0n, restoreNs: 0n, commitNs: 0n },
@@ -301,7 +302,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
     report.resumeTrueNs = r.resumedTrueNs;
     report.tscAfter = r.tscAtResume;
     report.kvmNsAfter = r.kvmclockAtResumeNs;
-    report.stoppedFlag = true;
+    report.stoppedVcpus = r.stoppedVcpus;
     if (r.resumedTrueNs > 0n) {
       report.trueBlackoutNs = r.resumedTrueNs - report.pauseTrueNs;
       // The source VM was never touched after the pause: its TSC and kvmclock at the destination's

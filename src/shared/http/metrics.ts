@@ -5,7 +5,7 @@ import type { FastifyInstance } from "fastify";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { errorResponses } from "./json-schemas.js";
 
-export type MigrationOutcome = "committed" | "aborted" | "refused" | "failed";
+export type MigrationOutcome = "committed" | "aborted" | "refused" | "in-doubt";
 
 export interface Metrics {
   registry: Registry;

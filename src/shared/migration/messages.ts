@@ -69,6 +69,8 @@ export interface RestoreReport {
   /** vCPU 0's guest TSC and kvmclock at resume. */
   tscAtResume: bigint;
   kvmclockAtResumeNs: bigint;
+  /** vCPUs whose pvclock showed PVCLOCK_GUEST_STOPPED at resume. */
+  stoppedVcpus: number;
 }
 
 export interface CommitRes {

@@ -158,6 +158,7 @@ export function restoreReportFromPb(m: PbRestoreReport | undefined): RestoreRepo
     restoreNs: m.restoreNs,
     tscAtResume: m.tscAtResume,
     kvmclockAtResumeNs: m.kvmclockAtResumeNs,
+    stoppedVcpus: m.stoppedVcpus,
   };
 }
 

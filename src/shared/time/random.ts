@@ -19,7 +19,6 @@ export interface Random {
   readonly seed: bigint;
 }
 
-const MASK32 = 0xffff_ffff;
 
 function splitmix32(state: { s: number }): number {
   state.s = (state.s + 0x9e3779b9) | 0;
@@ -66,7 +65,7 @@ export class SeededRandom implements Random {
     this.a ^= this.d;
     this.c ^= t;
     this.d = rotl(this.d, 11);
-    return result & MASK32;
+    return result;
   }
 
   float(): number {

@@ -1,0 +1,61 @@
+// A small client of a daemon's control API (undici), used by the CLI commands and the chaos runner.
+
+import { request } from "undici";
+import { TscmigError, isErrorCode } from "../shared/errors.js";
+
+export class ApiClient {
+  constructor(
+    readonly baseUrl: string,
+    private readonly token?: string,
+  ) {
+    if (!/^https?:\/\/[^/]+$/.test(baseUrl.replace(/\/$/, ""))) throw new TscmigError("invalid_argument", `API URL must be http(s)://HOST:PORT, got ${baseUrl}`, { field: "api" });
+    this.baseUrl = baseUrl.replace(/\/$/, "");
+  }
+
+  async call<T = Record<string, unknown>>(method: "GET" | "POST" | "PUT", path: string, body?: unknown, timeoutMs = 30_000): Promise<T> {
+    const headers: Record<string, string> = {};
+    if (body !== undefined) headers["content-type"] = "application/json";
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    let res;
+    try {
+      res = await request(`${this.baseUrl}${path}`, {
+        method,
+        headers,
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      });
+    } catch (e) {
+      throw new TscmigError("unavailable", `${method} ${this.baseUrl}${path}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    const text = await res.body.text();
+    let json: unknown;
+    try {
+      json = text.length > 0 ? JSON.parse(text) : {};
+    } catch {
+      throw new TscmigError("internal", `${method} ${path}: answer is not JSON (${res.statusCode})`);
+    }
+    if (res.statusCode >= 400) {
+      const err = (json as { error?: { code?: string; message?: string; field?: string; reason?: string } }).error ?? {};
+      const code = err.code && isErrorCode(err.code) ? err.code : "internal";
+      throw new TscmigError(code, `${method} ${path}: ${err.message ?? res.statusCode}`, {
+        ...(err.field ? { field: err.field } : {}),
+        ...(err.reason ? { reason: err.reason } : {}),
+      });
+    }
+    return json as T;
+  }
+
+  /** Polls /healthz until it answers or `attempts` run out. */
+  async waitHealthy(attempts = 100, delay: (n: number) => Promise<void>): Promise<void> {
+    for (let i = 0; i < attempts; i++) {
+      try {
+        await this.call("GET", "/healthz", undefined, 2000);
+        return;
+      } catch {
+        await delay(i);
+      }
+    }
+    throw new TscmigError("unavailable", `${this.baseUrl} did not become healthy`);
+  }
+}

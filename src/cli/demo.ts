@@ -1,0 +1,131 @@
+// `tscmig demo`: start a pair (or use running daemons), create a VM, let it run, inject skew,
+// migrate, and show what the guest saw.
+
+import { ApiClient } from "./api.js";
+import { spawnDaemon, type LocalDaemon } from "./local-pair.js";
+import { RealScheduler, realRandom } from "../shared/platform/index.js";
+import { sleep } from "../shared/time/clock.js";
+
+export interface DemoOptions {
+  sourceHttp?: string;
+  destinationHttp?: string;
+  destinationGrpc?: string;
+  vcpus: number;
+  guestTscKhz?: string;
+  policy: string;
+  estimator: string;
+  skewNs: bigint;
+  doorbell: boolean;
+  runMs: number;
+  json: boolean;
+  token?: string;
+  clocksource?: string;
+}
+
+type Json = Record<string, unknown>;
+
+export async function runDemo(o: DemoOptions, out: (s: string) => void): Promise<number> {
+  const sched = new RealScheduler();
+  const started: LocalDaemon[] = [];
+  try {
+    let srcUrl = o.sourceHttp;
+    let dstUrl = o.destinationHttp;
+    let dstGrpc = o.destinationGrpc;
+    if (!srcUrl || !dstUrl || !dstGrpc) {
+      const [s, d] = await Promise.all([spawnDaemon({ name: "source" }), spawnDaemon({ name: "destination" })]);
+      started.push(s, d);
+      srcUrl = s.http;
+      dstUrl = d.http;
+      dstGrpc = d.grpc;
+      if (!o.json) out(`started source (${s.http}, gRPC ${s.grpc}) and destination (${d.http}, gRPC ${d.grpc})\n`);
+    }
+    const src = new ApiClient(srcUrl, o.token);
+    const dst = new ApiClient(dstUrl, o.token);
+    const delay = () => sleep(sched, 100_000_000n);
+    await src.waitHealthy(100, delay);
+    await dst.waitHealthy(100, delay);
+    const id = `demo-${realRandom().u32().toString(16)}`;
+    await src.call("POST", "/v1/vms", {
+      id,
+      vcpus: o.vcpus,
+      ...(o.guestTscKhz ? { guestTscKhz: o.guestTscKhz } : {}),
+      ...(o.clocksource ? { clocksource: o.clocksource } : {}),
+    });
+    if (o.skewNs !== 0n) await dst.call("PUT", "/v1/host/clock", { offsetNs: o.skewNs.toString() });
+    await sleep(sched, BigInt(o.runMs) * 1_000_000n);
+    const before = await src.call<Json>("GET", `/v1/vms/${id}?vcpus=4`);
+    const report = await src.call<Json>("POST", `/v1/vms/${id}/migrate`, { destination: dstGrpc, policy: o.policy, estimator: o.estimator, doorbell: o.doorbell });
+    let after: Json | null = null;
+    let settled: Json | null = null;
+    if (report.outcome === "committed") {
+      after = await dst.call<Json>("GET", `/v1/vms/${id}?vcpus=4`);
+      await sleep(sched, 1_200_000_000n); // the guest's NTP client re-disciplines after a ditch (1 s)
+      settled = await dst.call<Json>("GET", `/v1/vms/${id}?vcpus=4`);
+    }
+    if (o.json) out(`${JSON.stringify({ vm: id, before, report, after, settled }, null, 2)}\n`);
+    else out(renderDemo(id, o, before, report, after, settled));
+    return report.outcome === "committed" ? 0 : 1;
+  } finally {
+    await Promise.all(started.map((d) => d.stop()));
+  }
+}
+
+const fmtNs = (v: unknown): string => {
+  if (typeof v !== "string" && typeof v !== "number") return "-";
+  const n = BigInt(v);
+  const a = n < 0n ? -n : n;
+  const sign = n < 0n ? "-" : "";
+  if (a >= 1_000_000_000n) return `${sign}${(Number(a) / 1e9).toFixed(6)} s`;
+  if (a >= 1_000_000n) return `${sign}${(Number(a) / 1e6).toFixed(3)} ms`;
+  if (a >= 1_000n) return `${sign}${(Number(a) / 1e3).toFixed(3)} µs`;
+  return `${sign}${a} ns`;
+};
+
+function ntpLine(v: Json | null): string {
+  if (!v) return "-";
+  const ntp = v.ntp as { synchronized: boolean; maxerrorUs: string };
+  const b = v.bounded as { status: string };
+  return `${b.status}, maxerror ${ntp.maxerrorUs} µs${ntp.synchronized ? "" : " (STA_UNSYNC)"}`;
+}
+
+export function renderDemo(id: string, o: DemoOptions, before: Json, r: Json, after: Json | null, settled: Json | null): string {
+  const v0 = (v: Json | null) => ((v?.vcpu as Json[] | undefined)?.[0] ?? {}) as Json;
+  const rows: [string, string, string][] = [
+    ["guest TSC (vCPU 0)", String(r.tscBefore ?? "-"), String(r.tscAfter ?? "-")],
+    ["kvmclock (vCPU 0)", fmtNs(r.kvmNsBefore), fmtNs(r.kvmNsAfter)],
+    ["TSC had it never paused", "", String(r.tscIdeal ?? "-")],
+    ["pvclock flags (vCPU 0)", String(((v0(before).pvclock as Json | undefined)?.flags) ?? "-"), `GUEST_STOPPED on ${r.stoppedVcpus}/${r.vcpus} vCPUs at resume`],
+    ["vmclock disruption marker", String((before.vmclock as Json).disruptionMarker), String(r.disruptionMarker)],
+    ["guest NTP / bounded clock", ntpLine(before), ntpLine(after)],
+    ["  after the guest resynced", "", ntpLine(settled)],
+  ];
+  const w0 = Math.max(...rows.map((x) => x[0].length));
+  const w1 = Math.max(20, ...rows.map((x) => x[1].length));
+  const lines = [
+    `VM ${id}: ${before.vcpus} vCPUs, guest TSC ${before.guestTscKhz} kHz, clocksource ${before.clocksource}`,
+    `policy ${o.policy}, estimator ${o.estimator}, doorbell ${o.doorbell ? "on" : "off"}, destination realtime skew ${fmtNs(o.skewNs.toString())}`,
+    `outcome: ${r.outcome}${r.error ? ` — ${(r.error as Json).message}` : ""}`,
+    "",
+    `${"".padEnd(w0)}  ${"source (before)".padEnd(w1)}  destination (after)`,
+    ...rows.map(([a, b, c]) => `${a.padEnd(w0)}  ${b.padEnd(w1)}  ${c}`),
+    "",
+    `blackout: true ${fmtNs(r.trueBlackoutNs)}, estimated ${fmtNs(r.estimatedBlackoutNs)}; advanced ${fmtNs(r.advancedNs)}`,
+    `introduced error: TSC ${fmtNs(r.tscErrorNs)}, kvmclock ${fmtNs(r.kvmclockErrorNs)}; reported bound ±${fmtNs(r.errorBoundNs)}`,
+    ...honesty(r),
+    `doorbell: ${r.doorbellRung ? "rung" : "not rung"}; guest acted on the migration ${after ? String(settled?.handledMigrations ?? after.handledMigrations) : "-"} time(s)`,
+    `phases: capture ${fmtNs((r.phases as Json).captureNs)}, encode ${fmtNs((r.phases as Json).encodeNs)}, transfer RTT ${fmtNs((r.phases as Json).transferNs)}, decode ${fmtNs((r.phases as Json).decodeNs)}, restore ${fmtNs((r.phases as Json).restoreNs)}, commit ${fmtNs((r.phases as Json).commitNs)}`,
+  ];
+  return `${lines.join("\n")}\n`;
+}
+
+function honesty(r: Json): string[] {
+  if (typeof r.tscErrorNs !== "string" || typeof r.errorBoundNs !== "string") return [];
+  const err = BigInt(r.tscErrorNs);
+  const abs = err < 0n ? -err : err;
+  if (r.policy === "freeze" || abs <= BigInt(r.errorBoundNs)) return ["the introduced error is within the reported bound"];
+  return [
+    "!! the introduced error exceeds the reported bound: the hosts' realtime clocks disagree by more than they claim",
+    "   (a lying clock). The wallclock estimator trusts those claims; one-sided and probe do not. A guest that kept",
+    "   its NTP bound across this migration would now claim a precision it does not have — it must be told.",
+  ];
+}

@@ -1,0 +1,138 @@
+// The composition root of one daemon (STYLE 12): build({clock, scheduler, random, log, config, ...})
+// wires the emulated host, the journal, the node, the gRPC data plane and the HTTP control API.
+// It listens only when `listen()` is called; `main.ts` alone touches process, signals and ports.
+
+import { readFileSync } from "node:fs";
+import type { FastifyInstance } from "fastify";
+import { MigrationService } from "../gen/tscmig/v1/migration_pb.js";
+import { buildHttpApp } from "../shared/http/app.js";
+import { createMetrics, type Metrics } from "../shared/http/metrics.js";
+import { RingHistory } from "../shared/history.js";
+import { EmulatedHost } from "../shared/hypervisor/host.js";
+import { LIMITS } from "../shared/limits.js";
+import type { Logger } from "../shared/log.js";
+import type { Faults } from "../shared/faults.js";
+import { createRpcServer, type RpcServer } from "../shared/rpc/index.js";
+import type { Clock, Scheduler } from "../shared/time/clock.js";
+import type { Random } from "../shared/time/random.js";
+import { sum } from "../shared/time/offset-model.js";
+import { formatHostPort } from "./config-parsers.js";
+import type { DaemonConfig } from "./daemon-config.js";
+import { GrpcDialer, migrationService } from "./grpc-peer.js";
+import { controlRoutes } from "./http-routes.js";
+import { Journal } from "./journal.js";
+import { defaultNodeConfig, type NodeConfig, TscmigNode } from "./node.js";
+
+export interface DaemonDeps {
+  clock: Clock;
+  scheduler: Scheduler;
+  random: Random;
+  log: Logger;
+  config: DaemonConfig;
+  /** Wall-clock instant of true time zero, shared by every daemon of a deployment. */
+  trueEpochNs: bigint;
+  faults?: Faults;
+  /** Node tuning beyond the flags (tests, chaos). */
+  tune?: (cfg: NodeConfig) => void;
+  version?: string;
+}
+
+export interface Daemon {
+  node: TscmigNode;
+  http: FastifyInstance;
+  rpc: RpcServer;
+  metrics: Metrics;
+  history: RingHistory;
+  /** Binds both listeners; returns the addresses actually bound (port 0 resolved). */
+  listen(): Promise<{ http: string; grpc: string }>;
+  /** Graceful, bounded: stop taking work, finish in-flight calls for up to `graceMs`, close the journal. */
+  close(graceMs?: number): Promise<void>;
+}
+
+export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
+  const c = deps.config;
+  const log = deps.log;
+  const host = new EmulatedHost({
+    name: c.name,
+    clock: deps.clock,
+    epochNs: deps.trueEpochNs,
+    tscKhz: c.tscKhz,
+    vendor: c.vendor as "vmx" | "svm",
+    tscScaling: c.tscScaling,
+    crystal: c.tscDriftPpm !== 0 ? { kind: "drift", ppm: c.tscDriftPpm, fromNs: 0n } : { kind: "constant", offsetNs: 0n },
+    skew: sum({ kind: "constant", offsetNs: c.skewOffsetNs }, c.skewDriftPpm !== 0 ? { kind: "drift", ppm: c.skewDriftPpm, fromNs: deps.clock.monotonicNs() } : { kind: "constant", offsetNs: 0n }),
+    maxerrorNs: c.hostMaxerrorNs,
+    jitterSeed: deps.random.fork("jitter").seed,
+  });
+  const tls = c.tlsCert && c.tlsKey && c.tlsCa
+    ? { certPem: readFileSync(c.tlsCert), keyPem: readFileSync(c.tlsKey), caPem: readFileSync(c.tlsCa) }
+    : undefined;
+  const journal = Journal.open(c.data);
+  const history = new RingHistory(LIMITS.historySamplesMax);
+  const dialer = new GrpcDialer({ clock: deps.clock, ...(tls ? { tls } : {}) });
+  const grpcAddress = formatHostPort(c.grpc);
+  const nodeCfg = defaultNodeConfig(c.name, c.advertise ? formatHostPort(c.advertise) : grpcAddress);
+  nodeCfg.sampleIntervalNs = 100_000_000n;
+  nodeCfg.sampleVcpusMax = 64;
+  deps.tune?.(nodeCfg);
+  const node = new TscmigNode(nodeCfg, {
+    clock: deps.clock,
+    scheduler: deps.scheduler,
+    random: deps.random,
+    log,
+    host,
+    journal,
+    dialer,
+    history,
+    ...(deps.faults ? { faults: deps.faults } : {}),
+  });
+  const metrics = createMetrics();
+  let ready = false;
+  const http = await buildHttpApp({
+    log,
+    title: "tscmig control API",
+    version: deps.version ?? "0.1.0",
+    metrics,
+    ready: () => ready,
+    ...(c.token !== undefined ? { token: c.token } : {}),
+  });
+  controlRoutes(http, { node, metrics, history });
+  const rpc = createRpcServer({
+    services: [migrationService(node)],
+    ...(tls ? { tls: { ...tls, requireClientCert: true } } : {}),
+    monotonicNs: () => deps.clock.monotonicNs(),
+    scheduler: deps.scheduler,
+    log: (obj, msg) => log.error(obj, msg),
+  });
+  void MigrationService;
+
+  return {
+    node,
+    http,
+    rpc,
+    metrics,
+    history,
+    async listen() {
+      node.start();
+      const { port: grpcPort } = await rpc.listen(grpcAddress);
+      const grpcBound = formatHostPort({ host: c.grpc.host, port: grpcPort });
+      if (c.grpc.port === 0 && !c.advertise) (node.cfg as { grpcAdvertise: string }).grpcAdvertise = grpcBound;
+      await http.listen({ host: c.http.host, port: c.http.port });
+      const a = http.server.address();
+      const httpPort = typeof a === "object" && a !== null ? a.port : c.http.port;
+      ready = true;
+      metrics.vms.set(node.listVms().length);
+      metrics.vcpus.set(node.vcpuTotal());
+      const out = { http: formatHostPort({ host: c.http.host, port: httpPort }), grpc: grpcBound };
+      log.info({ event: "listening", ...out, data: c.data }, "daemon listening");
+      return out;
+    },
+    async close(graceMs = 2000) {
+      ready = false;
+      node.stop();
+      await Promise.allSettled([http.close(), rpc.shutdown(graceMs)]);
+      dialer.close();
+      journal.close();
+    },
+  };
+}
