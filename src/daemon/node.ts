@@ -568,15 +568,7 @@ export class TscmigNode {
   resolve(req: ResolveReq): ResolveRes {
     const m = this.journal.getMigration(req.migrationId);
     if (!m || m.vmId !== req.vmId) return { decision: "unknown", generation: 0n, transferRttNs: 0n };
-    let rtt = 0n;
-    if (m.role === "source" && m.report) {
-      try {
-        rtt = BigInt((JSON.parse(m.report) as { transferRttNs?: string }).transferRttNs ?? "0");
-      } catch {
-        rtt = 0n;
-      }
-    }
-    return { decision: m.decision, generation: m.generation, transferRttNs: rtt };
+    return { decision: m.decision, generation: m.generation, transferRttNs: m.role === "source" ? journaledRtt(m.report) : 0n };
   }
 
   private stageDurably(inb: Inbound): void {
@@ -643,12 +635,7 @@ export class TscmigNode {
     const work: Promise<void>[] = [];
     for (const m of this.journal.listMigrations({ role: "source", decision: "committed" })) {
       if (m.phase === "committed" || this.outbound.has(m.migrationId)) continue;
-      let rtt = 0n;
-      try {
-        rtt = BigInt((JSON.parse(m.report ?? "{}") as { transferRttNs?: string }).transferRttNs ?? "0");
-      } catch {
-        rtt = 0n;
-      }
+      const rtt = journaledRtt(m.report);
       work.push(
         this.deps.dialer
           .dial(m.peer)
@@ -675,5 +662,15 @@ export class TscmigNode {
       );
     }
     await Promise.all(work);
+  }
+}
+
+/** The Transfer round trip a source journaled with its decision (0 when absent or unreadable). */
+function journaledRtt(report: string | undefined): bigint {
+  try {
+    const v = (JSON.parse(report ?? "{}") as { transferRttNs?: unknown }).transferRttNs;
+    return typeof v === "string" && /^\d{1,20}$/.test(v) ? BigInt(v) : 0n;
+  } catch {
+    return 0n;
   }
 }
