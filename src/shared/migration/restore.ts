@@ -99,11 +99,8 @@ export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOpt
 
   const at = vm.getClock();
   const estimate = opts.estimate({ destinationRealtimeNs: at.realtime !== 0n ? at.realtime : vm.host.realtimeNs() });
-  if (estimate.estimatedNs > LIMITS.blackoutNsMax)
-    throw new TscmigError("failed_precondition", `estimated blackout ${estimate.estimatedNs} ns exceeds the limit ${LIMITS.blackoutNsMax} ns`, {
-      field: "blackout",
-      reason: "blackout_too_long",
-    });
+  // No refusal here however long the blackout was: the source has already handed the VM over, so
+  // refusing would lose it. How far to advance is the policy's business (advance-capped).
   const est = estimate.estimatedNs;
   // Rounding and rate terms common to every policy: one cycle of the slowest vCPU, and the source
   // crystal's drift over the blackout (we advance at its nominal rate).
