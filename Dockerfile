@@ -14,7 +14,10 @@ ARG NODE_IMAGE=node:20-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
-# better-sqlite3 fetches a prebuilt addon when it can and compiles it otherwise, which needs these.
+# better-sqlite3 fetches a prebuilt addon when it can and compiles it otherwise, which needs these
+# tools, and Node's headers: the base image has them under /usr/local/include/node, so node-gyp
+# is told to use those instead of downloading them (builds behind a firewall then still work).
+ENV npm_config_nodedir=/usr/local
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
