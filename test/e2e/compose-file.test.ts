@@ -97,7 +97,7 @@ describe("docker-compose.yml structure", () => {
     describe(service, () => {
       const s = services[service] ?? {};
 
-      it("is built from the Dockerfile and runs `daemon` listening on all interfaces with its data on a named volume", () => {
+      it("is built from the Dockerfile and runs `daemon` on all interfaces, advertising its service name, with data on a named volume", () => {
         expect(s.build).toMatchObject({ context: "." });
         expect(s.command).toEqual([
           "daemon",
@@ -107,6 +107,8 @@ describe("docker-compose.yml structure", () => {
           "0.0.0.0:7070",
           "--grpc",
           "0.0.0.0:7071",
+          "--advertise",
+          `${service}:7071`,
           "--data",
           DATA_DIR,
         ]);
