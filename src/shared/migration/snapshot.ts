@@ -41,7 +41,11 @@ export interface Snapshot {
   vmclock: Uint8Array;
   guest: GuestState;
   kvmclockEnabled: boolean;
-  /** Source clock: pause → the start of the Transfer round trip. Filled just before sending. */
+  /**
+   * Source clock: this snapshot's clock read (its KVM_GET_CLOCK, after the pause) → the start of the
+   * Transfer round trip. Filled just before sending. (The name predates the distinction: measuring
+   * from the pause itself would add the pause → capture gap to the advance.)
+   */
   sourcePauseToSendNs: bigint;
   probe: (ProbeResult & { probeToPauseNs: bigint }) | null;
 }
