@@ -93,6 +93,11 @@ export class Guest {
    */
   constructor(vm: EmulatedVm, scheduler: Scheduler, opts: GuestOptions, restored?: GuestState) {
     if (!CLOCKSOURCES.includes(opts.clocksource)) throw invalid("clocksource", `must be "tsc" or "kvm-clock"`);
+    if (opts.handlingMode !== "ditch" && opts.handlingMode !== "widen") throw invalid("handlingMode", `must be "ditch" or "widen"`);
+    // A zero period would re-arm the poll at the same instant forever.
+    if (opts.pollIntervalNs <= 0n) throw invalid("pollIntervalNs", "must be positive");
+    if (opts.resyncDelayNs < 0n) throw invalid("resyncDelayNs", "must not be negative");
+    if (opts.driftAllowancePpm < 0n || opts.driftAllowancePpm > 1_000_000n) throw invalid("driftAllowancePpm", "must be within 0..1000000 ppm");
     this.vm = vm;
     this.opts = opts;
     this.scheduler = scheduler;

@@ -52,6 +52,8 @@ export function wallclockEstimate(o: {
   sourceMaxerrorNs: bigint;
   destinationMaxerrorNs: bigint;
 }): BlackoutEstimate {
+  if (o.sourceMaxerrorNs < 0n) throw invalid("sourceMaxerrorNs", "a claimed error bound cannot be negative");
+  if (o.destinationMaxerrorNs < 0n) throw invalid("destinationMaxerrorNs", "a claimed error bound cannot be negative");
   const raw = o.destinationRealtimeNs - o.sourceRealtimeNs; // blackout + skew: see the header
   const est = raw > 0n ? raw : 0n;
   const bound = o.sourceMaxerrorNs + o.destinationMaxerrorNs + 2n * driftAllowance(est, DRIFT_ALLOWANCE_PPM);

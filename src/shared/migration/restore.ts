@@ -102,6 +102,7 @@ function drift(ns: bigint): bigint {
  * touching `vm`; on a thrown error the VM is unusable and the caller discards it.
  */
 export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOptions): RestoreResult {
+  parsePolicy(opts.policy); // an unknown name would otherwise fall through to freeze
   if (vm.running) throw invalid("vm", "restore needs the vCPUs paused");
   if (vm.vcpuCount !== snap.vcpuCount) throw invalid("snapshot.vcpuCount", `VM has ${vm.vcpuCount} vCPUs, snapshot ${snap.vcpuCount}`);
   const capNs = opts.capNs ?? LIMITS.advanceCapNsDefault;
