@@ -296,6 +296,14 @@ describe("restoreSnapshot and captureSnapshot refuse before touching the VM", ()
     expect(vm.exportState()).toEqual(before);
   });
 
+  it("an odd pvclock version (a record captured mid-update) is refused by restore itself, before the VM is touched", () => {
+    const s = withRecord(validSnapshot(), 2, (r) => (r.version = 9));
+    const vm = new EmulatedVm(dstHost(), { vcpus: 3, guestTscKhz: 3_000_000n });
+    const before = vm.exportState();
+    rejects(() => restoreSnapshot(vm, s, { policy: "kvm-realtime", estimate, destinationMaxerrorNs: 0n }), "snapshot.vcpus.pvclockRecords[2].version");
+    expect(vm.exportState()).toEqual(before);
+  });
+
   it("a VM of another shape, a running VM and a cap out of range are refused", () => {
     const s = validSnapshot();
     const small = new EmulatedVm(dstHost(), { vcpus: 2, guestTscKhz: 3_000_000n });

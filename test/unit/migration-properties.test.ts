@@ -5,9 +5,11 @@
 // with what the source would read at that instant had it never paused.
 
 import fc from "fast-check";
-import { describe, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { runOrRefuse, scenarioArb } from "../helpers/sim-arbitraries.js";
-import type { Outcome } from "../helpers/sim-migration.js";
+import { type Outcome, runMigration, type Scenario } from "../helpers/sim-migration.js";
+import { ESTIMATORS } from "../../src/shared/migration/blackout.js";
+import { POLICIES } from "../../src/shared/migration/restore.js";
 import { s64 } from "../../src/shared/kvm/u64.js";
 import { TSC_TOLERANCE_PPM_DEFAULT } from "../../src/shared/kvm/tsc.js";
 
@@ -216,5 +218,61 @@ describe("I8: rate continuity", () => {
       }),
       { numRuns: RUNS },
     );
+  });
+});
+
+describe("edge shapes", () => {
+  const base = (over: Partial<Scenario>): Scenario => ({
+    src: { tscKhz: 2_100_000n, vendor: "vmx", tscScaling: true, crystalPpm: 37, tsc0: 1n << 45n, rawBaseNs: 5n, skewOffsetNs: 3_000_000n, skewDriftPpm: 12, maxerrorNs: 4_000_000n },
+    dst: { tscKhz: 3_300_000n, vendor: "svm", tscScaling: true, crystalPpm: -250, tsc0: 1n << 41n, rawBaseNs: 9n, skewOffsetNs: -1_000_000n, skewDriftPpm: -3, maxerrorNs: 2_000_000n },
+    vcpus: 4,
+    guestTscKhz: 2_500_000n,
+    vcpuOffsetDelta: [],
+    policy: "advance",
+    estimator: "one-sided",
+    timeline: {
+      runNs: 10_000_000_000n,
+      pauseToCaptureNs: 2_000_000n,
+      captureToSendNs: 500_000n,
+      transitNs: 3_000_000n,
+      holdNs: 1_000_000n,
+      returnNs: 2_000_000n,
+      ackToRestoreNs: 40_000_000n,
+      probeLeadNs: 100_000_000n,
+      probeLegNs: 3_000_000n,
+      probeReturnLegNs: 2_000_000n,
+      probeHoldNs: 100_000n,
+      probeExchanges: 4,
+    },
+    ...over,
+  });
+
+  it("a 1024-vCPU VM keeps every vCPU within the bound and monotonic under every policy and estimator", () => {
+    for (const policy of POLICIES)
+      for (const estimator of ESTIMATORS) {
+        const o = runMigration(base({ vcpus: 1024, policy, estimator }));
+        const bound = o.result.errorBoundNs;
+        o.vcpus.forEach((v, i) => {
+          check(o, s64(v.tscAfter - v.tscAtPause) >= 0n && s64(v.kvmAfter - v.kvmAtPause) >= 0n, `vCPU ${i} went back`);
+          check(o, abs(v.tscErrNs) <= bound && abs(v.kvmErrNs) <= bound, `vCPU ${i} out of bound`);
+        });
+      }
+  });
+
+  it("a guest TSC that wraps past 2^64 during the blackout keeps counting modulo 2^64", () => {
+    const probe = base({ guestTscKhz: undefined, src: { ...base({}).src, crystalPpm: 0 } });
+    // Offset every vCPU so that its TSC reads 2^64 − 10^6 cycles at the pause (0.5 ms before it wraps).
+    const hostTscAtPause = probe.src.tsc0 + (probe.src.tscKhz * 1000n * probe.timeline.runNs) / 1_000_000_000n;
+    const delta = BigInt.asUintN(64, -1_000_000n - hostTscAtPause);
+    for (const policy of POLICIES) {
+      const o = runMigration({ ...probe, policy, vcpuOffsetDelta: Array.from({ length: probe.vcpus }, () => delta) });
+      const v = o.vcpus[0] as Outcome["vcpus"][number];
+      expect(v.tscAtPause).toBe((1n << 64n) - 1_000_000n);
+      if (policy !== "freeze") expect(v.tscAfter).toBeLessThan(1n << 40n); // wrapped
+      o.vcpus.forEach((w) => {
+        check(o, s64(w.tscAfter - w.tscAtPause) >= 0n && s64(w.kvmAfter - w.kvmAtPause) >= 0n, "went back across the wrap");
+        check(o, abs(w.tscErrNs) <= o.result.errorBoundNs, "out of bound across the wrap");
+      });
+    }
   });
 });
