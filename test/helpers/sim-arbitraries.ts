@@ -21,6 +21,16 @@ export interface HostArbOptions {
 export function hostArb(o: HostArbOptions = {}): fc.Arbitrary<HostSpec> {
   const skewMax = o.skewNsMax ?? 10n * S;
   const driftMax = o.skewDriftPpmMax ?? 500;
+  // A wander whose slope 2πA/P fits what the drift leaves of the 500 ppm budget.
+  const wander = (ppm: number) =>
+    fc.oneof(
+      fc.constant({}),
+      fc.record({ periodNs: fc.bigInt({ min: 10n * MS, max: 1_000n * S }), share: fc.double({ min: 0, max: 1, noNaN: true }) }).map(({ periodNs, share }) => {
+        const budgetPpm = 500 - Math.abs(ppm);
+        const amplitude = Math.floor((share * budgetPpm * Number(periodNs)) / (2 * Math.PI * 1e6) * 0.999);
+        return amplitude > 0 ? { crystalWanderNs: BigInt(amplitude), crystalWanderPeriodNs: periodNs } : {};
+      }),
+    );
   return fc.record({
     tscKhz: fc.bigInt({ min: 1_000_000n, max: 5_000_000n }),
     vendor: fc.constantFrom<"vmx" | "svm">("vmx", "svm"),
@@ -31,7 +41,7 @@ export function hostArb(o: HostArbOptions = {}): fc.Arbitrary<HostSpec> {
     skewOffsetNs: fc.oneof(fc.constant(0n), fc.bigInt({ min: -skewMax, max: skewMax })),
     skewDriftPpm: fc.oneof(fc.constant(0), fc.integer({ min: -driftMax, max: driftMax })),
     maxerrorNs: fc.bigInt({ min: 0n, max: 20n * MS }),
-  });
+  }).chain((h) => wander(h.crystalPpm).map((w) => ({ ...h, ...w })));
 }
 
 export interface TimelineArbOptions {
@@ -39,23 +49,31 @@ export interface TimelineArbOptions {
   restoreGapNsMax?: bigint;
 }
 
+/** Durations up to `max`, or (one run in five) all within a microsecond: bounds then rest on rounding alone. */
+function dur(max: bigint, tight: boolean): fc.Arbitrary<bigint> {
+  return tight ? fc.bigInt({ min: 0n, max: 1_000n }) : fc.bigInt({ min: 0n, max });
+}
+
 export function timelineArb(o: TimelineArbOptions = {}): fc.Arbitrary<Timeline> {
   const gapMax = o.restoreGapNsMax ?? 3n * S;
   return fc
-    .record({
-      extraRunNs: fc.bigInt({ min: 0n, max: 100n * S }),
-      pauseToCaptureNs: fc.oneof(fc.constant(0n), fc.bigInt({ min: 0n, max: 20n * MS })),
-      captureToSendNs: fc.bigInt({ min: 0n, max: 5n * MS }),
-      transitNs: fc.bigInt({ min: 0n, max: 20n * MS }),
-      holdNs: fc.bigInt({ min: 0n, max: 5n * MS }),
-      returnNs: fc.bigInt({ min: 0n, max: 20n * MS }),
-      ackToRestoreNs: fc.oneof(fc.bigInt({ min: 0n, max: 50n * MS }), fc.bigInt({ min: 0n, max: gapMax })),
-      probeLegNs: fc.bigInt({ min: 0n, max: 5n * MS }),
-      probeReturnLegNs: fc.bigInt({ min: 0n, max: 5n * MS }),
-      probeHoldNs: fc.bigInt({ min: 0n, max: 1n * MS }),
-      probeExchanges: fc.integer({ min: 1, max: 4 }),
-      probeSlackNs: fc.bigInt({ min: 0n, max: 2n * S }),
-    })
+    .oneof({ weight: 4, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) })
+    .chain((tight) =>
+      fc.record({
+        extraRunNs: fc.bigInt({ min: 0n, max: 100n * S }),
+        pauseToCaptureNs: fc.oneof(fc.constant(0n), dur(20n * MS, tight)),
+        captureToSendNs: dur(5n * MS, tight),
+        transitNs: dur(20n * MS, tight),
+        holdNs: dur(5n * MS, tight),
+        returnNs: dur(20n * MS, tight),
+        ackToRestoreNs: tight ? dur(0n, true) : fc.oneof(fc.bigInt({ min: 0n, max: 50n * MS }), fc.bigInt({ min: 0n, max: gapMax })),
+        probeLegNs: dur(5n * MS, tight),
+        probeReturnLegNs: dur(5n * MS, tight),
+        probeHoldNs: dur(1n * MS, tight),
+        probeExchanges: fc.integer({ min: 1, max: 4 }),
+        probeSlackNs: tight ? dur(0n, true) : fc.bigInt({ min: 0n, max: 2n * S }),
+      }),
+    )
     .map((r) => {
       const probeLeadNs = BigInt(r.probeExchanges) * (r.probeLegNs + r.probeReturnLegNs + r.probeHoldNs) + r.probeSlackNs;
       return {

@@ -20,7 +20,7 @@ import {
 } from "../../src/shared/migration/blackout.js";
 import { type PolicyName, restoreSnapshot, type RestoreResult } from "../../src/shared/migration/restore.js";
 import { captureSnapshot, type Snapshot } from "../../src/shared/migration/snapshot.js";
-import type { OffsetModel } from "../../src/shared/time/offset-model.js";
+import { type OffsetModel, offsetAt, sum } from "../../src/shared/time/offset-model.js";
 import { SimClock, SimScheduler } from "../../src/shared/time/sim.js";
 
 export const EPOCH_NS = 1_767_225_600_000_000_000n;
@@ -31,6 +31,9 @@ export interface HostSpec {
   tscScaling: boolean;
   /** Crystal drift (a constant rate error from true time 0), within ±500 ppm. */
   crystalPpm: number;
+  /** Optional crystal wander (periodic); its slope plus |crystalPpm| stays within 500 ppm. */
+  crystalWanderNs?: bigint;
+  crystalWanderPeriodNs?: bigint;
   tsc0: bigint;
   rawBaseNs: bigint;
   /** Realtime skew: a constant offset plus a drift from true time 0. */
@@ -117,6 +120,12 @@ export function driftModel(ppm: number): OffsetModel {
   return ppm === 0 ? { kind: "constant", offsetNs: 0n } : { kind: "drift", ppm, fromNs: 0n };
 }
 
+export function crystalModel(h: HostSpec): OffsetModel {
+  const drift = driftModel(h.crystalPpm);
+  if (!h.crystalWanderNs || !h.crystalWanderPeriodNs) return drift;
+  return sum(drift, { kind: "periodic", amplitudeNs: h.crystalWanderNs, periodNs: h.crystalWanderPeriodNs, phaseNs: 0n });
+}
+
 export function skewModel(h: HostSpec): OffsetModel {
   const parts: OffsetModel[] = [{ kind: "constant", offsetNs: h.skewOffsetNs }];
   if (h.skewDriftPpm !== 0) parts.push({ kind: "drift", ppm: h.skewDriftPpm, fromNs: 0n });
@@ -131,7 +140,7 @@ export function makeHost(name: string, clock: SimClock, h: HostSpec): EmulatedHo
     tscKhz: h.tscKhz,
     vendor: h.vendor,
     tscScaling: h.tscScaling,
-    crystal: driftModel(h.crystalPpm),
+    crystal: crystalModel(h),
     tsc0: h.tsc0,
     rawBaseNs: h.rawBaseNs,
     skew: skewModel(h),
@@ -361,7 +370,7 @@ export function runMigration(s: Scenario): Outcome {
       kvmErrNs: s64(kvmAfter - kvmIdeal),
     });
   }
-  const crystal = (ppm: number, t: bigint) => (t * BigInt(Math.round(ppm * 1000))) / 1_000_000_000n;
+  const crystal = crystalModel(s.src);
   return {
     scenario: s,
     snapshot,
@@ -377,6 +386,6 @@ export function runMigration(s: Scenario): Outcome {
     tResume,
     trueAdvanceNs: tResume - tCapture,
     skewDeltaNs: dst.skew.offsetAt(tResume) - src.skew.offsetAt(tCapture),
-    srcCrystalDeltaNs: crystal(s.src.crystalPpm, tResume) - crystal(s.src.crystalPpm, tCapture),
+    srcCrystalDeltaNs: offsetAt(crystal, tResume) - offsetAt(crystal, tCapture),
   };
 }

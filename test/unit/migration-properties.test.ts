@@ -7,7 +7,8 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { runOrRefuse, scenarioArb } from "../helpers/sim-arbitraries.js";
-import { type Outcome, runMigration, type Scenario } from "../helpers/sim-migration.js";
+import { crystalModel, type Outcome, runMigration, type Scenario } from "../helpers/sim-migration.js";
+import { maxSlopePpm } from "../../src/shared/time/offset-model.js";
 import { ESTIMATORS } from "../../src/shared/migration/blackout.js";
 import { POLICIES } from "../../src/shared/migration/restore.js";
 import { s64 } from "../../src/shared/kvm/u64.js";
@@ -209,7 +210,8 @@ describe("I8: rate continuity", () => {
         const measuredHzTimesInterval = cycles * 1_000_000_000n; // rate·interval, in Hz·ns
         const nominal = khz * 1000n * intervalNs;
         const dstDefault = o.dstVm.ratioOf(0) === (o.dst.info.vendor.fracBits === 48 ? 1n << 48n : 1n << 32n);
-        const tolPpm = BigInt(Math.abs(s.dst.crystalPpm)) + (dstDefault && khz !== o.dst.info.tscKhz ? BigInt(TSC_TOLERANCE_PPM_DEFAULT) : 0n);
+        const crystalPpm = BigInt(Math.ceil(maxSlopePpm(crystalModel(s.dst))));
+        const tolPpm = crystalPpm + (dstDefault && khz !== o.dst.info.tscKhz ? BigInt(TSC_TOLERANCE_PPM_DEFAULT) : 0n);
         // Slack, in cycles: the crystal model's ns floors (3 ns of guest cycles), two host-TSC floors
         // scaled by the ratio, two scaling floors; plus the ratio's own floor (< 2 Hz at 32 frac bits).
         const slackCycles = (3n * khz) / 1_000_000n + 1n + 2n * (khz / o.dst.info.tscKhz + 1n) + 2n;
