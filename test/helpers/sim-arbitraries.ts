@@ -2,7 +2,9 @@
 // either vendor, crystals within ±500 ppm, realtime skews up to ±10 s with drift, any policy and
 // estimator, and protocol timings from zero to seconds.
 
+import { relative } from "node:path";
 import fc from "fast-check";
+import { expect } from "vitest";
 import { isTscmigError } from "../../src/shared/errors.js";
 import { ESTIMATORS, type EstimatorName } from "../../src/shared/migration/blackout.js";
 import { POLICIES, type PolicyName } from "../../src/shared/migration/restore.js";
@@ -164,4 +166,29 @@ export function runOrRefuse(s: Scenario): Outcome | null {
     if (isTscmigError(e) && e.errno === "EINVAL" && e.field === "guestTscKhz") return null;
     throw e;
   }
+}
+
+/**
+ * fast-check parameters whose failure report ends with the command that replays it (STYLE 15):
+ * `FC_SEED=… FC_PATH=… npx vitest run <file> -t <test>`; the same variables replay a run.
+ */
+export function replayable<T>(numRuns: number): fc.Parameters<T> {
+  const seed = process.env.FC_SEED;
+  const path = process.env.FC_PATH;
+  return {
+    numRuns,
+    ...(seed !== undefined ? { seed: Number(seed), ...(path ? { path } : {}) } : {}),
+    reporter: (out) => {
+      if (!out.failed) return;
+      const st = expect.getState();
+      const file = relative(process.cwd(), st.testPath ?? "");
+      const name = (st.currentTestName ?? "").split(" > ").pop() ?? "";
+      const pattern = name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+      const cause = out.errorInstance instanceof Error ? out.errorInstance.message : String(out.errorInstance);
+      throw new Error(
+        `${fc.defaultReportMessage(out) ?? "property failed"}\n\nCaused by: ${cause}\n\nReplay: FC_SEED=${out.seed} FC_PATH=${out.counterexamplePath ?? ""} npx vitest run ${file} -t ${JSON.stringify(pattern)}`,
+        { cause: out.errorInstance },
+      );
+    },
+  };
 }

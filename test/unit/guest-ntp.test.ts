@@ -22,6 +22,7 @@ import {
 import { EmulatedHost } from "../../src/shared/hypervisor/host.js";
 import { EmulatedVm } from "../../src/shared/hypervisor/vm.js";
 import { SimClock, SimScheduler } from "../../src/shared/time/sim.js";
+import { replayable } from "../helpers/sim-arbitraries.js";
 import { EPOCH_NS, quietGuestOptions } from "../helpers/sim-migration.js";
 
 const US = 1_000n;
@@ -150,7 +151,7 @@ describe("Guest bounded clock", () => {
           }
         },
       ),
-      { numRuns: Number(process.env.PROP_RUNS ?? 200) },
+      replayable(200),
     );
   });
 });

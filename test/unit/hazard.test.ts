@@ -10,6 +10,7 @@ import { EmulatedVm } from "../../src/shared/hypervisor/vm.js";
 import { type BoundedNow, type Clocksource, Guest, type GuestOptions, type HandledEvent, type HandlingMode } from "../../src/shared/guest/guest.js";
 import { PVCLOCK_GUEST_STOPPED } from "../../src/shared/kvm/pvclock.js";
 import { SimClock, SimScheduler } from "../../src/shared/time/sim.js";
+import { replayable } from "../helpers/sim-arbitraries.js";
 import { EPOCH_NS, type Live, migrateGuest, quietGuestOptions, type Timeline } from "../helpers/sim-migration.js";
 
 const US = 1_000n;
@@ -274,7 +275,7 @@ describe("I5: exactly once per migration, whichever signal and vCPU", () => {
         expect(markers).toEqual([...markers].sort((x, y) => (x < y ? -1 : 1)));
         expect(new Set(markers).size).toBe(markers.length);
       }),
-      { numRuns: 60 },
+      replayable(60),
     );
   });
 });

@@ -6,7 +6,7 @@
 
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { runOrRefuse, scenarioArb } from "../helpers/sim-arbitraries.js";
+import { replayable, runOrRefuse, scenarioArb } from "../helpers/sim-arbitraries.js";
 import { crystalModel, type Outcome, runMigration, type Scenario } from "../helpers/sim-migration.js";
 import { maxSlopePpm } from "../../src/shared/time/offset-model.js";
 import { ESTIMATORS } from "../../src/shared/migration/blackout.js";
@@ -14,6 +14,7 @@ import { POLICIES } from "../../src/shared/migration/restore.js";
 import { s64 } from "../../src/shared/kvm/u64.js";
 import { TSC_TOLERANCE_PPM_DEFAULT } from "../../src/shared/kvm/tsc.js";
 
+/** Runs per property; PROP_RUNS=10000 for a soak. A failure prints the FC_SEED/FC_PATH command that replays it. */
 const RUNS = Number(process.env.PROP_RUNS ?? 150);
 const abs = (x: bigint) => (x < 0n ? -x : x);
 
@@ -54,7 +55,7 @@ describe("I1/I2: clocks never go back across a migration", () => {
           check(o, s64(v.kvmAfter - v.kvmAtPause) >= 0n, `I2 vCPU ${i} kvmclock went back`);
         });
       }),
-      { numRuns: RUNS },
+      replayable(RUNS),
     );
   });
 });
@@ -72,7 +73,7 @@ describe("I3: the reported bound contains the error", () => {
           check(o, abs(v.kvmErrNs) <= bound, `I3 vCPU ${i} kvmclock error ${v.kvmErrNs} > bound ${bound}`);
         });
       }),
-      { numRuns: RUNS },
+      replayable(RUNS),
     );
   });
 
@@ -88,7 +89,7 @@ describe("I3: the reported bound contains the error", () => {
           check(o, abs(v.kvmErrNs) <= bound, `I3 vCPU ${i} kvmclock error ${v.kvmErrNs} > bound ${bound}`);
         });
       }),
-      { numRuns: RUNS },
+      replayable(RUNS),
     );
   });
 });
@@ -119,7 +120,7 @@ describe("each policy errs exactly as defined", () => {
           check(o, abs(v.kvmErrNs - expected) <= pvclockRateSlackNs(o.trueAdvanceNs, expected), `vCPU ${i} kvmclock error ${v.kvmErrNs} ≠ ${expected}`);
         });
       }),
-      { numRuns: RUNS },
+      replayable(RUNS),
     );
   });
 
@@ -135,7 +136,7 @@ describe("each policy errs exactly as defined", () => {
         const v = o.vcpus[0] as Outcome["vcpus"][number];
         check(o, abs(v.tscErrNs) > o.result.errorBoundNs, "a lying host's skew stayed within the bound");
       }),
-      { numRuns: RUNS },
+      replayable(RUNS),
     );
   });
 
@@ -152,7 +153,7 @@ describe("each policy errs exactly as defined", () => {
         });
         check(o, o.result.advancedNs === 0n, "freeze advanced");
       }),
-      { numRuns: RUNS },
+      replayable(RUNS),
     );
   });
 
@@ -173,7 +174,7 @@ describe("each policy errs exactly as defined", () => {
           check(o, o.result.errorBoundNs === plain.result.errorBoundNs, "bound differs from advance below the cap");
         }
       }),
-      { numRuns: RUNS },
+      replayable(RUNS),
     );
   });
 
@@ -190,7 +191,7 @@ describe("each policy errs exactly as defined", () => {
         check(o, o.result.errorBoundNs === q.result.errorBoundNs, "bound depends on skew");
         o.vcpus.forEach((v, i) => check(o, v.tscAfter === q.vcpus[i]?.tscAfter, `vCPU ${i} TSC depends on skew`));
       }),
-      { numRuns: RUNS },
+      replayable(RUNS),
     );
   });
 });
@@ -218,7 +219,7 @@ describe("I8: rate continuity", () => {
         const slack = slackCycles * 1_000_000_000n + 2n * intervalNs;
         check(o, abs(measuredHzTimesInterval - nominal) <= (nominal * tolPpm) / 1_000_000n + slack, `rate ${cycles} cycles in ${intervalNs} ns for ${khz} kHz`);
       }),
-      { numRuns: RUNS },
+      replayable(RUNS),
     );
   });
 });
