@@ -6,6 +6,7 @@ import { env, platform, trueEpochNs } from "../shared/platform/index.js";
 import { isTscmigError } from "../shared/errors.js";
 import { buildDaemon } from "./daemon.js";
 import { loadDaemonConfig } from "./daemon-config.js";
+import { liveFaults } from "./live-faults.js";
 
 export const SHUTDOWN_GRACE_MS = 3000;
 
@@ -14,7 +15,18 @@ export async function runDaemon(flags: Record<string, string | undefined>): Prom
   const config = loadDaemonConfig({ flags, env: env() });
   const log = createLogger({ level: config.logLevel, name: config.name });
   const { clock, scheduler, random } = platform();
-  const daemon = await buildDaemon({ clock, scheduler, random, log, config, trueEpochNs: trueEpochNs() });
+  // Test-only fault hook (TSCMIG_FAULTS): a listed crash site dies here like kill -9 — no cleanup,
+  // no reply, nothing journaled after the site — so a restart on the same --data shows recovery.
+  const faults =
+    config.faults.length > 0
+      ? liveFaults(config.faults, (site) => {
+          log.fatal({ event: "fault_crash", site }, "fault hook: killing this daemon");
+          process.kill(process.pid, "SIGKILL");
+          throw new Error("unreachable: SIGKILL did not stop the process");
+        })
+      : undefined;
+  if (faults) log.warn({ event: "faults_armed", sites: config.faults }, "TEST ONLY: fault sites armed");
+  const daemon = await buildDaemon({ clock, scheduler, random, log, config, trueEpochNs: trueEpochNs(), ...(faults ? { faults } : {}) });
   const bound = await daemon.listen();
   // One line on stdout that tools (tscmig up, tests) parse; logs go to stdout as JSON too.
   process.stdout.write(`${JSON.stringify({ tscmig: "listening", name: config.name, http: bound.http, grpc: bound.grpc, data: config.data })}\n`);
