@@ -145,6 +145,8 @@ export interface VmReading {
   bounded: { earliestNs: bigint; latestNs: bigint; realtimeNs: bigint; status: string };
   guestRealtimeNs: bigint;
   handledMigrations: bigint;
+  /** Doorbell interrupts this daemon delivered to the guest since it created or adopted the VM (not journaled). */
+  doorbellsDelivered: number;
   vmclock: VmclockPage;
   migrating: string | null;
 }
@@ -167,6 +169,7 @@ export class TscmigNode {
   private readonly vms = new Map<string, HostedVm>();
   private readonly tombstones = new Map<string, bigint>();
   private readonly persisted = new Map<string, string>();
+  private readonly doorbells = new Map<string, number>();
   readonly destination: Destination;
   private readonly outbound = new Map<string, Promise<MigrationReport>>();
   private recoveryTimer: Timer | null = null;
@@ -314,6 +317,7 @@ export class TscmigNode {
     const tomb = this.tombstones.get(id);
     const h: HostedVm = { id, vm, guest, generation: tomb ?? 0n, role: "owner", lock: null, sampler: null };
     this.tombstones.delete(id);
+    this.doorbells.set(id, 0);
     this.wireGuest(h);
     this.vms.set(id, h);
     this.persist(h, true);
@@ -376,6 +380,7 @@ export class TscmigNode {
       bounded,
       guestRealtimeNs: bounded.realtimeNs,
       handledMigrations: h.guest.handledCount,
+      doorbellsDelivered: this.doorbells.get(id) ?? 0,
       vmclock: { ...vm.vmclock() },
       migrating: h.lock,
     };
@@ -454,6 +459,7 @@ export class TscmigNode {
     const gen = h.generation + 1n;
     this.vms.delete(h.id);
     this.persisted.delete(h.id);
+    this.doorbells.delete(h.id);
     this.tombstones.set(h.id, gen);
     this.journal.putVm({ vmId: h.id, generation: gen, role: "handed-off", state: "", updatedNs: this.host.trueNs() });
     this.log.info({ event: "vm_handed_off", vmId: h.id, migrationId, generation: gen }, "VM handed off");
@@ -596,13 +602,19 @@ export class TscmigNode {
     this.wireGuest(h);
     this.vms.set(h.id, h);
     this.tombstones.delete(h.id);
+    this.doorbells.set(h.id, 0);
     this.persist(h, true);
     let rung = false;
     if (inb.req.doorbell) {
       rung = true;
       const lost = this.faults.fire("doorbell.lose");
       const delay = this.cfg.doorbellDelayNs + this.faults.delayNs("doorbell.delay");
-      if (!lost) this.deps.scheduler.after(delay, () => this.vms.get(h.id) === h && h.vm.running && h.guest.doorbell());
+      if (!lost)
+        this.deps.scheduler.after(delay, () => {
+          if (this.vms.get(h.id) !== h || !h.vm.running) return;
+          this.doorbells.set(h.id, (this.doorbells.get(h.id) ?? 0) + 1);
+          h.guest.doorbell();
+        });
     }
     vm.resume();
     guest.start(false);

@@ -243,8 +243,10 @@ export class Destination {
       },
     });
     const { doorbellRung } = this.ctx.adopt(inb, vm, result);
+    // One instant for both: the source compares tscAtResume with its own TSC at resumedTrueNs, so a
+    // TSC read a moment later would count that moment as migration error.
     const resumedTrueNs = host.trueNs();
-    const tsc = vm.readGuestTsc(0);
+    const tsc = vm.guestTscAt(0, resumedTrueNs);
     inb.report = {
       estimatedBlackoutNs: result.estimate.estimatedNs,
       advancedNs: result.advancedNs,
