@@ -155,8 +155,13 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
 
   app.get(
     "/v1/migrations",
-    { schema: { summary: "Recent migrations this daemon sourced", response: { 200: { type: "object", properties: { migrations: { type: "array", items: anyObject } } }, ...errorResponses } } },
-    async () => ({ migrations: node.reports.map(reportJson) }),
+    {
+      schema: {
+        summary: "Recent migrations this daemon sourced (reports), and those it received since it started (phase per migration id)",
+        response: { 200: { type: "object", properties: { migrations: { type: "array", items: anyObject }, inbound: { type: "array", items: anyObject } } }, ...errorResponses },
+      },
+    },
+    async () => ({ migrations: node.reports.map(reportJson), inbound: node.inboundSummary().map((i) => toJsonSafe(i)) }),
   );
 
   const hostJson = () => {

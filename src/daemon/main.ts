@@ -1,6 +1,7 @@
 // The only place a daemon touches `process`: configuration from flags and environment, signals,
 // ports, exit codes. Everything else is built by buildDaemon() from injected parts.
 
+import { pino } from "pino";
 import { createLogger } from "../shared/log.js";
 import { env, platform, trueEpochNs } from "../shared/platform/index.js";
 import { isTscmigError } from "../shared/errors.js";
@@ -13,7 +14,9 @@ export const SHUTDOWN_GRACE_MS = 3000;
 /** Runs a daemon until SIGINT/SIGTERM; `flags` are commander's parsed options keyed by config key. */
 export async function runDaemon(flags: Record<string, string | undefined>): Promise<void> {
   const config = loadDaemonConfig({ flags, env: env() });
-  const log = createLogger({ level: config.logLevel, name: config.name });
+  // With fault sites armed (tests only) every log line is written synchronously, so a deliberate
+  // SIGKILL loses none of them — the fault_crash line included. Otherwise pino's async default.
+  const log = createLogger({ level: config.logLevel, name: config.name, ...(config.faults.length > 0 ? { destination: pino.destination({ dest: 1, sync: true }) } : {}) });
   const { clock, scheduler, random } = platform();
   // Test-only fault hook (TSCMIG_FAULTS): a listed crash site dies here like kill -9 — no cleanup,
   // no reply, nothing journaled after the site — so a restart on the same --data shows recovery.
@@ -46,3 +49,4 @@ export async function runDaemon(flags: Record<string, string | undefined>): Prom
     log.error({ event: "unhandled_rejection", err: isTscmigError(e) ? e.toJSON() : String(e) }, "unhandled rejection");
   });
 }
+

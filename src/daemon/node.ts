@@ -2,7 +2,7 @@
 // recovery after a restart, and the guest workload. gRPC and HTTP (live) or the simulated network
 // (chaos) sit outside and call in; this class never touches a socket, a port or `process`.
 
-import { invalid, TscmigError } from "../shared/errors.js";
+import { invalid, isTscmigError, TscmigError } from "../shared/errors.js";
 import { type Faults, NO_FAULTS } from "../shared/faults.js";
 import type { HistorySink } from "../shared/history.js";
 import type { Logger } from "../shared/logger.js";
@@ -571,6 +571,17 @@ export class TscmigNode {
     this.destination.abort(req);
   }
 
+  /** Migrations this daemon received as destination since it started (recovered ones included). */
+  inboundSummary(): { migrationId: string; vmId: string; generation: bigint; phase: string; source: string }[] {
+    return [...this.destination.inbound.values()].map((i) => ({
+      migrationId: i.req.migrationId,
+      vmId: i.req.vmId,
+      generation: i.req.generation,
+      phase: i.state.phase,
+      source: i.req.sourceName,
+    }));
+  }
+
   resolve(req: ResolveReq): ResolveRes {
     const m = this.journal.getMigration(req.migrationId);
     if (!m || m.vmId !== req.vmId) return { decision: "unknown", generation: 0n, transferRttNs: 0n };
@@ -656,7 +667,7 @@ export class TscmigNode {
             this.journal.putMigration({ ...m, phase: "committed", updatedNs: this.host.trueNs() });
             this.log.info({ event: "commit_redelivered", migrationId: m.migrationId, vmId: m.vmId }, "commit delivered after recovery");
           })
-          .catch(() => {}),
+          .catch((e: unknown) => this.recoveryFailed("commit", m.migrationId, m.vmId, e)),
       );
     }
     for (const inb of this.destination.pending()) {
@@ -670,10 +681,17 @@ export class TscmigNode {
             if (r.decision === "committed" && inb.state.phase !== "staged") return;
             this.destination.resolved(inb, r.decision, r.transferRttNs);
           })
-          .catch(() => {}),
+          .catch((e: unknown) => this.recoveryFailed("resolve", inb.req.migrationId, inb.req.vmId, e)),
       );
     }
     await Promise.all(work);
+  }
+
+  /** A recovery step failed; it is retried next pass. A peer that is down is expected (debug). */
+  private recoveryFailed(step: "commit" | "resolve", migrationId: string, vmId: string, e: unknown): void {
+    const err = isTscmigError(e) ? e.toJSON() : { code: "internal", message: e instanceof Error ? e.message : String(e) };
+    const level = err.code === "unavailable" || err.code === "deadline_exceeded" ? "debug" : "warn";
+    this.log[level]({ event: "recovery_step_failed", step, migrationId, vmId, err }, "recovery step failed; retrying next pass");
   }
 }
 
