@@ -50,6 +50,8 @@ export interface MigrateCheckOptions {
   estimator?: string;
   doorbell: boolean;
   migrationId?: string;
+  /** gRPC address to hand the source instead of the destination's own (a proxy in between). */
+  via?: string;
 }
 
 export interface MigrationOutcome {
@@ -70,7 +72,7 @@ export async function migrateAndCheck(src: TestDaemon, dst: TestDaemon, vmId: st
   const handledBefore = BigInt(before.handledMigrations);
   const handledEventsBefore = (await dst.api.history()).events.filter((e) => e.kind === "handled" && e.vmId === vmId).length;
   const res = await src.api.migrate(vmId, {
-    destination: dst.grpc,
+    destination: o.via ?? dst.grpc,
     policy: o.policy ?? "advance",
     estimator: o.estimator ?? "one-sided",
     doorbell: o.doorbell,
