@@ -259,7 +259,8 @@ export class Destination {
               sourcePauseToSendNs: s.sourcePauseToSendNs,
               transferRttNs,
               destinationHoldNs: inb.holdNs,
-              destinationReceiveToNowNs: host.rawNs() - inb.receiveRawNs,
+              // to the restore instant the offsets are computed at, not to whenever this runs
+              destinationReceiveToNowNs: at.destinationRawNs > inb.receiveRawNs ? at.destinationRawNs - inb.receiveRawNs : 0n,
             });
           case "probe": {
             const p = s.probe;

@@ -226,7 +226,13 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
       case "sendTransfer": {
         const snap = snapshot as Snapshot;
         const sendRaw = ctx.host.rawNs();
-        snap.sourcePauseToSendNs = sendRaw - pauseRawNs; // source clock only (see blackout.ts)
+        // Source clock only (see blackout.ts). Measured from the snapshot's clock read, not from the
+        // pause: the guest TSC keeps running while paused (as on KVM) and the snapshot holds its
+        // value at that read, so the destination must add the time since the read. From the pause
+        // it would also add pause → read (capture, a GC pause, a busy host), an error the bound
+        // does not cover (10.9 ms against an 8.2 ms bound, 1024 vCPUs on a loaded 2-core host).
+        const readRaw = ctx.host.rawNsOfTsc(snap.hostTsc);
+        snap.sourcePauseToSendNs = sendRaw > readRaw ? sendRaw - readRaw : 0n;
         try {
           const r = await peer.transfer({ snapshot: snap });
           transferRttNs = ctx.host.rawNs() - sendRaw;
