@@ -172,6 +172,17 @@ export class TestDaemon {
   }
 }
 
+/**
+ * Every failure a daemon answered was a typed error: no gRPC handler threw something untyped, no
+ * HTTP route answered 500, no promise was rejected unhandled — in any incarnation of the process.
+ */
+export function expectNoUntypedErrors(d: TestDaemon): void {
+  const bad = d.logs.filter(
+    (l) => l.includes('"event":"rpc.handler_failed"') || l.includes('"event":"unhandled_rejection"') || (l.includes('"level":50') && l.includes('"msg":"internal error"')),
+  );
+  if (bad.length > 0) throw new Error(`${d.name} logged untyped errors:\n${bad.join("\n")}`);
+}
+
 /** Stops every daemon this process started and removes their data directories (afterAll). */
 export async function stopAllDaemons(): Promise<void> {
   await Promise.all([...live].map((d) => d.stop()));

@@ -9,7 +9,7 @@
 // instant, so the difference to what it does read is the error the migration introduced.
 
 import { expect } from "vitest";
-import { abs, type Json, type ReportJson, type SampleJson, type TestDaemon, type VmJson, waitFor } from "./daemons.js";
+import { abs, type ApiAnswer, type Json, type ReportJson, type SampleJson, type TestDaemon, type VmJson, waitFor } from "./daemons.js";
 
 /** ns of guest time a TSC difference of `cycles` stands for at `khz`. */
 export function cyclesToNs(cycles: bigint, khz: bigint): bigint {
@@ -45,6 +45,27 @@ export function expectTscContinues(before: VmJson, after: VmJson, o: ContinuityO
   return worst;
 }
 
+/** Refused because the destination could not be reached at all (Prepare never left the source). */
+export function refusedUnreachable(r: ApiAnswer<ReportJson>): boolean {
+  return r.status === 200 && r.body.outcome === "refused" && r.body.error?.code === "unavailable";
+}
+
+/**
+ * POST migrate, again while the answer is "refused: unavailable" (bounded). After a peer restarts,
+ * grpc-js keeps a channel that failed to connect in reconnect backoff (1 s, growing) and fails calls
+ * fast meanwhile; a refused Prepare changes nothing, so retrying is safe. Each retry takes a fresh
+ * migration id (`<id>-r<n>`) when one was given: ids are never reused. The answer carries the id used.
+ */
+export async function migrateWhenReachable(src: TestDaemon, vmId: string, body: Json, timeoutMs = 20_000): Promise<ApiAnswer<ReportJson>> {
+  const deadline = performance.now() + timeoutMs;
+  for (let attempt = 1; ; attempt++) {
+    const b = typeof body.migrationId === "string" && attempt > 1 ? { ...body, migrationId: `${body.migrationId}-r${attempt}` } : body;
+    const r = await src.api.migrate(vmId, b);
+    if (!refusedUnreachable(r) || performance.now() > deadline) return r;
+    await new Promise((ok) => setTimeout(ok, 100));
+  }
+}
+
 export interface MigrateCheckOptions {
   policy?: string;
   estimator?: string;
@@ -71,7 +92,7 @@ export async function migrateAndCheck(src: TestDaemon, dst: TestDaemon, vmId: st
   const markerBefore = BigInt(before.vmclock.disruptionMarker);
   const handledBefore = BigInt(before.handledMigrations);
   const handledEventsBefore = (await dst.api.history()).events.filter((e) => e.kind === "handled" && e.vmId === vmId).length;
-  const res = await src.api.migrate(vmId, {
+  const res = await migrateWhenReachable(src, vmId, {
     destination: o.via ?? dst.grpc,
     policy: o.policy ?? "advance",
     estimator: o.estimator ?? "one-sided",

@@ -6,8 +6,8 @@
 // recovery loop (500 ms period) has resolved. Network cuts go through a TCP proxy in the test.
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type Json, type ReportJson, type SampleJson, startDaemons, stopAllDaemons, type TestDaemon, type VmJson, waitFor } from "../helpers/daemons.js";
-import { expectSamplesMonotonic, expectTscContinues, migrateAndCheck } from "../helpers/migration-checks.js";
+import { type ApiAnswer, expectNoUntypedErrors, type Json, type ReportJson, type SampleJson, startDaemons, stopAllDaemons, type TestDaemon, type VmJson, waitFor } from "../helpers/daemons.js";
+import { expectSamplesMonotonic, expectTscContinues, migrateAndCheck, migrateWhenReachable, refusedUnreachable } from "../helpers/migration-checks.js";
 import { TcpProxy } from "../helpers/tcp-proxy.js";
 
 let src: TestDaemon;
@@ -83,13 +83,19 @@ async function inboundPhase(d: TestDaemon, migrationId: string): Promise<string 
   return r.inbound.find((i) => i.migrationId === migrationId)?.phase;
 }
 
-/** Migrates and returns the report, or null when the source died under the call. */
-async function migrateMayDie(id: string, body: Json): Promise<ReportJson | null> {
-  try {
-    const r = await src.api.migrate(id, body);
-    return r.status === 200 ? r.body : null;
-  } catch {
-    return null;
+/** Migrates (retrying while unreachable); `report` is null when the source died under the call. */
+async function migrateMayDie(id: string, body: Json): Promise<{ report: ReportJson | null; migrationId: string }> {
+  const deadline = performance.now() + 20_000;
+  for (let attempt = 1; ; attempt++) {
+    const migrationId = attempt === 1 ? (body.migrationId as string) : `${body.migrationId as string}-r${attempt}`;
+    let r: ApiAnswer<ReportJson>;
+    try {
+      r = await src.api.migrate(id, { ...body, migrationId });
+    } catch {
+      return { report: null, migrationId };
+    }
+    if (!refusedUnreachable(r) || performance.now() > deadline) return { report: r.status === 200 ? r.body : null, migrationId };
+    await new Promise((ok) => setTimeout(ok, 100));
   }
 }
 
@@ -106,7 +112,7 @@ describe("destination killed", () => {
     await arm(dst, site);
     const id = "vm-f-stage";
     const before = await createVm(id, 8);
-    const r = await src.api.migrate(id, { destination: dst.grpc, migrationId: "mig-f-stage" });
+    const r = await migrateWhenReachable(src, id, { destination: dst.grpc, migrationId: "mig-f-stage" });
     expect(r.body.outcome, r.text).toBe("aborted");
     expect(r.body.error?.code).toBe("unavailable");
     await expectCrashedAtThenRestart(dst, site);
@@ -118,7 +124,7 @@ describe("destination killed", () => {
     expectTscContinues(before, after, { errorBoundNs: 0n, slackNs: 2n });
     expect(after.handledMigrations).toBe("0");
     // The restarted destination asks the source (Resolve) and drops the staged snapshot.
-    await waitFor("the destination to resolve the staged migration as aborted", async () => (await inboundPhase(dst, "mig-f-stage")) === "aborted");
+    await waitFor("the destination to resolve the staged migration as aborted", async () => (await inboundPhase(dst, r.body.migrationId)) === "aborted");
     await singleOwner(id, src);
     // Nothing stale blocks the next migration of the VM.
     await migrateAndCheck(src, dst, id, { doorbell: true });
@@ -129,7 +135,7 @@ describe("destination killed", () => {
       await arm(dst, site);
       const id = `vm-f-${site.split(".").at(-1)}`;
       const before = await createVm(id, 16);
-      const pending = src.api.migrate(id, { destination: dst.grpc, doorbell: false });
+      const pending = migrateWhenReachable(src, id, { destination: dst.grpc, doorbell: false });
       await expectCrashedAtThenRestart(dst, site);
       const res = await pending;
       expect(res.status, res.text).toBe(200);
@@ -155,14 +161,15 @@ describe("source killed", () => {
     await arm(src, site);
     const id = "vm-f-src-transfer";
     const before = await createVm(id, 8);
-    expect(await migrateMayDie(id, { destination: dst.grpc, migrationId: "mig-f-src-transfer" })).toBeNull();
+    const { report, migrationId } = await migrateMayDie(id, { destination: dst.grpc, migrationId: "mig-f-src-transfer" });
+    expect(report).toBeNull();
     await expectCrashedAtThenRestart(src, site);
     await singleOwner(id, src);
     const after = await read(src, id);
     expect(after.generation).toBe(before.generation);
     expectTscContinues(before, after, { errorBoundNs: 0n, slackNs: 2n });
     expect(after.handledMigrations).toBe("0");
-    await waitFor("the destination to drop the staged snapshot", async () => (await inboundPhase(dst, "mig-f-src-transfer")) === "aborted");
+    await waitFor("the destination to drop the staged snapshot", async () => (await inboundPhase(dst, migrationId)) === "aborted");
     await migrateAndCheck(src, dst, id, { doorbell: false });
   });
 
@@ -171,7 +178,8 @@ describe("source killed", () => {
     await arm(src, site);
     const id = "vm-f-src-commit";
     const before = await createVm(id, 8);
-    expect(await migrateMayDie(id, { destination: dst.grpc, migrationId: "mig-f-src-commit" })).toBeNull();
+    const { report, migrationId } = await migrateMayDie(id, { destination: dst.grpc, migrationId: "mig-f-src-commit" });
+    expect(report).toBeNull();
     await expectCrashedAtThenRestart(src, site);
     await singleOwner(id, dst);
     const after = await read(dst, id);
@@ -180,8 +188,8 @@ describe("source killed", () => {
     // have covered it: what remains is transfer asymmetry, far below 50 ms.
     expectTscContinues(before, after, { errorBoundNs: 50_000_000n });
     await expectHandled(dst, id, 1n);
-    await waitFor("the source to deliver its decision", async () => src.events("commit_redelivered").some((e) => e.migrationId === "mig-f-src-commit"));
-    expect(await inboundPhase(dst, "mig-f-src-commit")).toBe("running");
+    await waitFor("the source to deliver its decision", async () => src.events("commit_redelivered").some((e) => e.migrationId === migrationId));
+    expect(await inboundPhase(dst, migrationId)).toBe("running");
   });
 });
 
@@ -199,14 +207,14 @@ describe("connection cut between the daemons", () => {
     const id = "vm-f-cut";
     const before = await createVm(id, 1024);
     proxy.cutAfter(16 * 1024); // the 1024-vCPU snapshot is ~70 KB; Prepare is a few hundred bytes
-    const r = await src.api.migrate(id, { destination: proxy.address, migrationId: "mig-f-cut" });
+    const r = await migrateWhenReachable(src, id, { destination: proxy.address, migrationId: "mig-f-cut" });
     expect(proxy.cuts.length).toBe(1);
     expect(r.body.outcome, r.text).toBe("aborted");
     expect(r.body.error?.code).toBe("unavailable");
     const after = await read(src, id);
     expect(after.running && after.migrating === null && after.generation === before.generation).toBe(true);
     expectTscContinues(before, after, { errorBoundNs: 0n, slackNs: 2n });
-    await waitFor("the destination to abort the prepared migration", async () => (await inboundPhase(dst, "mig-f-cut")) === "aborted");
+    await waitFor("the destination to abort the prepared migration", async () => (await inboundPhase(dst, r.body.migrationId)) === "aborted");
     expect(await dst.api.vmOrNull(id)).toBeNull();
     await migrateAndCheck(src, dst, id, { doorbell: true, via: proxy.address });
   });
@@ -215,21 +223,21 @@ describe("connection cut between the daemons", () => {
     const id = "vm-f-partition";
     const before = await createVm(id, 1024);
     proxy.blackholeAfter(16 * 1024);
-    const r = await src.api.migrate(id, { destination: proxy.address, migrationId: "mig-f-partition" });
+    const r = await migrateWhenReachable(src, id, { destination: proxy.address, migrationId: "mig-f-partition" });
     expect(r.body.outcome, r.text).toBe("aborted");
     expect(["deadline_exceeded", "unavailable"]).toContain(r.body.error?.code);
     const after = await read(src, id);
     expect(after.running && after.migrating === null).toBe(true);
     expectTscContinues(before, after, { errorBoundNs: 0n, slackNs: 2n });
     // The Abort went into the hole too; the destination's recovery loop asks the source directly.
-    await waitFor("the destination to resolve the prepared migration as aborted", async () => (await inboundPhase(dst, "mig-f-partition")) === "aborted");
+    await waitFor("the destination to resolve the prepared migration as aborted", async () => (await inboundPhase(dst, r.body.migrationId)) === "aborted");
     proxy.heal();
     await migrateAndCheck(src, dst, id, { doorbell: false, via: proxy.address });
   });
 });
 
 describe("after every fault", () => {
-  it("every VM runs on exactly one daemon, and no vCPU's TSC or kvmclock ever went back", async () => {
+  it("every VM runs on exactly one daemon, no vCPU's TSC or kvmclock ever went back, and no daemon logged an untyped error", async () => {
     const [a, b] = await Promise.all([src.api.ok<{ vms: VmJson[] }>("GET", "/v1/vms"), dst.api.ok<{ vms: VmJson[] }>("GET", "/v1/vms")]);
     const onA = new Set(a.vms.map((v) => v.id));
     const onB = new Set(b.vms.map((v) => v.id));
@@ -243,5 +251,6 @@ describe("after every fault", () => {
     let checked = 0;
     for (const id of created) checked += expectSamplesMonotonic(samples, id);
     expect(checked).toBeGreaterThan(created.size * 2);
+    for (const d of [src, dst]) expectNoUntypedErrors(d);
   });
 });
