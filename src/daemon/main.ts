@@ -38,8 +38,9 @@ export async function runDaemon(flags: Record<string, string | undefined>): Prom
     if (closing) return;
     closing = true;
     log.info({ event: "shutdown", signal }, "shutting down");
-    const hard = setTimeout(() => process.exit(1), SHUTDOWN_GRACE_MS + 2000);
-    hard.unref();
+    // Through the injected scheduler (STYLE 2: no raw timers outside the platform module). It need
+    // not be unref'd: both ways out end in process.exit.
+    scheduler.after(BigInt(SHUTDOWN_GRACE_MS + 2000) * 1_000_000n, () => process.exit(1));
     void daemon.close(SHUTDOWN_GRACE_MS).then(() => process.exit(0));
   };
   process.on("SIGINT", () => shutdown("SIGINT"));
