@@ -7,6 +7,7 @@ import { TscmigError } from "../shared/errors.js";
 import { LIMITS } from "../shared/limits.js";
 import { LOG_LEVELS } from "../shared/log.js";
 import { TRUE_EPOCH_ENV } from "../shared/platform/index.js";
+import type { FaultSite } from "../shared/faults.js";
 import { type Config, type ConfigInput, defineConfig, loadConfig, optional } from "./config.js";
 import {
   parseBigInt,
@@ -19,6 +20,7 @@ import {
   parsePpm,
   parseToken,
 } from "./config-parsers.js";
+import { parseFaultSites } from "./live-faults.js";
 
 const offsetRange = { min: -LIMITS.offsetNsMax, max: LIMITS.offsetNsMax };
 
@@ -111,6 +113,14 @@ export const DAEMON_CONFIG = defineConfig({
   tlsKey: { env: "TSCMIG_TLS_KEY", flag: "tls-key", parse: optional(parsePath), default: undefined, doc: "Mutual TLS: this daemon's private key (PEM)." },
   tlsCa: { env: "TSCMIG_TLS_CA", flag: "tls-ca", parse: optional(parsePath), default: undefined, doc: "Mutual TLS: the CA that signs peers' certificates (PEM)." },
   logLevel: { env: "TSCMIG_LOG_LEVEL", flag: "log-level", parse: parseEnum(LOG_LEVELS), default: "info", doc: `Log level: ${LOG_LEVELS.join(", ")}.` },
+  faults: {
+    env: "TSCMIG_FAULTS",
+    flag: "faults",
+    parse: parseFaultSites,
+    default: [] as readonly FaultSite[],
+    defaultDoc: "none",
+    doc: "TEST ONLY, never in production: comma-separated fault sites (src/shared/faults.ts) that fire; a crash site kills this daemon on the spot like kill -9.",
+  },
 });
 
 export type DaemonConfig = Omit<Config<typeof DAEMON_CONFIG>, "data"> & { data: string };

@@ -14,6 +14,15 @@ import type { MigrationReport } from "../source/migrate-out.js";
 import type { TscmigNode } from "./node.js";
 
 const anyObject = { type: "object", additionalProperties: true } as const;
+// Query values are text (bodies are not coerced, see shared/http/app.ts): a count is a decimal string.
+const countString = { type: "string", pattern: "^[0-9]{1,7}$" } as const;
+const HISTORY_LIMIT_MAX = 100_000;
+
+function countOf(text: string, field: string, min: number, max: number): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw invalid(field, `must be an integer in ${min}..${max}`);
+  return n;
+}
 const idPattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$";
 
 const vmSummary = {
@@ -103,14 +112,14 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
       schema: {
         summary: "A VM's clocks now: per-vCPU TSC, kvmclock and pvclock record, NTP state, bounded clock, vmclock page, true time",
         params: { type: "object", properties: { id: { type: "string", pattern: idPattern } }, required: ["id"] },
-        querystring: { type: "object", additionalProperties: false, properties: { vcpus: { type: "integer", minimum: 0, maximum: LIMITS.vcpuCountMax } } },
+        querystring: { type: "object", additionalProperties: false, properties: { vcpus: { ...countString, description: `vCPUs to include, 0..${LIMITS.vcpuCountMax}` } } },
         response: { 200: { ...vmSummary, properties: { ...vmSummary.properties, vcpu: { type: "array", items: anyObject } } }, ...errorResponses },
       },
     },
     async (req) => {
       const { id } = req.params as { id: string };
-      const q = req.query as { vcpus?: number };
-      return toJsonSafe(node.readVm(id, q.vcpus ?? LIMITS.vcpuCountMax));
+      const q = req.query as { vcpus?: string };
+      return toJsonSafe(node.readVm(id, q.vcpus !== undefined ? countOf(q.vcpus, "query.vcpus", 0, LIMITS.vcpuCountMax) : LIMITS.vcpuCountMax));
     },
   );
 
@@ -155,8 +164,13 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
 
   app.get(
     "/v1/migrations",
-    { schema: { summary: "Recent migrations this daemon sourced", response: { 200: { type: "object", properties: { migrations: { type: "array", items: anyObject } } }, ...errorResponses } } },
-    async () => ({ migrations: node.reports.map(reportJson) }),
+    {
+      schema: {
+        summary: "Recent migrations this daemon sourced (reports), and those it received since it started (phase per migration id)",
+        response: { 200: { type: "object", properties: { migrations: { type: "array", items: anyObject }, inbound: { type: "array", items: anyObject } } }, ...errorResponses },
+      },
+    },
+    async () => ({ migrations: node.reports.map(reportJson), inbound: node.inboundSummary().map((i) => toJsonSafe(i)) }),
   );
 
   const hostJson = () => {
@@ -226,14 +240,14 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
     {
       schema: {
         summary: "Recorded guest samples and events (the live checker's input), newest last",
-        querystring: { type: "object", additionalProperties: false, properties: { sinceNs: u64String, limit: { type: "integer", minimum: 1, maximum: 100000 } } },
+        querystring: { type: "object", additionalProperties: false, properties: { sinceNs: u64String, limit: { ...countString, description: "1..100000" } } },
         response: { 200: { type: "object", properties: { samples: { type: "array", items: anyObject }, events: { type: "array", items: anyObject } } }, ...errorResponses },
       },
     },
     async (req) => {
-      const q = req.query as { sinceNs?: string; limit?: number };
+      const q = req.query as { sinceNs?: string; limit?: string };
       const since = q.sinceNs !== undefined ? u64Of(q.sinceNs, "query.sinceNs") : 0n;
-      const limit = q.limit ?? 10000;
+      const limit = q.limit !== undefined ? countOf(q.limit, "query.limit", 1, HISTORY_LIMIT_MAX) : 10000;
       return {
         samples: history.samples.filter((s) => s.trueNs > since).slice(-limit).map((s) => toJsonSafe(s)),
         events: history.events.filter((e) => e.trueNs > since).slice(-limit).map((e) => toJsonSafe(e)),

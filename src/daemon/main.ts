@@ -1,20 +1,35 @@
 // The only place a daemon touches `process`: configuration from flags and environment, signals,
 // ports, exit codes. Everything else is built by buildDaemon() from injected parts.
 
+import { pino } from "pino";
 import { createLogger } from "../shared/log.js";
 import { env, hardDeadline, platform, trueEpochNs } from "../shared/platform/index.js";
 import { isTscmigError } from "../shared/errors.js";
 import { buildDaemon } from "./daemon.js";
 import { loadDaemonConfig } from "./daemon-config.js";
+import { liveFaults } from "./live-faults.js";
 
 export const SHUTDOWN_GRACE_MS = 3000;
 
 /** Runs a daemon until SIGINT/SIGTERM; `flags` are commander's parsed options keyed by config key. */
 export async function runDaemon(flags: Record<string, string | undefined>): Promise<void> {
   const config = loadDaemonConfig({ flags, env: env() });
-  const log = createLogger({ level: config.logLevel, name: config.name });
+  // With fault sites armed (tests only) every log line is written synchronously, so a deliberate
+  // SIGKILL loses none of them — the fault_crash line included. Otherwise pino's async default.
+  const log = createLogger({ level: config.logLevel, name: config.name, ...(config.faults.length > 0 ? { destination: pino.destination({ dest: 1, sync: true }) } : {}) });
   const { clock, scheduler, random } = platform();
-  const daemon = await buildDaemon({ clock, scheduler, random, log, config, trueEpochNs: trueEpochNs() });
+  // Test-only fault hook (TSCMIG_FAULTS): a listed crash site dies here like kill -9 — no cleanup,
+  // no reply, nothing journaled after the site — so a restart on the same --data shows recovery.
+  const faults =
+    config.faults.length > 0
+      ? liveFaults(config.faults, (site) => {
+          log.fatal({ event: "fault_crash", site }, "fault hook: killing this daemon");
+          process.kill(process.pid, "SIGKILL");
+          throw new Error("unreachable: SIGKILL did not stop the process");
+        })
+      : undefined;
+  if (faults) log.warn({ event: "faults_armed", sites: config.faults }, "TEST ONLY: fault sites armed");
+  const daemon = await buildDaemon({ clock, scheduler, random, log, config, trueEpochNs: trueEpochNs(), ...(faults ? { faults } : {}) });
   const bound = await daemon.listen();
   // One line on stdout that tools (tscmig up, tests) parse; logs go to stdout as JSON too.
   process.stdout.write(`${JSON.stringify({ tscmig: "listening", name: config.name, http: bound.http, grpc: bound.grpc, data: config.data })}\n`);
@@ -23,7 +38,7 @@ export async function runDaemon(flags: Record<string, string | undefined>): Prom
     if (closing) return;
     closing = true;
     log.info({ event: "shutdown", signal }, "shutting down");
-    hardDeadline(SHUTDOWN_GRACE_MS + 2000, () => process.exit(1));
+    hardDeadline(SHUTDOWN_GRACE_MS + 2000, () => process.exit(1)); // backstop if close() hangs
     void daemon.close(SHUTDOWN_GRACE_MS).then(() => process.exit(0));
   };
   process.on("SIGINT", () => shutdown("SIGINT"));
@@ -33,3 +48,4 @@ export async function runDaemon(flags: Record<string, string | undefined>): Prom
     log.error({ event: "unhandled_rejection", err: isTscmigError(e) ? e.toJSON() : String(e) }, "unhandled rejection");
   });
 }
+

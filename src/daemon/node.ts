@@ -2,7 +2,7 @@
 // recovery after a restart, and the guest workload. gRPC and HTTP (live) or the simulated network
 // (chaos) sit outside and call in; this class never touches a socket, a port or `process`.
 
-import { invalid, TscmigError } from "../shared/errors.js";
+import { invalid, isTscmigError, TscmigError } from "../shared/errors.js";
 import { type Faults, NO_FAULTS } from "../shared/faults.js";
 import type { HistorySink } from "../shared/history.js";
 import type { Logger } from "../shared/logger.js";
@@ -145,6 +145,8 @@ export interface VmReading {
   bounded: { earliestNs: bigint; latestNs: bigint; realtimeNs: bigint; status: string };
   guestRealtimeNs: bigint;
   handledMigrations: bigint;
+  /** Doorbell interrupts this daemon delivered to the guest since it created or adopted the VM (not journaled). */
+  doorbellsDelivered: number;
   vmclock: VmclockPage;
   migrating: string | null;
 }
@@ -167,6 +169,7 @@ export class TscmigNode {
   private readonly vms = new Map<string, HostedVm>();
   private readonly tombstones = new Map<string, bigint>();
   private readonly persisted = new Map<string, string>();
+  private readonly doorbells = new Map<string, number>();
   readonly destination: Destination;
   private readonly outbound = new Map<string, Promise<MigrationReport>>();
   private recoveryTimer: Timer | null = null;
@@ -316,6 +319,7 @@ export class TscmigNode {
     const tomb = this.tombstones.get(id);
     const h: HostedVm = { id, vm, guest, generation: tomb ?? 0n, role: "owner", lock: null, sampler: null };
     this.tombstones.delete(id);
+    this.doorbells.set(id, 0);
     this.wireGuest(h);
     this.vms.set(id, h);
     this.persist(h, true);
@@ -378,6 +382,7 @@ export class TscmigNode {
       bounded,
       guestRealtimeNs: bounded.realtimeNs,
       handledMigrations: h.guest.handledCount,
+      doorbellsDelivered: this.doorbells.get(id) ?? 0,
       vmclock: { ...vm.vmclock() },
       migrating: h.lock,
     };
@@ -456,6 +461,7 @@ export class TscmigNode {
     const gen = h.generation + 1n;
     this.vms.delete(h.id);
     this.persisted.delete(h.id);
+    this.doorbells.delete(h.id);
     this.tombstones.set(h.id, gen);
     this.journal.putVm({ vmId: h.id, generation: gen, role: "handed-off", state: "", updatedNs: this.host.trueNs() });
     this.log.info({ event: "vm_handed_off", vmId: h.id, migrationId, generation: gen }, "VM handed off");
@@ -567,6 +573,17 @@ export class TscmigNode {
     this.destination.abort(req);
   }
 
+  /** Migrations this daemon received as destination since it started (recovered ones included). */
+  inboundSummary(): { migrationId: string; vmId: string; generation: bigint; phase: string; source: string }[] {
+    return [...this.destination.inbound.values()].map((i) => ({
+      migrationId: i.req.migrationId,
+      vmId: i.req.vmId,
+      generation: i.req.generation,
+      phase: i.state.phase,
+      source: i.req.sourceName,
+    }));
+  }
+
   resolve(req: ResolveReq): ResolveRes {
     const m = this.journal.getMigration(req.migrationId);
     if (!m || m.vmId !== req.vmId) return { decision: "unknown", generation: 0n, transferRttNs: 0n };
@@ -598,13 +615,19 @@ export class TscmigNode {
     this.wireGuest(h);
     this.vms.set(h.id, h);
     this.tombstones.delete(h.id);
+    this.doorbells.set(h.id, 0);
     this.persist(h, true);
     let rung = false;
     if (inb.req.doorbell) {
       rung = true;
       const lost = this.faults.fire("doorbell.lose");
       const delay = this.cfg.doorbellDelayNs + this.faults.delayNs("doorbell.delay");
-      if (!lost) this.deps.scheduler.after(delay, () => this.vms.get(h.id) === h && h.vm.running && h.guest.doorbell());
+      if (!lost)
+        this.deps.scheduler.after(delay, () => {
+          if (this.vms.get(h.id) !== h || !h.vm.running) return;
+          this.doorbells.set(h.id, (this.doorbells.get(h.id) ?? 0) + 1);
+          h.guest.doorbell();
+        });
     }
     vm.resume();
     guest.start(false);
@@ -646,7 +669,7 @@ export class TscmigNode {
             this.journal.putMigration({ ...m, phase: "committed", updatedNs: this.host.trueNs() });
             this.log.info({ event: "commit_redelivered", migrationId: m.migrationId, vmId: m.vmId }, "commit delivered after recovery");
           })
-          .catch(() => {}),
+          .catch((e: unknown) => this.recoveryFailed("commit", m.migrationId, m.vmId, e)),
       );
     }
     for (const inb of this.destination.pending()) {
@@ -660,10 +683,17 @@ export class TscmigNode {
             if (r.decision === "committed" && inb.state.phase !== "staged") return;
             this.destination.resolved(inb, r.decision, r.transferRttNs);
           })
-          .catch(() => {}),
+          .catch((e: unknown) => this.recoveryFailed("resolve", inb.req.migrationId, inb.req.vmId, e)),
       );
     }
     await Promise.all(work);
+  }
+
+  /** A recovery step failed; it is retried next pass. A peer that is down is expected (debug). */
+  private recoveryFailed(step: "commit" | "resolve", migrationId: string, vmId: string, e: unknown): void {
+    const err = isTscmigError(e) ? e.toJSON() : { code: "internal", message: e instanceof Error ? e.message : String(e) };
+    const level = err.code === "unavailable" || err.code === "deadline_exceeded" ? "debug" : "warn";
+    this.log[level]({ event: "recovery_step_failed", step, migrationId, vmId, err }, "recovery step failed; retrying next pass");
   }
 }
 

@@ -201,16 +201,35 @@ export class Destination {
         field: "generation",
       });
     if (req.transferRttNs < 0n || req.transferRttNs > LIMITS.blackoutNsMax) throw invalid("transferRttNs", "out of range");
+    const prev = inb.state;
     const effects = this.fire(req.migrationId, inb, { kind: "commit" });
-    if (effects.some((e) => e.kind === "replyStored")) return { report: inb.report as RestoreReport, replay: true };
+    if (effects.some((e) => e.kind === "replyStored")) {
+      // Never answer a replay with a report we do not have: the source would take it for a restore.
+      if (inb.report === null) throw new TscmigError("unavailable", `migration ${req.migrationId} is running here but its restore report is not recorded yet`, { reason: "restore_incomplete" });
+      return { report: inb.report, replay: true };
+    }
+    return { report: this.restoreOrStayStaged(inb, prev, req.transferRttNs, effects), replay: false };
+  }
+
+  /**
+   * Restores after the machine moved to `running`. A restore that throws before the VM was adopted
+   * has started nothing: the migration goes back to its previous phase (the snapshot is still
+   * journaled) so the next Commit or Resolve retries it, and the caller gets the typed error —
+   * never a success that hides a VM that runs nowhere.
+   */
+  private restoreOrStayStaged(inb: Inbound, prev: DestinationState, transferRttNs: bigint, effects: DestinationEffect[]): RestoreReport {
     try {
-      return { report: this.restoreAndResume(inb, req.transferRttNs, effects), replay: false };
+      return this.restoreAndResume(inb, transferRttNs, effects);
     } catch (e) {
       if (e instanceof Error && e.name === "CrashSignal") throw e;
-      // Nothing ran: stay staged so a retried Commit (or Resolve) can finish the restore.
-      inb.state = { phase: "staged" };
-      this.ctx.log.error({ event: "restore_failed", migrationId: req.migrationId, err: e instanceof Error ? e.message : String(e) }, "restore failed");
-      throw e;
+      const adopted = this.ctx.localVm(inb.req.vmId) !== null;
+      if (!adopted) inb.state = prev;
+      const err = isTscmigError(e) ? e : new TscmigError("internal", `restore of migration ${inb.req.migrationId} failed: ${e instanceof Error ? e.message : String(e)}`);
+      this.ctx.log.error(
+        { event: "restore_failed", migrationId: inb.req.migrationId, vmId: inb.req.vmId, adopted, err: err.toJSON() },
+        adopted ? "restore failed after the VM was adopted" : "restore failed; the migration stays staged and will be retried",
+      );
+      throw err;
     }
   }
 
@@ -243,7 +262,8 @@ export class Destination {
               sourcePauseToSendNs: s.sourcePauseToSendNs,
               transferRttNs,
               destinationHoldNs: inb.holdNs,
-              destinationReceiveToNowNs: host.rawNs() - inb.receiveRawNs,
+              // to the restore instant the offsets are computed at, not to whenever this runs
+              destinationReceiveToNowNs: at.destinationRawNs > inb.receiveRawNs ? at.destinationRawNs - inb.receiveRawNs : 0n,
             });
           case "probe": {
             const p = s.probe;
@@ -253,28 +273,40 @@ export class Destination {
         }
       },
     });
-    const { doorbellRung } = this.ctx.adopt(inb, vm, result);
-    const resumedTrueNs = host.trueNs();
-    const tsc = vm.readGuestTsc(0);
-    inb.report = {
-      estimatedBlackoutNs: result.estimate.estimatedNs,
-      advancedNs: result.advancedNs,
-      errorBoundNs: result.errorBoundNs,
-      capped: result.capped,
-      doorbellRung,
-      disruptionMarker: result.marker,
-      resumedTrueNs,
-      decodeNs: inb.decodeNs,
-      restoreNs: host.rawNs() - t0,
-      tscAtResume: tsc,
-      kvmclockAtResumeNs: pvclockReadCycles(vm.pvclock.guestRead(0), tsc),
-      stoppedVcpus: countStopped(vm),
-    };
-    this.journal(inb, "running", "committed"); // again, now with the report for replays
+    // Adopting the VM (journaled as owner, running) and journaling the decision land in one journal
+    // transaction: a crash between the two must not leave a running VM whose migration the journal
+    // still calls undecided (a restart would abort the migration while running the VM, and refuse
+    // the source's Commit for good). All of it runs in one synchronous turn: nothing can observe the
+    // VM running before the transaction commits, and a crash inside rolls back to "staged".
+    const report = this.ctx.journal.transaction((): RestoreReport => {
+      const { doorbellRung } = this.ctx.adopt(inb, vm, result);
+      crashPoint(this.ctx.faults, "crash.destination.duringRestore");
+      // One instant for both: the source compares tscAtResume with its own TSC at resumedTrueNs, so a
+      // TSC read a moment later would count that moment as migration error.
+      const resumedTrueNs = host.trueNs();
+      const tsc = vm.guestTscAt(0, resumedTrueNs);
+      const rep: RestoreReport = {
+        estimatedBlackoutNs: result.estimate.estimatedNs,
+        advancedNs: result.advancedNs,
+        errorBoundNs: result.errorBoundNs,
+        capped: result.capped,
+        doorbellRung,
+        disruptionMarker: result.marker,
+        resumedTrueNs,
+        decodeNs: inb.decodeNs,
+        restoreNs: host.rawNs() - t0,
+        tscAtResume: tsc,
+        kvmclockAtResumeNs: pvclockReadCycles(vm.pvclock.guestRead(0), tsc),
+        stoppedVcpus: countStopped(vm),
+      };
+      inb.report = rep; // journal() writes it with the decision: a replayed Commit answers from it
+      for (const e of effects) if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
+      this.ctx.dropStaged(inb);
+      return rep;
+    });
     inb.snapshot = null; // the VM holds the state now
-    this.ctx.dropStaged(inb);
     crashPoint(this.ctx.faults, "crash.destination.afterRestore");
-    return inb.report;
+    return report;
   }
 
   abort(req: AbortReq): void {
@@ -293,11 +325,12 @@ export class Destination {
 
   /** The source answered Resolve for a migration we hold. */
   resolved(inb: Inbound, decision: "unknown" | "pending" | "committed" | "aborted", transferRttNs: bigint): void {
+    const prev = inb.state;
     const step = stepDestination(inb.state, { kind: "resolved", decision });
     if (step.state) inb.state = step.state;
     if (step.effects.some((e) => e.kind === "restoreAndResume")) {
       // The Commit was lost; the source decided and tells us the transfer round trip it measured.
-      this.restoreAndResume(inb, transferRttNs, step.effects);
+      this.restoreOrStayStaged(inb, prev, transferRttNs, step.effects);
       return;
     }
     for (const e of step.effects) {

@@ -10,6 +10,8 @@ export const FAULT_SITES = [
   "crash.source.afterCommit",
   "crash.destination.afterStage",
   "crash.destination.beforeRestore",
+  // restored and adopted (running, journaled as owner), the decision not yet journaled
+  "crash.destination.duringRestore",
   "crash.destination.afterRestore",
   // doorbell delivery
   "doorbell.lose",

@@ -2,7 +2,12 @@
 // so they round-trip exactly (journal payloads; not a wire format).
 
 export function toJson(value: unknown): string {
-  return JSON.stringify(value, function (this: unknown, _k, v: unknown) {
+  return JSON.stringify(value, function (this: unknown, k, v: unknown) {
+    // JSON.stringify hands a replacer the value after its toJSON(): a Buffer (bytes decoded from the
+    // wire are Buffers) arrives as {type:"Buffer",data:[...]} and would come back a plain object.
+    // The holder still has the original.
+    const raw = (this as Record<string, unknown>)[k];
+    if (raw instanceof Uint8Array) v = raw;
     if (typeof v === "bigint") return { $b: v.toString() };
     if (v instanceof BigUint64Array) return { $u64: Array.from(v, (x) => x.toString()) };
     if (v instanceof Uint8Array) return { $bytes: Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64") };

@@ -1,6 +1,7 @@
 // Test PKI made at test time with the `openssl` CLI: a CA, a server certificate for 127.0.0.1 and
-// localhost, a client certificate, and an unrelated second CA with its own client certificate (for
-// "trusts the wrong CA" cases). EC P-256 keys, valid one day; nothing is checked in.
+// localhost, a client certificate, a daemon ("peer") certificate that is both, and an unrelated
+// second CA with its own client certificate (for "trusts the wrong CA" cases).
+// EC P-256 keys, valid one day; nothing is checked in.
 
 import { execFile, execFileSync } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
@@ -17,6 +18,10 @@ export interface TestPki {
   /** A client certificate signed by the other CA. */
   otherClientCertPem: Buffer;
   otherClientKeyPem: Buffer;
+  /** A daemon's certificate: server and client at once (a daemon serves gRPC and dials peers with one
+   * identity), for 127.0.0.1 and localhost. Files in the PKI directory: peer.pem, peer.key, ca.pem. */
+  peerCertPem: Buffer;
+  peerKeyPem: Buffer;
 }
 
 /** Why openssl cannot be used here, or undefined when it can. */
@@ -63,6 +68,7 @@ export async function makeTestPki(dir: string): Promise<TestPki> {
   await makeLeaf(dir, "server", "ca", 2, `${leaf}extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n`);
   await makeLeaf(dir, "client", "ca", 3, `${leaf}extendedKeyUsage=clientAuth\n`);
   await makeLeaf(dir, "other-client", "other-ca", 4, `${leaf}extendedKeyUsage=clientAuth\n`);
+  await makeLeaf(dir, "peer", "ca", 5, `${leaf}extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n`);
   const read = (file: string): Promise<Buffer> => readFile(join(dir, file));
   return {
     caPem: await read("ca.pem"),
@@ -73,5 +79,7 @@ export async function makeTestPki(dir: string): Promise<TestPki> {
     otherCaPem: await read("other-ca.pem"),
     otherClientCertPem: await read("other-client.pem"),
     otherClientKeyPem: await read("other-client.key"),
+    peerCertPem: await read("peer.pem"),
+    peerKeyPem: await read("peer.key"),
   };
 }

@@ -40,8 +40,10 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<FastifyInstanc
   const app = Fastify({
     loggerInstance,
     bodyLimit: BODY_BYTES_MAX,
-    // Refuse unknown body fields (additionalProperties: false) instead of silently dropping them.
-    ajv: { customOptions: { removeAdditional: false } },
+    // Refuse unknown body fields (additionalProperties: false) instead of silently dropping them, and
+    // wrong JSON types instead of coercing them (fastify's default turns {"vcpus":"4"} and
+    // {"vcpus":true} into numbers). Query strings are text: routes declare them as patterned strings.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
   });
   // What a response schema does not cover (another status, an untyped field) still writes bigints as
   // decimal strings: never a 500.

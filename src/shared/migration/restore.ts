@@ -36,6 +36,8 @@ export function parsePolicy(v: unknown, field = "policy"): PolicyName {
 /** What the destination's clocks read at the restore instant, for the estimator. */
 export interface RestoreInstant {
   destinationRealtimeNs: bigint;
+  /** The destination host's raw monotonic clock at the same instant (one-sided durations end here). */
+  destinationRawNs: bigint;
 }
 
 export interface RestoreOptions {
@@ -118,8 +120,16 @@ export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOpt
   vm.loadVmclock(page);
   if (snap.kvmclockEnabled) vm.guestEnableKvmclock();
 
+  // One instant for everything derived from "now": the estimate (realtime for wallclock and probe,
+  // the raw clock for one-sided) and the host TSC the offsets are computed against. Read at
+  // different moments, the gap between them (a preemption on a busy host) would become guest error.
   const at = vm.getClock();
-  const estimate = opts.estimate({ destinationRealtimeNs: at.realtime !== 0n ? at.realtime : vm.host.realtimeNs() });
+  const nowNs = vm.host.trueNs(); // used only outside master-clock mode (getClock then gives no pair)
+  const hostTscNow = at.hostTsc !== 0n ? at.hostTsc : vm.host.tscAt(nowNs);
+  const estimate = opts.estimate({
+    destinationRealtimeNs: at.realtime !== 0n ? at.realtime : vm.host.realtimeNsAt(nowNs),
+    destinationRawNs: vm.host.rawNsOfTsc(hostTscNow),
+  });
   // No refusal here however long the blackout was: the source has already handed the VM over, so
   // refusing would lose it. How far to advance is the policy's business (advance-capped).
   const est = estimate.estimatedNs;
@@ -144,7 +154,7 @@ export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOpt
       adv = capNs;
       capped = true;
     }
-    setOffsetsAdvanced(vm, snap, at.hostTsc !== 0n ? at.hostTsc : vm.host.tscAt(vm.host.trueNs()), adv, fracDst);
+    setOffsetsAdvanced(vm, snap, hostTscNow, adv, fracDst);
     // kvmclock stays the same function of the guest TSC (KVM_SET_CLOCK_GUEST); where KVM refuses
     // (no master clock, or the record's rate is > 1 kHz off), fall back to KVM_SET_CLOCK.
     const rec = snapshotRecord(snap, 0);

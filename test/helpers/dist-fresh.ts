@@ -1,0 +1,43 @@
+// vitest globalSetup: the integration tests spawn `bin/tscmig.js`, which loads dist/. A dist older
+// than src would test yesterday's code, so when any src/**/*.ts is newer than its build output (or
+// has none) this runs the build once, before any test file starts. Fresh: costs a directory walk.
+
+import { execFileSync } from "node:child_process";
+import { readdirSync, statSync } from "node:fs";
+import { join, relative } from "node:path";
+import { ROOT } from "./daemons.js";
+
+function staleFile(): string | undefined {
+  const walk = (dir: string): string | undefined => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) {
+        const s = walk(p);
+        if (s) return s;
+      } else if (e.name.endsWith(".ts") && !e.name.endsWith(".d.ts")) {
+        const out = join(ROOT, "dist", relative(ROOT, p)).replace(/\.ts$/, ".js");
+        let outMs: number;
+        try {
+          outMs = statSync(out).mtimeMs;
+        } catch {
+          return p;
+        }
+        if (statSync(p).mtimeMs > outMs) return p;
+      }
+    }
+    return undefined;
+  };
+  return walk(join(ROOT, "src"));
+}
+
+export default function setup(): void {
+  const stale = staleFile();
+  if (stale === undefined) return;
+  console.log(`dist is older than ${relative(ROOT, stale)}: running the build for the daemon tests`);
+  try {
+    execFileSync(process.execPath, [join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"], { cwd: ROOT, stdio: "inherit", timeout: 180_000 });
+  } catch (e) {
+    // tsc emits despite type errors; the type-check step reports them, the tests run on what was emitted.
+    console.log(`build reported errors (${e instanceof Error ? e.message.split("\n")[0] : String(e)}); testing the emitted dist`);
+  }
+}
