@@ -137,6 +137,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
   const exchanges: ProbeExchange[] = [];
   let lastProbeRawNs = 0n;
   let snapshot: Snapshot | null = null;
+  let captureError: TscmigError | null = null;
   let transferRttNs = 0n;
   let restore: RestoreReport | null = null;
   let finished = false;
@@ -217,8 +218,14 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
       case "capture": {
         const t0 = ctx.host.rawNs();
         // The probe's drift window runs to the snapshot's clock read, not to the (earlier) pause.
-        const probe = exchanges.length > 0 ? { ...probeOffset(exchanges), probeToPauseNs: t0 - lastProbeRawNs } : null;
-        snapshot = captureSnapshot(vm, h.guest, { migrationId: opts.migrationId, vmId: h.id, generation, hostMaxerrorNs: ctx.host.maxerrorNs(), probe });
+        try {
+          const probe = exchanges.length > 0 ? { ...probeOffset(exchanges), probeToPauseNs: t0 - lastProbeRawNs } : null;
+          snapshot = captureSnapshot(vm, h.guest, { migrationId: opts.migrationId, vmId: h.id, generation, hostMaxerrorNs: ctx.host.maxerrorNs(), probe });
+        } catch (e) {
+          // E.g. every probe exchange unusable (a clock stepped mid-probe): the VM is paused, so the
+          // failure must take the abort path (resume) rather than escape and leave it paused.
+          captureError = errorOf(e);
+        }
         // The snapshot's TSC and kvmclock are those of its KVM_GET_CLOCK instant, later than the
         // pause (the paused VM is journaled in between): one-sided durations must start there, or
         // the destination advances the guest by the pause → capture gap too much.
@@ -226,6 +233,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
         return null;
       }
       case "sendTransfer": {
+        if (captureError) return { kind: "transferFailed", error: captureError };
         const snap = snapshot as Snapshot;
         const sendRaw = ctx.host.rawNs();
         // Source clock only (see blackout.ts). Measured from the snapshot's clock read, not from the
