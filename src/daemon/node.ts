@@ -35,7 +35,7 @@ import { fromJson, toJson } from "../shared/serde.js";
 import type { Clock, Scheduler, Timer } from "../shared/time/clock.js";
 import type { Random } from "../shared/time/random.js";
 import type { SkewState, SkewUpdate } from "../shared/time/skew.js";
-import { Destination, type Inbound } from "../destination/migrate-in.js";
+import { Destination, type Inbound, type RestoreFn } from "../destination/migrate-in.js";
 import { migrateOut, type MigrationReport, type SourceContext } from "../source/migrate-out.js";
 
 export interface GuestDefaults {
@@ -101,6 +101,8 @@ export interface NodeDeps {
   dialer: PeerDialer;
   faults?: Faults;
   history?: HistorySink;
+  /** Test seam (chaos sensitivity tests): replaces the destination's restore. Never set in production. */
+  restore?: RestoreFn;
 }
 
 export interface CreateVmRequest {
@@ -197,6 +199,7 @@ export class TscmigNode {
       stageDurably: (inb) => this.stageDurably(inb),
       dropStaged: (inb) => this.dropStaged(inb),
       inflight: () => this.outbound.size + this.destination.pending().length,
+      ...(deps.restore ? { restore: deps.restore } : {}),
     });
   }
 
@@ -274,8 +277,10 @@ export class TscmigNode {
     if (rec.role === "owner") {
       this.resumeOwned(h, false);
     } else {
-      // migrating-out: the journaled migration decides (start() looks at it).
-      const mig = this.journal.listMigrations({ role: "source" }).find((m) => m.vmId === rec.vmId && m.generation === rec.generation + 1n && m.phase !== "aborted");
+      // migrating-out: the journaled migration decides (start() looks at it). Only an undecided or
+      // committed one holds the VM: an earlier attempt at the same generation that was refused
+      // (phase "refused") or aborted is history, and locking on it would leave the VM paused forever.
+      const mig = this.journal.listMigrations({ role: "source" }).find((m) => m.vmId === rec.vmId && m.generation === rec.generation + 1n && m.decision !== "aborted");
       h.lock = mig?.migrationId ?? null;
       if (!mig) this.resumeOwned(h);
     }

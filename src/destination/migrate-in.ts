@@ -44,6 +44,9 @@ export interface Inbound {
   report: RestoreReport | null;
 }
 
+/** The restore step (restoreSnapshot); a seam only the chaos tests fill with a broken one. */
+export type RestoreFn = typeof restoreSnapshot;
+
 export interface DestinationContext {
   name: string;
   host: EmulatedHost;
@@ -61,6 +64,8 @@ export interface DestinationContext {
   stageDurably(inb: Inbound): void;
   dropStaged(inb: Inbound): void;
   inflight(): number;
+  /** Test seam: replaces restoreSnapshot (the checker's sensitivity tests); production leaves it unset. */
+  restore?: RestoreFn;
 }
 
 export class Destination {
@@ -214,7 +219,7 @@ export class Destination {
     const t0 = this.ctx.host.rawNs();
     const vm = new EmulatedVm(this.ctx.host, { vcpus: s.vcpuCount, guestTscKhz: s.guestTscKhz });
     const host = this.ctx.host;
-    const result = restoreSnapshot(vm, s, {
+    const result = (this.ctx.restore ?? restoreSnapshot)(vm, s, {
       policy: r.policy,
       capNs: r.advanceCapNs === 0n ? LIMITS.advanceCapNsDefault : r.advanceCapNs,
       destinationMaxerrorNs: host.maxerrorNs(),

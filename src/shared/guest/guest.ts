@@ -228,12 +228,17 @@ export class Guest {
     const marker = page.disruptionMarker;
     this.clearAllStopped();
     if (marker === this.state.lastHandledMarker) return; // already handled this migration
+    // The published bound covers one disruption: the last one, measured from where the guest was on
+    // that migration's source. If the marker moved by more than one, the guest never looked between
+    // two migrations and the earlier ones' errors are unaccounted for: widening would under-state
+    // them, so only ditching is honest.
+    const single = marker === this.state.lastHandledMarker + 1n;
     this.state.lastHandledMarker = marker;
     this.state.handledCount += 1n;
     let mode: HandledEvent["mode"] = this.state.handlingMode;
     let widenedByNs = 0n;
     const published = (page.flags & VMCLOCK_FLAG_TIME_MAXERROR_VALID) !== 0n;
-    if (this.state.handlingMode === "widen" && published && (this.state.ntp.status & STA_UNSYNC) === 0) {
+    if (this.state.handlingMode === "widen" && published && single && (this.state.ntp.status & STA_UNSYNC) === 0) {
       widenedByNs = page.timeMaxerrorNanosec;
       const s = this.state.ntp;
       s.maxerrorUs += (widenedByNs + 999n) / 1000n;
