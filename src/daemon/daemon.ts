@@ -97,6 +97,13 @@ export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
     ...(c.token !== undefined ? { token: c.token } : {}),
   });
   controlRoutes(http, { node, metrics, history });
+  // Gauges are read at scrape time: VMs arrive by migration too, not only through this API.
+  http.addHook("onRequest", async (req) => {
+    if (req.url === "/metrics") {
+      metrics.vms.set(node.listVms().length);
+      metrics.vcpus.set(node.vcpuTotal());
+    }
+  });
   const rpc = createRpcServer({
     services: [migrationService(node)],
     ...(tls ? { tls: { ...tls, requireClientCert: true } } : {}),

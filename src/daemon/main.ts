@@ -2,7 +2,7 @@
 // ports, exit codes. Everything else is built by buildDaemon() from injected parts.
 
 import { createLogger } from "../shared/log.js";
-import { env, platform, trueEpochNs } from "../shared/platform/index.js";
+import { env, hardDeadline, platform, trueEpochNs } from "../shared/platform/index.js";
 import { isTscmigError } from "../shared/errors.js";
 import { buildDaemon } from "./daemon.js";
 import { loadDaemonConfig } from "./daemon-config.js";
@@ -23,8 +23,7 @@ export async function runDaemon(flags: Record<string, string | undefined>): Prom
     if (closing) return;
     closing = true;
     log.info({ event: "shutdown", signal }, "shutting down");
-    const hard = setTimeout(() => process.exit(1), SHUTDOWN_GRACE_MS + 2000);
-    hard.unref();
+    hardDeadline(SHUTDOWN_GRACE_MS + 2000, () => process.exit(1));
     void daemon.close(SHUTDOWN_GRACE_MS).then(() => process.exit(0));
   };
   process.on("SIGINT", () => shutdown("SIGINT"));

@@ -251,7 +251,9 @@ export class TscmigNode {
     if (rec.role === "staged") {
       const p = fromJson<StagedPayload>(text);
       const mig = this.journal.getMigration(p.req.migrationId);
-      if (!mig || mig.decision !== "pending") {
+      // Pending: wait for the source's decision. Committed: we decided to run it but died before the
+      // VM was adopted; the recovery loop's Resolve finishes the restore. Aborted: drop it.
+      if (!mig || mig.decision === "aborted") {
         this.journal.deleteVm(rec.vmId);
         return;
       }

@@ -208,11 +208,22 @@ export class Destination {
     if (req.transferRttNs < 0n || req.transferRttNs > LIMITS.blackoutNsMax) throw invalid("transferRttNs", "out of range");
     const effects = this.fire(req.migrationId, inb, { kind: "commit" });
     if (effects.some((e) => e.kind === "replyStored")) return { report: inb.report as RestoreReport, replay: true };
-    return { report: this.restoreAndResume(inb, req.transferRttNs, effects), replay: false };
+    try {
+      return { report: this.restoreAndResume(inb, req.transferRttNs, effects), replay: false };
+    } catch (e) {
+      if (e instanceof Error && e.name === "CrashSignal") throw e;
+      // Nothing ran: stay staged so a retried Commit (or Resolve) can finish the restore.
+      inb.state = { phase: "staged" };
+      this.ctx.log.error({ event: "restore_failed", migrationId: req.migrationId, err: e instanceof Error ? e.message : String(e) }, "restore failed");
+      throw e;
+    }
   }
 
   /** The source's decision arrived (Commit or Resolve): restore, resume, journal. */
   restoreAndResume(inb: Inbound, transferRttNs: bigint, effects: DestinationEffect[]): RestoreReport {
+    // Journal the decision to run before running: a restart between the two finds the migration
+    // committed with its snapshot still staged, and finishes the restore (never runs it twice).
+    for (const e of effects) if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
     crashPoint(this.ctx.faults, "crash.destination.beforeRestore");
     const s = inb.snapshot as Snapshot;
     const r = inb.req;
@@ -264,7 +275,7 @@ export class Destination {
       kvmclockAtResumeNs: pvclockReadCycles(vm.pvclock.guestRead(0), tsc),
       stoppedVcpus: countStopped(vm),
     };
-    for (const e of effects) if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
+    this.journal(inb, "running", "committed"); // again, now with the report for replays
     inb.snapshot = null; // the VM holds the state now
     this.ctx.dropStaged(inb);
     crashPoint(this.ctx.faults, "crash.destination.afterRestore");

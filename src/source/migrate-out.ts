@@ -136,7 +136,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
   let state: SourceState = initialSourceState();
   const exchanges: ProbeExchange[] = [];
   let lastProbeRawNs = 0n;
-  let pauseRawNs = 0n;
+  let captureRawNs = 0n;
   let snapshot: Snapshot | null = null;
   let transferRttNs = 0n;
   let restore: RestoreReport | null = null;
@@ -209,7 +209,6 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
         }
       case "pause":
         ctx.pauseVm(h);
-        pauseRawNs = ctx.host.rawNs();
         report.pauseTrueNs = ctx.host.trueNs();
         report.tscBefore = vm.readGuestTsc(0);
         report.kvmNsBefore = pvclockReadCycles(vm.pvclock.guestRead(0), report.tscBefore);
@@ -218,15 +217,20 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
         return null;
       case "capture": {
         const t0 = ctx.host.rawNs();
-        const probe = exchanges.length > 0 ? { ...probeOffset(exchanges), probeToPauseNs: pauseRawNs - lastProbeRawNs } : null;
+        // The probe's drift window runs to the snapshot's clock read, not to the (earlier) pause.
+        const probe = exchanges.length > 0 ? { ...probeOffset(exchanges), probeToPauseNs: t0 - lastProbeRawNs } : null;
         snapshot = captureSnapshot(vm, h.guest, { migrationId: opts.migrationId, vmId: h.id, generation, hostMaxerrorNs: ctx.host.maxerrorNs(), probe });
+        // The snapshot's TSC and kvmclock are those of its KVM_GET_CLOCK instant, later than the
+        // pause (the paused VM is journaled in between): one-sided durations must start there, or
+        // the destination advances the guest by the pause → capture gap too much.
+        captureRawNs = ctx.host.rawNsOfTsc(snapshot.hostTsc);
         report.phases.captureNs = ctx.host.rawNs() - t0;
         return null;
       }
       case "sendTransfer": {
         const snap = snapshot as Snapshot;
         const sendRaw = ctx.host.rawNs();
-        snap.sourcePauseToSendNs = sendRaw - pauseRawNs; // source clock only (see blackout.ts)
+        snap.sourcePauseToSendNs = sendRaw - captureRawNs; // source clock only (see blackout.ts)
         try {
           const r = await peer.transfer({ snapshot: snap });
           transferRttNs = ctx.host.rawNs() - sendRaw;

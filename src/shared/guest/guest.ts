@@ -93,6 +93,11 @@ export class Guest {
    */
   constructor(vm: EmulatedVm, scheduler: Scheduler, opts: GuestOptions, restored?: GuestState) {
     if (!CLOCKSOURCES.includes(opts.clocksource)) throw invalid("clocksource", `must be "tsc" or "kvm-clock"`);
+    if (opts.handlingMode !== "ditch" && opts.handlingMode !== "widen") throw invalid("handlingMode", `must be "ditch" or "widen"`);
+    // A zero period would re-arm the poll at the same instant forever.
+    if (opts.pollIntervalNs <= 0n) throw invalid("pollIntervalNs", "must be positive");
+    if (opts.resyncDelayNs < 0n) throw invalid("resyncDelayNs", "must not be negative");
+    if (opts.driftAllowancePpm < 0n || opts.driftAllowancePpm >= 1_000_000n) throw invalid("driftAllowancePpm", "must be within 0..999999 ppm");
     this.vm = vm;
     this.opts = opts;
     this.scheduler = scheduler;
@@ -164,7 +169,15 @@ export class Guest {
     secondOverflow(s.ntp, cs);
     const rt = cs + s.wallOffsetNs;
     const sinceTick = cs > s.ntp.tickClocksourceNs ? cs - s.ntp.tickClocksourceNs : 0n;
-    const half = s.ntp.maxerrorUs * 1000n + (sinceTick * this.opts.driftAllowancePpm + 999_999n) / 1_000_000n;
+    const ppm = this.opts.driftAllowancePpm;
+    // Linux grows maxerror 500 µs per *guest* second. A clock slow by the full allowance counts
+    // only (1 − ppm·10⁻⁶) of the true seconds its error grew over, so maxerror falls behind by
+    // ppm/(10⁶ − ppm) of the growth since the sync (0.25 ppm at 500 ppm: 8 ms by UNSYNC); and the
+    // clocksource's own 32-bit mul/shift is off by up to ~0.5 ppb: 1 ns per second covers it.
+    const sinceSync = cs > s.syncClocksourceNs ? cs - s.syncClocksourceNs : 0n;
+    const den = 1_000_000n * (1_000_000n - ppm);
+    const slowClock = (sinceSync * ppm * ppm + den - 1n) / den + (sinceSync + 999_999_999n) / 1_000_000_000n;
+    const half = s.ntp.maxerrorUs * 1000n + (sinceTick * ppm + 999_999n) / 1_000_000n + slowClock;
     let status: BoundedStatus;
     if (s.awaitingResync) status = "disrupted";
     else if ((s.ntp.status & STA_UNSYNC) !== 0) status = s.everSynced ? "freeRunning" : "unknown";

@@ -55,6 +55,12 @@ export class EmulatedHost {
     const tscKhz = opts.tscKhz ?? 2_000_000n;
     if (tscKhz < LIMITS.tscKhzMin || tscKhz > LIMITS.tscKhzMax)
       throw invalid("host.tscKhz", `must be within ${LIMITS.tscKhzMin}..${LIMITS.tscKhzMax} kHz`);
+    const u64 = (v: bigint | undefined, field: string) => {
+      if (v !== undefined && (v < 0n || v > 0xffff_ffff_ffff_ffffn)) throw invalid(field, "must be a u64");
+    };
+    u64(opts.tsc0, "host.tsc0");
+    u64(opts.rawBaseNs, "host.rawBaseNs");
+    u64(opts.epochNs, "host.epochNs");
     const vendor: TscVendor = opts.vendor === "svm" ? SVM : opts.vendor === "vmx" || opts.vendor === undefined ? VMX : badVendor(opts.vendor);
     if (opts.name.length === 0 || opts.name.length > LIMITS.idLengthMax) throw invalid("host.name", "must be 1..128 characters");
     this.crystal = opts.crystal ?? ZERO_MODEL;

@@ -52,6 +52,8 @@ export function wallclockEstimate(o: {
   sourceMaxerrorNs: bigint;
   destinationMaxerrorNs: bigint;
 }): BlackoutEstimate {
+  if (o.sourceMaxerrorNs < 0n) throw invalid("sourceMaxerrorNs", "a claimed error bound cannot be negative");
+  if (o.destinationMaxerrorNs < 0n) throw invalid("destinationMaxerrorNs", "a claimed error bound cannot be negative");
   const raw = o.destinationRealtimeNs - o.sourceRealtimeNs; // blackout + skew: see the header
   const est = raw > 0n ? raw : 0n;
   const bound = o.sourceMaxerrorNs + o.destinationMaxerrorNs + 2n * driftAllowance(est, DRIFT_ALLOWANCE_PPM);
@@ -63,7 +65,7 @@ export function wallclockEstimate(o: {
  * Assumes only that each host's monotonic clock runs within DRIFT_ALLOWANCE_PPM of true time.
  */
 export function oneSidedEstimate(o: {
-  /** Source clock: pause → the instant the Transfer round trip started. */
+  /** Source clock: the snapshot's clock read (not the pause) → the instant the Transfer round trip started. */
   sourcePauseToSendNs: bigint;
   /** Source clock: Transfer call sent → answer received. */
   transferRttNs: bigint;
@@ -105,12 +107,18 @@ export function probeOffset(exchanges: readonly ProbeExchange[]): ProbeResult {
   if (exchanges.length === 0) throw invalid("probe", "at least one exchange is needed");
   let best: ProbeResult | null = null;
   for (const e of exchanges) {
-    const delay = e.t4 - e.t1 - (e.t3 - e.t2);
-    if (delay < 0n) continue; // a source clock step inside the exchange: unusable
+    const rateSlack = driftAllowance(e.t4 - e.t1, 2n * DRIFT_ALLOWANCE_PPM);
+    let delay = e.t4 - e.t1 - (e.t3 - e.t2);
+    // A round trip shorter than the two clocks' rate difference can explain reads negative (the
+    // destination's realtime ran faster during its hold than the source's over the whole
+    // exchange): the true delay is then within that slack of 0, which the bound below already
+    // adds. Anything more negative is a clock step inside the exchange: unusable.
+    if (delay < -rateSlack) continue;
+    if (delay < 0n) delay = 0n;
     const theta2 = e.t2 - e.t1 + (e.t3 - e.t4);
     const offsetNs = theta2 / 2n;
     // θ lies within ±delay/2 of the midpoint estimate; +1 covers the halving's rounding.
-    const boundNs = delay / 2n + 1n + driftAllowance(e.t4 - e.t1, 2n * DRIFT_ALLOWANCE_PPM);
+    const boundNs = delay / 2n + 1n + rateSlack;
     if (best === null || boundNs < best.boundNs) best = { offsetNs, boundNs };
   }
   if (best === null) throw invalid("probe", "no usable exchange (negative round trip)");

@@ -13,7 +13,7 @@ import { LIMITS } from "../limits.js";
 import { u64 } from "../kvm/u64.js";
 import { type FracBits, scaleTsc } from "../kvm/tsc.js";
 import { KVM_CLOCK_REALTIME } from "../kvm/set-clock.js";
-import { PVCLOCK_GUEST_STOPPED } from "../kvm/pvclock.js";
+import { PVCLOCK_GUEST_STOPPED, pvclockReadCycles } from "../kvm/pvclock.js";
 import {
   decodeVmclock,
   VMCLOCK_FLAG_TIME_ESTERROR_VALID,
@@ -74,6 +74,25 @@ function cycleNsCeil(hostKhz: bigint, ratio: bigint, fracBits: number): bigint {
   return (1_000_000_000n * den + hzNum - 1n) / hzNum;
 }
 
+/**
+ * The kvmclock the guest itself read at the snapshot instant: the largest pvclock reading over the
+ * vCPUs, each record applied to that vCPU's TSC in the snapshot. KVM_GET_CLOCK (`snap.kvmNs`)
+ * scales the host TSC with the host's rate, while the guest scales its own TSC with the record's
+ * mul/shift, built from the scaled rate rounded down to a kHz: the two drift apart by up to ~1 ppm
+ * since the record was last written, so restoring `kvmNs` can step the guest's kvmclock back (I2)
+ * and off the source's line (I3). QEMU reads guest memory for the same reason
+ * (kvmclock_current_nsec). Without kvmclock the guest reads none: then `kvmNs` is all there is.
+ */
+export function guestKvmclockAtSnapshot(snap: Snapshot): bigint {
+  if (!snap.kvmclockEnabled) return snap.kvmNs;
+  let max = -1n;
+  for (let i = 0; i < snap.vcpuCount; i++) {
+    const ns = pvclockReadCycles(snapshotRecord(snap, i), snap.tsc[i] as bigint);
+    if (ns > max) max = ns;
+  }
+  return max;
+}
+
 function drift(ns: bigint): bigint {
   return (ns * DRIFT_ALLOWANCE_PPM + 999_999n) / 1_000_000n;
 }
@@ -83,11 +102,13 @@ function drift(ns: bigint): bigint {
  * touching `vm`; on a thrown error the VM is unusable and the caller discards it.
  */
 export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOptions): RestoreResult {
+  parsePolicy(opts.policy); // an unknown name would otherwise fall through to freeze
   if (vm.running) throw invalid("vm", "restore needs the vCPUs paused");
   if (vm.vcpuCount !== snap.vcpuCount) throw invalid("snapshot.vcpuCount", `VM has ${vm.vcpuCount} vCPUs, snapshot ${snap.vcpuCount}`);
   const capNs = opts.capNs ?? LIMITS.advanceCapNsDefault;
   if (capNs < 0n || capNs > LIMITS.blackoutNsMax) throw invalid("advanceCapNs", "out of range");
   const page = decodeVmclock(snap.vmclock);
+  const kvmBaseNs = guestKvmclockAtSnapshot(snap); // reads every record: throws before vm is touched
   const n = snap.vcpuCount;
   const fracDst = vm.host.info.vendor.fracBits;
   const hostKhzDst = vm.host.info.tscKhz;
@@ -99,11 +120,8 @@ export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOpt
 
   const at = vm.getClock();
   const estimate = opts.estimate({ destinationRealtimeNs: at.realtime !== 0n ? at.realtime : vm.host.realtimeNs() });
-  if (estimate.estimatedNs > LIMITS.blackoutNsMax)
-    throw new TscmigError("failed_precondition", `estimated blackout ${estimate.estimatedNs} ns exceeds the limit ${LIMITS.blackoutNsMax} ns`, {
-      field: "blackout",
-      reason: "blackout_too_long",
-    });
+  // No refusal here however long the blackout was: the source has already handed the VM over, so
+  // refusing would lose it. How far to advance is the policy's business (advance-capped).
   const est = estimate.estimatedNs;
   // Rounding and rate terms common to every policy: one cycle of the slowest vCPU, and the source
   // crystal's drift over the blackout (we advance at its nominal rate).
@@ -136,7 +154,7 @@ export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOpt
       clockGuest = true;
     } catch (e) {
       if (!(e instanceof TscmigError && e.errno !== undefined)) throw e;
-      vm.setClock({ clock: u64(snap.kvmNs + adv), flags: 0, realtime: 0n });
+      vm.setClock({ clock: u64(kvmBaseNs + adv), flags: 0, realtime: 0n });
     }
     advancedNs = adv;
     errorBoundNs = capped ? est - capNs + estimate.boundNs + rateTerm : estimate.boundNs + rateTerm;
@@ -145,10 +163,10 @@ export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOpt
     // scaling correction. With a non-wallclock estimator we hand KVM a source realtime corrected by
     // the estimate, as a VMM would: realtime_arg = now_real_dst − estimate.
     const realtimeArg = estimate.estimator === "wallclock" ? snap.hostRealtimeNs : at.realtime - est;
-    const set = vm.setClock({ clock: snap.kvmNs, flags: KVM_CLOCK_REALTIME, realtime: realtimeArg });
+    const set = vm.setClock({ clock: kvmBaseNs, flags: KVM_CLOCK_REALTIME, realtime: realtimeArg });
     const after = vm.getClock();
     const guestDst = after.clock;
-    const elapsed = u64(guestDst - snap.kvmNs); // ≥ 0: SET_CLOCK never steps backward
+    const elapsed = u64(guestDst - kvmBaseNs); // ≥ 0: SET_CLOCK never steps backward
     const hostTscDst = after.hostTsc !== 0n ? after.hostTsc : vm.host.tscAt(vm.host.trueNs());
     let lastOfs = -1n;
     let uniform = true;
@@ -169,12 +187,12 @@ export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOpt
     }
     if (uniform) vm.setTscOffsetAll(ofs[0] as bigint);
     else for (let i = 0; i < n; i++) vm.setTscOffset(i, ofs[i] as bigint);
-    advancedNs = u64(set.advancedClock - snap.kvmNs);
+    advancedNs = u64(set.advancedClock - kvmBaseNs);
     errorBoundNs = estimate.boundNs + rateTerm;
   } else {
     // freeze (upstream QEMU): kvmclock and TSC resume where they stopped; the guest loses the
     // blackout, so its error is the blackout itself.
-    vm.setClock({ clock: snap.kvmNs, flags: 0, realtime: 0n });
+    vm.setClock({ clock: kvmBaseNs, flags: 0, realtime: 0n });
     setOffsetsAdvanced(vm, snap, vm.host.tscAt(vm.host.trueNs()), 0n, fracDst);
     errorBoundNs = est + estimate.boundNs + rateTerm;
   }

@@ -8,7 +8,8 @@ import { LIMITS } from "../limits.js";
 import { KVM_CLOCK_REALTIME } from "../kvm/set-clock.js";
 import { decodePvclock, PVCLOCK_GUEST_STOPPED, type PvclockRecord } from "../kvm/pvclock.js";
 import { decodeVmclock, encodeVmclock } from "../kvm/vmclock.js";
-import { SVM, VMX } from "../kvm/tsc.js";
+import { scaleTsc, SVM, VMX } from "../kvm/tsc.js";
+import { u64, U64_MAX } from "../kvm/u64.js";
 import type { Guest, GuestState } from "../guest/guest.js";
 import type { EmulatedVm } from "../hypervisor/vm.js";
 import type { ProbeResult } from "./blackout.js";
@@ -41,7 +42,11 @@ export interface Snapshot {
   vmclock: Uint8Array;
   guest: GuestState;
   kvmclockEnabled: boolean;
-  /** Source clock: pause → the start of the Transfer round trip. Filled just before sending. */
+  /**
+   * Source clock: this snapshot's clock read (its KVM_GET_CLOCK, after the pause) → the start of the
+   * Transfer round trip. Filled just before sending. (The name predates the distinction: measuring
+   * from the pause itself would add the pause → capture gap to the advance.)
+   */
   sourcePauseToSendNs: bigint;
   probe: (ProbeResult & { probeToPauseNs: bigint }) | null;
 }
@@ -108,7 +113,7 @@ export function captureSnapshot(vm: EmulatedVm, guest: Guest, meta: CaptureMeta)
 
 /** vCPU i's pvclock record in the snapshot. */
 export function snapshotRecord(s: Snapshot, i: number): PvclockRecord {
-  return decodePvclock(s.pvclock, i * PVCLOCK_RECORD_BYTES);
+  return decodePvclock(s.pvclock, i * PVCLOCK_RECORD_BYTES, `snapshot.vcpus.pvclockRecords[${i}]`);
 }
 
 /**
@@ -129,6 +134,9 @@ export function validateSnapshot(s: Snapshot): void {
     throw invalid("snapshot.hostTscKhz", `must be within ${LIMITS.tscKhzMin}..${LIMITS.tscKhzMax} kHz`);
   const vendor = s.fracBits === 48 ? VMX : s.fracBits === 32 ? SVM : null;
   if (vendor === null) throw invalid("snapshot.fracBits", "must be 48 or 32");
+  for (const [name, v] of [["kvmNs", s.kvmNs], ["hostTsc", s.hostTsc], ["hostRealtimeNs", s.hostRealtimeNs]] as const)
+    if (v < 0n || v > U64_MAX) throw invalid(`snapshot.${name}`, "must be a u64");
+  if (s.hostMaxerrorNs < 0n || s.hostMaxerrorNs > LIMITS.offsetNsMax) throw invalid("snapshot.hostMaxerrorNs", `must be within 0..${LIMITS.offsetNsMax} ns`);
   for (const [name, col] of [["tscOffset", s.tscOffset], ["ratio", s.ratio], ["tsc", s.tsc]] as const)
     if (col.length !== s.vcpuCount) throw invalid(`snapshot.vcpus.${name}`, `has ${col.length} entries for ${s.vcpuCount} vCPUs`);
   if (s.pvclock.length !== s.vcpuCount * PVCLOCK_RECORD_BYTES)
@@ -136,12 +144,15 @@ export function validateSnapshot(s: Snapshot): void {
   for (let i = 0; i < s.vcpuCount; i++) {
     const r = s.ratio[i] as bigint;
     if (r === 0n || r >= vendor.maxRatio) throw invalid(`snapshot.vcpus.ratio[${i}]`, `ratio ${r} is 0 or ≥ the ${vendor.name} maximum`);
-    const rec = snapshotRecord(s, i);
-    if (rec.version % 2 !== 0) throw invalid(`snapshot.vcpus.pvclockRecords[${i}].version`, `odd version ${rec.version}: record captured mid-update`);
+    // The TSC column is derived, not free: advance restores from it, kvm-realtime from offset and
+    // host TSC, so a snapshot where they disagree would restore differently per policy.
+    if (s.tsc[i] !== u64(scaleTsc(s.hostTsc, r, vendor.fracBits) + (s.tscOffset[i] as bigint)))
+      throw invalid(`snapshot.vcpus.tsc[${i}]`, "is not scale(hostTsc, ratio) + tscOffset");
+    const rec = snapshotRecord(s, i); // an odd version throws here, naming the record
     if (s.kvmclockEnabled && rec.tscToSystemMul === 0n) throw invalid(`snapshot.vcpus.pvclockRecords[${i}].tscToSystemMul`, "zero multiplier");
     if ((rec.flags & ~(PVCLOCK_GUEST_STOPPED | 1)) !== 0) throw invalid(`snapshot.vcpus.pvclockRecords[${i}].flags`, `unknown flags ${rec.flags}`);
   }
-  decodeVmclock(s.vmclock); // throws naming the field
+  decodeVmclock(s.vmclock, "snapshot.vmclock"); // throws naming the field
   if (s.sourcePauseToSendNs < 0n || s.sourcePauseToSendNs > LIMITS.blackoutNsMax)
     throw invalid("snapshot.sourcePauseToSendNs", "out of range");
   if (s.probe !== null && (s.probe.boundNs < 0n || s.probe.probeToPauseNs < 0n)) throw invalid("snapshot.probe", "negative bound or duration");

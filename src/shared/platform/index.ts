@@ -24,6 +24,17 @@ export class RealScheduler implements Scheduler {
   }
 }
 
+/**
+ * Runs `fn` after `delayMs` of real time unless the process has exited by then; the timer never
+ * keeps the process alive on its own (a hard deadline, e.g. forcing exit when a graceful shutdown
+ * hangs).
+ */
+export function hardDeadline(delayMs: number, fn: () => void): Timer {
+  const handle = setTimeout(fn, delayMs);
+  handle.unref();
+  return { cancel: () => clearTimeout(handle) };
+}
+
 /** A Random seeded from the OS, or from `seed` when given (replays). */
 export function realRandom(seed?: bigint): SeededRandom {
   return new SeededRandom(seed ?? randomBytes(8).readBigUInt64LE());

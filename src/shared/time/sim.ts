@@ -67,6 +67,12 @@ export class SimScheduler implements Scheduler {
   runUntil(tNs: bigint, eventLimit = 10_000_000): number {
     let n = 0;
     while (this.heap.length > 0 && (this.heap[0] as Event).at <= tNs) {
+      // Drop a cancelled head here: step() would skip it and run the next live event, which may be
+      // due after tNs (time would overshoot the instant asked for).
+      if ((this.heap[0] as Event).cancelled) {
+        this.pop();
+        continue;
+      }
       if (++n > eventLimit) throw new Error(`simulation exceeded ${eventLimit} events before ${tNs} ns`);
       this.step();
     }

@@ -1,5 +1,6 @@
 // Run-time skew injection (PUT /v1/host/clock, chaos nemeses): a host's realtime error is a base
-// model plus changes applied at given true instants, each kept continuous unless it is a step.
+// model plus changes applied at given true instants, each kept continuous unless it is a step, a
+// set offset, or jitter (noise jumps by nature; removing it returns to the line it rode on).
 
 import { invalid } from "../errors.js";
 import { LIMITS } from "../limits.js";
@@ -12,7 +13,7 @@ export interface SkewUpdate {
   driftPpm?: number;
   /** Add a step of this size now. */
   stepNs?: bigint;
-  /** Replace the periodic wander (amplitude 0 removes it). */
+  /** Replace the periodic wander (amplitude 0 removes it); the old one stops where it is, no jump. */
   wanderAmplitudeNs?: bigint;
   wanderPeriodNs?: bigint;
   /** Replace the jitter (amplitude 0 removes it). */
@@ -31,10 +32,37 @@ export interface SkewState {
   maxerrorNs: bigint;
 }
 
+function partsOf(m: OffsetModel): OffsetModel[] {
+  return m.kind === "sum" ? m.parts.flatMap(partsOf) : [m];
+}
+
 /**
- * Holds the host's skew model and applies updates at true instant `nowNs`. The "stable" part of the
- * model (constants, drifts, steps) is folded into one constant at `nowNs` whenever the drift changes,
- * so the resulting model stays small however many updates arrive.
+ * `model` with every part that is constant from `nowNs` on (constants, steps at or before it) —
+ * and, when `drifts`, every drift, frozen at its value at `nowNs` — folded into one constant.
+ * Equal to `model` at every t ≥ nowNs, except for the frozen drifts.
+ */
+function foldAt(model: OffsetModel, nowNs: bigint, drifts: boolean): OffsetModel {
+  let c = 0n;
+  const kept: OffsetModel[] = [];
+  for (const p of partsOf(model)) {
+    if (p.kind === "constant") c += p.offsetNs;
+    else if (p.kind === "step" && p.atNs <= nowNs) c += p.stepNs;
+    else if (p.kind === "drift" && drifts) c += offsetAt(p, nowNs);
+    else kept.push(p);
+  }
+  return sum({ kind: "constant", offsetNs: c }, ...kept);
+}
+
+function checkMaxerror(v: bigint): void {
+  if (v < 0n || v > LIMITS.offsetNsMax) throw invalid("maxerrorNs", `must be within 0..${LIMITS.offsetNsMax} ns`);
+}
+
+/**
+ * Holds the host's skew model and applies updates at true instant `nowNs`. At every update the
+ * parts that are constant from now on (constants, steps already taken) are folded into one
+ * constant, and drifts too when the drift changes, so the model stays small however many updates
+ * arrive; every other part of the initial model (wander, jitter, strobes) keeps running. Folding is
+ * exact from `nowNs` on: after an update, evaluate the model only at or after that instant.
  */
 export class SkewController {
   private base: OffsetModel; // stable part, continuous through updates
@@ -46,6 +74,7 @@ export class SkewController {
 
   constructor(initial: OffsetModel = ZERO_MODEL, maxerrorNs = 0n, jitterSeed = 0n) {
     validateOffsetModel(initial, "skew");
+    checkMaxerror(maxerrorNs);
     this.base = initial;
     this.maxerror = maxerrorNs;
     this.jitterSeed = jitterSeed;
@@ -79,10 +108,11 @@ export class SkewController {
     check(u.jitterNs, "jitterNs");
     if (u.driftPpm !== undefined && !(Number.isFinite(u.driftPpm) && Math.abs(u.driftPpm) <= LIMITS.driftPpmMax))
       throw invalid("driftPpm", `must be within ±${LIMITS.driftPpmMax} ppm`);
-    if (u.wanderAmplitudeNs !== undefined && u.wanderAmplitudeNs !== 0n && (u.wanderPeriodNs ?? 0n) <= 0n)
+    if ((u.wanderAmplitudeNs !== undefined && u.wanderAmplitudeNs !== 0n && (u.wanderPeriodNs ?? 0n) <= 0n) || (u.wanderPeriodNs !== undefined && u.wanderPeriodNs <= 0n))
       throw invalid("wanderPeriodNs", "a wander needs a positive period");
+    if (u.jitterNs !== undefined && u.jitterNs < 0n) throw invalid("jitterNs", "a jitter amplitude cannot be negative");
     if (u.jitterIntervalNs !== undefined && u.jitterIntervalNs <= 0n) throw invalid("jitterIntervalNs", "must be positive");
-    if (u.maxerrorNs !== undefined && (u.maxerrorNs < 0n || u.maxerrorNs > bound)) throw invalid("maxerrorNs", "must be within 0..1000 s");
+    if (u.maxerrorNs !== undefined) checkMaxerror(u.maxerrorNs);
 
     if (u.reset) {
       this.base = ZERO_MODEL;
@@ -90,21 +120,27 @@ export class SkewController {
       this.wander = null;
       this.jitter = null;
     }
-    // Fold the continuous stable part (base + drift so far) into a constant at now.
-    const stableNow = offsetAt(this.base, nowNs) + (this.drift ? offsetAt({ kind: "drift", ...this.drift }, nowNs) : 0n);
+    // Steps already taken and constants become one constant, so step after step stays one part.
+    this.base = foldAt(this.base, nowNs, false);
     if (u.offsetNs !== undefined) {
       this.base = { kind: "constant", offsetNs: u.offsetNs };
       this.drift = this.drift ? { ppm: this.drift.ppm, fromNs: nowNs } : null;
       this.wander = null;
       this.jitter = null;
     } else if (u.driftPpm !== undefined) {
-      this.base = { kind: "constant", offsetNs: stableNow };
+      // The current drift stops here (continuously): freeze it, and any drift of the initial model,
+      // at its value now. Wander, jitter and strobes of the initial model keep running.
+      const driftNow = this.drift ? offsetAt({ kind: "drift", ...this.drift }, nowNs) : 0n;
+      this.base = foldAt(sum(this.base, { kind: "constant", offsetNs: driftNow }), nowNs, true);
     }
     if (u.driftPpm !== undefined) this.drift = u.driftPpm === 0 ? null : { ppm: u.driftPpm, fromNs: nowNs };
     if (u.stepNs !== undefined && u.stepNs !== 0n) this.base = sum(this.base, { kind: "step", atNs: nowNs, stepNs: u.stepNs });
-    if (u.wanderAmplitudeNs !== undefined)
+    if (u.wanderAmplitudeNs !== undefined) {
+      // The old wander stops where it is (continuously): its value now joins the base.
+      if (this.wander) this.base = foldAt(sum(this.base, { kind: "constant", offsetNs: offsetAt(this.wander, nowNs) }), nowNs, false);
       this.wander =
         u.wanderAmplitudeNs === 0n ? null : { kind: "periodic", amplitudeNs: u.wanderAmplitudeNs, periodNs: u.wanderPeriodNs ?? 1n, phaseNs: -nowNs };
+    }
     if (u.jitterNs !== undefined)
       this.jitter =
         u.jitterNs === 0n
