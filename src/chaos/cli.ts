@@ -122,10 +122,10 @@ export function summaryText(r: CampaignResult, ctx: ReportContext): string {
   if (r.mode === "sim") lines.push(`determinism: ${r.determinism.checked} runs rerun, ${r.determinism.mismatches.length} mismatches`);
   const hf = Object.entries(r.hostFaultsByClass);
   if (hf.length > 0) lines.push(`host clock faults (reported apart, not bugs): ${hf.map(([k, n]) => `${k} ×${n}`).join(", ")}`);
-  if (r.violations.length === 0) {
+  if (r.violationCount === 0) {
     lines.push(`PASS: I1–I8 held in every run`);
   } else {
-    lines.push(`FAIL: ${r.violations.length} violation(s) in ${r.failingRuns.length} run(s): ${Object.entries(r.violationsByInvariant).map(([k, n]) => `${k} ${INVARIANT_TITLES[k as keyof typeof INVARIANT_TITLES]} ×${n}`).join(", ")}`);
+    lines.push(`FAIL: ${r.violationCount} violation(s) in ${r.failingRuns.length} run(s): ${Object.entries(r.violationsByInvariant).map(([k, n]) => `${k} ${INVARIANT_TITLES[k as keyof typeof INVARIANT_TITLES]} ×${n}`).join(", ")}`);
     for (const f of r.failingRuns.slice(0, 20)) {
       const first = r.violations.find((v) => v.run === f.run);
       lines.push(`  run ${f.run} (seed ${f.seed}): ${f.invariants.join(", ")}${first ? ` — ${first.message}` : ""}`);
@@ -154,11 +154,11 @@ export async function runChaos(f: ChaosFlags, out: (s: string) => void, extra: P
   const result = await runCampaign({
     ...o,
     onRun: (run, done) => {
-      bad += run.violations.length;
+      for (const [k, n] of Object.entries(run.counts)) if (!k.includes("/")) bad += n;
       if (bar) {
         const s = Number(clock.monotonicNs() - t0) / 1e9;
         bar.update(done, { violations: bad, rate: s > 0 ? (done / s).toFixed(0) : "-" });
-      } else if (!f.quiet && o.mode === "live") out(`run ${run.run} (seed ${run.seed}): ${run.violations.length} violation(s)\n`);
+      } else if (!f.quiet && o.mode === "live") out(`run ${run.run} (seed ${run.seed}): ${Object.entries(run.counts).filter(([k]) => !k.includes("/")).reduce((a, [, n]) => a + n, 0)} violation(s)\n`);
       o.onRun?.(run, done);
     },
   }).finally(() => bar?.stop());
@@ -172,8 +172,8 @@ export async function runChaos(f: ChaosFlags, out: (s: string) => void, extra: P
   if (f.json) writeFileSync(f.json, `${JSON.stringify(buildJsonReport(result, ctx), null, 2)}\n`);
   if (f.junit) writeFileSync(f.junit, buildJunit(result, ctx, Array.from({ length: result.totals.runs }, (_v, i) => ({ run: i, seed: BigInt.asUintN(64, o.seed + BigInt(i)) }))));
   if (f.html) writeFileSync(f.html, buildHtml(result, ctx));
-  if (!f.quiet || result.violations.length > 0) out(summaryText(result, ctx));
-  return result.violations.length === 0 ? 0 : 1;
+  if (!f.quiet || result.violationCount > 0) out(summaryText(result, ctx));
+  return result.violationCount === 0 ? 0 : 1;
 }
 
 /** Declares `tscmig chaos` on `cmd` (main.ts adds the command and calls this). */

@@ -51,6 +51,8 @@ export interface RunOutcome {
   seed: bigint;
   violations: Violation[];
   hostFaults: Violation[];
+  /** All violations counted per invariant (the lists above are capped per run). */
+  counts: Record<string, number>;
   checked: CheckCounts;
   stats: MigrationStat[];
   plots: MigrationPlot[];
@@ -137,6 +139,7 @@ export function outcomeOf(run: number, seed: bigint, h: ChaosHistory, check: Che
     seed,
     violations: check.violations.map(stamp),
     hostFaults: check.hostFaults.map(stamp),
+    counts: check.counts,
     checked: check.checked,
     stats: migrationStats(check.migrations),
     plots: plotsOf(h, check, run, seed, failing ? Math.max(plotsMax, 1) : plotsMax),

@@ -137,7 +137,7 @@ describe("one wrong fact per invariant is caught", async () => {
   it("I7: a VM that ends on no daemon, or on two", () => {
     for (const daemons of [[], ["d0", "d1"]]) {
       const h = clone(base);
-      const f = h.events.findLast((e) => e.kind === "final") as Extract<ChaosEvent, { kind: "final" }>;
+      const f = [...h.events].reverse().find((e) => e.kind === "final") as Extract<ChaosEvent, { kind: "final" }>;
       f.owners = f.owners.map((o) => ({ ...o, daemons }));
       expect(invariantsOf(h)).toContain("I7");
     }

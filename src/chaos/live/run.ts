@@ -180,7 +180,7 @@ export async function runLive(run: number, seed: bigint, scen: ScenarioOptions, 
   const kill = async (d: LiveDaemon, why: string) => {
     if (!d.proc || !d.api) return;
     await pull(d);
-    let running: { id: string; generation: string }[] = [];
+    let running: { id: string; generation: string }[];
     try {
       running = (await d.api.call<{ vms: { id: string; generation: string; running: boolean; role: string }[] }>("GET", "/v1/vms", undefined, 2000)).vms.filter((v) => v.running);
     } catch {

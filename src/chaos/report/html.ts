@@ -148,7 +148,7 @@ function table(head: string[], rows: string[][]): string {
 
 export function buildHtml(r: CampaignResult, ctx: ReportContext): string {
   const j = buildJsonReport(r, ctx);
-  const pass = r.violations.length === 0;
+  const pass = r.violationCount === 0;
   const c = j.checked;
   const parts: string[] = [];
   parts.push(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>tscmig chaos ${esc(r.mode)} seed ${r.seed}: ${pass ? "pass" : "FAIL"}</title>`);
@@ -165,7 +165,7 @@ table{border-collapse:collapse;font-size:12px;margin:6px 0} th,td{border:1px sol
 .kv div{background:#f6f8fa;border-radius:6px;padding:6px 8px} .kv b{display:block;font-size:18px}
 </style></head><body>`);
   parts.push(`<h1>tscmig chaos — ${esc(r.mode)} campaign, seed ${r.seed}</h1>`);
-  parts.push(`<p><span class="verdict">${pass ? "PASS" : "FAIL"}</span> ${r.violations.length} violation(s) in ${r.failingRuns.length} of ${c.runs} runs; ${r.hostFaults.length} host-clock fault(s) reported apart. ${esc(Object.entries(ctx.options).map(([k, v]) => `${k}=${v}`).join(" "))}</p>`);
+  parts.push(`<p><span class="verdict">${pass ? "PASS" : "FAIL"}</span> ${r.violationCount} violation(s) in ${r.failingRuns.length} of ${c.runs} runs; ${r.hostFaultCount} host-clock fault(s) reported apart. ${esc(Object.entries(ctx.options).map(([k, v]) => `${k}=${v}`).join(" "))}</p>`);
   parts.push(`<div class="kv">${[
     ["runs", c.runs],
     ["migrations started", c.migrationsStarted],

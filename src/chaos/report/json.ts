@@ -83,7 +83,9 @@ export function buildJsonReport(r: CampaignResult, ctx: ReportContext) {
     mode: r.mode,
     seed: r.seed.toString(),
     runs: t.runs,
-    passed: r.violations.length === 0,
+    passed: r.violationCount === 0,
+    violationCount: r.violationCount,
+    hostFaultCount: r.hostFaultCount,
     options: ctx.options,
     checked: {
       runs: t.runs,
@@ -102,6 +104,7 @@ export function buildJsonReport(r: CampaignResult, ctx: ReportContext) {
     },
     recoveryBoundNs: ctx.recoveryBoundNs !== undefined ? ctx.recoveryBoundNs.toString() : null,
     violationsByInvariant: byInv,
+    violationsNote: "each run lists at most 20 violations per invariant; violationCount and violationsByInvariant count them all",
     violations: r.violations.map((v) => violationJson(v, ctx)),
     hostFaultsByClass: r.hostFaultsByClass,
     hostFaults: r.hostFaults.slice(0, 1000).map((v) => violationJson(v, ctx)),

@@ -192,8 +192,16 @@ export class Guest {
     if (!this.vm.running) return;
     const cs = this.clocksourceNs();
     const r = this.opts.ntpSource();
-    this.state.wallOffsetNs = r.realtimeNs - cs;
     const us = (r.maxerrorNs + 999n) / 1000n;
+    if (us >= NTP_PHASE_LIMIT_US) {
+      // A source that cannot bound its error below NTP_PHASE_LIMIT is no sync at all: the kernel
+      // would clamp maxerror to 16 s and still say synchronised until the next second_overflow
+      // (a bound short of the truth), and chrony's maxdistance refuses such a source anyway.
+      ditchSync(this.state.ntp);
+      this.state.awaitingResync = false;
+      return;
+    }
+    this.state.wallOffsetNs = r.realtimeNs - cs;
     adjtimexSync(this.state.ntp, us, us / 2n, cs);
     this.state.syncClocksourceNs = cs;
     this.state.everSynced = true;
