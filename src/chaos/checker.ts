@@ -14,7 +14,7 @@
 // widened its bound by a figure a host fault made wrong inherits the class for its I4 violations.
 
 import type { GuestSample } from "../shared/history.js";
-import { maxSlopePpm, type OffsetModel, offsetAt } from "../shared/time/offset-model.js";
+import { maxAbsOffsetNs, maxSlopePpm, type OffsetModel, offsetAt } from "../shared/time/offset-model.js";
 import type { ChaosEvent, ChaosHistory } from "./history.js";
 
 export const INVARIANTS = ["I1", "I2", "I3", "I4", "I5", "I6", "I7", "I8"] as const;
@@ -158,10 +158,9 @@ class HostClocks {
     const s = segs[0];
     return s !== undefined && modelUnstable(s.model, t1, t2);
   }
-  /** Did this host ever claim less than its real skew (sampled at segment starts and at t)? */
-  everLied(daemon: string, t: bigint): boolean {
-    if (this.lyingAt(daemon, t)) return true;
-    for (const s of this.byDaemon.get(daemon) ?? []) if (s.fromNs <= t && abs(offsetAt(s.model, s.fromNs)) > s.maxerrorNs) return true;
+  /** Could this host's real skew exceed what it claims, at any time up to t (worst case of its models)? */
+  mayLie(daemon: string, t: bigint): boolean {
+    for (const s of this.byDaemon.get(daemon) ?? []) if (s.fromNs <= t && maxAbsOffsetNs(s.model, t) > s.maxerrorNs) return true;
     return false;
   }
 }
@@ -297,14 +296,14 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
     };
     migrations.push(row);
     if (!committed) continue;
+    const tscOver = abs(dCycles) * 1_000_000n > e.errorBoundNs * khz; // exact: |Δcycles|/kHz·10^6 ns > bound
+    const kvmOver = abs(kvmErr) > e.errorBoundNs;
+    const cls = tscOver || kvmOver ? hostFault(e.estimator, e.source, e.pauseTrueNs, e.destination, e.resumeTrueNs, startBefore(e.vmId, e.pauseTrueNs, e.source)?.trueNs ?? e.pauseTrueNs) : undefined;
+    row.hostFault = cls ?? null;
     const inScope = e.policy === "advance" || e.policy === "kvm-realtime" || (e.policy === "advance-capped" && !e.capped);
     if (!inScope) continue;
     counts.migrations++;
-    const tscOver = abs(dCycles) * 1_000_000n > e.errorBoundNs * khz; // exact: |Δcycles|/kHz·10^6 ns > bound
-    const kvmOver = abs(kvmErr) > e.errorBoundNs;
     if (!tscOver && !kvmOver) continue;
-    const cls = hostFault(e.estimator, e.source, e.pauseTrueNs, e.destination, e.resumeTrueNs, startBefore(e.vmId, e.pauseTrueNs, e.source)?.trueNs ?? e.pauseTrueNs);
-    row.hostFault = cls ?? null;
     report({
       invariant: "I3",
       message:
@@ -365,6 +364,8 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
     lastStop: { daemon: string; t: bigint } | null;
     lastHandledMode: string | null;
     lastHandledNs: bigint;
+    /** Daemons the VM ran on so far. */
+    visited: Set<string>;
     /** A host clock fault the guest's bound inherited (widened by a wrong published figure), until the guest is back within its bound or stops claiming sync. */
     taint: FaultClass | null;
   }
@@ -374,7 +375,7 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
     if (!t)
       tracks.set(
         vmId,
-        (t = { last: null, lastTsc: new Map(), lastKvm: new Map(), open: new Map(), broke: false, overlapReported: false, eras: [], lastStop: null, lastHandledMode: null, lastHandledNs: -1n, taint: null }),
+        (t = { last: null, lastTsc: new Map(), lastKvm: new Map(), open: new Map(), broke: false, overlapReported: false, eras: [], lastStop: null, lastHandledMode: null, lastHandledNs: -1n, visited: new Set(), taint: null }),
       );
     return t;
   };
@@ -394,6 +395,7 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
         const tr = track(e.vmId);
         tr.broke = true;
         if (e.kind === "run") {
+          tr.visited.add(e.daemon);
           eraOf(tr, e.generation, e.trueNs, e.daemon);
           if (!tr.open.has(e.daemon)) tr.open.set(e.daemon, e.trueNs);
           if (tr.open.size > 1 && !tr.overlapReported) {
@@ -440,6 +442,7 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
           values: { daemon: s.daemon, trueNs: String(s.trueNs), runningOn: others.join(","), generation: String(s.generation) },
         });
     }
+    tr.visited.add(s.daemon);
     const era = eraOf(tr, s.generation, s.trueNs, s.daemon);
     era.samples++;
     counts.vcpuReadings += s.vcpus.length;
@@ -511,7 +514,9 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
       if (trueRt >= b.earliestNs && trueRt <= b.latestNs) tr.taint = null;
       else {
         let cls: FaultClass | undefined;
-        if (h.meta.ntpSource === "host" && clocks.known(s.daemon) && clocks.everLied(s.daemon, s.trueNs)) cls = "lying-clock";
+        // Guests that take NTP from their host believe any host they ran on: one that may have
+        // claimed less than its real skew explains a wrong bound.
+        if (h.meta.ntpSource === "host" && [...tr.visited].some((d) => clocks.mayLie(d, s.trueNs))) cls = "lying-clock";
         // A guest that widened its bound by what the destination published inherits that
         // figure's host clock fault (a wallclock bound built on a lying host's claim).
         if (!cls && info?.migrationHandling && tr.lastHandledMode === "widen" && era.source !== null && tr.lastHandledNs >= era.startNs) {

@@ -88,7 +88,7 @@ export function migrationStats(rows: readonly MigrationRow[]): MigrationStat[] {
 export function plotsOf(h: ChaosHistory, check: CheckResult, run: number, seed: bigint, max: number): MigrationPlot[] {
   const committed = check.migrations.filter((m) => m.outcome === "committed" && m.resumeTrueNs > 0n);
   if (committed.length === 0 || max <= 0) return [];
-  const flaggedAt = [...check.violations, ...check.hostFaults].filter((v) => v.trueNs !== undefined && v.vmId !== undefined);
+  const flaggedAt = check.violations.filter((v) => v.trueNs !== undefined && v.vmId !== undefined);
   const windowOf = (m: MigrationRow) => ({ from: m.pauseTrueNs - 1_000_000_000n, to: m.resumeTrueNs + 4_000_000_000n });
   const isFlagged = (m: MigrationRow) => {
     const w = windowOf(m);

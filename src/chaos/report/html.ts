@@ -12,13 +12,20 @@ import { xmlEscape as esc } from "./junit.js";
 
 const C = { ok: "#1a7f37", bad: "#cf222e", band: "#54aeff", line: "#0550ae", gray: "#8c959f", grid: "#d0d7de", warn: "#bf8700", text: "#24292f" };
 
+/** 1, 2 or 5 × 10^k, at least `raw`: axis ticks a reader can add up. */
+function niceStep(raw: number): number {
+  const p = 10 ** Math.floor(Math.log10(Math.max(raw, 1e-9)));
+  for (const m of [1, 2, 5, 10]) if (m * p >= raw) return m * p;
+  return 10 * p;
+}
+
 function num(x: number): string {
   return Number.isFinite(x) ? x.toFixed(1) : "0";
 }
 
 /** Guest realtime error (guest − true) around one migration; the band is the guest's claim [earliest, latest] − true, which must straddle 0 while synchronized. */
 function migrationSvg(p: MigrationPlot): string {
-  const W = 560;
+  const W = 550;
   const H = 230;
   const m = { l: 62, r: 12, t: 8, b: 30 };
   const pts = p.points;
@@ -43,7 +50,7 @@ function migrationSvg(p: MigrationPlot): string {
     out.push(`<line x1="${m.l}" x2="${W - m.r}" y1="${num(y)}" y2="${num(y)}" stroke="${f === 0 ? C.text : C.grid}" stroke-width="${f === 0 ? 1 : 0.5}"/>`);
     out.push(`<text x="${m.l - 4}" y="${num(y + 3)}" font-size="10" text-anchor="end">${esc(fmtNs(f * yMax))}</text>`);
   }
-  const step = 10 ** Math.floor(Math.log10(Math.max(1, (x1 - x0) / 4)));
+  const step = niceStep((x1 - x0) / 6);
   for (let t = Math.ceil(x0 / step) * step; t <= x1; t += step) {
     out.push(`<line x1="${num(X(t))}" x2="${num(X(t))}" y1="${m.t}" y2="${H - m.b}" stroke="${C.grid}" stroke-width="0.5"/>`);
     out.push(`<text x="${num(X(t))}" y="${H - m.b + 12}" font-size="10" text-anchor="middle">${t} ms</text>`);
@@ -84,9 +91,9 @@ function migrationSvg(p: MigrationPlot): string {
 function rangeChart(groups: Record<string, GroupStats>, pick: (g: GroupStats) => { p50: number; p99: number; max: number }, unit: "ns" | "ratio"): string {
   const names = Object.keys(groups);
   if (names.length === 0) return `<p class="muted">no committed migrations</p>`;
-  const W = 640;
+  const W = 550;
   const row = 26;
-  const m = { l: 210, r: 20, t: 20, b: 24 };
+  const m = { l: 205, r: 24, t: 20, b: 24 };
   const H = m.t + m.b + row * names.length;
   const vals = names.flatMap((n) => {
     const s = pick(groups[n] as GroupStats);
@@ -97,9 +104,11 @@ function rangeChart(groups: Record<string, GroupStats>, pick: (g: GroupStats) =>
   const hi = 10 ** Math.ceil(Math.log10(Math.max(...pos, unit === "ratio" ? 2 : 1e3)));
   const X = (v: number) => m.l + (Math.log10(Math.max(lo, v) / lo) / Math.log10(hi / lo)) * (W - m.l - m.r);
   const out: string[] = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img">`];
-  for (let d = lo; d <= hi * 1.0001; d *= 10) {
+  const decades = Math.round(Math.log10(hi / lo));
+  const every = Math.max(1, Math.ceil(decades / 6));
+  for (let k = 0, d = lo; d <= hi * 1.0001; d *= 10, k++) {
     out.push(`<line x1="${num(X(d))}" x2="${num(X(d))}" y1="${m.t - 4}" y2="${H - m.b}" stroke="${C.grid}" stroke-width="0.5"/>`);
-    out.push(`<text x="${num(X(d))}" y="${H - m.b + 14}" font-size="10" text-anchor="middle">${esc(unit === "ns" ? fmtNs(d) : String(Number(d.toPrecision(1))))}</text>`);
+    if (k % every === 0) out.push(`<text x="${num(X(d))}" y="${H - m.b + 14}" font-size="10" text-anchor="middle">${esc(unit === "ns" ? fmtNs(d) : String(Number(d.toPrecision(1))))}</text>`);
   }
   if (unit === "ratio") out.push(`<line x1="${num(X(1))}" x2="${num(X(1))}" y1="${m.t - 8}" y2="${H - m.b}" stroke="${C.bad}" stroke-width="1.5"><title>error = bound</title></line>`);
   names.forEach((n, i) => {
@@ -107,7 +116,7 @@ function rangeChart(groups: Record<string, GroupStats>, pick: (g: GroupStats) =>
     const s = pick(g);
     const y = m.t + i * row + row / 2;
     const bad = unit === "ratio" && s.max > 1;
-    out.push(`<text x="${m.l - 8}" y="${y + 4}" font-size="12" text-anchor="end">${esc(n)} (${g.migrations})</text>`);
+    out.push(`<text x="${m.l - 8}" y="${y + 4}" font-size="11" text-anchor="end">${esc(n)} (${g.migrations}${g.hostFaults ? ` +${g.hostFaults}` : ""})</text>`);
     out.push(`<rect x="${num(X(s.p50))}" y="${y - 6}" width="${num(Math.max(2, X(s.p99) - X(s.p50)))}" height="12" fill="${bad ? C.bad : C.band}" fill-opacity="0.6"><title>${esc(`p50 ${fmt(s.p50, unit)}, p99 ${fmt(s.p99, unit)}`)}</title></rect>`);
     out.push(`<line x1="${num(X(s.max))}" x2="${num(X(s.max))}" y1="${y - 8}" y2="${y + 8}" stroke="${bad ? C.bad : C.line}" stroke-width="2"><title>${esc(`max ${fmt(s.max, unit)}`)}</title></line>`);
     out.push(`<circle cx="${num(X(s.p50))}" cy="${y}" r="3" fill="${C.line}"/>`);
@@ -122,7 +131,7 @@ function fmt(v: number, unit: "ns" | "ratio"): string {
 }
 
 function histogramSvg(h: Histogram): string {
-  const W = 640;
+  const W = 720;
   const H = 200;
   const m = { l: 40, r: 10, t: 10, b: 30 };
   const n = h.counts.length;
@@ -213,12 +222,14 @@ table{border-collapse:collapse;font-size:12px;margin:6px 0} th,td{border:1px sol
     );
   }
   if (r.hostFaults.length > 0) {
-    parts.push(`<h2>Host clock faults (not bugs)</h2><p class="muted">A host whose real realtime skew exceeded the maxerror it claimed ("lying clock"), or whose realtime stepped between probe and resume ("stepped clock"): estimators that trust those clocks cannot keep their bound. Reported apart from bugs.</p>`);
+    parts.push(`<h2>Host clock faults (not bugs)</h2><p class="muted">A host whose real realtime skew exceeded the maxerror it claimed ("lying clock"), or whose realtime stepped between probe and resume ("stepped clock"): estimators that trust those clocks cannot keep their bound, and guests that widened their bound by such a figure inherit the fault. Reported apart from bugs: ${esc(Object.entries(r.hostFaultsByClass).map(([k, n]) => `${k} ×${n}`).join(", "))}.</p>`);
     parts.push(
-      table(
-        ["inv", "class", "run", "seed", "what"],
-        r.hostFaults.slice(0, 100).map((v) => [esc(v.invariant), esc(v.faultClass ?? ""), String(v.run ?? ""), String(v.seed ?? ""), esc(v.message)]),
-      ),
+      `<details><summary>first ${Math.min(60, r.hostFaults.length)} of ${r.hostFaultCount}</summary>` +
+        table(
+          ["inv", "class", "run", "seed", "what"],
+          r.hostFaults.slice(0, 60).map((v) => [esc(v.invariant), esc(v.faultClass ?? ""), String(v.run ?? ""), String(v.seed ?? ""), esc(v.message)]),
+        ) +
+        `</details>`,
     );
   }
 
@@ -233,7 +244,7 @@ table{border-collapse:collapse;font-size:12px;margin:6px 0} th,td{border:1px sol
   parts.push(`</div>`);
 
   const d = j.distributions;
-  parts.push(`<h2>Migration error per policy</h2>`);
+  parts.push(`<h2>Migration error per policy</h2><p class="muted">Per committed migration its source reported: |guest TSC at resume − what the source would read|, and that over the bound the restore reported. (n +k): k migrations whose bound a lying or stepped host clock broke are left out (see host clock faults).</p>`);
   parts.push(`<div class="grid"><div class="card"><h3>|TSC error at resume|</h3>${rangeChart(d.byPolicy, (g) => g.absErrorNs, "ns")}</div><div class="card"><h3>error / reported bound (must stay ≤ 1)</h3>${rangeChart(d.byPolicy, (g) => g.errorOverBound, "ratio")}</div></div>`);
   parts.push(`<h2>Migration error per estimator</h2>`);
   parts.push(`<div class="grid"><div class="card"><h3>|TSC error at resume|</h3>${rangeChart(d.byEstimator, (g) => g.absErrorNs, "ns")}</div><div class="card"><h3>error / reported bound (must stay ≤ 1)</h3>${rangeChart(d.byEstimator, (g) => g.errorOverBound, "ratio")}</div></div>`);

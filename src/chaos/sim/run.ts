@@ -480,23 +480,35 @@ export async function runSimulation(seed: bigint, opts: SimRunOptions): Promise<
   // ---- the loop ----------------------------------------------------------------------------------
   const limit = opts.eventLimit ?? 5_000_000;
   const drain = opts.drainWithImmediate ? flushMicrotasks : drainMicrotasks;
-  while (!ended) {
-    await drain();
-    if (ended) break;
-    let ran: boolean;
-    try {
-      ran = sched.step();
-    } catch (e) {
-      error("harness", `scheduler event threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
-      break;
-    }
-    if (!ran) {
-      error("harness", "the simulation ran out of events before the end");
-      break;
-    }
-    if (++stats.events > limit) {
-      error("harness", `the run exceeded ${limit} events without ending`);
-      break;
+  // Operating errors are values here (a refused Prepare, a deadline, a CrashSignal): nobody reads
+  // their stack, and capturing one costs more than the rest of the error. Nothing else runs while
+  // this loop runs (it yields only to microtasks), so the setting cannot leak; restored on return.
+  const stackTraceLimit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    await loop();
+  } finally {
+    Error.stackTraceLimit = stackTraceLimit;
+  }
+  async function loop(): Promise<void> {
+    while (!ended) {
+      await drain();
+      if (ended) break;
+      let ran: boolean;
+      try {
+        ran = sched.step();
+      } catch (e) {
+        error("harness", `scheduler event threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
+        break;
+      }
+      if (!ran) {
+        error("harness", "the simulation ran out of events before the end");
+        break;
+      }
+      if (++stats.events > limit) {
+        error("harness", `the run exceeded ${limit} events without ending`);
+        break;
+      }
     }
   }
   if (!ended) finish();

@@ -221,7 +221,7 @@ export function drawScenario(root: Random, o: ScenarioOptions): Scenario {
   for (let i = 0; i < nMigrations; i++) {
     const vm = rw.int(0, nVms - 1);
     const plan: MigrationPlan = {
-      gapNs: 2n * sampleIntervalNs + rw.bigint(50n * MS, 700n * MS),
+      gapNs: 2n * sampleIntervalNs + rw.bigint(20n * MS, 400n * MS),
       destPick: rw.float(),
       policy: rw.pick(o.policies),
       estimator: rw.pick(o.estimators),
