@@ -269,8 +269,39 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
     if (estimator === "probe" && (clocks.unstableIn(source, startNs, pauseNs) || clocks.unstableIn(destination, startNs, resumeNs))) return "stepped-clock";
     return undefined;
   };
-  for (const e of h.events) {
-    if (e.kind !== "migration") continue;
+  // The source's reports (migration events), and the harness's account of restores whose source
+  // never got the report (restored events): one entry per migration, the source's report first.
+  const reported = new Set<string>();
+  for (const e of h.events) if (e.kind === "migration" && e.outcome === "committed" && e.resumeTrueNs > 0n) reported.add(e.migrationId);
+  type Account = Pick<
+    Extract<ChaosEvent, { kind: "migration" }>,
+    | "migrationId"
+    | "vmId"
+    | "source"
+    | "destination"
+    | "outcome"
+    | "policy"
+    | "estimator"
+    | "capped"
+    | "pauseTrueNs"
+    | "resumeTrueNs"
+    | "estimatedBlackoutNs"
+    | "errorBoundNs"
+    | "tscAtResume"
+    | "tscIdealAtResume"
+    | "kvmclockAtResume"
+    | "kvmclockIdealAtResume"
+    | "guestTscKhz"
+  >;
+  const accounts = h.events.flatMap((e): Account[] => {
+    if (e.kind === "migration") return [e];
+    if (e.kind === "restored" && !reported.has(e.migrationId)) {
+      reported.add(e.migrationId);
+      return [{ ...e, outcome: "committed" }];
+    }
+    return [];
+  });
+  for (const e of accounts) {
     const committed = e.outcome === "committed" && e.resumeTrueNs > 0n;
     const khz = e.guestTscKhz > 0n ? e.guestTscKhz : 1n;
     const dCycles = e.tscAtResume - e.tscIdealAtResume;

@@ -30,6 +30,31 @@ export type HarnessEvent =
   /** The harness asked `source` to migrate `vmId` (the probe window opens here). */
   | { kind: "migrateStart"; trueNs: bigint; vmId: string; source: string; destination: string; policy: string; estimator: string; doorbell: boolean }
   | { kind: "restart"; trueNs: bigint; daemon: string; incarnation: number }
+  /**
+   * A committed restore as the destination journaled it, with what the source's VM would have read
+   * at that instant had it never paused (sim: the harness keeps the source VM's TSC function from the
+   * pause). Covers I3 for migrations whose source never lived to receive the report.
+   */
+  | {
+      kind: "restored";
+      trueNs: bigint;
+      migrationId: string;
+      vmId: string;
+      source: string;
+      destination: string;
+      policy: string;
+      estimator: string;
+      capped: boolean;
+      pauseTrueNs: bigint;
+      resumeTrueNs: bigint;
+      estimatedBlackoutNs: bigint;
+      errorBoundNs: bigint;
+      tscAtResume: bigint;
+      tscIdealAtResume: bigint;
+      kvmclockAtResume: bigint;
+      kvmclockIdealAtResume: bigint;
+      guestTscKhz: bigint;
+    }
   /** Faults stop here; the network heals; I7's bound starts. */
   | { kind: "heal"; trueNs: bigint; recoveryBoundNs: bigint }
   /** End of the recovery bound: where each VM runs, and what was still undecided. */

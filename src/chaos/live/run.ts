@@ -30,7 +30,7 @@ export interface LiveOptions {
   entry?: string[];
   /** Forward daemon logs to stderr. */
   echo?: boolean;
-  /** Migrations per run (default 3). */
+  /** Migrations per run (default 4). */
   migrations?: number;
   /** I7's bound in live runs (default 20 s). */
   recoveryBoundNs?: bigint;
@@ -236,7 +236,7 @@ export async function runLive(run: number, seed: bigint, scen: ScenarioOptions, 
     if (allowed.has("kill") || allowed.has("crash")) kinds.push("kill-source", "kill-destination");
     if (allowed.has("skew")) kinds.push("skew-step");
     let owner = 0;
-    const n = o.migrations ?? 3;
+    const n = o.migrations ?? 4;
     for (let m = 0; m < n; m++) {
       await wait(scen.sampleIntervalNs * 3n + r.bigint(0n, 300n * MS));
       // Find where the VM runs now (a kill may have rolled it back).
@@ -365,5 +365,6 @@ export async function runLive(run: number, seed: bigint, scen: ScenarioOptions, 
   };
   const check = checkHistory(history);
   const simNs = history.events.length > 0 ? (history.events[history.events.length - 1] as ChaosEvent).trueNs - (history.events[0] as ChaosEvent).trueNs : 0n;
-  return outcomeOf(run, seed, history, check, { events: events.length, simNs, faultSites, outcomes, active: [...scen.faults] }, 2);
+  const used = [...new Set(Object.keys(faultSites).map((k) => k.replace(/^net\./, "").replace(/^skew\..*/, "skew")))];
+  return outcomeOf(run, seed, history, check, { events: events.length, simNs, faultSites, outcomes, active: used }, 2);
 }

@@ -19,7 +19,9 @@ import { EmulatedHost } from "../../shared/hypervisor/host.js";
 import { isTscmigError } from "../../shared/errors.js";
 import { SILENT_LOGGER } from "../../shared/logger.js";
 import { type JournalStore, MemoryJournal } from "../../shared/migration/journal.js";
-import type { RestoreFn } from "../../destination/migrate-in.js";
+import { reportFromJson, type RestoreFn } from "../../destination/migrate-in.js";
+import type { EmulatedVm } from "../../shared/hypervisor/vm.js";
+import { pvclockReadCycles, type PvclockRecord } from "../../shared/kvm/pvclock.js";
 import type { Scheduler, Timer } from "../../shared/time/clock.js";
 import { offsetAt } from "../../shared/time/offset-model.js";
 import { SeededRandom, type Random } from "../../shared/time/random.js";
@@ -262,6 +264,49 @@ export async function runSimulation(seed: bigint, opts: SimRunOptions): Promise<
       }),
   });
 
+  // The source VM's guest-time function at each pause, so every committed restore can be checked
+  // against "what the source would read had it never paused" (I3) even when the source died before
+  // it got the restore report. Keyed by VM and the generation the migration creates.
+  const pauses = new Map<string, { vm: EmulatedVm; record: PvclockRecord; t: bigint; source: string }>();
+  const capturePause = (d: SimDaemon, vmId: string, generation: bigint) => {
+    const h = d.current?.node.listVms().find((x) => x.id === vmId);
+    if (h) pauses.set(`${vmId}@${generation + 1n}`, { vm: h.vm, record: h.vm.pvclock.guestRead(0), t: now(), source: d.name });
+  };
+  const restoredEvents = (): ChaosEvent[] => {
+    const out: ChaosEvent[] = [];
+    for (const d of daemons)
+      for (const m of d.journal.listMigrations({ role: "destination", decision: "committed" })) {
+        if (!m.report) continue;
+        const r = reportFromJson(m.report);
+        const p = pauses.get(`${m.vmId}@${m.generation}`);
+        if (!p || r.resumedTrueNs <= 0n) continue;
+        let st: Extract<ChaosEvent, { kind: "migrateStart" }> | undefined;
+        for (const e of rec.events) if (e.kind === "migrateStart" && e.vmId === m.vmId && e.trueNs <= p.t) st = e;
+        const ideal = p.vm.guestTscAt(0, r.resumedTrueNs);
+        out.push({
+          kind: "restored",
+          trueNs: r.resumedTrueNs,
+          migrationId: m.migrationId,
+          vmId: m.vmId,
+          source: p.source,
+          destination: d.name,
+          policy: st?.policy ?? "unknown",
+          estimator: st?.estimator ?? "unknown",
+          capped: r.capped,
+          pauseTrueNs: p.t,
+          resumeTrueNs: r.resumedTrueNs,
+          estimatedBlackoutNs: r.estimatedBlackoutNs,
+          errorBoundNs: r.errorBoundNs,
+          tscAtResume: r.tscAtResume,
+          tscIdealAtResume: ideal,
+          kvmclockAtResume: r.kvmclockAtResumeNs,
+          kvmclockIdealAtResume: pvclockReadCycles(p.record, ideal),
+          guestTscKhz: p.vm.guestTscKhz,
+        });
+      }
+    return out;
+  };
+
   const boot = (d: SimDaemon) => {
     const fence: Fence = { alive: true };
     let die!: () => void;
@@ -272,7 +317,9 @@ export async function runSimulation(seed: bigint, opts: SimRunOptions): Promise<
         if (fence.alive) rec.sample(s);
       },
       event: (e) => {
-        if (fence.alive) rec.event(e);
+        if (!fence.alive) return;
+        if (e.kind === "stop" && e.why === "pause") capturePause(d, e.vmId, e.generation);
+        rec.event(e);
       },
     };
     const node = new TscmigNode(nodeConfig(d.name), {
@@ -449,6 +496,7 @@ export async function runSimulation(seed: bigint, opts: SimRunOptions): Promise<
     });
   const finish = () => {
     if (ended) return;
+    for (const e of restoredEvents()) rec.event(e);
     rec.event({ kind: "final", trueNs: now(), owners: owners(), unresolved: unresolved() });
     ended = true;
   };
