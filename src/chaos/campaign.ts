@@ -11,6 +11,7 @@ import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import type { CheckCounts, Violation } from "./checker.js";
 import { checkHistory } from "./checker.js";
+import { canonicalText } from "./history.js";
 import { hashUnit } from "../shared/time/random.js";
 import type { RestoreFn } from "../destination/migrate-in.js";
 import { type MigrationPlot, type MigrationStat, outcomeOf, type RunOutcome } from "./run-outcome.js";
@@ -34,6 +35,8 @@ export interface CampaignOptions {
   live?: import("./live/run.js").LiveOptions;
   /** Called after each run (progress bars). */
   onRun?: (o: RunOutcome, done: number) => void;
+  /** Sim: hand run 0's canonical history (JSON lines) here (`--history FILE`). */
+  onHistory?: (canonical: string) => void;
 }
 
 export function defaultCampaign(over: Partial<CampaignOptions> = {}): CampaignOptions {
@@ -88,10 +91,11 @@ export interface SimTaskOptions {
 }
 
 /** One sim run, checked (and rerun when picked for the determinism check). */
-export async function runSimTask(i: number, o: SimTaskOptions, restoreHook?: RestoreFn): Promise<RunOutcome> {
+export async function runSimTask(i: number, o: SimTaskOptions, restoreHook?: RestoreFn, onHistory?: (canonical: string) => void): Promise<RunOutcome> {
   const seed = runSeed(o.seed, i);
   const opts = { ...o.scenario, ...(restoreHook ? { restoreHook } : {}) };
   const r = await runSimulation(seed, opts);
+  if (onHistory) onHistory(canonicalText(r.history));
   const check = checkHistory(r.history);
   const out = outcomeOf(i, seed, r.history, check, {
     events: r.stats.events,
@@ -220,13 +224,13 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignResult> {
     }
     return agg.finish();
   }
-  if (o.jobs > 1 && !o.restoreHook && o.runs > 1) {
+  if (o.jobs > 1 && !o.restoreHook && !o.onHistory && o.runs > 1) {
     await runPool(o, agg);
     return agg.finish();
   }
   const task: SimTaskOptions = { seed: o.seed, scenario: o.scenario, determinismCheck: o.determinismCheck, plotRuns: o.plotRuns };
   for (let i = 0; i < o.runs; i++) {
-    const out = await runSimTask(i, task, o.restoreHook);
+    const out = await runSimTask(i, task, o.restoreHook, i === 0 ? o.onHistory : undefined);
     agg.add(out);
     o.onRun?.(out, i + 1);
   }

@@ -151,6 +151,10 @@ class HostClocks {
     const s = this.segment(daemon, t);
     return s !== null && abs(offsetAt(s.model, t)) > s.maxerrorNs;
   }
+  /** Lying at t1 or t2, or at any step inside (a host honest at both ends may lie in between). */
+  lyingIn(daemon: string, t1: bigint, t2: bigint): boolean {
+    return this.lyingAt(daemon, t1) || this.lyingAt(daemon, t2) || (this.unstableIn(daemon, t1, t2) && this.mayLie(daemon, t2));
+  }
   /** The realtime clock stepped (step, strobe edge, jitter redraw, run-time change) or ran faster than the drift allowance inside [t1, t2]. */
   unstableIn(daemon: string, t1: bigint, t2: bigint): boolean {
     const segs = this.segmentsIn(daemon, t1, t2);
@@ -264,9 +268,12 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
     return found;
   };
   /** The host clock fault, if any, that breaks the bound of a migration estimated with `estimator`. */
+  // The source reads its realtime at the capture, which follows the pause by however long the
+  // source took (a stalled process): anywhere in [pause, resume]; the destination at the restore,
+  // just before the resume.
   const hostFault = (estimator: string, source: string, pauseNs: bigint, destination: string, resumeNs: bigint, startNs: bigint): FaultClass | undefined => {
-    if (estimator === "wallclock" && (clocks.lyingAt(source, pauseNs) || clocks.lyingAt(destination, resumeNs))) return "lying-clock";
-    if (estimator === "probe" && (clocks.unstableIn(source, startNs, pauseNs) || clocks.unstableIn(destination, startNs, resumeNs))) return "stepped-clock";
+    if (estimator === "wallclock" && (clocks.lyingIn(source, pauseNs, resumeNs) || clocks.lyingIn(destination, pauseNs, resumeNs))) return "lying-clock";
+    if (estimator === "probe" && (clocks.unstableIn(source, startNs, resumeNs) || clocks.unstableIn(destination, startNs, resumeNs))) return "stepped-clock";
     return undefined;
   };
   // The source's reports (migration events), and the harness's account of restores whose source
@@ -452,6 +459,13 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
         if (era) era.handled.push({ trueNs: e.trueNs, marker: e.marker, via: e.via, mode: e.mode });
         tr.lastHandledMode = e.mode;
         tr.lastHandledNs = e.trueNs;
+        // Widening by a figure a host clock fault made wrong: the guest now carries that error
+        // (until it resyncs), whether or not a sample shows it before the next migration.
+        if (e.mode === "widen" && era && era.source !== null) {
+          const st = startBefore(e.vmId, era.pauseNs, era.source);
+          const cls = st ? hostFault(st.estimator, era.source, era.pauseNs, era.daemon, era.startNs, st.trueNs) : undefined;
+          if (cls) tr.taint = cls;
+        }
       }
       continue;
     }
@@ -514,8 +528,9 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
       const dtNs = Number(s.trueNs - prev.trueNs);
       const expected = (khz * dtNs) / 1e6; // cycles
       // Drift of this host's crystal, KVM's 250 ppm tolerance (a guest within it runs unscaled at the
-      // host's rate; KVM computes the thresholds in whole kHz, so one kHz more), two cycles of rounding.
-      const tol = (crystal.get(s.daemon) ?? DRIFT_ALLOWANCE_PPM) + TSC_TOLERANCE_PPM + 1e6 / khz + (2 / expected) * 1e6 + 0.01;
+      // host's rate; the tolerance is of the host's kHz, ×1.00025 in the guest's, and KVM rounds the
+      // thresholds to whole kHz: two kHz more), two cycles of rounding.
+      const tol = (crystal.get(s.daemon) ?? DRIFT_ALLOWANCE_PPM) + TSC_TOLERANCE_PPM * 1.00025 + 2e6 / khz + (2 / expected) * 1e6 + 0.01;
       for (let k = 0; k < s.vcpus.length; k++) {
         const cpu = s.vcpus[k] as number;
         const j = prev.vcpus.indexOf(cpu);

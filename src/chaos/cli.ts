@@ -34,6 +34,7 @@ export interface ChaosFlags {
   json?: string;
   junit?: string;
   html?: string;
+  history?: string;
   quiet?: boolean;
 }
 
@@ -151,6 +152,10 @@ export async function runChaos(f: ChaosFlags, out: (s: string) => void, extra: P
     );
     bar.start(o.runs, 0, { mode: o.mode, violations: 0, rate: "-" });
   }
+  if (f.history && o.mode === "sim") {
+    const file = f.history;
+    o.onHistory = (text) => writeFileSync(file, text);
+  }
   const result = await runCampaign({
     ...o,
     onRun: (run, done) => {
@@ -198,6 +203,7 @@ export function chaosCommand(cmd: Command, out: (s: string) => void): Command {
     .option("--json <file>", "write the JSON report here")
     .option("--junit <file>", "write JUnit XML here (one test case per run)")
     .option("--html <file>", "write a self-contained HTML report here")
+    .option("--history <file>", "sim: write the first run's history here (canonical JSON lines: every sample and event; same seed, same bytes)")
     .option("--quiet", "print only failures")
     .action(async (flags: ChaosFlags) => {
       process.exitCode = await runChaos(flags, out);

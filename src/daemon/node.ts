@@ -337,6 +337,12 @@ export class TscmigNode {
       this.log.info({ event: "guest_handled_migration", vmId: h.id, via: e.via, marker: e.marker, mode: e.mode }, "guest acted on a migration");
       this.persist(h, true); // exactly once must survive a restart
     };
+    // The guest's NTP state is guest memory: a restart must not roll it back to an older sync (the
+    // durable copy written at a pause is the last full one, so without this a daemon that died right
+    // after pausing resumed the guest with the wall offset and bound of syncs ago).
+    h.guest.onSync = () => {
+      if (this.vms.get(h.id) === h && h.role === "owner") this.persist(h, true);
+    };
   }
 
   getVm(id: string): HostedVm {
@@ -410,6 +416,9 @@ export class TscmigNode {
     const tick = () => {
       h.sampler = null;
       if (this.stopped || h.role !== "owner" || !h.vm.running || this.vms.get(h.id) !== h) return;
+      // The bounded clock first: a read that makes the guest act on a migration journals that, which
+      // takes time; the true instant of the sample is where the guest read its clock, after that.
+      const bounded = h.guest.now();
       const t = this.host.trueNs();
       const n = Math.min(h.vm.vcpuCount, this.cfg.sampleVcpusMax);
       const vcpus: number[] = [];
@@ -421,7 +430,6 @@ export class TscmigNode {
         tsc.push(v);
         kvm.push(pvclockReadCycles(h.vm.pvclock.guestRead(i), v));
       }
-      const bounded = h.guest.now();
       history.sample({ trueNs: t, daemon: this.cfg.name, vmId: h.id, generation: h.generation, vcpus, tsc, kvmclockNs: kvm, bounded, guestTscKhz: h.vm.guestTscKhz });
       h.sampler = this.deps.scheduler.after(period, tick);
     };

@@ -10,6 +10,7 @@ import type { EmulatedHost } from "../shared/hypervisor/host.js";
 import { EmulatedVm } from "../shared/hypervisor/vm.js";
 import { setTscKhzDecision } from "../shared/kvm/tsc.js";
 import { PVCLOCK_GUEST_STOPPED, pvclockReadCycles } from "../shared/kvm/pvclock.js";
+import { VMCLOCK_FLAG_TIME_MAXERROR_VALID } from "../shared/kvm/vmclock.js";
 import {
   type BlackoutEstimate,
   oneSidedEstimate,
@@ -32,7 +33,7 @@ import type {
 } from "../shared/migration/messages.js";
 import { parsePolicy, restoreSnapshot, type RestoreResult } from "../shared/migration/restore.js";
 import { checkId, type Snapshot, validateSnapshot } from "../shared/migration/snapshot.js";
-import { parseEstimator } from "../shared/migration/blackout.js";
+import { DRIFT_ALLOWANCE_PPM, parseEstimator } from "../shared/migration/blackout.js";
 
 export interface Inbound {
   req: PrepareReq;
@@ -258,13 +259,26 @@ export class Destination {
         }
       },
     });
+    const restoredRawNs = host.rawNs();
     const { doorbellRung } = this.ctx.adopt(inb, vm, result);
+    // From the restore to the resume (journal writes, a stalled process) guest time ran on at this
+    // host's rate while the ideal ran at the source's: the two crystals may drift apart meanwhile, so
+    // the bound grows by it — in the report and on the published page, before the guest can read it.
+    let errorBoundNs = result.errorBoundNs;
+    const lateNs = host.rawNs() - restoredRawNs;
+    if (lateNs > 0n) {
+      errorBoundNs += 2n * ((lateNs * DRIFT_ALLOWANCE_PPM + 999_999n) / 1_000_000n);
+      if ((vm.vmclock().flags & VMCLOCK_FLAG_TIME_MAXERROR_VALID) !== 0n)
+        vm.updateVmclock((p) => {
+          p.timeMaxerrorNanosec = errorBoundNs;
+        });
+    }
     const resumedTrueNs = host.trueNs();
     const tsc = vm.readGuestTsc(0);
     inb.report = {
       estimatedBlackoutNs: result.estimate.estimatedNs,
       advancedNs: result.advancedNs,
-      errorBoundNs: result.errorBoundNs,
+      errorBoundNs,
       capped: result.capped,
       doorbellRung,
       disruptionMarker: result.marker,

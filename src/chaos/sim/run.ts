@@ -91,19 +91,25 @@ class Recorder implements HistorySink {
   }
 }
 
-/** Writes of a dead incarnation never reach the disk. */
-function fencedJournal(j: JournalStore, fence: Fence): JournalStore {
+/** Writes of a dead incarnation never reach the disk; live ones cost `writeCost()` of process time first. */
+function fencedJournal(j: JournalStore, fence: Fence, writeCost: () => void): JournalStore {
   return {
     putVm: (r) => {
-      if (fence.alive) j.putVm(r);
+      if (!fence.alive) return;
+      writeCost();
+      j.putVm(r);
     },
     getVm: (id) => j.getVm(id),
     listVms: () => j.listVms(),
     deleteVm: (id) => {
-      if (fence.alive) j.deleteVm(id);
+      if (!fence.alive) return;
+      writeCost();
+      j.deleteVm(id);
     },
     putMigration: (r) => {
-      if (fence.alive) j.putMigration(r);
+      if (!fence.alive) return;
+      writeCost();
+      j.putMigration(r);
     },
     getMigration: (id) => j.getMigration(id),
     listMigrations: (f) => j.listMigrations(f),
@@ -230,9 +236,23 @@ export async function runSimulation(seed: bigint, opts: SimRunOptions): Promise<
     return cfg;
   };
 
+  // Process time spent inside a daemon's own code: the true clock moves while its code runs, and
+  // timers due meanwhile fire late (a synchronous fsync, a GC pause). Only while faults are on.
+  const stall = (d: SimDaemon, maxNs: bigint, why: string) => {
+    if (!faultsActive || maxNs <= 0n) return;
+    const ns = d.rand.bigint(0n, maxNs);
+    clock.advanceTo(now() + ns);
+    if (ns >= MS) fault(why, `${d.name} stalled ${ns} ns`);
+  };
+  const journalWrite = (d: SimDaemon) => () => {
+    if (scen.fsyncMaxNs <= 0n || !faultsActive) return;
+    stall(d, d.rand.chance(scen.fsyncStallP) ? scen.stallMaxNs : scen.fsyncMaxNs, "stall.fsync");
+  };
+
   const faultsFor = (d: SimDaemon, fence: Fence): Faults => ({
     fire: (site: FaultSite) => {
       if (!faultsActive || !fence.alive) return false;
+      if (scen.pauseP > 0 && d.rand.chance(scen.pauseP)) stall(d, scen.stallMaxNs, `stall.${site}`);
       if (site === "doorbell.lose") {
         if (scen.doorbellLossP > 0 && d.rand.chance(scen.doorbellLossP)) {
           fault(site, `${d.name}: doorbell lost`);
@@ -328,7 +348,7 @@ export async function runSimulation(seed: bigint, opts: SimRunOptions): Promise<
       random: root.fork(`node:${d.name}:${d.incarnations}`),
       log: SILENT_LOGGER,
       host: d.host,
-      journal: fencedJournal(d.journal, fence),
+      journal: fencedJournal(d.journal, fence, journalWrite(d)),
       dialer: net.dialer(d.name, fence),
       faults: faultsFor(d, fence),
       history,

@@ -16,7 +16,7 @@ import { maxAbsOffsetNs, maxSlopePpm, type OffsetModel, sum, ZERO_MODEL } from "
 import type { Random } from "../../shared/time/random.js";
 import type { NetConfig, Partition } from "./network.js";
 
-export const FAULT_KINDS = ["delay", "reorder", "loss", "dup", "partition", "reset", "crash", "kill", "doorbell", "skew", "crystal"] as const;
+export const FAULT_KINDS = ["delay", "reorder", "loss", "dup", "partition", "reset", "crash", "kill", "stall", "doorbell", "skew", "crystal"] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 export const FAULT_KIND_DOCS: Record<FaultKind, string> = {
@@ -28,6 +28,7 @@ export const FAULT_KIND_DOCS: Record<FaultKind, string> = {
   reset: "connections reset before or after the call ran",
   crash: "daemon crashes at named protocol phases (crash.* fault sites), then restart from the journal",
   kill: "daemons killed at random instants, then restarted",
+  stall: "a daemon's process stops for a while inside its own code: slow journal writes (fsync), pauses (GC) at named fault sites",
   doorbell: "doorbell interrupts delayed or lost",
   skew: "host realtime skew: offsets, drift, steps, strobes, wander, jitter (Jepsen ranges, capped by --skew-max)",
   crystal: "host TSC crystal drift and wander",
@@ -117,6 +118,12 @@ export interface Scenario {
   crashP: number;
   crashesMax: number;
   kills: { atNs: bigint; daemon: number; downNs: bigint }[];
+  /** Every journal write costs up to this much process time (an fsync); one in `fsyncStallP` stalls up to `stallMaxNs`. */
+  fsyncMaxNs: bigint;
+  fsyncStallP: number;
+  /** At a named fault site that does not crash, the process pauses (GC) with this chance, up to `stallMaxNs`. */
+  pauseP: number;
+  stallMaxNs: bigint;
   downtimeMinNs: bigint;
   downtimeMaxNs: bigint;
   doorbellLossP: number;
@@ -182,7 +189,7 @@ function skewModel(r: Random, capNs: bigint, horizonNs: bigint): OffsetModel {
  * clock runs within MAXFREQ (500 ppm) of true time, and a guest on a `tsc` clocksource also keeps
  * its boot calibration when a host within KVM's 250 ppm tolerance runs it unscaled, so the budget is
  * shared: crystal + frequency offset stay within 450 ppm (a host beyond that makes every guest's
- * NTP bound lie — a hardware fault this campaign does not inject).
+ * NTP bound lie — a hardware fault this campaign does not inject). The wander adds at most ~13 ppm.
  */
 function crystalModel(r: Random, stressPpm: number): OffsetModel {
   const stress = r.chance(0.15);
@@ -240,14 +247,21 @@ export function drawScenario(root: Random, o: ScenarioOptions): Scenario {
   const sameBase = rh.chance(0.7);
   const base0 = rh.pick(BASE_KHZ);
   const hosts: HostSpec[] = [];
+  const rkhz = root.fork("hosts:khz");
+  const khz = Array.from({ length: nDaemons }, () => {
+    const base = sameBase ? base0 : rkhz.pick(BASE_KHZ);
+    // Within KVM's 250 ppm tolerance of the base: a guest may run here unscaled.
+    const offsetPpm = rkhz.chance(0.25) ? rkhz.int(-200, 200) : 0;
+    return { base, offsetPpm, tscKhz: base + (base * BigInt(offsetPpm)) / 1_000_000n };
+  });
+  // A guest calibrated on one host can run unscaled on another up to 250 ppm away: that mismatch
+  // and the crystal share the guest kernel's 500 ppm budget (see crystalModel).
+  let mismatchPpm = 0;
+  for (const a of khz) for (const b of khz) if (a.base === b.base) mismatchPpm = Math.max(mismatchPpm, Math.abs(a.offsetPpm - b.offsetPpm));
+  const crystalBudgetPpm = Math.max(20, 430 - Math.min(250, mismatchPpm));
   for (let i = 0; i < nDaemons; i++) {
-    let tscKhz = sameBase ? base0 : rh.pick(BASE_KHZ);
-    let offsetPpm = 0;
-    if (rh.chance(0.25)) {
-      offsetPpm = rh.int(-200, 200); // within the 250 ppm tolerance: guests may run here unscaled
-      tscKhz += (tscKhz * BigInt(offsetPpm)) / 1_000_000n;
-    }
-    const crystal = on("crystal") ? crystalModel(rh, 420 - Math.abs(offsetPpm)) : ZERO_MODEL;
+    const tscKhz = (khz[i] as (typeof khz)[number]).tscKhz;
+    const crystal = on("crystal") ? crystalModel(rh, crystalBudgetPpm) : ZERO_MODEL;
     const skew = on("skew") ? skewModel(rh, o.skewMaxNs, horizonNs) : ZERO_MODEL;
     const honest = rh.chance(0.3);
     const claimed = logUniform(rh, 10_000n, 5n * MS);
@@ -338,6 +352,10 @@ export function drawScenario(root: Random, o: ScenarioOptions): Scenario {
     crashP: on("crash") ? rp.pick([0.02, 0.05, 0.1, 0.2]) : 0,
     crashesMax: on("crash") ? rp.int(1, 3) : 0,
     kills,
+    fsyncMaxNs: on("stall") ? logUniform(rp, 20_000n, 2n * MS) : 0n,
+    fsyncStallP: on("stall") ? 0.002 + rp.float() * 0.01 : 0,
+    pauseP: on("stall") ? rp.pick([0.05, 0.1, 0.3]) : 0,
+    stallMaxNs: on("stall") ? logUniform(rp, 5n * MS, 500n * MS) : 0n,
     downtimeMinNs: MS,
     downtimeMaxNs: 3n * S,
     doorbellLossP: on("doorbell") ? 0.1 + rp.float() * 0.4 : 0,

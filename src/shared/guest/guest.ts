@@ -163,8 +163,10 @@ export class Guest {
 
   /** ClockBound-style now(): bounds are ±(maxerror + drift since the last tick). */
   now(): BoundedNow {
-    const cs = this.clocksourceNs();
+    // Act on a disruption before reading the clock, so handling (and whatever it costs) never falls
+    // between the clock read and the bound computed from it.
     if (this.opts.watchVmclock) this.checkMarker("marker");
+    const cs = this.clocksourceNs();
     const s = this.state;
     secondOverflow(s.ntp, cs);
     const rt = cs + s.wallOffsetNs;
