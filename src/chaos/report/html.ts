@@ -166,7 +166,7 @@ body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid ${C.grid};padding-bottom:4px}
 .verdict{display:inline-block;padding:2px 10px;border-radius:12px;color:#fff;font-weight:600;background:${pass ? C.ok : C.bad}}
 .muted{color:${C.gray}} code,pre{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;background:#f6f8fa;border-radius:4px}
-code{padding:1px 4px} pre{padding:8px;overflow:auto}
+code{padding:1px 4px;word-break:break-all} pre{padding:8px;overflow:auto}
 table{border-collapse:collapse;font-size:12px;margin:6px 0} th,td{border:1px solid ${C.grid};padding:3px 6px;text-align:left;vertical-align:top} th{background:#f6f8fa}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(570px,1fr));gap:14px}
 .card{border:1px solid ${C.grid};border-radius:6px;padding:8px} .card h3{font-size:13px;margin:0 0 4px}
@@ -201,13 +201,16 @@ table{border-collapse:collapse;font-size:12px;margin:6px 0} th,td{border:1px sol
   );
 
   if (r.failingRuns.length > 0) {
+    const replay = (f: (typeof r.failingRuns)[number]) => `# run ${f.run}: ${f.invariants.join(", ")}\n${esc(ctx.replay(f.seed))}`;
     parts.push(`<h2>Failing runs — replay each alone</h2>`);
-    parts.push(`<pre>${r.failingRuns.slice(0, 50).map((f) => `# run ${f.run}: ${f.invariants.join(", ")}\n${esc(ctx.replay(f.seed))}`).join("\n")}</pre>`);
-    parts.push(`<h2>Violations</h2>`);
+    parts.push(`<pre>${r.failingRuns.slice(0, 8).map(replay).join("\n")}</pre>`);
+    if (r.failingRuns.length > 8) parts.push(`<details><summary>${r.failingRuns.length - 8} more failing runs</summary><pre>${r.failingRuns.slice(8, 500).map(replay).join("\n")}</pre></details>`);
+    parts.push(`<h2>Violations</h2><p class="muted">${r.violationCount} in all (each run lists at most 20 per invariant; the JSON report has the listed ones with every value).</p>`);
     parts.push(
+      `<details open><summary>first ${Math.min(60, r.violations.length)}</summary>` +
       table(
         ["inv", "run", "seed", "VM", "vCPU", "daemon", "true ns", "what", "values"],
-        r.violations.slice(0, 300).map((v) => [
+        r.violations.slice(0, 60).map((v) => [
           esc(v.invariant),
           String(v.run ?? ""),
           String(v.seed ?? ""),
@@ -218,7 +221,8 @@ table{border-collapse:collapse;font-size:12px;margin:6px 0} th,td{border:1px sol
           esc(v.message),
           `<code>${esc(JSON.stringify(v.values))}</code>`,
         ]),
-      ),
+      ) +
+      `</details>`,
     );
   }
   if (r.hostFaults.length > 0) {

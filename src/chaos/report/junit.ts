@@ -27,7 +27,6 @@ export function buildJunit(r: CampaignResult, ctx: ReportContext, runSeeds: read
   lines.push(`<testsuites name="tscmig chaos" tests="${runSeeds.length}" failures="${failures}" errors="0" time="${time}">`);
   lines.push(`  <testsuite name="tscmig.chaos.${r.mode}" tests="${runSeeds.length}" failures="${failures}" errors="0" skipped="0" time="${time}">`);
   lines.push(`    <properties>`);
-  lines.push(`      <property name="seed" value="${r.seed}"/>`);
   for (const [k, v] of Object.entries(ctx.options)) lines.push(`      <property name="${xmlEscape(k)}" value="${xmlEscape(String(v))}"/>`);
   lines.push(`    </properties>`);
   for (const { run, seed } of runSeeds) {
