@@ -8,6 +8,7 @@ import { parseDurationNs } from "../daemon/config-parsers.js";
 import { ApiClient } from "./api.js";
 import { runDemo } from "./demo.js";
 import { spawnDaemon } from "./local-pair.js";
+import { chaosCommand } from "../chaos/cli.js";
 
 const out = (s: string) => process.stdout.write(s);
 const print = (v: unknown, _json: boolean): void => {
@@ -186,6 +187,8 @@ export function buildCli(): Command {
       };
       print(await api(o as { api: string; token?: string }).call("PUT", "/v1/host/clock", body), true);
     });
+
+  chaosCommand(program.command("chaos"), out);
 
   return program;
 }

@@ -35,7 +35,7 @@ import { fromJson, toJson } from "../shared/serde.js";
 import type { Clock, Scheduler, Timer } from "../shared/time/clock.js";
 import type { Random } from "../shared/time/random.js";
 import type { SkewState, SkewUpdate } from "../shared/time/skew.js";
-import { Destination, type Inbound } from "../destination/migrate-in.js";
+import { Destination, type Inbound, type RestoreFn } from "../destination/migrate-in.js";
 import { migrateOut, type MigrationReport, type SourceContext } from "../source/migrate-out.js";
 
 export interface GuestDefaults {
@@ -101,6 +101,8 @@ export interface NodeDeps {
   dialer: PeerDialer;
   faults?: Faults;
   history?: HistorySink;
+  /** Test seam (chaos sensitivity tests): replaces the destination's restore. Never set in production. */
+  restore?: RestoreFn;
 }
 
 export interface CreateVmRequest {
@@ -200,6 +202,7 @@ export class TscmigNode {
       stageDurably: (inb) => this.stageDurably(inb),
       dropStaged: (inb) => this.dropStaged(inb),
       inflight: () => this.outbound.size + this.destination.pending().length,
+      ...(deps.restore ? { restore: deps.restore } : {}),
     });
   }
 
@@ -279,8 +282,10 @@ export class TscmigNode {
     if (rec.role === "owner") {
       this.resumeOwned(h, false);
     } else {
-      // migrating-out: the journaled migration decides (start() looks at it).
-      const mig = this.journal.listMigrations({ role: "source" }).find((m) => m.vmId === rec.vmId && m.generation === rec.generation + 1n && m.phase !== "aborted");
+      // migrating-out: the journaled migration decides (start() looks at it). Only an undecided or
+      // committed one holds the VM: an earlier attempt at the same generation that was refused
+      // (phase "refused") or aborted is history, and locking on it would leave the VM paused forever.
+      const mig = this.journal.listMigrations({ role: "source" }).find((m) => m.vmId === rec.vmId && m.generation === rec.generation + 1n && m.decision !== "aborted");
       h.lock = mig?.migrationId ?? null;
       if (!mig) this.resumeOwned(h);
     }
@@ -335,6 +340,12 @@ export class TscmigNode {
       this.deps.history?.event({ kind: "handled", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: h.id, ...e });
       this.log.info({ event: "guest_handled_migration", vmId: h.id, via: e.via, marker: e.marker, mode: e.mode }, "guest acted on a migration");
       this.persist(h, true); // exactly once must survive a restart
+    };
+    // The guest's NTP state is guest memory: a restart must not roll it back to an older sync (the
+    // durable copy written at a pause is the last full one, so without this a daemon that died right
+    // after pausing resumed the guest with the wall offset and bound of syncs ago).
+    h.guest.onSync = () => {
+      if (this.vms.get(h.id) === h && h.role === "owner") this.persist(h, true);
     };
   }
 
@@ -410,6 +421,9 @@ export class TscmigNode {
     const tick = () => {
       h.sampler = null;
       if (this.stopped || h.role !== "owner" || !h.vm.running || this.vms.get(h.id) !== h) return;
+      // The bounded clock first: a read that makes the guest act on a migration journals that, which
+      // takes time; the true instant of the sample is where the guest read its clock, after that.
+      const bounded = h.guest.now();
       const t = this.host.trueNs();
       const n = Math.min(h.vm.vcpuCount, this.cfg.sampleVcpusMax);
       const vcpus: number[] = [];
@@ -421,7 +435,6 @@ export class TscmigNode {
         tsc.push(v);
         kvm.push(pvclockReadCycles(h.vm.pvclock.guestRead(i), v));
       }
-      const bounded = h.guest.now();
       history.sample({ trueNs: t, daemon: this.cfg.name, vmId: h.id, generation: h.generation, vcpus, tsc, kvmclockNs: kvm, bounded, guestTscKhz: h.vm.guestTscKhz });
       h.sampler = this.deps.scheduler.after(period, tick);
     };

@@ -10,6 +10,7 @@ import type { EmulatedHost } from "../shared/hypervisor/host.js";
 import { EmulatedVm } from "../shared/hypervisor/vm.js";
 import { setTscKhzDecision } from "../shared/kvm/tsc.js";
 import { PVCLOCK_GUEST_STOPPED, pvclockReadCycles } from "../shared/kvm/pvclock.js";
+import { VMCLOCK_FLAG_TIME_MAXERROR_VALID } from "../shared/kvm/vmclock.js";
 import {
   type BlackoutEstimate,
   oneSidedEstimate,
@@ -32,7 +33,7 @@ import type {
 } from "../shared/migration/messages.js";
 import { parsePolicy, restoreSnapshot, type RestoreResult } from "../shared/migration/restore.js";
 import { checkId, type Snapshot, validateSnapshot } from "../shared/migration/snapshot.js";
-import { parseEstimator } from "../shared/migration/blackout.js";
+import { DRIFT_ALLOWANCE_PPM, parseEstimator } from "../shared/migration/blackout.js";
 
 export interface Inbound {
   req: PrepareReq;
@@ -43,6 +44,9 @@ export interface Inbound {
   decodeNs: bigint;
   report: RestoreReport | null;
 }
+
+/** The restore step (restoreSnapshot); a seam only the chaos tests fill with a broken one. */
+export type RestoreFn = typeof restoreSnapshot;
 
 export interface DestinationContext {
   name: string;
@@ -61,6 +65,8 @@ export interface DestinationContext {
   stageDurably(inb: Inbound): void;
   dropStaged(inb: Inbound): void;
   inflight(): number;
+  /** Test seam: replaces restoreSnapshot (the checker's sensitivity tests); production leaves it unset. */
+  restore?: RestoreFn;
 }
 
 export class Destination {
@@ -244,7 +250,7 @@ export class Destination {
     const t0 = this.ctx.host.rawNs();
     const vm = new EmulatedVm(this.ctx.host, { vcpus: s.vcpuCount, guestTscKhz: s.guestTscKhz });
     const host = this.ctx.host;
-    const result = restoreSnapshot(vm, s, {
+    const result = (this.ctx.restore ?? restoreSnapshot)(vm, s, {
       policy: r.policy,
       capNs: r.advanceCapNs === 0n ? LIMITS.advanceCapNsDefault : r.advanceCapNs,
       destinationMaxerrorNs: host.maxerrorNs(),
@@ -279,8 +285,21 @@ export class Destination {
     // the source's Commit for good). All of it runs in one synchronous turn: nothing can observe the
     // VM running before the transaction commits, and a crash inside rolls back to "staged".
     const report = this.ctx.journal.transaction((): RestoreReport => {
+      const restoredRawNs = host.rawNs();
       const { doorbellRung } = this.ctx.adopt(inb, vm, result);
       crashPoint(this.ctx.faults, "crash.destination.duringRestore");
+      // From the restore to the resume (journal writes, a stalled process) guest time ran on at this
+      // host's rate while the ideal ran at the source's: the two crystals may drift apart meanwhile, so
+      // the bound grows by it — in the report and on the published page, before the guest can read it.
+      let errorBoundNs = result.errorBoundNs;
+      const lateNs = host.rawNs() - restoredRawNs;
+      if (lateNs > 0n) {
+        errorBoundNs += 2n * ((lateNs * DRIFT_ALLOWANCE_PPM + 999_999n) / 1_000_000n);
+        if ((vm.vmclock().flags & VMCLOCK_FLAG_TIME_MAXERROR_VALID) !== 0n)
+          vm.updateVmclock((p) => {
+            p.timeMaxerrorNanosec = errorBoundNs;
+          });
+      }
       // One instant for both: the source compares tscAtResume with its own TSC at resumedTrueNs, so a
       // TSC read a moment later would count that moment as migration error.
       const resumedTrueNs = host.trueNs();
@@ -288,7 +307,7 @@ export class Destination {
       const rep: RestoreReport = {
         estimatedBlackoutNs: result.estimate.estimatedNs,
         advancedNs: result.advancedNs,
-        errorBoundNs: result.errorBoundNs,
+        errorBoundNs,
         capped: result.capped,
         doorbellRung,
         disruptionMarker: result.marker,

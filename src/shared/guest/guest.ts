@@ -163,8 +163,10 @@ export class Guest {
 
   /** ClockBound-style now(): bounds are ±(maxerror + drift since the last tick). */
   now(): BoundedNow {
-    const cs = this.clocksourceNs();
+    // Act on a disruption before reading the clock, so handling (and whatever it costs) never falls
+    // between the clock read and the bound computed from it.
     if (this.opts.watchVmclock) this.checkMarker("marker");
+    const cs = this.clocksourceNs();
     const s = this.state;
     secondOverflow(s.ntp, cs);
     const rt = cs + s.wallOffsetNs;
@@ -192,8 +194,16 @@ export class Guest {
     if (!this.vm.running) return;
     const cs = this.clocksourceNs();
     const r = this.opts.ntpSource();
-    this.state.wallOffsetNs = r.realtimeNs - cs;
     const us = (r.maxerrorNs + 999n) / 1000n;
+    if (us >= NTP_PHASE_LIMIT_US) {
+      // A source that cannot bound its error below NTP_PHASE_LIMIT is no sync at all: the kernel
+      // would clamp maxerror to 16 s and still say synchronised until the next second_overflow
+      // (a bound short of the truth), and chrony's maxdistance refuses such a source anyway.
+      ditchSync(this.state.ntp);
+      this.state.awaitingResync = false;
+      return;
+    }
+    this.state.wallOffsetNs = r.realtimeNs - cs;
     adjtimexSync(this.state.ntp, us, us / 2n, cs);
     this.state.syncClocksourceNs = cs;
     this.state.everSynced = true;
@@ -241,12 +251,17 @@ export class Guest {
     const marker = page.disruptionMarker;
     this.clearAllStopped();
     if (marker === this.state.lastHandledMarker) return; // already handled this migration
+    // The published bound covers one disruption: the last one, measured from where the guest was on
+    // that migration's source. If the marker moved by more than one, the guest never looked between
+    // two migrations and the earlier ones' errors are unaccounted for: widening would under-state
+    // them, so only ditching is honest.
+    const single = marker === this.state.lastHandledMarker + 1n;
     this.state.lastHandledMarker = marker;
     this.state.handledCount += 1n;
     let mode: HandledEvent["mode"] = this.state.handlingMode;
     let widenedByNs = 0n;
     const published = (page.flags & VMCLOCK_FLAG_TIME_MAXERROR_VALID) !== 0n;
-    if (this.state.handlingMode === "widen" && published && (this.state.ntp.status & STA_UNSYNC) === 0) {
+    if (this.state.handlingMode === "widen" && published && single && (this.state.ntp.status & STA_UNSYNC) === 0) {
       widenedByNs = page.timeMaxerrorNanosec;
       const s = this.state.ntp;
       s.maxerrorUs += (widenedByNs + 999n) / 1000n;

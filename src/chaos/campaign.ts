@@ -1,0 +1,242 @@
+// A campaign: N runs, run i with seed S+i (so `--seed S+i --runs 1` replays run i alone), each
+// checked as it ends; violations, coverage counts, error and blackout distributions and a few plots
+// are gathered into one result the reports render. A sample of the seeds (FoundationDB's "unseed"
+// check, default 5%) is run twice and the two histories' hashes compared: a mismatch means the
+// simulation is not deterministic, which would make every other replay a lie.
+//
+// Sim runs can spread over worker threads (`jobs`); each run is independent, so the result is the
+// same whatever the number of jobs. Live runs are sequential (real processes, real ports).
+
+import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
+import type { CheckCounts, Violation } from "./checker.js";
+import { checkHistory } from "./checker.js";
+import { canonicalText } from "./history.js";
+import { hashUnit } from "../shared/time/random.js";
+import type { RestoreFn } from "../destination/migrate-in.js";
+import { type MigrationPlot, type MigrationStat, outcomeOf, type RunOutcome } from "./run-outcome.js";
+import { runSimulation } from "./sim/run.js";
+import { DEFAULT_SCENARIO, type ScenarioOptions } from "./sim/scenario.js";
+
+export interface CampaignOptions {
+  mode: "sim" | "live";
+  seed: bigint;
+  runs: number;
+  scenario: ScenarioOptions;
+  /** Fraction of runs rerun to compare history hashes (sim only). */
+  determinismCheck: number;
+  /** Worker threads for sim runs (1: in this thread). */
+  jobs: number;
+  /** Runs whose first migrations are plotted even without violations. */
+  plotRuns: number;
+  /** Test seam (sim, jobs = 1 only): a broken restore to prove the checker notices. */
+  restoreHook?: RestoreFn;
+  /** Live mode: how to reach and drive real daemons (see live/run.ts). */
+  live?: import("./live/run.js").LiveOptions;
+  /** Called after each run (progress bars). */
+  onRun?: (o: RunOutcome, done: number) => void;
+  /** Sim: hand run 0's canonical history (JSON lines) here (`--history FILE`). */
+  onHistory?: (canonical: string) => void;
+}
+
+export function defaultCampaign(over: Partial<CampaignOptions> = {}): CampaignOptions {
+  return { mode: "sim", seed: 1n, runs: 100, scenario: { ...DEFAULT_SCENARIO }, determinismCheck: 0.05, jobs: 1, plotRuns: 4, ...over };
+}
+
+export interface CampaignTotals extends CheckCounts {
+  runs: number;
+  events: number;
+  simNs: bigint;
+}
+
+export interface CampaignResult {
+  mode: "sim" | "live";
+  seed: bigint;
+  runs: number;
+  totals: CampaignTotals;
+  /** Listed violations (each run lists at most 20 per invariant; the counts below count them all). */
+  violations: Violation[];
+  hostFaults: Violation[];
+  violationsByInvariant: Record<string, number>;
+  hostFaultsByClass: Record<string, number>;
+  /** Every violation counted (listed or not), and every host clock fault. */
+  violationCount: number;
+  hostFaultCount: number;
+  failingRuns: { run: number; seed: bigint; invariants: string[] }[];
+  stats: MigrationStat[];
+  plots: MigrationPlot[];
+  faultSites: Record<string, number>;
+  faultKinds: Record<string, number>;
+  outcomes: Record<string, number>;
+  determinism: { checked: number; mismatches: { run: number; seed: bigint; hash: string; rerunHash: string }[] };
+}
+
+/** Run i's seed. */
+export function runSeed(seed: bigint, i: number): bigint {
+  return BigInt.asUintN(64, seed + BigInt(i));
+}
+
+/** Whether run i is one of the determinism-check sample (a pure function of seed and index; the first run always is). */
+export function rerunPicked(seed: bigint, i: number, fraction: number): boolean {
+  if (fraction <= 0) return false;
+  if (fraction >= 1 || i === 0) return true;
+  return hashUnit(seed ^ 0x5eed_c4ec_0000_0000n, BigInt(i)) < fraction;
+}
+
+export interface SimTaskOptions {
+  seed: bigint;
+  scenario: ScenarioOptions;
+  determinismCheck: number;
+  plotRuns: number;
+}
+
+/** One sim run, checked (and rerun when picked for the determinism check). */
+export async function runSimTask(i: number, o: SimTaskOptions, restoreHook?: RestoreFn, onHistory?: (canonical: string) => void): Promise<RunOutcome> {
+  const seed = runSeed(o.seed, i);
+  const opts = { ...o.scenario, ...(restoreHook ? { restoreHook } : {}) };
+  const r = await runSimulation(seed, opts);
+  if (onHistory) onHistory(canonicalText(r.history));
+  const check = checkHistory(r.history);
+  const out = outcomeOf(i, seed, r.history, check, {
+    events: r.stats.events,
+    simNs: r.stats.simNs,
+    faultSites: r.stats.faultSites,
+    outcomes: r.stats.outcomes,
+    active: r.stats.active,
+  }, i < o.plotRuns ? 2 : 0);
+  if (rerunPicked(o.seed, i, o.determinismCheck)) {
+    out.hash = r.hash;
+    const again = await runSimulation(seed, opts);
+    out.rerunHash = again.hash;
+    if (again.hash !== out.hash)
+      out.violations.push({
+        invariant: "D",
+        message: `seed ${seed} is not deterministic: two runs gave histories ${out.hash.slice(0, 16)}… and ${again.hash.slice(0, 16)}…`,
+        values: { hash: out.hash, rerunHash: again.hash },
+        run: i,
+        seed,
+      });
+  }
+  return out;
+}
+
+class Aggregate {
+  readonly result: CampaignResult;
+  private readonly outcomes: (RunOutcome | undefined)[] = [];
+  constructor(o: CampaignOptions) {
+    this.result = {
+      mode: o.mode,
+      seed: o.seed,
+      runs: o.runs,
+      totals: { runs: 0, events: 0, simNs: 0n, samples: 0, vcpuReadings: 0, migrations: 0, migrationsCommitted: 0, migrationsStarted: 0, faults: 0, vms: 0, handled: 0, ratePairs: 0 },
+      violations: [],
+      hostFaults: [],
+      violationsByInvariant: {},
+      hostFaultsByClass: {},
+      violationCount: 0,
+      hostFaultCount: 0,
+      failingRuns: [],
+      stats: [],
+      plots: [],
+      faultSites: {},
+      faultKinds: {},
+      outcomes: {},
+      determinism: { checked: 0, mismatches: [] },
+    };
+  }
+  add(o: RunOutcome): void {
+    this.outcomes[o.run] = o;
+  }
+  /** Folds every run in run order (so the result does not depend on which job finished first). */
+  finish(): CampaignResult {
+    const r = this.result;
+    const t = r.totals;
+    const bump = (m: Record<string, number>, k: string, n = 1) => (m[k] = (m[k] ?? 0) + n);
+    for (const o of this.outcomes) {
+      if (!o) continue;
+      t.runs++;
+      t.events += o.events;
+      t.simNs += o.simNs;
+      for (const k of Object.keys(o.checked) as (keyof CheckCounts)[]) t[k] += o.checked[k];
+      r.violations.push(...o.violations);
+      r.hostFaults.push(...o.hostFaults);
+      for (const [k, n] of Object.entries(o.counts)) bump(k.includes("/") ? r.hostFaultsByClass : r.violationsByInvariant, k, n);
+      for (const v of o.violations) if (v.invariant === "D") bump(r.violationsByInvariant, "D");
+      if (o.violations.length > 0) r.failingRuns.push({ run: o.run, seed: o.seed, invariants: [...new Set(o.violations.map((v) => v.invariant))].sort() });
+      r.stats.push(...o.stats);
+      r.plots.push(...o.plots);
+      for (const [k, n] of Object.entries(o.faultSites)) bump(r.faultSites, k, n);
+      for (const k of o.active) bump(r.faultKinds, k);
+      for (const [k, n] of Object.entries(o.outcomes)) bump(r.outcomes, k, n);
+      if (o.rerunHash !== undefined) {
+        r.determinism.checked++;
+        if (o.rerunHash !== o.hash) r.determinism.mismatches.push({ run: o.run, seed: o.seed, hash: o.hash ?? "", rerunHash: o.rerunHash });
+      }
+    }
+    r.violationCount = Object.values(r.violationsByInvariant).reduce((a, n) => a + n, 0);
+    r.hostFaultCount = Object.values(r.hostFaultsByClass).reduce((a, n) => a + n, 0);
+    // Plots: flagged ones first, then the first plain ones; a dozen at most.
+    r.plots = [...r.plots.filter((p) => p.flagged).slice(0, 8), ...r.plots.filter((p) => !p.flagged)].slice(0, 12);
+    return r;
+  }
+}
+
+function workerUrl(): URL {
+  return new URL(import.meta.url.endsWith(".ts") ? "./worker.ts" : "./worker.js", import.meta.url);
+}
+
+async function runPool(o: CampaignOptions, agg: Aggregate): Promise<void> {
+  const task: SimTaskOptions = { seed: o.seed, scenario: o.scenario, determinismCheck: o.determinismCheck, plotRuns: o.plotRuns };
+  const jobs = Math.max(1, Math.min(o.jobs, o.runs));
+  let next = 0;
+  let done = 0;
+  await new Promise<void>((resolve, reject) => {
+    let alive = jobs;
+    for (let j = 0; j < jobs; j++) {
+      const w = new Worker(workerUrl(), { workerData: task });
+      const feed = () => {
+        if (next < o.runs) w.postMessage(next++);
+        else void w.terminate();
+      };
+      w.on("message", (m: RunOutcome) => {
+        agg.add(m);
+        o.onRun?.(m, ++done);
+        feed();
+      });
+      w.on("error", reject);
+      w.on("exit", () => {
+        if (--alive === 0) resolve();
+      });
+      feed();
+    }
+  });
+}
+
+/** Runs the whole campaign. */
+export async function runCampaign(o: CampaignOptions): Promise<CampaignResult> {
+  const agg = new Aggregate(o);
+  if (o.mode === "live") {
+    const { runLive } = await import("./live/run.js");
+    for (let i = 0; i < o.runs; i++) {
+      const out = await runLive(i, runSeed(o.seed, i), o.scenario, o.live ?? {});
+      agg.add(out);
+      o.onRun?.(out, i + 1);
+    }
+    return agg.finish();
+  }
+  if (o.jobs > 1 && !o.restoreHook && !o.onHistory && o.runs > 1) {
+    await runPool(o, agg);
+    return agg.finish();
+  }
+  const task: SimTaskOptions = { seed: o.seed, scenario: o.scenario, determinismCheck: o.determinismCheck, plotRuns: o.plotRuns };
+  for (let i = 0; i < o.runs; i++) {
+    const out = await runSimTask(i, task, o.restoreHook, i === 0 ? o.onHistory : undefined);
+    agg.add(out);
+    o.onRun?.(out, i + 1);
+  }
+  return agg.finish();
+}
+
+export function defaultJobs(): number {
+  return Math.max(1, Math.min(8, availableParallelism()));
+}

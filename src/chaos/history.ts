@@ -1,0 +1,165 @@
+// What one chaos run recorded, as the checker reads it: the product's own history (every guest
+// sample and every run/stop/handled/migration event the nodes emitted, stamped with true time) plus
+// what only the harness knows — each host's real realtime error and the bound it claimed, which VMs
+// were created with what guest configuration, every fault it injected, and the final ownership.
+//
+// Same seed ⇒ same history, byte for byte: `canonicalLines` writes a run as JSON lines with sorted
+// keys and bigints as decimal strings, and `historyHash` is the SHA-256 of those lines
+// (FoundationDB's "unseed" check compares exactly this).
+
+import { createHash } from "node:crypto";
+import type { GuestSample, HistoryEvent } from "../shared/history.js";
+import type { OffsetModel } from "../shared/time/offset-model.js";
+
+/** Harness-side facts, interleaved with the nodes' events in true-time order. */
+export type HarnessEvent =
+  /** From `trueNs` on, `daemon`'s realtime error is `model` (a pure function of true time) and it claims `maxerrorNs`. */
+  | { kind: "hostClock"; trueNs: bigint; daemon: string; model: OffsetModel; maxerrorNs: bigint }
+  /** A VM was created (its guest configuration travels with it). */
+  | {
+      kind: "vm";
+      trueNs: bigint;
+      daemon: string;
+      vmId: string;
+      vcpus: number;
+      guestTscKhz: bigint;
+      clocksource: string;
+      migrationHandling: boolean;
+      handlingMode: string;
+    }
+  /** The harness asked `source` to migrate `vmId` (the probe window opens here). */
+  | { kind: "migrateStart"; trueNs: bigint; vmId: string; source: string; destination: string; policy: string; estimator: string; doorbell: boolean }
+  | { kind: "restart"; trueNs: bigint; daemon: string; incarnation: number }
+  /**
+   * A committed restore as the destination journaled it, with what the source's VM would have read
+   * at that instant had it never paused (sim: the harness keeps the source VM's TSC function from the
+   * pause). Covers I3 for migrations whose source never lived to receive the report.
+   */
+  | {
+      kind: "restored";
+      trueNs: bigint;
+      migrationId: string;
+      vmId: string;
+      source: string;
+      destination: string;
+      policy: string;
+      estimator: string;
+      capped: boolean;
+      pauseTrueNs: bigint;
+      resumeTrueNs: bigint;
+      estimatedBlackoutNs: bigint;
+      errorBoundNs: bigint;
+      tscAtResume: bigint;
+      tscIdealAtResume: bigint;
+      kvmclockAtResume: bigint;
+      kvmclockIdealAtResume: bigint;
+      guestTscKhz: bigint;
+    }
+  /** Faults stop here; the network heals; I7's bound starts. */
+  | { kind: "heal"; trueNs: bigint; recoveryBoundNs: bigint }
+  /** End of the recovery bound: where each VM runs, and what was still undecided. */
+  | { kind: "final"; trueNs: bigint; owners: { vmId: string; daemons: string[]; generation: string }[]; unresolved: string[] }
+  /** Something threw that no daemon should ever throw (a daemon would have died of it). */
+  | { kind: "error"; trueNs: bigint; daemon: string; message: string };
+
+export type ChaosEvent = HistoryEvent | HarnessEvent;
+
+export interface DaemonMeta {
+  name: string;
+  tscKhz: bigint;
+  /** Largest |rate error| of this host's TSC crystal (drift + wander), ppm: I8's drift term. */
+  crystalSlopePpm: number;
+}
+
+export interface ChaosMeta {
+  mode: "sim" | "live";
+  seed: bigint;
+  /** Wall-clock instant of true time 0: true realtime = epochNs + trueNs. */
+  epochNs: bigint;
+  daemons: DaemonMeta[];
+  /** Where guests take NTP from: a reference server (true time ± a bounded error) or their host. */
+  ntpSource: "reference" | "host";
+  sampleIntervalNs: bigint;
+  /** Free-form scenario facts for the report (policies, faults, skew ranges). */
+  scenario: Record<string, string | number | boolean>;
+}
+
+export interface ChaosHistory {
+  meta: ChaosMeta;
+  samples: GuestSample[];
+  events: ChaosEvent[];
+  /** Samples recorded before each event (sim: the exact interleaving); absent in live runs. */
+  order?: number[];
+}
+
+export function emptyHistory(meta: ChaosMeta): ChaosHistory {
+  return { meta, samples: [], events: [] };
+}
+
+// ---- canonical form ------------------------------------------------------------------------------
+
+function canon(v: unknown): string {
+  switch (typeof v) {
+    case "bigint":
+      return `"${v.toString()}"`;
+    case "string":
+      return JSON.stringify(v);
+    case "number":
+      return Number.isFinite(v) ? JSON.stringify(v) : `"${String(v)}"`;
+    case "boolean":
+      return v ? "true" : "false";
+    case "undefined":
+      return "null";
+    case "object": {
+      if (v === null) return "null";
+      if (Array.isArray(v)) return `[${v.map(canon).join(",")}]`;
+      const o = v as Record<string, unknown>;
+      const keys = Object.keys(o)
+        .filter((k) => o[k] !== undefined)
+        .sort();
+      return `{${keys.map((k) => `${JSON.stringify(k)}:${canon(o[k])}`).join(",")}}`;
+    }
+    default:
+      return `"${String(v)}"`;
+  }
+}
+
+/** A sample in a fixed field order (the hot path: runs record thousands). */
+function canonSample(s: GuestSample): string {
+  const b = s.bounded;
+  return (
+    `{"bounded":{"earliestNs":"${b.earliestNs}","latestNs":"${b.latestNs}","realtimeNs":"${b.realtimeNs}","status":"${b.status}"},` +
+    `"daemon":${JSON.stringify(s.daemon)},"generation":"${s.generation}","guestTscKhz":"${s.guestTscKhz}",` +
+    `"kvmclockNs":[${s.kvmclockNs.map((x) => `"${x}"`).join(",")}],"trueNs":"${s.trueNs}",` +
+    `"tsc":[${s.tsc.map((x) => `"${x}"`).join(",")}],"vcpus":[${s.vcpus.join(",")}],"vmId":${JSON.stringify(s.vmId)}}`
+  );
+}
+
+/** The run as JSON lines: meta, then every sample, then every event, each with sorted keys. */
+export function* canonicalLines(h: ChaosHistory): Generator<string> {
+  yield `{"meta":${canon(h.meta)}}`;
+  for (const s of h.samples) yield `{"sample":${canonSample(s)}}`;
+  for (const e of h.events) yield `{"event":${canon(e)}}`;
+  if (h.order) yield `{"order":[${h.order.join(",")}]}`;
+}
+
+export function canonicalText(h: ChaosHistory): string {
+  let out = "";
+  for (const line of canonicalLines(h)) out += `${line}\n`;
+  return out;
+}
+
+/** SHA-256 (hex) of the canonical form: equal hashes ⇔ byte-identical histories. */
+export function historyHash(h: ChaosHistory): string {
+  const hash = createHash("sha256");
+  for (const line of canonicalLines(h)) {
+    hash.update(line);
+    hash.update("\n");
+  }
+  return hash.digest("hex");
+}
+
+/** JSON-safe copy (bigints as decimal strings) for reports and `--history` dumps. */
+export function jsonSafe(v: unknown): unknown {
+  return JSON.parse(canon(v)) as unknown;
+}

@@ -1,0 +1,376 @@
+// One run's world, drawn from one seed (TigerBeetle's VOPR: the seed is the whole test case). Each
+// concern draws from its own `fork(label)` of the run's stream, so adding a knob to one concern never
+// shifts what another draws.
+//
+// Fault kinds activate per run with a seeded coin (FoundationDB's BUGGIFY: a site is enabled for a
+// run, then fires by chance), so a campaign mixes quiet runs, runs with one kind of trouble, and
+// runs where everything goes wrong at once. Ranges follow the peers: Jepsen's clock nemesis (bumps
+// and strobe deltas ±4 ms..262 s, strobe periods 1 ms..1 s for up to 32 s), TigerBeetle's time and
+// packet simulators (drift, periodic wander, jitter; loss, replay, partitions), Toxiproxy's toxics.
+
+import type { EstimatorName } from "../../shared/migration/blackout.js";
+import type { PolicyName } from "../../shared/migration/restore.js";
+import type { Clocksource, HandlingMode } from "../../shared/guest/guest.js";
+import { setTscKhzDecision, SVM, VMX } from "../../shared/kvm/tsc.js";
+import { maxAbsOffsetNs, maxSlopePpm, type OffsetModel, sum, ZERO_MODEL } from "../../shared/time/offset-model.js";
+import type { Random } from "../../shared/time/random.js";
+import type { NetConfig, Partition } from "./network.js";
+
+export const FAULT_KINDS = ["delay", "reorder", "loss", "dup", "partition", "reset", "crash", "kill", "stall", "doorbell", "skew", "crystal"] as const;
+export type FaultKind = (typeof FAULT_KINDS)[number];
+
+export const FAULT_KIND_DOCS: Record<FaultKind, string> = {
+  delay: "long, variable one-way network delays",
+  reorder: "per-message delay jitter (messages overtake each other)",
+  loss: "requests and replies lost",
+  dup: "requests delivered twice",
+  partition: "links cut for a while, one or both ways",
+  reset: "connections reset before or after the call ran",
+  crash: "daemon crashes at named protocol phases (crash.* fault sites), then restart from the journal",
+  kill: "daemons killed at random instants, then restarted",
+  stall: "a daemon's process stops for a while inside its own code: slow journal writes (fsync), pauses (GC) at named fault sites",
+  doorbell: "doorbell interrupts delayed or lost",
+  skew: "host realtime skew: offsets, drift, steps, strobes, wander, jitter (Jepsen ranges, capped by --skew-max)",
+  crystal: "host TSC crystal drift and wander",
+};
+
+export interface ScenarioOptions {
+  policies: readonly PolicyName[];
+  estimators: readonly EstimatorName[];
+  /** Guest migration handling (SPEC's extension) on, or off as Linux is today. */
+  handling: boolean;
+  /** Largest magnitude of any one skew component. */
+  skewMaxNs: bigint;
+  faults: readonly FaultKind[];
+  vcpusMax: number;
+  vmsMax: number;
+  daemonsMax: number;
+  migrationsMin: number;
+  migrationsMax: number;
+  sampleIntervalNs: bigint;
+  /** Where guests take NTP from (default: a reference server, so host skew alone cannot fool them). */
+  ntpSource: "reference" | "host";
+  /** Force the guests' vmclock-marker watch (default: seeded, mostly on). */
+  watchVmclock?: boolean;
+  /** Force the doorbell on every migration (default: seeded per migration). */
+  doorbell?: boolean;
+  /** Force every VM's handling mode (default: seeded per VM). */
+  handlingMode?: HandlingMode;
+  /** Force every VM's clocksource (default: seeded per VM). */
+  clocksource?: Clocksource;
+}
+
+export const DEFAULT_SCENARIO: ScenarioOptions = {
+  policies: ["advance"],
+  estimators: ["one-sided"],
+  handling: true,
+  skewMaxNs: 262_144_000_000n,
+  faults: FAULT_KINDS,
+  vcpusMax: 4,
+  vmsMax: 2,
+  daemonsMax: 3,
+  migrationsMin: 4,
+  migrationsMax: 8,
+  sampleIntervalNs: 100_000_000n,
+  ntpSource: "reference",
+};
+
+export interface HostSpec {
+  name: string;
+  tscKhz: bigint;
+  vendor: "vmx" | "svm";
+  tscScaling: boolean;
+  tsc0: bigint;
+  rawBaseNs: bigint;
+  crystal: OffsetModel;
+  crystalSlopePpm: number;
+  skew: OffsetModel;
+  maxerrorNs: bigint;
+  jitterSeed: bigint;
+}
+
+export interface VmSpec {
+  id: string;
+  home: number;
+  vcpus: number;
+  guestTscKhz?: bigint;
+  clocksource: Clocksource;
+  handlingMode: HandlingMode;
+}
+
+export interface MigrationPlan {
+  /** Wait this long (true time) after the previous migration of the VM finished. */
+  gapNs: bigint;
+  /** Picks the destination among the other daemons. */
+  destPick: number;
+  policy: PolicyName;
+  estimator: EstimatorName;
+  doorbell: boolean;
+  advanceCapNs?: bigint;
+}
+
+export interface Scenario {
+  active: FaultKind[];
+  hosts: HostSpec[];
+  vms: VmSpec[];
+  plans: MigrationPlan[][];
+  net: NetConfig;
+  crashP: number;
+  crashesMax: number;
+  kills: { atNs: bigint; daemon: number; downNs: bigint }[];
+  /** Every journal write costs up to this much process time (an fsync); one in `fsyncStallP` stalls up to `stallMaxNs`. */
+  fsyncMaxNs: bigint;
+  fsyncStallP: number;
+  /** At a named fault site that does not crash, the process pauses (GC) with this chance, up to `stallMaxNs`. */
+  pauseP: number;
+  stallMaxNs: bigint;
+  downtimeMinNs: bigint;
+  downtimeMaxNs: bigint;
+  doorbellLossP: number;
+  doorbellDelayNs: bigint;
+  doorbellDelayMaxNs: bigint;
+  sampleIntervalNs: bigint;
+  pollIntervalNs: bigint;
+  resyncDelayNs: bigint;
+  watchVmclock: boolean;
+  ntp: { source: "reference" | "host"; maxerrorNs: bigint; model: OffsetModel };
+  /** Faults stop (and the network heals) when every planned migration is done, or at this instant. */
+  faultsMaxNs: bigint;
+  /** I7's stated bound: how long after healing every VM must run on exactly one daemon. */
+  recoveryBoundNs: bigint;
+  /** Least time after healing before the run may end (so the last migration is sampled). */
+  settleNs: bigint;
+  handling: boolean;
+}
+
+const MS = 1_000_000n;
+const S = 1_000_000_000n;
+
+/** Log-uniform bigint in [lo, hi]. */
+function logUniform(r: Random, lo: bigint, hi: bigint): bigint {
+  if (hi <= lo) return lo;
+  const a = Math.log(Number(lo > 0n ? lo : 1n));
+  const b = Math.log(Number(hi));
+  const v = BigInt(Math.round(Math.exp(a + (b - a) * r.float())));
+  return v < lo ? lo : v > hi ? hi : v;
+}
+
+/** Jepsen's bump magnitudes, 2^(2..18) ms (4 ms..262 s), log-uniform, capped; random sign. */
+function jepsenNs(r: Random, capNs: bigint): bigint {
+  const mag = capNs < 4n * MS ? r.bigint(0n, capNs) : logUniform(r, 4n * MS, capNs < 262_144n * MS ? capNs : 262_144n * MS);
+  return r.chance(0.5) ? mag : -mag;
+}
+
+function skewModel(r: Random, capNs: bigint, horizonNs: bigint): OffsetModel {
+  const parts: OffsetModel[] = [];
+  if (capNs <= 0n) return ZERO_MODEL;
+  if (r.chance(0.8)) parts.push({ kind: "constant", offsetNs: jepsenNs(r, capNs) });
+  if (r.chance(0.5)) parts.push({ kind: "drift", ppm: Math.round(r.float() * 10_000 - 5_000) / 10, fromNs: 0n });
+  const steps = r.int(0, 2);
+  for (let i = 0; i < steps; i++) parts.push({ kind: "step", atNs: r.bigint(0n, horizonNs), stepNs: jepsenNs(r, capNs) });
+  if (r.chance(0.2)) {
+    const fromNs = r.bigint(0n, horizonNs);
+    const delta = jepsenNs(r, capNs);
+    parts.push({ kind: "strobe", deltaNs: delta < 0n ? -delta : delta, periodNs: logUniform(r, MS, S), fromNs, untilNs: fromNs + r.bigint(0n, 32n * S) });
+  }
+  if (r.chance(0.3)) {
+    const amp = logUniform(r, 1_000n, capNs < 5n * MS ? capNs : 5n * MS);
+    parts.push({ kind: "periodic", amplitudeNs: amp, periodNs: r.bigint(5n * S, 60n * S), phaseNs: r.bigint(0n, 60n * S) });
+  }
+  if (r.chance(0.5)) {
+    const amp = logUniform(r, 1_000n, capNs < 500_000n ? capNs : 500_000n);
+    parts.push({ kind: "jitter", amplitudeNs: amp, intervalNs: logUniform(r, MS, S), seed: r.bigint(0n, (1n << 63n) - 1n) });
+  }
+  return sum(...parts);
+}
+
+/**
+ * A TSC crystal: ±100 ppm, or up to ±`stressPpm` in one host in seven. A guest kernel assumes its
+ * clock runs within MAXFREQ (500 ppm) of true time, and a guest on a `tsc` clocksource also keeps
+ * its boot calibration when a host within KVM's 250 ppm tolerance runs it unscaled, so the budget is
+ * shared: crystal + frequency offset stay within 450 ppm (a host beyond that makes every guest's
+ * NTP bound lie — a hardware fault this campaign does not inject). The wander adds at most ~13 ppm.
+ */
+function crystalModel(r: Random, stressPpm: number): OffsetModel {
+  const stress = r.chance(0.15);
+  const ppm = Math.round((r.float() * 2 - 1) * (stress ? stressPpm : Math.min(100, stressPpm)) * 10) / 10;
+  const parts: OffsetModel[] = [{ kind: "drift", ppm, fromNs: 0n }];
+  // Phase 0: a crystal model must read 0 at true time 0, where the host TSC is tsc0 by definition.
+  if (r.chance(0.3)) parts.push({ kind: "periodic", amplitudeNs: r.bigint(10n, 2_000n), periodNs: r.bigint(S, 20n * S), phaseNs: 0n });
+  return sum(...parts);
+}
+
+const BASE_KHZ = [2_000_000n, 2_100_000n, 2_500_000n, 3_000_000n] as const;
+
+function compatible(guestKhz: bigint, h: HostSpec): boolean {
+  try {
+    setTscKhzDecision({ userKhzArg: guestKhz, hostKhz: h.tscKhz, vendor: h.vendor === "svm" ? SVM : VMX, hostHasScaling: h.tscScaling });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Draws one run's world. `r` is the run's scenario stream. */
+export function drawScenario(root: Random, o: ScenarioOptions): Scenario {
+  const allowed = new Set(o.faults);
+  const rk = root.fork("kinds");
+  const active = FAULT_KINDS.filter((k) => allowed.has(k) && rk.chance(k === "skew" ? 0.8 : k === "crystal" ? 0.7 : 0.5));
+  const on = (k: FaultKind) => active.includes(k);
+
+  // Workload first: its length sets the horizon faults are spread over.
+  const rw = root.fork("workload");
+  const sampleIntervalNs = o.sampleIntervalNs;
+  const nDaemons = rw.chance(0.6) ? 2 : rw.int(2, Math.max(2, o.daemonsMax));
+  const nVms = rw.int(1, Math.max(1, o.vmsMax));
+  const nMigrations = rw.int(o.migrationsMin, Math.max(o.migrationsMin, o.migrationsMax));
+  const plans: MigrationPlan[][] = Array.from({ length: nVms }, () => []);
+  for (let i = 0; i < nMigrations; i++) {
+    const vm = rw.int(0, nVms - 1);
+    const plan: MigrationPlan = {
+      gapNs: 2n * sampleIntervalNs + rw.bigint(20n * MS, 400n * MS),
+      destPick: rw.float(),
+      policy: rw.pick(o.policies),
+      estimator: rw.pick(o.estimators),
+      doorbell: o.doorbell ?? rw.chance(0.5),
+    };
+    if (plan.policy === "advance-capped" && rw.chance(0.5)) plan.advanceCapNs = logUniform(rw, MS, S);
+    (plans[vm] as MigrationPlan[]).push(plan);
+  }
+  const horizonNs = plans.reduce((m, p) => {
+    const t = p.reduce((a, x) => a + x.gapNs, 0n);
+    return t > m ? t : m;
+  }, 0n);
+
+  // Hosts.
+  const rh = root.fork("hosts");
+  const sameBase = rh.chance(0.7);
+  const base0 = rh.pick(BASE_KHZ);
+  const hosts: HostSpec[] = [];
+  const rkhz = root.fork("hosts:khz");
+  const khz = Array.from({ length: nDaemons }, () => {
+    const base = sameBase ? base0 : rkhz.pick(BASE_KHZ);
+    // Within KVM's 250 ppm tolerance of the base: a guest may run here unscaled.
+    const offsetPpm = rkhz.chance(0.25) ? rkhz.int(-200, 200) : 0;
+    return { base, offsetPpm, tscKhz: base + (base * BigInt(offsetPpm)) / 1_000_000n };
+  });
+  // A guest calibrated on one host can run unscaled on another up to 250 ppm away: that mismatch
+  // and the crystal share the guest kernel's 500 ppm budget (see crystalModel).
+  let mismatchPpm = 0;
+  for (const a of khz) for (const b of khz) if (a.base === b.base) mismatchPpm = Math.max(mismatchPpm, Math.abs(a.offsetPpm - b.offsetPpm));
+  const crystalBudgetPpm = Math.max(20, 430 - Math.min(250, mismatchPpm));
+  for (let i = 0; i < nDaemons; i++) {
+    const tscKhz = (khz[i] as (typeof khz)[number]).tscKhz;
+    const crystal = on("crystal") ? crystalModel(rh, crystalBudgetPpm) : ZERO_MODEL;
+    const skew = on("skew") ? skewModel(rh, o.skewMaxNs, horizonNs) : ZERO_MODEL;
+    const honest = rh.chance(0.3);
+    const claimed = logUniform(rh, 10_000n, 5n * MS);
+    const worst = maxAbsOffsetNs(skew, horizonNs + 60n * S);
+    hosts.push({
+      name: `d${i}`,
+      tscKhz,
+      vendor: rh.chance(0.7) ? "vmx" : "svm",
+      tscScaling: rh.chance(0.9),
+      tsc0: rh.bigint(0n, 1n << 50n),
+      rawBaseNs: rh.bigint(0n, 1_000_000n * S),
+      crystal,
+      crystalSlopePpm: maxSlopePpm(crystal),
+      skew,
+      maxerrorNs: honest && worst + 1_000n > claimed ? worst + 1_000n : claimed,
+      jitterSeed: rh.bigint(0n, (1n << 63n) - 1n),
+    });
+  }
+
+  // Guests.
+  const rg = root.fork("guests");
+  const watchVmclock = o.watchVmclock ?? rg.chance(0.8);
+  const vms: VmSpec[] = [];
+  for (let i = 0; i < nVms; i++) {
+    const home = rg.int(0, nDaemons - 1);
+    const h = hosts[home] as HostSpec;
+    let guestTscKhz: bigint | undefined;
+    if (rg.chance(0.4)) {
+      const k = rg.pick(hosts).tscKhz;
+      if (k !== h.tscKhz && compatible(k, h)) guestTscKhz = k;
+    }
+    const cs: Clocksource = o.clocksource ?? (watchVmclock ? rg.pick(["kvm-clock", "tsc"] as const) : "kvm-clock");
+    vms.push({
+      id: `vm${i}`,
+      home,
+      vcpus: rg.int(1, Math.max(1, o.vcpusMax)),
+      ...(guestTscKhz !== undefined ? { guestTscKhz } : {}),
+      clocksource: cs,
+      handlingMode: o.handlingMode ?? rg.pick(["ditch", "widen"] as const),
+    });
+  }
+  const ntpMaxerror = logUniform(rg, 20_000n, 2n * MS);
+  const resyncDelayNs = logUniform(rg, 100n * MS, S);
+  const ntpModel: OffsetModel = { kind: "jitter", amplitudeNs: ntpMaxerror / 2n, intervalNs: logUniform(rg, 100n * MS, 2n * S), seed: rg.bigint(0n, (1n << 63n) - 1n) };
+
+  // Network.
+  const rn = root.fork("net");
+  const deadlineNs = logUniform(rn, 250n * MS, 2n * S);
+  const baseDelayNs = logUniform(rn, 20_000n, MS);
+  let jitterMeanNs = baseDelayNs / 10n;
+  if (on("delay")) jitterMeanNs += logUniform(rn, MS, 20n * MS);
+  if (on("reorder")) jitterMeanNs += logUniform(rn, 500_000n, 5n * MS);
+  const partitions: Partition[] = [];
+  if (on("partition")) {
+    const n = rn.int(1, 3);
+    for (let i = 0; i < n; i++) {
+      const a = rn.int(0, nDaemons - 1);
+      let b = rn.int(0, nDaemons - 2);
+      if (b >= a) b++;
+      const fromNs = rn.bigint(0n, horizonNs);
+      partitions.push({ fromNs, untilNs: fromNs + logUniform(rn, 5n * MS, 5n * S), a: `d${a}`, b: `d${b}`, oneWay: rn.chance(0.3) });
+    }
+  }
+  const net: NetConfig = {
+    baseDelayNs,
+    jitterMeanNs,
+    delayMaxNs: deadlineNs / 2n < 100n * MS ? deadlineNs / 2n : 100n * MS,
+    lossP: on("loss") ? 0.005 + rn.float() * 0.075 : 0,
+    dupP: on("dup") ? 0.01 + rn.float() * 0.09 : 0,
+    resetP: on("reset") ? 0.005 + rn.float() * 0.045 : 0,
+    deadlineNs,
+    partitions,
+  };
+
+  // Processes and doorbells.
+  const rp = root.fork("process");
+  const kills: Scenario["kills"] = [];
+  if (on("kill")) {
+    const n = rp.int(1, 2);
+    for (let i = 0; i < n; i++) kills.push({ atNs: rp.bigint(0n, horizonNs), daemon: rp.int(0, nDaemons - 1), downNs: logUniform(rp, MS, 3n * S) });
+  }
+  const scenario: Scenario = {
+    active,
+    hosts,
+    vms,
+    plans,
+    net,
+    crashP: on("crash") ? rp.pick([0.02, 0.05, 0.1, 0.2]) : 0,
+    crashesMax: on("crash") ? rp.int(1, 3) : 0,
+    kills,
+    fsyncMaxNs: on("stall") ? logUniform(rp, 20_000n, 2n * MS) : 0n,
+    fsyncStallP: on("stall") ? 0.002 + rp.float() * 0.01 : 0,
+    pauseP: on("stall") ? rp.pick([0.05, 0.1, 0.3]) : 0,
+    stallMaxNs: on("stall") ? logUniform(rp, 5n * MS, 500n * MS) : 0n,
+    downtimeMinNs: MS,
+    downtimeMaxNs: 3n * S,
+    doorbellLossP: on("doorbell") ? 0.1 + rp.float() * 0.4 : 0,
+    doorbellDelayNs: rp.bigint(0n, MS),
+    doorbellDelayMaxNs: on("doorbell") ? logUniform(rp, MS, 2n * S) : 0n,
+    sampleIntervalNs,
+    pollIntervalNs: rg.pick([2n * S, 4n * S, 8n * S, 16n * S]),
+    resyncDelayNs,
+    watchVmclock,
+    ntp: { source: o.ntpSource, maxerrorNs: ntpMaxerror, model: ntpModel },
+    faultsMaxNs: horizonNs + 60n * S,
+    recoveryBoundNs: 30n * S,
+    settleNs: 0n, // set below: the guests' resync delay plus a few samples
+    handling: o.handling,
+  };
+  scenario.settleNs = resyncDelayNs + 3n * sampleIntervalNs;
+  return scenario;
+}

@@ -1,0 +1,251 @@
+// Goal: the product bugs the chaos campaigns found stay fixed, each pinned by the smallest scene
+// that shows it. Method: one or two TscmigNodes on one SimClock, peers called directly after a
+// simulated delay, journals whose writes can cost process time, faults that crash or stall at a
+// named site; assertions on what the guest and the reports say against true time.
+import { describe, expect, it } from "vitest";
+import { defaultNodeConfig, type NodeConfig, TscmigNode } from "../../src/daemon/node.js";
+import { TscmigError } from "../../src/shared/errors.js";
+import { CrashSignal, type Faults } from "../../src/shared/faults.js";
+import { Guest, type GuestOptions } from "../../src/shared/guest/guest.js";
+import { EmulatedHost } from "../../src/shared/hypervisor/host.js";
+import { EmulatedVm } from "../../src/shared/hypervisor/vm.js";
+import { VMCLOCK_FLAG_TIME_MAXERROR_VALID } from "../../src/shared/kvm/vmclock.js";
+import { MemoryJournal, type MigrationRecord, type VmRecord } from "../../src/shared/migration/journal.js";
+import type { PeerClient, PeerDialer } from "../../src/shared/migration/messages.js";
+import { SILENT_LOGGER } from "../../src/shared/logger.js";
+import type { GuestSample, HistorySink } from "../../src/shared/history.js";
+import { sleep } from "../../src/shared/time/clock.js";
+import { SeededRandom } from "../../src/shared/time/random.js";
+import { flushMicrotasks, SimClock, SimScheduler } from "../../src/shared/time/sim.js";
+
+const EPOCH = 1_767_225_600_000_000_000n;
+const MS = 1_000_000n;
+const abs = (x: bigint) => (x < 0n ? -x : x);
+
+/** Writes cost `costNs(record)` of process time (an fsync): the true clock moves inside the call. */
+class CostlyJournal extends MemoryJournal {
+  constructor(
+    private readonly clock: SimClock,
+    private readonly costNs: (rec: VmRecord | MigrationRecord) => bigint,
+  ) {
+    super();
+  }
+  override putVm(rec: VmRecord): void {
+    this.clock.advanceTo(this.clock.monotonicNs() + this.costNs(rec));
+    super.putVm(rec);
+  }
+  override putMigration(rec: MigrationRecord): void {
+    this.clock.advanceTo(this.clock.monotonicNs() + this.costNs(rec));
+    super.putMigration(rec);
+  }
+}
+
+class World {
+  readonly clock = new SimClock(0n, EPOCH);
+  readonly sched = new SimScheduler(this.clock);
+  readonly nodes = new Map<string, TscmigNode>();
+  readonly dialer: PeerDialer = {
+    dial: (address) => {
+      const hop = async <T>(fn: (n: TscmigNode) => T): Promise<T> => {
+        await sleep(this.sched, 200_000n);
+        const n = this.nodes.get(address);
+        if (!n) throw new TscmigError("unavailable", `${address} is down`);
+        const r = fn(n);
+        await sleep(this.sched, 300_000n);
+        return r;
+      };
+      const client: PeerClient = {
+        prepare: (req) => hop((n) => n.prepare(req)),
+        probe: (req) => hop((n) => n.probe(req)),
+        transfer: (req) => hop((n) => n.transfer(req, n.host.rawNs(), 0n)),
+        commit: (req) => hop((n) => n.commit(req)),
+        abort: (req) => hop((n) => n.abort(req)),
+        resolve: (req) => hop((n) => n.resolve(req)),
+        ping: () => hop(() => undefined),
+      };
+      return client;
+    },
+  };
+  host(name: string, crystalPpm = 0): EmulatedHost {
+    return new EmulatedHost({ name, clock: this.clock, epochNs: EPOCH, crystal: { kind: "drift", ppm: crystalPpm, fromNs: 0n }, maxerrorNs: 50_000n });
+  }
+  node(name: string, host: EmulatedHost, journal: MemoryJournal, faults?: Faults, tune?: (c: NodeConfig) => void, history?: HistorySink): TscmigNode {
+    const cfg = defaultNodeConfig(name, name);
+    cfg.sampleIntervalNs = 100n * MS;
+    tune?.(cfg);
+    const n = new TscmigNode(cfg, { clock: this.clock, scheduler: this.sched, random: new SeededRandom(BigInt(this.nodes.size + 1) * 7n), log: SILENT_LOGGER, host, journal, dialer: this.dialer, ...(faults ? { faults } : {}), ...(history ? { history } : {}) });
+    this.nodes.set(name, n);
+    return n;
+  }
+  /** Steps simulated time until `p` settles (or rejects). */
+  async settle<T>(p: Promise<T>): Promise<T> {
+    let done = false;
+    void p.then(
+      () => (done = true),
+      () => (done = true),
+    );
+    for (let i = 0; i < 1_000_000 && !done; i++) {
+      await flushMicrotasks();
+      if (done || !this.sched.step()) break;
+    }
+    await flushMicrotasks();
+    return p;
+  }
+  async runFor(ns: bigint): Promise<void> {
+    let done = false;
+    this.sched.after(ns, () => (done = true));
+    while (!done) {
+      await flushMicrotasks();
+      if (!this.sched.step()) break;
+    }
+    await flushMicrotasks();
+  }
+}
+
+describe("regressions found by the chaos campaigns", () => {
+  it("a source restarted mid-migration resumes its VM even when an earlier attempt at that generation was refused", async () => {
+    const w = new World();
+    const journal = new MemoryJournal();
+    const host = w.host("a");
+    let crash = false;
+    const faults: Faults = { fire: (site) => crash && site === "crash.source.afterPause", delayNs: () => 0n };
+    const a = w.node("a", host, journal, faults);
+    a.start();
+    const vm = a.createVm({ vcpus: 2 });
+    // First attempt: nobody at "b" → refused (decision aborted, phase "refused", generation 1).
+    const first = await w.settle(a.migrate(vm.id, { destination: "b" }));
+    expect(first.outcome).toBe("refused");
+    // Second attempt: "b" answers, and the source dies right after pausing.
+    w.node("b", w.host("b"), new MemoryJournal()).start();
+    crash = true;
+    await expect(w.settle(a.migrate(vm.id, { destination: "b" }))).rejects.toBeInstanceOf(CrashSignal);
+    a.stop();
+    // Restart over the same journal: the undecided migration is aborted and the VM runs again.
+    const a2 = new TscmigNode(a.cfg, { clock: w.clock, scheduler: w.sched, random: new SeededRandom(99n), log: SILENT_LOGGER, host, journal, dialer: w.dialer });
+    a2.start();
+    const h = a2.getVm(vm.id);
+    expect([h.role, h.vm.running, h.lock]).toEqual(["owner", true, null]);
+  });
+
+  it("a widen-mode guest that missed a disruption ditches instead of widening by the last bound only", () => {
+    const w = new World();
+    const vm = new EmulatedVm(w.host("h"), { vcpus: 1 });
+    const opts: GuestOptions = {
+      clocksource: "kvm-clock",
+      migrationHandling: true,
+      handlingMode: "widen",
+      watchVmclock: true,
+      pollIntervalNs: 16_000n * MS,
+      resyncDelayNs: 1_000n * MS,
+      driftAllowancePpm: 500n,
+      ntpSource: () => ({ realtimeNs: EPOCH + w.clock.monotonicNs(), maxerrorNs: 100_000n }),
+    };
+    const guest = new Guest(vm, w.sched, opts);
+    guest.sync();
+    const modes: string[] = [];
+    guest.onHandled = (e) => modes.push(e.mode);
+    const disrupt = (by: bigint) =>
+      vm.updateVmclock((p) => {
+        p.disruptionMarker += by;
+        p.timeMaxerrorNanosec = 10_000n;
+        p.flags |= VMCLOCK_FLAG_TIME_MAXERROR_VALID;
+      });
+    disrupt(1n);
+    guest.checkMarker();
+    disrupt(2n); // two migrations since the guest last looked
+    guest.checkMarker();
+    expect(modes).toEqual(["widen", "ditch-fallback"]);
+    expect(guest.now().status).toBe("disrupted");
+  });
+
+  it("a guest never claims sync from a source whose error bound reaches NTP_PHASE_LIMIT", () => {
+    const w = new World();
+    const vm = new EmulatedVm(w.host("h"), { vcpus: 1 });
+    let maxerrorNs = 100_000n;
+    const guest = new Guest(vm, w.sched, {
+      clocksource: "kvm-clock",
+      migrationHandling: true,
+      handlingMode: "ditch",
+      watchVmclock: true,
+      pollIntervalNs: 16_000n * MS,
+      resyncDelayNs: 1_000n * MS,
+      driftAllowancePpm: 500n,
+      ntpSource: () => ({ realtimeNs: EPOCH + w.clock.monotonicNs() + 17_000_000_000n, maxerrorNs }),
+    });
+    guest.sync();
+    expect(guest.now().status).toBe("synchronized"); // an honest 100 µs claim (the offset is the source's problem)
+    maxerrorNs = 17_600_000_000n; // honest about 17.6 s of error: more than the kernel can hold
+    guest.sync();
+    expect(guest.now().status).not.toBe("synchronized");
+  });
+
+  it("a restart never rolls the guest's NTP state back to an older sync", async () => {
+    const w = new World();
+    const journal = new MemoryJournal();
+    const host = w.host("a");
+    let stepNs = 0n;
+    const a = w.node("a", host, journal, undefined, (c) => {
+      c.guest.pollIntervalNs = 1_000n * MS;
+      c.guest.ntpSource = () => ({ realtimeNs: EPOCH + w.clock.monotonicNs() + stepNs, maxerrorNs: 20_000n });
+    });
+    a.start();
+    const vm = a.createVm({ vcpus: 1 });
+    await w.runFor(500n * MS);
+    stepNs = 3n * MS; // the time source moved; the next poll steps the guest onto it
+    await w.runFor(1_000n * MS);
+    const before = a.getVm(vm.id).guest.exportState();
+    a.stop();
+    const a2 = new TscmigNode(a.cfg, { clock: w.clock, scheduler: w.sched, random: new SeededRandom(5n), log: SILENT_LOGGER, host, journal, dialer: w.dialer });
+    a2.start();
+    const after = a2.getVm(vm.id).guest.exportState();
+    expect(after.wallOffsetNs).toBe(before.wallOffsetNs);
+    expect(after.syncClocksourceNs).toBe(before.syncClocksourceNs);
+  });
+
+  it("time spent between restore and resume (slow journal writes) is inside the reported and published bound", async () => {
+    const w = new World();
+    // The destination's write of the adopted VM (between setting its clocks and resuming it) takes 2 s.
+    const slow = (rec: VmRecord | MigrationRecord) => ("role" in rec && rec.role === "owner" ? 2_000n * MS : 0n);
+    const a = w.node("a", w.host("a", 400), new MemoryJournal());
+    const b = w.node("b", w.host("b", -400), new CostlyJournal(w.clock, slow));
+    a.start();
+    b.start();
+    const vm = a.createVm({ vcpus: 2 });
+    await w.runFor(300n * MS);
+    const r = await w.settle(a.migrate(vm.id, { destination: "b", policy: "advance", estimator: "one-sided" }));
+    expect(r.outcome).toBe("committed");
+    // Over those 2 s the two crystals ran 800 ppm apart: 1.6 ms of error the estimate cannot see.
+    expect(r.trueBlackoutNs - r.estimatedBlackoutNs).toBeGreaterThanOrEqual(1_999n * MS);
+    expect(abs(r.tscErrorNs)).toBeGreaterThan(1_000_000n);
+    expect(abs(r.tscErrorNs)).toBeLessThanOrEqual(r.errorBoundNs);
+    expect(abs(r.kvmclockErrorNs)).toBeLessThanOrEqual(r.errorBoundNs);
+    expect(b.getVm(vm.id).vm.vmclock().timeMaxerrorNanosec).toBe(r.errorBoundNs);
+  });
+
+  it("a sample whose clock read made the guest act on a migration is stamped where the guest read its clock", async () => {
+    const w = new World();
+    const slow = () => 30n * MS; // every journal write (the handled migration's too) takes 30 ms
+    const a = w.node("a", w.host("a"), new MemoryJournal());
+    const samples: GuestSample[] = [];
+    const b = w.node(
+      "b",
+      w.host("b"),
+      new CostlyJournal(w.clock, slow),
+      undefined,
+      (c) => {
+        c.guest.ntpSource = () => ({ realtimeNs: EPOCH + w.clock.monotonicNs(), maxerrorNs: 20_000n });
+      },
+      { sample: (x) => samples.push(x), event: () => {} },
+    );
+    a.start();
+    b.start();
+    const vm = a.createVm({ vcpus: 1, handlingMode: "widen" });
+    await w.runFor(300n * MS);
+    const r = await w.settle(a.migrate(vm.id, { destination: "b", policy: "advance", estimator: "one-sided" }));
+    expect(r.outcome).toBe("committed");
+    await w.runFor(500n * MS);
+    expect(samples.length).toBeGreaterThan(2);
+    for (const x of samples)
+      if (x.bounded.status === "synchronized") expect(abs(x.bounded.realtimeNs - (EPOCH + x.trueNs))).toBeLessThanOrEqual((x.bounded.latestNs - x.bounded.earliestNs) / 2n);
+  });
+});

@@ -1,0 +1,97 @@
+// Goal: `tscmig chaos` reports what it checked and how to replay what failed. Method: run the
+// command's code with report files in a temporary directory — a passing campaign and a failing
+// one (the hazard) — and read the JSON, JUnit and HTML back; replay a failing seed alone.
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { type ChaosFlags, runChaos } from "../../src/chaos/cli.js";
+
+const dir = mkdtempSync(join(tmpdir(), "tscmig-chaos-reports-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const flags = (over: Partial<ChaosFlags>): ChaosFlags => ({
+  mode: "sim",
+  seed: "5",
+  runs: "20",
+  policy: "advance",
+  estimator: "one-sided",
+  guestMigrationHandling: "on",
+  skewMax: "262s",
+  faults: "all",
+  vcpusMax: "4",
+  sampleInterval: "100ms",
+  ntpSource: "reference",
+  determinismCheck: "0.1",
+  jobs: "1",
+  quiet: false,
+  ...over,
+});
+
+async function run(over: Partial<ChaosFlags>): Promise<{ code: number; text: string }> {
+  let text = "";
+  const code = await runChaos(flags(over), (s) => (text += s));
+  return { code, text };
+}
+
+describe("tscmig chaos reports", () => {
+  it("a passing campaign: exit 0, JSON with what was checked and the distributions, JUnit, self-contained HTML", async () => {
+    const json = join(dir, "pass.json");
+    const junit = join(dir, "pass.xml");
+    const html = join(dir, "pass.html");
+    const { code, text } = await run({ json, junit, html });
+    expect(code).toBe(0);
+    expect(text).toMatch(/PASS: I1–I8 held in every run/);
+    const j = JSON.parse(readFileSync(json, "utf8"));
+    expect(j.seed).toBe("5");
+    expect(j.runs).toBe(20);
+    expect(j.violations).toEqual([]);
+    expect(j.checked.samples).toBeGreaterThan(0);
+    expect(j.checked.migrations).toBeGreaterThan(0);
+    expect(j.checked.faults).toBeGreaterThan(0);
+    expect(j.distributions.byPolicy.advance.absErrorNs.p50).toBeGreaterThanOrEqual(0);
+    expect(j.distributions.byPolicy.advance.errorOverBound.max).toBeLessThanOrEqual(1);
+    expect(j.distributions.byEstimator["one-sided"].migrations).toBe(j.checked.migrations);
+    expect(j.distributions.blackoutNs.p99).toBeGreaterThan(0);
+    expect(j.determinism.checked).toBeGreaterThan(0);
+    const x = readFileSync(junit, "utf8");
+    expect(x).toMatch(/^<\?xml/);
+    expect(x).toMatch(/<testsuite name="tscmig.chaos.sim" tests="20" failures="0"/);
+    const h = readFileSync(html, "utf8");
+    expect(h).toMatch(/<svg/);
+    expect(h).toMatch(/PASS/);
+    expect(h).not.toMatch(/<script|<link|src=|https?:\/\/(?!www\.w3\.org\/2000\/svg)/);
+  });
+
+  it("a failing campaign: exit 1, each failing run with its replay command, which replays it alone", async () => {
+    const json = join(dir, "fail.json");
+    const junit = join(dir, "fail.xml");
+    const over = { guestMigrationHandling: "off", policy: "kvm-realtime", estimator: "wallclock", skewMax: "50ms", faults: "skew", json, junit };
+    const { code, text } = await run(over);
+    expect(code).toBe(1);
+    const m = /replay: (tscmig chaos --mode sim --seed (\d+) --runs 1 .*)/.exec(text);
+    expect(m, text).not.toBeNull();
+    const j = JSON.parse(readFileSync(json, "utf8"));
+    expect(j.passed).toBe(false);
+    const v = j.violations[0];
+    expect(v.invariant).toBe("I4");
+    expect(v.run).toBeTypeOf("number");
+    expect(v.seed).toMatch(/^\d+$/);
+    expect(v.values.errorNs).toMatch(/^-?\d+$/);
+    expect(v.replay).toMatch(/--runs 1/);
+    expect(readFileSync(junit, "utf8")).toMatch(/<failure type="I4"/);
+    // The printed command, run as printed, fails the same way.
+    const seed = (m as RegExpExecArray)[2] as string;
+    const again = await run({ ...over, seed, runs: "1", json: join(dir, "replay.json"), junit: undefined });
+    expect(again.code).toBe(1);
+    const r = JSON.parse(readFileSync(join(dir, "replay.json"), "utf8"));
+    expect(r.violations[0].seed).toBe(seed);
+    expect(r.violationsByInvariant.I4).toBeGreaterThan(0);
+  });
+
+  it("bad flags are refused with the flag named", async () => {
+    await expect(run({ policy: "warp" })).rejects.toThrow(/--policy: unknown "warp"/);
+    await expect(run({ faults: "meteor" })).rejects.toThrow(/--faults/);
+    await expect(run({ seed: "-1" })).rejects.toThrow(/--seed/);
+  });
+});
