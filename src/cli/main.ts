@@ -8,6 +8,7 @@ import { parseDurationNs } from "../daemon/config-parsers.js";
 import { ApiClient } from "./api.js";
 import { runDemo } from "./demo.js";
 import { spawnDaemon } from "./local-pair.js";
+import { renderBench, runBench, SECTIONS, type Section } from "../bench/main.js";
 
 const out = (s: string) => process.stdout.write(s);
 const print = (v: unknown, _json: boolean): void => {
@@ -185,6 +186,31 @@ export function buildCli(): Command {
         ...(o.reset === true ? { reset: true } : {}),
       };
       print(await api(o as { api: string; token?: string }).call("PUT", "/v1/host/clock", body), true);
+    });
+
+
+  program
+    .command("bench")
+    .description("benchmarks over real daemons on loopback: blackout, throughput, introduced error, simulator speed, memory (issue 5)")
+    .option("--quick", "fewer samples: under 2 minutes")
+    .option("--json <file>", "also write the results as JSON")
+    .option("--sections <list>", `comma-separated subset of ${SECTIONS.join(",")}`)
+    .option("--vms <n>", "VMs of the throughput run (default 1000, quick 300)")
+    .option("--daemon-args <args>", "extra flags for every daemon, space-separated")
+    .option("--node-options <opts>", "NODE_OPTIONS for the daemons, e.g. \"--cpu-prof --cpu-prof-dir=/tmp/prof\"")
+    .action(async (o: { quick?: boolean; json?: string; sections?: string; vms?: string; daemonArgs?: string; nodeOptions?: string }) => {
+      const sections = o.sections?.split(",").map((x) => x.trim()).filter((x) => x.length > 0);
+      for (const x of sections ?? []) if (!(SECTIONS as readonly string[]).includes(x)) throw new Error(`--sections: unknown section ${x}`);
+      const r = await runBench({
+        quick: o.quick === true,
+        ...(o.json ? { json: o.json } : {}),
+        ...(sections ? { sections: sections as Section[] } : {}),
+        ...(o.vms ? { vms: Number(o.vms) } : {}),
+        ...(o.daemonArgs ? { daemonArgs: o.daemonArgs.split(" ").filter((x) => x.length > 0) } : {}),
+        ...(o.nodeOptions ? { nodeOptions: o.nodeOptions } : {}),
+        progress: (line) => process.stderr.write(`bench: ${line}\n`),
+      });
+      out(renderBench(r));
     });
 
   return program;
