@@ -67,7 +67,7 @@ export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
   const tls = c.tlsCert && c.tlsKey && c.tlsCa
     ? { certPem: readFileSync(c.tlsCert), keyPem: readFileSync(c.tlsKey), caPem: readFileSync(c.tlsCa) }
     : undefined;
-  const journal = Journal.open(c.data);
+  const journal = Journal.open(c.data, { synchronous: c.journalSync as "full" | "normal" });
   const history = new RingHistory(LIMITS.historySamplesMax);
   const dialer = new GrpcDialer({ clock: deps.clock, ...(tls ? { tls } : {}) });
   const grpcAddress = formatHostPort(c.grpc);
