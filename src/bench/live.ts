@@ -21,18 +21,24 @@ export interface Side {
 export interface PairOptions {
   /** Extra daemon flags (e.g. a journal or log setting under test). */
   daemonArgs?: string[];
-  /** Extra environment for the daemons (e.g. NODE_OPTIONS=--cpu-prof). */
-  env?: Record<string, string>;
+  /** Flags for the daemons' node (e.g. --cpu-prof --cpu-prof-dir=DIR). */
+  nodeArgs?: string[];
 }
 
 export async function startSide(name: string, o: PairOptions): Promise<Side> {
-  const d = await spawnDaemon({ name, echo: false, ...(o.daemonArgs ? { args: o.daemonArgs } : {}), ...(o.env ? { env: o.env } : {}) });
+  const d = await spawnDaemon({ name, echo: false, ...(o.daemonArgs ? { args: o.daemonArgs } : {}), ...(o.nodeArgs ? { nodeArgs: o.nodeArgs } : {}) });
   return { name, api: new ApiClient(d.http), grpc: d.grpc, pid: d.child.pid ?? 0, daemon: d };
 }
 
 export async function startPair(o: PairOptions): Promise<[Side, Side]> {
-  const [a, b] = await Promise.all([startSide("bench-a", o), startSide("bench-b", o)]);
-  return [a, b];
+  const got = await Promise.allSettled([startSide("bench-a", o), startSide("bench-b", o)]);
+  const up = got.flatMap((g) => (g.status === "fulfilled" ? [g.value] : []));
+  const failed = got.find((g) => g.status === "rejected");
+  if (failed) {
+    await stopSides(up);
+    throw failed.reason;
+  }
+  return up as [Side, Side];
 }
 
 export async function stopSides(sides: readonly Side[]): Promise<void> {

@@ -27,8 +27,15 @@ export interface BenchOptions {
   sections?: Section[];
   /** Extra flags for every daemon. */
   daemonArgs?: string[];
-  /** NODE_OPTIONS for the daemons (e.g. `--cpu-prof --cpu-prof-dir=/tmp/p`). */
-  nodeOptions?: string;
+  /**
+   * Journal durability of the measured daemons (default normal: survives a killed process, the
+   * chaos fault model). A second pair with the other setting gives a comparison row for 1 vCPU.
+   */
+  journalSync?: "full" | "normal";
+  /** Flags for the daemons' node, e.g. `--cpu-prof --cpu-prof-dir=/tmp/p` (NODE_OPTIONS refuses those). */
+  nodeArgs?: string[];
+  /** vCPU counts of the blackout section (default 1, 8, 64, 256, 1024). */
+  sizes?: number[];
   /** Throughput VMs (default 1000, quick 300). */
   vms?: number;
   /** Progress lines. */
@@ -93,22 +100,25 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const plan = planOf(o);
   const say = o.progress ?? (() => {});
   const want = new Set<Section>(o.sections ?? SECTIONS);
+  const sizes: readonly number[] = o.sizes ?? VCPU_SIZES;
   const started = clock.monotonicNs();
-  const env: Record<string, string> = {};
-  if (o.nodeOptions) env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ""} ${o.nodeOptions}`.trim();
-  const pairOpts = { ...(o.daemonArgs ? { daemonArgs: o.daemonArgs } : {}), env };
+  const journalSync = o.journalSync ?? "normal";
+  const otherSync = journalSync === "normal" ? "full" : "normal";
+  const withSync = (sync: string) => ({ daemonArgs: ["--journal-sync", sync, ...(o.daemonArgs ?? [])], ...(o.nodeArgs ? { nodeArgs: o.nodeArgs } : {}) });
+  const pairOpts = withSync(journalSync);
 
   const result: BenchResult = {
     meta: {
       mode: o.quick ? "quick" : "full",
+      journalSync,
       node: process.version,
       cpus: cpus().length,
       cpuModel: cpus()[0]?.model ?? "?",
       memTotalBytes: totalmem(),
       startedRealtimeNs: clock.realtimeNs(),
       plan,
-      daemonArgs: o.daemonArgs ?? [],
-      nodeOptions: o.nodeOptions ?? "",
+      daemonArgs: pairOpts.daemonArgs,
+      nodeArgs: o.nodeArgs ?? [],
     },
     baseline: { grpcUnary: { ...summarize([]), rounds: [] }, tcpEcho: { ...summarize([]), rounds: [] } },
     blackout: {},
@@ -122,8 +132,16 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const live = want.has("blackout") || want.has("error") || want.has("throughput");
   if (live) {
     say("starting two daemons and a TCP echo server");
-    const [pair, echo] = await Promise.all([startPair(pairOpts), startEchoServer()]);
+    const echo = await startEchoServer();
+    let pair: [Side, Side];
+    try {
+      pair = await startPair(pairOpts);
+    } catch (e) {
+      echo.stop();
+      throw e;
+    }
     const [a, b] = pair;
+    let other: [Side, Side] | null = null;
     const dialer = new GrpcDialer({ clock });
     try {
       // Warm both daemons' code paths (JIT) before anything is recorded.
@@ -138,13 +156,22 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       const blackouts = new Map<number, Migrated[]>();
       const perRound = new Map<number, Migrated[][]>();
       const bouncers = new Map<number, Bouncer>();
+      let otherBouncer: Bouncer | null = null;
+      const otherLabel = `1-journal-${otherSync}`;
+      const otherAll: Migrated[] = [];
+      const otherRounds: Migrated[][] = [];
       if (want.has("blackout")) {
-        for (const n of VCPU_SIZES) {
+        for (const n of sizes) {
           await createVm(a, `bo-${n}`, n);
           bouncers.set(n, new Bouncer(pair, `bo-${n}`));
           blackouts.set(n, []);
           perRound.set(n, []);
         }
+        say(`starting a comparison pair with --journal-sync ${otherSync}`);
+        other = await startPair(withSync(otherSync));
+        await createVm(other[0], "bo-1", 1);
+        otherBouncer = new Bouncer(other, "bo-1");
+        for (let i = 0; i < 30; i++) await otherBouncer.migrate();
       }
       for (let r = 0; r < plan.rounds; r++) {
         say(`round ${r + 1}/${plan.rounds}: baselines (${plan.baselineCalls} gRPC Ping, ${plan.baselineCalls} TCP echo)`);
@@ -155,7 +182,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
         result.baseline.grpcUnary.rounds.push(summarize(g));
         result.baseline.tcpEcho.rounds.push(summarize(t));
         if (!want.has("blackout")) continue;
-        for (const n of VCPU_SIZES) {
+        for (const n of sizes) {
           const bn = bouncers.get(n) as Bouncer;
           const count = Math.ceil(plan.blackoutPerSize / plan.rounds);
           say(`round ${r + 1}/${plan.rounds}: ${count} migrations of a ${n}-vCPU VM`);
@@ -165,10 +192,19 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
           blackouts.get(n)?.push(...got);
           perRound.get(n)?.push(got);
         }
+        if (otherBouncer) {
+          const count = Math.ceil(plan.blackoutPerSize / plan.rounds);
+          say(`round ${r + 1}/${plan.rounds}: ${count} migrations of a 1-vCPU VM, journal ${otherSync}`);
+          const got: Migrated[] = [];
+          for (let i = 0; i < count; i++) got.push(await otherBouncer.migrate());
+          otherAll.push(...got);
+          otherRounds.push(got);
+        }
       }
       result.baseline.grpcUnary = { ...summarize(grpcAll), rounds: result.baseline.grpcUnary.rounds };
       result.baseline.tcpEcho = { ...summarize(tcpAll), rounds: result.baseline.tcpEcho.rounds };
       for (const [n, ms] of blackouts) result.blackout[String(n)] = blackoutResult(ms, perRound.get(n) ?? []);
+      if (otherAll.length > 0) result.blackout[otherLabel] = blackoutResult(otherAll, otherRounds);
 
       // ---- introduced error per estimator and skew ----
       if (want.has("error")) {
@@ -236,7 +272,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     } finally {
       dialer.close();
       echo.stop();
-      await stopSides(pair);
+      await stopSides(other ? [...pair, ...other] : pair);
     }
   }
 
@@ -386,7 +422,7 @@ export function renderBench(r: BenchResult): string {
   }
   const sizes = Object.keys(r.blackout);
   if (sizes.length > 0) {
-    parts.push("\nBlackout (true time, source pause → destination resume; policy advance, estimator one-sided)\n");
+    parts.push(`\nBlackout (true time, source pause → destination resume; policy advance, estimator one-sided; journal ${String(m.journalSync)})\n`);
     const rows: string[][] = [["vCPUs", "p50", "p99", "max", "count", "p50/gRPC", "p99/gRPC", "capture", "encode", "transfer", "decode", "restore", "commit"]];
     for (const n of sizes) {
       const b = r.blackout[n] as BlackoutResult;
