@@ -163,10 +163,16 @@ function unaryHandler(
   const path = grpcPathOf(method);
   return (call, callback) => {
     const abort = new AbortController();
-    call.on("cancelled", () => abort.abort(new TscmigError("aborted", `${path}: call cancelled`)));
+    let answered = false;
+    // grpc-js also reports "cancelled" when a finished call's stream closes: only a call still being
+    // handled is aborted (building the error costs a stack trace on every call otherwise).
+    call.on("cancelled", () => {
+      if (!answered) abort.abort(new TscmigError("aborted", `${path}: call cancelled`));
+    });
     const req = call.request;
     const ctx: HandlerContext = { path, peer: call.getPeer(), metadata: call.metadata, signal: abort.signal, decodeNs: req.ok ? req.decodeNs : 0n };
     void answer(method, handler, call.request, ctx, log).then((outcome) => {
+      answered = true;
       if (outcome.ok) callback(null, outcome.bytes);
       else callback(outcome.status, null);
     });
