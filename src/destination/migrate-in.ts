@@ -178,10 +178,13 @@ export class Destination {
     inb.snapshot = s;
     inb.receiveRawNs = receiveRawNs;
     inb.decodeNs = decodeNs;
-    for (const e of effects) {
-      if (e.kind === "stage") this.ctx.stageDurably(inb);
-      if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
-    }
+    // The staged snapshot and the migration's phase land together (one transaction, one sync).
+    this.ctx.journal.transaction(() => {
+      for (const e of effects) {
+        if (e.kind === "stage") this.ctx.stageDurably(inb);
+        if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
+      }
+    });
     crashPoint(this.ctx.faults, "crash.destination.afterStage");
     inb.holdNs = this.ctx.host.rawNs() - receiveRawNs;
     return { destinationHoldNs: inb.holdNs };
