@@ -425,12 +425,15 @@ export class TscmigNode {
   // ---- ownership hooks (source role) -------------------------------------------------------------
 
   private pauseOwned(h: HostedVm): void {
+    // Journaled just before the vCPUs stop, so the write is not part of the blackout. A crash
+    // between the two finds a VM marked migrating-out with its migration undecided, which start()
+    // aborts and resumes, exactly as after a crash just past the pause.
+    h.role = "migrating-out";
+    this.persist(h, false);
     h.vm.pause();
     h.guest.stop();
     h.sampler?.cancel();
     h.sampler = null;
-    h.role = "migrating-out";
-    this.persist(h, false);
     this.deps.history?.event({ kind: "stop", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: h.id, generation: h.generation, why: "pause" });
   }
 
@@ -588,7 +591,7 @@ export class TscmigNode {
   }
 
   /** Destination: the restored VM becomes ours and runs. */
-  private adopt(inb: Inbound, vm: EmulatedVm, result: RestoreResult): { doorbellRung: boolean } {
+  private adopt(inb: Inbound, vm: EmulatedVm, result: RestoreResult): { doorbellRung: boolean; resumedTrueNs: bigint } {
     const s = inb.snapshot as Snapshot;
     const g = s.guest;
     const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(g.clocksource, g.migrationHandling, g.handlingMode), g);
@@ -596,7 +599,6 @@ export class TscmigNode {
     this.wireGuest(h);
     this.vms.set(h.id, h);
     this.tombstones.delete(h.id);
-    this.persist(h, true);
     let rung = false;
     if (inb.req.doorbell) {
       rung = true;
@@ -605,12 +607,17 @@ export class TscmigNode {
       if (!lost) this.deps.scheduler.after(delay, () => this.vms.get(h.id) === h && h.vm.running && h.guest.doorbell());
     }
     vm.resume();
+    const resumedTrueNs = this.host.trueNs();
     guest.start(false);
     guest.resumeTimers();
+    // Journaled once the vCPUs run, off the blackout. A crash before this write leaves the staged
+    // snapshot and its pending migration in the journal: recovery asks the source (Resolve), which
+    // answers committed, and the VM is restored and resumed here again, on this daemon only.
+    this.persist(h, true);
     this.startSampler(h);
-    this.deps.history?.event({ kind: "run", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: h.id, generation: h.generation });
+    this.deps.history?.event({ kind: "run", trueNs: resumedTrueNs, daemon: this.cfg.name, vmId: h.id, generation: h.generation });
     this.log.info({ event: "vm_resumed", migrationId: inb.req.migrationId, vmId: h.id, advancedNs: result.advancedNs, errorBoundNs: result.errorBoundNs }, "VM resumed");
-    return { doorbellRung: rung };
+    return { doorbellRung: rung, resumedTrueNs };
   }
 
   // ---- recovery -----------------------------------------------------------------------------------

@@ -55,8 +55,8 @@ export interface DestinationContext {
   /** Generation this daemon last handed the VM off at (tombstone), if any. */
   tombstone(vmId: string): bigint | null;
   vmCount(): number;
-  /** Adopt a restored VM: builds the guest, rings the doorbell if asked, resumes, journals. */
-  adopt(inb: Inbound, vm: EmulatedVm, result: RestoreResult): { doorbellRung: boolean };
+  /** Adopt a restored VM: builds the guest, rings the doorbell if asked, resumes, journals; returns the true time of the resume. */
+  adopt(inb: Inbound, vm: EmulatedVm, result: RestoreResult): { doorbellRung: boolean; resumedTrueNs: bigint };
   /** Durable copy of a staged snapshot (for restarts between Transfer and Commit). */
   stageDurably(inb: Inbound): void;
   dropStaged(inb: Inbound): void;
@@ -245,9 +245,8 @@ export class Destination {
         }
       },
     });
-    const { doorbellRung } = this.ctx.adopt(inb, vm, result);
-    const resumedTrueNs = host.trueNs();
-    const tsc = vm.readGuestTsc(0);
+    const { doorbellRung, resumedTrueNs } = this.ctx.adopt(inb, vm, result);
+    const tsc = vm.guestTscAt(0, resumedTrueNs); // at the resume instant exactly
     inb.report = {
       estimatedBlackoutNs: result.estimate.estimatedNs,
       advancedNs: result.advancedNs,
