@@ -100,7 +100,7 @@ export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
   const rpc = createRpcServer({
     services: [migrationService(node)],
     ...(tls ? { tls: { ...tls, requireClientCert: true } } : {}),
-    monotonicNs: () => deps.clock.monotonicNs(),
+    monotonicNs: () => host.rawNs(), // this host's own clock: decode time is part of a destination's hold
     scheduler: deps.scheduler,
     log: (obj, msg) => log.error(obj, msg),
   });

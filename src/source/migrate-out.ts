@@ -137,6 +137,8 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
   const exchanges: ProbeExchange[] = [];
   let lastProbeRawNs = 0n;
   let pauseRawNs = 0n;
+  /** Source raw clock at the snapshot's KVM_GET_CLOCK: the instant its TSC values belong to. */
+  let captureRawNs = 0n;
   let snapshot: Snapshot | null = null;
   let transferRttNs = 0n;
   let restore: RestoreReport | null = null;
@@ -220,13 +222,17 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
         const t0 = ctx.host.rawNs();
         const probe = exchanges.length > 0 ? { ...probeOffset(exchanges), probeToPauseNs: pauseRawNs - lastProbeRawNs } : null;
         snapshot = captureSnapshot(vm, h.guest, { migrationId: opts.migrationId, vmId: h.id, generation, hostMaxerrorNs: ctx.host.maxerrorNs(), probe });
+        captureRawNs = ctx.host.rawNsOfTsc(snapshot.hostTsc);
         report.phases.captureNs = ctx.host.rawNs() - t0;
         return null;
       }
       case "sendTransfer": {
         const snap = snapshot as Snapshot;
         const sendRaw = ctx.host.rawNs();
-        snap.sourcePauseToSendNs = sendRaw - pauseRawNs; // source clock only (see blackout.ts)
+        // Source clock only (see blackout.ts), from the snapshot's own instant rather than the pause
+        // stamp: the destination advances the TSC values the snapshot read, so time spent between
+        // the pause and the capture (a GC, a slow journal) must not be counted twice.
+        snap.sourcePauseToSendNs = sendRaw - captureRawNs;
         try {
           const r = await peer.transfer({ snapshot: snap });
           transferRttNs = ctx.host.rawNs() - sendRaw;
