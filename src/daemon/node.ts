@@ -57,6 +57,12 @@ export interface NodeConfig {
   guest: GuestDefaults;
   /** Workload sampling period (0: no sampling). */
   sampleIntervalNs: bigint;
+  /**
+   * Most workload samples per second over all VMs (absent or 0: no cap). With many VMs each is
+   * sampled less often than `sampleIntervalNs`, so sampling takes a bounded share of the daemon's
+   * core and the bounded history ring still spans seconds.
+   */
+  samplesPerSecondMax?: number;
   sampleVcpusMax: number;
   doorbellDelayNs: bigint;
   probeExchanges: number;
@@ -396,10 +402,18 @@ export class TscmigNode {
     this.journal.putVm({ vmId: h.id, generation: h.generation, role: h.role, state, updatedNs: this.host.trueNs() });
   }
 
+  /** Sampling period of each VM now: the configured one, stretched to keep within the rate cap. */
+  private samplePeriodNs(): bigint {
+    const base = this.cfg.sampleIntervalNs;
+    const cap = this.cfg.samplesPerSecondMax ?? 0;
+    if (cap <= 0) return base;
+    const spread = (BigInt(this.vms.size) * 1_000_000_000n) / BigInt(Math.ceil(cap));
+    return spread > base ? spread : base;
+  }
+
   private startSampler(h: HostedVm): void {
-    const period = this.cfg.sampleIntervalNs;
     const history = this.deps.history;
-    if (period <= 0n || !history) return;
+    if (this.cfg.sampleIntervalNs <= 0n || !history) return;
     const tick = () => {
       h.sampler = null;
       if (this.stopped || h.role !== "owner" || !h.vm.running || this.vms.get(h.id) !== h) return;
@@ -416,10 +430,10 @@ export class TscmigNode {
       }
       const bounded = h.guest.now();
       history.sample({ trueNs: t, daemon: this.cfg.name, vmId: h.id, generation: h.generation, vcpus, tsc, kvmclockNs: kvm, bounded, guestTscKhz: h.vm.guestTscKhz });
-      h.sampler = this.deps.scheduler.after(period, tick);
+      h.sampler = this.deps.scheduler.after(this.samplePeriodNs(), tick);
     };
     h.sampler?.cancel();
-    h.sampler = this.deps.scheduler.after(period, tick);
+    h.sampler = this.deps.scheduler.after(this.samplePeriodNs(), tick);
   }
 
   // ---- ownership hooks (source role) -------------------------------------------------------------
