@@ -100,7 +100,7 @@ export async function migrate(from: Side, to: Side, id: string, o: MigrateOpts =
 
 /** A VM that bounces between two daemons: each call migrates it to the other side. */
 export class Bouncer {
-  private here: 0 | 1 = 0;
+  here: 0 | 1 = 0;
   constructor(
     private readonly sides: readonly [Side, Side],
     readonly id: string,

@@ -16,6 +16,7 @@ import { toJsonSafe } from "../shared/json-safe.js";
 import { RealClock, RealScheduler } from "../shared/platform/index.js";
 import { grpcUnaryRtts, startEchoServer, tcpEchoRtts } from "./baseline.js";
 import { Bouncer, createVm, type Migrated, migrate, pool, rssBytes, settle, type Side, startPair, startSide, stopSides } from "./live.js";
+import { collectGarbage, inspectorUrl, openInspector } from "./inspector.js";
 import { simRunner } from "./sim.js";
 import { abs, fmtBytes, fmtNs, median, percentileOf, ratio, summarize, type Summary, table } from "./stats.js";
 
@@ -90,7 +91,17 @@ export interface BenchResult {
   throughput: Record<string, { vms: number; vcpusPerVm: number; totalNs: bigint; perSec: number; blackoutP50Ns: bigint; blackoutP99Ns: bigint; committed: number; failed: number }>;
   error: Record<string, Record<string, { count: number; p50Ns: bigint; p99Ns: bigint; maxNs: bigint; ratioP50: number; ratioP99: number; maxRatioToBound: number; outsideBound: number; boundP50Ns: bigint }>>;
   sim: { runner: string; migrations: number; vcpus: number; wallNs: bigint; simulatedNs: bigint; migrationsPerSec: number } | null;
-  memory: { vms: number; vcpusPerVm: number; warmupVms: number; rssBeforeBytes: number; rssAfterBytes: number; bytesPerVcpu: number; bytesPerVm: number } | null;
+  memory: {
+    vms: number;
+    vcpusPerVm: number;
+    warmupVms: number;
+    rssBeforeBytes: number;
+    rssAfterBytes: number;
+    bytesPerVcpu: number;
+    bytesPerVm: number;
+    /** The same readings 5 s after creating the VMs, before the forced GC. */
+    withoutGc: { rssBeforeBytes: number; rssAfterBytes: number; bytesPerVcpu: number };
+  } | null;
   targets: { name: string; value: string; limit: string; holds: boolean; basis: string }[];
 }
 
@@ -287,15 +298,24 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   // ---- memory ----
   if (want.has("memory")) {
     say(`memory: a fresh daemon, ${plan.memoryWarmupVms} warm-up VMs, then ${plan.memoryVms} idle VMs of 4 vCPUs`);
-    const side = await startSide("bench-mem", pairOpts);
+    // --inspect lets the bench force a full GC before each reading (HeapProfiler.collectGarbage),
+    // so the delta is what the VMs keep alive, not garbage left by creating them over HTTP.
+    const side = await startSide("bench-mem", { ...pairOpts, nodeArgs: [...(pairOpts.nodeArgs ?? []), "--inspect=127.0.0.1:0"] });
+    const inspector = await openInspector(inspectorUrl(side.daemon));
     try {
-      // Warm-up VMs fill the bounded history ring and compile the creation path, so the delta is
+      // Warm-up VMs compile the creation path and fill the bounded history ring, so the delta is
       // what the measured VMs themselves cost.
       await pool(Array.from({ length: plan.memoryWarmupVms }, (_, i) => `mw-${i}`), 8, (id) => createVm(side, id, 4));
       await settle(sched, 5000);
+      const beforeNoGc = rssBytes(side.pid);
+      await collectGarbage(inspector);
+      await settle(sched, 500);
       const before = rssBytes(side.pid);
       await pool(Array.from({ length: plan.memoryVms }, (_, i) => `m-${i}`), 8, (id) => createVm(side, id, 4));
-      await settle(sched, 3000);
+      await settle(sched, 5000);
+      const afterNoGc = rssBytes(side.pid);
+      await collectGarbage(inspector);
+      await settle(sched, 500);
       const after = rssBytes(side.pid);
       const vcpus = plan.memoryVms * 4;
       result.memory = {
@@ -306,8 +326,10 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
         rssAfterBytes: after,
         bytesPerVcpu: (after - before) / vcpus,
         bytesPerVm: (after - before) / plan.memoryVms,
+        withoutGc: { rssBeforeBytes: beforeNoGc, rssAfterBytes: afterNoGc, bytesPerVcpu: (afterNoGc - beforeNoGc) / vcpus },
       };
     } finally {
+      inspector.close();
       await stopSides([side]);
     }
   }
@@ -467,7 +489,8 @@ export function renderBench(r: BenchResult): string {
   if (r.memory) {
     const x = r.memory;
     parts.push(
-      `\nMemory: daemon RSS ${fmtBytes(x.rssBeforeBytes)} → ${fmtBytes(x.rssAfterBytes)} with ${x.vms} idle VMs of ${x.vcpusPerVm} vCPUs (after ${x.warmupVms} warm-up VMs): ${fmtBytes(x.bytesPerVm)} per VM, ${fmtBytes(x.bytesPerVcpu)} per vCPU\n`,
+      `\nMemory: daemon RSS ${fmtBytes(x.rssBeforeBytes)} → ${fmtBytes(x.rssAfterBytes)} with ${x.vms} idle VMs of ${x.vcpusPerVm} vCPUs (after ${x.warmupVms} warm-up VMs; full GC before each reading): ${fmtBytes(x.bytesPerVm)} per VM, ${fmtBytes(x.bytesPerVcpu)} per vCPU\n` +
+        `        without the forced GC (5 s settle): ${fmtBytes(x.withoutGc.rssBeforeBytes)} → ${fmtBytes(x.withoutGc.rssAfterBytes)}, ${fmtBytes(x.withoutGc.bytesPerVcpu)} per vCPU\n`,
     );
   }
   if (r.targets.length > 0) {
