@@ -24,10 +24,14 @@ function u64FromBase64(text: string): BigUint64Array {
 }
 
 export function toJson(value: unknown): string {
-  return JSON.stringify(value, function (this: unknown, _k, v: unknown) {
+  return JSON.stringify(value, function (this: Record<string, unknown>, k, v: unknown) {
+    // The holder's own value, before toJSON: a Buffer (bytes decoded from the wire are Buffer
+    // views) would otherwise arrive here as {type: "Buffer", data: [...]}, a slow number array
+    // that reads back as a plain object, not bytes.
+    const raw = this[k];
     if (typeof v === "bigint") return { $b: v.toString() };
     if (v instanceof BigUint64Array) return { $u64le: u64ToBase64(v) };
-    if (v instanceof Uint8Array) return { $bytes: Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64") };
+    if (raw instanceof Uint8Array) return { $bytes: Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("base64") };
     return v;
   });
 }
