@@ -175,6 +175,12 @@ export class TscmigNode {
   private readonly persisted = new Map<string, string>();
   readonly destination: Destination;
   private readonly outbound = new Map<string, Promise<MigrationReport>>();
+  /**
+   * Source migrations decided committed whose Commit is not known delivered: what the recovery loop
+   * re-delivers. Filled from the journal at start and after each migration (so the loop does not
+   * read every migration ever journaled twice a second).
+   */
+  private readonly undelivered = new Set<string>();
   private recoveryTimer: Timer | null = null;
   private persistTimer: Timer | null = null;
   private stopped = false;
@@ -220,6 +226,7 @@ export class TscmigNode {
         this.deps.dialer.dial(m.peer).abort({ migrationId: m.migrationId, vmId: m.vmId, generation: m.generation, reason: "source restarted before deciding" }).catch(() => {});
         this.log.warn({ event: "recovered_abort", migrationId: m.migrationId, vmId: m.vmId }, "aborted an undecided migration after restart");
       } else if (m.decision === "committed") {
+        if (m.phase !== "committed") this.undelivered.add(m.migrationId);
         const h = this.vms.get(m.vmId);
         if (h && h.lock === m.migrationId) this.handOff(h, m.migrationId);
       }
@@ -523,6 +530,8 @@ export class TscmigNode {
     }).finally(() => {
       this.outbound.delete(migrationId);
       if (h.lock === migrationId && h.role === "owner") h.lock = null;
+      const m = this.journal.getMigration(migrationId);
+      if (m?.decision === "committed" && m.phase !== "committed") this.undelivered.add(migrationId);
     });
     this.outbound.set(migrationId, run);
     const report = await run;
@@ -654,8 +663,13 @@ export class TscmigNode {
   /** One pass: re-deliver committed decisions, ask sources about what we hold staged. */
   async recoverOnce(): Promise<void> {
     const work: Promise<void>[] = [];
-    for (const m of this.journal.listMigrations({ role: "source", decision: "committed" })) {
-      if (m.phase === "committed" || this.outbound.has(m.migrationId)) continue;
+    for (const id of this.undelivered) {
+      if (this.outbound.has(id)) continue;
+      const m = this.journal.getMigration(id);
+      if (!m || m.role !== "source" || m.decision !== "committed" || m.phase === "committed") {
+        this.undelivered.delete(id);
+        continue;
+      }
       const rtt = journaledRtt(m.report);
       work.push(
         this.deps.dialer
@@ -663,6 +677,7 @@ export class TscmigNode {
           .commit({ migrationId: m.migrationId, vmId: m.vmId, generation: m.generation, transferRttNs: rtt })
           .then(() => {
             this.journal.putMigration({ ...m, phase: "committed", updatedNs: this.host.trueNs() });
+            this.undelivered.delete(m.migrationId);
             this.log.info({ event: "commit_redelivered", migrationId: m.migrationId, vmId: m.vmId }, "commit delivered after recovery");
           })
           .catch(() => {}),

@@ -64,12 +64,26 @@ export interface DestinationContext {
 }
 
 export class Destination {
+  /**
+   * Migrations still undecided here (prepared or staged). A decided one is dropped from memory once
+   * its last write is journaled, and later calls about it are answered from the journal (pastState,
+   * commit replays), so neither memory nor the scans over this map grow with every migration.
+   */
   readonly inbound = new Map<string, Inbound>();
 
   constructor(private readonly ctx: DestinationContext) {}
 
+  /** The machine state of a migration decided here and no longer held in memory. */
+  private pastState(id: string): DestinationState | null {
+    const past = this.ctx.journal.getMigration(id);
+    if (!past || past.role !== "destination") return null;
+    if (past.decision === "committed") return { phase: "running" };
+    if (past.decision === "aborted") return { phase: "aborted" };
+    return null;
+  }
+
   private fire(id: string, inb: Inbound | null, e: DestinationEvent): DestinationEffect[] {
-    const step = stepDestination(inb ? inb.state : null, e);
+    const step = stepDestination(inb ? inb.state : this.pastState(id), e);
     if (inb && step.state) inb.state = step.state;
     const refusal = step.effects.find((x) => x.kind === "refuse");
     if (refusal && refusal.kind === "refuse") throw new TscmigError(refusal.code, `${refusal.message} (migration ${id})`, { reason: refusal.reason });
@@ -194,7 +208,14 @@ export class Destination {
     const inb = this.inbound.get(req.migrationId);
     if (!inb) {
       const past = this.ctx.journal.getMigration(req.migrationId);
-      if (past?.decision === "committed" && past.report) return { report: reportFromJson(past.report), replay: true };
+      if (past?.role === "destination" && past.decision === "committed" && past.report) {
+        if (req.vmId !== past.vmId || req.generation !== past.generation)
+          throw new TscmigError("failed_precondition", `Commit for ${req.vmId}@${req.generation} does not match ${past.vmId}@${past.generation}`, {
+            reason: "stale_generation",
+            field: "generation",
+          });
+        return { report: reportFromJson(past.report), replay: true };
+      }
       this.fire(req.migrationId, null, { kind: "commit" });
       throw new TscmigError("internal", "unreachable");
     }
@@ -265,6 +286,7 @@ export class Destination {
     inb.snapshot = null; // the VM holds the state now
     this.ctx.dropStaged(inb);
     crashPoint(this.ctx.faults, "crash.destination.afterRestore");
+    this.inbound.delete(r.migrationId); // decided and journaled with its report (replays read it back)
     return inb.report;
   }
 
@@ -279,6 +301,7 @@ export class Destination {
         this.ctx.dropStaged(inb);
       }
     }
+    if (inb.state.phase === "aborted") this.inbound.delete(req.migrationId);
     this.ctx.log.info({ event: "migration_aborted", migrationId: req.migrationId, vmId: req.vmId, reason: req.reason }, "source aborted");
   }
 
@@ -298,6 +321,7 @@ export class Destination {
         this.ctx.dropStaged(inb);
       }
     }
+    if (inb.state.phase === "aborted") this.inbound.delete(inb.req.migrationId);
   }
 
   pending(): Inbound[] {
