@@ -1,7 +1,9 @@
 // Same-run baselines (issue 5 §1): a bare grpc-js unary round trip (the daemons' empty
 // tscmig.v1.MigrationService/Ping, through the same adapter every migration call goes through) and
 // a raw TCP echo against a separate process. Each is a sequence of one-at-a-time round trips timed
-// on the real monotonic clock, after a warm-up the statistics ignore.
+// on the real monotonic clock, after a warm-up the statistics ignore. The gRPC one is also taken
+// paced (idle time before each call): on this VM an idle process wakes slowly, and a migration's
+// calls are paced, not back to back, so that figure is the honest floor of one migration hop.
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { connect, type Socket } from "node:net";
@@ -10,7 +12,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { GrpcDialer } from "../daemon/grpc-peer.js";
 import { TscmigError } from "../shared/errors.js";
-import type { Clock } from "../shared/time/clock.js";
+import { type Clock, type Scheduler, sleep } from "../shared/time/clock.js";
 
 export interface EchoServer {
   port: number;
@@ -64,11 +66,23 @@ export async function tcpEchoRtts(clock: Clock, port: number, n: number, warmup:
   return out;
 }
 
-/** `n` sequential empty unary calls (Ping) to a daemon's gRPC endpoint over one channel. */
-export async function grpcUnaryRtts(clock: Clock, dialer: GrpcDialer, address: string, n: number, warmup: number): Promise<bigint[]> {
+/**
+ * `n` sequential empty unary calls (Ping) to a daemon's gRPC endpoint over one channel, back to back,
+ * or with `gapNs` of idle time before each when a scheduler is given (a paced caller: both processes
+ * are idle between calls, as the two daemons are between a migration's calls).
+ */
+export async function grpcUnaryRtts(
+  clock: Clock,
+  dialer: GrpcDialer,
+  address: string,
+  n: number,
+  warmup: number,
+  paced?: { scheduler: Scheduler; gapNs: bigint },
+): Promise<bigint[]> {
   const peer = dialer.dial(address);
   const out: bigint[] = [];
   for (let i = 0; i < warmup + n; i++) {
+    if (paced) await sleep(paced.scheduler, paced.gapNs);
     const t0 = clock.monotonicNs();
     await peer.ping();
     if (i >= warmup) out.push(clock.monotonicNs() - t0);

@@ -56,9 +56,13 @@ export const SKEW_MAGNITUDES: readonly { label: string; ns: bigint }[] = [
   { label: "1s", ns: 1_000_000_000n },
 ];
 
+/** Idle time before each paced gRPC Ping. */
+export const PACED_GAP_NS = 2_000_000n;
+
 interface Plan {
   rounds: number;
   baselineCalls: number;
+  pacedCalls: number;
   blackoutPerSize: number;
   warmupPerSize: number;
   errorPerSkew: number;
@@ -70,8 +74,8 @@ interface Plan {
 
 export function planOf(o: BenchOptions): Plan {
   return o.quick
-    ? { rounds: 2, baselineCalls: 400, blackoutPerSize: 50, warmupPerSize: 3, errorPerSkew: 30, throughputVms: o.vms ?? 300, simMigrations: 3000, memoryVms: 1000, memoryWarmupVms: 100 }
-    : { rounds: 5, baselineCalls: 600, blackoutPerSize: 200, warmupPerSize: 5, errorPerSkew: 150, throughputVms: o.vms ?? 1000, simMigrations: 20000, memoryVms: 1000, memoryWarmupVms: 100 };
+    ? { rounds: 2, baselineCalls: 400, pacedCalls: 100, blackoutPerSize: 50, warmupPerSize: 3, errorPerSkew: 30, throughputVms: o.vms ?? 300, simMigrations: 3000, memoryVms: 1000, memoryWarmupVms: 100 }
+    : { rounds: 5, baselineCalls: 600, pacedCalls: 150, blackoutPerSize: 200, warmupPerSize: 5, errorPerSkew: 150, throughputVms: o.vms ?? 1000, simMigrations: 20000, memoryVms: 1000, memoryWarmupVms: 100 };
 }
 
 type PhaseName = keyof Migrated["phases"];
@@ -86,7 +90,7 @@ export interface BlackoutResult extends Summary {
 
 export interface BenchResult {
   meta: Record<string, unknown>;
-  baseline: { grpcUnary: Summary & { rounds: Summary[] }; tcpEcho: Summary & { rounds: Summary[] } };
+  baseline: { grpcUnary: Summary & { rounds: Summary[] }; grpcUnaryPaced: Summary & { rounds: Summary[]; gapNs: bigint }; tcpEcho: Summary & { rounds: Summary[] } };
   blackout: Record<string, BlackoutResult>;
   throughput: Record<string, { vms: number; vcpusPerVm: number; totalNs: bigint; perSec: number; blackoutP50Ns: bigint; blackoutP99Ns: bigint; committed: number; failed: number }>;
   error: Record<string, Record<string, { count: number; p50Ns: bigint; p99Ns: bigint; maxNs: bigint; ratioP50: number; ratioP99: number; maxRatioToBound: number; outsideBound: number; boundP50Ns: bigint }>>;
@@ -131,7 +135,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       daemonArgs: pairOpts.daemonArgs,
       nodeArgs: o.nodeArgs ?? [],
     },
-    baseline: { grpcUnary: { ...summarize([]), rounds: [] }, tcpEcho: { ...summarize([]), rounds: [] } },
+    baseline: { grpcUnary: { ...summarize([]), rounds: [] }, grpcUnaryPaced: { ...summarize([]), rounds: [], gapNs: PACED_GAP_NS }, tcpEcho: { ...summarize([]), rounds: [] } },
     blackout: {},
     throughput: {},
     error: {},
@@ -163,6 +167,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
 
       // ---- baselines and blackout, in interleaved rounds ----
       const grpcAll: bigint[] = [];
+      const pacedAll: bigint[] = [];
       const tcpAll: bigint[] = [];
       const blackouts = new Map<number, Migrated[]>();
       const perRound = new Map<number, Migrated[][]>();
@@ -185,9 +190,12 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
         for (let i = 0; i < 30; i++) await otherBouncer.migrate();
       }
       for (let r = 0; r < plan.rounds; r++) {
-        say(`round ${r + 1}/${plan.rounds}: baselines (${plan.baselineCalls} gRPC Ping, ${plan.baselineCalls} TCP echo)`);
+        say(`round ${r + 1}/${plan.rounds}: baselines (${plan.baselineCalls} gRPC Ping, ${plan.baselineCalls} TCP echo, ${plan.pacedCalls} paced gRPC Ping)`);
         const g = await grpcUnaryRtts(clock, dialer, (r % 2 === 0 ? a : b).grpc, plan.baselineCalls, r === 0 ? 200 : 20);
         const t = await tcpEchoRtts(clock, echo.port, plan.baselineCalls, r === 0 ? 200 : 20);
+        const gp = await grpcUnaryRtts(clock, dialer, (r % 2 === 0 ? a : b).grpc, plan.pacedCalls, 10, { scheduler: sched, gapNs: PACED_GAP_NS });
+        pacedAll.push(...gp);
+        result.baseline.grpcUnaryPaced.rounds.push(summarize(gp));
         grpcAll.push(...g);
         tcpAll.push(...t);
         result.baseline.grpcUnary.rounds.push(summarize(g));
@@ -214,6 +222,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       }
       result.baseline.grpcUnary = { ...summarize(grpcAll), rounds: result.baseline.grpcUnary.rounds };
       result.baseline.tcpEcho = { ...summarize(tcpAll), rounds: result.baseline.tcpEcho.rounds };
+      result.baseline.grpcUnaryPaced = { ...summarize(pacedAll), rounds: result.baseline.grpcUnaryPaced.rounds, gapNs: PACED_GAP_NS };
       for (const [n, ms] of blackouts) result.blackout[String(n)] = blackoutResult(ms, perRound.get(n) ?? []);
       if (otherAll.length > 0) result.blackout[otherLabel] = blackoutResult(otherAll, otherRounds);
 
@@ -431,6 +440,7 @@ export function renderBench(r: BenchResult): string {
     `tscmig bench (${m.mode}) — node ${m.node}, ${m.cpus} × ${m.cpuModel}, ${fmtBytes(Number(m.memTotalBytes))} RAM; ${(m.plan as Plan).rounds} rounds; took ${fmtNs(m.durationNs as bigint)}\n`,
   );
   const g = r.baseline.grpcUnary;
+  const gp = r.baseline.grpcUnaryPaced;
   const t = r.baseline.tcpEcho;
   if (g.count > 0) {
     parts.push("\nBaselines (same run, sequential round trips)\n");
@@ -438,14 +448,16 @@ export function renderBench(r: BenchResult): string {
       table([
         ["", "p50", "p99", "max", "count", "round p50s"],
         ["gRPC unary (Ping, grpc-js)", fmtNs(g.p50Ns), fmtNs(g.p99Ns), fmtNs(g.maxNs), String(g.count), g.rounds.map((x) => fmtNs(x.p50Ns)).join(" ")],
+        ["gRPC unary, paced (2 ms idle before each)", fmtNs(gp.p50Ns), fmtNs(gp.p99Ns), fmtNs(gp.maxNs), String(gp.count), gp.rounds.map((x) => fmtNs(x.p50Ns)).join(" ")],
         ["raw TCP echo (separate process)", fmtNs(t.p50Ns), fmtNs(t.p99Ns), fmtNs(t.maxNs), String(t.count), t.rounds.map((x) => fmtNs(x.p50Ns)).join(" ")],
       ]),
     );
+    parts.push("targets use the back-to-back gRPC figures; the paced one is what a migration's calls cost (a blackout spans 1.5 round trips: Transfer, its answer, Commit).\n");
   }
   const sizes = Object.keys(r.blackout);
   if (sizes.length > 0) {
     parts.push(`\nBlackout (true time, source pause → destination resume; policy advance, estimator one-sided; journal ${String(m.journalSync)})\n`);
-    const rows: string[][] = [["vCPUs", "p50", "p99", "max", "count", "p50/gRPC", "p99/gRPC", "capture", "encode", "transfer", "decode", "restore", "commit"]];
+    const rows: string[][] = [["vCPUs", "p50", "p99", "max", "count", "p50/gRPC", "p99/gRPC", "p50/paced", "capture", "encode", "transfer", "decode", "restore", "commit"]];
     for (const n of sizes) {
       const b = r.blackout[n] as BlackoutResult;
       rows.push([
@@ -456,6 +468,7 @@ export function renderBench(r: BenchResult): string {
         String(b.count),
         `${ratio(b.p50Ns, g.p50Ns).toFixed(2)}×`,
         `${ratio(b.p99Ns, g.p99Ns).toFixed(2)}×`,
+        `${ratio(b.p50Ns, gp.p50Ns).toFixed(2)}×`,
         ...PHASES.map((p) => pct(b.phaseShare[p])),
       ]);
     }
