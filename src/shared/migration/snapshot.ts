@@ -78,7 +78,8 @@ export function captureSnapshot(vm: EmulatedVm, guest: Guest, meta: CaptureMeta)
   for (let i = 0; i < n; i++) {
     tscOffset[i] = vm.getTscOffset(i);
     ratio[i] = vm.ratioOf(i);
-    tsc[i] = vm.guestTscAtHostTsc(i, hostTsc);
+    // Same ratio and offset as the previous vCPU: same guest TSC (the common, uniform VM).
+    tsc[i] = i > 0 && ratio[i] === ratio[i - 1] && tscOffset[i] === tscOffset[i - 1] ? (tsc[i - 1] as bigint) : vm.guestTscAtHostTsc(i, hostTsc);
   }
   return {
     formatVersion: SNAPSHOT_FORMAT_VERSION,
@@ -136,6 +137,8 @@ export function validateSnapshot(s: Snapshot): void {
   for (let i = 0; i < s.vcpuCount; i++) {
     const r = s.ratio[i] as bigint;
     if (r === 0n || r >= vendor.maxRatio) throw invalid(`snapshot.vcpus.ratio[${i}]`, `ratio ${r} is 0 or ≥ the ${vendor.name} maximum`);
+    // A record byte-identical to the previous one (which passed) passes too: skip decoding it.
+    if (i > 0 && sameRecordBytes(s.pvclock, i - 1, i)) continue;
     const rec = snapshotRecord(s, i);
     if (rec.version % 2 !== 0) throw invalid(`snapshot.vcpus.pvclockRecords[${i}].version`, `odd version ${rec.version}: record captured mid-update`);
     if (s.kvmclockEnabled && rec.tscToSystemMul === 0n) throw invalid(`snapshot.vcpus.pvclockRecords[${i}].tscToSystemMul`, "zero multiplier");
@@ -150,6 +153,13 @@ export function validateSnapshot(s: Snapshot): void {
   if (g.ntp.esterrorUs < 0n || g.ntp.esterrorUs > LIMITS.ntpPhaseLimitUs) throw invalid("snapshot.guest.esterrorUs", "must be within 0..16 s");
   if (g.tscCs.mul <= 0n || g.tscCs.mul > 0xffff_ffffn) throw invalid("snapshot.guest.tscCsMul", "must be a non-zero u32");
   if (g.tscCs.shift < -32 || g.tscCs.shift > 32) throw invalid("snapshot.guest.tscCsShift", "must be within -32..32");
+}
+
+function sameRecordBytes(bytes: Uint8Array, a: number, b: number): boolean {
+  const oa = a * PVCLOCK_RECORD_BYTES;
+  const ob = b * PVCLOCK_RECORD_BYTES;
+  for (let k = 0; k < PVCLOCK_RECORD_BYTES; k++) if (bytes[oa + k] !== bytes[ob + k]) return false;
+  return true;
 }
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]*$/;
