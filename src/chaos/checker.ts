@@ -385,6 +385,8 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
     daemon: string;
     source: string | null;
     pauseNs: bigint;
+    /** The latest start of this generation: a restore a crash undid is redone later, after a restart. */
+    lastRunNs: bigint;
     samples: number;
     handled: { trueNs: bigint; marker: bigint; via: string; mode: string }[];
   }
@@ -421,7 +423,7 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
     let era = tr.eras.find((x) => x.generation === generation);
     if (!era) {
       const from = tr.eras.length > 0 ? tr.lastStop : null;
-      tr.eras.push((era = { generation, startNs: t, daemon, source: from?.daemon ?? null, pauseNs: from?.t ?? t, samples: 0, handled: [] }));
+      tr.eras.push((era = { generation, startNs: t, daemon, source: from?.daemon ?? null, pauseNs: from?.t ?? t, lastRunNs: t, samples: 0, handled: [] }));
     }
     return era;
   };
@@ -434,7 +436,7 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
         tr.broke = true;
         if (e.kind === "run") {
           tr.visited.add(e.daemon);
-          eraOf(tr, e.generation, e.trueNs, e.daemon);
+          eraOf(tr, e.generation, e.trueNs, e.daemon).lastRunNs = e.trueNs;
           if (!tr.open.has(e.daemon)) tr.open.set(e.daemon, e.trueNs);
           if (tr.open.size > 1 && !tr.overlapReported) {
             tr.overlapReported = true;
@@ -463,7 +465,7 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
         // (until it resyncs), whether or not a sample shows it before the next migration.
         if (e.mode === "widen" && era && era.source !== null) {
           const st = startBefore(e.vmId, era.pauseNs, era.source);
-          const cls = st ? hostFault(st.estimator, era.source, era.pauseNs, era.daemon, era.startNs, st.trueNs) : undefined;
+          const cls = st ? hostFault(st.estimator, era.source, era.pauseNs, era.daemon, era.lastRunNs, st.trueNs) : undefined;
           if (cls) tr.taint = cls;
         }
       }
@@ -567,7 +569,7 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
         // figure's host clock fault (a wallclock bound built on a lying host's claim).
         if (!cls && info?.migrationHandling && tr.lastHandledMode === "widen" && era.source !== null && tr.lastHandledNs >= era.startNs) {
           const st = startBefore(s.vmId, era.pauseNs, era.source);
-          if (st) cls = hostFault(st.estimator, era.source, era.pauseNs, era.daemon, era.startNs, st.trueNs);
+          if (st) cls = hostFault(st.estimator, era.source, era.pauseNs, era.daemon, era.lastRunNs, st.trueNs);
         }
         // Still carrying an error a host fault put there (no resync since): same class.
         if (cls) tr.taint = cls;
@@ -591,9 +593,9 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
             ...(era.source !== null
               ? {
                   migratedFrom: era.source,
-                  resumeNs: String(era.startNs),
+                  resumeNs: String(era.lastRunNs),
                   // What a wallclock estimate of that migration got wrong: the two hosts' skew difference.
-                  hostSkewDifferenceNs: String(clocks.skewAt(era.daemon, era.startNs) - clocks.skewAt(era.source, era.pauseNs)),
+                  hostSkewDifferenceNs: String(clocks.skewAt(era.daemon, era.lastRunNs) - clocks.skewAt(era.source, era.pauseNs)),
                 }
               : {}),
           },

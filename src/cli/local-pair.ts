@@ -33,6 +33,8 @@ export interface SpawnDaemonOptions {
   data?: string;
   env?: Record<string, string>;
   args?: string[];
+  /** Flags for node itself, before the script (e.g. --cpu-prof, which NODE_OPTIONS refuses). */
+  nodeArgs?: string[];
   /** Forward the daemon's log lines to our stderr. */
   echo?: boolean;
   /** Node arguments that start the tscmig CLI (default: [bin/tscmig.js]); tests run the TypeScript sources. */
@@ -41,7 +43,7 @@ export interface SpawnDaemonOptions {
 
 export async function spawnDaemon(o: SpawnDaemonOptions): Promise<LocalDaemon> {
   const data = o.data ?? join(mkdtempSync(join(tmpdir(), "tscmig-")), o.name);
-  const args = [...(o.entry ?? [binPath()]), "daemon", "--name", o.name, "--http", o.http ?? "127.0.0.1:0", "--grpc", o.grpc ?? "127.0.0.1:0", "--data", data, ...(o.args ?? [])];
+  const args = [...(o.nodeArgs ?? []), ...(o.entry ?? [binPath()]), "daemon", "--name", o.name, "--http", o.http ?? "127.0.0.1:0", "--grpc", o.grpc ?? "127.0.0.1:0", "--data", data, ...(o.args ?? [])];
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("TSCMIG_")) env[k] = v;
   for (const k of ["TSCMIG_TRUE_EPOCH_NS", "TSCMIG_LOG_LEVEL"]) if (process.env[k]) env[k] = process.env[k] as string;

@@ -9,6 +9,7 @@ import { ApiClient } from "./api.js";
 import { runDemo } from "./demo.js";
 import { spawnDaemon } from "./local-pair.js";
 import { chaosCommand } from "../chaos/cli.js";
+import { renderBench, runBench, SECTIONS, type Section } from "../bench/main.js";
 
 const out = (s: string) => process.stdout.write(s);
 const print = (v: unknown, _json: boolean): void => {
@@ -189,6 +190,34 @@ export function buildCli(): Command {
     });
 
   chaosCommand(program.command("chaos"), out);
+
+  program
+    .command("bench")
+    .description("benchmarks over real daemons on loopback: blackout, throughput, introduced error, simulator speed, memory (issue 5)")
+    .option("--quick", "fewer samples: under 2 minutes")
+    .option("--json <file>", "also write the results as JSON")
+    .option("--sections <list>", `comma-separated subset of ${SECTIONS.join(",")}`)
+    .option("--sizes <list>", "vCPU counts of the blackout section, comma-separated (default 1,8,64,256,1024)")
+    .option("--vms <n>", "VMs of the throughput run (default 1000, quick 300)")
+    .addOption(new Option("--journal-sync <mode>", "journal durability of the measured daemons (a second pair gives a 1-vCPU row with the other)").choices(["normal", "full"]).default("normal"))
+    .option("--daemon-args <args>", "extra flags for every daemon, space-separated")
+    .option("--node-args <args>", "flags for the daemons' node, space-separated, e.g. \"--cpu-prof --cpu-prof-dir=/tmp/prof\"")
+    .action(async (o: { quick?: boolean; json?: string; sections?: string; sizes?: string; vms?: string; daemonArgs?: string; nodeArgs?: string; journalSync: "normal" | "full" }) => {
+      const sections = o.sections?.split(",").map((x) => x.trim()).filter((x) => x.length > 0);
+      for (const x of sections ?? []) if (!(SECTIONS as readonly string[]).includes(x)) throw new Error(`--sections: unknown section ${x}`);
+      const r = await runBench({
+        quick: o.quick === true,
+        journalSync: o.journalSync,
+        ...(o.json ? { json: o.json } : {}),
+        ...(sections ? { sections: sections as Section[] } : {}),
+        ...(o.vms ? { vms: Number(o.vms) } : {}),
+        ...(o.sizes ? { sizes: o.sizes.split(",").map(Number) } : {}),
+        ...(o.daemonArgs ? { daemonArgs: o.daemonArgs.split(" ").filter((x) => x.length > 0) } : {}),
+        ...(o.nodeArgs ? { nodeArgs: o.nodeArgs.split(" ").filter((x) => x.length > 0) } : {}),
+        progress: (line) => process.stderr.write(`bench: ${line}\n`),
+      });
+      out(renderBench(r));
+    });
 
   return program;
 }

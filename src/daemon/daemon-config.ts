@@ -101,6 +101,13 @@ export const DAEMON_CONFIG = defineConfig({
     default: 100_000n,
     doc: "Error bound this host claims for its realtime, e.g. 100us.",
   },
+  journalSync: {
+    env: "TSCMIG_JOURNAL_SYNC",
+    flag: "journal-sync",
+    parse: parseEnum(["full", "normal"]),
+    default: "full",
+    doc: "Journal durability: full (fsync every decision; survives power loss) or normal (WAL, fsync at checkpoints; survives a killed process, not a power cut).",
+  },
   token: {
     env: "TSCMIG_TOKEN",
     flag: "token",

@@ -40,7 +40,10 @@ export function migrationService(node: TscmigNode): ServiceRegistration {
       return { ...r };
     },
     transfer: async (req, ctx) => {
-      const receiveRawNs = node.host.rawNs();
+      // The request reached this daemon when grpc-js handed its bytes to the deserializer: what
+      // follows (decoding, dispatch to this handler) is this daemon's hold, not transit. A duration
+      // on the server's clock (this host's, see daemon.ts), subtracted from this host's clock.
+      const receiveRawNs = node.host.rawNs() - ctx.sinceReceivedNs();
       if (!req.snapshot) throw invalid("snapshot", "missing");
       const snapshot = snapshotFromPb(req.snapshot);
       return { ...node.transfer({ snapshot }, receiveRawNs, ctx.decodeNs) };

@@ -3,8 +3,11 @@
 // to exactly one owner (SPEC §2 step 5, invariants I6 and I7).
 //
 // Why it is shaped this way:
-// - SQLite in WAL mode with `synchronous = FULL`: a transaction that returned is on disk, and a
-//   process killed mid-transaction leaves none of it behind.
+// - SQLite in WAL mode with `synchronous = FULL` (default): a transaction that returned is on disk,
+//   and a process killed mid-transaction leaves none of it behind. `synchronous = NORMAL` (opt-in,
+//   `--journal-sync normal`) keeps the second promise and weakens the first: a returned transaction
+//   is in the WAL in the kernel's page cache, so it survives the process being killed (the fault
+//   model of the chaos runs) but not a power cut; it saves an fsync on every decision.
 // - `locking_mode = EXCLUSIVE`: the daemon holds the database lock for as long as it runs, so a second
 //   daemon started on the same `--data` fails at open instead of deciding for the same VMs.
 // - Payloads are opaque (the domain serialises its own state); the journal enforces only what
@@ -28,6 +31,8 @@ export type VmRole =
   | "handed-off";
 
 export type MigrationRole = "source" | "destination";
+/** SQLite `synchronous` in WAL mode: see the module comment. */
+export type JournalSync = "full" | "normal";
 export type Decision = "pending" | "committed" | "aborted";
 
 export interface VmRecord {
@@ -129,7 +134,7 @@ export class Journal {
    * Throws `failed_precondition` when another process holds it (reason `journal_locked`) or when it
    * was written by a newer tscmig (reason `journal_schema_newer`).
    */
-  static open(dir: string): Journal {
+  static open(dir: string, opts: { synchronous?: JournalSync } = {}): Journal {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const path = join(dir, FILE_NAME);
     // timeout 0: a held lock belongs to a live process (the kernel frees a dead one's at once).
@@ -137,7 +142,7 @@ export class Journal {
     try {
       db.pragma("locking_mode = EXCLUSIVE"); // before WAL: the WAL index then lives in process memory
       db.pragma("journal_mode = WAL");
-      db.pragma("synchronous = FULL");
+      db.pragma(`synchronous = ${opts.synchronous === "normal" ? "NORMAL" : "FULL"}`);
       migrate(db, path);
     } catch (e) {
       db.close();

@@ -57,6 +57,12 @@ export interface NodeConfig {
   guest: GuestDefaults;
   /** Workload sampling period (0: no sampling). */
   sampleIntervalNs: bigint;
+  /**
+   * Most workload samples per second over all VMs (absent or 0: no cap). With many VMs each is
+   * sampled less often than `sampleIntervalNs`, so sampling takes a bounded share of the daemon's
+   * core and the bounded history ring still spans seconds.
+   */
+  samplesPerSecondMax?: number;
   sampleVcpusMax: number;
   doorbellDelayNs: bigint;
   probeExchanges: number;
@@ -174,6 +180,12 @@ export class TscmigNode {
   private readonly doorbells = new Map<string, number>();
   readonly destination: Destination;
   private readonly outbound = new Map<string, Promise<MigrationReport>>();
+  /**
+   * Source migrations decided committed whose Commit is not known delivered: what the recovery loop
+   * re-delivers. Filled from the journal at start and after each migration (so the loop does not
+   * read every migration ever journaled twice a second).
+   */
+  private readonly undelivered = new Set<string>();
   private recoveryTimer: Timer | null = null;
   private persistTimer: Timer | null = null;
   private stopped = false;
@@ -220,6 +232,7 @@ export class TscmigNode {
         this.deps.dialer.dial(m.peer).abort({ migrationId: m.migrationId, vmId: m.vmId, generation: m.generation, reason: "source restarted before deciding" }).catch(() => {});
         this.log.warn({ event: "recovered_abort", migrationId: m.migrationId, vmId: m.vmId }, "aborted an undecided migration after restart");
       } else if (m.decision === "committed") {
+        if (m.phase !== "committed") this.undelivered.add(m.migrationId);
         const h = this.vms.get(m.vmId);
         if (h && h.lock === m.migrationId) this.handOff(h, m.migrationId);
       }
@@ -414,10 +427,18 @@ export class TscmigNode {
     this.journal.putVm({ vmId: h.id, generation: h.generation, role: h.role, state, updatedNs: this.host.trueNs() });
   }
 
+  /** Sampling period of each VM now: the configured one, stretched to keep within the rate cap. */
+  private samplePeriodNs(): bigint {
+    const base = this.cfg.sampleIntervalNs;
+    const cap = this.cfg.samplesPerSecondMax ?? 0;
+    if (cap <= 0) return base;
+    const spread = (BigInt(this.vms.size) * 1_000_000_000n) / BigInt(Math.ceil(cap));
+    return spread > base ? spread : base;
+  }
+
   private startSampler(h: HostedVm): void {
-    const period = this.cfg.sampleIntervalNs;
     const history = this.deps.history;
-    if (period <= 0n || !history) return;
+    if (this.cfg.sampleIntervalNs <= 0n || !history) return;
     const tick = () => {
       h.sampler = null;
       if (this.stopped || h.role !== "owner" || !h.vm.running || this.vms.get(h.id) !== h) return;
@@ -436,21 +457,24 @@ export class TscmigNode {
         kvm.push(pvclockReadCycles(h.vm.pvclock.guestRead(i), v));
       }
       history.sample({ trueNs: t, daemon: this.cfg.name, vmId: h.id, generation: h.generation, vcpus, tsc, kvmclockNs: kvm, bounded, guestTscKhz: h.vm.guestTscKhz });
-      h.sampler = this.deps.scheduler.after(period, tick);
+      h.sampler = this.deps.scheduler.after(this.samplePeriodNs(), tick);
     };
     h.sampler?.cancel();
-    h.sampler = this.deps.scheduler.after(period, tick);
+    h.sampler = this.deps.scheduler.after(this.samplePeriodNs(), tick);
   }
 
   // ---- ownership hooks (source role) -------------------------------------------------------------
 
   private pauseOwned(h: HostedVm): void {
+    // Journaled just before the vCPUs stop, so the write is not part of the blackout. A crash
+    // between the two finds a VM marked migrating-out with its migration undecided, which start()
+    // aborts and resumes, exactly as after a crash just past the pause.
+    h.role = "migrating-out";
+    this.persist(h, false);
     h.vm.pause();
     h.guest.stop();
     h.sampler?.cancel();
     h.sampler = null;
-    h.role = "migrating-out";
-    this.persist(h, false);
     this.deps.history?.event({ kind: "stop", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: h.id, generation: h.generation, why: "pause" });
   }
 
@@ -527,6 +551,8 @@ export class TscmigNode {
     }).finally(() => {
       this.outbound.delete(migrationId);
       if (h.lock === migrationId && h.role === "owner") h.lock = null;
+      const m = this.journal.getMigration(migrationId);
+      if (m?.decision === "committed" && m.phase !== "committed") this.undelivered.add(migrationId);
     });
     this.outbound.set(migrationId, run);
     const report = await run;
@@ -586,15 +612,13 @@ export class TscmigNode {
     this.destination.abort(req);
   }
 
-  /** Migrations this daemon received as destination since it started (recovered ones included). */
-  inboundSummary(): { migrationId: string; vmId: string; generation: bigint; phase: string; source: string }[] {
-    return [...this.destination.inbound.values()].map((i) => ({
-      migrationId: i.req.migrationId,
-      vmId: i.req.vmId,
-      generation: i.req.generation,
-      phase: i.state.phase,
-      source: i.req.sourceName,
-    }));
+  /** Migrations this daemon received as destination (from the journal: decided ones leave memory), newest last. */
+  inboundSummary(limit = 1000): { migrationId: string; vmId: string; generation: bigint; phase: string; source: string }[] {
+    return this.journal
+      .listMigrations({ role: "destination" })
+      .sort((a, b) => (a.updatedNs < b.updatedNs ? -1 : a.updatedNs > b.updatedNs ? 1 : 0))
+      .slice(-limit)
+      .map((m) => ({ migrationId: m.migrationId, vmId: m.vmId, generation: m.generation, phase: m.phase, source: m.peer }));
   }
 
   resolve(req: ResolveReq): ResolveRes {
@@ -620,7 +644,7 @@ export class TscmigNode {
   }
 
   /** Destination: the restored VM becomes ours and runs. */
-  private adopt(inb: Inbound, vm: EmulatedVm, result: RestoreResult): { doorbellRung: boolean } {
+  private adopt(inb: Inbound, vm: EmulatedVm, result: RestoreResult): { doorbellRung: boolean; resumedTrueNs: bigint } {
     const s = inb.snapshot as Snapshot;
     const g = s.guest;
     const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(g.clocksource, g.migrationHandling, g.handlingMode), g);
@@ -629,7 +653,6 @@ export class TscmigNode {
     this.vms.set(h.id, h);
     this.tombstones.delete(h.id);
     this.doorbells.set(h.id, 0);
-    this.persist(h, true);
     let rung = false;
     if (inb.req.doorbell) {
       rung = true;
@@ -643,12 +666,17 @@ export class TscmigNode {
         });
     }
     vm.resume();
+    const resumedTrueNs = this.host.trueNs();
     guest.start(false);
     guest.resumeTimers();
+    // Journaled once the vCPUs run, off the blackout. A crash before this write leaves the staged
+    // snapshot and its pending migration in the journal: recovery asks the source (Resolve), which
+    // answers committed, and the VM is restored and resumed here again, on this daemon only.
+    this.persist(h, true);
     this.startSampler(h);
-    this.deps.history?.event({ kind: "run", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: h.id, generation: h.generation });
+    this.deps.history?.event({ kind: "run", trueNs: resumedTrueNs, daemon: this.cfg.name, vmId: h.id, generation: h.generation });
     this.log.info({ event: "vm_resumed", migrationId: inb.req.migrationId, vmId: h.id, advancedNs: result.advancedNs, errorBoundNs: result.errorBoundNs }, "VM resumed");
-    return { doorbellRung: rung };
+    return { doorbellRung: rung, resumedTrueNs };
   }
 
   // ---- recovery -----------------------------------------------------------------------------------
@@ -671,8 +699,13 @@ export class TscmigNode {
   /** One pass: re-deliver committed decisions, ask sources about what we hold staged. */
   async recoverOnce(): Promise<void> {
     const work: Promise<void>[] = [];
-    for (const m of this.journal.listMigrations({ role: "source", decision: "committed" })) {
-      if (m.phase === "committed" || this.outbound.has(m.migrationId)) continue;
+    for (const id of this.undelivered) {
+      if (this.outbound.has(id)) continue;
+      const m = this.journal.getMigration(id);
+      if (!m || m.role !== "source" || m.decision !== "committed" || m.phase === "committed") {
+        this.undelivered.delete(id);
+        continue;
+      }
       const rtt = journaledRtt(m.report);
       work.push(
         this.deps.dialer
@@ -680,6 +713,7 @@ export class TscmigNode {
           .commit({ migrationId: m.migrationId, vmId: m.vmId, generation: m.generation, transferRttNs: rtt })
           .then(() => {
             this.journal.putMigration({ ...m, phase: "committed", updatedNs: this.host.trueNs() });
+            this.undelivered.delete(m.migrationId);
             this.log.info({ event: "commit_redelivered", migrationId: m.migrationId, vmId: m.vmId }, "commit delivered after recovery");
           })
           .catch((e: unknown) => this.recoveryFailed("commit", m.migrationId, m.vmId, e)),

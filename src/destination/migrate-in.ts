@@ -59,8 +59,8 @@ export interface DestinationContext {
   /** Generation this daemon last handed the VM off at (tombstone), if any. */
   tombstone(vmId: string): bigint | null;
   vmCount(): number;
-  /** Adopt a restored VM: builds the guest, rings the doorbell if asked, resumes, journals. */
-  adopt(inb: Inbound, vm: EmulatedVm, result: RestoreResult): { doorbellRung: boolean };
+  /** Adopt a restored VM: builds the guest, rings the doorbell if asked, resumes, journals; returns the true time of the resume. */
+  adopt(inb: Inbound, vm: EmulatedVm, result: RestoreResult): { doorbellRung: boolean; resumedTrueNs: bigint };
   /** Durable copy of a staged snapshot (for restarts between Transfer and Commit). */
   stageDurably(inb: Inbound): void;
   dropStaged(inb: Inbound): void;
@@ -70,12 +70,26 @@ export interface DestinationContext {
 }
 
 export class Destination {
+  /**
+   * Migrations still undecided here (prepared or staged). A decided one is dropped from memory once
+   * its last write is journaled, and later calls about it are answered from the journal (pastState,
+   * commit replays), so neither memory nor the scans over this map grow with every migration.
+   */
   readonly inbound = new Map<string, Inbound>();
 
   constructor(private readonly ctx: DestinationContext) {}
 
+  /** The machine state of a migration decided here and no longer held in memory. */
+  private pastState(id: string): DestinationState | null {
+    const past = this.ctx.journal.getMigration(id);
+    if (!past || past.role !== "destination") return null;
+    if (past.decision === "committed") return { phase: "running" };
+    if (past.decision === "aborted") return { phase: "aborted" };
+    return null;
+  }
+
   private fire(id: string, inb: Inbound | null, e: DestinationEvent): DestinationEffect[] {
-    const step = stepDestination(inb ? inb.state : null, e);
+    const step = stepDestination(inb ? inb.state : this.pastState(id), e);
     if (inb && step.state) inb.state = step.state;
     const refusal = step.effects.find((x) => x.kind === "refuse");
     if (refusal && refusal.kind === "refuse") throw new TscmigError(refusal.code, `${refusal.message} (migration ${id})`, { reason: refusal.reason });
@@ -184,10 +198,13 @@ export class Destination {
     inb.snapshot = s;
     inb.receiveRawNs = receiveRawNs;
     inb.decodeNs = decodeNs;
-    for (const e of effects) {
-      if (e.kind === "stage") this.ctx.stageDurably(inb);
-      if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
-    }
+    // The staged snapshot and the migration's phase land together (one transaction, one sync).
+    this.ctx.journal.transaction(() => {
+      for (const e of effects) {
+        if (e.kind === "stage") this.ctx.stageDurably(inb);
+        if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
+      }
+    });
     crashPoint(this.ctx.faults, "crash.destination.afterStage");
     inb.holdNs = this.ctx.host.rawNs() - receiveRawNs;
     return { destinationHoldNs: inb.holdNs };
@@ -197,7 +214,14 @@ export class Destination {
     const inb = this.inbound.get(req.migrationId);
     if (!inb) {
       const past = this.ctx.journal.getMigration(req.migrationId);
-      if (past?.decision === "committed" && past.report) return { report: reportFromJson(past.report), replay: true };
+      if (past?.role === "destination" && past.decision === "committed" && past.report) {
+        if (req.vmId !== past.vmId || req.generation !== past.generation)
+          throw new TscmigError("failed_precondition", `Commit for ${req.vmId}@${req.generation} does not match ${past.vmId}@${past.generation}`, {
+            reason: "stale_generation",
+            field: "generation",
+          });
+        return { report: reportFromJson(past.report), replay: true };
+      }
       this.fire(req.migrationId, null, { kind: "commit" });
       throw new TscmigError("internal", "unreachable");
     }
@@ -286,13 +310,13 @@ export class Destination {
     // VM running before the transaction commits, and a crash inside rolls back to "staged".
     const report = this.ctx.journal.transaction((): RestoreReport => {
       const restoredRawNs = host.rawNs();
-      const { doorbellRung } = this.ctx.adopt(inb, vm, result);
+      const { doorbellRung, resumedTrueNs } = this.ctx.adopt(inb, vm, result);
       crashPoint(this.ctx.faults, "crash.destination.duringRestore");
       // From the restore to the resume (journal writes, a stalled process) guest time ran on at this
       // host's rate while the ideal ran at the source's: the two crystals may drift apart meanwhile, so
       // the bound grows by it — in the report and on the published page, before the guest can read it.
       let errorBoundNs = result.errorBoundNs;
-      const lateNs = host.rawNs() - restoredRawNs;
+      const lateNs = host.rawNsAt(resumedTrueNs) - restoredRawNs; // restore → resume, not what follows
       if (lateNs > 0n) {
         errorBoundNs += 2n * ((lateNs * DRIFT_ALLOWANCE_PPM + 999_999n) / 1_000_000n);
         if ((vm.vmclock().flags & VMCLOCK_FLAG_TIME_MAXERROR_VALID) !== 0n)
@@ -300,9 +324,8 @@ export class Destination {
             p.timeMaxerrorNanosec = errorBoundNs;
           });
       }
-      // One instant for both: the source compares tscAtResume with its own TSC at resumedTrueNs, so a
-      // TSC read a moment later would count that moment as migration error.
-      const resumedTrueNs = host.trueNs();
+      // One instant for both (the resume): the source compares tscAtResume with its own TSC at
+      // resumedTrueNs, so a TSC read a moment later would count that moment as migration error.
       const tsc = vm.guestTscAt(0, resumedTrueNs);
       const rep: RestoreReport = {
         estimatedBlackoutNs: result.estimate.estimatedNs,
@@ -325,6 +348,7 @@ export class Destination {
     });
     inb.snapshot = null; // the VM holds the state now
     crashPoint(this.ctx.faults, "crash.destination.afterRestore");
+    this.inbound.delete(r.migrationId); // decided and journaled with its report (replays read it back)
     return report;
   }
 
@@ -339,6 +363,7 @@ export class Destination {
         this.ctx.dropStaged(inb);
       }
     }
+    if (inb.state.phase === "aborted") this.inbound.delete(req.migrationId);
     this.ctx.log.info({ event: "migration_aborted", migrationId: req.migrationId, vmId: req.vmId, reason: req.reason }, "source aborted");
   }
 
@@ -359,6 +384,7 @@ export class Destination {
         this.ctx.dropStaged(inb);
       }
     }
+    if (inb.state.phase === "aborted") this.inbound.delete(inb.req.migrationId);
   }
 
   pending(): Inbound[] {

@@ -1,16 +1,37 @@
 // JSON with the value kinds this project stores: bigint, Uint8Array and BigUint64Array are tagged
 // so they round-trip exactly (journal payloads; not a wire format).
+//
+// A BigUint64Array is written as the base64 of its little-endian bytes (`$u64le`): a 1024-vCPU
+// column is one 11 KB string instead of 1024 decimal strings, which made staging and persisting a
+// large VM cost milliseconds (see BENCHMARKS.md). The older `$u64` (decimal strings) still reads.
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+function u64ToBase64(v: BigUint64Array): string {
+  if (LITTLE_ENDIAN) return Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64");
+  const b = Buffer.alloc(v.byteLength);
+  for (let i = 0; i < v.length; i++) b.writeBigUInt64LE(v[i] as bigint, i * 8);
+  return b.toString("base64");
+}
+
+function u64FromBase64(text: string): BigUint64Array {
+  const b = Buffer.from(text, "base64");
+  if (b.byteLength % 8 !== 0) throw new SyntaxError("$u64le: length is not a multiple of 8 bytes");
+  const out = new BigUint64Array(b.byteLength / 8);
+  if (LITTLE_ENDIAN) new Uint8Array(out.buffer).set(b);
+  else for (let i = 0; i < out.length; i++) out[i] = b.readBigUInt64LE(i * 8);
+  return out;
+}
 
 export function toJson(value: unknown): string {
-  return JSON.stringify(value, function (this: unknown, k, v: unknown) {
-    // JSON.stringify hands a replacer the value after its toJSON(): a Buffer (bytes decoded from the
-    // wire are Buffers) arrives as {type:"Buffer",data:[...]} and would come back a plain object.
-    // The holder still has the original.
-    const raw = (this as Record<string, unknown>)[k];
-    if (raw instanceof Uint8Array) v = raw;
+  return JSON.stringify(value, function (this: Record<string, unknown>, k, v: unknown) {
+    // The holder's own value, before toJSON: a Buffer (bytes decoded from the wire are Buffer
+    // views) would otherwise arrive here as {type: "Buffer", data: [...]}, a slow number array
+    // that reads back as a plain object, not bytes.
+    const raw = this[k];
     if (typeof v === "bigint") return { $b: v.toString() };
-    if (v instanceof BigUint64Array) return { $u64: Array.from(v, (x) => x.toString()) };
-    if (v instanceof Uint8Array) return { $bytes: Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64") };
+    if (v instanceof BigUint64Array) return { $u64le: u64ToBase64(v) };
+    if (raw instanceof Uint8Array) return { $bytes: Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("base64") };
     return v;
   });
 }
@@ -20,6 +41,7 @@ export function fromJson<T>(text: string): T {
     if (v !== null && typeof v === "object" && !Array.isArray(v)) {
       const o = v as Record<string, unknown>;
       if (typeof o.$b === "string") return BigInt(o.$b);
+      if (typeof o.$u64le === "string") return u64FromBase64(o.$u64le);
       if (Array.isArray(o.$u64)) return BigUint64Array.from((o.$u64 as string[]).map((x) => BigInt(x)));
       if (typeof o.$bytes === "string") return new Uint8Array(Buffer.from(o.$bytes, "base64"));
     }

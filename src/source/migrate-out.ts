@@ -141,6 +141,13 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
   let transferRttNs = 0n;
   let restore: RestoreReport | null = null;
   let finished = false;
+  /** Set by the handOff effect, carried out once the Commit is on its way (see "handOff"). */
+  let handOffPending = false;
+  const handOffNow = () => {
+    if (!handOffPending) return;
+    handOffPending = false;
+    ctx.handOff(h, opts.migrationId);
+  };
 
   const journal = (decision: MigrationDecision, phase: string) =>
     ctx.journal.putMigration({
@@ -255,25 +262,42 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
         }
       }
       case "handOff":
-        ctx.handOff(h, opts.migrationId);
+        // The decision is journaled (the effect before this one): the VM is paused and never runs
+        // here again, and a restart re-does the hand-off from the journal. So the hand-off (a
+        // journal write, a log line) waits until the Commit is on its way instead of delaying it.
+        handOffPending = true;
         return null;
       case "sendCommit":
       case "retryCommit": {
         if (eff.kind === "retryCommit") await sleep(ctx.scheduler, eff.delayNs);
         const t0 = ctx.host.rawNs();
+        const call = peer.commit({ migrationId: opts.migrationId, vmId: h.id, generation, transferRttNs });
+        // The call's frames leave when this turn of the event loop ends: hand off on a later one.
+        let handOffError: { e: unknown } | null = null;
+        const handedOff = handOffPending
+          ? sleep(ctx.scheduler, 0n)
+              .then(handOffNow)
+              .catch((e: unknown) => {
+                handOffError = { e };
+              })
+          : null;
+        let next: SourceEvent;
         try {
-          const r = await peer.commit({ migrationId: opts.migrationId, vmId: h.id, generation, transferRttNs });
+          const r = await call;
           report.phases.commitNs = ctx.host.rawNs() - t0;
           restore = r.report;
           crashPoint(ctx.faults, "crash.source.afterCommit");
-          return { kind: "commitOk" };
+          next = { kind: "commitOk" };
         } catch (e) {
           const err = errorOf(e);
           // A destination that refuses Commit definitively (aborted/unknown) cannot be made to run
           // the VM; the decision stands and the recovery loop reports it as in doubt.
           log.warn({ event: "commit_failed", attempt: eff.attempt, code: err.code, err: err.message }, "commit failed");
-          return { kind: "commitFailed", error: err };
+          next = { kind: "commitFailed", error: err };
         }
+        if (handedOff) await handedOff;
+        if (handOffError !== null) throw (handOffError as { e: unknown }).e;
+        return next;
       }
       case "resume":
         ctx.resumeVm(h);

@@ -202,9 +202,9 @@ describe("regressions found by the chaos campaigns", () => {
     expect(after.syncClocksourceNs).toBe(before.syncClocksourceNs);
   });
 
-  it("time spent between restore and resume (slow journal writes) is inside the reported and published bound", async () => {
+  it("a slow journal write of the adopted VM happens after the resume: outside the blackout, error inside the bound", async () => {
     const w = new World();
-    // The destination's write of the adopted VM (between setting its clocks and resuming it) takes 2 s.
+    // The destination's write of the adopted VM takes 2 s; it is journaled once the vCPUs run.
     const slow = (rec: VmRecord | MigrationRecord) => ("role" in rec && rec.role === "owner" ? 2_000n * MS : 0n);
     const a = w.node("a", w.host("a", 400), new MemoryJournal());
     const b = w.node("b", w.host("b", -400), new CostlyJournal(w.clock, slow));
@@ -214,9 +214,7 @@ describe("regressions found by the chaos campaigns", () => {
     await w.runFor(300n * MS);
     const r = await w.settle(a.migrate(vm.id, { destination: "b", policy: "advance", estimator: "one-sided" }));
     expect(r.outcome).toBe("committed");
-    // Over those 2 s the two crystals ran 800 ppm apart: 1.6 ms of error the estimate cannot see.
-    expect(r.trueBlackoutNs - r.estimatedBlackoutNs).toBeGreaterThanOrEqual(1_999n * MS);
-    expect(abs(r.tscErrorNs)).toBeGreaterThan(1_000_000n);
+    expect(r.trueBlackoutNs).toBeLessThan(1_000n * MS);
     expect(abs(r.tscErrorNs)).toBeLessThanOrEqual(r.errorBoundNs);
     expect(abs(r.kvmclockErrorNs)).toBeLessThanOrEqual(r.errorBoundNs);
     expect(b.getVm(vm.id).vm.vmclock().timeMaxerrorNanosec).toBe(r.errorBoundNs);

@@ -283,12 +283,24 @@ export class EmulatedVm implements VmBackend {
       kernelNs = this.host.rawNsOfTsc(hostTsc);
     }
     const systemTime = u64(kernelNs + this.kvmclockOffset);
+    // vCPUs of one VM nearly always share ratio and offset: their records then differ in nothing,
+    // so the scale and the TSC timestamp are computed once per distinct (ratio, offset).
+    let memoRatio = -1n;
+    let memoOffset = -1n;
+    let memo: PvclockRecord | null = null;
     for (let i = 0; i < this.vcpuCount; i++) {
       const f = this.flags[i] as number;
       if ((f & F_UPDATE) === 0) continue;
       this.flags[i] = f & ~F_UPDATE;
       if ((f & F_KVMCLOCK) === 0) continue; // kvmclock not active: nothing to write
-      const rec = this.recordFor(i, hostTsc, systemTime, master);
+      const ratio = this.ratio[i] as bigint;
+      const offset = this.tscOffset[i] as bigint;
+      if (memo === null || ratio !== memoRatio || offset !== memoOffset) {
+        memo = this.recordFor(i, hostTsc, systemTime, master);
+        memoRatio = ratio;
+        memoOffset = offset;
+      }
+      const rec = { ...memo };
       if ((f & F_STOP_REQ) !== 0) {
         rec.flags |= PVCLOCK_GUEST_STOPPED;
         this.flags[i] = (this.flags[i] as number) & ~F_STOP_REQ;

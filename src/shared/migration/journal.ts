@@ -37,13 +37,26 @@ export interface JournalStore {
   close(): void;
 }
 
-/** Durable across simulated crashes (the simulator holds it); a deep copy on every read and write. */
+/**
+ * Durable across simulated crashes (the simulator holds it); a copy on every read and write. A
+ * transaction keeps an undo log of the entries it overwrote, so its cost does not grow with the
+ * number of records (it used to copy both maps: quadratic over a long simulated run).
+ */
 export class MemoryJournal implements JournalStore {
-  private vms = new Map<string, VmRecord>();
-  private migrations = new Map<string, MigrationRecord>();
-  private tx: { vms: Map<string, VmRecord>; migrations: Map<string, MigrationRecord> } | null = null;
+  private readonly vms = new Map<string, VmRecord>();
+  private readonly migrations = new Map<string, MigrationRecord>();
+  private undo: (() => void)[] | null = null;
+
+  /** Inside a transaction, remembers how to put `key` of `map` back as it is now. */
+  private remember<V>(map: Map<string, V>, key: string): void {
+    if (this.undo === null) return;
+    const had = map.has(key);
+    const prior = map.get(key);
+    this.undo.push(() => (had ? map.set(key, prior as V) : map.delete(key)));
+  }
 
   putVm(rec: VmRecord): void {
+    this.remember(this.vms, rec.vmId);
     this.vms.set(rec.vmId, { ...rec });
   }
   getVm(vmId: string): VmRecord | undefined {
@@ -54,9 +67,11 @@ export class MemoryJournal implements JournalStore {
     return [...this.vms.values()].map((r) => ({ ...r }));
   }
   deleteVm(vmId: string): void {
+    this.remember(this.vms, vmId);
     this.vms.delete(vmId);
   }
   putMigration(rec: MigrationRecord): void {
+    this.remember(this.migrations, rec.migrationId);
     this.migrations.set(rec.migrationId, { ...rec });
   }
   getMigration(id: string): MigrationRecord | undefined {
@@ -69,17 +84,16 @@ export class MemoryJournal implements JournalStore {
       .map((m) => ({ ...m }));
   }
   transaction<T>(fn: () => T): T {
-    if (this.tx) return fn();
-    const saved = { vms: new Map(this.vms), migrations: new Map(this.migrations) };
-    this.tx = saved;
+    if (this.undo !== null) return fn();
+    const undo: (() => void)[] = [];
+    this.undo = undo;
     try {
       const out = fn();
-      this.tx = null;
+      this.undo = null;
       return out;
     } catch (e) {
-      this.vms = saved.vms;
-      this.migrations = saved.migrations;
-      this.tx = null;
+      this.undo = null;
+      for (let i = undo.length - 1; i >= 0; i--) (undo[i] as () => void)();
       throw e;
     }
   }

@@ -83,7 +83,8 @@ export function captureSnapshot(vm: EmulatedVm, guest: Guest, meta: CaptureMeta)
   for (let i = 0; i < n; i++) {
     tscOffset[i] = vm.getTscOffset(i);
     ratio[i] = vm.ratioOf(i);
-    tsc[i] = vm.guestTscAtHostTsc(i, hostTsc);
+    // Same ratio and offset as the previous vCPU: same guest TSC (the common, uniform VM).
+    tsc[i] = i > 0 && ratio[i] === ratio[i - 1] && tscOffset[i] === tscOffset[i - 1] ? (tsc[i - 1] as bigint) : vm.guestTscAtHostTsc(i, hostTsc);
   }
   return {
     formatVersion: SNAPSHOT_FORMAT_VERSION,
@@ -148,6 +149,8 @@ export function validateSnapshot(s: Snapshot): void {
     // host TSC, so a snapshot where they disagree would restore differently per policy.
     if (s.tsc[i] !== u64(scaleTsc(s.hostTsc, r, vendor.fracBits) + (s.tscOffset[i] as bigint)))
       throw invalid(`snapshot.vcpus.tsc[${i}]`, "is not scale(hostTsc, ratio) + tscOffset");
+    // A record byte-identical to the previous one (which passed) passes too: skip decoding it.
+    if (i > 0 && sameRecordBytes(s.pvclock, i - 1, i)) continue;
     const rec = snapshotRecord(s, i); // an odd version throws here, naming the record
     if (s.kvmclockEnabled && rec.tscToSystemMul === 0n) throw invalid(`snapshot.vcpus.pvclockRecords[${i}].tscToSystemMul`, "zero multiplier");
     if ((rec.flags & ~(PVCLOCK_GUEST_STOPPED | 1)) !== 0) throw invalid(`snapshot.vcpus.pvclockRecords[${i}].flags`, `unknown flags ${rec.flags}`);
@@ -161,6 +164,13 @@ export function validateSnapshot(s: Snapshot): void {
   if (g.ntp.esterrorUs < 0n || g.ntp.esterrorUs > LIMITS.ntpPhaseLimitUs) throw invalid("snapshot.guest.esterrorUs", "must be within 0..16 s");
   if (g.tscCs.mul <= 0n || g.tscCs.mul > 0xffff_ffffn) throw invalid("snapshot.guest.tscCsMul", "must be a non-zero u32");
   if (g.tscCs.shift < -32 || g.tscCs.shift > 32) throw invalid("snapshot.guest.tscCsShift", "must be within -32..32");
+}
+
+function sameRecordBytes(bytes: Uint8Array, a: number, b: number): boolean {
+  const oa = a * PVCLOCK_RECORD_BYTES;
+  const ob = b * PVCLOCK_RECORD_BYTES;
+  for (let k = 0; k < PVCLOCK_RECORD_BYTES; k++) if (bytes[oa + k] !== bytes[ob + k]) return false;
+  return true;
 }
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]*$/;

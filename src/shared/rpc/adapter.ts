@@ -45,6 +45,11 @@ export interface HandlerContext {
   readonly signal: AbortSignal;
   /** Time spent decoding the request, when the server was given a clock (`monotonicNs`). */
   readonly decodeNs: bigint;
+  /**
+   * Time since the request's bytes reached the deserializer, on the server's clock (`monotonicNs`;
+   * without one, `decodeNs`). What a handler subtracts from its clock to date the request's arrival.
+   */
+  sinceReceivedNs(): bigint;
 }
 
 export type UnaryHandler<I extends DescMessage, O extends DescMessage> = (
@@ -81,7 +86,7 @@ export function definePartialService<M extends GenServiceMethods>(service: GenSe
 
 /** What the request deserializer hands the handler: a message, or why the bytes were refused. */
 export type Decoded<T> =
-  | { readonly ok: true; readonly message: T; readonly decodeNs: bigint }
+  | { readonly ok: true; readonly message: T; readonly decodeNs: bigint; readonly receivedNs: bigint }
   | { readonly ok: false; readonly error: string };
 
 /** Wraps bytes in a Buffer over the same memory (grpc-js copies serializer output itself). */
@@ -99,7 +104,7 @@ export function decodeMessage<I extends DescMessage>(schema: I, bytes: Uint8Arra
   try {
     const t0 = monotonicNs ? monotonicNs() : 0n;
     const message = fromBinary(schema, bytes);
-    return { ok: true, message, decodeNs: monotonicNs ? monotonicNs() - t0 : 0n };
+    return { ok: true, message, decodeNs: monotonicNs ? monotonicNs() - t0 : 0n, receivedNs: t0 };
   } catch (e) {
     return { ok: false, error: errorMessageOf(e) };
   }
@@ -138,7 +143,7 @@ export function toGrpcServiceDefinition(service: DescService, monotonicNs?: () =
  * grpc-js handlers for `impl`, keyed like `toGrpcServiceDefinition`. A method without a handler
  * answers UNIMPLEMENTED; a handler for a method the service lacks is a bug (assertion).
  */
-export function toGrpcImplementation(registration: ServiceRegistration, log: RpcLog): grpc.UntypedServiceImplementation {
+export function toGrpcImplementation(registration: ServiceRegistration, log: RpcLog, monotonicNs?: () => bigint): grpc.UntypedServiceImplementation {
   const { service, impl } = registration;
   const known = new Set(service.methods.map((m) => m.localName));
   for (const key of Object.keys(impl)) {
@@ -148,7 +153,7 @@ export function toGrpcImplementation(registration: ServiceRegistration, log: Rpc
   for (const method of service.methods) {
     assert(method.methodKind === "unary", `${grpcPathOf(method)}: only unary methods are supported`);
     const handler = Object.hasOwn(impl, method.localName) ? impl[method.localName] : undefined;
-    implementation[method.localName] = unaryHandler(method, handler, log);
+    implementation[method.localName] = unaryHandler(method, handler, log, monotonicNs);
   }
   return implementation;
 }
@@ -159,14 +164,30 @@ function unaryHandler(
   method: DescMethod,
   handler: UnaryHandler<DescMessage, DescMessage> | undefined,
   log: RpcLog,
+  monotonicNs: (() => bigint) | undefined,
 ): grpc.handleUnaryCall<Decoded<Message>, Uint8Array> {
   const path = grpcPathOf(method);
   return (call, callback) => {
     const abort = new AbortController();
-    call.on("cancelled", () => abort.abort(new TscmigError("aborted", `${path}: call cancelled`)));
+    let answered = false;
+    // grpc-js also reports "cancelled" when a finished call's stream closes: only a call still being
+    // handled is aborted (building the error costs a stack trace on every call otherwise).
+    call.on("cancelled", () => {
+      if (!answered) abort.abort(new TscmigError("aborted", `${path}: call cancelled`));
+    });
     const req = call.request;
-    const ctx: HandlerContext = { path, peer: call.getPeer(), metadata: call.metadata, signal: abort.signal, decodeNs: req.ok ? req.decodeNs : 0n };
+    const decodeNs = req.ok ? req.decodeNs : 0n;
+    const receivedNs = req.ok ? req.receivedNs : 0n;
+    const ctx: HandlerContext = {
+      path,
+      peer: call.getPeer(),
+      metadata: call.metadata,
+      signal: abort.signal,
+      decodeNs,
+      sinceReceivedNs: () => (monotonicNs ? monotonicNs() - receivedNs : decodeNs),
+    };
     void answer(method, handler, call.request, ctx, log).then((outcome) => {
+      answered = true;
       if (outcome.ok) callback(null, outcome.bytes);
       else callback(outcome.status, null);
     });

@@ -1,0 +1,537 @@
+// `tscmig bench` (issue 5): blackout, throughput, introduced error, simulator speed and memory of
+// the daemons, each figure next to baselines measured in the same run (this machine is shared and
+// noisy). Live figures come from real daemon processes on loopback (src/cli/local-pair.ts), driven
+// through their control API; the simulator figure from an in-process simulated pair (sim.ts).
+//
+// Method. Blackout and the gRPC/TCP baselines are measured in interleaved *rounds*: each round
+// first times the baselines, then a share of every vCPU size's migrations, so a burst of noise hits
+// numerator and denominator alike. A target that is a ratio is judged on the median of the
+// per-round ratios; the tables also give the pooled statistics over every round.
+// Real time is read only through the platform module (STYLE 2).
+
+import { cpus, totalmem } from "node:os";
+import { writeFileSync } from "node:fs";
+import { GrpcDialer } from "../daemon/grpc-peer.js";
+import { toJsonSafe } from "../shared/json-safe.js";
+import { RealClock, RealScheduler } from "../shared/platform/index.js";
+import { grpcUnaryRtts, startEchoServer, tcpEchoRtts } from "./baseline.js";
+import { Bouncer, createVm, type Migrated, migrate, pool, rssBytes, settle, type Side, startPair, startSide, stopSides } from "./live.js";
+import { collectGarbage, inspectorUrl, openInspector } from "./inspector.js";
+import { simRunner } from "./sim.js";
+import { abs, fmtBytes, fmtNs, median, percentileOf, ratio, summarize, type Summary, table } from "./stats.js";
+
+export interface BenchOptions {
+  quick: boolean;
+  /** Write the JSON result here. */
+  json?: string;
+  /** Sections to run (default all): baseline+blackout always run together. */
+  sections?: Section[];
+  /** Extra flags for every daemon. */
+  daemonArgs?: string[];
+  /**
+   * Journal durability of the measured daemons (default normal: survives a killed process, the
+   * chaos fault model). A second pair with the other setting gives a comparison row for 1 vCPU.
+   */
+  journalSync?: "full" | "normal";
+  /** Flags for the daemons' node, e.g. `--cpu-prof --cpu-prof-dir=/tmp/p` (NODE_OPTIONS refuses those). */
+  nodeArgs?: string[];
+  /** vCPU counts of the blackout section (default 1, 8, 64, 256, 1024). */
+  sizes?: number[];
+  /** Throughput VMs (default 1000, quick 300). */
+  vms?: number;
+  /** Progress lines. */
+  progress?: (line: string) => void;
+}
+
+export const SECTIONS = ["blackout", "error", "throughput", "sim", "memory"] as const;
+export type Section = (typeof SECTIONS)[number];
+
+export const VCPU_SIZES = [1, 8, 64, 256, 1024] as const;
+export const IN_FLIGHT = [1, 16, 64] as const;
+export const ESTIMATORS = ["wallclock", "one-sided", "probe"] as const;
+/** Destination-minus-source realtime skews; ± come from bouncing a VM with skew on one daemon. */
+export const SKEW_MAGNITUDES: readonly { label: string; ns: bigint }[] = [
+  { label: "0", ns: 0n },
+  { label: "1ms", ns: 1_000_000n },
+  { label: "1s", ns: 1_000_000_000n },
+];
+
+/** Idle time before each paced gRPC Ping. */
+export const PACED_GAP_NS = 2_000_000n;
+
+interface Plan {
+  rounds: number;
+  baselineCalls: number;
+  pacedCalls: number;
+  blackoutPerSize: number;
+  warmupPerSize: number;
+  errorPerSkew: number;
+  throughputVms: number;
+  simMigrations: number;
+  memoryVms: number;
+  memoryWarmupVms: number;
+}
+
+export function planOf(o: BenchOptions): Plan {
+  return o.quick
+    ? { rounds: 2, baselineCalls: 400, pacedCalls: 100, blackoutPerSize: 50, warmupPerSize: 3, errorPerSkew: 30, throughputVms: o.vms ?? 300, simMigrations: 3000, memoryVms: 1000, memoryWarmupVms: 100 }
+    : { rounds: 5, baselineCalls: 600, pacedCalls: 150, blackoutPerSize: 200, warmupPerSize: 5, errorPerSkew: 150, throughputVms: o.vms ?? 1000, simMigrations: 20000, memoryVms: 1000, memoryWarmupVms: 100 };
+}
+
+type PhaseName = keyof Migrated["phases"];
+const PHASES: readonly PhaseName[] = ["captureNs", "encodeNs", "transferNs", "decodeNs", "restoreNs", "commitNs"];
+
+export interface BlackoutResult extends Summary {
+  /** Mean of each phase over the mean blackout (transfer contains encode and decode; commit contains restore). */
+  phaseShare: Record<PhaseName, number>;
+  phaseMeanNs: Record<PhaseName, bigint>;
+  rounds: { p50Ns: bigint; p99Ns: bigint; count: number }[];
+}
+
+export interface BenchResult {
+  meta: Record<string, unknown>;
+  baseline: { grpcUnary: Summary & { rounds: Summary[] }; grpcUnaryPaced: Summary & { rounds: Summary[]; gapNs: bigint }; tcpEcho: Summary & { rounds: Summary[] } };
+  blackout: Record<string, BlackoutResult>;
+  throughput: Record<string, { vms: number; vcpusPerVm: number; totalNs: bigint; perSec: number; blackoutP50Ns: bigint; blackoutP99Ns: bigint; committed: number; failed: number }>;
+  error: Record<
+    string,
+    Record<
+      string,
+      {
+        count: number;
+        p50Ns: bigint;
+        p99Ns: bigint;
+        maxNs: bigint;
+        ratioP50: number;
+        ratioP99: number;
+        maxRatioToBound: number;
+        outsideBound: number;
+        boundP50Ns: bigint;
+        /** Migrations that erred by more than 200 µs, and the median bound they reported (their Transfer round trip's residual). */
+        over200us: { count: number; boundP50Ns: bigint };
+      }
+    >
+  >;
+  sim: { runner: string; migrations: number; vcpus: number; wallNs: bigint; simulatedNs: bigint; migrationsPerSec: number } | null;
+  memory: {
+    vms: number;
+    vcpusPerVm: number;
+    warmupVms: number;
+    rssBeforeBytes: number;
+    rssAfterBytes: number;
+    bytesPerVcpu: number;
+    bytesPerVm: number;
+    /** The same readings 5 s after creating the VMs, before the forced GC. */
+    withoutGc: { rssBeforeBytes: number; rssAfterBytes: number; bytesPerVcpu: number };
+  } | null;
+  targets: { name: string; value: string; limit: string; holds: boolean; basis: string }[];
+}
+
+export async function runBench(o: BenchOptions): Promise<BenchResult> {
+  const clock = new RealClock();
+  const sched = new RealScheduler();
+  const plan = planOf(o);
+  const say = o.progress ?? (() => {});
+  const want = new Set<Section>(o.sections ?? SECTIONS);
+  const sizes: readonly number[] = o.sizes ?? VCPU_SIZES;
+  const started = clock.monotonicNs();
+  const journalSync = o.journalSync ?? "normal";
+  const otherSync = journalSync === "normal" ? "full" : "normal";
+  const withSync = (sync: string) => ({ daemonArgs: ["--journal-sync", sync, ...(o.daemonArgs ?? [])], ...(o.nodeArgs ? { nodeArgs: o.nodeArgs } : {}) });
+  const pairOpts = withSync(journalSync);
+
+  const result: BenchResult = {
+    meta: {
+      mode: o.quick ? "quick" : "full",
+      journalSync,
+      node: process.version,
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model ?? "?",
+      memTotalBytes: totalmem(),
+      startedRealtimeNs: clock.realtimeNs(),
+      plan,
+      daemonArgs: pairOpts.daemonArgs,
+      nodeArgs: o.nodeArgs ?? [],
+    },
+    baseline: { grpcUnary: { ...summarize([]), rounds: [] }, grpcUnaryPaced: { ...summarize([]), rounds: [], gapNs: PACED_GAP_NS }, tcpEcho: { ...summarize([]), rounds: [] } },
+    blackout: {},
+    throughput: {},
+    error: {},
+    sim: null,
+    memory: null,
+    targets: [],
+  };
+
+  const live = want.has("blackout") || want.has("error") || want.has("throughput");
+  if (live) {
+    say("starting two daemons and a TCP echo server");
+    const echo = await startEchoServer();
+    let pair: [Side, Side];
+    try {
+      pair = await startPair(pairOpts);
+    } catch (e) {
+      echo.stop();
+      throw e;
+    }
+    const [a, b] = pair;
+    let other: [Side, Side] | null = null;
+    const dialer = new GrpcDialer({ clock });
+    try {
+      // Warm both daemons' code paths (JIT) before anything is recorded.
+      say("warm-up: 30 migrations of a 4-vCPU VM");
+      await createVm(a, "warm", 4);
+      const warm = new Bouncer(pair, "warm");
+      for (let i = 0; i < 30; i++) await warm.migrate();
+
+      // ---- baselines and blackout, in interleaved rounds ----
+      const grpcAll: bigint[] = [];
+      const pacedAll: bigint[] = [];
+      const tcpAll: bigint[] = [];
+      const blackouts = new Map<number, Migrated[]>();
+      const perRound = new Map<number, Migrated[][]>();
+      const bouncers = new Map<number, Bouncer>();
+      let otherBouncer: Bouncer | null = null;
+      const otherLabel = `1-journal-${otherSync}`;
+      const otherAll: Migrated[] = [];
+      const otherRounds: Migrated[][] = [];
+      if (want.has("blackout")) {
+        for (const n of sizes) {
+          await createVm(a, `bo-${n}`, n);
+          bouncers.set(n, new Bouncer(pair, `bo-${n}`));
+          blackouts.set(n, []);
+          perRound.set(n, []);
+        }
+        say(`starting a comparison pair with --journal-sync ${otherSync}`);
+        other = await startPair(withSync(otherSync));
+        await createVm(other[0], "bo-1", 1);
+        otherBouncer = new Bouncer(other, "bo-1");
+        for (let i = 0; i < 30; i++) await otherBouncer.migrate();
+      }
+      for (let r = 0; r < plan.rounds; r++) {
+        say(`round ${r + 1}/${plan.rounds}: baselines (${plan.baselineCalls} gRPC Ping, ${plan.baselineCalls} TCP echo, ${plan.pacedCalls} paced gRPC Ping)`);
+        const g = await grpcUnaryRtts(clock, dialer, (r % 2 === 0 ? a : b).grpc, plan.baselineCalls, r === 0 ? 200 : 20);
+        const t = await tcpEchoRtts(clock, echo.port, plan.baselineCalls, r === 0 ? 200 : 20);
+        const gp = await grpcUnaryRtts(clock, dialer, (r % 2 === 0 ? a : b).grpc, plan.pacedCalls, 10, { scheduler: sched, gapNs: PACED_GAP_NS });
+        pacedAll.push(...gp);
+        result.baseline.grpcUnaryPaced.rounds.push(summarize(gp));
+        grpcAll.push(...g);
+        tcpAll.push(...t);
+        result.baseline.grpcUnary.rounds.push(summarize(g));
+        result.baseline.tcpEcho.rounds.push(summarize(t));
+        if (!want.has("blackout")) continue;
+        for (const n of sizes) {
+          const bn = bouncers.get(n) as Bouncer;
+          const count = Math.ceil(plan.blackoutPerSize / plan.rounds);
+          say(`round ${r + 1}/${plan.rounds}: ${count} migrations of a ${n}-vCPU VM`);
+          for (let i = 0; i < plan.warmupPerSize; i++) await bn.migrate();
+          const got: Migrated[] = [];
+          for (let i = 0; i < count; i++) got.push(await bn.migrate());
+          blackouts.get(n)?.push(...got);
+          perRound.get(n)?.push(got);
+        }
+        if (otherBouncer) {
+          const count = Math.ceil(plan.blackoutPerSize / plan.rounds);
+          say(`round ${r + 1}/${plan.rounds}: ${count} migrations of a 1-vCPU VM, journal ${otherSync}`);
+          const got: Migrated[] = [];
+          for (let i = 0; i < count; i++) got.push(await otherBouncer.migrate());
+          otherAll.push(...got);
+          otherRounds.push(got);
+        }
+      }
+      result.baseline.grpcUnary = { ...summarize(grpcAll), rounds: result.baseline.grpcUnary.rounds };
+      result.baseline.tcpEcho = { ...summarize(tcpAll), rounds: result.baseline.tcpEcho.rounds };
+      result.baseline.grpcUnaryPaced = { ...summarize(pacedAll), rounds: result.baseline.grpcUnaryPaced.rounds, gapNs: PACED_GAP_NS };
+      for (const [n, ms] of blackouts) result.blackout[String(n)] = blackoutResult(ms, perRound.get(n) ?? []);
+      if (otherAll.length > 0) result.blackout[otherLabel] = blackoutResult(otherAll, otherRounds);
+
+      // ---- introduced error per estimator and skew ----
+      if (want.has("error")) {
+        await createVm(a, "err", 4);
+        const bn = new Bouncer(pair, "err");
+        for (const est of ESTIMATORS) result.error[est] = {};
+        for (const sk of SKEW_MAGNITUDES) {
+          // Skew on b only: a → b sees destination − source = +s, b → a sees −s.
+          await b.api.call("PUT", "/v1/host/clock", { offsetNs: sk.ns.toString() });
+          for (const est of ESTIMATORS) {
+            const n = sk.ns === 0n ? plan.errorPerSkew : 2 * plan.errorPerSkew;
+            say(`error: ${est}, skew ${sk.ns === 0n ? "0" : `±${sk.label}`}: ${n} migrations`);
+            const plus: Migrated[] = [];
+            const minus: Migrated[] = [];
+            for (let i = 0; i < n; i++) {
+              const towardB = bn.next().to === b;
+              const m = await bn.migrate({ estimator: est });
+              (towardB || sk.ns === 0n ? plus : minus).push(m);
+            }
+            const cell = result.error[est] as BenchResult["error"][string];
+            if (sk.ns === 0n) cell["0"] = errorCell(plus);
+            else {
+              cell[`+${sk.label}`] = errorCell(plus);
+              cell[`-${sk.label}`] = errorCell(minus);
+            }
+          }
+        }
+        await b.api.call("PUT", "/v1/host/clock", { reset: true });
+      }
+
+      // ---- throughput ----
+      if (want.has("throughput")) {
+        const ids = Array.from({ length: plan.throughputVms }, (_, i) => `tp-${i}`);
+        say(`throughput: creating ${ids.length} VMs of 4 vCPUs`);
+        await pool(ids, 8, (id) => createVm(a, id, 4));
+        let from: Side = a;
+        let to: Side = b;
+        for (const k of IN_FLIGHT) {
+          say(`throughput: ${ids.length} migrations, ${k} in flight`);
+          const t0 = clock.monotonicNs();
+          const reports = await pool(ids, k, async (id) => {
+            try {
+              return await migrate(from, to, id);
+            } catch (e) {
+              return { outcome: "error", error: String(e) } as unknown as Migrated;
+            }
+          });
+          const totalNs = clock.monotonicNs() - t0;
+          const ok = reports.filter((m) => m.outcome === "committed");
+          const s = summarize(ok.map((m) => m.trueBlackoutNs));
+          result.throughput[String(k)] = {
+            vms: ids.length,
+            vcpusPerVm: 4,
+            totalNs,
+            perSec: ids.length / (Number(totalNs) / 1e9),
+            blackoutP50Ns: s.p50Ns,
+            blackoutP99Ns: s.p99Ns,
+            committed: ok.length,
+            failed: ids.length - ok.length,
+          };
+          [from, to] = [to, from];
+          if (ok.length !== ids.length) say(`throughput: ${ids.length - ok.length} migrations failed: ${reports.find((m) => m.outcome !== "committed")?.error ?? ""}`);
+        }
+      }
+    } finally {
+      dialer.close();
+      echo.stop();
+      await stopSides(other ? [...pair, ...other] : pair);
+    }
+  }
+
+  // ---- simulator speed ----
+  if (want.has("sim")) {
+    say(`sim: ${plan.simMigrations} simulated migrations (plus 500 warm-up)`);
+    await simRunner({ migrations: 500, vcpus: 4, seed: 7n, wallClock: clock });
+    const r = await simRunner({ migrations: plan.simMigrations, vcpus: 4, seed: 1n, wallClock: clock });
+    result.sim = { runner: r.runner, migrations: r.committed, vcpus: 4, wallNs: r.wallNs, simulatedNs: r.simulatedNs, migrationsPerSec: r.committed / (Number(r.wallNs) / 1e9) };
+  }
+
+  // ---- memory ----
+  if (want.has("memory")) {
+    say(`memory: a fresh daemon, ${plan.memoryWarmupVms} warm-up VMs, then ${plan.memoryVms} idle VMs of 4 vCPUs`);
+    // --inspect lets the bench force a full GC before each reading (HeapProfiler.collectGarbage),
+    // so the delta is what the VMs keep alive, not garbage left by creating them over HTTP.
+    const side = await startSide("bench-mem", { ...pairOpts, nodeArgs: [...(pairOpts.nodeArgs ?? []), "--inspect=127.0.0.1:0"] });
+    const inspector = await openInspector(inspectorUrl(side.daemon));
+    try {
+      // Warm-up VMs compile the creation path and fill the bounded history ring, so the delta is
+      // what the measured VMs themselves cost.
+      await pool(Array.from({ length: plan.memoryWarmupVms }, (_, i) => `mw-${i}`), 8, (id) => createVm(side, id, 4));
+      await settle(sched, 5000);
+      const beforeNoGc = rssBytes(side.pid);
+      await collectGarbage(inspector);
+      await settle(sched, 500);
+      const before = rssBytes(side.pid);
+      await pool(Array.from({ length: plan.memoryVms }, (_, i) => `m-${i}`), 8, (id) => createVm(side, id, 4));
+      await settle(sched, 5000);
+      const afterNoGc = rssBytes(side.pid);
+      await collectGarbage(inspector);
+      await settle(sched, 500);
+      const after = rssBytes(side.pid);
+      const vcpus = plan.memoryVms * 4;
+      result.memory = {
+        vms: plan.memoryVms,
+        vcpusPerVm: 4,
+        warmupVms: plan.memoryWarmupVms,
+        rssBeforeBytes: before,
+        rssAfterBytes: after,
+        bytesPerVcpu: (after - before) / vcpus,
+        bytesPerVm: (after - before) / plan.memoryVms,
+        withoutGc: { rssBeforeBytes: beforeNoGc, rssAfterBytes: afterNoGc, bytesPerVcpu: (afterNoGc - beforeNoGc) / vcpus },
+      };
+    } finally {
+      inspector.close();
+      await stopSides([side]);
+    }
+  }
+
+  result.meta.durationNs = clock.monotonicNs() - started;
+  result.targets = targets(result, plan);
+  if (o.json) writeFileSync(o.json, `${JSON.stringify(toJsonSafe(result), null, 2)}\n`);
+  return result;
+}
+
+function blackoutResult(ms: readonly Migrated[], rounds: readonly Migrated[][]): BlackoutResult {
+  const s = summarize(ms.map((m) => m.trueBlackoutNs));
+  const phaseMeanNs = {} as Record<PhaseName, bigint>;
+  const phaseShare = {} as Record<PhaseName, number>;
+  for (const p of PHASES) {
+    const mean = ms.length === 0 ? 0n : ms.reduce((acc, m) => acc + m.phases[p], 0n) / BigInt(ms.length);
+    phaseMeanNs[p] = mean;
+    phaseShare[p] = ratio(mean, s.meanNs);
+  }
+  return {
+    ...s,
+    phaseShare,
+    phaseMeanNs,
+    rounds: rounds.map((r) => {
+      const x = summarize(r.map((m) => m.trueBlackoutNs));
+      return { p50Ns: x.p50Ns, p99Ns: x.p99Ns, count: x.count };
+    }),
+  };
+}
+
+function errorCell(ms: readonly Migrated[]): BenchResult["error"][string][string] {
+  const errs = ms.map((m) => abs(m.tscErrorNs));
+  const s = summarize(errs);
+  const ratios = ms.map((m) => ratio(abs(m.tscErrorNs), m.errorBoundNs));
+  return {
+    count: s.count,
+    p50Ns: s.p50Ns,
+    p99Ns: s.p99Ns,
+    maxNs: s.maxNs,
+    ratioP50: percentileOf(ratios, 50),
+    ratioP99: percentileOf(ratios, 99),
+    maxRatioToBound: ratios.length === 0 ? Number.NaN : Math.max(...ratios),
+    outsideBound: ms.filter((m) => abs(m.tscErrorNs) > m.errorBoundNs).length,
+    boundP50Ns: summarize(ms.map((m) => m.errorBoundNs)).p50Ns,
+    over200us: (() => {
+      const big = ms.filter((m) => abs(m.tscErrorNs) > 200_000n);
+      return { count: big.length, boundP50Ns: summarize(big.map((m) => m.errorBoundNs)).p50Ns };
+    })(),
+  };
+}
+
+function targets(r: BenchResult, plan: Plan): BenchResult["targets"] {
+  const out: BenchResult["targets"] = [];
+  const g = r.baseline.grpcUnary.rounds;
+  const b1 = r.blackout["1"];
+  if (b1 && g.length === b1.rounds.length && g.length > 0) {
+    const p50 = median(b1.rounds.map((x, i) => ratio(x.p50Ns, (g[i] as Summary).p50Ns)));
+    const p99 = median(b1.rounds.map((x, i) => ratio(x.p99Ns, (g[i] as Summary).p99Ns)));
+    out.push({ name: "1 vCPU blackout p50 ≤ 2.5 × gRPC unary p50", value: `${p50.toFixed(2)}×`, limit: "2.5×", holds: p50 <= 2.5, basis: `median of ${g.length} per-round ratios` });
+    out.push({ name: "1 vCPU blackout p99 ≤ 3 × gRPC unary p99", value: `${p99.toFixed(2)}×`, limit: "3×", holds: p99 <= 3, basis: `median of ${g.length} per-round ratios` });
+  }
+  const b1024 = r.blackout["1024"];
+  if (b1024 && b1024.rounds.length > 0) {
+    const p50 = median(b1024.rounds.map((x) => Number(x.p50Ns)));
+    const p99 = median(b1024.rounds.map((x) => Number(x.p99Ns)));
+    out.push({ name: "1024 vCPU blackout p50 ≤ 10 ms", value: fmtNs(BigInt(Math.round(p50))), limit: "10 ms", holds: p50 <= 10e6, basis: `median of ${b1024.rounds.length} rounds` });
+    out.push({ name: "1024 vCPU blackout p99 ≤ 20 ms", value: fmtNs(BigInt(Math.round(p99))), limit: "20 ms", holds: p99 <= 20e6, basis: `median of ${b1024.rounds.length} rounds` });
+  }
+  const t64 = r.throughput["64"];
+  if (t64) {
+    const projected = 1000 / t64.perSec;
+    out.push({
+      name: "1000 × 4-vCPU VMs in ≤ 10 s with 64 in flight",
+      value: `${projected.toFixed(2)} s`,
+      limit: "10 s",
+      holds: projected <= 10,
+      basis: t64.vms === 1000 ? "measured" : `projected from ${t64.vms} VMs at ${t64.perSec.toFixed(0)}/s`,
+    });
+  }
+  for (const est of ["one-sided", "probe"]) {
+    const cells = r.error[est];
+    if (!cells) continue;
+    for (const sk of ["+1s", "-1s"]) {
+      const c = cells[sk];
+      if (!c) continue;
+      out.push({ name: `${est} error p99 ≤ 200 µs at ${sk} skew`, value: fmtNs(c.p99Ns), limit: "200 µs", holds: c.p99Ns <= 200_000n, basis: `${c.count} migrations` });
+      out.push({ name: `${est} error within its bound at ${sk} skew`, value: `max ${c.maxRatioToBound.toFixed(3)} of bound`, limit: "≤ 1", holds: c.outsideBound === 0, basis: `${c.count} migrations` });
+    }
+  }
+  if (r.sim) out.push({ name: "simulator ≥ 2000 migrations/s on one core", value: `${r.sim.migrationsPerSec.toFixed(0)}/s`, limit: "2000/s", holds: r.sim.migrationsPerSec >= 2000, basis: `${r.sim.migrations} migrations` });
+  if (r.memory) out.push({ name: "≤ 4 KiB daemon memory per idle vCPU", value: fmtBytes(r.memory.bytesPerVcpu), limit: "4 KiB", holds: r.memory.bytesPerVcpu <= 4096, basis: `RSS delta over ${r.memory.vms * r.memory.vcpusPerVm} vCPUs` });
+  void plan;
+  return out;
+}
+
+const pct = (x: number) => (Number.isFinite(x) ? `${(x * 100).toFixed(0)}%` : "-");
+
+/** The human-readable report. */
+export function renderBench(r: BenchResult): string {
+  const m = r.meta;
+  const parts: string[] = [];
+  parts.push(
+    `tscmig bench (${m.mode}) — node ${m.node}, ${m.cpus} × ${m.cpuModel}, ${fmtBytes(Number(m.memTotalBytes))} RAM; ${(m.plan as Plan).rounds} rounds; took ${fmtNs(m.durationNs as bigint)}\n`,
+  );
+  const g = r.baseline.grpcUnary;
+  const gp = r.baseline.grpcUnaryPaced;
+  const t = r.baseline.tcpEcho;
+  if (g.count > 0) {
+    parts.push("\nBaselines (same run, sequential round trips)\n");
+    parts.push(
+      table([
+        ["", "p50", "p99", "max", "count", "round p50s"],
+        ["gRPC unary (Ping, grpc-js)", fmtNs(g.p50Ns), fmtNs(g.p99Ns), fmtNs(g.maxNs), String(g.count), g.rounds.map((x) => fmtNs(x.p50Ns)).join(" ")],
+        ["gRPC unary, paced (2 ms idle before each)", fmtNs(gp.p50Ns), fmtNs(gp.p99Ns), fmtNs(gp.maxNs), String(gp.count), gp.rounds.map((x) => fmtNs(x.p50Ns)).join(" ")],
+        ["raw TCP echo (separate process)", fmtNs(t.p50Ns), fmtNs(t.p99Ns), fmtNs(t.maxNs), String(t.count), t.rounds.map((x) => fmtNs(x.p50Ns)).join(" ")],
+      ]),
+    );
+    parts.push("targets use the back-to-back gRPC figures; the paced one is what a migration's calls cost (a blackout spans 1.5 round trips: Transfer, its answer, Commit).\n");
+  }
+  const sizes = Object.keys(r.blackout);
+  if (sizes.length > 0) {
+    parts.push(`\nBlackout (true time, source pause → destination resume; policy advance, estimator one-sided; journal ${String(m.journalSync)})\n`);
+    const rows: string[][] = [["vCPUs", "p50", "p99", "max", "count", "p50/gRPC", "p99/gRPC", "p50/paced", "capture", "encode", "transfer", "decode", "restore", "commit"]];
+    for (const n of sizes) {
+      const b = r.blackout[n] as BlackoutResult;
+      rows.push([
+        n,
+        fmtNs(b.p50Ns),
+        fmtNs(b.p99Ns),
+        fmtNs(b.maxNs),
+        String(b.count),
+        `${ratio(b.p50Ns, g.p50Ns).toFixed(2)}×`,
+        `${ratio(b.p99Ns, g.p99Ns).toFixed(2)}×`,
+        `${ratio(b.p50Ns, gp.p50Ns).toFixed(2)}×`,
+        ...PHASES.map((p) => pct(b.phaseShare[p])),
+      ]);
+    }
+    parts.push(table(rows));
+    parts.push("phase shares: mean phase / mean blackout; transfer (source round trip) contains encode and decode, commit (round trip) contains restore.\n");
+  }
+  const ks = Object.keys(r.throughput);
+  if (ks.length > 0) {
+    const first = r.throughput[ks[0] as string];
+    parts.push(`\nThroughput (${first?.vms} VMs of 4 vCPUs migrated between the daemons${first && first.vms < 1000 ? ` — quick mode: ${first.vms} VMs, not 1000` : ""})\n`);
+    const rows: string[][] = [["in flight", "VMs", "total", "migrations/s", "blackout p50", "blackout p99", "failed"]];
+    for (const k of ks) {
+      const x = r.throughput[k] as BenchResult["throughput"][string];
+      rows.push([k, String(x.vms), fmtNs(x.totalNs), x.perSec.toFixed(0), fmtNs(x.blackoutP50Ns), fmtNs(x.blackoutP99Ns), String(x.failed)]);
+    }
+    parts.push(table(rows));
+  }
+  const ests = Object.keys(r.error);
+  if (ests.length > 0) {
+    parts.push("\nIntroduced error (|guest TSC error| at resume, 4-vCPU VM, policy advance; skew = destination − source realtime)\n");
+    const rows: string[][] = [["estimator", "skew", "count", "p50", "p99", "max", "bound p50", "err/bound p50", "p99", "max", "outside bound", "> 200 µs", "their bound p50"]];
+    for (const e of ests) {
+      for (const [sk, c] of Object.entries(r.error[e] ?? {})) {
+        rows.push([e, sk, String(c.count), fmtNs(c.p50Ns), fmtNs(c.p99Ns), fmtNs(c.maxNs), fmtNs(c.boundP50Ns), c.ratioP50.toFixed(3), c.ratioP99.toFixed(3), c.maxRatioToBound.toFixed(3), String(c.outsideBound), String(c.over200us.count), c.over200us.count > 0 ? fmtNs(c.over200us.boundP50Ns) : "-"]);
+      }
+    }
+    parts.push(table(rows));
+    parts.push("wallclock trusts both hosts' claimed realtime error (100 µs each): with injected skew its error is the skew, outside its bound (a lying clock).\n");
+    parts.push("one-sided's bound is half its Transfer round trip's residual: a large error comes with a large bound, i.e. a stalled leg of that round trip.\n");
+  }
+  if (r.sim) parts.push(`\nSimulator: ${r.sim.migrationsPerSec.toFixed(0)} migrations/s on one core (${r.sim.migrations} migrations of a ${r.sim.vcpus}-vCPU VM in ${fmtNs(r.sim.wallNs)}; ${fmtNs(r.sim.simulatedNs)} simulated; runner: ${r.sim.runner})\n`);
+  if (r.memory) {
+    const x = r.memory;
+    parts.push(
+      `\nMemory: daemon RSS ${fmtBytes(x.rssBeforeBytes)} → ${fmtBytes(x.rssAfterBytes)} with ${x.vms} idle VMs of ${x.vcpusPerVm} vCPUs (after ${x.warmupVms} warm-up VMs; full GC before each reading): ${fmtBytes(x.bytesPerVm)} per VM, ${fmtBytes(x.bytesPerVcpu)} per vCPU\n` +
+        `        without the forced GC (5 s settle): ${fmtBytes(x.withoutGc.rssBeforeBytes)} → ${fmtBytes(x.withoutGc.rssAfterBytes)}, ${fmtBytes(x.withoutGc.bytesPerVcpu)} per vCPU\n`,
+    );
+  }
+  if (r.targets.length > 0) {
+    parts.push("\nTargets\n");
+    parts.push(table([["target", "measured", "limit", "", "basis"], ...r.targets.map((x) => [x.name, x.value, x.limit, x.holds ? "holds" : "MISSED", x.basis])]));
+  }
+  return parts.join("");
+}

@@ -1,0 +1,131 @@
+// Simulator speed (issue 5 §5): how many migrations per second of wall time a simulated run carries
+// on one core. Until the chaos runner (src/chaos/) lands, a minimal harness stands in for it: two
+// TscmigNodes on one SimClock/SimScheduler, in-memory journals, and a PeerDialer that calls the
+// other node directly after a simulated one-way delay. Swapping in the chaos runner is replacing
+// `simRunner` below with a function of the same type.
+
+import { TscmigError } from "../shared/errors.js";
+import { EmulatedHost } from "../shared/hypervisor/host.js";
+import { SILENT_LOGGER } from "../shared/logger.js";
+import { MemoryJournal } from "../shared/migration/journal.js";
+import type { PeerClient, PeerDialer } from "../shared/migration/messages.js";
+import type { Clock } from "../shared/time/clock.js";
+import { SeededRandom } from "../shared/time/random.js";
+import { flushMicrotasks, SimClock, SimScheduler } from "../shared/time/sim.js";
+import { defaultNodeConfig, TscmigNode } from "../daemon/node.js";
+
+export interface SimRunOptions {
+  /** Migrations to carry (one VM bounced between the two nodes). */
+  migrations: number;
+  vcpus: number;
+  seed: bigint;
+  /** Real clock that times the run (wall time, this process). */
+  wallClock: Clock;
+}
+
+export interface SimRunResult {
+  runner: string;
+  migrations: number;
+  committed: number;
+  wallNs: bigint;
+  simulatedNs: bigint;
+}
+
+export type SimRunner = (o: SimRunOptions) => Promise<SimRunResult>;
+
+/** One-way delay of every simulated message (loopback-like). */
+const ONE_WAY_NS = 50_000n;
+
+/** A PeerDialer whose calls reach the other node in this process after a simulated delay. */
+class DirectDialer implements PeerDialer {
+  readonly nodes = new Map<string, TscmigNode>();
+  constructor(private readonly scheduler: SimScheduler) {}
+
+  dial(address: string): PeerClient {
+    const nodes = this.nodes;
+    const sched = this.scheduler;
+    const hop = <T>(fn: () => T): Promise<T> =>
+      new Promise<T>((resolve, reject) => {
+        sched.after(ONE_WAY_NS, () => {
+          const node = nodes.get(address);
+          if (!node) return reject(new TscmigError("unavailable", `no node at ${address}`));
+          let out: T;
+          try {
+            out = fn.call(null);
+          } catch (e) {
+            sched.after(ONE_WAY_NS, () => reject(e));
+            return;
+          }
+          sched.after(ONE_WAY_NS, () => resolve(out));
+        });
+      });
+    const node = () => nodes.get(address) as TscmigNode;
+    return {
+      prepare: (req) => hop(() => node().prepare(req)),
+      probe: (req) => hop(() => node().probe(req)),
+      transfer: (req) => hop(() => node().transfer(req, node().host.rawNs(), 0n)),
+      commit: (req) => hop(() => node().commit(req)),
+      abort: (req) => hop(() => node().abort(req)),
+      resolve: (req) => hop(() => node().resolve(req)),
+      ping: () => hop(() => undefined),
+    };
+  }
+}
+
+/** Drives the scheduler until `p` settles: microtasks first, then the next simulated event. */
+async function pump<T>(sched: SimScheduler, p: Promise<T>): Promise<T> {
+  let done = false;
+  p.then(
+    () => (done = true),
+    () => (done = true),
+  );
+  while (!done) {
+    await flushMicrotasks();
+    if (done) break;
+    if (!sched.step()) throw new TscmigError("internal", "simulation ran out of events before the migration finished");
+  }
+  return p;
+}
+
+/** The stand-in runner: two nodes, one VM bounced between them, one migration at a time. */
+export const minimalPairRunner: SimRunner = async (o) => {
+  const clock = new SimClock();
+  const sched = new SimScheduler(clock);
+  const dialer = new DirectDialer(sched);
+  const root = new SeededRandom(o.seed);
+  const mk = (name: string) => {
+    const host = new EmulatedHost({ name, clock, epochNs: 1_767_225_600_000_000_000n, maxerrorNs: 100_000n });
+    const node = new TscmigNode(defaultNodeConfig(name, name), {
+      clock,
+      scheduler: sched,
+      random: root.fork(name),
+      log: SILENT_LOGGER,
+      host,
+      journal: new MemoryJournal(),
+      dialer,
+    });
+    dialer.nodes.set(name, node);
+    node.start();
+    return node;
+  };
+  const nodes = [mk("sim-a"), mk("sim-b")] as const;
+  nodes[0].createVm({ id: "sim-vm", vcpus: o.vcpus });
+  let here = 0;
+  let committed = 0;
+  const sim0 = clock.monotonicNs();
+  const t0 = o.wallClock.monotonicNs();
+  for (let i = 0; i < o.migrations; i++) {
+    const from = nodes[here] as TscmigNode;
+    const to = nodes[1 - here] as TscmigNode;
+    const r = await pump(sched, from.migrate("sim-vm", { destination: to.cfg.name }));
+    if (r.outcome !== "committed") throw new TscmigError("internal", `simulated migration ${i}: ${r.outcome} ${r.error?.message ?? ""}`);
+    committed++;
+    here = 1 - here;
+  }
+  const wallNs = o.wallClock.monotonicNs() - t0;
+  for (const n of nodes) n.stop();
+  return { runner: "minimal-pair (two TscmigNodes, direct in-memory dialer)", migrations: o.migrations, committed, wallNs, simulatedNs: clock.monotonicNs() - sim0 };
+};
+
+/** The runner the benchmark uses. When src/chaos lands, point this at the chaos runner. */
+export const simRunner: SimRunner = minimalPairRunner;
