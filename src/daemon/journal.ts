@@ -19,53 +19,11 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { invalid, TscmigError } from "../shared/errors.js";
 import { LIMITS } from "../shared/limits.js";
+import type { Decision, MigrationFilter, MigrationRecord, MigrationRole, VmRecord, VmRole } from "../shared/migration/journal.js";
 
-export type VmRole =
-  /** Runs the VM. */
-  | "owner"
-  /** Source side of a migration in flight: the VM is paused here, not yet handed over. */
-  | "migrating-out"
-  /** Destination side: holds a restored snapshot, does not run it until the handover is decided. */
-  | "staged"
-  /** Source after a committed handover: a tombstone keeping the generation to refuse stale traffic. */
-  | "handed-off";
-
-export type MigrationRole = "source" | "destination";
+export type { Decision, MigrationFilter, MigrationRecord, MigrationRole, VmRecord, VmRole } from "../shared/migration/journal.js";
 /** SQLite `synchronous` in WAL mode: see the module comment. */
 export type JournalSync = "full" | "normal";
-export type Decision = "pending" | "committed" | "aborted";
-
-export interface VmRecord {
-  vmId: string;
-  /** Fencing generation (u64); never decreases for a VM. */
-  generation: bigint;
-  role: VmRole;
-  /** The domain's own serialisation of the VM; returned in the form it was given. */
-  state: Uint8Array | string;
-  /** True time of the write, ns. */
-  updatedNs: bigint;
-}
-
-export interface MigrationRecord {
-  migrationId: string;
-  vmId: string;
-  role: MigrationRole;
-  /** The protocol phase reached, as the migration state machine names it. */
-  phase: string;
-  /** Once `committed` or `aborted`, final. */
-  decision: Decision;
-  generation: bigint;
-  /** The other daemon's address. */
-  peer: string;
-  /** The migration report, serialised by the domain (JSON). */
-  report?: string;
-  updatedNs: bigint;
-}
-
-export interface MigrationFilter {
-  decision?: Decision;
-  role?: MigrationRole;
-}
 
 export const VM_ROLES: readonly VmRole[] = ["owner", "migrating-out", "staged", "handed-off"];
 export const MIGRATION_ROLES: readonly MigrationRole[] = ["source", "destination"];

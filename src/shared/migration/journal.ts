@@ -2,28 +2,53 @@
 // migration's decision. The daemon uses the SQLite store (daemon/journal.ts); the simulator uses
 // the in-memory one below, which survives simulated crashes because the simulator keeps it.
 
-export type VmRole = "owner" | "migrating-out" | "staged" | "handed-off";
-export type MigrationDecision = "pending" | "committed" | "aborted";
+export type VmRole =
+  /** Runs the VM. */
+  | "owner"
+  /** Source side of a migration in flight: the VM is paused here, not yet handed over. */
+  | "migrating-out"
+  /** Destination side: holds a restored snapshot, does not run it until the handover is decided. */
+  | "staged"
+  /** Source after a committed handover: a tombstone keeping the generation to refuse stale traffic. */
+  | "handed-off";
+
+export type MigrationRole = "source" | "destination";
+export type Decision = "pending" | "committed" | "aborted";
 
 export interface VmRecord {
   vmId: string;
+  /** Fencing generation (u64); never decreases for a VM. */
   generation: bigint;
   role: VmRole;
+  /** The domain's own serialisation of the VM; returned in the form it was given. */
   state: Uint8Array | string;
+  /** True time of the write, ns. */
   updatedNs: bigint;
 }
 
 export interface MigrationRecord {
   migrationId: string;
   vmId: string;
-  role: "source" | "destination";
+  role: MigrationRole;
+  /** The protocol phase reached, as the migration state machine names it. */
   phase: string;
-  decision: MigrationDecision;
+  /** Once `committed` or `aborted`, final. */
+  decision: Decision;
   generation: bigint;
+  /** The other daemon's address. */
   peer: string;
+  /** The migration report, serialised by the domain (JSON). */
   report?: string;
   updatedNs: bigint;
 }
+
+export interface MigrationFilter {
+  decision?: Decision;
+  role?: MigrationRole;
+}
+
+/** The decision of a migration (the name the simulator and the node use). */
+export type MigrationDecision = Decision;
 
 export interface JournalStore {
   putVm(rec: VmRecord): void;
