@@ -4,7 +4,6 @@
 
 import { readFileSync } from "node:fs";
 import type { FastifyInstance } from "fastify";
-import { MigrationService } from "../gen/tscmig/v1/migration_pb.js";
 import { buildHttpApp } from "../shared/http/app.js";
 import { createMetrics, type Metrics } from "../shared/http/metrics.js";
 import { RingHistory } from "../shared/history.js";
@@ -114,7 +113,6 @@ export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
     scheduler: deps.scheduler,
     log: (obj, msg) => log.error(obj, msg),
   });
-  void MigrationService;
 
   return {
     node,

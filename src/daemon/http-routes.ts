@@ -7,7 +7,7 @@ import { errorResponses, i64Of, i64String, u64Of, u64String } from "../shared/ht
 import { observeMigration, type Metrics } from "../shared/http/metrics.js";
 import { toJsonSafe } from "../shared/json-safe.js";
 import { LIMITS } from "../shared/limits.js";
-import type { HistorySink, RingHistory } from "../shared/history.js";
+import type { RingHistory } from "../shared/history.js";
 import { offsetModelToJson } from "../shared/time/offset-model.js";
 import type { SkewUpdate } from "../shared/time/skew.js";
 import type { MigrationReport } from "../source/migrate-out.js";
@@ -256,4 +256,3 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
   );
 }
 
-export type { HistorySink };

@@ -113,7 +113,6 @@ export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOpt
   const kvmBaseNs = guestKvmclockAtSnapshot(snap); // reads every record: throws before vm is touched
   const n = snap.vcpuCount;
   const fracDst = vm.host.info.vendor.fracBits;
-  const hostKhzDst = vm.host.info.tscKhz;
 
   // Guest-visible memory comes across as is: pvclock records (versions continue), vmclock page.
   vm.pvclock.bytes().set(snap.pvclock);
@@ -221,7 +220,6 @@ export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOpt
     p.flags |= VMCLOCK_FLAG_TIME_MAXERROR_VALID | VMCLOCK_FLAG_TIME_ESTERROR_VALID;
     if (!reliable) p.flags &= ~VMCLOCK_FLAG_TIME_MAXERROR_VALID;
   });
-  void hostKhzDst;
   return { policy: opts.policy, estimate, advancedNs, errorBoundNs, capped, marker, clockGuest };
 }
 

@@ -294,10 +294,6 @@ export function snapshotFromPb(m: PbSnapshot | undefined): Snapshot {
   };
 }
 
-export function abortReqToPb(r: AbortReq): AbortReq {
-  return r;
-}
-
 export function commitReqToPb(r: CommitReq): CommitReq {
   return r;
 }
