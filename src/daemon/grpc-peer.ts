@@ -1,11 +1,15 @@
 // Both directions of the data plane over gRPC: the MigrationService served from a TscmigNode, and a
 // PeerDialer whose clients speak to other daemons. Domain ↔ wire through the codec only.
 
-import { create, toBinary, fromBinary } from "@bufbuild/protobuf";
+import { create, toBinary, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import {
+  HandoverRequestSchema,
+  HandoverResponseSchema,
   MigrationService,
   TransferRequestSchema,
   TransferResponseSchema,
+  type CommitResponse,
+  type TransferResponse,
 } from "../gen/tscmig/v1/migration_pb.js";
 import { createRpcClient, defineService, type RpcClient, type RpcClientTls, type ServiceRegistration } from "../shared/rpc/index.js";
 import {
@@ -22,10 +26,11 @@ import {
   snapshotFromPb,
   snapshotToPb,
 } from "../shared/rpc/codec.js";
-import type { PeerClient, PeerDialer } from "../shared/migration/messages.js";
+import type { HandoverLink, PeerClient, PeerDialer, TransferReq } from "../shared/migration/messages.js";
 import type { Clock } from "../shared/time/clock.js";
 import type { TscmigNode } from "./node.js";
-import { invalid } from "../shared/errors.js";
+import { invalid, TscmigError } from "../shared/errors.js";
+import { checkId } from "../shared/migration/snapshot.js";
 
 
 /** The tscmig.v1.MigrationService implementation over a node. */
@@ -58,8 +63,40 @@ export function migrationService(node: TscmigNode): ServiceRegistration {
     },
     resolve: async (req) => resolveResToPb(node.resolve({ migrationId: req.migrationId, vmId: req.vmId })),
     ping: async () => ({}),
+    handover: () => {
+      // Per call: the migration it was opened for. Every message after `open` must be about it.
+      let migrationId: string | null = null;
+      const same = (id: string, field: string) => {
+        if (id !== migrationId) throw invalid(field, `this Handover call was opened for migration ${migrationId}, not ${id}`);
+      };
+      return async (req, ctx): Promise<MessageInitShape<typeof HandoverResponseSchema>> => {
+        const step = req.step;
+        if (step.case === "open") {
+          if (migrationId !== null) throw invalid("open", "the Handover call is already open");
+          checkId(step.value.migrationId, "open.migrationId");
+          migrationId = step.value.migrationId;
+          return { step: { case: "opened", value: {} } };
+        }
+        if (migrationId === null) throw invalid("step", "the first Handover message must be open");
+        if (step.case === "transfer") {
+          const receiveRawNs = node.host.rawNs() - ctx.sinceReceivedNs(); // as in Transfer
+          if (!step.value.snapshot) throw invalid("snapshot", "missing");
+          const snapshot = snapshotFromPb(step.value.snapshot);
+          same(snapshot.migrationId, "snapshot.migrationId");
+          return { step: { case: "transfer", value: { ...node.transfer({ snapshot }, receiveRawNs, ctx.decodeNs) } } };
+        }
+        if (step.case === "commit") {
+          const c = commitReqFromPb(step.value);
+          same(c.migrationId, "commit.migrationId");
+          const r = node.commit(c);
+          return { step: { case: "commit", value: { report: restoreReportToPb(r.report), replay: r.replay } } };
+        }
+        throw invalid("step", "a Handover message needs one of open, transfer, commit");
+      };
+    },
   });
 }
+
 
 export interface GrpcDialerOptions {
   tls?: RpcClientTls;
@@ -100,6 +137,35 @@ function grpcPeer(client: RpcClient<typeof MigrationService.method>, clock: Cloc
       return { destinationHoldNs: res.destinationHoldNs, encodeNs };
     },
     commit: async (req) => commitResFromPb(await client.commit(req)),
+    handover: async (migrationId) => {
+      const x = client.handover();
+      try {
+        await x.send({ step: { case: "open", value: { migrationId } } });
+      } catch (e) {
+        x.close();
+        throw e;
+      }
+      const answer = async <C extends "transfer" | "commit">(bytes: Uint8Array, want: C) => {
+        const res = fromBinary(HandoverResponseSchema, await x.sendRaw(bytes)).step;
+        if (res.case !== want) throw new TscmigError("internal", `Handover: answered ${res.case ?? "nothing"} to ${want}`);
+        return res.value as C extends "transfer" ? TransferResponse : CommitResponse;
+      };
+      const link: HandoverLink = {
+        transfer: async (req: TransferReq) => {
+          const t0 = clock.monotonicNs();
+          const bytes = toBinary(HandoverRequestSchema, create(HandoverRequestSchema, { step: { case: "transfer", value: { snapshot: snapshotToPb(req.snapshot) } } }));
+          const encodeNs = clock.monotonicNs() - t0;
+          const res = await answer(bytes, "transfer");
+          return { destinationHoldNs: res.destinationHoldNs, encodeNs };
+        },
+        commit: async (req) => commitResFromPb(await answer(toBinary(HandoverRequestSchema, create(HandoverRequestSchema, { step: { case: "commit", value: req } })), "commit")),
+        get live() {
+          return x.live;
+        },
+        close: () => x.close(),
+      };
+      return link;
+    },
     abort: async (req) => {
       await client.abort(req);
     },

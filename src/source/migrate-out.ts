@@ -11,7 +11,7 @@ import type { EmulatedHost } from "../shared/hypervisor/host.js";
 import { type EstimatorName, type ProbeExchange, probeOffset } from "../shared/migration/blackout.js";
 import type { HostedVm } from "../shared/migration/hosted-vm.js";
 import type { JournalStore, MigrationDecision } from "../shared/migration/journal.js";
-import type { PeerClient, RestoreReport } from "../shared/migration/messages.js";
+import type { HandoverLink, PeerClient, RestoreReport } from "../shared/migration/messages.js";
 import type { PolicyName } from "../shared/migration/restore.js";
 import { captureSnapshot, type Snapshot } from "../shared/migration/snapshot.js";
 import { initialSourceState, type SourceEffect, type SourceEvent, type SourceState, stepSource } from "../shared/migration/source-machine.js";
@@ -70,6 +70,8 @@ export interface MigrationReport {
   stoppedVcpus: number;
   pauseTrueNs: bigint;
   resumeTrueNs: bigint;
+  /** Transfer and Commit rode one Handover call (false: the unary calls carried one or both). */
+  handover: boolean;
   phases: PhaseTimings;
 }
 
@@ -131,6 +133,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
     stoppedVcpus: 0,
     pauseTrueNs: 0n,
     resumeTrueNs: 0n,
+    handover: false,
     phases: { captureNs: 0n, encodeNs: 0n, transferNs: 0n, decodeNs: 0n, restoreNs: 0n, commitNs: 0n },
   };
   let state: SourceState = initialSourceState();
@@ -141,6 +144,9 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
   let transferRttNs = 0n;
   let restore: RestoreReport | null = null;
   let finished = false;
+  /** Transfer and Commit ride this when the peer offers one (opened after Prepare, before the pause). */
+  let link: HandoverLink | null = null;
+  const via = (): Pick<HandoverLink, "transfer" | "commit"> => (link?.live ? link : peer);
   /** Set by the handOff effect, carried out once the Commit is on its way (see "handOff"). */
   let handOffPending = false;
   const handOffNow = () => {
@@ -164,15 +170,19 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
 
   // One event in, effects out, in order; async effects feed the next event.
   const queue: SourceEvent[] = [{ kind: "start", probes: opts.estimator === "probe" ? Math.max(1, ctx.probeExchanges) : 0, retriesMax: ctx.retriesMax }];
-  while (queue.length > 0 && !finished) {
-    const ev = queue.shift() as SourceEvent;
-    const step = stepSource(state, ev);
-    state = step.state;
-    for (const eff of step.effects) {
-      const next = await perform(eff);
-      if (next) queue.push(next);
-      if (finished) break;
+  try {
+    while (queue.length > 0 && !finished) {
+      const ev = queue.shift() as SourceEvent;
+      const step = stepSource(state, ev);
+      state = step.state;
+      for (const eff of step.effects) {
+        const next = await perform(eff);
+        if (next) queue.push(next);
+        if (finished) break;
+      }
     }
+  } finally {
+    (link as HandoverLink | null)?.close();
   }
   return report;
 
@@ -199,6 +209,12 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
             sourceGrpc: ctx.grpcAdvertise,
           });
           crashPoint(ctx.faults, "crash.source.afterPrepare");
+          if (peer.handover)
+            link = await peer.handover(opts.migrationId).catch((e: unknown) => {
+              // E.g. a peer without Handover: the unary calls carry the migration, only slower.
+              log.debug({ event: "handover_unavailable", err: errorOf(e).message }, "no handover link; using unary calls");
+              return null;
+            });
           return { kind: "prepareOk" };
         } catch (e) {
           return { kind: "prepareFailed", error: errorOf(e) };
@@ -251,7 +267,9 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
         const readRaw = ctx.host.rawNsOfTsc(snap.hostTsc);
         snap.sourcePauseToSendNs = sendRaw > readRaw ? sendRaw - readRaw : 0n;
         try {
-          const r = await peer.transfer({ snapshot: snap });
+          const carrier = via();
+          report.handover = carrier === link;
+          const r = await carrier.transfer({ snapshot: snap });
           transferRttNs = ctx.host.rawNs() - sendRaw;
           report.phases.transferNs = transferRttNs;
           report.phases.encodeNs = r.encodeNs ?? 0n;
@@ -271,7 +289,9 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
       case "retryCommit": {
         if (eff.kind === "retryCommit") await sleep(ctx.scheduler, eff.delayNs);
         const t0 = ctx.host.rawNs();
-        const call = peer.commit({ migrationId: opts.migrationId, vmId: h.id, generation, transferRttNs });
+        const carrier = via();
+        if (carrier !== link) report.handover = false;
+        const call = carrier.commit({ migrationId: opts.migrationId, vmId: h.id, generation, transferRttNs });
         // The call's frames leave when this turn of the event loop ends: hand off on a later one.
         let handOffError: { e: unknown } | null = null;
         const handedOff = handOffPending

@@ -102,6 +102,7 @@ export async function migrateAndCheck(src: TestDaemon, dst: TestDaemon, vmId: st
   expect(res.status, res.text).toBe(200);
   const r = res.body;
   expect(r.outcome, JSON.stringify(r.error)).toBe("committed");
+  expect(r.handover, "Transfer and Commit rode one Handover call").toBe(true);
   const after = await dst.api.vm(vmId);
   const n = before.vcpus;
 

@@ -1,9 +1,11 @@
 // A trivial tscmig.v1.MigrationService for transport tests: Ping answers, Prepare refuses with a
 // typed error, Probe hangs until cancelled, Transfer reports the size it got, Resolve answers from a
-// fixed table (plus two ids that make it throw or return an unencodable value); Commit and Abort are
-// left out so they answer UNIMPLEMENTED.
+// fixed table (plus two ids that make it throw or return an unencodable value); Handover counts the
+// messages of each call (per-call state) and refuses any Commit with a typed error; Commit and Abort
+// are left out so they answer UNIMPLEMENTED.
 
-import { Decision, MigrationService } from "../../src/gen/tscmig/v1/migration_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Decision, type HandoverResponseSchema, MigrationService } from "../../src/gen/tscmig/v1/migration_pb.js";
 import { TscmigError } from "../../src/shared/errors.js";
 import { definePartialService } from "../../src/shared/rpc/index.js";
 import type { ServiceRegistration } from "../../src/shared/rpc/index.js";
@@ -55,6 +57,16 @@ export function testImpl(): { registration: ServiceRegistration; observed: Obser
       if (req.migrationId === "unencodable") return { decision: Decision.COMMITTED, generation: 1n << 64n };
       if (req.migrationId === "m-1" && req.vmId === "vm-1") return { decision: Decision.COMMITTED, generation: GENERATION_BIG };
       return { decision: Decision.UNKNOWN, generation: 0n };
+    },
+    // Per call: answers `open`, then each Transfer with how many messages this call has carried.
+    handover: () => {
+      let seen = 0;
+      return async (req): Promise<MessageInitShape<typeof HandoverResponseSchema>> => {
+        seen++;
+        if (req.step.case === "open") return { step: { case: "opened", value: {} } };
+        if (req.step.case === "transfer") return { step: { case: "transfer", value: { destinationHoldNs: BigInt(seen) } } };
+        throw new TscmigError("failed_precondition", "no commit over this test stream", { field: "commit", reason: "test_refusal" });
+      };
     },
     // commit and abort are left out: they must answer UNIMPLEMENTED.
   });

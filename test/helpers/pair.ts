@@ -28,6 +28,8 @@ export interface SideOptions {
   vendor?: "vmx" | "svm";
   tscScaling?: boolean;
   tune?: (cfg: NodeConfig) => void;
+  /** Serve without the Handover method (an older daemon): sources must fall back to unary calls. */
+  withoutHandover?: boolean;
 }
 
 const clock = new RealClock();
@@ -58,7 +60,10 @@ export async function startSide(o: SideOptions, seed = 1n): Promise<PairSide> {
     dialer,
     history,
   });
-  const server = createRpcServer({ services: [migrationService(node)], monotonicNs: () => clock.monotonicNs() });
+  const full = migrationService(node);
+  const { handover: _omitted, ...unaryOnly } = full.impl;
+  const registration = o.withoutHandover ? { ...full, impl: unaryOnly } : full;
+  const server = createRpcServer({ services: [registration], monotonicNs: () => clock.monotonicNs() });
   const { port } = await server.listen("127.0.0.1:0");
   const address = `127.0.0.1:${port}`;
   (node.cfg as { grpcAdvertise: string }).grpcAdvertise = address;

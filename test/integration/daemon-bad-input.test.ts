@@ -281,6 +281,42 @@ describe("gRPC: protocol misuse", () => {
 
 // ---- migrations the control API starts --------------------------------------------------------
 
+describe("gRPC: Handover (Transfer and Commit on one call) misuse", () => {
+  it("refuses garbage, a step before open, a second open, another migration's messages and a bad snapshot, each ending only its own call", async () => {
+    const garbage = rpc.handover();
+    await expectRefused(garbage.sendRaw(Uint8Array.of(0x12, 0xff, 0xff, 0xff, 0xff, 0x0f)), "invalid_argument", { message: /not a valid tscmig\.v1\.HandoverRequest/ });
+    await expectRefused(rpc.handover().send({}), "invalid_argument", { field: "step" });
+    const early = rpc.handover();
+    await expectRefused(early.send({ step: { case: "transfer", value: { snapshot: snapshotToPb(capture("bh-early", "bh-vm")) } } }), "invalid_argument", { field: "step" });
+    await expectRefused(rpc.handover().send({ step: { case: "open", value: { migrationId: "bad id!" } } }), "invalid_argument", { field: "open.migrationId" });
+    const twice = rpc.handover();
+    await twice.send({ step: { case: "open", value: { migrationId: "bh-1" } } });
+    await expectRefused(twice.send({ step: { case: "open", value: { migrationId: "bh-1" } } }), "invalid_argument", { field: "open" });
+
+    await rpc.prepare(prepareReqToPb(prepareReq("bh-1", "bh-vm")));
+    const other = rpc.handover();
+    await other.send({ step: { case: "open", value: { migrationId: "bh-1" } } });
+    await expectRefused(other.send({ step: { case: "commit", value: { migrationId: "bh-2", vmId: "bh-vm", generation: 1n } } }), "invalid_argument", { field: "commit.migrationId" });
+    const corrupt = rpc.handover();
+    await corrupt.send({ step: { case: "open", value: { migrationId: "bh-1" } } });
+    const pb = snapshotToPb(capture("bh-1", "bh-vm"));
+    pb.generation = 9n;
+    await expectRefused(corrupt.send({ step: { case: "transfer", value: { snapshot: pb } } }), "invalid_argument", { field: "snapshot.generation" });
+    // Nothing was staged or run by any of it: the migration is still only prepared, and a valid
+    // Transfer on a fresh call is taken.
+    expect(await inbound(dst, "bh-1")).toBe("prepared");
+    expect(await vmIds(dst)).not.toContain("bh-vm");
+    const good = rpc.handover();
+    await good.send({ step: { case: "open", value: { migrationId: "bh-1" } } });
+    const r = await good.send({ step: { case: "transfer", value: { snapshot: snapshotToPb(capture("bh-1", "bh-vm")) } } });
+    expect(r.step.case).toBe("transfer");
+    expect(await inbound(dst, "bh-1")).toBe("staged");
+    good.close();
+    await rpc.abort({ migrationId: "bh-1", vmId: "bh-vm", generation: 1n, reason: "test done" });
+    expect(await vmIds(dst)).not.toContain("bh-vm");
+  });
+});
+
 describe("control API: migrations that must be refused", () => {
   it("two concurrent migrations of one VM: exactly one commits, the other is refused, the VM runs on exactly one daemon", async () => {
     const id = "bi-concurrent";

@@ -27,6 +27,7 @@ describe("migration between two nodes over gRPC", () => {
         const vm = a.node.createVm({ vcpus: 4 });
         const r = await a.node.migrate(vm.id, { destination: b.address, policy, estimator, doorbell: true });
         expect(r.outcome, JSON.stringify(r.error)).toBe("committed");
+        expect(r.handover, "Transfer and Commit rode one Handover call").toBe(true);
         expect(r.trueBlackoutNs).toBeGreaterThan(0n);
         if (policy !== "freeze") expect(abs(r.tscErrorNs)).toBeLessThanOrEqual(r.errorBoundNs);
         else expect(abs(r.tscErrorNs + r.trueBlackoutNs)).toBeLessThanOrEqual(r.errorBoundNs);
@@ -35,4 +36,21 @@ describe("migration between two nodes over gRPC", () => {
         expect(dst.vcpu[0]!.tsc).toBeGreaterThanOrEqual(r.tscBefore);
         expect(() => a.node.getVm(vm.id)).toThrow(/no VM/);
       });
+});
+
+describe("a destination without the Handover method (an older daemon)", () => {
+  it("the source falls back to the unary Transfer and Commit; the clocks are carried the same", async () => {
+    const old = await startSide({ name: "old-dst", withoutHandover: true }, 3n);
+    try {
+      const vm = a.node.createVm({ vcpus: 4 });
+      const r = await a.node.migrate(vm.id, { destination: old.address, policy: "advance", estimator: "one-sided", doorbell: true });
+      expect(r.outcome, JSON.stringify(r.error)).toBe("committed");
+      expect(r.handover).toBe(false);
+      expect(abs(r.tscErrorNs)).toBeLessThanOrEqual(r.errorBoundNs);
+      expect(r.stoppedVcpus).toBe(4);
+      expect(old.node.readVm(vm.id).running).toBe(true);
+    } finally {
+      await stopSide(old);
+    }
+  });
 });

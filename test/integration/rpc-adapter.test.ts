@@ -195,6 +195,47 @@ describe("rpc adapter over a real server", () => {
     }
   });
 
+  it("serves a bidi exchange: one answer per message, in order, with per-call state", async () => {
+    const client = createRpcClient(MigrationService, address);
+    try {
+      const a = client.handover();
+      const b = client.handover();
+      expect((await a.send({ step: { case: "open", value: { migrationId: "m-1" } } })).step.case).toBe("opened");
+      // Sent back to back without waiting: the answers still come one per message, in order.
+      const answers = await Promise.all([1, 2, 3].map(() => a.send({ step: { case: "transfer", value: {} } })));
+      expect(answers.map((r) => (r.step.case === "transfer" ? r.step.value.destinationHoldNs : -1n))).toEqual([2n, 3n, 4n]);
+      const other = await b.send({ step: { case: "transfer", value: {} } });
+      expect(other.step.case === "transfer" && other.step.value.destinationHoldNs).toBe(1n); // its own count
+      expect(a.live && b.live).toBe(true);
+      a.close();
+      b.close();
+      expect(a.live).toBe(false);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("ends an exchange with the refused message's typed error; later sends fail alike, the server serves on", async () => {
+    const client = createRpcClient(MigrationService, address);
+    try {
+      const x = client.handover();
+      await x.send({ step: { case: "open", value: { migrationId: "m-1" } } });
+      const e = await rejection(x.send({ step: { case: "commit", value: { migrationId: "m-1" } } }));
+      expect(e.code).toBe("failed_precondition");
+      expect(e.field).toBe("commit");
+      expect(e.reason).toBe("test_refusal");
+      expect(x.live).toBe(false);
+      expect((await rejection(x.send({ step: { case: "transfer", value: {} } }))).code).toBe("failed_precondition");
+      // A message that does not decode ends its call with invalid_argument.
+      const g = client.handover();
+      const bad = await rejection(g.sendRaw(Uint8Array.of(0x0a, 0xff, 0xff, 0xff)));
+      expect(bad.code).toBe("invalid_argument");
+      expect(await client.ping({})).toBeDefined();
+    } finally {
+      client.close();
+    }
+  });
+
   it("answers unimplemented for a method without a handler", async () => {
     const client = createRpcClient(MigrationService, address);
     try {

@@ -109,6 +109,19 @@ export interface PeerClient {
   abort(req: AbortReq): Promise<void>;
   resolve(req: ResolveReq): Promise<ResolveRes>;
   ping(): Promise<void>;
+  /**
+   * Optional: a link carrying this migration's Transfer and Commit as messages of one call opened
+   * now, before the pause, so the blackout pays no call setup (gRPC Handover). Same semantics as
+   * the calls; once the link failed (`live` false) the caller goes on with the calls.
+   */
+  handover?(migrationId: string): Promise<HandoverLink>;
+}
+
+export interface HandoverLink {
+  transfer(req: TransferReq): Promise<TransferRes & { encodeNs?: bigint }>;
+  commit(req: CommitReq): Promise<CommitRes>;
+  readonly live: boolean;
+  close(): void;
 }
 
 export interface PeerDialer {

@@ -2,7 +2,8 @@
 //
 // No maintained package adapts a protobuf-es `GenService` to grpc-js, so this module is that
 // adapter: one loop over `service.methods` building grpc-js method definitions, and a wrapper that
-// turns `async (req, ctx) => res` handlers into grpc-js unary handlers.
+// turns `async (req, ctx) => res` handlers into grpc-js unary handlers, and bidi methods served as
+// exchanges (one response message per request message, in order) into grpc-js duplex handlers.
 //
 // What a caller sees, and why:
 //   bytes in ──requestDeserialize──► Decoded ──handler──► response init ──toBinary──► bytes out
@@ -57,17 +58,31 @@ export type UnaryHandler<I extends DescMessage, O extends DescMessage> = (
   ctx: HandlerContext,
 ) => Promise<MessageInitShape<O>>;
 
+/**
+ * A bidi method served as an exchange: called once per call, it returns the handler of each request
+ * message (which may keep per-call state in its closure). Each message gets exactly one response,
+ * in order; the next message is handled only once the previous one was answered. A handler that
+ * throws ends the call with the status a unary call would have answered (trailers included); a
+ * message that does not decode ends it with INVALID_ARGUMENT. The context's `decodeNs` and
+ * `sinceReceivedNs` are the message's.
+ */
+export type ExchangeHandler<I extends DescMessage, O extends DescMessage> = (call: HandlerContext) => UnaryHandler<I, O>;
+
 /** The handlers of a generated service, keyed by each method's `localName` (`prepare`, `ping`…). */
 export type ServiceImpl<M extends GenServiceMethods> = {
   [K in keyof M]: M[K] extends { methodKind: "unary"; input: infer I extends DescMessage; output: infer O extends DescMessage }
     ? UnaryHandler<I, O>
-    : never;
+    : M[K] extends { methodKind: "bidi_streaming"; input: infer I extends DescMessage; output: infer O extends DescMessage }
+      ? ExchangeHandler<I, O>
+      : never;
 };
+
+type AnyHandler = UnaryHandler<DescMessage, DescMessage> | ExchangeHandler<DescMessage, DescMessage>;
 
 /** A service and its handlers, as `createRpcServer` takes them. Build it with `defineService`. */
 export interface ServiceRegistration {
   readonly service: DescService;
-  readonly impl: Readonly<Record<string, UnaryHandler<DescMessage, DescMessage>>>;
+  readonly impl: Readonly<Record<string, AnyHandler>>;
 }
 
 /**
@@ -117,7 +132,7 @@ export function grpcPathOf(method: DescMethod): string {
 /**
  * The grpc-js definition of a protobuf-es service, keyed by method `localName`. Requests decode to
  * a `Decoded` (never throw); responses travel as already-encoded bytes (see the module comment).
- * Streaming methods get correct flags, though `toGrpcImplementation` serves unary ones only.
+ * Streaming methods get correct flags; `toGrpcImplementation` serves unary and bidi ones.
  */
 export function toGrpcServiceDefinition(service: DescService, monotonicNs?: () => bigint): grpc.ServiceDefinition {
   const definition: Record<string, grpc.MethodDefinition<Decoded<Message>, Uint8Array>> = {};
@@ -151,9 +166,13 @@ export function toGrpcImplementation(registration: ServiceRegistration, log: Rpc
   }
   const implementation: grpc.UntypedServiceImplementation = {};
   for (const method of service.methods) {
-    assert(method.methodKind === "unary", `${grpcPathOf(method)}: only unary methods are supported`);
     const handler = Object.hasOwn(impl, method.localName) ? impl[method.localName] : undefined;
-    implementation[method.localName] = unaryHandler(method, handler, log, monotonicNs);
+    if (method.methodKind === "bidi_streaming") {
+      implementation[method.localName] = exchangeHandler(method, handler as ExchangeHandler<DescMessage, DescMessage> | undefined, log, monotonicNs);
+      continue;
+    }
+    assert(method.methodKind === "unary", `${grpcPathOf(method)}: only unary and bidi methods are supported`);
+    implementation[method.localName] = unaryHandler(method, handler as UnaryHandler<DescMessage, DescMessage> | undefined, log, monotonicNs);
   }
   return implementation;
 }
@@ -190,6 +209,63 @@ function unaryHandler(
       answered = true;
       if (outcome.ok) callback(null, outcome.bytes);
       else callback(outcome.status, null);
+    });
+  };
+}
+
+function exchangeHandler(
+  method: DescMethod,
+  factory: ExchangeHandler<DescMessage, DescMessage> | undefined,
+  log: RpcLog,
+  monotonicNs: (() => bigint) | undefined,
+): grpc.handleBidiStreamingCall<Decoded<Message>, Uint8Array> {
+  const path = grpcPathOf(method);
+  return (call) => {
+    const abort = new AbortController();
+    let ended = false;
+    call.on("cancelled", () => {
+      if (!ended) abort.abort(new TscmigError("aborted", `${path}: call cancelled`));
+      ended = true;
+    });
+    const base = { path, peer: call.getPeer(), metadata: call.metadata, signal: abort.signal };
+    const callCtx: HandlerContext = { ...base, decodeNs: 0n, sinceReceivedNs: () => 0n };
+    let handler: UnaryHandler<DescMessage, DescMessage> | undefined;
+    try {
+      handler = factory?.(callCtx);
+    } catch (e) {
+      log({ event: "rpc.handler_failed", path, peer: base.peer, err: describeError(e) }, "rpc exchange factory threw");
+      handler = undefined;
+    }
+    const fail = (status: Partial<grpc.StatusObject>) => {
+      if (ended) return;
+      ended = true;
+      call.emit("error", status);
+    };
+    // Messages are answered one at a time, in arrival order: a chain of promises.
+    let chain: Promise<void> = Promise.resolve();
+    call.on("data", (req: Decoded<Message>) => {
+      chain = chain.then(async () => {
+        if (ended) return;
+        const ctx: HandlerContext = {
+          ...base,
+          decodeNs: req.ok ? req.decodeNs : 0n,
+          sinceReceivedNs: () => (monotonicNs && req.ok ? monotonicNs() - req.receivedNs : req.ok ? req.decodeNs : 0n),
+        };
+        const outcome = await answer(method, handler, req, ctx, log);
+        if (ended) return;
+        if (outcome.ok) call.write(outcome.bytes);
+        else fail(outcome.status);
+      });
+    });
+    call.on("end", () => {
+      void chain.then(() => {
+        if (ended) return;
+        ended = true;
+        call.end();
+      });
+    });
+    call.on("error", () => {
+      ended = true;
     });
   };
 }

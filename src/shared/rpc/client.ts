@@ -45,10 +45,30 @@ export type UnaryCall<I extends DescMessage, O extends DescMessage> = (
   callOpts?: RpcCallOptions,
 ) => Promise<MessageShape<O>>;
 
+/**
+ * One call of a bidi method served as an exchange (see `ExchangeHandler`): each request gets one
+ * response, in order. Once the call ends — the server refused a message (that refusal is the
+ * pending send's error), the deadline passed, the connection broke — every pending and later send
+ * fails with the same TscmigError.
+ */
+export interface RpcExchange<I extends DescMessage, O extends DescMessage> {
+  send(req: MessageInitShape<I>): Promise<MessageShape<O>>;
+  /** Sends already-encoded bytes and returns the response undecoded (the caller measures encoding). */
+  sendRaw(bytes: Uint8Array): Promise<Uint8Array>;
+  /** Half-closes: the call ends once the server answered what was sent. */
+  close(): void;
+  /** Whether sends can still succeed. */
+  readonly live: boolean;
+}
+
+export type ExchangeCall<I extends DescMessage, O extends DescMessage> = (callOpts?: RpcCallOptions) => RpcExchange<I, O>;
+
 export type RpcClient<M extends GenServiceMethods> = {
   [K in keyof M]: M[K] extends { methodKind: "unary"; input: infer I extends DescMessage; output: infer O extends DescMessage }
     ? UnaryCall<I, O>
-    : never;
+    : M[K] extends { methodKind: "bidi_streaming"; input: infer I extends DescMessage; output: infer O extends DescMessage }
+      ? ExchangeCall<I, O>
+      : never;
 } & {
   /** Closes the channel; calls in flight fail with `unavailable`. */
   close(): void;
@@ -117,6 +137,10 @@ export function createRpcClient<M extends GenServiceMethods>(
   };
   for (const method of service.methods) {
     assert(!RESERVED.has(method.localName), `${grpcPathOf(method)} clashes with the client's own ${method.localName}()`);
+    if (method.methodKind === "bidi_streaming") {
+      client[method.localName] = (callOpts?: RpcCallOptions) => exchange(channel, method, callOpts?.deadlineNs ?? defaultDeadlineNs);
+      continue;
+    }
     if (method.methodKind !== "unary") continue;
     client[method.localName] = async (req: MessageInitShape<DescMessage>, callOpts?: RpcCallOptions) => {
       // Encoding failures (e.g. a uint64 out of range) are the caller's bad argument, not a transport error.
@@ -135,6 +159,56 @@ export function createRpcClient<M extends GenServiceMethods>(
     };
   }
   return client as RpcClient<M>;
+}
+
+function exchange(channel: grpc.Client, method: DescMethod, deadlineNs: bigint): RpcExchange<DescMessage, DescMessage> {
+  const path = grpcPathOf(method);
+  const call = channel.makeBidiStreamRequest<Uint8Array, Uint8Array>(path, asBuffer, (buf: Buffer): Uint8Array => buf, new grpc.Metadata(), {
+    deadline: grpcDeadlineAfterNs(deadlineNs),
+  });
+  const pending: { resolve(bytes: Uint8Array): void; reject(e: TscmigError): void }[] = [];
+  let failure: TscmigError | null = null;
+  const end = (e: TscmigError) => {
+    if (failure === null) failure = e;
+    for (const p of pending.splice(0)) p.reject(failure);
+  };
+  call.on("data", (bytes: Uint8Array) => {
+    const p = pending.shift();
+    if (p) p.resolve(bytes);
+    else end(new TscmigError("internal", `${path}: a response nobody asked for`));
+  });
+  call.on("error", (err: grpc.ServiceError) => end(tscmigErrorOfStatus(err, path)));
+  call.on("end", () => end(new TscmigError("unavailable", `${path}: the call ended`)));
+  const sendRaw = (bytes: Uint8Array): Promise<Uint8Array> =>
+    new Promise((resolve, reject) => {
+      if (failure !== null) return reject(failure);
+      pending.push({ resolve, reject });
+      call.write(bytes);
+    });
+  return {
+    sendRaw,
+    send: async (req) => {
+      let bytes: Uint8Array;
+      try {
+        bytes = toBinary(method.input, create(method.input, req));
+      } catch (e) {
+        throw new TscmigError("invalid_argument", `${path}: request not encodable: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      const res = await sendRaw(bytes);
+      try {
+        return fromBinary(method.output, res);
+      } catch (e) {
+        throw new TscmigError("internal", `${path}: response not decodable: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    },
+    close: () => {
+      if (failure === null) failure = new TscmigError("unavailable", `${path}: the call was closed`);
+      call.end();
+    },
+    get live() {
+      return failure === null;
+    },
+  };
 }
 
 function clientCredentials(tls: RpcClientTls | undefined): grpc.ChannelCredentials {

@@ -14,8 +14,8 @@ export {
   toGrpcImplementation,
   toGrpcServiceDefinition,
 } from "./adapter.js";
-export type { Decoded, HandlerContext, RpcLog, ServiceImpl, ServiceRegistration, UnaryHandler } from "./adapter.js";
+export type { Decoded, ExchangeHandler, HandlerContext, RpcLog, ServiceImpl, ServiceRegistration, UnaryHandler } from "./adapter.js";
 export { createRpcServer, descriptorFilesOf } from "./server.js";
 export type { RpcServer, RpcServerOptions, RpcServerTls } from "./server.js";
 export { createRpcClient, tscmigErrorOfStatus } from "./client.js";
-export type { RpcCallOptions, RpcClient, RpcClientOptions, RpcClientTls, UnaryCall } from "./client.js";
+export type { ExchangeCall, RpcCallOptions, RpcClient, RpcClientOptions, RpcClientTls, RpcExchange, UnaryCall } from "./client.js";

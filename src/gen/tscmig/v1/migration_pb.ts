@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tscmig/v1/migration.proto.
  */
 export const file_tscmig_v1_migration: GenFile = /*@__PURE__*/
-  fileDesc("Chl0c2NtaWcvdjEvbWlncmF0aW9uLnByb3RvEgl0c2NtaWcudjEirgIKDlByZXBhcmVSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRINCgV2bV9pZBgCIAEoCRISCgpnZW5lcmF0aW9uGAMgASgEEhIKCnZjcHVfY291bnQYBCABKA0SFQoNZ3Vlc3RfdHNjX2toehgFIAEoBBIYChBzb3VyY2VfZnJhY19iaXRzGAYgASgNEiEKBnBvbGljeRgHIAEoDjIRLnRzY21pZy52MS5Qb2xpY3kSJwoJZXN0aW1hdG9yGAggASgOMhQudHNjbWlnLnYxLkVzdGltYXRvchIQCghkb29yYmVsbBgJIAEoCBIWCg5hZHZhbmNlX2NhcF9ucxgKIAEoBBITCgtzb3VyY2VfbmFtZRgLIAEoCRITCgtzb3VyY2VfZ3JwYxgMIAEoCSJ4Cg9QcmVwYXJlUmVzcG9uc2USFAoMaG9zdF90c2Nfa2h6GAEgASgEEhEKCWZyYWNfYml0cxgCIAEoDRITCgt0c2Nfc2NhbGluZxgDIAEoCBINCgVyYXRpbxgEIAEoBBIYChBkZXN0aW5hdGlvbl9uYW1lGAUgASgJIjwKDFByb2JlUmVxdWVzdBIUCgxtaWdyYXRpb25faWQYASABKAkSFgoOdDFfcmVhbHRpbWVfbnMYAiABKAQibAoNUHJvYmVSZXNwb25zZRIWCg50MV9yZWFsdGltZV9ucxgBIAEoBBIWCg50Ml9yZWFsdGltZV9ucxgCIAEoBBIWCg50M19yZWFsdGltZV9ucxgDIAEoBBITCgttYXhlcnJvcl9ucxgEIAEoBCJVCgpWY3B1U3RhdGVzEhIKCnRzY19vZmZzZXQYASADKAYSDQoFcmF0aW8YAiADKAYSCwoDdHNjGAMgAygGEhcKD3B2Y2xvY2tfcmVjb3JkcxgEIAEoDCLQAwoKR3Vlc3RTdGF0ZRIrCgtjbG9ja3NvdXJjZRgBIAEoDjIWLnRzY21pZy52MS5DbG9ja3NvdXJjZRISCgpudHBfc3RhdHVzGAIgASgNEhMKC21heGVycm9yX3VzGAMgASgEEhMKC2VzdGVycm9yX3VzGAQgASgEEhYKDndhbGxfb2Zmc2V0X25zGAUgASgSEhsKE3RpY2tfY2xvY2tzb3VyY2VfbnMYBiABKAQSGwoTc3luY19jbG9ja3NvdXJjZV9ucxgHIAEoBBIbChNsYXN0X2hhbmRsZWRfbWFya2VyGAggASgEEhUKDWhhbmRsZWRfY291bnQYCSABKAQSGgoSbWlncmF0aW9uX2hhbmRsaW5nGAogASgIEhcKD3RzY19jc19iYXNlX3RzYxgLIAEoBBIWCg50c2NfY3NfYmFzZV9ucxgMIAEoBBISCgp0c2NfY3NfbXVsGA0gASgNEhQKDHRzY19jc19zaGlmdBgOIAEoERITCgtldmVyX3N5bmNlZBgPIAEoCBIVCg1sYXN0X3ZhbHVlX25zGBAgASgEEhUKDWhhbmRsaW5nX21vZGUYESABKAkSFwoPYXdhaXRpbmdfcmVzeW5jGBIgASgIIpgECghTbmFwc2hvdBIWCg5mb3JtYXRfdmVyc2lvbhgBIAEoDRIUCgxtaWdyYXRpb25faWQYAiABKAkSDQoFdm1faWQYAyABKAkSEgoKZ2VuZXJhdGlvbhgEIAEoBBISCgp2Y3B1X2NvdW50GAUgASgNEhUKDWd1ZXN0X3RzY19raHoYBiABKAQSDgoGa3ZtX25zGAcgASgEEhAKCGhvc3RfdHNjGAggASgEEhgKEGhvc3RfcmVhbHRpbWVfbnMYCSABKAQSEwoLY2xvY2tfZmxhZ3MYCiABKA0SFAoMaG9zdF90c2Nfa2h6GAsgASgEEhEKCWZyYWNfYml0cxgMIAEoDRIYChBob3N0X21heGVycm9yX25zGA0gASgEEiQKBXZjcHVzGA4gASgLMhUudHNjbWlnLnYxLlZjcHVTdGF0ZXMSFAoMdm1jbG9ja19wYWdlGA8gASgMEiQKBWd1ZXN0GBAgASgLMhUudHNjbWlnLnYxLkd1ZXN0U3RhdGUSHwoXc291cmNlX3BhdXNlX3RvX3NlbmRfbnMYESABKAQSFwoPcHJvYmVfb2Zmc2V0X25zGBIgASgSEhYKDnByb2JlX2JvdW5kX25zGBMgASgEEhMKC3Byb2JlX3ZhbGlkGBQgASgIEhkKEXByb2JlX3RvX3BhdXNlX25zGBUgASgEEhgKEGt2bWNsb2NrX2VuYWJsZWQYFiABKAgiOAoPVHJhbnNmZXJSZXF1ZXN0EiUKCHNuYXBzaG90GAEgASgLMhMudHNjbWlnLnYxLlNuYXBzaG90Ii8KEFRyYW5zZmVyUmVzcG9uc2USGwoTZGVzdGluYXRpb25faG9sZF9ucxgBIAEoBCJhCg1Db21taXRSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRINCgV2bV9pZBgCIAEoCRISCgpnZW5lcmF0aW9uGAMgASgEEhcKD3RyYW5zZmVyX3J0dF9ucxgEIAEoBCKEAQoMUGhhc2VUaW1pbmdzEhIKCmNhcHR1cmVfbnMYASABKAQSEQoJZW5jb2RlX25zGAIgASgEEhMKC3RyYW5zZmVyX25zGAMgASgEEhEKCWRlY29kZV9ucxgEIAEoBBISCgpyZXN0b3JlX25zGAUgASgEEhEKCWNvbW1pdF9ucxgGIAEoBCKqAgoNUmVzdG9yZVJlcG9ydBIdChVlc3RpbWF0ZWRfYmxhY2tvdXRfbnMYASABKAQSEwoLYWR2YW5jZWRfbnMYAiABKAQSFgoOZXJyb3JfYm91bmRfbnMYAyABKAQSDgoGY2FwcGVkGAQgASgIEhUKDWRvb3JiZWxsX3J1bmcYBSABKAgSGQoRZGlzcnVwdGlvbl9tYXJrZXIYBiABKAQSFwoPcmVzdW1lZF90cnVlX25zGAcgASgEEhEKCWRlY29kZV9ucxgIIAEoBBISCgpyZXN0b3JlX25zGAkgASgEEhUKDXRzY19hdF9yZXN1bWUYCiABKAQSHQoVa3ZtY2xvY2tfYXRfcmVzdW1lX25zGAsgASgEEhUKDXN0b3BwZWRfdmNwdXMYDCABKA0iSgoOQ29tbWl0UmVzcG9uc2USKAoGcmVwb3J0GAEgASgLMhgudHNjbWlnLnYxLlJlc3RvcmVSZXBvcnQSDgoGcmVwbGF5GAIgASgIIlcKDEFib3J0UmVxdWVzdBIUCgxtaWdyYXRpb25faWQYASABKAkSDQoFdm1faWQYAiABKAkSEgoKZ2VuZXJhdGlvbhgDIAEoBBIOCgZyZWFzb24YBCABKAkiDwoNQWJvcnRSZXNwb25zZSI1Cg5SZXNvbHZlUmVxdWVzdBIUCgxtaWdyYXRpb25faWQYASABKAkSDQoFdm1faWQYAiABKAkiZQoPUmVzb2x2ZVJlc3BvbnNlEiUKCGRlY2lzaW9uGAEgASgOMhMudHNjbWlnLnYxLkRlY2lzaW9uEhIKCmdlbmVyYXRpb24YAiABKAQSFwoPdHJhbnNmZXJfcnR0X25zGAMgASgEIg0KC1BpbmdSZXF1ZXN0Ig4KDFBpbmdSZXNwb25zZSp7CgZQb2xpY3kSFgoSUE9MSUNZX1VOU1BFQ0lGSUVEEAASEgoOUE9MSUNZX0FEVkFOQ0UQARIXChNQT0xJQ1lfS1ZNX1JFQUxUSU1FEAISEQoNUE9MSUNZX0ZSRUVaRRADEhkKFVBPTElDWV9BRFZBTkNFX0NBUFBFRBAEKm0KCUVzdGltYXRvchIZChVFU1RJTUFUT1JfVU5TUEVDSUZJRUQQABIXChNFU1RJTUFUT1JfV0FMTENMT0NLEAESFwoTRVNUSU1BVE9SX09ORV9TSURFRBACEhMKD0VTVElNQVRPUl9QUk9CRRADKloKC0Nsb2Nrc291cmNlEhsKF0NMT0NLU09VUkNFX1VOU1BFQ0lGSUVEEAASEwoPQ0xPQ0tTT1VSQ0VfVFNDEAESGQoVQ0xPQ0tTT1VSQ0VfS1ZNX0NMT0NLEAIqfgoIRGVjaXNpb24SGAoUREVDSVNJT05fVU5TUEVDSUZJRUQQABIUChBERUNJU0lPTl9VTktOT1dOEAESFAoQREVDSVNJT05fUEVORElORxACEhYKEkRFQ0lTSU9OX0NPTU1JVFRFRBADEhQKEERFQ0lTSU9OX0FCT1JURUQQBDLLAwoQTWlncmF0aW9uU2VydmljZRJACgdQcmVwYXJlEhkudHNjbWlnLnYxLlByZXBhcmVSZXF1ZXN0GhoudHNjbWlnLnYxLlByZXBhcmVSZXNwb25zZRI6CgVQcm9iZRIXLnRzY21pZy52MS5Qcm9iZVJlcXVlc3QaGC50c2NtaWcudjEuUHJvYmVSZXNwb25zZRJDCghUcmFuc2ZlchIaLnRzY21pZy52MS5UcmFuc2ZlclJlcXVlc3QaGy50c2NtaWcudjEuVHJhbnNmZXJSZXNwb25zZRI9CgZDb21taXQSGC50c2NtaWcudjEuQ29tbWl0UmVxdWVzdBoZLnRzY21pZy52MS5Db21taXRSZXNwb25zZRI6CgVBYm9ydBIXLnRzY21pZy52MS5BYm9ydFJlcXVlc3QaGC50c2NtaWcudjEuQWJvcnRSZXNwb25zZRJACgdSZXNvbHZlEhkudHNjbWlnLnYxLlJlc29sdmVSZXF1ZXN0GhoudHNjbWlnLnYxLlJlc29sdmVSZXNwb25zZRI3CgRQaW5nEhYudHNjbWlnLnYxLlBpbmdSZXF1ZXN0GhcudHNjbWlnLnYxLlBpbmdSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("Chl0c2NtaWcvdjEvbWlncmF0aW9uLnByb3RvEgl0c2NtaWcudjEirgIKDlByZXBhcmVSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRINCgV2bV9pZBgCIAEoCRISCgpnZW5lcmF0aW9uGAMgASgEEhIKCnZjcHVfY291bnQYBCABKA0SFQoNZ3Vlc3RfdHNjX2toehgFIAEoBBIYChBzb3VyY2VfZnJhY19iaXRzGAYgASgNEiEKBnBvbGljeRgHIAEoDjIRLnRzY21pZy52MS5Qb2xpY3kSJwoJZXN0aW1hdG9yGAggASgOMhQudHNjbWlnLnYxLkVzdGltYXRvchIQCghkb29yYmVsbBgJIAEoCBIWCg5hZHZhbmNlX2NhcF9ucxgKIAEoBBITCgtzb3VyY2VfbmFtZRgLIAEoCRITCgtzb3VyY2VfZ3JwYxgMIAEoCSJ4Cg9QcmVwYXJlUmVzcG9uc2USFAoMaG9zdF90c2Nfa2h6GAEgASgEEhEKCWZyYWNfYml0cxgCIAEoDRITCgt0c2Nfc2NhbGluZxgDIAEoCBINCgVyYXRpbxgEIAEoBBIYChBkZXN0aW5hdGlvbl9uYW1lGAUgASgJIjwKDFByb2JlUmVxdWVzdBIUCgxtaWdyYXRpb25faWQYASABKAkSFgoOdDFfcmVhbHRpbWVfbnMYAiABKAQibAoNUHJvYmVSZXNwb25zZRIWCg50MV9yZWFsdGltZV9ucxgBIAEoBBIWCg50Ml9yZWFsdGltZV9ucxgCIAEoBBIWCg50M19yZWFsdGltZV9ucxgDIAEoBBITCgttYXhlcnJvcl9ucxgEIAEoBCJVCgpWY3B1U3RhdGVzEhIKCnRzY19vZmZzZXQYASADKAYSDQoFcmF0aW8YAiADKAYSCwoDdHNjGAMgAygGEhcKD3B2Y2xvY2tfcmVjb3JkcxgEIAEoDCLQAwoKR3Vlc3RTdGF0ZRIrCgtjbG9ja3NvdXJjZRgBIAEoDjIWLnRzY21pZy52MS5DbG9ja3NvdXJjZRISCgpudHBfc3RhdHVzGAIgASgNEhMKC21heGVycm9yX3VzGAMgASgEEhMKC2VzdGVycm9yX3VzGAQgASgEEhYKDndhbGxfb2Zmc2V0X25zGAUgASgSEhsKE3RpY2tfY2xvY2tzb3VyY2VfbnMYBiABKAQSGwoTc3luY19jbG9ja3NvdXJjZV9ucxgHIAEoBBIbChNsYXN0X2hhbmRsZWRfbWFya2VyGAggASgEEhUKDWhhbmRsZWRfY291bnQYCSABKAQSGgoSbWlncmF0aW9uX2hhbmRsaW5nGAogASgIEhcKD3RzY19jc19iYXNlX3RzYxgLIAEoBBIWCg50c2NfY3NfYmFzZV9ucxgMIAEoBBISCgp0c2NfY3NfbXVsGA0gASgNEhQKDHRzY19jc19zaGlmdBgOIAEoERITCgtldmVyX3N5bmNlZBgPIAEoCBIVCg1sYXN0X3ZhbHVlX25zGBAgASgEEhUKDWhhbmRsaW5nX21vZGUYESABKAkSFwoPYXdhaXRpbmdfcmVzeW5jGBIgASgIIpgECghTbmFwc2hvdBIWCg5mb3JtYXRfdmVyc2lvbhgBIAEoDRIUCgxtaWdyYXRpb25faWQYAiABKAkSDQoFdm1faWQYAyABKAkSEgoKZ2VuZXJhdGlvbhgEIAEoBBISCgp2Y3B1X2NvdW50GAUgASgNEhUKDWd1ZXN0X3RzY19raHoYBiABKAQSDgoGa3ZtX25zGAcgASgEEhAKCGhvc3RfdHNjGAggASgEEhgKEGhvc3RfcmVhbHRpbWVfbnMYCSABKAQSEwoLY2xvY2tfZmxhZ3MYCiABKA0SFAoMaG9zdF90c2Nfa2h6GAsgASgEEhEKCWZyYWNfYml0cxgMIAEoDRIYChBob3N0X21heGVycm9yX25zGA0gASgEEiQKBXZjcHVzGA4gASgLMhUudHNjbWlnLnYxLlZjcHVTdGF0ZXMSFAoMdm1jbG9ja19wYWdlGA8gASgMEiQKBWd1ZXN0GBAgASgLMhUudHNjbWlnLnYxLkd1ZXN0U3RhdGUSHwoXc291cmNlX3BhdXNlX3RvX3NlbmRfbnMYESABKAQSFwoPcHJvYmVfb2Zmc2V0X25zGBIgASgSEhYKDnByb2JlX2JvdW5kX25zGBMgASgEEhMKC3Byb2JlX3ZhbGlkGBQgASgIEhkKEXByb2JlX3RvX3BhdXNlX25zGBUgASgEEhgKEGt2bWNsb2NrX2VuYWJsZWQYFiABKAgiOAoPVHJhbnNmZXJSZXF1ZXN0EiUKCHNuYXBzaG90GAEgASgLMhMudHNjbWlnLnYxLlNuYXBzaG90Ii8KEFRyYW5zZmVyUmVzcG9uc2USGwoTZGVzdGluYXRpb25faG9sZF9ucxgBIAEoBCJhCg1Db21taXRSZXF1ZXN0EhQKDG1pZ3JhdGlvbl9pZBgBIAEoCRINCgV2bV9pZBgCIAEoCRISCgpnZW5lcmF0aW9uGAMgASgEEhcKD3RyYW5zZmVyX3J0dF9ucxgEIAEoBCKEAQoMUGhhc2VUaW1pbmdzEhIKCmNhcHR1cmVfbnMYASABKAQSEQoJZW5jb2RlX25zGAIgASgEEhMKC3RyYW5zZmVyX25zGAMgASgEEhEKCWRlY29kZV9ucxgEIAEoBBISCgpyZXN0b3JlX25zGAUgASgEEhEKCWNvbW1pdF9ucxgGIAEoBCKqAgoNUmVzdG9yZVJlcG9ydBIdChVlc3RpbWF0ZWRfYmxhY2tvdXRfbnMYASABKAQSEwoLYWR2YW5jZWRfbnMYAiABKAQSFgoOZXJyb3JfYm91bmRfbnMYAyABKAQSDgoGY2FwcGVkGAQgASgIEhUKDWRvb3JiZWxsX3J1bmcYBSABKAgSGQoRZGlzcnVwdGlvbl9tYXJrZXIYBiABKAQSFwoPcmVzdW1lZF90cnVlX25zGAcgASgEEhEKCWRlY29kZV9ucxgIIAEoBBISCgpyZXN0b3JlX25zGAkgASgEEhUKDXRzY19hdF9yZXN1bWUYCiABKAQSHQoVa3ZtY2xvY2tfYXRfcmVzdW1lX25zGAsgASgEEhUKDXN0b3BwZWRfdmNwdXMYDCABKA0iSgoOQ29tbWl0UmVzcG9uc2USKAoGcmVwb3J0GAEgASgLMhgudHNjbWlnLnYxLlJlc3RvcmVSZXBvcnQSDgoGcmVwbGF5GAIgASgIIiQKDEhhbmRvdmVyT3BlbhIUCgxtaWdyYXRpb25faWQYASABKAkiEAoOSGFuZG92ZXJPcGVuZWQingEKD0hhbmRvdmVyUmVxdWVzdBInCgRvcGVuGAEgASgLMhcudHNjbWlnLnYxLkhhbmRvdmVyT3BlbkgAEi4KCHRyYW5zZmVyGAIgASgLMhoudHNjbWlnLnYxLlRyYW5zZmVyUmVxdWVzdEgAEioKBmNvbW1pdBgDIAEoCzIYLnRzY21pZy52MS5Db21taXRSZXF1ZXN0SABCBgoEc3RlcCKlAQoQSGFuZG92ZXJSZXNwb25zZRIrCgZvcGVuZWQYASABKAsyGS50c2NtaWcudjEuSGFuZG92ZXJPcGVuZWRIABIvCgh0cmFuc2ZlchgCIAEoCzIbLnRzY21pZy52MS5UcmFuc2ZlclJlc3BvbnNlSAASKwoGY29tbWl0GAMgASgLMhkudHNjbWlnLnYxLkNvbW1pdFJlc3BvbnNlSABCBgoEc3RlcCJXCgxBYm9ydFJlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEg0KBXZtX2lkGAIgASgJEhIKCmdlbmVyYXRpb24YAyABKAQSDgoGcmVhc29uGAQgASgJIg8KDUFib3J0UmVzcG9uc2UiNQoOUmVzb2x2ZVJlcXVlc3QSFAoMbWlncmF0aW9uX2lkGAEgASgJEg0KBXZtX2lkGAIgASgJImUKD1Jlc29sdmVSZXNwb25zZRIlCghkZWNpc2lvbhgBIAEoDjITLnRzY21pZy52MS5EZWNpc2lvbhISCgpnZW5lcmF0aW9uGAIgASgEEhcKD3RyYW5zZmVyX3J0dF9ucxgDIAEoBCINCgtQaW5nUmVxdWVzdCIOCgxQaW5nUmVzcG9uc2UqewoGUG9saWN5EhYKElBPTElDWV9VTlNQRUNJRklFRBAAEhIKDlBPTElDWV9BRFZBTkNFEAESFwoTUE9MSUNZX0tWTV9SRUFMVElNRRACEhEKDVBPTElDWV9GUkVFWkUQAxIZChVQT0xJQ1lfQURWQU5DRV9DQVBQRUQQBCptCglFc3RpbWF0b3ISGQoVRVNUSU1BVE9SX1VOU1BFQ0lGSUVEEAASFwoTRVNUSU1BVE9SX1dBTExDTE9DSxABEhcKE0VTVElNQVRPUl9PTkVfU0lERUQQAhITCg9FU1RJTUFUT1JfUFJPQkUQAypaCgtDbG9ja3NvdXJjZRIbChdDTE9DS1NPVVJDRV9VTlNQRUNJRklFRBAAEhMKD0NMT0NLU09VUkNFX1RTQxABEhkKFUNMT0NLU09VUkNFX0tWTV9DTE9DSxACKn4KCERlY2lzaW9uEhgKFERFQ0lTSU9OX1VOU1BFQ0lGSUVEEAASFAoQREVDSVNJT05fVU5LTk9XThABEhQKEERFQ0lTSU9OX1BFTkRJTkcQAhIWChJERUNJU0lPTl9DT01NSVRURUQQAxIUChBERUNJU0lPTl9BQk9SVEVEEAQylAQKEE1pZ3JhdGlvblNlcnZpY2USQAoHUHJlcGFyZRIZLnRzY21pZy52MS5QcmVwYXJlUmVxdWVzdBoaLnRzY21pZy52MS5QcmVwYXJlUmVzcG9uc2USOgoFUHJvYmUSFy50c2NtaWcudjEuUHJvYmVSZXF1ZXN0GhgudHNjbWlnLnYxLlByb2JlUmVzcG9uc2USQwoIVHJhbnNmZXISGi50c2NtaWcudjEuVHJhbnNmZXJSZXF1ZXN0GhsudHNjbWlnLnYxLlRyYW5zZmVyUmVzcG9uc2USPQoGQ29tbWl0EhgudHNjbWlnLnYxLkNvbW1pdFJlcXVlc3QaGS50c2NtaWcudjEuQ29tbWl0UmVzcG9uc2USRwoISGFuZG92ZXISGi50c2NtaWcudjEuSGFuZG92ZXJSZXF1ZXN0GhsudHNjbWlnLnYxLkhhbmRvdmVyUmVzcG9uc2UoATABEjoKBUFib3J0EhcudHNjbWlnLnYxLkFib3J0UmVxdWVzdBoYLnRzY21pZy52MS5BYm9ydFJlc3BvbnNlEkAKB1Jlc29sdmUSGS50c2NtaWcudjEuUmVzb2x2ZVJlcXVlc3QaGi50c2NtaWcudjEuUmVzb2x2ZVJlc3BvbnNlEjcKBFBpbmcSFi50c2NtaWcudjEuUGluZ1JlcXVlc3QaFy50c2NtaWcudjEuUGluZ1Jlc3BvbnNlYgZwcm90bzM");
 
 /**
  * @generated from message tscmig.v1.PrepareRequest
@@ -704,6 +704,106 @@ export const CommitResponseSchema: GenMessage<CommitResponse> = /*@__PURE__*/
   messageDesc(file_tscmig_v1_migration, 12);
 
 /**
+ * @generated from message tscmig.v1.HandoverOpen
+ */
+export type HandoverOpen = Message<"tscmig.v1.HandoverOpen"> & {
+  /**
+   * @generated from field: string migration_id = 1;
+   */
+  migrationId: string;
+};
+
+/**
+ * Describes the message tscmig.v1.HandoverOpen.
+ * Use `create(HandoverOpenSchema)` to create a new message.
+ */
+export const HandoverOpenSchema: GenMessage<HandoverOpen> = /*@__PURE__*/
+  messageDesc(file_tscmig_v1_migration, 13);
+
+/**
+ * @generated from message tscmig.v1.HandoverOpened
+ */
+export type HandoverOpened = Message<"tscmig.v1.HandoverOpened"> & {
+};
+
+/**
+ * Describes the message tscmig.v1.HandoverOpened.
+ * Use `create(HandoverOpenedSchema)` to create a new message.
+ */
+export const HandoverOpenedSchema: GenMessage<HandoverOpened> = /*@__PURE__*/
+  messageDesc(file_tscmig_v1_migration, 14);
+
+/**
+ * @generated from message tscmig.v1.HandoverRequest
+ */
+export type HandoverRequest = Message<"tscmig.v1.HandoverRequest"> & {
+  /**
+   * @generated from oneof tscmig.v1.HandoverRequest.step
+   */
+  step: {
+    /**
+     * @generated from field: tscmig.v1.HandoverOpen open = 1;
+     */
+    value: HandoverOpen;
+    case: "open";
+  } | {
+    /**
+     * @generated from field: tscmig.v1.TransferRequest transfer = 2;
+     */
+    value: TransferRequest;
+    case: "transfer";
+  } | {
+    /**
+     * @generated from field: tscmig.v1.CommitRequest commit = 3;
+     */
+    value: CommitRequest;
+    case: "commit";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message tscmig.v1.HandoverRequest.
+ * Use `create(HandoverRequestSchema)` to create a new message.
+ */
+export const HandoverRequestSchema: GenMessage<HandoverRequest> = /*@__PURE__*/
+  messageDesc(file_tscmig_v1_migration, 15);
+
+/**
+ * @generated from message tscmig.v1.HandoverResponse
+ */
+export type HandoverResponse = Message<"tscmig.v1.HandoverResponse"> & {
+  /**
+   * @generated from oneof tscmig.v1.HandoverResponse.step
+   */
+  step: {
+    /**
+     * @generated from field: tscmig.v1.HandoverOpened opened = 1;
+     */
+    value: HandoverOpened;
+    case: "opened";
+  } | {
+    /**
+     * @generated from field: tscmig.v1.TransferResponse transfer = 2;
+     */
+    value: TransferResponse;
+    case: "transfer";
+  } | {
+    /**
+     * @generated from field: tscmig.v1.CommitResponse commit = 3;
+     */
+    value: CommitResponse;
+    case: "commit";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message tscmig.v1.HandoverResponse.
+ * Use `create(HandoverResponseSchema)` to create a new message.
+ */
+export const HandoverResponseSchema: GenMessage<HandoverResponse> = /*@__PURE__*/
+  messageDesc(file_tscmig_v1_migration, 16);
+
+/**
  * @generated from message tscmig.v1.AbortRequest
  */
 export type AbortRequest = Message<"tscmig.v1.AbortRequest"> & {
@@ -733,7 +833,7 @@ export type AbortRequest = Message<"tscmig.v1.AbortRequest"> & {
  * Use `create(AbortRequestSchema)` to create a new message.
  */
 export const AbortRequestSchema: GenMessage<AbortRequest> = /*@__PURE__*/
-  messageDesc(file_tscmig_v1_migration, 13);
+  messageDesc(file_tscmig_v1_migration, 17);
 
 /**
  * @generated from message tscmig.v1.AbortResponse
@@ -746,7 +846,7 @@ export type AbortResponse = Message<"tscmig.v1.AbortResponse"> & {
  * Use `create(AbortResponseSchema)` to create a new message.
  */
 export const AbortResponseSchema: GenMessage<AbortResponse> = /*@__PURE__*/
-  messageDesc(file_tscmig_v1_migration, 14);
+  messageDesc(file_tscmig_v1_migration, 18);
 
 /**
  * @generated from message tscmig.v1.ResolveRequest
@@ -768,7 +868,7 @@ export type ResolveRequest = Message<"tscmig.v1.ResolveRequest"> & {
  * Use `create(ResolveRequestSchema)` to create a new message.
  */
 export const ResolveRequestSchema: GenMessage<ResolveRequest> = /*@__PURE__*/
-  messageDesc(file_tscmig_v1_migration, 15);
+  messageDesc(file_tscmig_v1_migration, 19);
 
 /**
  * @generated from message tscmig.v1.ResolveResponse
@@ -797,7 +897,7 @@ export type ResolveResponse = Message<"tscmig.v1.ResolveResponse"> & {
  * Use `create(ResolveResponseSchema)` to create a new message.
  */
 export const ResolveResponseSchema: GenMessage<ResolveResponse> = /*@__PURE__*/
-  messageDesc(file_tscmig_v1_migration, 16);
+  messageDesc(file_tscmig_v1_migration, 20);
 
 /**
  * @generated from message tscmig.v1.PingRequest
@@ -810,7 +910,7 @@ export type PingRequest = Message<"tscmig.v1.PingRequest"> & {
  * Use `create(PingRequestSchema)` to create a new message.
  */
 export const PingRequestSchema: GenMessage<PingRequest> = /*@__PURE__*/
-  messageDesc(file_tscmig_v1_migration, 17);
+  messageDesc(file_tscmig_v1_migration, 21);
 
 /**
  * @generated from message tscmig.v1.PingResponse
@@ -823,7 +923,7 @@ export type PingResponse = Message<"tscmig.v1.PingResponse"> & {
  * Use `create(PingResponseSchema)` to create a new message.
  */
 export const PingResponseSchema: GenMessage<PingResponse> = /*@__PURE__*/
-  messageDesc(file_tscmig_v1_migration, 18);
+  messageDesc(file_tscmig_v1_migration, 22);
 
 /**
  * @generated from enum tscmig.v1.Policy
@@ -1004,6 +1104,20 @@ export const MigrationService: GenService<{
     methodKind: "unary";
     input: typeof CommitRequestSchema;
     output: typeof CommitResponseSchema;
+  },
+  /**
+   * Phases 3-5 of one migration as messages of one call, opened before the pause: the blackout then
+   * pays a message's transit instead of a new call's setup on each side (grpc-js: ~90 µs against
+   * ~520 µs per round trip). Every request gets exactly one response, in order, with the semantics
+   * of the unary call of the same name; a refused step ends the call with that call's status and
+   * trailers, and the source carries on with the unary calls. The first message must be `open`.
+   *
+   * @generated from rpc tscmig.v1.MigrationService.Handover
+   */
+  handover: {
+    methodKind: "bidi_streaming";
+    input: typeof HandoverRequestSchema;
+    output: typeof HandoverResponseSchema;
   },
   /**
    * The source has durably decided to keep the VM; the destination drops what it staged.
