@@ -52,6 +52,8 @@ export interface Migrated {
   estimatedBlackoutNs: bigint;
   errorBoundNs: bigint;
   tscErrorNs: bigint;
+  /** Half the difference of the Transfer round trip's two legs (true clock): one-sided's blind spot. */
+  legAsymmetryNs: bigint;
   phases: { captureNs: bigint; encodeNs: bigint; transferNs: bigint; decodeNs: bigint; restoreNs: bigint; commitNs: bigint };
   error?: string;
 }
@@ -67,6 +69,10 @@ export function parseReport(j: Record<string, unknown>): Migrated {
     estimatedBlackoutNs: big(j.estimatedBlackoutNs),
     errorBoundNs: big(j.errorBoundNs),
     tscErrorNs: big(j.tscErrorNs),
+    legAsymmetryNs: (() => {
+      const d = big(j.transferForwardNs) - big(j.transferBackNs);
+      return (d < 0n ? -d : d) / 2n;
+    })(),
     phases: {
       captureNs: big(p.captureNs),
       encodeNs: big(p.encodeNs),

@@ -107,8 +107,11 @@ export interface BenchResult {
         maxRatioToBound: number;
         outsideBound: number;
         boundP50Ns: bigint;
-        /** Migrations that erred by more than 200 µs, and the median bound they reported (their Transfer round trip's residual). */
-        over200us: { count: number; boundP50Ns: bigint };
+        /** Half the difference between the Transfer's forward and back legs on the true clock. */
+        legAsymmetryP50Ns: bigint;
+        legAsymmetryP99Ns: bigint;
+        /** Migrations that erred by more than 200 µs, the median bound they reported (their Transfer round trip's residual) and their median leg asymmetry. */
+        over200us: { count: number; boundP50Ns: bigint; legAsymmetryP50Ns: bigint };
       }
     >
   >;
@@ -401,9 +404,11 @@ function errorCell(ms: readonly Migrated[]): BenchResult["error"][string][string
     maxRatioToBound: ratios.length === 0 ? Number.NaN : Math.max(...ratios),
     outsideBound: ms.filter((m) => abs(m.tscErrorNs) > m.errorBoundNs).length,
     boundP50Ns: summarize(ms.map((m) => m.errorBoundNs)).p50Ns,
+    legAsymmetryP50Ns: summarize(ms.map((m) => m.legAsymmetryNs)).p50Ns,
+    legAsymmetryP99Ns: summarize(ms.map((m) => m.legAsymmetryNs)).p99Ns,
     over200us: (() => {
       const big = ms.filter((m) => abs(m.tscErrorNs) > 200_000n);
-      return { count: big.length, boundP50Ns: summarize(big.map((m) => m.errorBoundNs)).p50Ns };
+      return { count: big.length, boundP50Ns: summarize(big.map((m) => m.errorBoundNs)).p50Ns, legAsymmetryP50Ns: summarize(big.map((m) => m.legAsymmetryNs)).p50Ns };
     })(),
   };
 }
@@ -511,15 +516,16 @@ export function renderBench(r: BenchResult): string {
   const ests = Object.keys(r.error);
   if (ests.length > 0) {
     parts.push("\nIntroduced error (|guest TSC error| at resume, 4-vCPU VM, policy advance; skew = destination − source realtime)\n");
-    const rows: string[][] = [["estimator", "skew", "count", "p50", "p99", "max", "bound p50", "err/bound p50", "p99", "max", "outside bound", "> 200 µs", "their bound p50"]];
+    const rows: string[][] = [["estimator", "skew", "count", "p50", "p99", "max", "bound p50", "err/bound p50", "p99", "max", "outside bound", "> 200 µs", "their bound p50", "their ½|legs| p50", "½|legs| p99"]];
     for (const e of ests) {
       for (const [sk, c] of Object.entries(r.error[e] ?? {})) {
-        rows.push([e, sk, String(c.count), fmtNs(c.p50Ns), fmtNs(c.p99Ns), fmtNs(c.maxNs), fmtNs(c.boundP50Ns), c.ratioP50.toFixed(3), c.ratioP99.toFixed(3), c.maxRatioToBound.toFixed(3), String(c.outsideBound), String(c.over200us.count), c.over200us.count > 0 ? fmtNs(c.over200us.boundP50Ns) : "-"]);
+        rows.push([e, sk, String(c.count), fmtNs(c.p50Ns), fmtNs(c.p99Ns), fmtNs(c.maxNs), fmtNs(c.boundP50Ns), c.ratioP50.toFixed(3), c.ratioP99.toFixed(3), c.maxRatioToBound.toFixed(3), String(c.outsideBound), String(c.over200us.count), c.over200us.count > 0 ? fmtNs(c.over200us.boundP50Ns) : "-", c.over200us.count > 0 ? fmtNs(c.over200us.legAsymmetryP50Ns) : "-", fmtNs(c.legAsymmetryP99Ns)]);
       }
     }
     parts.push(table(rows));
     parts.push("wallclock trusts both hosts' claimed realtime error (100 µs each): with injected skew its error is the skew, outside its bound (a lying clock).\n");
     parts.push("one-sided's bound is half its Transfer round trip's residual: a large error comes with a large bound, i.e. a stalled leg of that round trip.\n");
+    parts.push("½|legs|: half the difference between the Transfer's forward and back transit on the shared true clock — what one-sided cannot see; its error tracks it.\n");
   }
   if (r.sim) parts.push(`\nSimulator: ${r.sim.migrationsPerSec.toFixed(0)} migrations/s on one core (${r.sim.migrations} migrations of a ${r.sim.vcpus}-vCPU VM in ${fmtNs(r.sim.wallNs)}; ${fmtNs(r.sim.simulatedNs)} simulated; runner: ${r.sim.runner})\n`);
   if (r.memory) {

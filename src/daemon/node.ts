@@ -278,6 +278,7 @@ export class TscmigNode {
         state: { phase: "staged" },
         snapshot: p.snapshot,
         receiveRawNs: p.receiveRawNs,
+        receiveTrueNs: 0n, // diagnostics only, not kept across a restart
         holdNs: p.holdNs,
         decodeNs: p.decodeNs,
         report: null,

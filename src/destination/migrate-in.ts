@@ -40,6 +40,8 @@ export interface Inbound {
   state: DestinationState;
   snapshot: Snapshot | null;
   receiveRawNs: bigint;
+  /** The same instant on the shared true clock (diagnostics: splits the round trip into legs). */
+  receiveTrueNs: bigint;
   holdNs: bigint;
   decodeNs: bigint;
   report: RestoreReport | null;
@@ -141,7 +143,7 @@ export class Destination {
     if (this.ctx.inflight() >= LIMITS.migrationsInFlightMax)
       throw new TscmigError("resource_exhausted", "too many migrations in flight", { reason: "inflight_limit" });
     const caps = this.capabilities(req); // throws a refusal before anything is recorded
-    const inb: Inbound = { req, state: { phase: "prepared" }, snapshot: null, receiveRawNs: 0n, holdNs: 0n, decodeNs: 0n, report: null };
+    const inb: Inbound = { req, state: { phase: "prepared" }, snapshot: null, receiveRawNs: 0n, receiveTrueNs: 0n, holdNs: 0n, decodeNs: 0n, report: null };
     const effects = stepDestination(null, { kind: "prepare" }).effects;
     this.inbound.set(req.migrationId, inb);
     for (const e of effects) if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
@@ -197,6 +199,7 @@ export class Destination {
     const effects = this.fire(s.migrationId, inb, { kind: "transfer" });
     inb.snapshot = s;
     inb.receiveRawNs = receiveRawNs;
+    inb.receiveTrueNs = this.ctx.host.trueNs() - (this.ctx.host.rawNs() - receiveRawNs);
     inb.decodeNs = decodeNs;
     // The staged snapshot and the migration's phase land together (one transaction, one sync).
     this.ctx.journal.transaction(() => {
@@ -340,6 +343,7 @@ export class Destination {
         tscAtResume: tsc,
         kvmclockAtResumeNs: pvclockReadCycles(vm.pvclock.guestRead(0), tsc),
         stoppedVcpus: countStopped(vm),
+        transferReceivedTrueNs: inb.receiveTrueNs,
       };
       inb.report = rep; // journal() writes it with the decision: a replayed Commit answers from it
       for (const e of effects) if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
@@ -412,6 +416,7 @@ export function reportFromJson(text: string): RestoreReport {
     tscAtResume: b("tscAtResume"),
     kvmclockAtResumeNs: b("kvmclockAtResumeNs"),
     stoppedVcpus: Number(o.stoppedVcpus ?? 0),
+    transferReceivedTrueNs: b("transferReceivedTrueNs"),
   };
 }
 

@@ -72,6 +72,13 @@ export interface MigrationReport {
   resumeTrueNs: bigint;
   /** Transfer and Commit rode one Handover call (false: the unary calls carried one or both). */
   handover: boolean;
+  /**
+   * The Transfer round trip's two legs on the shared true clock (0 where there is none): source send
+   * → destination receipt, and destination answer → source receipt. One-sided takes the transit as
+   * half their sum, so its error is half their difference (diagnostics; no estimator reads them).
+   */
+  transferForwardNs: bigint;
+  transferBackNs: bigint;
   phases: PhaseTimings;
 }
 
@@ -134,6 +141,8 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
     pauseTrueNs: 0n,
     resumeTrueNs: 0n,
     handover: false,
+    transferForwardNs: 0n,
+    transferBackNs: 0n,
     phases: { captureNs: 0n, encodeNs: 0n, transferNs: 0n, decodeNs: 0n, restoreNs: 0n, commitNs: 0n },
   };
   let state: SourceState = initialSourceState();
@@ -142,6 +151,10 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
   let snapshot: Snapshot | null = null;
   let captureError: TscmigError | null = null;
   let transferRttNs = 0n;
+  /** True instants of the Transfer's send and answer, and the destination's hold (diagnostics). */
+  let transferSendTrueNs = 0n;
+  let transferAnswerTrueNs = 0n;
+  let destinationHoldNs = 0n;
   let restore: RestoreReport | null = null;
   let finished = false;
   /** Transfer and Commit ride this when the peer offers one (opened after Prepare, before the pause). */
@@ -269,8 +282,11 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
         try {
           const carrier = via();
           report.handover = carrier === link;
+          transferSendTrueNs = ctx.host.trueNs();
           const r = await carrier.transfer({ snapshot: snap });
           transferRttNs = ctx.host.rawNs() - sendRaw;
+          transferAnswerTrueNs = ctx.host.trueNs();
+          destinationHoldNs = r.destinationHoldNs;
           report.phases.transferNs = transferRttNs;
           report.phases.encodeNs = r.encodeNs ?? 0n;
           crashPoint(ctx.faults, "crash.source.afterTransfer");
@@ -363,6 +379,10 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
     report.tscAfter = r.tscAtResume;
     report.kvmNsAfter = r.kvmclockAtResumeNs;
     report.stoppedVcpus = r.stoppedVcpus;
+    if (r.transferReceivedTrueNs > 0n && transferAnswerTrueNs > 0n) {
+      report.transferForwardNs = r.transferReceivedTrueNs - transferSendTrueNs;
+      report.transferBackNs = transferAnswerTrueNs - r.transferReceivedTrueNs - destinationHoldNs;
+    }
     if (r.resumedTrueNs > 0n) {
       report.trueBlackoutNs = r.resumedTrueNs - report.pauseTrueNs;
       // The source VM was never touched after the pause: its TSC and kvmclock at the destination's

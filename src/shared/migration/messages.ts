@@ -71,6 +71,8 @@ export interface RestoreReport {
   kvmclockAtResumeNs: bigint;
   /** vCPUs whose pvclock showed PVCLOCK_GUEST_STOPPED at resume. */
   stoppedVcpus: number;
+  /** True time the Transfer arrived (0 where there is no shared truth); diagnostics only. */
+  transferReceivedTrueNs: bigint;
 }
 
 export interface CommitRes {

@@ -159,6 +159,7 @@ export function restoreReportFromPb(m: PbRestoreReport | undefined): RestoreRepo
     tscAtResume: m.tscAtResume,
     kvmclockAtResumeNs: m.kvmclockAtResumeNs,
     stoppedVcpus: m.stoppedVcpus,
+    transferReceivedTrueNs: m.transferReceivedTrueNs,
   };
 }
 
