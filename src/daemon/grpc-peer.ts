@@ -23,8 +23,8 @@ import {
   resolveResFromPb,
   resolveResToPb,
   restoreReportToPb,
-  snapshotFromPb,
-  snapshotToPb,
+  transferReqFromPb,
+  transferReqToPb,
 } from "../shared/rpc/codec.js";
 import type { HandoverLink, PeerClient, PeerDialer, TransferReq } from "../shared/migration/messages.js";
 import type { Clock } from "../shared/time/clock.js";
@@ -49,12 +49,10 @@ export function migrationService(node: TscmigNode): ServiceRegistration {
       // follows (decoding, dispatch to this handler) is this daemon's hold, not transit. A duration
       // on the server's clock (this host's, see daemon.ts), subtracted from this host's clock.
       const receiveRawNs = node.host.rawNs() - ctx.sinceReceivedNs();
-      if (!req.snapshot) throw invalid("snapshot", "missing");
-      const snapshot = snapshotFromPb(req.snapshot);
-      return { ...node.transfer({ snapshot }, receiveRawNs, ctx.decodeNs) };
+      return { ...node.transfer(transferReqFromPb(req), receiveRawNs, ctx.decodeNs) };
     },
-    commit: async (req) => {
-      const r = node.commit(commitReqFromPb(req));
+    commit: async (req, ctx) => {
+      const r = node.commit(commitReqFromPb(req), node.host.rawNs() - ctx.sinceReceivedNs());
       return { report: restoreReportToPb(r.report), replay: r.replay };
     },
     abort: async (req) => {
@@ -75,20 +73,20 @@ export function migrationService(node: TscmigNode): ServiceRegistration {
           if (migrationId !== null) throw invalid("open", "the Handover call is already open");
           checkId(step.value.migrationId, "open.migrationId");
           migrationId = step.value.migrationId;
+          node.handoverOpened(migrationId); // the answer below leaves right after: one-sided's anchor
           return { step: { case: "opened", value: {} } };
         }
         if (migrationId === null) throw invalid("step", "the first Handover message must be open");
         if (step.case === "transfer") {
           const receiveRawNs = node.host.rawNs() - ctx.sinceReceivedNs(); // as in Transfer
-          if (!step.value.snapshot) throw invalid("snapshot", "missing");
-          const snapshot = snapshotFromPb(step.value.snapshot);
-          same(snapshot.migrationId, "snapshot.migrationId");
-          return { step: { case: "transfer", value: { ...node.transfer({ snapshot }, receiveRawNs, ctx.decodeNs) } } };
+          const t = transferReqFromPb(step.value);
+          same(t.snapshot.migrationId, "snapshot.migrationId");
+          return { step: { case: "transfer", value: { ...node.transfer(t, receiveRawNs, ctx.decodeNs) } } };
         }
         if (step.case === "commit") {
           const c = commitReqFromPb(step.value);
           same(c.migrationId, "commit.migrationId");
-          const r = node.commit(c);
+          const r = node.commit(c, node.host.rawNs() - ctx.sinceReceivedNs());
           return { step: { case: "commit", value: { report: restoreReportToPb(r.report), replay: r.replay } } };
         }
         throw invalid("step", "a Handover message needs one of open, transfer, commit");
@@ -131,7 +129,7 @@ function grpcPeer(client: RpcClient<typeof MigrationService.method>, clock: Cloc
     transfer: async (req) => {
       // Encoded here rather than inside grpc-js so the benchmark can report the encode share.
       const t0 = clock.monotonicNs();
-      const bytes = toBinary(TransferRequestSchema, create(TransferRequestSchema, { snapshot: snapshotToPb(req.snapshot) }));
+      const bytes = toBinary(TransferRequestSchema, create(TransferRequestSchema, transferReqToPb(req)));
       const encodeNs = clock.monotonicNs() - t0;
       const res = fromBinary(TransferResponseSchema, await client.raw("Transfer", bytes));
       return { destinationHoldNs: res.destinationHoldNs, encodeNs };
@@ -153,7 +151,7 @@ function grpcPeer(client: RpcClient<typeof MigrationService.method>, clock: Cloc
       const link: HandoverLink = {
         transfer: async (req: TransferReq) => {
           const t0 = clock.monotonicNs();
-          const bytes = toBinary(HandoverRequestSchema, create(HandoverRequestSchema, { step: { case: "transfer", value: { snapshot: snapshotToPb(req.snapshot) } } }));
+          const bytes = toBinary(HandoverRequestSchema, create(HandoverRequestSchema, { step: { case: "transfer", value: transferReqToPb(req) } }));
           const encodeNs = clock.monotonicNs() - t0;
           const res = await answer(bytes, "transfer");
           return { destinationHoldNs: res.destinationHoldNs, encodeNs };

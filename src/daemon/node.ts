@@ -279,6 +279,8 @@ export class TscmigNode {
         snapshot: p.snapshot,
         receiveRawNs: p.receiveRawNs,
         receiveTrueNs: 0n, // diagnostics only, not kept across a restart
+        anchorRawNs: 0n,
+        anchorToSendNs: null,
         holdNs: p.holdNs,
         decodeNs: p.decodeNs,
         report: null,
@@ -605,8 +607,14 @@ export class TscmigNode {
     return this.destination.transfer(req, receiveRawNs, decodeNs);
   }
 
-  commit(req: CommitReq): CommitRes {
-    return this.destination.commit(req);
+  /** `receiveRawNs`: this host's raw clock when the Commit arrived (now, when unknown). */
+  commit(req: CommitReq, receiveRawNs?: bigint): CommitRes {
+    return this.destination.commit(req, receiveRawNs ?? this.host.rawNs());
+  }
+
+  /** A Handover call was opened for this migration and its answer is about to leave. */
+  handoverOpened(migrationId: string): void {
+    this.destination.handoverOpened(migrationId);
   }
 
   abort(req: AbortReq): void {

@@ -42,6 +42,10 @@ export interface Inbound {
   receiveRawNs: bigint;
   /** The same instant on the shared true clock (diagnostics: splits the round trip into legs). */
   receiveTrueNs: bigint;
+  /** This host's raw clock when the Handover `opened` answer left (0: none); one-sided's anchor. */
+  anchorRawNs: bigint;
+  /** The source's side of that anchor, from the Transfer (null: none). */
+  anchorToSendNs: bigint | null;
   holdNs: bigint;
   decodeNs: bigint;
   report: RestoreReport | null;
@@ -69,6 +73,16 @@ export interface DestinationContext {
   inflight(): number;
   /** Test seam: replaces restoreSnapshot (the checker's sensitivity tests); production leaves it unset. */
   restore?: RestoreFn;
+}
+
+/** What the Commit (or Resolve) that triggers a restore says about the Transfer's legs (one-sided). */
+export interface CommitLegs {
+  /** Source raw clock: Transfer sent → answered. */
+  transferRttNs: bigint;
+  /** Source raw clock: Transfer answer received → Commit sent; with `commitReceiveRawNs`, or neither. */
+  answerToCommitNs?: bigint;
+  /** This host's raw clock when the Commit arrived. */
+  commitReceiveRawNs?: bigint;
 }
 
 export class Destination {
@@ -143,7 +157,7 @@ export class Destination {
     if (this.ctx.inflight() >= LIMITS.migrationsInFlightMax)
       throw new TscmigError("resource_exhausted", "too many migrations in flight", { reason: "inflight_limit" });
     const caps = this.capabilities(req); // throws a refusal before anything is recorded
-    const inb: Inbound = { req, state: { phase: "prepared" }, snapshot: null, receiveRawNs: 0n, receiveTrueNs: 0n, holdNs: 0n, decodeNs: 0n, report: null };
+    const inb: Inbound = { req, state: { phase: "prepared" }, snapshot: null, receiveRawNs: 0n, receiveTrueNs: 0n, anchorRawNs: 0n, anchorToSendNs: null, holdNs: 0n, decodeNs: 0n, report: null };
     const effects = stepDestination(null, { kind: "prepare" }).effects;
     this.inbound.set(req.migrationId, inb);
     for (const e of effects) if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
@@ -175,6 +189,15 @@ export class Destination {
     return { t1RealtimeNs: req.t1RealtimeNs, t2RealtimeNs: t2, t3RealtimeNs: this.ctx.host.realtimeNs(), maxerrorNs: this.ctx.host.maxerrorNs() };
   }
 
+  /**
+   * A Handover call was opened for `migrationId`; its answer leaves right after this. The first
+   * opening of a prepared migration is the anchor one-sided pairs with the source's receipt of it.
+   */
+  handoverOpened(migrationId: string): void {
+    const inb = this.inbound.get(migrationId);
+    if (inb && inb.state.phase === "prepared" && inb.anchorRawNs === 0n) inb.anchorRawNs = this.ctx.host.rawNs();
+  }
+
   /** `receiveRawNs`: destination clock when the call arrived; `decodeNs`: time spent decoding. */
   transfer(req: TransferReq, receiveRawNs: bigint, decodeNs: bigint): TransferRes {
     const s = req.snapshot;
@@ -196,10 +219,13 @@ export class Destination {
     if (s.guestTscKhz !== r.guestTscKhz) throw invalid("snapshot.guestTscKhz", `prepared ${r.guestTscKhz} kHz, got ${s.guestTscKhz}`);
     if (s.fracBits !== r.sourceFracBits) throw invalid("snapshot.fracBits", `prepared ${r.sourceFracBits}, got ${s.fracBits}`);
     if (r.estimator === "probe" && s.probe === null) throw invalid("snapshot.probe", "the probe estimator needs probe results");
+    if (req.sourceAnchorToSendNs !== undefined && (req.sourceAnchorToSendNs < 0n || req.sourceAnchorToSendNs > LIMITS.blackoutNsMax))
+      throw invalid("sourceAnchorToSendNs", "out of range");
     const effects = this.fire(s.migrationId, inb, { kind: "transfer" });
     inb.snapshot = s;
     inb.receiveRawNs = receiveRawNs;
     inb.receiveTrueNs = this.ctx.host.trueNs() - (this.ctx.host.rawNs() - receiveRawNs);
+    inb.anchorToSendNs = req.sourceAnchorToSendNs ?? null;
     inb.decodeNs = decodeNs;
     // The staged snapshot and the migration's phase land together (one transaction, one sync).
     this.ctx.journal.transaction(() => {
@@ -213,7 +239,7 @@ export class Destination {
     return { destinationHoldNs: inb.holdNs };
   }
 
-  commit(req: CommitReq): CommitRes {
+  commit(req: CommitReq, receiveRawNs: bigint): CommitRes {
     const inb = this.inbound.get(req.migrationId);
     if (!inb) {
       const past = this.ctx.journal.getMigration(req.migrationId);
@@ -234,6 +260,8 @@ export class Destination {
         field: "generation",
       });
     if (req.transferRttNs < 0n || req.transferRttNs > LIMITS.blackoutNsMax) throw invalid("transferRttNs", "out of range");
+    if (req.answerToCommitNs !== undefined && (req.answerToCommitNs < 0n || req.answerToCommitNs > LIMITS.blackoutNsMax))
+      throw invalid("answerToCommitNs", "out of range");
     const prev = inb.state;
     const effects = this.fire(req.migrationId, inb, { kind: "commit" });
     if (effects.some((e) => e.kind === "replyStored")) {
@@ -241,7 +269,11 @@ export class Destination {
       if (inb.report === null) throw new TscmigError("unavailable", `migration ${req.migrationId} is running here but its restore report is not recorded yet`, { reason: "restore_incomplete" });
       return { report: inb.report, replay: true };
     }
-    return { report: this.restoreOrStayStaged(inb, prev, req.transferRttNs, effects), replay: false };
+    const legs: CommitLegs = {
+      transferRttNs: req.transferRttNs,
+      ...(req.answerToCommitNs !== undefined ? { answerToCommitNs: req.answerToCommitNs, commitReceiveRawNs: receiveRawNs } : {}),
+    };
+    return { report: this.restoreOrStayStaged(inb, prev, legs, effects), replay: false };
   }
 
   /**
@@ -250,9 +282,9 @@ export class Destination {
    * journaled) so the next Commit or Resolve retries it, and the caller gets the typed error —
    * never a success that hides a VM that runs nowhere.
    */
-  private restoreOrStayStaged(inb: Inbound, prev: DestinationState, transferRttNs: bigint, effects: DestinationEffect[]): RestoreReport {
+  private restoreOrStayStaged(inb: Inbound, prev: DestinationState, legs: CommitLegs, effects: DestinationEffect[]): RestoreReport {
     try {
-      return this.restoreAndResume(inb, transferRttNs, effects);
+      return this.restoreAndResume(inb, legs, effects);
     } catch (e) {
       if (e instanceof Error && e.name === "CrashSignal") throw e;
       const adopted = this.ctx.localVm(inb.req.vmId) !== null;
@@ -267,7 +299,7 @@ export class Destination {
   }
 
   /** The source's decision arrived (Commit or Resolve): restore, resume, journal. */
-  restoreAndResume(inb: Inbound, transferRttNs: bigint, effects: DestinationEffect[]): RestoreReport {
+  restoreAndResume(inb: Inbound, legs: CommitLegs, effects: DestinationEffect[]): RestoreReport {
     // Journal the decision to run before running: a restart between the two finds the migration
     // committed with its snapshot still staged, and finishes the restore (never runs it twice).
     for (const e of effects) if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
@@ -293,10 +325,17 @@ export class Destination {
           case "one-sided":
             return oneSidedEstimate({
               sourcePauseToSendNs: s.sourcePauseToSendNs,
-              transferRttNs,
+              transferRttNs: legs.transferRttNs,
               destinationHoldNs: inb.holdNs,
               // to the restore instant the offsets are computed at, not to whenever this runs
               destinationReceiveToNowNs: at.destinationRawNs > inb.receiveRawNs ? at.destinationRawNs - inb.receiveRawNs : 0n,
+              // Durations on this host's clock from instants of this process only (a restart loses them).
+              ...(legs.answerToCommitNs !== undefined && legs.commitReceiveRawNs !== undefined && legs.commitReceiveRawNs >= inb.receiveRawNs + inb.holdNs
+                ? { commit: { destinationAnswerToCommitNs: legs.commitReceiveRawNs - (inb.receiveRawNs + inb.holdNs), sourceAnswerToCommitNs: legs.answerToCommitNs } }
+                : {}),
+              ...(inb.anchorRawNs > 0n && inb.anchorToSendNs !== null && inb.receiveRawNs >= inb.anchorRawNs
+                ? { anchor: { destinationAnswerToReceiveNs: inb.receiveRawNs - inb.anchorRawNs, sourceAnswerToSendNs: inb.anchorToSendNs } }
+                : {}),
             });
           case "probe": {
             const p = s.probe;
@@ -378,7 +417,7 @@ export class Destination {
     if (step.state) inb.state = step.state;
     if (step.effects.some((e) => e.kind === "restoreAndResume")) {
       // The Commit was lost; the source decided and tells us the transfer round trip it measured.
-      this.restoreOrStayStaged(inb, prev, transferRttNs, step.effects);
+      this.restoreOrStayStaged(inb, prev, { transferRttNs }, step.effects);
       return;
     }
     for (const e of step.effects) {

@@ -151,6 +151,9 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
   let snapshot: Snapshot | null = null;
   let captureError: TscmigError | null = null;
   let transferRttNs = 0n;
+  /** Raw clock when the Handover `opened` answer arrived, and when the Transfer's answer did (one-sided's legs). */
+  let anchorRawNs: bigint | null = null;
+  let answerRawNs = 0n;
   /** True instants of the Transfer's send and answer, and the destination's hold (diagnostics). */
   let transferSendTrueNs = 0n;
   let transferAnswerTrueNs = 0n;
@@ -222,12 +225,14 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
             sourceGrpc: ctx.grpcAdvertise,
           });
           crashPoint(ctx.faults, "crash.source.afterPrepare");
-          if (peer.handover)
+          if (peer.handover) {
             link = await peer.handover(opts.migrationId).catch((e: unknown) => {
               // E.g. a peer without Handover: the unary calls carry the migration, only slower.
               log.debug({ event: "handover_unavailable", err: errorOf(e).message }, "no handover link; using unary calls");
               return null;
             });
+            if (link) anchorRawNs = ctx.host.rawNs();
+          }
           return { kind: "prepareOk" };
         } catch (e) {
           return { kind: "prepareFailed", error: errorOf(e) };
@@ -283,8 +288,9 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
           const carrier = via();
           report.handover = carrier === link;
           transferSendTrueNs = ctx.host.trueNs();
-          const r = await carrier.transfer({ snapshot: snap });
-          transferRttNs = ctx.host.rawNs() - sendRaw;
+          const r = await carrier.transfer({ snapshot: snap, ...(anchorRawNs !== null ? { sourceAnchorToSendNs: sendRaw - anchorRawNs } : {}) });
+          answerRawNs = ctx.host.rawNs();
+          transferRttNs = answerRawNs - sendRaw;
           transferAnswerTrueNs = ctx.host.trueNs();
           destinationHoldNs = r.destinationHoldNs;
           report.phases.transferNs = transferRttNs;
@@ -307,7 +313,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
         const t0 = ctx.host.rawNs();
         const carrier = via();
         if (carrier !== link) report.handover = false;
-        const call = carrier.commit({ migrationId: opts.migrationId, vmId: h.id, generation, transferRttNs });
+        const call = carrier.commit({ migrationId: opts.migrationId, vmId: h.id, generation, transferRttNs, answerToCommitNs: t0 - answerRawNs });
         // The call's frames leave when this turn of the event loop ends: hand off on a later one.
         let handOffError: { e: unknown } | null = null;
         const handedOff = handOffPending

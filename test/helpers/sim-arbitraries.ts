@@ -74,6 +74,9 @@ export function timelineArb(o: TimelineArbOptions = {}): fc.Arbitrary<Timeline> 
         probeHoldNs: dur(1n * MS, tight),
         probeExchanges: fc.integer({ min: 1, max: 4 }),
         probeSlackNs: tight ? dur(0n, true) : fc.bigInt({ min: 0n, max: 2n * S }),
+        // One-sided's extra legs: absent (unary peers, Resolve) or any split, stalls included.
+        commitGapNs: fc.option(dur(10n * MS, tight), { nil: undefined }),
+        anchor: fc.option(fc.record({ leadNs: dur(30n * MS, tight), backLegNs: dur(20n * MS, tight) }), { nil: undefined }),
       }),
     )
     .map((r) => {
@@ -91,6 +94,8 @@ export function timelineArb(o: TimelineArbOptions = {}): fc.Arbitrary<Timeline> 
         probeReturnLegNs: r.probeReturnLegNs,
         probeHoldNs: r.probeHoldNs,
         probeExchanges: r.probeExchanges,
+        ...(r.commitGapNs !== undefined ? { commitGapNs: r.commitGapNs } : {}),
+        ...(r.anchor !== undefined ? { anchorLeadNs: r.anchor.leadNs, anchorBackLegNs: r.anchor.backLegNs } : {}),
       };
     });
 }

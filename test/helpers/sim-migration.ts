@@ -63,6 +63,15 @@ export interface Timeline {
   probeReturnLegNs: bigint;
   probeHoldNs: bigint;
   probeExchanges: number;
+  /**
+   * One-sided's extra legs (migrate-out.ts, blackout.ts): the source's Transfer answer → its Commit
+   * leaving (the rest of ackToRestoreNs is the Commit's transit), and the Handover `opened` answer
+   * leaving the destination `anchorLeadNs` before the pause, arriving `anchorBackLegNs` later.
+   * Absent: the estimator gets no such bound (a unary peer, a Commit lost and resolved).
+   */
+  commitGapNs?: bigint;
+  anchorLeadNs?: bigint;
+  anchorBackLegNs?: bigint;
 }
 
 export interface Scenario {
@@ -269,6 +278,23 @@ export function migrateGuest(scheduler: SimScheduler, from: Live, dstHost: Emula
 
   // Commit → restore and resume at one instant (migrate-in.ts restoreAndResume, node.ts adopt).
   const tResume = tAck + tl.ackToRestoreNs;
+  const oneSidedLegs = () => {
+    const legs: Pick<Parameters<typeof oneSidedEstimate>[0], "commit" | "anchor"> = {};
+    if (tl.commitGapNs !== undefined) {
+      const gap = tl.commitGapNs < tl.ackToRestoreNs ? tl.commitGapNs : tl.ackToRestoreNs;
+      legs.commit = {
+        destinationAnswerToCommitNs: dst.rawNsAt(tResume) - dst.rawNsAt(tReply),
+        sourceAnswerToCommitNs: src.rawNsAt(tAck + gap) - src.rawNsAt(tAck),
+      };
+    }
+    if (tl.anchorLeadNs !== undefined && tl.anchorBackLegNs !== undefined) {
+      const tOut = tPause - tl.anchorLeadNs;
+      const tIn = tOut + tl.anchorBackLegNs;
+      if (tOut >= 0n && tIn <= tSend)
+        legs.anchor = { destinationAnswerToReceiveNs: dst.rawNsAt(tRecv) - dst.rawNsAt(tOut), sourceAnswerToSendNs: src.rawNsAt(tSend) - src.rawNsAt(tIn) };
+    }
+    return legs;
+  };
   scheduler.runUntil(tResume);
   const vm = new EmulatedVm(dst, { vcpus: snapshot.vcpuCount, guestTscKhz: snapshot.guestTscKhz });
   const result = restoreSnapshot(vm, snapshot, {
@@ -290,6 +316,7 @@ export function migrateGuest(scheduler: SimScheduler, from: Live, dstHost: Emula
             transferRttNs,
             destinationHoldNs: holdNs,
             destinationReceiveToNowNs: dst.rawNs() - receiveRawNs,
+            ...oneSidedLegs(),
           });
         case "probe": {
           const p = snapshot.probe;

@@ -49,8 +49,8 @@ import {
   resolveResFromPb,
   resolveResToPb,
   restoreReportToPb,
-  snapshotFromPb,
-  snapshotToPb,
+  transferReqFromPb,
+  transferReqToPb,
 } from "../../shared/rpc/codec.js";
 import type { Scheduler } from "../../shared/time/clock.js";
 import type { Random } from "../../shared/time/random.js";
@@ -260,12 +260,10 @@ export class SimNetwork {
         return probeResFromPb(fromBinary(ProbeResponseSchema, out));
       },
       transfer: async (req) => {
-        const bytes = toBinary(TransferRequestSchema, create(TransferRequestSchema, { snapshot: snapshotToPb(req.snapshot) }));
+        const bytes = toBinary(TransferRequestSchema, create(TransferRequestSchema, transferReqToPb(req)));
         const out = await call("Transfer", bytes, (node, b) => {
           const receiveRawNs = node.host.rawNs();
-          const m = fromBinary(TransferRequestSchema, b);
-          if (!m.snapshot) throw invalid("snapshot", "missing");
-          const r = node.transfer({ snapshot: snapshotFromPb(m.snapshot) }, receiveRawNs, 0n);
+          const r = node.transfer(transferReqFromPb(fromBinary(TransferRequestSchema, b)), receiveRawNs, 0n);
           return toBinary(TransferResponseSchema, create(TransferResponseSchema, { ...r }));
         });
         const res = fromBinary(TransferResponseSchema, out);
@@ -273,7 +271,8 @@ export class SimNetwork {
       },
       commit: async (req) => {
         const out = await call("Commit", toBinary(CommitRequestSchema, create(CommitRequestSchema, commitReqToPb(req))), (node, b) => {
-          const r = node.commit(commitReqFromPb(fromBinary(CommitRequestSchema, b)));
+          const receiveRawNs = node.host.rawNs();
+          const r = node.commit(commitReqFromPb(fromBinary(CommitRequestSchema, b)), receiveRawNs);
           return toBinary(CommitResponseSchema, create(CommitResponseSchema, { report: restoreReportToPb(r.report), replay: r.replay }));
         });
         return commitResFromPb(fromBinary(CommitResponseSchema, out));

@@ -61,8 +61,24 @@ export function wallclockEstimate(o: {
 }
 
 /**
- * `one-sided`: sum of single-host durations plus half the transfer's residual round trip.
- * Assumes only that each host's monotonic clock runs within DRIFT_ALLOWANCE_PPM of true time.
+ * `one-sided`: sum of single-host durations plus the Transfer's forward transit, which lies in an
+ * interval measured without comparing the two hosts' clocks; the estimate takes its middle.
+ *
+ *   source    ──anchor answer in── … ──Transfer out──────────── answer in ── … ──Commit out──
+ *   destination ──anchor answer out── … ──Transfer in── hold ── answer out ── … ──Commit in──
+ *
+ * With f the forward leg (Transfer out → in) and b the back leg (answer out → in):
+ * - f + b = R, the round trip minus the destination's hold (each on its own clock), and f, b ≥ 0;
+ * - `commit`: the Commit that followed left after the answer arrived, so on the destination's clock
+ *   (answer out → Commit in) = b + (answer in → Commit out, source clock) + the Commit's own transit:
+ *   b ≤ U = their difference, hence f ≥ R − U;
+ * - `anchor`: an earlier answer (the Handover `opened`) left the destination before the Transfer
+ *   was sent, so (that answer out → Transfer in, destination clock) = its back leg + (that answer in
+ *   → Transfer out, source clock) + f: f ≤ A = their difference.
+ * So f ∈ [max(0, R − U), min(R, A)]: one stalled leg no longer costs half its stall, unless the
+ * bounding leg stalled too. Without `commit` or `anchor` the interval is [0, R].
+ * Assumes only that each host's monotonic clock runs within DRIFT_ALLOWANCE_PPM of true time; an
+ * inconsistent `commit` or `anchor` (negative, beyond what drift explains) is ignored.
  */
 export function oneSidedEstimate(o: {
   /** Source clock: the snapshot's clock read (not the pause) → the instant the Transfer round trip started. */
@@ -73,19 +89,70 @@ export function oneSidedEstimate(o: {
   destinationHoldNs: bigint;
   /** Destination clock: Transfer received → now (resume). */
   destinationReceiveToNowNs: bigint;
+  commit?: {
+    /** Destination clock: Transfer answered → Commit received. */
+    destinationAnswerToCommitNs: bigint;
+    /** Source clock: Transfer answer received → Commit sent. */
+    sourceAnswerToCommitNs: bigint;
+  };
+  anchor?: {
+    /** Destination clock: the anchor answer sent → Transfer received. */
+    destinationAnswerToReceiveNs: bigint;
+    /** Source clock: the anchor answer received → Transfer sent. */
+    sourceAnswerToSendNs: bigint;
+  };
 }): BlackoutEstimate {
-  for (const [k, v] of Object.entries(o)) if (v < 0n) throw invalid(k, "a duration cannot be negative");
+  const durations: [string, bigint][] = [
+    ["sourcePauseToSendNs", o.sourcePauseToSendNs],
+    ["transferRttNs", o.transferRttNs],
+    ["destinationHoldNs", o.destinationHoldNs],
+    ["destinationReceiveToNowNs", o.destinationReceiveToNowNs],
+    ...(o.commit ? Object.entries(o.commit).map(([k, v]): [string, bigint] => [`commit.${k}`, v]) : []),
+    ...(o.anchor ? Object.entries(o.anchor).map(([k, v]): [string, bigint] => [`anchor.${k}`, v]) : []),
+  ];
+  for (const [k, v] of durations) if (v < 0n) throw invalid(k, "a duration cannot be negative");
   const residual = o.transferRttNs > o.destinationHoldNs ? o.transferRttNs - o.destinationHoldNs : 0n;
-  const transit = residual / 2n;
-  const est = o.sourcePauseToSendNs + transit + o.destinationReceiveToNowNs;
-  // transit ∈ [0, residual] so |transit − residual/2| ≤ ⌈residual/2⌉; each host's clock may be off
-  // by the drift allowance over the part it measured.
-  const bound =
-    residual - transit +
+  // Each host's clock may be off by the drift allowance over every duration it measured.
+  const drift =
     driftAllowance(o.sourcePauseToSendNs + o.transferRttNs, DRIFT_ALLOWANCE_PPM) +
-    driftAllowance(o.destinationReceiveToNowNs, DRIFT_ALLOWANCE_PPM);
-  return { estimator: "one-sided", estimatedNs: est, boundNs: bound };
+    driftAllowance(o.destinationHoldNs + o.destinationReceiveToNowNs, DRIFT_ALLOWANCE_PPM);
+  let t: Transit = transitOf(0n, residual, drift);
+  if (o.commit) {
+    const slack = driftAllowance(o.commit.destinationAnswerToCommitNs, DRIFT_ALLOWANCE_PPM) + driftAllowance(o.commit.sourceAnswerToCommitNs, DRIFT_ALLOWANCE_PPM);
+    const u = o.commit.destinationAnswerToCommitNs - o.commit.sourceAnswerToCommitNs; // ≥ b − slack
+    if (u >= -slack) t = narrower(t, transitOf(maxOf(t.lo, residual - maxOf(u, 0n)), t.hi, t.drift + slack));
+  }
+  if (o.anchor) {
+    const slack = driftAllowance(o.anchor.destinationAnswerToReceiveNs, DRIFT_ALLOWANCE_PPM) + driftAllowance(o.anchor.sourceAnswerToSendNs, DRIFT_ALLOWANCE_PPM);
+    const a = o.anchor.destinationAnswerToReceiveNs - o.anchor.sourceAnswerToSendNs; // ≥ f − slack
+    if (a >= -slack) t = narrower(t, transitOf(t.lo, minOf(t.hi, maxOf(a, 0n)), t.drift + slack));
+  }
+  const est = o.sourcePauseToSendNs + t.mid + o.destinationReceiveToNowNs;
+  return { estimator: "one-sided", estimatedNs: est, boundNs: t.bound };
 }
+
+/** The forward transit known to lie in [lo, hi] up to `drift`: its middle and the bound around it. */
+interface Transit {
+  lo: bigint;
+  hi: bigint;
+  drift: bigint;
+  mid: bigint;
+  bound: bigint;
+}
+
+function transitOf(lo: bigint, hi: bigint, drift: bigint): Transit {
+  // lo > hi only within the drift slack (both limits hold up to it): the middle still covers both.
+  const mid = (lo + hi) / 2n;
+  return { lo, hi, drift, mid, bound: (hi >= lo ? hi - mid : mid - hi) + drift };
+}
+
+/** A limit is worth its drift slack only when it narrows the bound. */
+function narrower(a: Transit, b: Transit): Transit {
+  return b.bound < a.bound ? b : a;
+}
+
+const maxOf = (a: bigint, b: bigint) => (a > b ? a : b);
+const minOf = (a: bigint, b: bigint) => (a < b ? a : b);
 
 /** One NTP-style exchange: t1 source send, t2 destination receive, t3 destination send, t4 source receive (realtime). */
 export interface ProbeExchange {

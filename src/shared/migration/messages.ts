@@ -42,6 +42,8 @@ export interface ProbeRes {
 
 export interface TransferReq {
   snapshot: Snapshot;
+  /** Source raw clock: Handover `opened` received → Transfer sent (see blackout.ts, one-sided). */
+  sourceAnchorToSendNs?: bigint;
 }
 
 export interface TransferRes {
@@ -53,6 +55,8 @@ export interface CommitReq {
   vmId: string;
   generation: bigint;
   transferRttNs: bigint;
+  /** Source raw clock: Transfer answer received → this Commit sent (see blackout.ts, one-sided). */
+  answerToCommitNs?: bigint;
 }
 
 export interface RestoreReport {

@@ -24,6 +24,8 @@ import {
   type AbortRequest,
   RestoreReportSchema,
   VcpuStatesSchema,
+  type TransferRequest,
+  type TransferRequestSchema,
 } from "../../gen/tscmig/v1/migration_pb.js";
 import type { EstimatorName } from "../migration/blackout.js";
 import type { GuestState } from "../guest/guest.js";
@@ -37,6 +39,7 @@ import type {
   ResolveDecision,
   ResolveRes,
   RestoreReport,
+  TransferReq,
 } from "../migration/messages.js";
 import type { PolicyName } from "../migration/restore.js";
 import { PVCLOCK_RECORD_BYTES, type Snapshot } from "../migration/snapshot.js";
@@ -133,7 +136,13 @@ export function probeResFromPb(m: ProbeResponse): ProbeRes {
 }
 
 export function commitReqFromPb(m: CommitRequest): CommitReq {
-  return { migrationId: str(m.migrationId, "migrationId"), vmId: str(m.vmId, "vmId"), generation: m.generation, transferRttNs: m.transferRttNs };
+  return {
+    migrationId: str(m.migrationId, "migrationId"),
+    vmId: str(m.vmId, "vmId"),
+    generation: m.generation,
+    transferRttNs: m.transferRttNs,
+    ...(m.answerToCommitNs !== undefined ? { answerToCommitNs: m.answerToCommitNs } : {}),
+  };
 }
 
 export function abortReqFromPb(m: AbortRequest): AbortReq {
@@ -256,6 +265,15 @@ export function snapshotToPb(s: Snapshot): MessageInitShape<typeof SnapshotSchem
 }
 
 /** Wire → domain. Structural checks here; the domain rules (validateSnapshot) run after. */
+export function transferReqToPb(r: TransferReq): MessageInitShape<typeof TransferRequestSchema> {
+  return { snapshot: snapshotToPb(r.snapshot), ...(r.sourceAnchorToSendNs !== undefined ? { sourceAnchorToSendNs: r.sourceAnchorToSendNs } : {}) };
+}
+
+export function transferReqFromPb(m: TransferRequest): TransferReq {
+  if (!m.snapshot) throw invalid("snapshot", "missing");
+  return { snapshot: snapshotFromPb(m.snapshot), ...(m.sourceAnchorToSendNs !== undefined ? { sourceAnchorToSendNs: m.sourceAnchorToSendNs } : {}) };
+}
+
 export function snapshotFromPb(m: PbSnapshot | undefined): Snapshot {
   if (!m) throw invalid("snapshot", "missing");
   if (m.formatVersion !== 1) throw invalid("snapshot.formatVersion", `unknown format version ${m.formatVersion} (this daemon reads 1)`);
