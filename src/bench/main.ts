@@ -110,7 +110,7 @@ export interface BenchResult {
         /** Half the difference between the Transfer's forward and back legs on the true clock. */
         legAsymmetryP50Ns: bigint;
         legAsymmetryP99Ns: bigint;
-        /** Migrations that erred by more than 200 µs, the median bound they reported (their Transfer round trip's residual) and their median leg asymmetry. */
+        /** Migrations that erred by more than 200 µs, the median bound they reported and their median leg asymmetry. */
         over200us: { count: number; boundP50Ns: bigint; legAsymmetryP50Ns: bigint };
       }
     >
@@ -524,7 +524,7 @@ export function renderBench(r: BenchResult): string {
     }
     parts.push(table(rows));
     parts.push("wallclock trusts both hosts' claimed realtime error (100 µs each): with injected skew its error is the skew, outside its bound (a lying clock).\n");
-    parts.push("one-sided's bound is half its Transfer round trip's residual: a large error comes with a large bound, i.e. a stalled leg of that round trip.\n");
+    parts.push("one-sided's bound is half the interval the measured legs leave for the Transfer's transit (its round trip, capped by the Commit after it and the Handover answers before it): a large error comes with a large bound, i.e. stalls on several legs at once.\n");
     parts.push("½|legs|: half the difference between the Transfer's forward and back transit on the shared true clock — what one-sided cannot see; its error tracks it.\n");
   }
   if (r.sim) parts.push(`\nSimulator: ${r.sim.migrationsPerSec.toFixed(0)} migrations/s on one core (${r.sim.migrations} migrations of a ${r.sim.vcpus}-vCPU VM in ${fmtNs(r.sim.wallNs)}; ${fmtNs(r.sim.simulatedNs)} simulated; runner: ${r.sim.runner})\n`);

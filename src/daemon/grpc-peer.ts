@@ -9,6 +9,7 @@ import {
   TransferRequestSchema,
   TransferResponseSchema,
   type CommitResponse,
+  type ProbeResponse,
   type TransferResponse,
 } from "../gen/tscmig/v1/migration_pb.js";
 import { createRpcClient, defineService, type RpcClient, type RpcClientTls, type ServiceRegistration } from "../shared/rpc/index.js";
@@ -73,7 +74,7 @@ export function migrationService(node: TscmigNode): ServiceRegistration {
           if (migrationId !== null) throw invalid("open", "the Handover call is already open");
           checkId(step.value.migrationId, "open.migrationId");
           migrationId = step.value.migrationId;
-          node.handoverOpened(migrationId); // the answer below leaves right after: one-sided's anchor
+          node.handoverAnswering(migrationId); // the answer below leaves right after: one-sided's anchor
           return { step: { case: "opened", value: {} } };
         }
         if (migrationId === null) throw invalid("step", "the first Handover message must be open");
@@ -83,13 +84,19 @@ export function migrationService(node: TscmigNode): ServiceRegistration {
           same(t.snapshot.migrationId, "snapshot.migrationId");
           return { step: { case: "transfer", value: { ...node.transfer(t, receiveRawNs, ctx.decodeNs) } } };
         }
+        if (step.case === "probe") {
+          same(step.value.migrationId, "probe.migrationId");
+          const r = node.probe({ migrationId: step.value.migrationId, t1RealtimeNs: step.value.t1RealtimeNs });
+          node.handoverAnswering(migrationId);
+          return { step: { case: "probe", value: { ...r } } };
+        }
         if (step.case === "commit") {
           const c = commitReqFromPb(step.value);
           same(c.migrationId, "commit.migrationId");
           const r = node.commit(c, node.host.rawNs() - ctx.sinceReceivedNs());
           return { step: { case: "commit", value: { report: restoreReportToPb(r.report), replay: r.replay } } };
         }
-        throw invalid("step", "a Handover message needs one of open, transfer, commit");
+        throw invalid("step", "a Handover message needs one of open, probe, transfer, commit");
       };
     },
   });
@@ -143,20 +150,22 @@ function grpcPeer(client: RpcClient<typeof MigrationService.method>, clock: Cloc
         x.close();
         throw e;
       }
-      const answer = async <C extends "transfer" | "commit">(bytes: Uint8Array, want: C) => {
+      const answer = async <C extends "transfer" | "commit" | "probe">(bytes: Uint8Array, want: C) => {
         const res = fromBinary(HandoverResponseSchema, await x.sendRaw(bytes)).step;
         if (res.case !== want) throw new TscmigError("internal", `Handover: answered ${res.case ?? "nothing"} to ${want}`);
-        return res.value as C extends "transfer" ? TransferResponse : CommitResponse;
+        return res.value as C extends "transfer" ? TransferResponse : C extends "probe" ? ProbeResponse : CommitResponse;
       };
+      const encode = (step: MessageInitShape<typeof HandoverRequestSchema>["step"]) => toBinary(HandoverRequestSchema, create(HandoverRequestSchema, { step }));
       const link: HandoverLink = {
         transfer: async (req: TransferReq) => {
           const t0 = clock.monotonicNs();
-          const bytes = toBinary(HandoverRequestSchema, create(HandoverRequestSchema, { step: { case: "transfer", value: transferReqToPb(req) } }));
+          const bytes = encode({ case: "transfer", value: transferReqToPb(req) });
           const encodeNs = clock.monotonicNs() - t0;
           const res = await answer(bytes, "transfer");
           return { destinationHoldNs: res.destinationHoldNs, encodeNs };
         },
-        commit: async (req) => commitResFromPb(await answer(toBinary(HandoverRequestSchema, create(HandoverRequestSchema, { step: { case: "commit", value: req } })), "commit")),
+        commit: async (req) => commitResFromPb(await answer(encode({ case: "commit", value: req }), "commit")),
+        probe: async (req) => probeResFromPb(await answer(encode({ case: "probe", value: req }), "probe")),
         get live() {
           return x.live;
         },

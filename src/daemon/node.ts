@@ -279,8 +279,8 @@ export class TscmigNode {
         snapshot: p.snapshot,
         receiveRawNs: p.receiveRawNs,
         receiveTrueNs: 0n, // diagnostics only, not kept across a restart
-        anchorRawNs: 0n,
-        anchorToSendNs: null,
+        anchorsRawNs: [],
+        anchorsToSendNs: [],
         holdNs: p.holdNs,
         decodeNs: p.decodeNs,
         report: null,
@@ -612,9 +612,9 @@ export class TscmigNode {
     return this.destination.commit(req, receiveRawNs ?? this.host.rawNs());
   }
 
-  /** A Handover call was opened for this migration and its answer is about to leave. */
-  handoverOpened(migrationId: string): void {
-    this.destination.handoverOpened(migrationId);
+  /** An answer on this migration's Handover call (`opened`, a probe) is about to leave. */
+  handoverAnswering(migrationId: string): void {
+    this.destination.handoverAnswering(migrationId);
   }
 
   abort(req: AbortReq): void {

@@ -42,10 +42,10 @@ export interface Inbound {
   receiveRawNs: bigint;
   /** The same instant on the shared true clock (diagnostics: splits the round trip into legs). */
   receiveTrueNs: bigint;
-  /** This host's raw clock when the Handover `opened` answer left (0: none); one-sided's anchor. */
-  anchorRawNs: bigint;
-  /** The source's side of that anchor, from the Transfer (null: none). */
-  anchorToSendNs: bigint | null;
+  /** This host's raw clock as each Handover answer before the Transfer left (`opened`, probes): one-sided's anchors. */
+  anchorsRawNs: bigint[];
+  /** The source's side of those anchors, from the Transfer (a prefix of them, in the same order). */
+  anchorsToSendNs: bigint[];
   holdNs: bigint;
   decodeNs: bigint;
   report: RestoreReport | null;
@@ -157,7 +157,7 @@ export class Destination {
     if (this.ctx.inflight() >= LIMITS.migrationsInFlightMax)
       throw new TscmigError("resource_exhausted", "too many migrations in flight", { reason: "inflight_limit" });
     const caps = this.capabilities(req); // throws a refusal before anything is recorded
-    const inb: Inbound = { req, state: { phase: "prepared" }, snapshot: null, receiveRawNs: 0n, receiveTrueNs: 0n, anchorRawNs: 0n, anchorToSendNs: null, holdNs: 0n, decodeNs: 0n, report: null };
+    const inb: Inbound = { req, state: { phase: "prepared" }, snapshot: null, receiveRawNs: 0n, receiveTrueNs: 0n, anchorsRawNs: [], anchorsToSendNs: [], holdNs: 0n, decodeNs: 0n, report: null };
     const effects = stepDestination(null, { kind: "prepare" }).effects;
     this.inbound.set(req.migrationId, inb);
     for (const e of effects) if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
@@ -190,12 +190,13 @@ export class Destination {
   }
 
   /**
-   * A Handover call was opened for `migrationId`; its answer leaves right after this. The first
-   * opening of a prepared migration is the anchor one-sided pairs with the source's receipt of it.
+   * An answer on `migrationId`'s Handover call (`opened`, a probe) leaves right after this: one-sided
+   * pairs it with the source's receipt of it. The call is ordered and dies at its first failure, so
+   * the answers the source received are a prefix of those recorded here.
    */
-  handoverOpened(migrationId: string): void {
+  handoverAnswering(migrationId: string): void {
     const inb = this.inbound.get(migrationId);
-    if (inb && inb.state.phase === "prepared" && inb.anchorRawNs === 0n) inb.anchorRawNs = this.ctx.host.rawNs();
+    if (inb && inb.state.phase === "prepared" && inb.anchorsRawNs.length < LIMITS.anchorsMax) inb.anchorsRawNs.push(this.ctx.host.rawNs());
   }
 
   /** `receiveRawNs`: destination clock when the call arrived; `decodeNs`: time spent decoding. */
@@ -219,13 +220,14 @@ export class Destination {
     if (s.guestTscKhz !== r.guestTscKhz) throw invalid("snapshot.guestTscKhz", `prepared ${r.guestTscKhz} kHz, got ${s.guestTscKhz}`);
     if (s.fracBits !== r.sourceFracBits) throw invalid("snapshot.fracBits", `prepared ${r.sourceFracBits}, got ${s.fracBits}`);
     if (r.estimator === "probe" && s.probe === null) throw invalid("snapshot.probe", "the probe estimator needs probe results");
-    if (req.sourceAnchorToSendNs !== undefined && (req.sourceAnchorToSendNs < 0n || req.sourceAnchorToSendNs > LIMITS.blackoutNsMax))
-      throw invalid("sourceAnchorToSendNs", "out of range");
+    const anchors = req.sourceAnchorsToSendNs ?? [];
+    if (anchors.length > LIMITS.anchorsMax) throw invalid("sourceAnchorsToSendNs", `at most ${LIMITS.anchorsMax}`);
+    if (anchors.some((a) => a < 0n || a > LIMITS.blackoutNsMax)) throw invalid("sourceAnchorsToSendNs", "out of range");
     const effects = this.fire(s.migrationId, inb, { kind: "transfer" });
     inb.snapshot = s;
     inb.receiveRawNs = receiveRawNs;
     inb.receiveTrueNs = this.ctx.host.trueNs() - (this.ctx.host.rawNs() - receiveRawNs);
-    inb.anchorToSendNs = req.sourceAnchorToSendNs ?? null;
+    inb.anchorsToSendNs = anchors;
     inb.decodeNs = decodeNs;
     // The staged snapshot and the migration's phase land together (one transaction, one sync).
     this.ctx.journal.transaction(() => {
@@ -333,9 +335,10 @@ export class Destination {
               ...(legs.answerToCommitNs !== undefined && legs.commitReceiveRawNs !== undefined && legs.commitReceiveRawNs >= inb.receiveRawNs + inb.holdNs
                 ? { commit: { destinationAnswerToCommitNs: legs.commitReceiveRawNs - (inb.receiveRawNs + inb.holdNs), sourceAnswerToCommitNs: legs.answerToCommitNs } }
                 : {}),
-              ...(inb.anchorRawNs > 0n && inb.anchorToSendNs !== null && inb.receiveRawNs >= inb.anchorRawNs
-                ? { anchor: { destinationAnswerToReceiveNs: inb.receiveRawNs - inb.anchorRawNs, sourceAnswerToSendNs: inb.anchorToSendNs } }
-                : {}),
+              anchors: inb.anchorsToSendNs.flatMap((sourceAnswerToSendNs, i) => {
+                const sent = inb.anchorsRawNs[i];
+                return sent !== undefined && inb.receiveRawNs >= sent ? [{ destinationAnswerToReceiveNs: inb.receiveRawNs - sent, sourceAnswerToSendNs }] : [];
+              }),
             });
           case "probe": {
             const p = s.probe;

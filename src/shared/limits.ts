@@ -13,6 +13,8 @@ export const LIMITS = {
   driftPpmMax: 500,
   /** |offset| of any skew model, 1000 s (Jepsen's bumps go to 262 s). */
   offsetNsMax: 1_000_000_000_000n,
+  /** One-sided anchors (Handover answers before the Transfer) a destination keeps per migration. */
+  anchorsMax: 16,
   /** Longest blackout a destination accepts before it refuses the migration (10 min). */
   blackoutNsMax: 600_000_000_000n,
   /** Largest encoded gRPC message either daemon accepts or sends. */

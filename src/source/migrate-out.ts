@@ -151,8 +151,8 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
   let snapshot: Snapshot | null = null;
   let captureError: TscmigError | null = null;
   let transferRttNs = 0n;
-  /** Raw clock when the Handover `opened` answer arrived, and when the Transfer's answer did (one-sided's legs). */
-  let anchorRawNs: bigint | null = null;
+  /** Raw clock as each answer on the Handover link arrived before the pause, and the Transfer's answer (one-sided's legs). */
+  const anchorsRawNs: bigint[] = [];
   let answerRawNs = 0n;
   /** True instants of the Transfer's send and answer, and the destination's hold (diagnostics). */
   let transferSendTrueNs = 0n;
@@ -162,7 +162,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
   let finished = false;
   /** Transfer and Commit ride this when the peer offers one (opened after Prepare, before the pause). */
   let link: HandoverLink | null = null;
-  const via = (): Pick<HandoverLink, "transfer" | "commit"> => (link?.live ? link : peer);
+  const via = (): Pick<HandoverLink, "probe" | "transfer" | "commit"> => (link?.live ? link : peer);
   /** Set by the handOff effect, carried out once the Commit is on its way (see "handOff"). */
   let handOffPending = false;
   const handOffNow = () => {
@@ -185,7 +185,10 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
     });
 
   // One event in, effects out, in order; async effects feed the next event.
-  const queue: SourceEvent[] = [{ kind: "start", probes: opts.estimator === "probe" ? Math.max(1, ctx.probeExchanges) : 0, retriesMax: ctx.retriesMax }];
+  // One-sided sends a few probes too when the peer offers a Handover link: each answer is an anchor
+  // that caps the Transfer's forward leg (blackout.ts), for one link round trip before the pause.
+  const probes = opts.estimator === "probe" ? Math.max(1, ctx.probeExchanges) : opts.estimator === "one-sided" && peer.handover ? ONE_SIDED_ANCHOR_PROBES : 0;
+  const queue: SourceEvent[] = [{ kind: "start", probes, retriesMax: ctx.retriesMax }];
   try {
     while (queue.length > 0 && !finished) {
       const ev = queue.shift() as SourceEvent;
@@ -231,7 +234,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
               log.debug({ event: "handover_unavailable", err: errorOf(e).message }, "no handover link; using unary calls");
               return null;
             });
-            if (link) anchorRawNs = ctx.host.rawNs();
+            if (link) anchorsRawNs.push(ctx.host.rawNs());
           }
           return { kind: "prepareOk" };
         } catch (e) {
@@ -240,10 +243,13 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
       case "sendProbe":
         try {
           const t1 = ctx.host.realtimeNs();
-          const r = await peer.probe({ migrationId: opts.migrationId, t1RealtimeNs: t1 });
+          const carrier = via();
+          const r = await carrier.probe({ migrationId: opts.migrationId, t1RealtimeNs: t1 });
           const t4 = ctx.host.realtimeNs();
           lastProbeRawNs = ctx.host.rawNs();
-          exchanges.push({ t1, t2: r.t2RealtimeNs, t3: r.t3RealtimeNs, t4 });
+          if (carrier === link && anchorsRawNs.length < LIMITS.anchorsMax) anchorsRawNs.push(lastProbeRawNs);
+          // One-sided's anchor probes only time the link; their realtime stamps are not used.
+          if (opts.estimator === "probe") exchanges.push({ t1, t2: r.t2RealtimeNs, t3: r.t3RealtimeNs, t4 });
           return { kind: "probeOk" };
         } catch (e) {
           return { kind: "probeFailed", error: errorOf(e) };
@@ -288,7 +294,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
           const carrier = via();
           report.handover = carrier === link;
           transferSendTrueNs = ctx.host.trueNs();
-          const r = await carrier.transfer({ snapshot: snap, ...(anchorRawNs !== null ? { sourceAnchorToSendNs: sendRaw - anchorRawNs } : {}) });
+          const r = await carrier.transfer({ snapshot: snap, sourceAnchorsToSendNs: anchorsRawNs.map((a) => sendRaw - a) });
           answerRawNs = ctx.host.rawNs();
           transferRttNs = answerRawNs - sendRaw;
           transferAnswerTrueNs = ctx.host.trueNs();
@@ -405,5 +411,8 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
     return vm.pvclock.guestRead(0);
   }
 }
+
+/** Probes a one-sided migration sends on its Handover link as anchors (plus the `opened` answer). */
+export const ONE_SIDED_ANCHOR_PROBES = 3;
 
 export const SOURCE_LIMITS = { retriesMax: LIMITS.retriesMax };

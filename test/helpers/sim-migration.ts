@@ -279,7 +279,7 @@ export function migrateGuest(scheduler: SimScheduler, from: Live, dstHost: Emula
   // Commit → restore and resume at one instant (migrate-in.ts restoreAndResume, node.ts adopt).
   const tResume = tAck + tl.ackToRestoreNs;
   const oneSidedLegs = () => {
-    const legs: Pick<Parameters<typeof oneSidedEstimate>[0], "commit" | "anchor"> = {};
+    const legs: Pick<Parameters<typeof oneSidedEstimate>[0], "commit" | "anchors"> = {};
     if (tl.commitGapNs !== undefined) {
       const gap = tl.commitGapNs < tl.ackToRestoreNs ? tl.commitGapNs : tl.ackToRestoreNs;
       legs.commit = {
@@ -291,7 +291,7 @@ export function migrateGuest(scheduler: SimScheduler, from: Live, dstHost: Emula
       const tOut = tPause - tl.anchorLeadNs;
       const tIn = tOut + tl.anchorBackLegNs;
       if (tOut >= 0n && tIn <= tSend)
-        legs.anchor = { destinationAnswerToReceiveNs: dst.rawNsAt(tRecv) - dst.rawNsAt(tOut), sourceAnswerToSendNs: src.rawNsAt(tSend) - src.rawNsAt(tIn) };
+        legs.anchors = [{ destinationAnswerToReceiveNs: dst.rawNsAt(tRecv) - dst.rawNsAt(tOut), sourceAnswerToSendNs: src.rawNsAt(tSend) - src.rawNsAt(tIn) }];
     }
     return legs;
   };

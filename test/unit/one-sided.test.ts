@@ -12,9 +12,8 @@ const US = 1_000n;
 const MS = 1_000_000n;
 
 interface Legs {
-  /** True instants, ns: anchor answer out (destination) and in (source); Transfer out/in; answer out/in; Commit out/in. */
-  anchorOut: bigint;
-  anchorIn: bigint;
+  /** True instants, ns: anchor answers out (destination) and in (source); Transfer out/in; answer out/in; Commit out/in. */
+  anchors: { out: bigint; in: bigint }[];
   send: bigint;
   recv: bigint;
   answerOut: bigint;
@@ -35,7 +34,7 @@ function estimate(l: Legs, srcPpm: bigint, dstPpm: bigint, parts: { commit: bool
     destinationHoldNs: d(l.answerOut - l.recv),
     destinationReceiveToNowNs: d(l.commitIn - l.recv),
     ...(parts.commit ? { commit: { destinationAnswerToCommitNs: d(l.commitIn - l.answerOut), sourceAnswerToCommitNs: s(l.commitOut - l.answerIn) } } : {}),
-    ...(parts.anchor ? { anchor: { destinationAnswerToReceiveNs: d(l.recv - l.anchorOut), sourceAnswerToSendNs: s(l.send - l.anchorIn) } } : {}),
+    ...(parts.anchor ? { anchors: l.anchors.map((a) => ({ destinationAnswerToReceiveNs: d(l.recv - a.out), sourceAnswerToSendNs: s(l.send - a.in) })) } : {}),
   });
 }
 
@@ -43,21 +42,26 @@ function estimate(l: Legs, srcPpm: bigint, dstPpm: bigint, parts: { commit: bool
 const truth = (l: Legs) => l.commitIn - l.send;
 const abs = (x: bigint) => (x < 0n ? -x : x);
 
-function legs(o: { anchorBack: bigint; gap: bigint; fwd: bigint; hold: bigint; back: bigint; commitGap: bigint; commitFwd: bigint }): Legs {
-  const anchorOut = 0n;
-  const anchorIn = anchorOut + o.anchorBack;
-  const send = anchorIn + o.gap;
+/** Anchor exchanges one after another (answer back leg, then a gap to the next request's answer), then the Transfer. */
+function legs(o: { anchorBacks: bigint[]; gap: bigint; fwd: bigint; hold: bigint; back: bigint; commitGap: bigint; commitFwd: bigint }): Legs {
+  const anchors: { out: bigint; in: bigint }[] = [];
+  let t = 0n;
+  for (const b of o.anchorBacks) {
+    anchors.push({ out: t, in: t + b });
+    t += b + o.gap;
+  }
+  const send = t;
   const recv = send + o.fwd;
   const answerOut = recv + o.hold;
   const answerIn = answerOut + o.back;
   const commitOut = answerIn + o.commitGap;
   const commitIn = commitOut + o.commitFwd;
-  return { anchorOut, anchorIn, send, recv, answerOut, answerIn, commitOut, commitIn };
+  return { anchors, send, recv, answerOut, answerIn, commitOut, commitIn };
 }
 
 const leg = fc.oneof(fc.bigInt({ min: 0n, max: 500n * US }), fc.bigInt({ min: 0n, max: 20n * MS })); // calm or stalled
 const ppm = fc.bigInt({ min: -500n, max: 500n });
-const shape = fc.record({ anchorBack: leg, gap: leg, fwd: leg, hold: leg, back: leg, commitGap: leg, commitFwd: leg });
+const shape = fc.record({ anchorBacks: fc.array(leg, { minLength: 0, maxLength: 4 }), gap: leg, fwd: leg, hold: leg, back: leg, commitGap: leg, commitFwd: leg });
 
 describe("one-sided estimator", () => {
   it("contains the truth within its bound for any legs, stalls and clock rates, with or without the extra legs", () => {
@@ -84,7 +88,7 @@ describe("one-sided estimator", () => {
   });
 
   it("a stalled forward leg is seen through the Commit; a stalled back leg through the anchor", () => {
-    const calm = { anchorBack: 100n * US, gap: 300n * US, fwd: 100n * US, hold: 200n * US, back: 100n * US, commitGap: 50n * US, commitFwd: 100n * US };
+    const calm = { anchorBacks: [100n * US], gap: 300n * US, fwd: 100n * US, hold: 200n * US, back: 100n * US, commitGap: 50n * US, commitFwd: 100n * US };
     const fwdStall = legs({ ...calm, fwd: 5n * MS });
     const plainF = estimate(fwdStall, 0n, 0n, { commit: false, anchor: false });
     expect(abs(plainF.estimatedNs - truth(fwdStall))).toBeGreaterThan(2n * MS); // half the stall
@@ -99,11 +103,22 @@ describe("one-sided estimator", () => {
     expect(withAnchor.boundNs).toBeLessThanOrEqual(200n * US);
   });
 
+  it("of several anchors, the one whose answer came back fastest sets the cap", () => {
+    const calm = { gap: 300n * US, fwd: 100n * US, hold: 200n * US, back: 5n * MS, commitGap: 50n * US, commitFwd: 100n * US };
+    const slowOnly = legs({ ...calm, anchorBacks: [3n * MS, 4n * MS] });
+    expect(estimate(slowOnly, 0n, 0n, { commit: true, anchor: true }).boundNs).toBeGreaterThan(1n * MS);
+    const l = legs({ ...calm, anchorBacks: [3n * MS, 80n * US, 4n * MS] });
+    const e = estimate(l, 0n, 0n, { commit: true, anchor: true });
+    // f ∈ [0, f + 80 µs]: about half of 180 µs, plus the drift slack of the durations used.
+    expect(abs(e.estimatedNs - truth(l))).toBeLessThanOrEqual(150n * US);
+    expect(e.boundNs).toBeLessThanOrEqual(150n * US);
+  });
+
   it("ignores a commit or anchor leg the clocks cannot explain, instead of trusting it", () => {
     const base = { sourcePauseToSendNs: 0n, transferRttNs: 2n * MS, destinationHoldNs: 0n, destinationReceiveToNowNs: 0n };
     const plain = oneSidedEstimate(base);
     // The destination claims the Commit came 1 ms after its answer, the source that it sent it 2 ms after the answer arrived.
     expect(oneSidedEstimate({ ...base, commit: { destinationAnswerToCommitNs: 1n * MS, sourceAnswerToCommitNs: 2n * MS } })).toEqual(plain);
-    expect(oneSidedEstimate({ ...base, anchor: { destinationAnswerToReceiveNs: 1n * MS, sourceAnswerToSendNs: 2n * MS } })).toEqual(plain);
+    expect(oneSidedEstimate({ ...base, anchors: [{ destinationAnswerToReceiveNs: 1n * MS, sourceAnswerToSendNs: 2n * MS }] })).toEqual(plain);
   });
 });

@@ -33,7 +33,7 @@ import {
   TransferRequestSchema,
   TransferResponseSchema,
 } from "../../gen/tscmig/v1/migration_pb.js";
-import { type ErrorCode, invalid, isTscmigError, TscmigError } from "../../shared/errors.js";
+import { type ErrorCode, isTscmigError, TscmigError } from "../../shared/errors.js";
 import { CrashSignal } from "../../shared/faults.js";
 import { LIMITS } from "../../shared/limits.js";
 import type { PeerClient, PeerDialer } from "../../shared/migration/messages.js";

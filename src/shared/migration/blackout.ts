@@ -72,13 +72,13 @@ export function wallclockEstimate(o: {
  * - `commit`: the Commit that followed left after the answer arrived, so on the destination's clock
  *   (answer out → Commit in) = b + (answer in → Commit out, source clock) + the Commit's own transit:
  *   b ≤ U = their difference, hence f ≥ R − U;
- * - `anchor`: an earlier answer (the Handover `opened`) left the destination before the Transfer
+ * - `anchors`: an earlier answer (Handover `opened`, a probe) left the destination before the Transfer
  *   was sent, so (that answer out → Transfer in, destination clock) = its back leg + (that answer in
  *   → Transfer out, source clock) + f: f ≤ A = their difference.
  * So f ∈ [max(0, R − U), min(R, A)]: one stalled leg no longer costs half its stall, unless the
- * bounding leg stalled too. Without `commit` or `anchor` the interval is [0, R].
+ * bounding legs stalled too. Without `commit` or `anchors` the interval is [0, R].
  * Assumes only that each host's monotonic clock runs within DRIFT_ALLOWANCE_PPM of true time; an
- * inconsistent `commit` or `anchor` (negative, beyond what drift explains) is ignored.
+ * inconsistent `commit` or anchor (negative, beyond what drift explains) is ignored.
  */
 export function oneSidedEstimate(o: {
   /** Source clock: the snapshot's clock read (not the pause) → the instant the Transfer round trip started. */
@@ -95,12 +95,13 @@ export function oneSidedEstimate(o: {
     /** Source clock: Transfer answer received → Commit sent. */
     sourceAnswerToCommitNs: bigint;
   };
-  anchor?: {
+  /** Any number of earlier answers from the destination (each caps f; the least back leg wins). */
+  anchors?: readonly {
     /** Destination clock: the anchor answer sent → Transfer received. */
     destinationAnswerToReceiveNs: bigint;
     /** Source clock: the anchor answer received → Transfer sent. */
     sourceAnswerToSendNs: bigint;
-  };
+  }[];
 }): BlackoutEstimate {
   const durations: [string, bigint][] = [
     ["sourcePauseToSendNs", o.sourcePauseToSendNs],
@@ -108,7 +109,7 @@ export function oneSidedEstimate(o: {
     ["destinationHoldNs", o.destinationHoldNs],
     ["destinationReceiveToNowNs", o.destinationReceiveToNowNs],
     ...(o.commit ? Object.entries(o.commit).map(([k, v]): [string, bigint] => [`commit.${k}`, v]) : []),
-    ...(o.anchor ? Object.entries(o.anchor).map(([k, v]): [string, bigint] => [`anchor.${k}`, v]) : []),
+    ...(o.anchors ?? []).flatMap((a, i) => Object.entries(a).map(([k, v]): [string, bigint] => [`anchors[${i}].${k}`, v])),
   ];
   for (const [k, v] of durations) if (v < 0n) throw invalid(k, "a duration cannot be negative");
   const residual = o.transferRttNs > o.destinationHoldNs ? o.transferRttNs - o.destinationHoldNs : 0n;
@@ -122,9 +123,9 @@ export function oneSidedEstimate(o: {
     const u = o.commit.destinationAnswerToCommitNs - o.commit.sourceAnswerToCommitNs; // ≥ b − slack
     if (u >= -slack) t = narrower(t, transitOf(maxOf(t.lo, residual - maxOf(u, 0n)), t.hi, t.drift + slack));
   }
-  if (o.anchor) {
-    const slack = driftAllowance(o.anchor.destinationAnswerToReceiveNs, DRIFT_ALLOWANCE_PPM) + driftAllowance(o.anchor.sourceAnswerToSendNs, DRIFT_ALLOWANCE_PPM);
-    const a = o.anchor.destinationAnswerToReceiveNs - o.anchor.sourceAnswerToSendNs; // ≥ f − slack
+  for (const anchor of o.anchors ?? []) {
+    const slack = driftAllowance(anchor.destinationAnswerToReceiveNs, DRIFT_ALLOWANCE_PPM) + driftAllowance(anchor.sourceAnswerToSendNs, DRIFT_ALLOWANCE_PPM);
+    const a = anchor.destinationAnswerToReceiveNs - anchor.sourceAnswerToSendNs; // ≥ f − slack
     if (a >= -slack) t = narrower(t, transitOf(t.lo, minOf(t.hi, maxOf(a, 0n)), t.drift + slack));
   }
   const est = o.sourcePauseToSendNs + t.mid + o.destinationReceiveToNowNs;

@@ -42,8 +42,11 @@ export interface ProbeRes {
 
 export interface TransferReq {
   snapshot: Snapshot;
-  /** Source raw clock: Handover `opened` received → Transfer sent (see blackout.ts, one-sided). */
-  sourceAnchorToSendNs?: bigint;
+  /**
+   * Source raw clock, per answer received on the Handover call before the pause (`opened`, then
+   * each probe, in order): that answer received → Transfer sent (see blackout.ts, one-sided).
+   */
+  sourceAnchorsToSendNs?: bigint[];
 }
 
 export interface TransferRes {
@@ -116,7 +119,7 @@ export interface PeerClient {
   resolve(req: ResolveReq): Promise<ResolveRes>;
   ping(): Promise<void>;
   /**
-   * Optional: a link carrying this migration's Transfer and Commit as messages of one call opened
+   * Optional: a link carrying this migration's probes, Transfer and Commit as messages of one call opened
    * now, before the pause, so the blackout pays no call setup (gRPC Handover). Same semantics as
    * the calls; once the link failed (`live` false) the caller goes on with the calls.
    */
@@ -124,6 +127,7 @@ export interface PeerClient {
 }
 
 export interface HandoverLink {
+  probe(req: ProbeReq): Promise<ProbeRes>;
   transfer(req: TransferReq): Promise<TransferRes & { encodeNs?: bigint }>;
   commit(req: CommitReq): Promise<CommitRes>;
   readonly live: boolean;

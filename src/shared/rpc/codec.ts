@@ -266,12 +266,13 @@ export function snapshotToPb(s: Snapshot): MessageInitShape<typeof SnapshotSchem
 
 /** Wire → domain. Structural checks here; the domain rules (validateSnapshot) run after. */
 export function transferReqToPb(r: TransferReq): MessageInitShape<typeof TransferRequestSchema> {
-  return { snapshot: snapshotToPb(r.snapshot), ...(r.sourceAnchorToSendNs !== undefined ? { sourceAnchorToSendNs: r.sourceAnchorToSendNs } : {}) };
+  return { snapshot: snapshotToPb(r.snapshot), sourceAnchorsToSendNs: r.sourceAnchorsToSendNs ?? [] };
 }
 
 export function transferReqFromPb(m: TransferRequest): TransferReq {
   if (!m.snapshot) throw invalid("snapshot", "missing");
-  return { snapshot: snapshotFromPb(m.snapshot), ...(m.sourceAnchorToSendNs !== undefined ? { sourceAnchorToSendNs: m.sourceAnchorToSendNs } : {}) };
+  if (m.sourceAnchorsToSendNs.length > LIMITS.anchorsMax) throw invalid("sourceAnchorsToSendNs", `at most ${LIMITS.anchorsMax}`);
+  return { snapshot: snapshotFromPb(m.snapshot), ...(m.sourceAnchorsToSendNs.length > 0 ? { sourceAnchorsToSendNs: m.sourceAnchorsToSendNs } : {}) };
 }
 
 export function snapshotFromPb(m: PbSnapshot | undefined): Snapshot {
