@@ -162,6 +162,16 @@ class HostClocks {
     const s = segs[0];
     return s !== undefined && modelUnstable(s.model, t1, t2);
   }
+  /**
+   * How far apart the two hosts' realtime can have been for a migration paused at t1 on `src` and
+   * resumed at t2 on `dst` (snapshot and restore read them somewhere in between): exact when both
+   * clocks were stable over the window, else the worst case of their models.
+   */
+  skewDifferenceMaxIn(src: string, dst: string, t1: bigint, t2: bigint): bigint {
+    if (!this.unstableIn(src, t1, t2) && !this.unstableIn(dst, t1, t2)) return abs(this.skewAt(dst, t2) - this.skewAt(src, t1));
+    const worst = (d: string) => this.segmentsIn(d, t1, t2).reduce((m, s) => (maxAbsOffsetNs(s.model, t2) > m ? maxAbsOffsetNs(s.model, t2) : m), 0n);
+    return worst(src) + worst(dst);
+  }
   /** Could this host's real skew exceed what it claims, at any time up to t (worst case of its models)? */
   mayLie(daemon: string, t: bigint): boolean {
     for (const s of this.byDaemon.get(daemon) ?? []) if (s.fromNs <= t && maxAbsOffsetNs(s.model, t) > s.maxerrorNs) return true;
@@ -408,6 +418,8 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
     visited: Set<string>;
     /** A host clock fault the guest's bound inherited (widened by a wrong published figure), until the guest is back within its bound or stops claiming sync. */
     taint: FaultClass | null;
+    /** Last sample whose bounded clock held true time or claimed no sync (I4 reports count migrations since). */
+    lastContainedNs: bigint;
   }
   const tracks = new Map<string, VmTrack>();
   const track = (vmId: string): VmTrack => {
@@ -415,7 +427,7 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
     if (!t)
       tracks.set(
         vmId,
-        (t = { last: null, lastTsc: new Map(), lastKvm: new Map(), open: new Map(), broke: false, overlapReported: false, eras: [], lastStop: null, lastHandledMode: null, lastHandledNs: -1n, visited: new Set(), taint: null }),
+        (t = { last: null, lastTsc: new Map(), lastKvm: new Map(), open: new Map(), broke: false, overlapReported: false, eras: [], lastStop: null, lastHandledMode: null, lastHandledNs: -1n, visited: new Set(), taint: null, lastContainedNs: -1n }),
       );
     return t;
   };
@@ -556,11 +568,15 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
     tr.broke = false;
     // I4: a synchronized bounded clock must contain true time.
     const b = s.bounded;
-    if (b.status !== "synchronized") tr.taint = null;
-    else {
+    if (b.status !== "synchronized") {
+      tr.taint = null;
+      tr.lastContainedNs = s.trueNs;
+    } else {
       const trueRt = epoch + s.trueNs;
-      if (trueRt >= b.earliestNs && trueRt <= b.latestNs) tr.taint = null;
-      else {
+      if (trueRt >= b.earliestNs && trueRt <= b.latestNs) {
+        tr.taint = null;
+        tr.lastContainedNs = s.trueNs;
+      } else {
         let cls: FaultClass | undefined;
         // Guests that take NTP from their host believe any host they ran on: one that may have
         // claimed less than its real skew explains a wrong bound.
@@ -575,6 +591,11 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
         if (cls) tr.taint = cls;
         else if (info?.migrationHandling && tr.taint) cls = tr.taint;
         const half = (b.latestNs - b.earliestNs) / 2n;
+        // Every migration since the guest last held true time added its hosts' skew difference
+        // (several can come between two samples): what a wallclock restore got wrong in all.
+        const skewDifference = (x: Era) => clocks.skewAt(x.daemon, x.lastRunNs) - clocks.skewAt(x.source as string, x.pauseNs);
+        const since = tr.eras.filter((x) => x.source !== null && x.startNs > tr.lastContainedNs);
+        const skewSum = since.reduce((acc, x) => acc + clocks.skewDifferenceMaxIn(x.source as string, x.daemon, x.pauseNs, x.lastRunNs), 0n);
         report({
           invariant: "I4",
           message: `${s.vmId} on ${s.daemon} at ${s.trueNs} ns: guest says synchronized within ±${half} ns but is ${b.realtimeNs - trueRt} ns off true time${cls ? ` (${cls})` : ""}`,
@@ -595,9 +616,12 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
                   migratedFrom: era.source,
                   resumeNs: String(era.lastRunNs),
                   // What a wallclock estimate of that migration got wrong: the two hosts' skew difference.
-                  hostSkewDifferenceNs: String(clocks.skewAt(era.daemon, era.lastRunNs) - clocks.skewAt(era.source, era.pauseNs)),
+                  hostSkewDifferenceNs: String(skewDifference(era)),
                 }
               : {}),
+            migrationsSinceContained: since.length,
+            // At most, per migration: exact over stable clocks, the models' worst case over a step or strobe.
+            hostSkewDifferencesSinceContainedNs: String(skewSum),
           },
           ...(cls ? { faultClass: cls } : {}),
         });
