@@ -302,9 +302,10 @@ export class Destination {
 
   /** The source's decision arrived (Commit or Resolve): restore, resume, journal. */
   restoreAndResume(inb: Inbound, legs: CommitLegs, effects: DestinationEffect[]): RestoreReport {
-    // Journal the decision to run before running: a restart between the two finds the migration
-    // committed with its snapshot still staged, and finishes the restore (never runs it twice).
-    for (const e of effects) if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
+    // The decision is journaled with the adopted VM, in one transaction (below), not before: the
+    // source holds it durably already, so a restart in between finds the snapshot still staged and
+    // learns the decision by Resolve, as after any crash before the Commit (never runs it twice).
+    // One journal write less inside the blackout.
     crashPoint(this.ctx.faults, "crash.destination.beforeRestore");
     const s = inb.snapshot as Snapshot;
     const r = inb.req;
