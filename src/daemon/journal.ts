@@ -82,9 +82,15 @@ interface MigrationRow {
 
 export class Journal {
   private readonly stmt: Statements;
+  /**
+   * One better-sqlite3 transaction function for every call, running whatever it is given: building
+   * a new one per call (`db.transaction(fn)`) cost more than the writes inside on the blackout path.
+   */
+  private readonly run: Database.Transaction<(fn: () => unknown) => unknown>;
 
   private constructor(private readonly db: Database.Database) {
     this.stmt = prepare(db);
+    this.run = db.transaction((fn: () => unknown) => fn());
   }
 
   /**
@@ -121,7 +127,7 @@ export class Journal {
    * a throw rolls all of it back. Nests (an inner call becomes a savepoint).
    */
   transaction<T>(fn: () => T): T {
-    return this.db.transaction(fn).immediate();
+    return this.run.immediate(fn) as T;
   }
 
   /** Inserts or replaces the VM. Refuses (`failed_precondition`, `stale_generation`) a lower generation. */
