@@ -113,7 +113,7 @@ export function renderDemo(id: string, o: DemoOptions, before: Json, r: Json, af
     `introduced error: TSC ${fmtNs(r.tscErrorNs)}, kvmclock ${fmtNs(r.kvmclockErrorNs)}; reported bound ±${fmtNs(r.errorBoundNs)}`,
     ...honesty(r),
     `doorbell: ${r.doorbellRung ? "rung" : "not rung"}; guest acted on the migration ${after ? String(settled?.handledMigrations ?? after.handledMigrations) : "-"} time(s)`,
-    `phases: capture ${fmtNs((r.phases as Json).captureNs)}, encode ${fmtNs((r.phases as Json).encodeNs)}, transfer RTT ${fmtNs((r.phases as Json).transferNs)}, decode ${fmtNs((r.phases as Json).decodeNs)}, restore ${fmtNs((r.phases as Json).restoreNs)}, commit ${fmtNs((r.phases as Json).commitNs)}`,
+    `phases: capture ${fmtNs((r.phases as Json).captureNs)}, encode ${fmtNs((r.phases as Json).encodeNs)}, transfer RTT ${fmtNs((r.phases as Json).transferNs)}, decode ${fmtNs((r.phases as Json).decodeNs)}, restore ${fmtNs((r.phases as Json).restoreNs)}, commit ${fmtNs((r.phases as Json).commitNs)}; ${r.handover === true ? "Transfer and Commit on one Handover call" : "Transfer and Commit as unary calls"}`,
   ];
   return `${lines.join("\n")}\n`;
 }
