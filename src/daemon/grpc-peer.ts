@@ -47,13 +47,13 @@ export function migrationService(node: TscmigNode): ServiceRegistration {
     },
     transfer: async (req, ctx) => {
       // The request reached this daemon when grpc-js handed its bytes to the deserializer: what
-      // follows (decoding, dispatch to this handler) is this daemon's hold, not transit. A duration
-      // on the server's clock (this host's, see daemon.ts), subtracted from this host's clock.
-      const receiveRawNs = node.host.rawNs() - ctx.sinceReceivedNs();
+      // follows (decoding, dispatch to this handler) is this daemon's hold, not transit. Dated on
+      // this host's clock, never earlier than it was (see HandlerContext.receivedAt).
+      const receiveRawNs = ctx.receivedAt(() => node.host.rawNs());
       return { ...node.transfer(transferReqFromPb(req), receiveRawNs, ctx.decodeNs) };
     },
     commit: async (req, ctx) => {
-      const r = node.commit(commitReqFromPb(req), node.host.rawNs() - ctx.sinceReceivedNs());
+      const r = node.commit(commitReqFromPb(req), ctx.receivedAt(() => node.host.rawNs()));
       return { report: restoreReportToPb(r.report), replay: r.replay };
     },
     abort: async (req) => {
@@ -79,7 +79,7 @@ export function migrationService(node: TscmigNode): ServiceRegistration {
         }
         if (migrationId === null) throw invalid("step", "the first Handover message must be open");
         if (step.case === "transfer") {
-          const receiveRawNs = node.host.rawNs() - ctx.sinceReceivedNs(); // as in Transfer
+          const receiveRawNs = ctx.receivedAt(() => node.host.rawNs()); // as in Transfer
           const t = transferReqFromPb(step.value);
           same(t.snapshot.migrationId, "snapshot.migrationId");
           return { step: { case: "transfer", value: { ...node.transfer(t, receiveRawNs, ctx.decodeNs) } } };
@@ -93,7 +93,7 @@ export function migrationService(node: TscmigNode): ServiceRegistration {
         if (step.case === "commit") {
           const c = commitReqFromPb(step.value);
           same(c.migrationId, "commit.migrationId");
-          const r = node.commit(c, node.host.rawNs() - ctx.sinceReceivedNs());
+          const r = node.commit(c, ctx.receivedAt(() => node.host.rawNs()));
           return { step: { case: "commit", value: { report: restoreReportToPb(r.report), replay: r.replay } } };
         }
         throw invalid("step", "a Handover message needs one of open, probe, transfer, commit");

@@ -226,7 +226,8 @@ export class Destination {
     const effects = this.fire(s.migrationId, inb, { kind: "transfer" });
     inb.snapshot = s;
     inb.receiveRawNs = receiveRawNs;
-    inb.receiveTrueNs = this.ctx.host.trueNs() - (this.ctx.host.rawNs() - receiveRawNs);
+    const sinceReceiveNs = this.ctx.host.rawNs() - receiveRawNs; // first: a stall in between dates it later, not earlier
+    inb.receiveTrueNs = this.ctx.host.trueNs() - sinceReceiveNs;
     inb.anchorsToSendNs = anchors;
     inb.decodeNs = decodeNs;
     // The staged snapshot and the migration's phase land together (one transaction, one sync).

@@ -6,6 +6,7 @@ import * as grpc from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
 import { ERROR_CODES, errorCodeOfGrpcStatus, grpcStatusOf, TscmigError } from "../../src/shared/errors.js";
 import type { ErrorCode } from "../../src/shared/errors.js";
+import { receivedAtOf } from "../../src/shared/rpc/adapter.js";
 import {
   decodeMetadataValue,
   encodeMetadataValue,
@@ -58,5 +59,19 @@ describe("gRPC status to error code", () => {
     expect(errorCodeOfGrpcStatus(grpc.status.UNKNOWN)).toBe("internal");
     expect(errorCodeOfGrpcStatus(grpc.status.DATA_LOSS)).toBe("internal");
     expect(errorCodeOfGrpcStatus(grpc.status.DEADLINE_EXCEEDED)).toBe("deadline_exceeded");
+  });
+});
+
+describe("HandlerContext.receivedAt", () => {
+  it("dates an arrival no earlier than it was, even when the process stalls between its two clock reads", () => {
+    // One clock for server and handler that jumps 1 ms on every read: a stall between any two reads.
+    let t = 1_000_000_000n;
+    const clock = () => (t += 1_000_000n);
+    const receivedNs = clock(); // the deserializer's reading
+    const at = receivedAtOf(clock, receivedNs, 5n)(clock);
+    expect(at >= receivedNs).toBe(true);
+    expect(at - receivedNs).toBe(1_000_000n); // exactly the stall between its own two reads, dated later
+    // Without a server clock, the decode time stands in for the time since.
+    expect(receivedAtOf(undefined, 0n, 7n)(() => 100n)).toBe(93n);
   });
 });

@@ -47,10 +47,20 @@ export interface HandlerContext {
   /** Time spent decoding the request, when the server was given a clock (`monotonicNs`). */
   readonly decodeNs: bigint;
   /**
-   * Time since the request's bytes reached the deserializer, on the server's clock (`monotonicNs`;
-   * without one, `decodeNs`). What a handler subtracts from its clock to date the request's arrival.
+   * The instant the request's bytes reached the deserializer, on `clock`: `clock()` minus the time
+   * since then on the server's clock (`monotonicNs`; without one, `decodeNs`). The time since is
+   * read first, so a pause between the two reads (a GC, a descheduled process) dates the arrival
+   * later than it was, never earlier: an estimator may take it as a lower bound of the arrival.
    */
-  sinceReceivedNs(): bigint;
+  receivedAt(clock: () => bigint): bigint;
+}
+
+/** `HandlerContext.receivedAt` for a request decoded at `receivedNs` on `monotonicNs`. */
+export function receivedAtOf(monotonicNs: (() => bigint) | undefined, receivedNs: bigint, decodeNs: bigint): (clock: () => bigint) => bigint {
+  return (clock) => {
+    const since = monotonicNs ? monotonicNs() - receivedNs : decodeNs; // first: see receivedAt
+    return clock() - since;
+  };
 }
 
 export type UnaryHandler<I extends DescMessage, O extends DescMessage> = (
@@ -64,7 +74,7 @@ export type UnaryHandler<I extends DescMessage, O extends DescMessage> = (
  * in order; the next message is handled only once the previous one was answered. A handler that
  * throws ends the call with the status a unary call would have answered (trailers included); a
  * message that does not decode ends it with INVALID_ARGUMENT. The context's `decodeNs` and
- * `sinceReceivedNs` are the message's.
+ * `receivedAt` are the message's.
  */
 export type ExchangeHandler<I extends DescMessage, O extends DescMessage> = (call: HandlerContext) => UnaryHandler<I, O>;
 
@@ -203,7 +213,7 @@ function unaryHandler(
       metadata: call.metadata,
       signal: abort.signal,
       decodeNs,
-      sinceReceivedNs: () => (monotonicNs ? monotonicNs() - receivedNs : decodeNs),
+      receivedAt: receivedAtOf(monotonicNs, receivedNs, decodeNs),
     };
     void answer(method, handler, call.request, ctx, log).then((outcome) => {
       answered = true;
@@ -228,7 +238,7 @@ function exchangeHandler(
       ended = true;
     });
     const base = { path, peer: call.getPeer(), metadata: call.metadata, signal: abort.signal };
-    const callCtx: HandlerContext = { ...base, decodeNs: 0n, sinceReceivedNs: () => 0n };
+    const callCtx: HandlerContext = { ...base, decodeNs: 0n, receivedAt: (clock) => clock() };
     let handler: UnaryHandler<DescMessage, DescMessage> | undefined;
     try {
       handler = factory?.(callCtx);
@@ -249,7 +259,7 @@ function exchangeHandler(
         const ctx: HandlerContext = {
           ...base,
           decodeNs: req.ok ? req.decodeNs : 0n,
-          sinceReceivedNs: () => (monotonicNs && req.ok ? monotonicNs() - req.receivedNs : req.ok ? req.decodeNs : 0n),
+          receivedAt: req.ok ? receivedAtOf(monotonicNs, req.receivedNs, req.decodeNs) : (clock) => clock(),
         };
         const outcome = await answer(method, handler, req, ctx, log);
         if (ended) return;
