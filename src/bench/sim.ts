@@ -1,8 +1,7 @@
-// Simulator speed (issue 5 §5): how many migrations per second of wall time a simulated run carries
-// on one core. Until the chaos runner (src/chaos/) lands, a minimal harness stands in for it: two
-// TscmigNodes on one SimClock/SimScheduler, in-memory journals, and a PeerDialer that calls the
-// other node directly after a simulated one-way delay. Swapping in the chaos runner is replacing
-// `simRunner` below with a function of the same type.
+// The protocol code alone in simulation, next to the chaos runner's figure (main.ts, issue 5 §5):
+// two TscmigNodes on one SimClock/SimScheduler, in-memory journals, and a PeerDialer that calls the
+// other node directly after a simulated one-way delay — no faults, guest samples or checker, so
+// the gap between the two figures is what a campaign adds around each migration.
 
 import { TscmigError } from "../shared/errors.js";
 import { EmulatedHost } from "../shared/hypervisor/host.js";
