@@ -1,8 +1,9 @@
 // Goal: journal payloads (staged snapshots, persisted VMs) round-trip exactly through serde's JSON.
 // Method: encode and decode values of every tagged kind, including bytes that arrive as Buffer
 // views (what the gRPC codec hands the destination) and the older decimal u64 column form.
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { fromJson, toJson } from "../../src/shared/serde.js";
+import { fromJson, toJson, toJsonReference } from "../../src/shared/serde.js";
 
 describe("serde", () => {
   it("round-trips bigints, u64 arrays, Uint8Arrays and Buffers (also as views into a larger buffer)", () => {
@@ -49,5 +50,25 @@ describe("serde", () => {
   it("still reads u64 columns written as decimal strings", () => {
     const back = fromJson<{ col: BigUint64Array }>('{"col":{"$u64":["0","18446744073709551615"]}}');
     expect([...back.col]).toEqual([0n, (1n << 64n) - 1n]);
+  });
+});
+
+describe("toJson is JSON.stringify with the tagging replacer, byte for byte", () => {
+  const bytes = fc.uint8Array({ maxLength: 40 }).chain((a) =>
+    fc.constantFrom(a, Buffer.from(a), new Uint8Array(Buffer.concat([Buffer.alloc(3), Buffer.from(a)]).buffer, 3, a.length)),
+  );
+  const u64 = fc.array(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), { maxLength: 8 }).map((a) => BigUint64Array.from(a));
+  const leaf = fc.oneof(fc.string(), fc.double(), fc.integer(), fc.boolean(), fc.constant(null), fc.constant(undefined), fc.bigInt(), bytes, u64, fc.date());
+  const value = fc.letrec((tie) => ({
+    node: fc.oneof({ depthSize: "small" }, leaf, fc.array(tie("node"), { maxLength: 5 }), fc.dictionary(fc.string(), tie("node"), { maxKeys: 5 })),
+  })).node;
+
+  it("for any value built from what the journal stores", () => {
+    fc.assert(
+      fc.property(value, (v) => {
+        expect(toJson(v)).toBe(toJsonReference(v));
+      }),
+      { numRuns: 2000 },
+    );
   });
 });
