@@ -74,8 +74,9 @@ export interface MigrationReport {
   handover: boolean;
   /**
    * The Transfer round trip's two legs on the shared true clock (0 where there is none): source send
-   * → destination receipt, and destination answer → source receipt. One-sided takes the transit as
-   * half their sum, so its error is half their difference (diagnostics; no estimator reads them).
+   * → destination receipt, and destination answer → source receipt. From the round trip alone
+   * one-sided could only take half their sum and err by half their difference; the Commit and the
+   * Handover answers narrow that (blackout.ts). Diagnostics: no estimator reads them.
    */
   transferForwardNs: bigint;
   transferBackNs: bigint;
@@ -160,7 +161,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
   let destinationHoldNs = 0n;
   let restore: RestoreReport | null = null;
   let finished = false;
-  /** Transfer and Commit ride this when the peer offers one (opened after Prepare, before the pause). */
+  /** Probes, Transfer and Commit ride this when the peer offers one (opened after Prepare, before the pause). */
   let link: HandoverLink | null = null;
   const via = (): Pick<HandoverLink, "probe" | "transfer" | "commit"> => (link?.live ? link : peer);
   /** Set by the handOff effect, carried out once the Commit is on its way (see "handOff"). */
