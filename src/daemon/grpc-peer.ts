@@ -12,7 +12,7 @@ import {
   type ProbeResponse,
   type TransferResponse,
 } from "../gen/tscmig/v1/migration_pb.js";
-import { createRpcClient, defineService, type RpcClient, type RpcClientTls, type ServiceRegistration } from "../shared/rpc/index.js";
+import { createRpcClient, defineService, type HandlerContext, type RpcClient, type RpcClientTls, type ServiceRegistration } from "../shared/rpc/index.js";
 import {
   abortReqFromPb,
   commitReqFromPb,
@@ -27,7 +27,7 @@ import {
   transferReqFromPb,
   transferReqToPb,
 } from "../shared/rpc/codec.js";
-import type { HandoverLink, PeerClient, PeerDialer, TransferReq } from "../shared/migration/messages.js";
+import type { CommitReq, HandoverLink, PeerClient, PeerDialer, TransferReq } from "../shared/migration/messages.js";
 import type { Clock } from "../shared/time/clock.js";
 import type { TscmigNode } from "./node.js";
 import { invalid, TscmigError } from "../shared/errors.js";
@@ -36,6 +36,15 @@ import { checkId } from "../shared/migration/snapshot.js";
 
 /** The tscmig.v1.MigrationService implementation over a node. */
 export function migrationService(node: TscmigNode): ServiceRegistration {
+  const hostClock = () => node.host.rawNs();
+  // The request reached this daemon when grpc-js handed its bytes to the deserializer: what follows
+  // (decoding, dispatch to the handler) is this daemon's hold, not transit. Dated on this host's
+  // clock, never earlier than it was (see HandlerContext.receivedAt). Unary call or Handover message.
+  const transfer = (t: TransferReq, ctx: HandlerContext) => ({ ...node.transfer(t, ctx.receivedAt(hostClock), ctx.decodeNs) });
+  const commit = (c: CommitReq, ctx: HandlerContext) => {
+    const r = node.commit(c, ctx.receivedAt(hostClock));
+    return { report: restoreReportToPb(r.report), replay: r.replay };
+  };
   return defineService(MigrationService, {
     prepare: async (req) => {
       const r = node.prepare(prepareReqFromPb(req));
@@ -45,17 +54,8 @@ export function migrationService(node: TscmigNode): ServiceRegistration {
       const r = node.probe({ migrationId: req.migrationId, t1RealtimeNs: req.t1RealtimeNs });
       return { ...r };
     },
-    transfer: async (req, ctx) => {
-      // The request reached this daemon when grpc-js handed its bytes to the deserializer: what
-      // follows (decoding, dispatch to this handler) is this daemon's hold, not transit. Dated on
-      // this host's clock, never earlier than it was (see HandlerContext.receivedAt).
-      const receiveRawNs = ctx.receivedAt(() => node.host.rawNs());
-      return { ...node.transfer(transferReqFromPb(req), receiveRawNs, ctx.decodeNs) };
-    },
-    commit: async (req, ctx) => {
-      const r = node.commit(commitReqFromPb(req), ctx.receivedAt(() => node.host.rawNs()));
-      return { report: restoreReportToPb(r.report), replay: r.replay };
-    },
+    transfer: async (req, ctx) => transfer(transferReqFromPb(req), ctx),
+    commit: async (req, ctx) => commit(commitReqFromPb(req), ctx),
     abort: async (req) => {
       node.abort(abortReqFromPb(req));
       return {};
@@ -79,10 +79,9 @@ export function migrationService(node: TscmigNode): ServiceRegistration {
         }
         if (migrationId === null) throw invalid("step", "the first Handover message must be open");
         if (step.case === "transfer") {
-          const receiveRawNs = ctx.receivedAt(() => node.host.rawNs()); // as in Transfer
           const t = transferReqFromPb(step.value);
           same(t.snapshot.migrationId, "snapshot.migrationId");
-          return { step: { case: "transfer", value: { ...node.transfer(t, receiveRawNs, ctx.decodeNs) } } };
+          return { step: { case: "transfer", value: transfer(t, ctx) } };
         }
         if (step.case === "probe") {
           same(step.value.migrationId, "probe.migrationId");
@@ -93,15 +92,13 @@ export function migrationService(node: TscmigNode): ServiceRegistration {
         if (step.case === "commit") {
           const c = commitReqFromPb(step.value);
           same(c.migrationId, "commit.migrationId");
-          const r = node.commit(c, ctx.receivedAt(() => node.host.rawNs()));
-          return { step: { case: "commit", value: { report: restoreReportToPb(r.report), replay: r.replay } } };
+          return { step: { case: "commit", value: commit(c, ctx) } };
         }
         throw invalid("step", "a Handover message needs one of open, probe, transfer, commit");
       };
     },
   });
 }
-
 
 export interface GrpcDialerOptions {
   tls?: RpcClientTls;
@@ -134,10 +131,7 @@ function grpcPeer(client: RpcClient<typeof MigrationService.method>, clock: Cloc
     prepare: async (req) => prepareResFromPb(await client.prepare(prepareReqToPb(req))),
     probe: async (req) => probeResFromPb(await client.probe(req)),
     transfer: async (req) => {
-      // Encoded here rather than inside grpc-js so the benchmark can report the encode share.
-      const t0 = clock.monotonicNs();
-      const bytes = toBinary(TransferRequestSchema, create(TransferRequestSchema, transferReqToPb(req)));
-      const encodeNs = clock.monotonicNs() - t0;
+      const { bytes, encodeNs } = timed(clock, () => toBinary(TransferRequestSchema, create(TransferRequestSchema, transferReqToPb(req))));
       const res = fromBinary(TransferResponseSchema, await client.raw("Transfer", bytes));
       return { destinationHoldNs: res.destinationHoldNs, encodeNs };
     },
@@ -158,9 +152,7 @@ function grpcPeer(client: RpcClient<typeof MigrationService.method>, clock: Cloc
       const encode = (step: MessageInitShape<typeof HandoverRequestSchema>["step"]) => toBinary(HandoverRequestSchema, create(HandoverRequestSchema, { step }));
       const link: HandoverLink = {
         transfer: async (req: TransferReq) => {
-          const t0 = clock.monotonicNs();
-          const bytes = encode({ case: "transfer", value: transferReqToPb(req) });
-          const encodeNs = clock.monotonicNs() - t0;
+          const { bytes, encodeNs } = timed(clock, () => encode({ case: "transfer", value: transferReqToPb(req) }));
           const res = await answer(bytes, "transfer");
           return { destinationHoldNs: res.destinationHoldNs, encodeNs };
         },
@@ -182,4 +174,11 @@ function grpcPeer(client: RpcClient<typeof MigrationService.method>, clock: Cloc
     },
     close: () => client.close(),
   };
+}
+
+/** A snapshot encoded here rather than inside grpc-js, so the benchmark can report the encode share. */
+function timed(clock: Clock, encode: () => Uint8Array): { bytes: Uint8Array; encodeNs: bigint } {
+  const t0 = clock.monotonicNs();
+  const bytes = encode();
+  return { bytes, encodeNs: clock.monotonicNs() - t0 };
 }

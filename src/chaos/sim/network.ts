@@ -271,8 +271,7 @@ export class SimNetwork {
       },
       commit: async (req) => {
         const out = await call("Commit", toBinary(CommitRequestSchema, create(CommitRequestSchema, commitReqToPb(req))), (node, b) => {
-          const receiveRawNs = node.host.rawNs();
-          const r = node.commit(commitReqFromPb(fromBinary(CommitRequestSchema, b)), receiveRawNs);
+          const r = node.commit(commitReqFromPb(fromBinary(CommitRequestSchema, b)));
           return toBinary(CommitResponseSchema, create(CommitResponseSchema, { report: restoreReportToPb(r.report), replay: r.replay }));
         });
         return commitResFromPb(fromBinary(CommitResponseSchema, out));

@@ -119,17 +119,20 @@ export function oneSidedEstimate(o: {
     driftAllowance(o.destinationHoldNs + o.destinationReceiveToNowNs, DRIFT_ALLOWANCE_PPM);
   let t: Transit = transitOf(0n, residual, drift);
   if (o.commit) {
-    const slack = driftAllowance(o.commit.destinationAnswerToCommitNs, DRIFT_ALLOWANCE_PPM) + driftAllowance(o.commit.sourceAnswerToCommitNs, DRIFT_ALLOWANCE_PPM);
-    const u = o.commit.destinationAnswerToCommitNs - o.commit.sourceAnswerToCommitNs; // ≥ b − slack
-    if (u >= -slack) t = narrower(t, transitOf(maxOf(t.lo, residual - maxOf(u, 0n)), t.hi, t.drift + slack));
+    const u = crossDifference(o.commit.destinationAnswerToCommitNs, o.commit.sourceAnswerToCommitNs); // ≥ b − slack
+    if (u.ns >= -u.slack) t = narrower(t, transitOf(maxOf(t.lo, residual - maxOf(u.ns, 0n)), t.hi, t.drift + u.slack));
   }
   for (const anchor of o.anchors ?? []) {
-    const slack = driftAllowance(anchor.destinationAnswerToReceiveNs, DRIFT_ALLOWANCE_PPM) + driftAllowance(anchor.sourceAnswerToSendNs, DRIFT_ALLOWANCE_PPM);
-    const a = anchor.destinationAnswerToReceiveNs - anchor.sourceAnswerToSendNs; // ≥ f − slack
-    if (a >= -slack) t = narrower(t, transitOf(t.lo, minOf(t.hi, maxOf(a, 0n)), t.drift + slack));
+    const a = crossDifference(anchor.destinationAnswerToReceiveNs, anchor.sourceAnswerToSendNs); // ≥ f − slack
+    if (a.ns >= -a.slack) t = narrower(t, transitOf(t.lo, minOf(t.hi, maxOf(a.ns, 0n)), t.drift + a.slack));
   }
   const est = o.sourcePauseToSendNs + t.mid + o.destinationReceiveToNowNs;
   return { estimator: "one-sided", estimatedNs: est, boundNs: t.bound };
+}
+
+/** A destination-clock duration minus a source-clock one, and how far the two clocks' drift can move it. */
+function crossDifference(destinationNs: bigint, sourceNs: bigint): { ns: bigint; slack: bigint } {
+  return { ns: destinationNs - sourceNs, slack: driftAllowance(destinationNs, DRIFT_ALLOWANCE_PPM) + driftAllowance(sourceNs, DRIFT_ALLOWANCE_PPM) };
 }
 
 /** The forward transit known to lie in [lo, hi] up to `drift`: its middle and the bound around it. */

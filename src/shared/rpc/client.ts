@@ -142,23 +142,27 @@ export function createRpcClient<M extends GenServiceMethods>(
       continue;
     }
     if (method.methodKind !== "unary") continue;
-    client[method.localName] = async (req: MessageInitShape<DescMessage>, callOpts?: RpcCallOptions) => {
-      // Encoding failures (e.g. a uint64 out of range) are the caller's bad argument, not a transport error.
-      let bytes: Uint8Array;
-      try {
-        bytes = toBinary(method.input, create(method.input, req));
-      } catch (e) {
-        throw new TscmigError("invalid_argument", `${grpcPathOf(method)}: request not encodable: ${e instanceof Error ? e.message : String(e)}`);
-      }
-      const responseBytes = await unary(method, bytes, callOpts);
-      try {
-        return fromBinary(method.output, responseBytes);
-      } catch (e) {
-        throw new TscmigError("internal", `${grpcPathOf(method)}: response not decodable: ${e instanceof Error ? e.message : String(e)}`);
-      }
-    };
+    client[method.localName] = async (req: MessageInitShape<DescMessage>, callOpts?: RpcCallOptions) =>
+      decodeResponse(method, await unary(method, encodeRequest(method, req), callOpts));
   }
   return client as RpcClient<M>;
+}
+
+/** Encoding failures (e.g. a uint64 out of range) are the caller's bad argument, not a transport error. */
+function encodeRequest(method: DescMethod, req: MessageInitShape<DescMessage>): Uint8Array {
+  try {
+    return toBinary(method.input, create(method.input, req));
+  } catch (e) {
+    throw new TscmigError("invalid_argument", `${grpcPathOf(method)}: request not encodable: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+function decodeResponse(method: DescMethod, bytes: Uint8Array): MessageShape<DescMessage> {
+  try {
+    return fromBinary(method.output, bytes);
+  } catch (e) {
+    throw new TscmigError("internal", `${grpcPathOf(method)}: response not decodable: ${e instanceof Error ? e.message : String(e)}`);
+  }
 }
 
 function exchange(channel: grpc.Client, method: DescMethod, deadlineNs: bigint): RpcExchange<DescMessage, DescMessage> {
@@ -187,20 +191,7 @@ function exchange(channel: grpc.Client, method: DescMethod, deadlineNs: bigint):
     });
   return {
     sendRaw,
-    send: async (req) => {
-      let bytes: Uint8Array;
-      try {
-        bytes = toBinary(method.input, create(method.input, req));
-      } catch (e) {
-        throw new TscmigError("invalid_argument", `${path}: request not encodable: ${e instanceof Error ? e.message : String(e)}`);
-      }
-      const res = await sendRaw(bytes);
-      try {
-        return fromBinary(method.output, res);
-      } catch (e) {
-        throw new TscmigError("internal", `${path}: response not decodable: ${e instanceof Error ? e.message : String(e)}`);
-      }
-    },
+    send: async (req) => decodeResponse(method, await sendRaw(encodeRequest(method, req))),
     close: () => {
       if (failure === null) failure = new TscmigError("unavailable", `${path}: the call was closed`);
       call.end();

@@ -271,7 +271,6 @@ export function transferReqToPb(r: TransferReq): MessageInitShape<typeof Transfe
 
 export function transferReqFromPb(m: TransferRequest): TransferReq {
   if (!m.snapshot) throw invalid("snapshot", "missing");
-  if (m.sourceAnchorsToSendNs.length > LIMITS.anchorsMax) throw invalid("sourceAnchorsToSendNs", `at most ${LIMITS.anchorsMax}`);
   return { snapshot: snapshotFromPb(m.snapshot), ...(m.sourceAnchorsToSendNs.length > 0 ? { sourceAnchorsToSendNs: m.sourceAnchorsToSendNs } : {}) };
 }
 
