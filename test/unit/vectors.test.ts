@@ -2,6 +2,7 @@
 
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { isTscmigError } from "../../src/shared/errors.js";
 import {
@@ -36,7 +37,9 @@ import {
   type VmclockPage,
 } from "../../src/shared/kvm/index.js";
 
-const VECTORS_DIR = path.resolve(process.cwd(), process.env.TSCMIG_VECTORS_DIR ?? "../shared/vectors");
+/** The repository's own copy (test data); TSCMIG_VECTORS_DIR checks another set instead. */
+const SHIPPED_DIR = fileURLToPath(new URL("../data/vectors", import.meta.url));
+const VECTORS_DIR = process.env.TSCMIG_VECTORS_DIR !== undefined ? path.resolve(process.cwd(), process.env.TSCMIG_VECTORS_DIR) : SHIPPED_DIR;
 /** Cases in the shipped set (kvm-time.md §9); checked only when the default directory is used. */
 const SHIPPED_CASES = 694;
 const MISMATCHES_SHOWN = 10;

@@ -2,7 +2,7 @@
 // its read arithmetic __pvclock_read_cycles() and pvclock_tsc_khz() (asm/pvclock.h,
 // arch/x86/kernel/pvclock.c), and the version seqlock between the host writer
 // (kvm_setup_guest_pvclock() in arch/x86/kvm/x86.c) and the guest reader (pvclock_read_begin/retry).
-// Semantics: shared/reference/kvm-time.md §4, shared/vectors/README.md §pvclock_read.json.
+// Semantics: shared/reference/kvm-time.md §4, test/data/vectors/README.md §pvclock_read.json.
 
 import { TscmigError, assert, invalid } from "../errors.js";
 import { LIMITS } from "../limits.js";

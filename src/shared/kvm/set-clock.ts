@@ -1,6 +1,6 @@
 // The KVM_SET_CLOCK advance rule, restating kvm_vm_ioctl_set_clock() (arch/x86/kvm/x86.c) with the
 // flag values of include/uapi/linux/kvm.h (struct kvm_clock_data). Semantics:
-// shared/reference/kvm-time.md §1.3, shared/vectors/README.md §set_clock.json.
+// shared/reference/kvm-time.md §1.3, test/data/vectors/README.md §set_clock.json.
 
 import { kvmError } from "../errors.js";
 import { checkInt, checkU64, s64 } from "./u64.js";

@@ -1,7 +1,7 @@
 // The 32.32 fixed-point scale pair (shift, mul) that converts counts of one frequency into another.
 // Restates kvm_get_time_scale() (arch/x86/kvm/x86.c, with div_frac = one `divl`) and
 // pvclock_scale_delta() (arch/x86/include/asm/pvclock.h, `mulq; shrd $32` on x86-64).
-// Semantics: shared/vectors/README.md §time_scale.json and §scale_delta.json.
+// Semantics: test/data/vectors/README.md §time_scale.json and §scale_delta.json.
 
 import { invalid } from "../errors.js";
 import { U32_MAX, U64_MAX, checkU64 } from "./u64.js";

@@ -1,7 +1,7 @@
 // Guest TSC scaling and the KVM_SET_TSC_KHZ decision. Restates kvm_scale_tsc()/__scale_tsc()
 // (mul_u64_u64_shr: 128-bit product, low 64 bits kept), the vendor max_guest_tsc_khz setup,
 // adjust_tsc_khz(), set_tsc_khz() and kvm_set_tsc_khz() (arch/x86/kvm/x86.c), with the vendor
-// constants of vmx.c / svm.c hardware_setup. Semantics: shared/vectors/README.md §scale_tsc.json,
+// constants of vmx.c / svm.c hardware_setup. Semantics: test/data/vectors/README.md §scale_tsc.json,
 // §tsc_ratio.json, §pvclock_read.json (tgt_tsc_khz).
 
 import { kvmError, invalid } from "../errors.js";

@@ -1,7 +1,7 @@
 // The vmclock page, `struct vmclock_abi` (include/uapi/linux/vmclock-abi.h, plus the
 // NOTIFICATION_PRESENT flag of the 2025-26 notification series), the time computation of
 // vmclock_get_crosststamp() (drivers/ptp/ptp_vmclock.c) and the page's seq_count seqlock.
-// Semantics: shared/reference/kvm-time.md §5, shared/vectors/README.md §vmclock_read.json.
+// Semantics: shared/reference/kvm-time.md §5, test/data/vectors/README.md §vmclock_read.json.
 
 import { TscmigError, assert, invalid, kvmError } from "../errors.js";
 import { U64_MAX, checkInt, checkU64 } from "./u64.js";
