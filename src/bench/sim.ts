@@ -40,6 +40,8 @@ class DirectDialer implements PeerDialer {
   readonly nodes = new Map<string, TscmigNode>();
   constructor(private readonly scheduler: SimScheduler) {}
 
+  checkAddress(): void {}
+
   dial(address: string): PeerClient {
     const nodes = this.nodes;
     const sched = this.scheduler;

@@ -116,6 +116,28 @@ export const DAEMON_CONFIG = defineConfig({
     secret: true,
     doc: "Bearer token the control API requires (health, readiness, metrics and the OpenAPI document stay open).",
   },
+  peerToken: {
+    env: "TSCMIG_PEER_TOKEN",
+    flag: "peer-token",
+    parse: optional(parseToken),
+    default: undefined,
+    secret: true,
+    doc: "Peer token: every gRPC call between daemons carries it and a call without it is refused. Without TLS it travels in plaintext: for trusted networks only; prefer mutual TLS (--tls-*).",
+  },
+  peerTokenFile: {
+    env: "TSCMIG_PEER_TOKEN_FILE",
+    flag: "peer-token-file",
+    parse: optional(parsePath),
+    default: undefined,
+    doc: "File holding the peer token (its first line), e.g. a mounted secret; instead of --peer-token.",
+  },
+  peerAuth: {
+    env: "TSCMIG_PEER_AUTH",
+    flag: "peer-auth",
+    parse: parseEnum(["auto", "none"]),
+    default: "auto",
+    doc: "How daemons authenticate each other. auto: mutual TLS when --tls-* is given, and the peer token when one is; with neither, only a loopback --grpc address may start (local processes only). none: accept any peer (an isolated test network only).",
+  },
   tlsCert: { env: "TSCMIG_TLS_CERT", flag: "tls-cert", parse: optional(parsePath), default: undefined, doc: "Mutual TLS between daemons: this daemon's certificate (PEM)." },
   tlsKey: { env: "TSCMIG_TLS_KEY", flag: "tls-key", parse: optional(parsePath), default: undefined, doc: "Mutual TLS: this daemon's private key (PEM)." },
   tlsCa: { env: "TSCMIG_TLS_CA", flag: "tls-ca", parse: optional(parsePath), default: undefined, doc: "Mutual TLS: the CA that signs peers' certificates (PEM)." },
@@ -148,6 +170,8 @@ export function loadDaemonConfig(input: Pick<ConfigInput, "flags" | "env">): Dae
       field: missing[0],
     });
   }
+  if (config.peerToken !== undefined && config.peerTokenFile !== undefined)
+    throw new TscmigError("invalid_argument", "give the peer token once: --peer-token or --peer-token-file, not both", { field: "peerTokenFile" });
   return { ...config, data: config.data ?? defaultDataDir(config.name, input.env) };
 }
 

@@ -20,6 +20,7 @@ import type { DaemonConfig } from "./daemon-config.js";
 import { GrpcDialer, migrationService } from "./grpc-peer.js";
 import { controlRoutes } from "./http-routes.js";
 import { Journal } from "./journal.js";
+import { resolvePeerAuth } from "./peer-auth.js";
 import { defaultNodeConfig, type NodeConfig, TscmigNode } from "./node.js";
 
 export interface DaemonDeps {
@@ -66,9 +67,10 @@ export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
   const tls = c.tlsCert && c.tlsKey && c.tlsCa
     ? { certPem: readFileSync(c.tlsCert), keyPem: readFileSync(c.tlsKey), caPem: readFileSync(c.tlsCa) }
     : undefined;
+  const peerAuth = resolvePeerAuth({ peerAuth: c.peerAuth, peerToken: c.peerToken, peerTokenFile: c.peerTokenFile, tls: tls !== undefined, grpcHost: c.grpc.host });
   const journal = Journal.open(c.data, { synchronous: c.journalSync as "full" | "normal" });
   const history = new RingHistory(LIMITS.historySamplesMax);
-  const dialer = new GrpcDialer({ clock: deps.clock, ...(tls ? { tls } : {}) });
+  const dialer = new GrpcDialer({ clock: deps.clock, headers: peerAuth.headers, ...(tls ? { tls } : {}) });
   const grpcAddress = formatHostPort(c.grpc);
   const nodeCfg = defaultNodeConfig(c.name, c.advertise ? formatHostPort(c.advertise) : grpcAddress);
   nodeCfg.sampleIntervalNs = 100_000_000n;
@@ -107,7 +109,7 @@ export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
     }
   });
   const rpc = createRpcServer({
-    services: [migrationService(node)],
+    services: [migrationService(node, peerAuth.authorize)],
     ...(tls ? { tls: { ...tls, requireClientCert: true } } : {}),
     monotonicNs: () => host.rawNs(), // this host's own clock: decode time is part of a destination's hold
     scheduler: deps.scheduler,
@@ -132,7 +134,9 @@ export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
       metrics.vms.set(node.listVms().length);
       metrics.vcpus.set(node.vcpuTotal());
       const out = { http: formatHostPort({ host: c.http.host, port: httpPort }), grpc: grpcBound };
-      log.info({ event: "listening", ...out, data: c.data }, "daemon listening");
+      log.info({ event: "listening", ...out, data: c.data, peerAuth: peerAuth.mode }, "daemon listening");
+      if (peerAuth.mode === "none" || peerAuth.mode === "none (loopback)")
+        log.warn({ event: "peer_auth_off", mode: peerAuth.mode }, "peers are not authenticated: any process that reaches the gRPC port can drive migrations");
       return out;
     },
     async close(graceMs = 2000) {

@@ -15,8 +15,16 @@ import {
 import { createRpcClient, defineService, type HandlerContext, type RpcClient, type RpcClientTls, type ServiceRegistration } from "../shared/rpc/index.js";
 import {
   abortReqFromPb,
+  abortReqToPb,
   commitReqFromPb,
+  commitReqToPb,
   commitResFromPb,
+  handoverOpenFromPb,
+  handoverOpenToPb,
+  probeReqFromPb,
+  probeReqToPb,
+  resolveReqFromPb,
+  resolveReqToPb,
   prepareReqFromPb,
   prepareReqToPb,
   prepareResFromPb,
@@ -27,7 +35,7 @@ import {
   transferReqFromPb,
   transferReqToPb,
 } from "../shared/rpc/codec.js";
-import type { CommitReq, HandoverLink, PeerClient, PeerDialer, TransferReq } from "../shared/migration/messages.js";
+import type { CommitReq, HandoverLink, PeerClient, PeerDialer, SourceRef, TransferReq } from "../shared/migration/messages.js";
 import type { Clock } from "../shared/time/clock.js";
 import type { TscmigNode } from "./node.js";
 import { invalid, TscmigError } from "../shared/errors.js";
@@ -35,7 +43,7 @@ import { checkId } from "../shared/migration/snapshot.js";
 
 
 /** The tscmig.v1.MigrationService implementation over a node. */
-export function migrationService(node: TscmigNode): ServiceRegistration {
+export function migrationService(node: TscmigNode, authorize?: (ctx: HandlerContext) => void): ServiceRegistration {
   const hostClock = () => node.host.rawNs();
   // The request reached this daemon when grpc-js handed its bytes to the deserializer: what follows
   // (decoding, dispatch to the handler) is this daemon's hold, not transit. Dated on this host's
@@ -50,58 +58,63 @@ export function migrationService(node: TscmigNode): ServiceRegistration {
       const r = node.prepare(prepareReqFromPb(req));
       return { ...r };
     },
-    probe: async (req) => {
-      const r = node.probe({ migrationId: req.migrationId, t1RealtimeNs: req.t1RealtimeNs });
-      return { ...r };
-    },
+    probe: async (req) => ({ ...node.probe(probeReqFromPb(req)) }),
     transfer: async (req, ctx) => transfer(transferReqFromPb(req), ctx),
     commit: async (req, ctx) => commit(commitReqFromPb(req), ctx),
     abort: async (req) => {
       node.abort(abortReqFromPb(req));
       return {};
     },
-    resolve: async (req) => resolveResToPb(node.resolve({ migrationId: req.migrationId, vmId: req.vmId })),
+    resolve: async (req) => resolveResToPb(node.resolve(resolveReqFromPb(req))),
     ping: async () => ({}),
     handover: () => {
-      // Per call: the migration it was opened for. Every message after `open` must be about it.
+      // Per call: the migration it was opened for, and by whom. Every message after `open` must be about it.
       let migrationId: string | null = null;
-      const same = (id: string, field: string) => {
-        if (id !== migrationId) throw invalid(field, `this Handover call was opened for migration ${migrationId}, not ${id}`);
+      let ref: SourceRef | null = null;
+      const same = (id: string, r: SourceRef, field: string) => {
+        if (id !== migrationId || r.sourceName !== ref?.sourceName || r.sourceKey !== ref.sourceKey)
+          throw invalid(field, `this Handover call was opened for migration ${migrationId} of ${ref?.sourceName}, not ${id} of ${r.sourceName}`);
       };
       return async (req, ctx): Promise<MessageInitShape<typeof HandoverResponseSchema>> => {
         const step = req.step;
         if (step.case === "open") {
           if (migrationId !== null) throw invalid("open", "the Handover call is already open");
-          checkId(step.value.migrationId, "open.migrationId");
-          migrationId = step.value.migrationId;
-          node.handoverAnswering(migrationId); // the answer below leaves right after: one-sided's anchor
+          const open = handoverOpenFromPb(step.value);
+          checkId(open.migrationId, "open.migrationId");
+          node.handoverOpen(open, open.migrationId); // refuses a migration not prepared by this source
+          migrationId = open.migrationId;
+          ref = { sourceName: open.sourceName, sourceKey: open.sourceKey };
+          node.handoverAnswering(ref, migrationId); // the answer below leaves right after: one-sided's anchor
           return { step: { case: "opened", value: {} } };
         }
         if (migrationId === null) throw invalid("step", "the first Handover message must be open");
         if (step.case === "transfer") {
           const t = transferReqFromPb(step.value);
-          same(t.snapshot.migrationId, "snapshot.migrationId");
+          same(t.snapshot.migrationId, t, "snapshot.migrationId");
           return { step: { case: "transfer", value: transfer(t, ctx) } };
         }
         if (step.case === "probe") {
-          same(step.value.migrationId, "probe.migrationId");
-          const r = node.probe({ migrationId: step.value.migrationId, t1RealtimeNs: step.value.t1RealtimeNs });
-          node.handoverAnswering(migrationId);
+          const p = probeReqFromPb(step.value);
+          same(p.migrationId, p, "probe.migrationId");
+          const r = node.probe(p);
+          node.handoverAnswering(p, migrationId);
           return { step: { case: "probe", value: { ...r } } };
         }
         if (step.case === "commit") {
           const c = commitReqFromPb(step.value);
-          same(c.migrationId, "commit.migrationId");
+          same(c.migrationId, c, "commit.migrationId");
           return { step: { case: "commit", value: commit(c, ctx) } };
         }
         throw invalid("step", "a Handover message needs one of open, probe, transfer, commit");
       };
     },
-  });
+  }, authorize);
 }
 
 export interface GrpcDialerOptions {
   tls?: RpcClientTls;
+  /** Metadata on every call (the peer token). */
+  headers?: Record<string, string>;
   deadlineNs?: bigint;
   clock: Clock;
 }
@@ -114,7 +127,14 @@ export class GrpcDialer implements PeerDialer {
   dial(address: string): PeerClient {
     let c = this.clients.get(address);
     if (!c) {
-      c = grpcPeer(createRpcClient(MigrationService, address, { ...(this.opts.tls ? { tls: this.opts.tls } : {}), ...(this.opts.deadlineNs ? { deadlineNs: this.opts.deadlineNs } : {}) }), this.opts.clock);
+      c = grpcPeer(
+        createRpcClient(MigrationService, address, {
+          ...(this.opts.tls ? { tls: this.opts.tls } : {}),
+          ...(this.opts.deadlineNs ? { deadlineNs: this.opts.deadlineNs } : {}),
+          ...(this.opts.headers ? { headers: this.opts.headers } : {}),
+        }),
+        this.opts.clock,
+      );
       this.clients.set(address, c);
     }
     return c;
@@ -129,17 +149,17 @@ export class GrpcDialer implements PeerDialer {
 function grpcPeer(client: RpcClient<typeof MigrationService.method>, clock: Clock): PeerClient & { close(): void } {
   return {
     prepare: async (req) => prepareResFromPb(await client.prepare(prepareReqToPb(req))),
-    probe: async (req) => probeResFromPb(await client.probe(req)),
+    probe: async (req) => probeResFromPb(await client.probe(probeReqToPb(req))),
     transfer: async (req) => {
       const { bytes, encodeNs } = timed(clock, () => toBinary(TransferRequestSchema, create(TransferRequestSchema, transferReqToPb(req))));
       const res = fromBinary(TransferResponseSchema, await client.raw("Transfer", bytes));
       return { destinationHoldNs: res.destinationHoldNs, encodeNs };
     },
-    commit: async (req) => commitResFromPb(await client.commit(req)),
-    handover: async (migrationId) => {
+    commit: async (req) => commitResFromPb(await client.commit(commitReqToPb(req))),
+    handover: async (open) => {
       const x = client.handover();
       try {
-        await x.send({ step: { case: "open", value: { migrationId } } });
+        await x.send({ step: { case: "open", value: handoverOpenToPb(open) } });
       } catch (e) {
         x.close();
         throw e;
@@ -156,8 +176,8 @@ function grpcPeer(client: RpcClient<typeof MigrationService.method>, clock: Cloc
           const res = await answer(bytes, "transfer");
           return { destinationHoldNs: res.destinationHoldNs, encodeNs };
         },
-        commit: async (req) => commitResFromPb(await answer(encode({ case: "commit", value: req }), "commit")),
-        probe: async (req) => probeResFromPb(await answer(encode({ case: "probe", value: req }), "probe")),
+        commit: async (req) => commitResFromPb(await answer(encode({ case: "commit", value: commitReqToPb(req) }), "commit")),
+        probe: async (req) => probeResFromPb(await answer(encode({ case: "probe", value: probeReqToPb(req) }), "probe")),
         get live() {
           return x.live;
         },
@@ -166,9 +186,9 @@ function grpcPeer(client: RpcClient<typeof MigrationService.method>, clock: Cloc
       return link;
     },
     abort: async (req) => {
-      await client.abort(req);
+      await client.abort(abortReqToPb(req));
     },
-    resolve: async (req) => resolveResFromPb(await client.resolve(req)),
+    resolve: async (req) => resolveResFromPb(await client.resolve(resolveReqToPb(req))),
     ping: async () => {
       await client.ping({});
     },

@@ -166,11 +166,15 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
     "/v1/migrations",
     {
       schema: {
-        summary: "Recent migrations this daemon sourced (reports), and those it received since it started (phase per migration id)",
-        response: { 200: { type: "object", properties: { migrations: { type: "array", items: anyObject }, inbound: { type: "array", items: anyObject } } }, ...errorResponses },
+        summary:
+          "Recent migrations this daemon sourced (reports, since it started), those it received (from the journal: phase per migration), and every migration not settled yet — undecided, or decided and not yet delivered — with what recovery is doing about it (from the journal, so they show after a restart)",
+        response: {
+          200: { type: "object", properties: { migrations: { type: "array", items: anyObject }, inbound: { type: "array", items: anyObject }, inDoubt: { type: "array", items: anyObject } } },
+          ...errorResponses,
+        },
       },
     },
-    async () => ({ migrations: node.reports.map(reportJson), inbound: node.inboundSummary().map((i) => toJsonSafe(i)) }),
+    async () => ({ migrations: node.reports.map(reportJson), inbound: node.inboundSummary().map((i) => toJsonSafe(i)), inDoubt: node.inDoubt().map((m) => toJsonSafe(m)) }),
   );
 
   const hostJson = () => {

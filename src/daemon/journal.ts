@@ -57,6 +57,29 @@ const MIGRATIONS: readonly string[] = [
      updated_ns TEXT NOT NULL
    ) STRICT;
    CREATE INDEX migrations_by_decision ON migrations (decision);`,
+  // A migration's identity becomes (source, migration_id): ids are unique per source only, and each
+  // migration keeps the source's per-migration key. Rows this daemon received name their source by
+  // the address they recorded (the name was not kept); its own outbound rows have source ''.
+  `CREATE TABLE migrations_v2 (
+     migration_id TEXT NOT NULL,
+     source TEXT NOT NULL,
+     source_key TEXT NOT NULL,
+     vm_id TEXT NOT NULL,
+     role TEXT NOT NULL CHECK (role IN (${sqlIn(MIGRATION_ROLES)})),
+     phase TEXT NOT NULL,
+     decision TEXT NOT NULL CHECK (decision IN (${sqlIn(DECISIONS)})),
+     generation TEXT NOT NULL,
+     peer TEXT NOT NULL,
+     report TEXT,
+     updated_ns TEXT NOT NULL,
+     PRIMARY KEY (source, migration_id)
+   ) STRICT;
+   INSERT INTO migrations_v2 (migration_id, source, source_key, vm_id, role, phase, decision, generation, peer, report, updated_ns)
+     SELECT migration_id, CASE role WHEN 'destination' THEN peer ELSE '' END, '', vm_id, role, phase, decision, generation, peer, report, updated_ns
+     FROM migrations ORDER BY rowid;
+   DROP TABLE migrations;
+   ALTER TABLE migrations_v2 RENAME TO migrations;
+   CREATE INDEX migrations_by_decision ON migrations (decision);`,
 ];
 export const JOURNAL_SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -70,6 +93,8 @@ interface VmRow {
 
 interface MigrationRow {
   migration_id: string;
+  source: string;
+  source_key: string;
   vm_id: string;
   role: MigrationRole;
   phase: string;
@@ -165,13 +190,15 @@ export class Journal {
   /** Inserts or updates the migration. Refuses (`failed_precondition`, `decision_final`) to change a decision once made. */
   putMigration(rec: MigrationRecord): void {
     checkId(rec.migrationId, "migrationId");
+    if ((rec.source ?? "") !== "") checkId(rec.source as string, "source");
+    if ((rec.sourceKey ?? "").length > 256) throw invalid("sourceKey", "at most 256 characters");
     checkId(rec.vmId, "vmId");
     checkRange(rec.generation, 0n, U64_MAX, "generation");
     checkRange(rec.updatedNs, I64_MIN, I64_MAX, "updatedNs");
     if (!MIGRATION_ROLES.includes(rec.role)) throw invalid("role", `must be one of ${MIGRATION_ROLES.join(", ")}`);
     if (!DECISIONS.includes(rec.decision)) throw invalid("decision", `must be one of ${DECISIONS.join(", ")}`);
     this.transaction(() => {
-      const prior = this.getMigration(rec.migrationId);
+      const prior = this.getMigration(rec.migrationId, rec.source ?? "");
       if (prior && prior.decision !== "pending" && rec.decision !== prior.decision)
         throw new TscmigError("failed_precondition", `migration ${rec.migrationId} is already ${prior.decision}`, {
           field: "decision",
@@ -179,6 +206,8 @@ export class Journal {
         });
       this.stmt.putMigration.run({
         migration_id: rec.migrationId,
+        source: rec.source ?? "",
+        source_key: rec.sourceKey ?? "",
         vm_id: rec.vmId,
         role: rec.role,
         phase: rec.phase,
@@ -191,8 +220,9 @@ export class Journal {
     });
   }
 
-  getMigration(migrationId: string): MigrationRecord | undefined {
-    const row = this.stmt.getMigration.get(migrationId);
+  /** The migration (source, migrationId); `source` "" (default): this daemon's own outbound one. */
+  getMigration(migrationId: string, source = ""): MigrationRecord | undefined {
+    const row = this.stmt.getMigration.get(source, migrationId);
     return row && migrationOf(row);
   }
 
@@ -219,15 +249,15 @@ function prepare(db: Database.Database) {
          state = excluded.state, updated_ns = excluded.updated_ns`,
     ),
     deleteVm: db.prepare<[string]>("DELETE FROM vms WHERE vm_id = ?"),
-    getMigration: db.prepare<[string], MigrationRow>("SELECT * FROM migrations WHERE migration_id = ?"),
+    getMigration: db.prepare<[string, string], MigrationRow>("SELECT * FROM migrations WHERE source = ? AND migration_id = ?"),
     listMigrations: db.prepare<{ decision: string | null; role: string | null }, MigrationRow>(
       `SELECT * FROM migrations WHERE (@decision IS NULL OR decision = @decision) AND (@role IS NULL OR role = @role)
        ORDER BY rowid`,
     ),
     putMigration: db.prepare(
-      `INSERT INTO migrations (migration_id, vm_id, role, phase, decision, generation, peer, report, updated_ns)
-       VALUES (@migration_id, @vm_id, @role, @phase, @decision, @generation, @peer, @report, @updated_ns)
-       ON CONFLICT (migration_id) DO UPDATE SET vm_id = excluded.vm_id, role = excluded.role, phase = excluded.phase,
+      `INSERT INTO migrations (migration_id, source, source_key, vm_id, role, phase, decision, generation, peer, report, updated_ns)
+       VALUES (@migration_id, @source, @source_key, @vm_id, @role, @phase, @decision, @generation, @peer, @report, @updated_ns)
+       ON CONFLICT (source, migration_id) DO UPDATE SET source_key = excluded.source_key, vm_id = excluded.vm_id, role = excluded.role, phase = excluded.phase,
          decision = excluded.decision, generation = excluded.generation, peer = excluded.peer,
          report = excluded.report, updated_ns = excluded.updated_ns`,
     ),
@@ -273,6 +303,8 @@ function vmOf(row: VmRow): VmRecord {
 function migrationOf(row: MigrationRow): MigrationRecord {
   return {
     migrationId: row.migration_id,
+    source: row.source,
+    sourceKey: row.source_key,
     vmId: row.vm_id,
     role: row.role,
     phase: row.phase,

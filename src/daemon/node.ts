@@ -14,7 +14,7 @@ import { pvclockReadCycles, type PvclockRecord } from "../shared/kvm/pvclock.js"
 import type { VmclockPage } from "../shared/kvm/vmclock.js";
 import { type EstimatorName, parseEstimator } from "../shared/migration/blackout.js";
 import { type HostedVm, loadPersistedVm, persistVm } from "../shared/migration/hosted-vm.js";
-import type { JournalStore, VmRecord } from "../shared/migration/journal.js";
+import type { JournalStore, MigrationRecord, VmRecord } from "../shared/migration/journal.js";
 import type {
   AbortReq,
   CommitReq,
@@ -26,16 +26,18 @@ import type {
   ProbeRes,
   ResolveReq,
   ResolveRes,
+  SourceRef,
   TransferReq,
   TransferRes,
 } from "../shared/migration/messages.js";
 import { type PolicyName, parsePolicy, type RestoreResult } from "../shared/migration/restore.js";
-import { checkId, type Snapshot } from "../shared/migration/snapshot.js";
+import { checkHostPort, checkId, type Snapshot } from "../shared/migration/snapshot.js";
 import { fromJson, toJson } from "../shared/serde.js";
 import type { Clock, Scheduler, Timer } from "../shared/time/clock.js";
 import type { Random } from "../shared/time/random.js";
 import type { SkewState, SkewUpdate } from "../shared/time/skew.js";
-import { Destination, type Inbound, type RestoreFn } from "../destination/migrate-in.js";
+import { Destination, type Inbound, inboundKey, type RestoreFn } from "../destination/migrate-in.js";
+import { isDurableRefusal } from "../shared/migration/source-machine.js";
 import { migrateOut, type MigrationReport, type SourceContext } from "../source/migrate-out.js";
 
 export interface GuestDefaults {
@@ -159,6 +161,41 @@ export interface VmReading {
   migrating: string | null;
 }
 
+interface Tombstone {
+  generation: bigint;
+  /** The destination's address, when known (journaled migrations say; older tombstones do not). */
+  peer: string;
+}
+
+interface RetryState {
+  attempts: number;
+  nextNs: bigint;
+  lastError: string;
+}
+
+/** An undecided or undelivered migration, as `GET /v1/migrations` lists it (`inDoubt`). */
+export interface InDoubtMigration {
+  migrationId: string;
+  role: "source" | "destination";
+  /** The source's name (inbound) or this daemon's (outbound). */
+  source: string;
+  vmId: string;
+  generation: bigint;
+  phase: string;
+  decision: string;
+  peer: string;
+  /** What recovery is doing about it. */
+  state: string;
+  attempts: number;
+  lastError: string;
+}
+
+/** Recovery back-off: 0.5 s doubling per failed attempt, at most 30 s. */
+export function recoveryBackoffNs(attempts: number): bigint {
+  const ms = Math.min(30_000, 500 * 2 ** Math.min(attempts, 6));
+  return BigInt(ms) * 1_000_000n;
+}
+
 interface StagedPayload {
   req: PrepareReq;
   snapshot: Snapshot;
@@ -175,7 +212,15 @@ export class TscmigNode {
   private readonly deps: NodeDeps;
   private readonly faults: Faults;
   private readonly vms = new Map<string, HostedVm>();
-  private readonly tombstones = new Map<string, bigint>();
+  /** VMs this daemon handed off: the generation they left with and where to (refused as new ids). */
+  private readonly tombstones = new Map<string, Tombstone>();
+  /**
+   * Handed-off VMs whose Commit is not acknowledged yet, by migration id: paused here, never run here
+   * again unless the destination durably refuses the Commit (then the VM is reclaimed, not lost).
+   */
+  private readonly handedOff = new Map<string, HostedVm>();
+  /** Recovery back-off per in-doubt migration (by journal identity): attempts, next try, last error. */
+  private readonly retries = new Map<string, RetryState>();
   private readonly persisted = new Map<string, string>();
   private readonly doorbells = new Map<string, number>();
   readonly destination: Destination;
@@ -208,8 +253,9 @@ export class TscmigNode {
         const h = this.vms.get(id);
         return h ? { generation: h.generation, role: h.role } : null;
       },
-      tombstone: (id) => this.tombstones.get(id) ?? null,
+      tombstone: (id) => this.tombstones.get(id)?.generation ?? null,
       vmCount: () => this.vms.size,
+      checkPeerAddress: (address, field) => (deps.dialer.checkAddress ? deps.dialer.checkAddress(address, field) : checkHostPort(address, field)),
       adopt: (inb, vm, result) => this.adopt(inb, vm, result),
       stageDurably: (inb) => this.stageDurably(inb),
       dropStaged: (inb) => this.dropStaged(inb),
@@ -229,7 +275,9 @@ export class TscmigNode {
         this.journal.putMigration({ ...m, decision: "aborted", phase: "aborted", updatedNs: this.host.trueNs() });
         const h = this.vms.get(m.vmId);
         if (h && h.lock === m.migrationId) this.resumeOwned(h);
-        this.deps.dialer.dial(m.peer).abort({ migrationId: m.migrationId, vmId: m.vmId, generation: m.generation, reason: "source restarted before deciding" }).catch(() => {});
+        const ref = { sourceName: this.cfg.name, sourceKey: m.sourceKey ?? "" };
+        if (ref.sourceKey !== "")
+          this.deps.dialer.dial(m.peer).abort({ migrationId: m.migrationId, vmId: m.vmId, generation: m.generation, reason: "source restarted before deciding", ...ref }).catch(() => {});
         this.log.warn({ event: "recovered_abort", migrationId: m.migrationId, vmId: m.vmId }, "aborted an undecided migration after restart");
       } else if (m.decision === "committed") {
         if (m.phase !== "committed") this.undelivered.add(m.migrationId);
@@ -238,7 +286,7 @@ export class TscmigNode {
       }
     }
     for (const m of this.journal.listMigrations({ role: "destination", decision: "pending" })) {
-      if (!this.destination.inbound.has(m.migrationId)) {
+      if (!this.destination.inbound.has(inboundKey(m.source ?? "", m.migrationId))) {
         // Prepared but never staged before the crash: nothing to keep.
         this.journal.putMigration({ ...m, decision: "aborted", phase: "aborted", updatedNs: this.host.trueNs() });
       }
@@ -260,22 +308,27 @@ export class TscmigNode {
 
   private recoverVm(rec: VmRecord): void {
     if (rec.role === "handed-off") {
-      this.tombstones.set(rec.vmId, rec.generation);
+      const text = typeof rec.state === "string" ? rec.state : Buffer.from(rec.state).toString("utf8");
+      const mig = this.journal.listMigrations({ role: "source", decision: "committed" }).find((m) => m.vmId === rec.vmId && m.generation === rec.generation && m.phase !== "committed");
+      this.tombstones.set(rec.vmId, { generation: rec.generation, peer: mig?.peer ?? "" });
+      // Its Commit not acknowledged yet: keep the paused VM, in case the destination refuses it for good.
+      if (mig && text !== "") this.handedOff.set(mig.migrationId, this.loadVm(rec.vmId, rec.generation - 1n, "handed-off", text));
       return;
     }
     const text = typeof rec.state === "string" ? rec.state : Buffer.from(rec.state).toString("utf8");
     if (rec.role === "staged") {
       const p = fromJson<StagedPayload>(text);
-      const mig = this.journal.getMigration(p.req.migrationId);
+      const mig = this.journal.getMigration(p.req.migrationId, p.req.sourceName);
       // Pending: wait for the source's decision. Committed: we decided to run it but died before the
       // VM was adopted; the recovery loop's Resolve finishes the restore. Aborted: drop it.
       if (!mig || mig.decision === "aborted") {
         this.journal.deleteVm(rec.vmId);
         return;
       }
-      this.destination.inbound.set(p.req.migrationId, {
+      this.destination.inbound.set(inboundKey(p.req.sourceName, p.req.migrationId), {
         req: p.req,
         state: { phase: "staged" },
+        leaseFromRawNs: this.host.rawNs(),
         snapshot: p.snapshot,
         receiveRawNs: p.receiveRawNs,
         receiveTrueNs: 0n, // diagnostics only, not kept across a restart
@@ -287,12 +340,7 @@ export class TscmigNode {
       });
       return;
     }
-    const st = loadPersistedVm(text);
-    const vm = new EmulatedVm(this.host, { vcpus: st.vm.vcpus });
-    vm.importState({ ...st.vm, running: false });
-    const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(st.guest.clocksource, st.guest.migrationHandling, st.guest.handlingMode), st.guest);
-    const h: HostedVm = { id: rec.vmId, vm, guest, generation: rec.generation, role: rec.role, lock: null, sampler: null };
-    this.wireGuest(h);
+    const h = this.loadVm(rec.vmId, rec.generation, rec.role, text);
     this.vms.set(rec.vmId, h);
     this.persisted.set(rec.vmId, text);
     if (rec.role === "owner") {
@@ -305,6 +353,17 @@ export class TscmigNode {
       h.lock = mig?.migrationId ?? null;
       if (!mig) this.resumeOwned(h);
     }
+  }
+
+  /** A journaled VM, rebuilt paused. */
+  private loadVm(id: string, generation: bigint, role: VmRecord["role"], text: string): HostedVm {
+    const st = loadPersistedVm(text);
+    const vm = new EmulatedVm(this.host, { vcpus: st.vm.vcpus });
+    vm.importState({ ...st.vm, running: false });
+    const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(st.guest.clocksource, st.guest.migrationHandling, st.guest.handlingMode), st.guest);
+    const h: HostedVm = { id, vm, guest, generation, role, lock: null, sampler: null };
+    this.wireGuest(h);
+    return h;
   }
 
   // ---- VMs ---------------------------------------------------------------------------------------
@@ -328,8 +387,17 @@ export class TscmigNode {
   createVm(req: CreateVmRequest): HostedVm {
     const id = req.id ?? `vm-${this.deps.random.u32().toString(16).padStart(8, "0")}${this.deps.random.u32().toString(16).padStart(8, "0")}`;
     checkId(id, "id");
-    if (this.vms.has(id) || this.destination.pending().some((i) => i.req.vmId === id))
-      throw new TscmigError("already_exists", `VM ${id} already exists on ${this.cfg.name}`, { field: "id", reason: "vm_exists" });
+    if (this.vms.has(id)) throw new TscmigError("already_exists", `VM ${id} already exists on ${this.cfg.name}`, { field: "id", reason: "vm_exists" });
+    const incoming = this.destination.pending().find((i) => i.req.vmId === id);
+    if (incoming)
+      throw new TscmigError("already_exists", `VM ${id} is being migrated in from ${incoming.req.sourceName} (migration ${incoming.req.migrationId})`, { field: "id", reason: "vm_migrating_in" });
+    const gone = this.tombstones.get(id);
+    if (gone)
+      throw new TscmigError(
+        "already_exists",
+        `VM ${id} was handed off from ${this.cfg.name}${gone.peer ? ` to ${gone.peer}` : ""} at generation ${gone.generation} and runs there: one id is one VM (pick another id)`,
+        { field: "id", reason: "vm_handed_off" },
+      );
     if (this.vms.size >= LIMITS.vmCountMax) throw new TscmigError("resource_exhausted", `at most ${LIMITS.vmCountMax} VMs per daemon`);
     const clocksource = req.clocksource ?? this.cfg.guest.clocksource;
     if (clocksource !== "tsc" && clocksource !== "kvm-clock") throw invalid("clocksource", `must be "tsc" or "kvm-clock"`);
@@ -337,9 +405,7 @@ export class TscmigNode {
     if (mode !== "ditch" && mode !== "widen") throw invalid("handlingMode", `must be "ditch" or "widen"`);
     const vm = new EmulatedVm(this.host, { vcpus: req.vcpus, ...(req.guestTscKhz !== undefined ? { guestTscKhz: req.guestTscKhz } : {}) });
     const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(clocksource, req.migrationHandling ?? this.cfg.guest.migrationHandling, mode));
-    const tomb = this.tombstones.get(id);
-    const h: HostedVm = { id, vm, guest, generation: tomb ?? 0n, role: "owner", lock: null, sampler: null };
-    this.tombstones.delete(id);
+    const h: HostedVm = { id, vm, guest, generation: 0n, role: "owner", lock: null, sampler: null };
     this.doorbells.set(id, 0);
     this.wireGuest(h);
     this.vms.set(id, h);
@@ -492,19 +558,53 @@ export class TscmigNode {
     this.deps.history?.event({ kind: "run", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: h.id, generation: h.generation });
   }
 
+  /**
+   * The VM is the destination's now. Its state stays in the tombstone until the Commit is
+   * acknowledged (`releaseHandedOff`): a destination that refuses the Commit for good (it aborted or
+   * never knew the migration) will never run the VM, and then it comes back here (`reclaim`).
+   */
   private handOff(h: HostedVm, migrationId: string): void {
+    const state = this.persisted.get(h.id) ?? persistVm(h);
     h.role = "handed-off";
     h.vm.pause();
     h.guest.stop();
     h.sampler?.cancel();
     h.sampler = null;
     const gen = h.generation + 1n;
+    const peer = this.journal.getMigration(migrationId)?.peer ?? "";
+    this.journal.putVm({ vmId: h.id, generation: gen, role: "handed-off", state, updatedNs: this.host.trueNs() });
     this.vms.delete(h.id);
     this.persisted.delete(h.id);
     this.doorbells.delete(h.id);
-    this.tombstones.set(h.id, gen);
-    this.journal.putVm({ vmId: h.id, generation: gen, role: "handed-off", state: "", updatedNs: this.host.trueNs() });
+    this.tombstones.set(h.id, { generation: gen, peer });
+    this.handedOff.set(migrationId, h);
     this.log.info({ event: "vm_handed_off", vmId: h.id, migrationId, generation: gen }, "VM handed off");
+  }
+
+  /** The destination acknowledged the Commit: the VM's state leaves this daemon for good. */
+  private releaseHandedOff(migrationId: string): void {
+    const h = this.handedOff.get(migrationId);
+    if (!h) return;
+    this.handedOff.delete(migrationId);
+    const rec = this.journal.getVm(h.id);
+    if (rec && rec.role === "handed-off" && rec.state !== "") this.journal.putVm({ ...rec, state: "", updatedNs: this.host.trueNs() });
+  }
+
+  /**
+   * The destination durably refused the Commit, so it will never run the VM: it runs here again, at
+   * the generation it was handed off with (fencing anything sent about the older one).
+   */
+  private reclaim(migrationId: string): void {
+    const h = this.handedOff.get(migrationId);
+    if (!h) return;
+    const gen = (this.tombstones.get(h.id)?.generation ?? h.generation + 1n);
+    this.handedOff.delete(migrationId);
+    this.tombstones.delete(h.id);
+    h.generation = gen;
+    this.vms.set(h.id, h);
+    this.doorbells.set(h.id, 0);
+    this.resumeOwned(h);
+    this.log.warn({ event: "vm_reclaimed", vmId: h.id, migrationId, generation: gen }, "destination refused the Commit for good: the VM runs here again");
   }
 
   // ---- source role ------------------------------------------------------------------------------
@@ -524,7 +624,7 @@ export class TscmigNode {
       pauseVm: (h) => this.pauseOwned(h),
       resumeVm: (h) => this.resumeOwned(h),
       handOff: (h, id) => this.handOff(h, id),
-      persist: () => {},
+      reclaim: (_h, id) => this.reclaim(id),
     };
   }
 
@@ -541,7 +641,8 @@ export class TscmigNode {
     if (cap < 0n || cap > LIMITS.blackoutNsMax) throw invalid("advanceCapNs", "out of range");
     const migrationId = req.migrationId ?? `mig-${this.cfg.name}-${this.deps.random.u32().toString(16).padStart(8, "0")}${this.deps.random.u32().toString(16).padStart(8, "0")}`;
     checkId(migrationId, "migrationId");
-    if (this.journal.getMigration(migrationId)) throw new TscmigError("already_exists", `migration id ${migrationId} already used`, { reason: "migration_id_reused" });
+    if (this.journal.getMigration(migrationId)) throw new TscmigError("already_exists", `migration id ${migrationId} already used by ${this.cfg.name}`, { field: "migrationId", reason: "migration_id_reused" });
+    const sourceKey = this.newSourceKey();
     h.lock = migrationId;
     const peer = this.deps.dialer.dial(req.destination);
     const run = migrateOut(this.sourceContext(), h, peer, {
@@ -551,11 +652,13 @@ export class TscmigNode {
       estimator,
       doorbell: req.doorbell ?? false,
       advanceCapNs: cap,
+      sourceKey,
     }).finally(() => {
       this.outbound.delete(migrationId);
       if (h.lock === migrationId && h.role === "owner") h.lock = null;
       const m = this.journal.getMigration(migrationId);
-      if (m?.decision === "committed" && m.phase !== "committed") this.undelivered.add(migrationId);
+      if (m?.decision === "committed" && m.phase === "committed") this.releaseHandedOff(migrationId);
+      else if (m?.decision === "committed") this.undelivered.add(migrationId);
     });
     this.outbound.set(migrationId, run);
     const report = await run;
@@ -563,6 +666,13 @@ export class TscmigNode {
     if (this.reports.length > 1000) this.reports.shift();
     this.recordMigration(report);
     return report;
+  }
+
+  /** A fresh per-migration secret: 16 bytes from the daemon's random source, hex. */
+  private newSourceKey(): string {
+    let hex = "";
+    for (let i = 0; i < 4; i++) hex += this.deps.random.u32().toString(16).padStart(8, "0");
+    return hex;
   }
 
   private recordMigration(r: MigrationReport): void {
@@ -612,9 +722,14 @@ export class TscmigNode {
     return this.destination.commit(req, receiveRawNs ?? this.host.rawNs());
   }
 
+  /** A Handover call opens for this prepared migration (its source's key checked). */
+  handoverOpen(ref: SourceRef, migrationId: string): void {
+    this.destination.handoverOpen(ref, migrationId);
+  }
+
   /** An answer on this migration's Handover call (`opened`, a probe) is about to leave. */
-  handoverAnswering(migrationId: string): void {
-    this.destination.handoverAnswering(migrationId);
+  handoverAnswering(ref: SourceRef, migrationId: string): void {
+    this.destination.handoverAnswering(ref, migrationId);
   }
 
   abort(req: AbortReq): void {
@@ -627,12 +742,13 @@ export class TscmigNode {
       .listMigrations({ role: "destination" })
       .sort((a, b) => (a.updatedNs < b.updatedNs ? -1 : a.updatedNs > b.updatedNs ? 1 : 0))
       .slice(-limit)
-      .map((m) => ({ migrationId: m.migrationId, vmId: m.vmId, generation: m.generation, phase: m.phase, source: m.peer }));
+      .map((m) => ({ migrationId: m.migrationId, vmId: m.vmId, generation: m.generation, phase: m.phase, source: m.source ?? "", sourceGrpc: m.peer }));
   }
 
+  /** A destination asks what this source decided; only the one that holds the migration's key is told. */
   resolve(req: ResolveReq): ResolveRes {
     const m = this.journal.getMigration(req.migrationId);
-    if (!m || m.vmId !== req.vmId) return { decision: "unknown", generation: 0n, transferRttNs: 0n };
+    if (!m || m.role !== "source" || m.vmId !== req.vmId || (m.sourceKey ?? "") !== req.sourceKey) return { decision: "unknown", generation: 0n, transferRttNs: 0n };
     return { decision: m.decision, generation: m.generation, transferRttNs: m.role === "source" ? journaledRtt(m.report) : 0n };
   }
 
@@ -705,51 +821,114 @@ export class TscmigNode {
     });
   }
 
-  /** One pass: re-deliver committed decisions, ask sources about what we hold staged. */
+  /**
+   * One pass: expire prepared leases, re-deliver committed decisions (taking a VM back when its
+   * destination refused it for good), ask sources about what we hold staged. Each in-doubt migration
+   * is retried on its own back-off (`recoveryBackoffNs`), so a peer that is gone costs a call every
+   * 30 s, not two a second.
+   */
   async recoverOnce(): Promise<void> {
+    this.destination.expireLeases();
     const work: Promise<void>[] = [];
     for (const id of this.undelivered) {
       if (this.outbound.has(id)) continue;
       const m = this.journal.getMigration(id);
       if (!m || m.role !== "source" || m.decision !== "committed" || m.phase === "committed") {
         this.undelivered.delete(id);
+        this.retries.delete(`out\u0000${id}`);
         continue;
       }
-      const rtt = journaledRtt(m.report);
-      work.push(
-        this.deps.dialer
-          .dial(m.peer)
-          .commit({ migrationId: m.migrationId, vmId: m.vmId, generation: m.generation, transferRttNs: rtt })
-          .then(() => {
-            this.journal.putMigration({ ...m, phase: "committed", updatedNs: this.host.trueNs() });
-            this.undelivered.delete(m.migrationId);
-            this.log.info({ event: "commit_redelivered", migrationId: m.migrationId, vmId: m.vmId }, "commit delivered after recovery");
-          })
-          .catch((e: unknown) => this.recoveryFailed("commit", m.migrationId, m.vmId, e)),
-      );
+      work.push(this.retry(`out\u0000${id}`, "commit", m.migrationId, m.vmId, () => this.redeliverCommit(m)));
     }
     for (const inb of this.destination.pending()) {
-      if (inb.state.phase !== "staged" && inb.state.phase !== "prepared") continue;
-      const peer = this.deps.dialer.dial(inb.req.sourceGrpc);
-      work.push(
-        peer
-          .resolve({ migrationId: inb.req.migrationId, vmId: inb.req.vmId })
-          .then((r) => {
-            if (r.decision === "pending") return;
-            if (r.decision === "committed" && inb.state.phase !== "staged") return;
-            this.destination.resolved(inb, r.decision, r.transferRttNs);
-          })
-          .catch((e: unknown) => this.recoveryFailed("resolve", inb.req.migrationId, inb.req.vmId, e)),
-      );
+      const r = inb.req;
+      work.push(this.retry(`in\u0000${inboundKey(r.sourceName, r.migrationId)}`, "resolve", r.migrationId, r.vmId, () => this.askSource(inb)));
     }
     await Promise.all(work);
   }
 
-  /** A recovery step failed; it is retried next pass. A peer that is down is expected (debug). */
-  private recoveryFailed(step: "commit" | "resolve", migrationId: string, vmId: string, e: unknown): void {
-    const err = isTscmigError(e) ? e.toJSON() : { code: "internal", message: e instanceof Error ? e.message : String(e) };
-    const level = err.code === "unavailable" || err.code === "deadline_exceeded" ? "debug" : "warn";
-    this.log[level]({ event: "recovery_step_failed", step, migrationId, vmId, err }, "recovery step failed; retrying next pass");
+  /** Runs `step` when its back-off allows; a failure pushes the next try further out. */
+  private async retry(key: string, step: "commit" | "resolve", migrationId: string, vmId: string, run: () => Promise<void>): Promise<void> {
+    const now = this.deps.clock.monotonicNs();
+    const st = this.retries.get(key);
+    if (st && now < st.nextNs) return;
+    try {
+      await run();
+      this.retries.delete(key);
+    } catch (e) {
+      const attempts = (st?.attempts ?? 0) + 1;
+      const err = isTscmigError(e) ? e : new TscmigError("internal", e instanceof Error ? e.message : String(e));
+      this.retries.set(key, { attempts, nextNs: this.deps.clock.monotonicNs() + recoveryBackoffNs(attempts), lastError: `${err.code}: ${err.message}` });
+      this.recoveryFailed(step, migrationId, vmId, err, attempts);
+    }
+  }
+
+  private async redeliverCommit(m: MigrationRecord): Promise<void> {
+    const ref = { sourceName: this.cfg.name, sourceKey: m.sourceKey ?? "" };
+    try {
+      await this.deps.dialer.dial(m.peer).commit({ migrationId: m.migrationId, vmId: m.vmId, generation: m.generation, transferRttNs: journaledRtt(m.report), ...ref });
+    } catch (e) {
+      if (!(isTscmigError(e) && isDurableRefusal(e))) throw e;
+      // The destination aborted or fenced it for good: it will never run the VM, so it comes back here.
+      this.journal.putMigration({ ...m, decision: "aborted", phase: "reclaimed", updatedNs: this.host.trueNs() });
+      this.undelivered.delete(m.migrationId);
+      this.reclaim(m.migrationId);
+      return;
+    }
+    this.journal.putMigration({ ...m, phase: "committed", updatedNs: this.host.trueNs() });
+    this.undelivered.delete(m.migrationId);
+    this.releaseHandedOff(m.migrationId);
+    this.log.info({ event: "commit_redelivered", migrationId: m.migrationId, vmId: m.vmId }, "commit delivered after recovery");
+  }
+
+  private async askSource(inb: Inbound): Promise<void> {
+    const r = inb.req;
+    const answer = await this.deps.dialer.dial(r.sourceGrpc).resolve({ migrationId: r.migrationId, vmId: r.vmId, sourceKey: r.sourceKey });
+    if (answer.decision === "pending") return;
+    if (answer.decision === "committed" && inb.state.phase !== "staged") return;
+    this.destination.resolved(inb, answer.decision, answer.transferRttNs);
+  }
+
+  /** Migrations not settled yet, from the journal (so they show after a restart), newest last. */
+  inDoubt(limit = 1000): InDoubtMigration[] {
+    const out: InDoubtMigration[] = [];
+    for (const m of this.journal.listMigrations()) {
+      const undelivered = m.role === "source" && m.decision === "committed" && m.phase !== "committed";
+      if (m.decision !== "pending" && !undelivered) continue;
+      const key = m.role === "source" ? `out\u0000${m.migrationId}` : `in\u0000${inboundKey(m.source ?? "", m.migrationId)}`;
+      const retry = this.retries.get(key);
+      const state =
+        m.role === "source"
+          ? undelivered
+            ? "decided to commit; delivering the Commit"
+            : this.outbound.has(m.migrationId)
+              ? "in flight"
+              : "undecided"
+          : m.phase === "staged"
+            ? "staged; waiting for the source's decision (Commit or Resolve)"
+            : "prepared; waiting for the Transfer (lease)";
+      out.push({
+        migrationId: m.migrationId,
+        role: m.role,
+        source: m.role === "source" ? this.cfg.name : (m.source ?? ""),
+        vmId: m.vmId,
+        generation: m.generation,
+        phase: m.phase,
+        decision: m.decision,
+        peer: m.peer,
+        state,
+        attempts: retry?.attempts ?? 0,
+        lastError: retry?.lastError ?? "",
+      });
+    }
+    return out.slice(-limit);
+  }
+
+  /** A recovery step failed; it is retried after its back-off. A peer that is down is expected (debug at first). */
+  private recoveryFailed(step: "commit" | "resolve", migrationId: string, vmId: string, err: TscmigError, attempts: number): void {
+    const expected = err.code === "unavailable" || err.code === "deadline_exceeded";
+    const level = expected && attempts < 5 ? "debug" : "warn";
+    this.log[level]({ event: "recovery_step_failed", step, migrationId, vmId, attempts, err: err.toJSON() }, "recovery step failed; retrying after a back-off");
   }
 }
 

@@ -23,6 +23,12 @@ export const LIMITS = {
   vmCountMax: 10_000,
   /** Migrations one daemon carries at once, in either direction. */
   migrationsInFlightMax: 256,
+  /**
+   * How long a prepared (not yet staged) migration holds its slot after the source's last message:
+   * past it the destination aborts it durably. Longer than a Prepare → Transfer of a healthy source
+   * (its probes, each within a deadline), short enough that a flood of Prepares frees itself.
+   */
+  prepareLeaseNs: 30_000_000_000n,
   /** Probe exchanges per migration. */
   probeExchangesMax: 16,
   /** Default per-call deadline between daemons. */
@@ -44,3 +50,4 @@ assert(LIMITS.vcpuCountMax >= 1 && LIMITS.vcpuCountMax <= 1024, "vCPU limit with
 assert(LIMITS.advanceCapNsDefault < LIMITS.blackoutNsMax, "cap below the blackout limit");
 assert(LIMITS.messageBytesMax >= 1024 * 200, "a 1024-vCPU snapshot must fit a message");
 assert(LIMITS.rpcDeadlineNs * BigInt(LIMITS.retriesMax) < LIMITS.blackoutNsMax, "retries end before the blackout limit");
+assert(LIMITS.prepareLeaseNs > 2n * LIMITS.rpcDeadlineNs, "a lease outlives a Prepare and a probe that each run to their deadline");

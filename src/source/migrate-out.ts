@@ -14,7 +14,7 @@ import type { JournalStore, MigrationDecision } from "../shared/migration/journa
 import type { HandoverLink, PeerClient, RestoreReport } from "../shared/migration/messages.js";
 import type { PolicyName } from "../shared/migration/restore.js";
 import { captureSnapshot, type Snapshot } from "../shared/migration/snapshot.js";
-import { initialSourceState, type SourceEffect, type SourceEvent, type SourceState, stepSource } from "../shared/migration/source-machine.js";
+import { initialSourceState, isDurableRefusal, type SourceEffect, type SourceEvent, type SourceState, stepSource } from "../shared/migration/source-machine.js";
 import { pvclockReadCycles } from "../shared/kvm/pvclock.js";
 import { sleep, type Scheduler } from "../shared/time/clock.js";
 
@@ -25,6 +25,8 @@ export interface MigrateOptions {
   estimator: EstimatorName;
   doorbell: boolean;
   advanceCapNs: bigint;
+  /** This migration's secret (hex): every message after Prepare carries it (SourceRef). */
+  sourceKey: string;
 }
 
 export interface PhaseTimings {
@@ -98,7 +100,8 @@ export interface SourceContext {
   pauseVm(h: HostedVm): void;
   resumeVm(h: HostedVm): void;
   handOff(h: HostedVm, migrationId: string): void;
-  persist(h: HostedVm): void;
+  /** The destination durably refused the Commit: the handed-off VM runs here again. */
+  reclaim(h: HostedVm, migrationId: string): void;
 }
 
 function errorOf(e: unknown): TscmigError {
@@ -172,9 +175,12 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
     ctx.handOff(h, opts.migrationId);
   };
 
+  const ref = { sourceName: ctx.name, sourceKey: opts.sourceKey };
   const journal = (decision: MigrationDecision, phase: string) =>
     ctx.journal.putMigration({
       migrationId: opts.migrationId,
+      source: "",
+      sourceKey: opts.sourceKey,
       vmId: h.id,
       role: "source",
       phase,
@@ -227,10 +233,11 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
             advanceCapNs: opts.advanceCapNs,
             sourceName: ctx.name,
             sourceGrpc: ctx.grpcAdvertise,
+            sourceKey: opts.sourceKey,
           });
           crashPoint(ctx.faults, "crash.source.afterPrepare");
           if (peer.handover) {
-            link = await peer.handover(opts.migrationId).catch((e: unknown) => {
+            link = await peer.handover({ migrationId: opts.migrationId, ...ref }).catch((e: unknown) => {
               // E.g. a peer without Handover: the unary calls carry the migration, only slower.
               log.debug({ event: "handover_unavailable", err: errorOf(e).message }, "no handover link; using unary calls");
               return null;
@@ -245,7 +252,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
         try {
           const t1 = ctx.host.realtimeNs();
           const carrier = via();
-          const r = await carrier.probe({ migrationId: opts.migrationId, t1RealtimeNs: t1 });
+          const r = await carrier.probe({ migrationId: opts.migrationId, t1RealtimeNs: t1, ...ref });
           const t4 = ctx.host.realtimeNs();
           lastProbeRawNs = ctx.host.rawNs();
           if (carrier === link && anchorsRawNs.length < LIMITS.anchorsMax) anchorsRawNs.push(lastProbeRawNs);
@@ -260,7 +267,6 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
         report.pauseTrueNs = ctx.host.trueNs();
         report.tscBefore = vm.readGuestTsc(0);
         report.kvmNsBefore = pvclockReadCycles(vm.pvclock.guestRead(0), report.tscBefore);
-        ctx.persist(h);
         crashPoint(ctx.faults, "crash.source.afterPause");
         return null;
       case "capture": {
@@ -295,7 +301,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
           const carrier = via();
           report.handover = carrier === link;
           transferSendTrueNs = ctx.host.trueNs();
-          const r = await carrier.transfer({ snapshot: snap, sourceAnchorsToSendNs: anchorsRawNs.map((a) => sendRaw - a) });
+          const r = await carrier.transfer({ snapshot: snap, sourceAnchorsToSendNs: anchorsRawNs.map((a) => sendRaw - a), ...ref });
           answerRawNs = ctx.host.rawNs();
           transferRttNs = answerRawNs - sendRaw;
           transferAnswerTrueNs = ctx.host.trueNs();
@@ -320,7 +326,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
         const t0 = ctx.host.rawNs();
         const carrier = via();
         if (carrier !== link) report.handover = false;
-        const call = carrier.commit({ migrationId: opts.migrationId, vmId: h.id, generation, transferRttNs, answerToCommitNs: t0 - answerRawNs });
+        const call = carrier.commit({ migrationId: opts.migrationId, vmId: h.id, generation, transferRttNs, answerToCommitNs: t0 - answerRawNs, ...ref });
         // The call's frames leave when this turn of the event loop ends: hand off on a later one.
         let handOffError: { e: unknown } | null = null;
         const handedOff = handOffPending
@@ -342,7 +348,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
           // A destination that refuses Commit definitively (aborted/unknown) cannot be made to run
           // the VM; the decision stands and the recovery loop reports it as in doubt.
           log.warn({ event: "commit_failed", attempt: eff.attempt, code: err.code, err: err.message }, "commit failed");
-          next = { kind: "commitFailed", error: err };
+          next = isDurableRefusal(err) ? { kind: "commitRefused", error: err } : { kind: "commitFailed", error: err };
         }
         if (handedOff) await handedOff;
         if (handOffError !== null) throw (handOffError as { e: unknown }).e;
@@ -351,8 +357,11 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
       case "resume":
         ctx.resumeVm(h);
         return null;
+      case "reclaim":
+        ctx.reclaim(h, opts.migrationId);
+        return null;
       case "sendAbort":
-        peer.abort({ migrationId: opts.migrationId, vmId: h.id, generation, reason: eff.reason.slice(0, 512) }).catch(() => {
+        peer.abort({ migrationId: opts.migrationId, vmId: h.id, generation, reason: eff.reason.slice(0, 512), ...ref }).catch(() => {
           /* best effort: the destination also asks Resolve */
         });
         return null;
@@ -416,4 +425,3 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
 /** Probes a one-sided migration sends on its Handover link as anchors (plus the `opened` answer). */
 export const ONE_SIDED_ANCHOR_PROBES = 3;
 
-export const SOURCE_LIMITS = { retriesMax: LIMITS.retriesMax };

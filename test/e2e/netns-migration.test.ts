@@ -2,6 +2,7 @@
 // network namespace, joined only by a veth pair; a VM migrates across it with 5 ms of skew and the
 // guest's clocks continue. Method: scripts/netns.sh via test/helpers/netns.ts (skips with a printed
 // reason where namespaces cannot be made), real daemon processes, the control API through a relay.
+import { randomBytes } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -22,13 +23,15 @@ describe.skipIf(!avail.ok)("migration between two network namespaces", () => {
   beforeAll(async () => {
     topo = await createTopology();
     const dir = mkdtempSync(join(tmpdir(), "tscmig-netns-"));
+    // Off loopback the data plane must authenticate its peers: both daemons share a peer token.
+    const peerToken = randomBytes(24).toString("base64url");
     const start = async (side: "src" | "dst", name: string, addr: string, env: Record<string, string>) => {
       const fwd = await topo.forward(side, 7070);
       const p = await startProcess({
         name,
         command: process.execPath,
         args: ["bin/tscmig.js", "daemon", "--name", name, "--http", "127.0.0.1:7070", "--grpc", `${addr}:7071`, "--data", join(dir, name)],
-        env,
+        env: { TSCMIG_PEER_TOKEN: peerToken, ...env },
         spawn: topo.spawner(side),
         readyUrl: `${fwd.url}/healthz`,
       });

@@ -16,7 +16,8 @@ import { fileURLToPath } from "node:url";
 import { request } from "undici";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-const BIN = join(ROOT, "bin", "tscmig.js");
+/** The daemon under test; TSCMIG_TEST_BIN runs these tests against another build (e.g. an older one). */
+const BIN = process.env.TSCMIG_TEST_BIN ?? join(ROOT, "bin", "tscmig.js");
 const LOG_LINES_MAX = 2000;
 
 export interface ExitStatus {

@@ -20,7 +20,7 @@ import type { PrepareReq } from "../../src/shared/migration/messages.js";
 import { captureSnapshot, type Snapshot } from "../../src/shared/migration/snapshot.js";
 import { RealClock, RealScheduler } from "../../src/shared/platform/index.js";
 import { createRpcClient, type RpcClient } from "../../src/shared/rpc/client.js";
-import { prepareReqToPb, snapshotToPb } from "../../src/shared/rpc/codec.js";
+import { keyToPb, prepareReqToPb, snapshotToPb } from "../../src/shared/rpc/codec.js";
 import { Api, expectNoUntypedErrors, startDaemons, stopAllDaemons, type TestDaemon, type VmJson, waitFor } from "../helpers/daemons.js";
 import { migrateAndCheck } from "../helpers/migration-checks.js";
 
@@ -92,6 +92,10 @@ async function inbound(d: TestDaemon, migrationId: string): Promise<string | und
 
 /** Where the destination would Resolve: nothing listens, so a prepared migration stays prepared. */
 const NOWHERE = "127.0.0.1:1";
+/** The fake source's name and its key for every migration it prepares (every later message carries both). */
+const FAKE = { sourceName: "fake-source", sourceKey: "00112233445566778899aabbccddeeff" };
+/** The same, as wire fields. */
+const REF = { sourceName: FAKE.sourceName, sourceKey: keyToPb(FAKE.sourceKey) };
 
 function prepareReq(migrationId: string, vmId: string, o: Partial<PrepareReq> = {}): PrepareReq {
   return {
@@ -105,8 +109,8 @@ function prepareReq(migrationId: string, vmId: string, o: Partial<PrepareReq> = 
     estimator: "one-sided",
     doorbell: false,
     advanceCapNs: 0n,
-    sourceName: "fake-source",
     sourceGrpc: NOWHERE,
+    ...FAKE,
     ...o,
   };
 }
@@ -136,7 +140,7 @@ type PbSnapshot = ReturnType<typeof snapshotToPb>;
 function transferBytes(s: Snapshot, corrupt: (pb: PbSnapshot) => void = () => {}): Uint8Array {
   const pb = snapshotToPb(s);
   corrupt(pb);
-  return toBinary(TransferRequestSchema, create(TransferRequestSchema, { snapshot: pb }));
+  return toBinary(TransferRequestSchema, create(TransferRequestSchema, { snapshot: pb, sourceName: FAKE.sourceName, sourceKey: keyToPb(FAKE.sourceKey) }));
 }
 
 function setVersion(s: Snapshot, vcpu: number, version: number): void {
@@ -213,7 +217,7 @@ describe("gRPC: snapshots with inconsistent fields (SPEC §5)", () => {
     await rpc.raw("Transfer", transferBytes(good()));
     expect(await inbound(dst, MIG)).toBe("staged");
     expect(await vmIds(dst)).toEqual([]);
-    await rpc.abort({ migrationId: MIG, vmId: VM, generation: 1n, reason: "test done" });
+    await rpc.abort({ migrationId: MIG, vmId: VM, generation: 1n, reason: "test done", ...REF });
     expect(await inbound(dst, MIG)).toBe("aborted");
   });
 });
@@ -224,19 +228,22 @@ describe("gRPC: protocol misuse", () => {
     await rpc.prepare(req);
     await rpc.prepare(req); // a retried Prepare
     await expectRefused(rpc.prepare(prepareReqToPb(prepareReq("bi-replay", "bi-replay-vm2"))), "already_exists", { reason: "migration_id_reused" });
-    await rpc.abort({ migrationId: "bi-replay", vmId: "bi-replay-vm", generation: 1n, reason: "test" });
+    await rpc.abort({ migrationId: "bi-replay", vmId: "bi-replay-vm", generation: 1n, reason: "test", ...REF });
     await expectRefused(rpc.prepare(req), "already_exists", { reason: "migration_id_reused" });
     await expectRefused(rpc.raw("Transfer", transferBytes(capture("bi-replay", "bi-replay-vm"))), "aborted");
-    await expectRefused(rpc.commit({ migrationId: "bi-replay", vmId: "bi-replay-vm", generation: 1n, transferRttNs: 0n }), "aborted", { reason: "migration_aborted" });
+    await expectRefused(rpc.commit({ migrationId: "bi-replay", vmId: "bi-replay-vm", generation: 1n, transferRttNs: 0n, ...REF }), "aborted", { reason: "migration_aborted" });
     expect(await vmIds(dst)).toEqual([]);
   });
 
   it("unknown migrations and VMs: Transfer before Prepare, Commit of nothing, Resolve of nothing", async () => {
     await expectRefused(rpc.raw("Transfer", transferBytes(capture("bi-never", "bi-never-vm"))), "failed_precondition", { reason: "not_prepared" });
-    await expectRefused(rpc.commit({ migrationId: "bi-never", vmId: "bi-never-vm", generation: 1n, transferRttNs: 0n }), "failed_precondition", { reason: "unknown_migration" });
-    const r = await rpc.resolve({ migrationId: "bi-never", vmId: "bi-never-vm" });
+    // A Commit of a migration never seen is fenced before it is answered: refused for good (so its
+    // source may take its VM back), and a late Prepare of that migration is refused too.
+    await expectRefused(rpc.commit({ migrationId: "bi-never", vmId: "bi-never-vm", generation: 1n, transferRttNs: 0n, ...REF }), "aborted", { reason: "migration_unknown" });
+    await expectRefused(rpc.prepare(prepareReqToPb(prepareReq("bi-never", "bi-never-vm"))), "already_exists", { reason: "migration_id_reused" });
+    const r = await rpc.resolve({ migrationId: "bi-never", vmId: "bi-never-vm", sourceKey: REF.sourceKey });
     expect(r.decision).toBe(Decision.UNKNOWN); // an answer, not an error
-    await rpc.abort({ migrationId: "bi-never", vmId: "bi-never-vm", generation: 1n, reason: "nothing to abort" });
+    await rpc.abort({ migrationId: "bi-never", vmId: "bi-never-vm", generation: 1n, reason: "nothing to abort", ...REF });
     await expectRefused(rpc.prepare(prepareReqToPb(prepareReq("bad id!", "bi-x"))), "invalid_argument", { field: "migrationId" });
     await expectRefused(rpc.prepare(prepareReqToPb(prepareReq("bi-zero-vcpus", "bi-x", { vcpuCount: 0 }))), "invalid_argument", { field: "vcpuCount" });
     await expectRefused(rpc.prepare(prepareReqToPb(prepareReq("bi-gen0", "bi-x", { generation: 0n }))), "invalid_argument", { field: "generation" });
@@ -261,9 +268,9 @@ describe("gRPC: protocol misuse", () => {
     // Commit must name the generation it prepared.
     await rpc.prepare(prepareReqToPb(prepareReq("bi-gen-commit", "bi-gen-vm")));
     await rpc.raw("Transfer", transferBytes(capture("bi-gen-commit", "bi-gen-vm")));
-    await expectRefused(rpc.commit({ migrationId: "bi-gen-commit", vmId: "bi-gen-vm", generation: 5n, transferRttNs: 0n }), "failed_precondition", { reason: "stale_generation" });
+    await expectRefused(rpc.commit({ migrationId: "bi-gen-commit", vmId: "bi-gen-vm", generation: 5n, transferRttNs: 0n, ...REF }), "failed_precondition", { reason: "stale_generation" });
     expect(await inbound(dst, "bi-gen-commit")).toBe("staged");
-    await rpc.abort({ migrationId: "bi-gen-commit", vmId: "bi-gen-vm", generation: 1n, reason: "test" });
+    await rpc.abort({ migrationId: "bi-gen-commit", vmId: "bi-gen-vm", generation: 1n, reason: "test", ...REF });
     expect(await vmIds(dst)).toEqual([]);
     expect((await src.api.vm(id, 0)).generation).toBe("2");
   });
@@ -272,10 +279,10 @@ describe("gRPC: protocol misuse", () => {
     await rpc.prepare(prepareReqToPb(prepareReq("bi-twin-a", "bi-twin")));
     await expectRefused(rpc.prepare(prepareReqToPb(prepareReq("bi-twin-b", "bi-twin"))), "aborted", { reason: "migration_in_progress" });
     expect(await inbound(dst, "bi-twin-b")).toBeUndefined();
-    await rpc.abort({ migrationId: "bi-twin-a", vmId: "bi-twin", generation: 1n, reason: "test" });
+    await rpc.abort({ migrationId: "bi-twin-a", vmId: "bi-twin", generation: 1n, reason: "test", ...REF });
     // Once the first is decided, the VM may come in under a new id.
     await rpc.prepare(prepareReqToPb(prepareReq("bi-twin-c", "bi-twin")));
-    await rpc.abort({ migrationId: "bi-twin-c", vmId: "bi-twin", generation: 1n, reason: "test" });
+    await rpc.abort({ migrationId: "bi-twin-c", vmId: "bi-twin", generation: 1n, reason: "test", ...REF });
   });
 });
 
@@ -287,32 +294,35 @@ describe("gRPC: Handover (Transfer and Commit on one call) misuse", () => {
     await expectRefused(garbage.sendRaw(Uint8Array.of(0x12, 0xff, 0xff, 0xff, 0xff, 0x0f)), "invalid_argument", { message: /not a valid tscmig\.v1\.HandoverRequest/ });
     await expectRefused(rpc.handover().send({}), "invalid_argument", { field: "step" });
     const early = rpc.handover();
-    await expectRefused(early.send({ step: { case: "transfer", value: { snapshot: snapshotToPb(capture("bh-early", "bh-vm")) } } }), "invalid_argument", { field: "step" });
-    await expectRefused(rpc.handover().send({ step: { case: "open", value: { migrationId: "bad id!" } } }), "invalid_argument", { field: "open.migrationId" });
-    const twice = rpc.handover();
-    await twice.send({ step: { case: "open", value: { migrationId: "bh-1" } } });
-    await expectRefused(twice.send({ step: { case: "open", value: { migrationId: "bh-1" } } }), "invalid_argument", { field: "open" });
-
+    await expectRefused(early.send({ step: { case: "transfer", value: { snapshot: snapshotToPb(capture("bh-early", "bh-vm")), ...REF } } }), "invalid_argument", { field: "step" });
+    await expectRefused(rpc.handover().send({ step: { case: "open", value: { migrationId: "bad id!", ...REF } } }), "invalid_argument", { field: "open.migrationId" });
+    // Open only for a migration this source prepared, with its key.
+    await expectRefused(rpc.handover().send({ step: { case: "open", value: { migrationId: "bh-1", ...REF } } }), "failed_precondition", { reason: "not_prepared" });
     await rpc.prepare(prepareReqToPb(prepareReq("bh-1", "bh-vm")));
+    await expectRefused(rpc.handover().send({ step: { case: "open", value: { migrationId: "bh-1", sourceName: FAKE.sourceName, sourceKey: keyToPb("ff".repeat(16)) } } }), "permission_denied", { reason: "foreign_source" });
+    const twice = rpc.handover();
+    await twice.send({ step: { case: "open", value: { migrationId: "bh-1", ...REF } } });
+    await expectRefused(twice.send({ step: { case: "open", value: { migrationId: "bh-1", ...REF } } }), "invalid_argument", { field: "open" });
+
     const other = rpc.handover();
-    await other.send({ step: { case: "open", value: { migrationId: "bh-1" } } });
-    await expectRefused(other.send({ step: { case: "commit", value: { migrationId: "bh-2", vmId: "bh-vm", generation: 1n } } }), "invalid_argument", { field: "commit.migrationId" });
+    await other.send({ step: { case: "open", value: { migrationId: "bh-1", ...REF } } });
+    await expectRefused(other.send({ step: { case: "commit", value: { migrationId: "bh-2", vmId: "bh-vm", generation: 1n, ...REF } } }), "invalid_argument", { field: "commit.migrationId" });
     const corrupt = rpc.handover();
-    await corrupt.send({ step: { case: "open", value: { migrationId: "bh-1" } } });
+    await corrupt.send({ step: { case: "open", value: { migrationId: "bh-1", ...REF } } });
     const pb = snapshotToPb(capture("bh-1", "bh-vm"));
     pb.generation = 9n;
-    await expectRefused(corrupt.send({ step: { case: "transfer", value: { snapshot: pb } } }), "invalid_argument", { field: "snapshot.generation" });
+    await expectRefused(corrupt.send({ step: { case: "transfer", value: { snapshot: pb, ...REF } } }), "invalid_argument", { field: "snapshot.generation" });
     // Nothing was staged or run by any of it: the migration is still only prepared, and a valid
     // Transfer on a fresh call is taken.
     expect(await inbound(dst, "bh-1")).toBe("prepared");
     expect(await vmIds(dst)).not.toContain("bh-vm");
     const good = rpc.handover();
-    await good.send({ step: { case: "open", value: { migrationId: "bh-1" } } });
-    const r = await good.send({ step: { case: "transfer", value: { snapshot: snapshotToPb(capture("bh-1", "bh-vm")) } } });
+    await good.send({ step: { case: "open", value: { migrationId: "bh-1", ...REF } } });
+    const r = await good.send({ step: { case: "transfer", value: { snapshot: snapshotToPb(capture("bh-1", "bh-vm")), ...REF } } });
     expect(r.step.case).toBe("transfer");
     expect(await inbound(dst, "bh-1")).toBe("staged");
     good.close();
-    await rpc.abort({ migrationId: "bh-1", vmId: "bh-vm", generation: 1n, reason: "test done" });
+    await rpc.abort({ migrationId: "bh-1", vmId: "bh-vm", generation: 1n, reason: "test done", ...REF });
     expect(await vmIds(dst)).not.toContain("bh-vm");
   });
 });

@@ -3,104 +3,18 @@
 // simulated delay, journals whose writes can cost process time, faults that crash or stall at a
 // named site; assertions on what the guest and the reports say against true time.
 import { describe, expect, it } from "vitest";
-import { defaultNodeConfig, type NodeConfig, TscmigNode } from "../../src/daemon/node.js";
-import { TscmigError } from "../../src/shared/errors.js";
+import { TscmigNode } from "../../src/daemon/node.js";
 import { CrashSignal, type Faults } from "../../src/shared/faults.js";
 import { Guest, type GuestOptions } from "../../src/shared/guest/guest.js";
-import { EmulatedHost } from "../../src/shared/hypervisor/host.js";
 import { EmulatedVm } from "../../src/shared/hypervisor/vm.js";
 import { VMCLOCK_FLAG_TIME_MAXERROR_VALID } from "../../src/shared/kvm/vmclock.js";
 import { MemoryJournal, type MigrationRecord, type VmRecord } from "../../src/shared/migration/journal.js";
-import type { PeerClient, PeerDialer } from "../../src/shared/migration/messages.js";
 import { SILENT_LOGGER } from "../../src/shared/logger.js";
-import type { GuestSample, HistorySink } from "../../src/shared/history.js";
-import { sleep } from "../../src/shared/time/clock.js";
+import type { GuestSample } from "../../src/shared/history.js";
 import { SeededRandom } from "../../src/shared/time/random.js";
-import { flushMicrotasks, SimClock, SimScheduler } from "../../src/shared/time/sim.js";
+import { CostlyJournal, EPOCH, MS, World } from "../helpers/sim-world.js";
 
-const EPOCH = 1_767_225_600_000_000_000n;
-const MS = 1_000_000n;
 const abs = (x: bigint) => (x < 0n ? -x : x);
-
-/** Writes cost `costNs(record)` of process time (an fsync): the true clock moves inside the call. */
-class CostlyJournal extends MemoryJournal {
-  constructor(
-    private readonly clock: SimClock,
-    private readonly costNs: (rec: VmRecord | MigrationRecord) => bigint,
-  ) {
-    super();
-  }
-  override putVm(rec: VmRecord): void {
-    this.clock.advanceTo(this.clock.monotonicNs() + this.costNs(rec));
-    super.putVm(rec);
-  }
-  override putMigration(rec: MigrationRecord): void {
-    this.clock.advanceTo(this.clock.monotonicNs() + this.costNs(rec));
-    super.putMigration(rec);
-  }
-}
-
-class World {
-  readonly clock = new SimClock(0n, EPOCH);
-  readonly sched = new SimScheduler(this.clock);
-  readonly nodes = new Map<string, TscmigNode>();
-  readonly dialer: PeerDialer = {
-    dial: (address) => {
-      const hop = async <T>(fn: (n: TscmigNode) => T): Promise<T> => {
-        await sleep(this.sched, 200_000n);
-        const n = this.nodes.get(address);
-        if (!n) throw new TscmigError("unavailable", `${address} is down`);
-        const r = fn(n);
-        await sleep(this.sched, 300_000n);
-        return r;
-      };
-      const client: PeerClient = {
-        prepare: (req) => hop((n) => n.prepare(req)),
-        probe: (req) => hop((n) => n.probe(req)),
-        transfer: (req) => hop((n) => n.transfer(req, n.host.rawNs(), 0n)),
-        commit: (req) => hop((n) => n.commit(req)),
-        abort: (req) => hop((n) => n.abort(req)),
-        resolve: (req) => hop((n) => n.resolve(req)),
-        ping: () => hop(() => undefined),
-      };
-      return client;
-    },
-  };
-  host(name: string, crystalPpm = 0): EmulatedHost {
-    return new EmulatedHost({ name, clock: this.clock, epochNs: EPOCH, crystal: { kind: "drift", ppm: crystalPpm, fromNs: 0n }, maxerrorNs: 50_000n });
-  }
-  node(name: string, host: EmulatedHost, journal: MemoryJournal, faults?: Faults, tune?: (c: NodeConfig) => void, history?: HistorySink): TscmigNode {
-    const cfg = defaultNodeConfig(name, name);
-    cfg.sampleIntervalNs = 100n * MS;
-    tune?.(cfg);
-    const n = new TscmigNode(cfg, { clock: this.clock, scheduler: this.sched, random: new SeededRandom(BigInt(this.nodes.size + 1) * 7n), log: SILENT_LOGGER, host, journal, dialer: this.dialer, ...(faults ? { faults } : {}), ...(history ? { history } : {}) });
-    this.nodes.set(name, n);
-    return n;
-  }
-  /** Steps simulated time until `p` settles (or rejects). */
-  async settle<T>(p: Promise<T>): Promise<T> {
-    let done = false;
-    void p.then(
-      () => (done = true),
-      () => (done = true),
-    );
-    for (let i = 0; i < 1_000_000 && !done; i++) {
-      await flushMicrotasks();
-      if (done || !this.sched.step()) break;
-    }
-    await flushMicrotasks();
-    return p;
-  }
-  async runFor(ns: bigint): Promise<void> {
-    let done = false;
-    this.sched.after(ns, () => (done = true));
-    while (!done) {
-      await flushMicrotasks();
-      if (!this.sched.step()) break;
-    }
-    await flushMicrotasks();
-  }
-}
 
 describe("regressions found by the chaos campaigns", () => {
   it("a source restarted mid-migration resumes its VM even when an earlier attempt at that generation was refused", async () => {

@@ -380,6 +380,7 @@ describe("a daemon core (TscmigNode) on bad requests", () => {
       advanceCapNs: 0n,
       sourceName: "s",
       sourceGrpc: "s:1",
+      sourceKey: "00112233445566778899aabbccddeeff",
     };
     rejects(() => node.prepare({ ...req, policy: "teleport" as PolicyName }), "policy");
     rejects(() => node.prepare({ ...req, estimator: "sundial" as "wallclock" }), "estimator");

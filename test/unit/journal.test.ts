@@ -28,6 +28,8 @@ afterEach(() => {
 const vm = (over: Partial<VmRecord> = {}): VmRecord => ({ vmId: "vm-1", generation: 1n, role: "owner", state: "{}", updatedNs: 10n, ...over });
 const migration = (over: Partial<MigrationRecord> = {}): MigrationRecord => ({
   migrationId: "m-1",
+  source: "",
+  sourceKey: "",
   vmId: "vm-1",
   role: "source",
   phase: "prepare",
@@ -85,6 +87,17 @@ describe("journal records", () => {
     expect(journal.listMigrations().map((m) => m.migrationId)).toEqual(["m-1", "m-2", "m-3"]);
     expect(journal.listMigrations({ role: "source" }).map((m) => m.migrationId)).toEqual(["m-1", "m-3"]);
     expect(journal.listMigrations({ role: "source", decision: "aborted" }).map((m) => m.migrationId)).toEqual(["m-3"]);
+  });
+
+  it("a migration is (source, id): two sources may use one id, and this daemon's own id is apart from both", () => {
+    journal.putMigration(migration({ migrationId: "x" }));
+    journal.putMigration(migration({ migrationId: "x", source: "a", sourceKey: "aa".repeat(16), role: "destination" }));
+    journal.putMigration(migration({ migrationId: "x", source: "b", sourceKey: "bb".repeat(16), role: "destination", decision: "aborted" }));
+    expect(journal.getMigration("x")?.role).toBe("source");
+    expect(journal.getMigration("x", "a")).toMatchObject({ role: "destination", decision: "pending", sourceKey: "aa".repeat(16) });
+    expect(journal.getMigration("x", "b")).toMatchObject({ decision: "aborted", sourceKey: "bb".repeat(16) });
+    expect(journal.getMigration("x", "c")).toBeUndefined();
+    expect(journal.listMigrations()).toHaveLength(3);
   });
 
   it("keeps a decision final once made", () => {

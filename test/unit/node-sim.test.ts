@@ -43,6 +43,8 @@ class SimDialer implements PeerDialer {
     private readonly outNs: bigint,
     private readonly backNs: bigint,
   ) {}
+  checkAddress(): void {}
+
   dial(address: string): PeerClient {
     const node = this.nodes.get(address);
     if (!node) throw new Error(`no node at ${address}`);

@@ -39,6 +39,11 @@ import { LIMITS } from "../../shared/limits.js";
 import type { PeerClient, PeerDialer } from "../../shared/migration/messages.js";
 import {
   abortReqFromPb,
+  abortReqToPb,
+  probeReqFromPb,
+  probeReqToPb,
+  resolveReqFromPb,
+  resolveReqToPb,
   commitReqFromPb,
   commitReqToPb,
   commitResFromPb,
@@ -53,6 +58,7 @@ import {
   transferReqToPb,
 } from "../../shared/rpc/codec.js";
 import type { Scheduler } from "../../shared/time/clock.js";
+import { checkId } from "../../shared/migration/snapshot.js";
 import type { Random } from "../../shared/time/random.js";
 import type { TscmigNode } from "../../daemon/node.js";
 
@@ -127,7 +133,11 @@ export class SimNetwork {
 
   /** The dialer of one incarnation of daemon `from`. */
   dialer(from: string, fence: Fence): PeerDialer {
-    return { dial: (address: string) => this.client(from, address, fence) };
+    return {
+      dial: (address: string) => this.client(from, address, fence),
+      // Simulated daemons are addressed by name; any name is dialable (an unknown one refuses).
+      checkAddress: (address: string, field: string) => checkId(address, field),
+    };
   }
 
   private delay(): bigint {
@@ -252,9 +262,8 @@ export class SimNetwork {
         return prepareResFromPb(fromBinary(PrepareResponseSchema, out));
       },
       probe: async (req) => {
-        const out = await call("Probe", toBinary(ProbeRequestSchema, create(ProbeRequestSchema, req)), (node, b) => {
-          const m = fromBinary(ProbeRequestSchema, b);
-          const r = node.probe({ migrationId: m.migrationId, t1RealtimeNs: m.t1RealtimeNs });
+        const out = await call("Probe", toBinary(ProbeRequestSchema, create(ProbeRequestSchema, probeReqToPb(req))), (node, b) => {
+          const r = node.probe(probeReqFromPb(fromBinary(ProbeRequestSchema, b)));
           return toBinary(ProbeResponseSchema, create(ProbeResponseSchema, { ...r }));
         });
         return probeResFromPb(fromBinary(ProbeResponseSchema, out));
@@ -277,16 +286,16 @@ export class SimNetwork {
         return commitResFromPb(fromBinary(CommitResponseSchema, out));
       },
       abort: async (req) => {
-        const out = await call("Abort", toBinary(AbortRequestSchema, create(AbortRequestSchema, req)), (node, b) => {
+        const out = await call("Abort", toBinary(AbortRequestSchema, create(AbortRequestSchema, abortReqToPb(req))), (node, b) => {
           node.abort(abortReqFromPb(fromBinary(AbortRequestSchema, b)));
           return toBinary(AbortResponseSchema, create(AbortResponseSchema, {}));
         });
         fromBinary(AbortResponseSchema, out);
       },
       resolve: async (req) => {
-        const out = await call("Resolve", toBinary(ResolveRequestSchema, create(ResolveRequestSchema, req)), (node, b) => {
-          const m = fromBinary(ResolveRequestSchema, b);
-          return toBinary(ResolveResponseSchema, create(ResolveResponseSchema, resolveResToPb(node.resolve({ migrationId: m.migrationId, vmId: m.vmId }))));
+        const out = await call("Resolve", toBinary(ResolveRequestSchema, create(ResolveRequestSchema, resolveReqToPb(req))), (node, b) => {
+          const m = resolveReqFromPb(fromBinary(ResolveRequestSchema, b));
+          return toBinary(ResolveResponseSchema, create(ResolveResponseSchema, resolveResToPb(node.resolve(m))));
         });
         return resolveResFromPb(fromBinary(ResolveResponseSchema, out));
       },

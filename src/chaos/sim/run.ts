@@ -111,7 +111,7 @@ function fencedJournal(j: JournalStore, fence: Fence, writeCost: () => void): Jo
       writeCost();
       j.putMigration(r);
     },
-    getMigration: (id) => j.getMigration(id),
+    getMigration: (id, source) => j.getMigration(id, source),
     listMigrations: (f) => j.listMigrations(f),
     transaction: (fn) => j.transaction(fn),
     close: () => {},

@@ -27,7 +27,18 @@ export interface VmRecord {
 }
 
 export interface MigrationRecord {
+  /**
+   * Chosen by the source; unique per source only. A migration's identity is (source, migrationId),
+   * so two sources that pick one id never touch each other's migration.
+   */
   migrationId: string;
+  /** The source daemon's name for a migration this daemon receives; "" for its own outbound ones. */
+  source?: string;
+  /**
+   * The source's per-migration secret (hex), sent in Prepare and in every later message: only the
+   * source that prepared a migration can feed, commit or abort it. "" where none was recorded.
+   */
+  sourceKey?: string;
   vmId: string;
   role: MigrationRole;
   /** The protocol phase reached, as the migration state machine names it. */
@@ -56,10 +67,16 @@ export interface JournalStore {
   listVms(): VmRecord[];
   deleteVm(vmId: string): void;
   putMigration(rec: MigrationRecord): void;
-  getMigration(migrationId: string): MigrationRecord | undefined;
+  /** The migration (source, migrationId); `source` "" (default): this daemon's own outbound one. */
+  getMigration(migrationId: string, source?: string): MigrationRecord | undefined;
   listMigrations(filter?: { decision?: MigrationDecision; role?: "source" | "destination" }): MigrationRecord[];
   transaction<T>(fn: () => T): T;
   close(): void;
+}
+
+/** One string per (source, migration id): ids never contain NUL. */
+function migrationKey(migrationId: string, source: string): string {
+  return `${source}\u0000${migrationId}`;
 }
 
 /**
@@ -96,11 +113,12 @@ export class MemoryJournal implements JournalStore {
     this.vms.delete(vmId);
   }
   putMigration(rec: MigrationRecord): void {
-    this.remember(this.migrations, rec.migrationId);
-    this.migrations.set(rec.migrationId, { ...rec });
+    const key = migrationKey(rec.migrationId, rec.source ?? "");
+    this.remember(this.migrations, key);
+    this.migrations.set(key, { ...rec, source: rec.source ?? "", sourceKey: rec.sourceKey ?? "" });
   }
-  getMigration(id: string): MigrationRecord | undefined {
-    const r = this.migrations.get(id);
+  getMigration(id: string, source = ""): MigrationRecord | undefined {
+    const r = this.migrations.get(migrationKey(id, source));
     return r ? { ...r } : undefined;
   }
   listMigrations(filter: { decision?: MigrationDecision; role?: "source" | "destination" } = {}): MigrationRecord[] {

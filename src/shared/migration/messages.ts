@@ -5,6 +5,16 @@ import type { Clocksource } from "../guest/guest.js";
 import type { PolicyName } from "./restore.js";
 import type { Snapshot } from "./snapshot.js";
 
+/**
+ * Who a message after Prepare speaks for: the migration's source and the secret it chose for this
+ * migration (hex). A migration's identity is (sourceName, migrationId); the destination answers a
+ * message about it only when the key matches the one its Prepare carried.
+ */
+export interface SourceRef {
+  sourceName: string;
+  sourceKey: string;
+}
+
 export interface PrepareReq {
   migrationId: string;
   vmId: string;
@@ -18,6 +28,8 @@ export interface PrepareReq {
   advanceCapNs: bigint;
   sourceName: string;
   sourceGrpc: string;
+  /** The source's secret for this migration (hex, 16..64 bytes). */
+  sourceKey: string;
 }
 
 export interface PrepareRes {
@@ -28,7 +40,7 @@ export interface PrepareRes {
   destinationName: string;
 }
 
-export interface ProbeReq {
+export interface ProbeReq extends SourceRef {
   migrationId: string;
   t1RealtimeNs: bigint;
 }
@@ -40,7 +52,7 @@ export interface ProbeRes {
   maxerrorNs: bigint;
 }
 
-export interface TransferReq {
+export interface TransferReq extends SourceRef {
   snapshot: Snapshot;
   /**
    * Source raw clock, per answer received on the Handover call before the pause (`opened`, then
@@ -53,7 +65,7 @@ export interface TransferRes {
   destinationHoldNs: bigint;
 }
 
-export interface CommitReq {
+export interface CommitReq extends SourceRef {
   migrationId: string;
   vmId: string;
   generation: bigint;
@@ -87,7 +99,7 @@ export interface CommitRes {
   replay: boolean;
 }
 
-export interface AbortReq {
+export interface AbortReq extends SourceRef {
   migrationId: string;
   vmId: string;
   generation: bigint;
@@ -97,6 +109,8 @@ export interface AbortReq {
 export interface ResolveReq {
   migrationId: string;
   vmId: string;
+  /** The key of the migration asked about: a source answers only the destination it prepared. */
+  sourceKey: string;
 }
 
 export type ResolveDecision = "unknown" | "pending" | "committed" | "aborted";
@@ -123,7 +137,7 @@ export interface PeerClient {
    * now, before the pause, so the blackout pays no call setup (gRPC Handover). Same semantics as
    * the calls; once the link failed (`live` false) the caller goes on with the calls.
    */
-  handover?(migrationId: string): Promise<HandoverLink>;
+  handover?(open: { migrationId: string } & SourceRef): Promise<HandoverLink>;
 }
 
 export interface HandoverLink {
@@ -136,6 +150,11 @@ export interface HandoverLink {
 
 export interface PeerDialer {
   dial(address: string): PeerClient;
+  /**
+   * Throws `invalid_argument` naming `field` unless `address` is one this transport can dial (a
+   * peer names its own address in Prepare; the destination dials it to Resolve). Default: HOST:PORT.
+   */
+  checkAddress?(address: string, field: string): void;
 }
 
 export type { Clocksource };

@@ -174,6 +174,15 @@ function sameRecordBytes(bytes: Uint8Array, a: number, b: number): boolean {
 }
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]*$/;
+/** HOST:PORT with a DNS name, an IPv4 address or a bracketed IPv6 address, and a port 1..65535. */
+const HOST_PORT_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\]):([0-9]{1,5})$/;
+
+/** A peer address another daemon handed us (it is dialed): HOST:PORT, nothing else. */
+export function checkHostPort(address: string, field: string): void {
+  const m = typeof address === "string" ? HOST_PORT_RE.exec(address) : null;
+  const port = m ? Number(m[1]) : 0;
+  if (!m || port < 1 || port > 65535) throw invalid(field, `must be HOST:PORT (a host name, an IPv4 address or a [bracketed] IPv6 address, and a port 1..65535), got ${JSON.stringify(String(address).slice(0, 64))}`);
+}
 
 export function checkId(id: string, field: string): void {
   if (typeof id !== "string" || id.length === 0 || id.length > LIMITS.idLengthMax || !ID_RE.test(id))

@@ -10,6 +10,8 @@
 //                                                                        └─transferFailed──▶ aborted
 //   committing ──commitOk──▶ committed          (journal ABORT first, resume: TSC as if never paused)
 //   committing ──commitFailed──▶ committing (retry with backoff; the decision is already durable)
+//   committing ──commitRefused──▶ aborted    (the destination durably aborted or fenced the migration:
+//                                             it will never run the VM, so the source takes it back)
 //   recover(journal) ──▶ committing (decision was COMMIT) | aborted (anything undecided)
 //
 // The decision point is the journal write before Commit is sent: until then the destination holds
@@ -17,7 +19,7 @@
 
 import type { TscmigError } from "../errors.js";
 
-export type SourcePhase = "idle" | "preparing" | "probing" | "transferring" | "committing" | "committed" | "aborted" | "refused";
+export type SourcePhase = "idle" | "preparing" | "probing" | "transferring" | "committing" | "committed" | "aborted" | "refused" | "reclaimed";
 export type Decision = "pending" | "committed" | "aborted";
 
 export interface SourceState {
@@ -38,6 +40,8 @@ export type SourceEvent =
   | { kind: "transferFailed"; error: TscmigError }
   | { kind: "commitOk" }
   | { kind: "commitFailed"; error: TscmigError }
+  /** The destination answered the Commit with a durable refusal: it aborted (or never knew) the migration. */
+  | { kind: "commitRefused"; error: TscmigError }
   | { kind: "recover"; decision: Decision };
 
 export type SourceEffect =
@@ -51,6 +55,8 @@ export type SourceEffect =
   | { kind: "sendCommit"; attempt: number }
   | { kind: "retryCommit"; attempt: number; delayNs: bigint }
   | { kind: "resume" }
+  /** The handed-off VM comes back: it runs here again, at the generation it was handed off with. */
+  | { kind: "reclaim" }
   | { kind: "sendAbort"; reason: string }
   | { kind: "finish"; outcome: "committed" | "aborted" | "refused" | "in-doubt"; error?: TscmigError }
   | { kind: "reject"; event: SourceEvent["kind"]; phase: SourcePhase };
@@ -87,6 +93,14 @@ function abortAfterPause(s: SourceState, error: TscmigError): Step<SourceState, 
       { kind: "finish", outcome: "aborted", error },
     ],
   };
+}
+
+/**
+ * A Commit refusal the destination made durable before answering: it aborted the migration (its
+ * journal says so, for good) or fenced an id it never saw. Either way it will never run the VM.
+ */
+export function isDurableRefusal(e: TscmigError): boolean {
+  return e.code === "aborted" && (e.reason === "migration_aborted" || e.reason === "migration_unknown");
 }
 
 export function stepSource(s: SourceState, e: SourceEvent): Step<SourceState, SourceEffect> {
@@ -141,6 +155,12 @@ export function stepSource(s: SourceState, e: SourceEvent): Step<SourceState, So
         return { state: s, effects: [{ kind: "finish", outcome: "in-doubt", error: e.error }] };
       return { state: { ...s, commitAttempts: attempt }, effects: [{ kind: "retryCommit", attempt, delayNs: commitBackoffNs(attempt) }] };
     }
+    case "commitRefused":
+      if (s.phase !== "committing") return reject();
+      return {
+        state: { ...s, phase: "aborted" },
+        effects: [{ kind: "journal", decision: "aborted", phase: "reclaimed" }, { kind: "reclaim" }, { kind: "finish", outcome: "aborted", error: e.error }],
+      };
     case "recover":
       if (s.phase !== "idle") return reject();
       if (e.decision === "committed")

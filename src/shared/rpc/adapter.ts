@@ -93,15 +93,25 @@ type AnyHandler = UnaryHandler<DescMessage, DescMessage> | ExchangeHandler<DescM
 export interface ServiceRegistration {
   readonly service: DescService;
   readonly impl: Readonly<Record<string, AnyHandler>>;
+  /**
+   * Runs before every request of this service (each message of an exchange too) and throws a
+   * TscmigError (e.g. `unauthenticated`) to refuse it unhandled. The health and reflection services
+   * are registered apart and never see it.
+   */
+  readonly authorize?: (ctx: HandlerContext) => void;
 }
 
 /**
  * Pairs a generated service with its handlers, checking each handler's types against the schema
  * and that every method has one.
  */
-export function defineService<M extends GenServiceMethods>(service: GenService<M>, impl: ServiceImpl<M>): ServiceRegistration {
+export function defineService<M extends GenServiceMethods>(
+  service: GenService<M>,
+  impl: ServiceImpl<M>,
+  authorize?: (ctx: HandlerContext) => void,
+): ServiceRegistration {
   // The per-method types were checked above; the registration only needs the erased shape.
-  return { service, impl: impl as unknown as ServiceRegistration["impl"] };
+  return { service, impl: impl as unknown as ServiceRegistration["impl"], ...(authorize ? { authorize } : {}) };
 }
 
 /** Like `defineService`, for a deliberately incomplete service: missing methods answer UNIMPLEMENTED. */
@@ -169,7 +179,7 @@ export function toGrpcServiceDefinition(service: DescService, monotonicNs?: () =
  * answers UNIMPLEMENTED; a handler for a method the service lacks is a bug (assertion).
  */
 export function toGrpcImplementation(registration: ServiceRegistration, log: RpcLog, monotonicNs?: () => bigint): grpc.UntypedServiceImplementation {
-  const { service, impl } = registration;
+  const { service, impl, authorize } = registration;
   const known = new Set(service.methods.map((m) => m.localName));
   for (const key of Object.keys(impl)) {
     assert(known.has(key), `${service.typeName} has no method "${key}" (handlers are keyed by localName)`);
@@ -178,11 +188,11 @@ export function toGrpcImplementation(registration: ServiceRegistration, log: Rpc
   for (const method of service.methods) {
     const handler = Object.hasOwn(impl, method.localName) ? impl[method.localName] : undefined;
     if (method.methodKind === "bidi_streaming") {
-      implementation[method.localName] = exchangeHandler(method, handler as ExchangeHandler<DescMessage, DescMessage> | undefined, log, monotonicNs);
+      implementation[method.localName] = exchangeHandler(method, handler as ExchangeHandler<DescMessage, DescMessage> | undefined, log, monotonicNs, authorize);
       continue;
     }
     assert(method.methodKind === "unary", `${grpcPathOf(method)}: only unary and bidi methods are supported`);
-    implementation[method.localName] = unaryHandler(method, handler as UnaryHandler<DescMessage, DescMessage> | undefined, log, monotonicNs);
+    implementation[method.localName] = unaryHandler(method, handler as UnaryHandler<DescMessage, DescMessage> | undefined, log, monotonicNs, authorize);
   }
   return implementation;
 }
@@ -194,6 +204,7 @@ function unaryHandler(
   handler: UnaryHandler<DescMessage, DescMessage> | undefined,
   log: RpcLog,
   monotonicNs: (() => bigint) | undefined,
+  authorize: ((ctx: HandlerContext) => void) | undefined,
 ): grpc.handleUnaryCall<Decoded<Message>, Uint8Array> {
   const path = grpcPathOf(method);
   return (call, callback) => {
@@ -215,7 +226,7 @@ function unaryHandler(
       decodeNs,
       receivedAt: receivedAtOf(monotonicNs, receivedNs, decodeNs),
     };
-    void answer(method, handler, call.request, ctx, log).then((outcome) => {
+    void answer(method, handler, call.request, ctx, log, authorize).then((outcome) => {
       answered = true;
       if (outcome.ok) callback(null, outcome.bytes);
       else callback(outcome.status, null);
@@ -228,6 +239,7 @@ function exchangeHandler(
   factory: ExchangeHandler<DescMessage, DescMessage> | undefined,
   log: RpcLog,
   monotonicNs: (() => bigint) | undefined,
+  authorize: ((ctx: HandlerContext) => void) | undefined,
 ): grpc.handleBidiStreamingCall<Decoded<Message>, Uint8Array> {
   const path = grpcPathOf(method);
   return (call) => {
@@ -241,6 +253,7 @@ function exchangeHandler(
     const callCtx: HandlerContext = { ...base, decodeNs: 0n, receivedAt: (clock) => clock() };
     let handler: UnaryHandler<DescMessage, DescMessage> | undefined;
     try {
+      authorize?.(callCtx); // refused callers get no per-call state (the first message is refused)
       handler = factory?.(callCtx);
     } catch (e) {
       log({ event: "rpc.handler_failed", path, peer: base.peer, err: describeError(e) }, "rpc exchange factory threw");
@@ -261,7 +274,7 @@ function exchangeHandler(
           decodeNs: req.ok ? req.decodeNs : 0n,
           receivedAt: req.ok ? receivedAtOf(monotonicNs, req.receivedNs, req.decodeNs) : (clock) => clock(),
         };
-        const outcome = await answer(method, handler, req, ctx, log);
+        const outcome = await answer(method, handler, req, ctx, log, authorize);
         if (ended) return;
         if (outcome.ok) call.write(outcome.bytes);
         else fail(outcome.status);
@@ -286,7 +299,17 @@ async function answer(
   request: Decoded<Message>,
   ctx: HandlerContext,
   log: RpcLog,
+  authorize?: (ctx: HandlerContext) => void,
 ): Promise<Outcome> {
+  if (authorize) {
+    try {
+      authorize(ctx);
+    } catch (e) {
+      if (isTscmigError(e)) return refuse(e);
+      log({ event: "rpc.authorize_failed", path: ctx.path, peer: ctx.peer, err: describeError(e) }, "rpc authorize threw");
+      return refuse(new TscmigError("internal", `${ctx.path}: internal error`));
+    }
+  }
   if (!request.ok) {
     return refuse(new TscmigError("invalid_argument", `${ctx.path}: request is not a valid ${method.input.typeName}: ${request.error}`));
   }

@@ -34,6 +34,8 @@ export interface RpcClientOptions {
   deadlineNs?: bigint;
   /** Largest message sent or received; default `LIMITS.messageBytesMax`. */
   maxMessageBytes?: number;
+  /** Request metadata sent with every call (e.g. a peer token); keys lower-case ASCII. */
+  headers?: Readonly<Record<string, string>>;
 }
 
 export interface RpcCallOptions {
@@ -106,6 +108,12 @@ export function createRpcClient<M extends GenServiceMethods>(
     channelOptions["grpc.default_authority"] = opts.tls.serverName;
   }
   const channel = new grpc.Client(address, clientCredentials(opts.tls), channelOptions);
+  const headers = Object.entries(opts.headers ?? {});
+  const metadata = (): grpc.Metadata => {
+    const md = new grpc.Metadata();
+    for (const [k, v] of headers) md.set(k, v);
+    return md;
+  };
 
   const unary = (method: DescMethod, bytes: Uint8Array, callOpts: RpcCallOptions | undefined): Promise<Uint8Array> => {
     const path = grpcPathOf(method);
@@ -116,7 +124,7 @@ export function createRpcClient<M extends GenServiceMethods>(
         asBuffer,
         (buf: Buffer): Uint8Array => buf,
         bytes,
-        new grpc.Metadata(),
+        metadata(),
         { deadline: grpcDeadlineAfterNs(deadlineNs) },
         (err, value) => {
           if (err) reject(tscmigErrorOfStatus(err, path));
@@ -138,7 +146,7 @@ export function createRpcClient<M extends GenServiceMethods>(
   for (const method of service.methods) {
     assert(!RESERVED.has(method.localName), `${grpcPathOf(method)} clashes with the client's own ${method.localName}()`);
     if (method.methodKind === "bidi_streaming") {
-      client[method.localName] = (callOpts?: RpcCallOptions) => exchange(channel, method, callOpts?.deadlineNs ?? defaultDeadlineNs);
+      client[method.localName] = (callOpts?: RpcCallOptions) => exchange(channel, method, callOpts?.deadlineNs ?? defaultDeadlineNs, metadata());
       continue;
     }
     if (method.methodKind !== "unary") continue;
@@ -165,9 +173,9 @@ function decodeResponse(method: DescMethod, bytes: Uint8Array): MessageShape<Des
   }
 }
 
-function exchange(channel: grpc.Client, method: DescMethod, deadlineNs: bigint): RpcExchange<DescMessage, DescMessage> {
+function exchange(channel: grpc.Client, method: DescMethod, deadlineNs: bigint, metadata: grpc.Metadata): RpcExchange<DescMessage, DescMessage> {
   const path = grpcPathOf(method);
-  const call = channel.makeBidiStreamRequest<Uint8Array, Uint8Array>(path, asBuffer, (buf: Buffer): Uint8Array => buf, new grpc.Metadata(), {
+  const call = channel.makeBidiStreamRequest<Uint8Array, Uint8Array>(path, asBuffer, (buf: Buffer): Uint8Array => buf, metadata, {
     deadline: grpcDeadlineAfterNs(deadlineNs),
   });
   const pending: { resolve(bytes: Uint8Array): void; reject(e: TscmigError): void }[] = [];

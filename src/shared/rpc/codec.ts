@@ -3,7 +3,7 @@
 // format version is checked first. Only this module and the rpc transports import generated code.
 
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { invalid } from "../errors.js";
+import { invalid, TscmigError } from "../errors.js";
 import { LIMITS } from "../limits.js";
 import {
   Clocksource as PbClocksource,
@@ -22,6 +22,14 @@ import {
   type GuestState as PbGuestState,
   SnapshotSchema,
   type AbortRequest,
+  type AbortRequestSchema,
+  type CommitRequestSchema,
+  type HandoverOpen,
+  type HandoverOpenSchema,
+  type ProbeRequest,
+  type ProbeRequestSchema,
+  type ResolveRequest,
+  type ResolveRequestSchema,
   RestoreReportSchema,
   VcpuStatesSchema,
   type TransferRequest,
@@ -35,7 +43,10 @@ import type {
   CommitRes,
   PrepareReq,
   PrepareRes,
+  ProbeReq,
   ProbeRes,
+  ResolveReq,
+  SourceRef,
   ResolveDecision,
   ResolveRes,
   RestoreReport,
@@ -93,6 +104,28 @@ function str(v: string, field: string, max: number = LIMITS.idLengthMax): string
 
 // ---- Prepare / Probe / Commit / Abort / Resolve --------------------------------------------------
 
+/** A source key: 16..64 bytes on the wire, lower-case hex in the domain. */
+export const SOURCE_KEY_BYTES_MIN = 16;
+export const SOURCE_KEY_BYTES_MAX = 64;
+
+export function keyToPb(hex: string): Uint8Array {
+  return Uint8Array.from(Buffer.from(hex, "hex"));
+}
+
+export function keyFromPb(b: Uint8Array, field: string): string {
+  if (b.length < SOURCE_KEY_BYTES_MIN || b.length > SOURCE_KEY_BYTES_MAX)
+    throw new TscmigError("unauthenticated", `${field}: must be ${SOURCE_KEY_BYTES_MIN}..${SOURCE_KEY_BYTES_MAX} bytes, got ${b.length}`, { field, reason: "source_key_missing" });
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex");
+}
+
+function sourceRefFromPb(m: { sourceName: string; sourceKey: Uint8Array }): SourceRef {
+  return { sourceName: str(m.sourceName, "sourceName"), sourceKey: keyFromPb(m.sourceKey, "sourceKey") };
+}
+
+function sourceRefToPb(r: SourceRef): { sourceName: string; sourceKey: Uint8Array } {
+  return { sourceName: r.sourceName, sourceKey: keyToPb(r.sourceKey) };
+}
+
 export function prepareReqToPb(r: PrepareReq): MessageInitShape<typeof import("../../gen/tscmig/v1/migration_pb.js").PrepareRequestSchema> {
   return {
     migrationId: r.migrationId,
@@ -107,6 +140,7 @@ export function prepareReqToPb(r: PrepareReq): MessageInitShape<typeof import(".
     advanceCapNs: r.advanceCapNs,
     sourceName: r.sourceName,
     sourceGrpc: r.sourceGrpc,
+    sourceKey: keyToPb(r.sourceKey),
   };
 }
 
@@ -124,11 +158,20 @@ export function prepareReqFromPb(m: PrepareRequest): PrepareReq {
     advanceCapNs: m.advanceCapNs,
     sourceName: str(m.sourceName, "sourceName"),
     sourceGrpc: str(m.sourceGrpc, "sourceGrpc", 256),
+    sourceKey: keyFromPb(m.sourceKey, "sourceKey"),
   };
 }
 
 export function prepareResFromPb(m: PrepareResponse): PrepareRes {
   return { hostTscKhz: m.hostTscKhz, fracBits: m.fracBits, tscScaling: m.tscScaling, ratio: m.ratio, destinationName: m.destinationName };
+}
+
+export function probeReqToPb(r: ProbeReq): MessageInitShape<typeof ProbeRequestSchema> {
+  return { migrationId: r.migrationId, t1RealtimeNs: r.t1RealtimeNs, ...sourceRefToPb(r) };
+}
+
+export function probeReqFromPb(m: ProbeRequest): ProbeReq {
+  return { migrationId: str(m.migrationId, "migrationId"), t1RealtimeNs: m.t1RealtimeNs, ...sourceRefFromPb(m) };
 }
 
 export function probeResFromPb(m: ProbeResponse): ProbeRes {
@@ -142,11 +185,24 @@ export function commitReqFromPb(m: CommitRequest): CommitReq {
     generation: m.generation,
     transferRttNs: m.transferRttNs,
     ...(m.answerToCommitNs !== undefined ? { answerToCommitNs: m.answerToCommitNs } : {}),
+    ...sourceRefFromPb(m),
   };
 }
 
+export function abortReqToPb(r: AbortReq): MessageInitShape<typeof AbortRequestSchema> {
+  return { migrationId: r.migrationId, vmId: r.vmId, generation: r.generation, reason: r.reason, ...sourceRefToPb(r) };
+}
+
 export function abortReqFromPb(m: AbortRequest): AbortReq {
-  return { migrationId: str(m.migrationId, "migrationId"), vmId: str(m.vmId, "vmId"), generation: m.generation, reason: str(m.reason, "reason", 1024) };
+  return { migrationId: str(m.migrationId, "migrationId"), vmId: str(m.vmId, "vmId"), generation: m.generation, reason: str(m.reason, "reason", 1024), ...sourceRefFromPb(m) };
+}
+
+export function resolveReqToPb(r: ResolveReq): MessageInitShape<typeof ResolveRequestSchema> {
+  return { migrationId: r.migrationId, vmId: r.vmId, sourceKey: keyToPb(r.sourceKey) };
+}
+
+export function resolveReqFromPb(m: ResolveRequest): ResolveReq {
+  return { migrationId: str(m.migrationId, "migrationId"), vmId: str(m.vmId, "vmId"), sourceKey: keyFromPb(m.sourceKey, "sourceKey") };
 }
 
 export function restoreReportToPb(r: RestoreReport): MessageInitShape<typeof RestoreReportSchema> {
@@ -266,12 +322,13 @@ export function snapshotToPb(s: Snapshot): MessageInitShape<typeof SnapshotSchem
 
 /** Wire → domain. Structural checks here; the domain rules (validateSnapshot) run after. */
 export function transferReqToPb(r: TransferReq): MessageInitShape<typeof TransferRequestSchema> {
-  return { snapshot: snapshotToPb(r.snapshot), sourceAnchorsToSendNs: r.sourceAnchorsToSendNs ?? [] };
+  return { snapshot: snapshotToPb(r.snapshot), sourceAnchorsToSendNs: r.sourceAnchorsToSendNs ?? [], ...sourceRefToPb(r) };
 }
 
 export function transferReqFromPb(m: TransferRequest): TransferReq {
   if (!m.snapshot) throw invalid("snapshot", "missing");
-  return { snapshot: snapshotFromPb(m.snapshot), ...(m.sourceAnchorsToSendNs.length > 0 ? { sourceAnchorsToSendNs: m.sourceAnchorsToSendNs } : {}) };
+  const ref = sourceRefFromPb(m);
+  return { snapshot: snapshotFromPb(m.snapshot), ...(m.sourceAnchorsToSendNs.length > 0 ? { sourceAnchorsToSendNs: m.sourceAnchorsToSendNs } : {}), ...ref };
 }
 
 export function snapshotFromPb(m: PbSnapshot | undefined): Snapshot {
@@ -313,6 +370,21 @@ export function snapshotFromPb(m: PbSnapshot | undefined): Snapshot {
   };
 }
 
-export function commitReqToPb(r: CommitReq): CommitReq {
-  return r;
+export function commitReqToPb(r: CommitReq): MessageInitShape<typeof CommitRequestSchema> {
+  return {
+    migrationId: r.migrationId,
+    vmId: r.vmId,
+    generation: r.generation,
+    transferRttNs: r.transferRttNs,
+    ...(r.answerToCommitNs !== undefined ? { answerToCommitNs: r.answerToCommitNs } : {}),
+    ...sourceRefToPb(r),
+  };
+}
+
+export function handoverOpenToPb(r: { migrationId: string } & SourceRef): MessageInitShape<typeof HandoverOpenSchema> {
+  return { migrationId: r.migrationId, ...sourceRefToPb(r) };
+}
+
+export function handoverOpenFromPb(m: HandoverOpen): { migrationId: string } & SourceRef {
+  return { migrationId: str(m.migrationId, "open.migrationId"), ...sourceRefFromPb(m) };
 }

@@ -2,7 +2,7 @@
 // model plus changes applied at given true instants, each kept continuous unless it is a step, a
 // set offset, or jitter (noise jumps by nature; removing it returns to the line it rode on).
 
-import { invalid } from "../errors.js";
+import { invalid, TscmigError } from "../errors.js";
 import { LIMITS } from "../limits.js";
 import { type OffsetModel, offsetAt, sum, validateOffsetModel, ZERO_MODEL } from "./offset-model.js";
 
@@ -30,6 +30,13 @@ export interface SkewState {
   model: OffsetModel;
   /** What the host claims its realtime error is bounded by. */
   maxerrorNs: bigint;
+}
+
+const abs = (x: bigint): bigint => (x < 0n ? -x : x);
+
+/** Largest |offset| a periodic or jitter part can add (0 for none). */
+function amplitude(m: OffsetModel | null): bigint {
+  return m !== null && (m.kind === "periodic" || m.kind === "jitter") ? abs(m.amplitudeNs) : 0n;
 }
 
 function partsOf(m: OffsetModel): OffsetModel[] {
@@ -96,8 +103,27 @@ export class SkewController {
     return offsetAt(this.model(), tNs);
   }
 
-  /** Validates all of `u` first, then applies it: nothing is half-applied. */
+  /**
+   * Validates all of `u` first, then applies it: nothing is half-applied. The limit holds on the
+   * result, not on each request: ten steps of 1000 s are refused from the second on, because the
+   * host's skew would then be 2000 s (|skew now| plus the wander and jitter amplitudes ≤ the limit).
+   */
   apply(u: SkewUpdate, nowNs: bigint): SkewState {
+    const before = { base: this.base, drift: this.drift, wander: this.wander, jitter: this.jitter, maxerror: this.maxerror };
+    const state = this.applyUnchecked(u, nowNs);
+    const reachNs = abs(offsetAt(sum(this.base, this.drift ? { kind: "drift", ppm: this.drift.ppm, fromNs: this.drift.fromNs } : ZERO_MODEL), nowNs)) + amplitude(this.wander) + amplitude(this.jitter);
+    if (reachNs > LIMITS.offsetNsMax) {
+      Object.assign(this, before);
+      const field = (["stepNs", "offsetNs", "wanderAmplitudeNs", "jitterNs", "driftPpm"] as const).find((k) => u[k] !== undefined) ?? "body";
+      throw new TscmigError("invalid_argument", `this change would bring the host's realtime skew to ${reachNs} ns; its magnitude is limited to ${LIMITS.offsetNsMax} ns in all (the limit holds on the skew, not per change)`, {
+        field,
+        reason: "skew_limit",
+      });
+    }
+    return state;
+  }
+
+  private applyUnchecked(u: SkewUpdate, nowNs: bigint): SkewState {
     const bound = LIMITS.offsetNsMax;
     const check = (v: bigint | undefined, f: string) => {
       if (v !== undefined && (v > bound || v < -bound)) throw invalid(f, `|value| must be ≤ ${bound} ns`);
