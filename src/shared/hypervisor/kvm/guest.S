@@ -7,6 +7,7 @@
 #   ES    = this vCPU's mailbox (128 B)               FS = this vCPU's pvclock record (32 B)
 #   SS:SP = this vCPU's stack (256 B)                 EDI = GPA of the pvclock record | 1 (enable)
 #   IVT[0x40] = 0x0100:irq (the doorbell vector)
+# (A vCPU started at `idle` instead does nothing but HLT: for timing KVM_RUN itself.)
 #
 # Mailbox (ES:), written under its own seqlock so the daemon never reads half a sample:
 #   0 seq  4 samples  8 tsc (u64)  16..47 the pvclock record as read (version at 16)
@@ -81,3 +82,6 @@ irq:					# doorbell (vector 0x40): count it and stamp it
 	pop	%edx
 	pop	%eax
 	iret
+idle:					# one instruction per entry: the bare KVM_RUN round trip
+	hlt
+	jmp	idle

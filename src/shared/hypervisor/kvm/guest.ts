@@ -70,6 +70,9 @@ export const GUEST_LISTING: readonly (readonly [number, string, string])[] = [
   [0xe3, "665a", "pop %edx"],
   [0xe5, "6658", "pop %eax"],
   [0xe7, "cf", "iret"],
+  // idle:
+  [0xe8, "f4", "hlt"],
+  [0xe9, "ebfd", "jmp idle"],
 ];
 
 /** The code bytes, concatenated from the listing. */
@@ -79,6 +82,7 @@ export const GUEST_CODE: Uint8Array = Uint8Array.from(Buffer.from(GUEST_LISTING.
 export const GUEST_ENTRY_OFFSET = 0x00;
 export const GUEST_IRQ_OFFSET = 0xc0;
 export const GUEST_HLT_OFFSET = 0xb3;
+export const GUEST_IDLE_OFFSET = 0xe8;
 
 /** Guest-physical layout. Every area is per vCPU (indexed by its real-mode segment) but the code. */
 export const LAYOUT = {
@@ -140,7 +144,10 @@ export interface GuestInitialState {
   rflags: bigint;
 }
 
-export function initialState(i: number): GuestInitialState {
+/** `entry` runs the sampling guest; `idle` only HLTs (one instruction per KVM_RUN, for timing). */
+export type GuestProgram = "sample" | "idle";
+
+export function initialState(i: number, program: GuestProgram = "sample"): GuestInitialState {
   return {
     segments: {
       cs: LAYOUT.codeSegment,
@@ -149,7 +156,7 @@ export function initialState(i: number): GuestInitialState {
       fs: pvclockGpa(i) >> 4,
       ss: (LAYOUT.stackGpa + i * LAYOUT.stackBytes) >> 4,
     },
-    rip: BigInt(GUEST_ENTRY_OFFSET),
+    rip: BigInt(program === "idle" ? GUEST_IDLE_OFFSET : GUEST_ENTRY_OFFSET),
     rsp: BigInt(LAYOUT.stackBytes),
     rdi: BigInt(pvclockGpa(i)) | 1n,
     rflags: 0x2n,

@@ -35,9 +35,9 @@ import {
   setRealModeSegment,
 } from "./abi.js";
 import { ioctlError, type KvmSystem } from "./device.js";
-import { initialState, installGuest, LAYOUT, pvclockGpa, readActed, readMailbox, type GuestReport } from "./guest.js";
+import { type GuestProgram, initialState, installGuest, LAYOUT, pvclockGpa, readActed, readMailbox, type GuestReport } from "./guest.js";
 import { checkSetClock, type SetClockGuard, type SetClockRequest } from "./set-clock-guard.js";
-import { CMD, CTL, controlWords, T, THREAD_STATE, threadBase, V, vcpuBase, vcpuThreadSource, type VcpuThreadData } from "./vcpu-thread.js";
+import { CMD, CTL, controlWords, T, THREAD_STATE, threadBase, TIMING_WORDS, TM, V, vcpuBase, vcpuThreadSource, type VcpuThreadData } from "./vcpu-thread.js";
 
 export interface KvmVmOptions {
   vcpus: number;
@@ -51,6 +51,8 @@ export interface KvmVmOptions {
   pauseTimeoutMs?: number;
   /** The kick signal is SIGRTMIN + this. Default 6. */
   signalOffset?: number;
+  /** What the vCPUs run (create only): the sampling guest, or a bare HLT loop for timing. */
+  program?: GuestProgram;
 }
 
 /** Per-vCPU counters kept by the vCPU threads. */
@@ -60,6 +62,16 @@ export interface VcpuStats {
   intrExits: number;
   injected: number;
   lastExit: number;
+}
+
+/** Time spent inside KVM_RUN for runs that ended in the guest's HLT, measured by the vCPU thread. */
+export interface RunTiming {
+  runs: number;
+  meanNs: number;
+  minNs: number;
+  maxNs: number;
+  /** CLOCK_REALTIME just before the latest KVM_INTERRUPT (0 before the first). */
+  injectRealtimeNs: bigint;
 }
 
 /** Everything a fresh VM needs to continue this one: memory, registers, kvmclock MSR, clock, TSC. */
@@ -97,7 +109,8 @@ export class KvmVm {
   private readonly runBytes: number;
   private readonly threadCount: number;
   private readonly ctl: Int32Array;
-  private readonly opts: Required<Omit<KvmVmOptions, "vcpus">>;
+  private readonly timingBlock: BigInt64Array;
+  private readonly opts: Required<Omit<KvmVmOptions, "vcpus" | "program">>;
   private workers: Worker[] = [];
   private workerErrors: Error[] = [];
   private isRunning = false;
@@ -121,6 +134,7 @@ export class KvmVm {
     this.threadCount = this.opts.threads;
     this.runBytes = sys.vcpuMmapBytes();
     this.ctl = new Int32Array(new SharedArrayBuffer(controlWords(this.threadCount, vcpus) * 4));
+    this.timingBlock = new BigInt64Array(new SharedArrayBuffer(vcpus * TIMING_WORDS * 8));
     this.vmFd = sys.call(sys.fd, "KVM_CREATE_VM", 0);
     const c = sys.libc;
     const mp = c.mmap(LAYOUT.memoryBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -145,7 +159,7 @@ export class KvmVm {
     try {
       vm.setup();
       installGuest(vm.mem, vm.vcpuCount);
-      for (let i = 0; i < vm.vcpuCount; i++) vm.setInitialRegisters(i);
+      for (let i = 0; i < vm.vcpuCount; i++) vm.setInitialRegisters(i, opts.program ?? "sample");
     } catch (e) {
       vm.release();
       throw e;
@@ -193,9 +207,9 @@ export class KvmVm {
     }
   }
 
-  private setInitialRegisters(i: number): void {
+  private setInitialRegisters(i: number, program: GuestProgram): void {
     const fd = this.vcpuFds[i] as number;
-    const s = initialState(i);
+    const s = initialState(i, program);
     const sregs = new Uint8Array(KVM_SREGS.size);
     this.sys.callBuf(fd, "KVM_GET_SREGS", sregs);
     setRealModeSegment(sregs, "cs", s.segments.cs);
@@ -260,6 +274,12 @@ export class KvmVm {
     this.requirePaused("KVM_SET_DEVICE_ATTR(TSC_OFFSET)");
     this.scratch.setBigUint64(0, offset, true);
     this.sys.callBuf(fd, "KVM_SET_DEVICE_ATTR", encodeDeviceAttr({ group: KVM_VCPU_TSC_CTRL, attr: BigInt(KVM_VCPU_TSC_OFFSET), addr: this.scratchAddr }));
+  }
+
+  /** KVM_HAS_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET) on vCPU i: whether the kernel knows the attribute. */
+  hasTscOffsetAttribute(i = 0): boolean {
+    const r = this.sys.tryBuf(this.vcpuFd(i), "KVM_HAS_DEVICE_ATTR", encodeDeviceAttr({ group: KVM_VCPU_TSC_CTRL, attr: BigInt(KVM_VCPU_TSC_OFFSET), addr: 0n }));
+    return r.ok;
   }
 
   /** KVM_KVMCLOCK_CTRL: PVCLOCK_GUEST_STOPPED appears in vCPU i's record at its next entry. */
@@ -333,6 +353,37 @@ export class KvmVm {
       injected: Atomics.load(this.ctl, b + V.injected),
       lastExit: Atomics.load(this.ctl, b + V.lastExit),
     };
+  }
+
+  timing(i: number): RunTiming {
+    this.vcpuFd(i);
+    const t = i * TIMING_WORDS;
+    const runs = Number(this.timingBlock[t + TM.runs]);
+    return {
+      runs,
+      meanNs: runs === 0 ? 0 : Number(this.timingBlock[t + TM.sumNs]) / runs,
+      minNs: Number(this.timingBlock[t + TM.minNs]),
+      maxNs: Number(this.timingBlock[t + TM.maxNs]),
+      injectRealtimeNs: this.timingBlock[t + TM.injectRealtimeNs] as bigint,
+    };
+  }
+
+  /**
+   * Resolves once vCPU i has completed at least `runs` KVM_RUN calls in all (a completed run of the
+   * sampling guest is a complete sample), or rejects after `timeoutMs` of real time.
+   */
+  async waitForRuns(i: number, runs: number, timeoutMs = 5000): Promise<void> {
+    this.vcpuFd(i);
+    const at = vcpuBase(this.threadCount, i) + V.runs;
+    const start = this.sys.libc.clockNs(1);
+    for (;;) {
+      this.throwIfFailed();
+      const now = Atomics.load(this.ctl, at);
+      if (now >= runs) return;
+      const leftMs = timeoutMs - Number(this.sys.libc.clockNs(1) - start) / 1e6;
+      if (leftMs <= 0) throw new TscmigError("deadline_exceeded", `vCPU ${i}: ${now} of ${runs} runs after ${timeoutMs} ms (is the VM running?)`);
+      await waitAsync(this.ctl, at, now, Math.min(leftMs, 50));
+    }
   }
 
   /** vCPU i's mailbox: the guest's latest sample, its stop and doorbell counts. */
@@ -423,6 +474,7 @@ export class KvmVm {
       const data: VcpuThreadData = {
         koffiPath: path,
         ctl: this.ctl,
+        timing: this.timingBlock,
         thread: t,
         threads: this.threadCount,
         vcpus,
@@ -437,7 +489,6 @@ export class KvmVm {
       };
       const w = new Worker(vcpuThreadSource(), { eval: true, workerData: data });
       w.on("error", (e) => this.workerErrors.push(e));
-      w.unref();
       this.workers.push(w);
     }
   }
@@ -516,6 +567,12 @@ export class KvmVm {
   private requirePaused(op: string): void {
     if (this.isRunning) throw new TscmigError("failed_precondition", `${op} needs the VM paused`);
   }
+}
+
+/** Atomics.waitAsync (V8 has it; the ES2022 lib this project compiles against does not declare it). */
+function waitAsync(a: Int32Array, index: number, value: number, timeoutMs: number): Promise<unknown> {
+  const w = (Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number, t: number): { value: unknown } }).waitAsync(a, index, value, timeoutMs);
+  return Promise.resolve(w.value);
 }
 
 function checkState(s: KvmVmState): void {

@@ -28,13 +28,18 @@ export const CTL = {
   header: 8,
   /** Per thread: tid, ack, running vCPU (−1 none), state, errno, failed vCPU, spare ×2. */
   threadWords: 8,
-  /** Per vCPU: pending vector (−1 none), runs, last exit, HLT exits, EINTR exits, injections, IRQ-window exits, spare. */
+  /** Per vCPU: pending vector (−1 none), completed runs (notified), last exit, HLT exits, EINTR exits, injections, IRQ-window exits, spare. */
   vcpuWords: 8,
 } as const;
 export const CMD = { pause: 0, run: 1, exit: 2 } as const;
 export const THREAD_STATE = { starting: 0, paused: 1, running: 2, exited: 3, failed: 4 } as const;
 export const T = { tid: 0, ack: 1, current: 2, state: 3, errno: 4, failedVcpu: 5 } as const;
 export const V = { pending: 0, runs: 1, lastExit: 2, hlt: 3, intr: 4, injected: 5, window: 6 } as const;
+
+/** Per vCPU in the timing block (BigInt64Array): timed runs, their total, min and max ns, and the
+ * CLOCK_REALTIME of the latest KVM_INTERRUPT. */
+export const TIMING_WORDS = 5;
+export const TM = { runs: 0, sumNs: 1, minNs: 2, maxNs: 3, injectRealtimeNs: 4 } as const;
 
 export function controlWords(threads: number, vcpus: number): number {
   return CTL.header + threads * CTL.threadWords + vcpus * CTL.vcpuWords;
@@ -49,6 +54,7 @@ export function vcpuBase(threads: number, v: number): number {
 export interface VcpuThreadData {
   koffiPath: string;
   ctl: Int32Array;
+  timing: BigInt64Array;
   thread: number;
   threads: number;
   /** The vCPU indices this thread runs, and their fds. */
@@ -77,7 +83,14 @@ export function vcpuThreadMain(d: VcpuThreadData): void {
   const sigaddset = lib.func("int sigaddset(void *, int)");
   const pthreadSigmask = lib.func("int pthread_sigmask(int, void *, void *)");
   const sigtimedwait = lib.func("int sigtimedwait(void *, void *, void *)");
+  const clockGettime = lib.func("int clock_gettime(int, void *)");
+  const ts = new BigInt64Array(2);
+  const nowNs = (clock: number): bigint => {
+    clockGettime(clock, ts);
+    return (ts[0] as bigint) * 1_000_000_000n + (ts[1] as bigint);
+  };
   const ctl = d.ctl;
+  const tm = d.timing;
   const tb = 8 + d.thread * 8;
   const vb = (v: number) => 8 + d.threads * 8 + v * 8;
   const fail = (vcpu: number, errno: number) => {
@@ -110,7 +123,7 @@ export function vcpuThreadMain(d: VcpuThreadData): void {
   const irq = new Uint8Array(4);
   Atomics.store(ctl, tb + 0, gettid());
 
-  const inject = (k: number, fd: number, base: number): number => {
+  const inject = (k: number, v: number, fd: number, base: number): number => {
     const r = runs[k] as { page: Uint8Array; view: DataView };
     const vec = Atomics.load(ctl, base);
     if (vec < 0) return 0;
@@ -120,6 +133,7 @@ export function vcpuThreadMain(d: VcpuThreadData): void {
     }
     r.page[0] = 0;
     new DataView(irq.buffer).setUint32(0, vec, true);
+    tm[v * 5 + 4] = nowNs(0 /* CLOCK_REALTIME */);
     if (ioctlPtr(fd, d.KVM_INTERRUPT, irq) !== 0) return koffi.errno();
     Atomics.compareExchange(ctl, base, vec, -1);
     Atomics.add(ctl, base + 5, 1);
@@ -145,17 +159,18 @@ export function vcpuThreadMain(d: VcpuThreadData): void {
       const v = d.vcpus[k] as number;
       const base = vb(v);
       const r = runs[k] as { page: Uint8Array; view: DataView };
-      const injErr = inject(k, fd, base);
+      const injErr = inject(k, v, fd, base);
       if (injErr !== 0) {
         fail(v, injErr);
         stop = true;
         break;
       }
       Atomics.store(ctl, tb + 2, v);
+      const t0 = nowNs(1 /* CLOCK_MONOTONIC */);
       const rc = ioctlInt(fd, d.KVM_RUN, 0);
       const errno = rc < 0 ? koffi.errno() : 0;
+      const dt = nowNs(1) - t0;
       Atomics.store(ctl, tb + 2, -1);
-      Atomics.add(ctl, base + 1, 1);
       if (rc < 0) {
         r.page[1] = 0; // immediate_exit served
         if (errno !== 4 /* EINTR */ && errno !== 11 /* EAGAIN */) {
@@ -167,16 +182,26 @@ export function vcpuThreadMain(d: VcpuThreadData): void {
           // drain every pending kick
         }
         Atomics.add(ctl, base + 4, 1);
+        Atomics.add(ctl, base + 1, 1);
+        Atomics.notify(ctl, base + 1);
         continue;
       }
       const exit = r.view.getUint32(8, true);
       Atomics.store(ctl, base + 2, exit);
-      if (exit === d.EXIT_HLT) Atomics.add(ctl, base + 3, 1);
-      else if (exit === d.EXIT_IRQ_WINDOW_OPEN) Atomics.add(ctl, base + 6, 1);
+      if (exit === d.EXIT_HLT) {
+        const t = v * 5;
+        tm[t] = (tm[t] as bigint) + 1n;
+        tm[t + 1] = (tm[t + 1] as bigint) + dt;
+        if (tm[t] === 1n || dt < (tm[t + 2] as bigint)) tm[t + 2] = dt;
+        if (dt > (tm[t + 3] as bigint)) tm[t + 3] = dt;
+        Atomics.add(ctl, base + 3, 1);
+      } else if (exit === d.EXIT_IRQ_WINDOW_OPEN) Atomics.add(ctl, base + 6, 1);
       else {
         fail(v, -exit); // an exit the guest never causes: report it, stop this thread
         stop = true;
       }
+      Atomics.add(ctl, base + 1, 1);
+      Atomics.notify(ctl, base + 1);
     }
     if (stop) break;
     const paceUs = Atomics.load(ctl, 3);
