@@ -23,6 +23,12 @@ describe("checkSetClock", () => {
     expect(checkSetClock({ clock: guard.floorNs, flags: KVM_CLOCK_REALTIME, realtime: guard.nowRealtimeNs + S / 2n }, guard)).toBe(guard.floorNs);
   });
 
+  it("judges the floor on the clock KVM will produce: an older clock handed back with its realtime passes", () => {
+    const older = { clock: guard.floorNs - 5_000n, flags: KVM_CLOCK_REALTIME, realtime: guard.nowRealtimeNs - 5_000n };
+    expect(checkSetClock(older, guard)).toBe(guard.floorNs);
+    expect(() => checkSetClock({ ...older, realtime: guard.nowRealtimeNs - 4_999n }, guard)).toThrow(/step back by 1 ns/);
+  });
+
   it("accepts the flags KVM_GET_CLOCK returns (so its output can be passed back)", () => {
     expect(() => checkSetClock({ clock: guard.floorNs, flags: KVM_CLOCK_TSC_STABLE | KVM_CLOCK_REALTIME | KVM_CLOCK_HOST_TSC, realtime: guard.nowRealtimeNs }, guard)).not.toThrow();
   });

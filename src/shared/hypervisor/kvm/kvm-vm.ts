@@ -135,6 +135,7 @@ export class KvmVm {
     this.runBytes = sys.vcpuMmapBytes();
     this.ctl = new Int32Array(new SharedArrayBuffer(controlWords(this.threadCount, vcpus) * 4));
     this.timingBlock = new BigInt64Array(new SharedArrayBuffer(vcpus * TIMING_WORDS * 8));
+    for (let v = 0; v < vcpus; v++) this.ctl[vcpuBase(this.threadCount, v) + V.pending] = -1;
     this.vmFd = sys.call(sys.fd, "KVM_CREATE_VM", 0);
     const c = sys.libc;
     const mp = c.mmap(LAYOUT.memoryBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -465,7 +466,6 @@ export class KvmVm {
 
   private startThreads(): void {
     Atomics.store(this.ctl, CTL.paceUs, this.opts.paceUs);
-    for (let v = 0; v < this.vcpuCount; v++) Atomics.store(this.ctl, vcpuBase(this.threadCount, v) + V.pending, -1);
     const signal = this.sys.libc.sigrtmin() + this.opts.signalOffset;
     const path = koffiPath();
     for (let t = 0; t < this.threadCount; t++) {

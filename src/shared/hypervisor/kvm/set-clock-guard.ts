@@ -36,8 +36,6 @@ export function checkSetClock(req: SetClockRequest, guard: SetClockGuard): bigin
   if (req.realtime < 0n || req.realtime > U64_MAX) throw invalid("setClock.realtime", "must be a u64");
   if (guard.maxForwardNs < 0n) throw invalid("setClock.maxForwardNs", "must be ≥ 0");
   if (req.clock > KVMCLOCK_NS_MAX) throw invalid("setClock.clock", `${req.clock} ns is past 2^63 − 1: kvmclock would wrap`);
-  if (req.clock < guard.floorNs)
-    throw invalid("setClock.clock", `${req.clock} ns is below the ${guard.floorNs} ns the guest has already seen: kvmclock would step back by ${guard.floorNs - req.clock} ns`);
   let advanceNs = 0n;
   if ((req.flags & KVM_CLOCK_REALTIME) !== 0) {
     // KVM adds now_real − realtime when positive (kvm_vm_ioctl_set_clock). A realtime far in the
@@ -46,7 +44,12 @@ export function checkSetClock(req: SetClockRequest, guard: SetClockGuard): bigin
     if (ahead > guard.maxForwardNs) throw invalid("setClock.realtime", `${ahead} ns ahead of this host's realtime: not a realtime this migration could have read`);
     if (ahead < 0n) advanceNs = -ahead;
   }
+  // The floor is checked on what KVM will produce: a clock read earlier and handed back with its
+  // realtime (KVM_GET_CLOCK's output, as QEMU does) lands at or above the floor once KVM adds the
+  // elapsed real time.
   const result = req.clock + advanceNs;
+  if (result < guard.floorNs)
+    throw invalid("setClock.clock", `${result} ns is below the ${guard.floorNs} ns the guest has already seen: kvmclock would step back by ${guard.floorNs - result} ns`);
   if (result > KVMCLOCK_NS_MAX) throw invalid("setClock.realtime", `the realtime advance takes kvmclock past 2^63 − 1`);
   const forward = result - guard.floorNs;
   if (forward > guard.maxForwardNs)

@@ -72,6 +72,8 @@ export interface VcpuThreadData {
 
 /** The thread body. Self-contained: see the header. */
 export function vcpuThreadMain(d: VcpuThreadData): void {
+  // An eval worker is CommonJS: its own require loads its own koffi instance.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const koffi = require(d.koffiPath);
   const lib = koffi.load("libc.so.6");
   const ioctlInt = lib.func("int ioctl(int, unsigned long, unsigned long)");
