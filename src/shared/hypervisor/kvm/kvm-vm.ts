@@ -37,7 +37,7 @@ import {
 import { ioctlError, type KvmSystem } from "./device.js";
 import { type GuestProgram, initialState, installGuest, LAYOUT, pvclockGpa, readActed, readMailbox, type GuestReport } from "./guest.js";
 import { checkSetClock, type SetClockGuard, type SetClockRequest } from "./set-clock-guard.js";
-import { CMD, CTL, controlWords, T, THREAD_STATE, threadBase, TIMING_WORDS, TM, V, vcpuBase, vcpuThreadSource, type VcpuThreadData } from "./vcpu-thread.js";
+import { CMD, CTL, controlWords, HISTOGRAM_BUCKETS, T, THREAD_STATE, threadBase, TIMING_WORDS, TM, V, vcpuBase, vcpuThreadSource, type VcpuThreadData } from "./vcpu-thread.js";
 
 export interface KvmVmOptions {
   vcpus: number;
@@ -45,7 +45,12 @@ export interface KvmVmOptions {
   threads?: number;
   /** Pause between a thread's rounds of samples, µs. Default 1000; 0 samples back to back. */
   paceUs?: number;
-  /** How long pause() waits for a thread to stop on its own before kicking it, µs. Default 2000. */
+  /**
+   * How long pause() waits for a thread to stop on its own (between runs, so the guest is at its HLT
+   * with a whole sample published) before kicking it out of KVM_RUN wherever the guest is, µs.
+   * Default 50000: the guest HLTs every few tens of µs, so only a stuck guest or a starved host
+   * needs the kick.
+   */
   kickAfterUs?: number;
   /** How long pause() waits in all, ms. Default 5000. */
   pauseTimeoutMs?: number;
@@ -89,7 +94,7 @@ export interface KvmVmState {
 }
 
 const DEFAULT_PACE_US = 1000;
-const DEFAULT_KICK_AFTER_US = 2000;
+const DEFAULT_KICK_AFTER_US = 50_000;
 const DEFAULT_PAUSE_TIMEOUT_MS = 5000;
 const DEFAULT_SIGNAL_OFFSET = 6;
 const TSS_ADDR = 0xfffb_d000;
@@ -134,7 +139,7 @@ export class KvmVm {
     this.threadCount = this.opts.threads;
     this.runBytes = sys.vcpuMmapBytes();
     this.ctl = new Int32Array(new SharedArrayBuffer(controlWords(this.threadCount, vcpus) * 4));
-    this.timingBlock = new BigInt64Array(new SharedArrayBuffer(vcpus * TIMING_WORDS * 8));
+    this.timingBlock = new BigInt64Array(new SharedArrayBuffer((vcpus * TIMING_WORDS + HISTOGRAM_BUCKETS) * 8));
     for (let v = 0; v < vcpus; v++) this.ctl[vcpuBase(this.threadCount, v) + V.pending] = -1;
     this.vmFd = sys.call(sys.fd, "KVM_CREATE_VM", 0);
     const c = sys.libc;
@@ -369,21 +374,48 @@ export class KvmVm {
     };
   }
 
+  /** Percentiles (ns, 1 µs resolution) of every vCPU's HLT-ended KVM_RUN durations so far. */
+  runPercentiles(ps: readonly number[]): number[] {
+    const at = this.vcpuCount * TIMING_WORDS;
+    const counts = Array.from({ length: HISTOGRAM_BUCKETS }, (_, b) => Number(Atomics.load(this.timingBlock, at + b)));
+    const total = counts.reduce((a, b) => a + b, 0);
+    return ps.map((p) => {
+      let seen = 0;
+      for (let b = 0; b < counts.length; b++) {
+        seen += counts[b] as number;
+        if (total > 0 && seen >= p * total) return (b + 1) * 1000;
+      }
+      return 0;
+    });
+  }
+
   /**
-   * Resolves once vCPU i has completed at least `runs` KVM_RUN calls in all (a completed run of the
-   * sampling guest is a complete sample), or rejects after `timeoutMs` of real time.
+   * Resolves once vCPU i has completed at least `runs` KVM_RUN calls in all, or rejects after
+   * `timeoutMs` of real time. A run can end before the guest did anything (an interrupt window, a
+   * kick): to wait for whole samples, use waitForHlts.
    */
   async waitForRuns(i: number, runs: number, timeoutMs = 5000): Promise<void> {
+    await this.waitForCounter(i, V.runs, runs, timeoutMs, "runs");
+  }
+
+  /** Resolves once vCPU i's guest has HLTed `hlts` times in all: with the sampling guest, each HLT ends a whole sample. */
+  async waitForHlts(i: number, hlts: number, timeoutMs = 5000): Promise<void> {
+    await this.waitForCounter(i, V.hlt, hlts, timeoutMs, "HLT exits");
+  }
+
+  private async waitForCounter(i: number, word: number, target: number, timeoutMs: number, what: string): Promise<void> {
     this.vcpuFd(i);
-    const at = vcpuBase(this.threadCount, i) + V.runs;
+    const base = vcpuBase(this.threadCount, i);
     const start = this.sys.libc.clockNs(1);
     for (;;) {
       this.throwIfFailed();
-      const now = Atomics.load(this.ctl, at);
-      if (now >= runs) return;
+      const runs = Atomics.load(this.ctl, base + V.runs);
+      const now = Atomics.load(this.ctl, base + word);
+      if (now >= target) return;
       const leftMs = timeoutMs - Number(this.sys.libc.clockNs(1) - start) / 1e6;
-      if (leftMs <= 0) throw new TscmigError("deadline_exceeded", `vCPU ${i}: ${now} of ${runs} runs after ${timeoutMs} ms (is the VM running?)`);
-      await waitAsync(this.ctl, at, now, Math.min(leftMs, 50));
+      if (leftMs <= 0) throw new TscmigError("deadline_exceeded", `vCPU ${i}: ${now} of ${target} ${what} after ${timeoutMs} ms (is the VM running?)`);
+      // The thread notifies the run counter after every run, whatever ended it.
+      await waitAsync(this.ctl, base + V.runs, runs, Math.min(leftMs, 50));
     }
   }
 
@@ -475,6 +507,7 @@ export class KvmVm {
         koffiPath: path,
         ctl: this.ctl,
         timing: this.timingBlock,
+        histogramAt: this.vcpuCount * TIMING_WORDS,
         thread: t,
         threads: this.threadCount,
         vcpus,

@@ -39,6 +39,8 @@ export const V = { pending: 0, runs: 1, lastExit: 2, hlt: 3, intr: 4, injected: 
 /** Per vCPU in the timing block (BigInt64Array): timed runs, their total, min and max ns, and the
  * CLOCK_REALTIME of the latest KVM_INTERRUPT. */
 export const TIMING_WORDS = 5;
+/** A VM-wide histogram of HLT-ended KVM_RUN durations follows the per-vCPU words: 1 µs buckets, the last one open. */
+export const HISTOGRAM_BUCKETS = 512;
 export const TM = { runs: 0, sumNs: 1, minNs: 2, maxNs: 3, injectRealtimeNs: 4 } as const;
 
 export function controlWords(threads: number, vcpus: number): number {
@@ -55,6 +57,8 @@ export interface VcpuThreadData {
   koffiPath: string;
   ctl: Int32Array;
   timing: BigInt64Array;
+  /** Index of the run-duration histogram in `timing`. */
+  histogramAt: number;
   thread: number;
   threads: number;
   /** The vCPU indices this thread runs, and their fds. */
@@ -196,6 +200,8 @@ export function vcpuThreadMain(d: VcpuThreadData): void {
         tm[t + 1] = (tm[t + 1] as bigint) + dt;
         if (tm[t] === 1n || dt < (tm[t + 2] as bigint)) tm[t + 2] = dt;
         if (dt > (tm[t + 3] as bigint)) tm[t + 3] = dt;
+        const bucket = Number(dt / 1000n);
+        Atomics.add(tm, d.histogramAt + (bucket < 511 ? bucket : 511), 1n);
         Atomics.add(ctl, base + 3, 1);
       } else if (exit === d.EXIT_IRQ_WINDOW_OPEN) Atomics.add(ctl, base + 6, 1);
       else {
