@@ -211,3 +211,18 @@ describe.skipIf(problem !== null)("real KVM", () => {
     expect(vcpuMaps()).toBe(base.maps);
   });
 });
+
+describe.skipIf(problem !== null)("tscmig kvm check (one restore per policy)", () => {
+  it("the guest saw the stop and the doorbell exactly once per restore, and REALTIME restores land at or after the model", async () => {
+    const { runCheck, CHECK_POLICIES } = await import("../../src/kvm/check.js");
+    const { RealScheduler } = await import("../../src/shared/platform/index.js");
+    const r = await runCheck({ vcpus: 2, policies: CHECK_POLICIES, blackoutsNs: [1_000_000n], skewsNs: [0n], scheduler: new RealScheduler() });
+    expect(r.cases.length).toBe(CHECK_POLICIES.length);
+    expect(r.stoppedExactlyOnce.ok).toBe(r.stoppedExactlyOnce.of);
+    expect(r.doorbellExactlyOnce.ok).toBe(r.doorbellExactlyOnce.of);
+    // KVM reads CLOCK_REALTIME after the TSC pair it bases kvmclock on: never before it.
+    for (const c of r.cases.filter((x) => x.sharp)) for (const d of c.diffNs) expect(d).toBeGreaterThanOrEqual(-100);
+    expect(r.cases.filter((x) => x.sharp).length).toBeGreaterThanOrEqual(3); // kvm-realtime and both anchored
+    expect(r.measurements.kvmRunRoundTripNs.runs).toBeGreaterThanOrEqual(2000);
+  });
+});

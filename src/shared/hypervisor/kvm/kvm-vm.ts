@@ -48,8 +48,9 @@ export interface KvmVmOptions {
   /**
    * How long pause() waits for a thread to stop on its own (between runs, so the guest is at its HLT
    * with a whole sample published) before kicking it out of KVM_RUN wherever the guest is, µs.
-   * Default 50000: the guest HLTs every few tens of µs, so only a stuck guest or a starved host
-   * needs the kick.
+   * Default 500000: the guest HLTs every few tens of µs, so only a stuck guest needs the kick; a
+   * host too busy to schedule the vCPU thread would not be helped by it, and a kicked vCPU can be
+   * left mid-sample (its mailbox unreadable until it runs again).
    */
   kickAfterUs?: number;
   /** How long pause() waits in all, ms. Default 5000. */
@@ -94,7 +95,7 @@ export interface KvmVmState {
 }
 
 const DEFAULT_PACE_US = 1000;
-const DEFAULT_KICK_AFTER_US = 50_000;
+const DEFAULT_KICK_AFTER_US = 500_000;
 const DEFAULT_PAUSE_TIMEOUT_MS = 5000;
 const DEFAULT_SIGNAL_OFFSET = 6;
 const TSS_ADDR = 0xfffb_d000;
