@@ -6,7 +6,7 @@
 // instruction), so one sample is ~40 instructions and the host paces them: the guest HLTs after
 // each sample and the vCPU thread decides when to run it again.
 
-import { invalid } from "../../errors.js";
+import { invalid, TscmigError } from "../../errors.js";
 import { decodePvclock, type PvclockRecord } from "../../kvm/pvclock.js";
 
 /** [offset, bytes, instruction]: the assembled guest.S (re-checked with `as` by the unit test). */
@@ -222,5 +222,8 @@ function seqRead<T>(v: DataView, seqAt: number, maxRetries: number, read: () => 
     const value = read();
     if (v.getUint32(seqAt, true) === seq) return value;
   }
-  throw invalid("mailbox", `seq at 0x${seqAt.toString(16)} stayed odd or moving over ${maxRetries} reads (vCPU stopped mid-sample?)`);
+  throw new TscmigError("unavailable", `mailbox: seq at 0x${seqAt.toString(16)} stayed odd or moving over ${maxRetries} reads (vCPU stopped mid-sample?)`, {
+    field: "mailbox.seq",
+    reason: "mailbox_mid_sample",
+  });
 }

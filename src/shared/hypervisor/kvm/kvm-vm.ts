@@ -568,6 +568,7 @@ export class KvmVm {
     const tid = Atomics.load(this.ctl, at + T.tid);
     const state = Atomics.load(this.ctl, at + T.state);
     if (tid === 0 || state === THREAD_STATE.exited || state === THREAD_STATE.failed) return;
+    Atomics.store(this.ctl, at + T.forced, Atomics.load(this.ctl, CTL.seq));
     const v = Atomics.load(this.ctl, at + T.current);
     if (v >= 0) (this.runPages[v] as Uint8Array)[1] = 1;
     this.sys.libc.tgkill(tid, this.sys.libc.sigrtmin() + this.opts.signalOffset);

@@ -26,14 +26,14 @@ export const CTL = {
   seq: 2,
   paceUs: 3,
   header: 8,
-  /** Per thread: tid, ack, running vCPU (−1 none), state, errno, failed vCPU, spare ×2. */
+  /** Per thread: tid, ack, running vCPU (−1 none), state, errno, failed vCPU, forced (seq of a kicked pause), spare. */
   threadWords: 8,
   /** Per vCPU: pending vector (−1 none), completed runs (notified), last exit, HLT exits, EINTR exits, injections, IRQ-window exits, spare. */
   vcpuWords: 8,
 } as const;
 export const CMD = { pause: 0, run: 1, exit: 2 } as const;
 export const THREAD_STATE = { starting: 0, paused: 1, running: 2, exited: 3, failed: 4 } as const;
-export const T = { tid: 0, ack: 1, current: 2, state: 3, errno: 4, failedVcpu: 5 } as const;
+export const T = { tid: 0, ack: 1, current: 2, state: 3, errno: 4, failedVcpu: 5, forced: 6 } as const;
 export const V = { pending: 0, runs: 1, lastExit: 2, hlt: 3, intr: 4, injected: 5, window: 6 } as const;
 
 /** Per vCPU in the timing block (BigInt64Array): timed runs, their total, min and max ns, and the
@@ -99,7 +99,7 @@ export function vcpuThreadMain(d: VcpuThreadData): void {
   const tm = d.timing;
   const tb = 8 + d.thread * 8;
   const vb = (v: number) => 8 + d.threads * 8 + v * 8;
-  const fail = (vcpu: number, errno: number) => {
+  const fail = (vcpu: number, errno: number): void => {
     Atomics.store(ctl, tb + 4, errno);
     Atomics.store(ctl, tb + 5, vcpu);
     Atomics.store(ctl, tb + 3, 4);
@@ -146,54 +146,38 @@ export function vcpuThreadMain(d: VcpuThreadData): void {
     return 0;
   };
 
+  // A vCPU is settled when its last run ended at the guest's HLT: its sample is whole. A pause lets
+  // unsettled vCPUs run on to their HLT (no doorbell injected meanwhile) unless the main thread
+  // forced the stop with a kick (it then writes the pause's seq into the thread's `forced` word).
+  const settled = d.fds.map(() => true);
   let stop = false;
-  while (!stop) {
-    const cmd = Atomics.load(ctl, 0);
-    const wake = Atomics.load(ctl, 1);
-    const seq = Atomics.load(ctl, 2);
-    if (cmd === 2) break;
-    Atomics.store(ctl, tb + 3, cmd === 1 ? 2 : 1);
-    Atomics.store(ctl, tb + 1, seq);
-    Atomics.notify(ctl, tb + 1);
-    if (cmd !== 1) {
-      Atomics.wait(ctl, 1, wake);
-      continue;
-    }
-    for (let k = 0; k < d.fds.length && !stop; k++) {
-      if (Atomics.load(ctl, 0) !== 1) break;
-      const fd = d.fds[k] as number;
-      const v = d.vcpus[k] as number;
-      const base = vb(v);
-      const r = runs[k] as { page: Uint8Array; view: DataView };
+  const runOne = (k: number, running: boolean): boolean => {
+    const fd = d.fds[k] as number;
+    const v = d.vcpus[k] as number;
+    const base = vb(v);
+    const r = runs[k] as { page: Uint8Array; view: DataView };
+    if (running) {
       const injErr = inject(k, v, fd, base);
-      if (injErr !== 0) {
-        fail(v, injErr);
-        stop = true;
-        break;
+      if (injErr !== 0) return fail(v, injErr), false;
+    } else r.page[0] = 0; // no interrupt window while finishing a sample
+    Atomics.store(ctl, tb + 2, v);
+    const t0 = nowNs(1 /* CLOCK_MONOTONIC */);
+    const rc = ioctlInt(fd, d.KVM_RUN, 0);
+    const errno = rc < 0 ? koffi.errno() : 0;
+    const dt = nowNs(1) - t0;
+    Atomics.store(ctl, tb + 2, -1);
+    if (rc < 0) {
+      r.page[1] = 0; // immediate_exit served
+      if (errno !== 4 /* EINTR */ && errno !== 11 /* EAGAIN */) return fail(v, errno), false;
+      while (sigtimedwait(set, null, zero) === d.signal) {
+        // drain every pending kick
       }
-      Atomics.store(ctl, tb + 2, v);
-      const t0 = nowNs(1 /* CLOCK_MONOTONIC */);
-      const rc = ioctlInt(fd, d.KVM_RUN, 0);
-      const errno = rc < 0 ? koffi.errno() : 0;
-      const dt = nowNs(1) - t0;
-      Atomics.store(ctl, tb + 2, -1);
-      if (rc < 0) {
-        r.page[1] = 0; // immediate_exit served
-        if (errno !== 4 /* EINTR */ && errno !== 11 /* EAGAIN */) {
-          fail(v, errno);
-          stop = true;
-          break;
-        }
-        while (sigtimedwait(set, null, zero) === d.signal) {
-          // drain every pending kick
-        }
-        Atomics.add(ctl, base + 4, 1);
-        Atomics.add(ctl, base + 1, 1);
-        Atomics.notify(ctl, base + 1);
-        continue;
-      }
+      settled[k] = false;
+      Atomics.add(ctl, base + 4, 1);
+    } else {
       const exit = r.view.getUint32(8, true);
       Atomics.store(ctl, base + 2, exit);
+      settled[k] = exit === d.EXIT_HLT;
       if (exit === d.EXIT_HLT) {
         const t = v * 5;
         tm[t] = (tm[t] as bigint) + 1n;
@@ -204,12 +188,35 @@ export function vcpuThreadMain(d: VcpuThreadData): void {
         Atomics.add(tm, d.histogramAt + (bucket < 511 ? bucket : 511), 1n);
         Atomics.add(ctl, base + 3, 1);
       } else if (exit === d.EXIT_IRQ_WINDOW_OPEN) Atomics.add(ctl, base + 6, 1);
-      else {
-        fail(v, -exit); // an exit the guest never causes: report it, stop this thread
-        stop = true;
+      else return fail(v, -exit), false; // an exit the guest never causes: report it, stop this thread
+    }
+    Atomics.add(ctl, base + 1, 1);
+    Atomics.notify(ctl, base + 1);
+    return true;
+  };
+  while (!stop) {
+    const cmd = Atomics.load(ctl, 0);
+    const wake = Atomics.load(ctl, 1);
+    const seq = Atomics.load(ctl, 2);
+    if (cmd === 2) break;
+    if (cmd !== 1) {
+      const forced = Atomics.load(ctl, tb + 6) === seq;
+      const k = forced ? -1 : settled.indexOf(false);
+      if (k >= 0) {
+        stop = !runOne(k, false);
+        continue;
       }
-      Atomics.add(ctl, base + 1, 1);
-      Atomics.notify(ctl, base + 1);
+    }
+    Atomics.store(ctl, tb + 3, cmd === 1 ? 2 : 1);
+    Atomics.store(ctl, tb + 1, seq);
+    Atomics.notify(ctl, tb + 1);
+    if (cmd !== 1) {
+      Atomics.wait(ctl, 1, wake);
+      continue;
+    }
+    for (let k = 0; k < d.fds.length && !stop; k++) {
+      if (Atomics.load(ctl, 0) !== 1) break;
+      stop = !runOne(k, true);
     }
     if (stop) break;
     const paceUs = Atomics.load(ctl, 3);
