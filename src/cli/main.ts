@@ -9,6 +9,7 @@ import { ApiClient } from "./api.js";
 import { runDemo } from "./demo.js";
 import { spawnDaemon } from "./local-pair.js";
 import { chaosCommand } from "../chaos/cli.js";
+import { kvmCommand } from "../kvm/cli.js";
 import { renderBench, runBench, SECTIONS, type Section } from "../bench/main.js";
 
 const out = (s: string) => process.stdout.write(s);
@@ -190,6 +191,7 @@ export function buildCli(): Command {
     });
 
   chaosCommand(program.command("chaos"), out);
+  kvmCommand(program.command("kvm"), out);
 
   program
     .command("bench")
