@@ -287,7 +287,7 @@ export interface VmJson {
   vcpu: { index: number; tsc: string; tscOffset: string; ratio: string; kvmclockNs: string; pvclock: { version: number; flags: number } }[];
   handledMigrations: string;
   doorbellsDelivered?: number;
-  vmclock: { disruptionMarker: string; seqCount?: number };
+  vmclock: { disruptionMarker: string; seqCount?: number; timeMaxerrorNanosec?: string };
   migrating: string | null;
   ntp: { synchronized: boolean; maxerrorUs: string };
   bounded: { status: string };
