@@ -5,10 +5,13 @@
 // number and end with `bye` when the daemon stops; no token reaches a log line.
 // Method: real daemon processes on loopback, the stream read with the CLI's own client; waits are
 // bounded polls of the stream, never sleeps.
+import { execFile } from "node:child_process";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import { request } from "undici";
 import { afterAll, describe, expect, it } from "vitest";
 import { eventStream, type StreamEvent } from "../../src/cli/event-stream.js";
-import { startDaemons, stopAllDaemons, TestDaemon } from "../helpers/daemons.js";
+import { ROOT, startDaemons, stopAllDaemons, TestDaemon } from "../helpers/daemons.js";
 
 afterAll(stopAllDaemons);
 
@@ -137,5 +140,20 @@ describe("dashboard and event stream", () => {
     const ends = streams.map((s) => readUntil(s, (e) => e.type === "bye"));
     await d.stop();
     for (const seen of await Promise.all(ends)) expect(seen.at(-1)?.type).toBe("bye");
+  });
+
+  it("tscmig watch follows the same stream: the state, a VM created meanwhile and its migration", async () => {
+    const [a, b] = await startDaemons({ name: "watch-a", token: TOKEN }, { name: "watch-b" });
+    const run = promisify(execFile)(process.execPath, [join(ROOT, "bin", "tscmig.js"), "watch", "--api", a.http, "--token", TOKEN, "--lines", "--duration", "6s"], { timeout: 60_000 });
+    // Act once the watcher is connected: its stream shows up in the daemon's heartbeat count.
+    const probe = eventStream(a.http, { token: TOKEN });
+    await readUntil(probe, (e) => e.type === "heartbeat" && (e.data as { streams: number }).streams >= 2);
+    await probe.return(undefined);
+    await a.api.createVm({ id: "wvm", vcpus: 1 });
+    expect((await a.api.migrate("wvm", { destination: b.grpc })).body.outcome).toBe("committed");
+    const { stdout } = await run;
+    expect(stdout).toMatch(/^state: watch-a, 0 VMs, 0 migrations$/m);
+    expect(stdout).toMatch(/^migration mig-\S+ wvm out → 127\.0\.0\.1:\d+ advance\/one-sided committed blackout .+ error .+ of ±/m);
+    expect(stdout).toMatch(/^vm wvm left for /m);
   });
 });
