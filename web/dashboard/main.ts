@@ -18,6 +18,7 @@ interface VmView {
   el: HTMLElement;
   stats: HTMLElement;
   title: HTMLElement;
+  chartEl: HTMLElement;
   chart: TimeChart;
   x: number[];
   err: Column;
@@ -122,7 +123,7 @@ function onState(st: StateEvent): void {
     const out = [...S.migrations.values()].filter((m) => m.direction === "out" && m.vmId === v.id && m.outcome === "committed").pop();
     if (out) v.gone = { destination: out.destination ?? "?" };
   }
-  $("vm-count").textContent = st.vmCount > st.vms.length ? `(${st.vmCount}, first ${st.vms.length} shown)` : `(${st.vmCount})`;
+  if (st.vmCount > st.vms.length) notice(`${st.vmCount} VMs here; the first ${st.vms.length} are shown`, true);
   renderPeers();
   schedule();
 }
@@ -212,7 +213,7 @@ function renderHost(): void {
       xMode: "clock",
       height: 200,
       series: [
-        { label: "realtime skew", color: "#d1242f", width: 2 },
+        { label: "realtime skew", color: "#d1242f", width: 2, stepped: true },
         { label: "claimed +maxerror", color: "#8c959f", dash: [4, 3], width: 1 },
         { label: "claimed −maxerror", color: "#8c959f", dash: [4, 3], width: 1 },
       ],
@@ -251,6 +252,7 @@ function createVmView(id: string): VmView {
     el,
     stats,
     title,
+    chartEl,
     chart: new TimeChart(chartEl, {
       yLabel: "guest − true",
       xMode: "clock",
@@ -258,7 +260,7 @@ function createVmView(id: string): VmView {
         { label: "guest realtime error", color: "#0969da", width: 2 },
         { label: "claimed latest", color: "#2da44e", width: 1 },
         { label: "claimed earliest", color: "#2da44e", width: 1 },
-        { label: "host realtime skew", color: "#d1242f", dash: [6, 4], width: 1.5 },
+        { label: "host realtime skew", color: "#d1242f", dash: [6, 4], width: 1.5, stepped: true },
       ],
       bands: [{ upper: 1, lower: 2, fill: "rgba(45,164,78,0.15)" }],
     }),
@@ -310,13 +312,18 @@ function overlays(v: VmView): { spans: Span[]; marks: Mark[] } {
 
 function renderVm(v: VmView): void {
   v.dirty = false;
-  if (v.summary) fill(v.stats, vmStats(v.summary));
   if (v.gone) {
     v.el.classList.add("gone");
-    fill(v.title, v.id, h("span", { class: "muted" }, ` — migrated to ${v.gone.destination}; its plot ends at the pause`));
-  }
+    fill(v.title, v.id, h("span", { class: "muted" }, ` — migrated to ${v.gone.destination}`));
+    fill(v.stats, h("div", { class: "stats muted" }, "No longer here: the plot ends at the pause, and the blackout to the resume on the destination is shaded."));
+  } else if (v.summary) fill(v.stats, vmStats(v.summary));
+  $("vm-count").textContent = `(${[...S.vms.values()].filter((x) => !x.gone).length} here)`;
   const { spans, marks } = overlays(v);
   v.chart.setData(v.x, [v.err, v.hi, v.lo, v.skew], spans, marks);
+  // What the plot shows last, for people reading the DOM (and the browser tests).
+  v.chartEl.dataset.hostSkewNs = String(v.skew[v.skew.length - 1] ?? "");
+  v.chartEl.dataset.errorNs = String(v.err[v.err.length - 1] ?? "");
+  v.chartEl.dataset.blackouts = String(spans.filter((sp) => sp.label?.startsWith("blackout")).length);
 }
 
 function renderMigrations(): void {

@@ -15,6 +15,8 @@ export interface SeriesSpec {
   pointsOnly?: boolean;
   /** Hidden from the legend (e.g. the band's lower edge). */
   legend?: boolean;
+  /** A value that holds until the next point (a clock's skew set by steps), not a ramp between points. */
+  stepped?: boolean;
 }
 
 export interface Span {
@@ -44,6 +46,19 @@ export interface ChartSpec {
 }
 
 export type Column = (number | null)[];
+
+const stepped = uPlot.paths.stepped?.({ align: 1 });
+
+/** Text with a light backdrop so it stays legible over lines and shading. */
+function label(ctx: CanvasRenderingContext2D, text: string, x: number, y: number, color: string, right: number): void {
+  const w = ctx.measureText(text).width;
+  const pad = 2 * devicePixelRatio;
+  const tx = x + pad + w > right ? x - pad - w : x + pad;
+  ctx.fillStyle = "rgba(255,255,255,0.8)";
+  ctx.fillRect(tx - pad, y - 10 * devicePixelRatio, w + 2 * pad, 13 * devicePixelRatio);
+  ctx.fillStyle = color;
+  ctx.fillText(text, tx, y);
+}
 
 export class TimeChart {
   private plot: uPlot | null = null;
@@ -169,6 +184,7 @@ export class TimeChart {
           value: fmtY,
           spanGaps: false,
           ...(x.pointsOnly ? { paths: () => null, points: { show: true, size: 6, fill: x.color } } : { points: { show: false } }),
+          ...(x.stepped ? { paths: stepped } : {}),
         }),
       ),
     ];
@@ -224,9 +240,10 @@ export class TimeChart {
       ctx.fillStyle = sp.color;
       ctx.fillRect(a, top, Math.max(b - a, 2 * devicePixelRatio), height);
       if (sp.label) {
-        ctx.fillStyle = "#333";
         ctx.font = `${11 * devicePixelRatio}px sans-serif`;
-        ctx.fillText(sp.label, a + 3 * devicePixelRatio, top + height - 6 * devicePixelRatio);
+        ctx.textAlign = "left";
+        ctx.textBaseline = "alphabetic";
+        label(ctx, sp.label, a, top + height - 6 * devicePixelRatio, "#82071e", left + width);
       }
     }
     // True time: the zero line every error is measured from.
@@ -247,6 +264,8 @@ export class TimeChart {
     const { left, top, width, height } = u.bbox;
     ctx.save();
     ctx.font = `${11 * devicePixelRatio}px sans-serif`;
+    ctx.textAlign = "left";
+    ctx.textBaseline = "alphabetic";
     let row = 0;
     for (const m of this.marks) {
       const x = this.xPos(u, m.at);
@@ -258,10 +277,8 @@ export class TimeChart {
       ctx.moveTo(x, top);
       ctx.lineTo(x, top + height);
       ctx.stroke();
-      ctx.fillStyle = m.color;
-      const w = ctx.measureText(m.label).width;
-      const tx = x + 3 * devicePixelRatio + w > left + width ? x - 3 * devicePixelRatio - w : x + 3 * devicePixelRatio;
-      ctx.fillText(m.label, tx, top + (12 + 13 * (row % 3)) * devicePixelRatio);
+      ctx.setLineDash([]);
+      label(ctx, m.label, x, top + (12 + 14 * (row % 4)) * devicePixelRatio, m.color, left + width);
       row++;
     }
     ctx.restore();
