@@ -100,4 +100,39 @@ describe("dashboard in a real browser", () => {
       await browser.close();
     }
   });
+
+  it("behind a token: asks for it, takes it once from the URL fragment, and streams through the cookie", async (ctx) => {
+    const launched = await launchBrowser();
+    if ("skip" in launched) {
+      console.log(`SKIP dashboard browser token test: ${launched.skip}`);
+      ctx.skip();
+      return;
+    }
+    const token = "browser-test-token-5f0c2a";
+    try {
+      const d = await TestDaemon.start({ name: "browser-token", token });
+      const page = await launched.context.newPage();
+      const errors = watchErrors(page);
+      await page.goto(`${d.http}/ui/`);
+      await page.waitForSelector("#token-form:visible");
+      await page.fill("#token-input", token);
+      await page.click("#token-form button[type=submit]");
+      await page.waitForSelector("#conn[data-status=live]");
+      await page.fill("#create-vm-form input[name=id]", "tok-vm");
+      await page.click("#create-vm-form button[type=submit]");
+      await page.waitForSelector("[data-role=vm-chart][data-vm=tok-vm][data-points]");
+
+      const second = await launched.context.newPage();
+      await second.goto(`${d.http}/ui/#token=${token}`);
+      await second.waitForSelector("#conn[data-status=live]");
+      expect(second.url()).not.toContain(token); // the fragment is dropped once read
+      await second.waitForSelector("[data-role=vm-chart][data-vm=tok-vm]");
+      await second.screenshot({ path: join(artifactsDir(), "5-token-page.png"), fullPage: true });
+      // The 401 of the first, tokenless attempt is the browser's own resource error line; nothing else.
+      expect(errors.filter((e) => !/401 \(Unauthorized\)/.test(e))).toEqual([]);
+      expect(d.logs.join("\n")).not.toContain(token);
+    } finally {
+      await launched.close();
+    }
+  });
 });
