@@ -15,8 +15,7 @@
 
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { TscmigError } from "../shared/errors.js";
 import type { RingHistory } from "../shared/history.js";
@@ -25,6 +24,7 @@ import { LIMITS } from "../shared/limits.js";
 import type { Logger } from "../shared/log.js";
 import type { Clock, Scheduler } from "../shared/time/clock.js";
 import { offsetModelToJson } from "../shared/time/offset-model.js";
+import { webAssetsDir } from "../shared/web-assets.js";
 import { reportFromJson } from "../destination/migrate-in.js";
 import { type DashboardSource, DashboardFeed, type InboundMigration, type PeerInfo } from "./dashboard-feed.js";
 import { EventHub, type FrameSink } from "./events.js";
@@ -119,19 +119,8 @@ export function nodeDashboardSource(node: TscmigNode, peers: readonly Configured
   };
 }
 
-/** The package root: the nearest folder above this module with our package.json (works from src and dist). */
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    const p = join(dir, "package.json");
-    if (existsSync(p) && (JSON.parse(readFileSync(p, "utf8")) as { name?: string }).name === "tscmig") return dir;
-    dir = dirname(dir);
-  }
-  return dirname(fileURLToPath(import.meta.url));
-}
-
 export function defaultAssetsDir(): string {
-  return join(packageRoot(), "dist", "web");
+  return webAssetsDir();
 }
 
 const CONTENT_TYPES: Record<string, string> = {

@@ -34,7 +34,7 @@ function staleFile(): string | undefined {
 function staleWeb(): string | undefined {
   let builtMs: number;
   try {
-    builtMs = Math.min(statSync(join(ROOT, "dist", "web", "dashboard.js")).mtimeMs, statSync(join(ROOT, "dist", "web", "report.js")).mtimeMs);
+    builtMs = Math.min(statSync(join(ROOT, "dist", "web", "dashboard.js")).mtimeMs, statSync(join(ROOT, "dist", "web", "report.js")).mtimeMs, statSync(join(ROOT, "dist", "web", "replay.js")).mtimeMs);
   } catch {
     return "web/";
   }

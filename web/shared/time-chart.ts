@@ -213,7 +213,7 @@ export class TimeChart {
                 return splits.map((v) => tickLabel(v * this.xUnit.ns, this.xUnit, step));
               },
             },
-        { label: `${s.yLabel} (${yUnit.name})`, stroke: "#444", grid: { stroke: "#eee" }, values: ticks, size: 60 },
+        { label: `${s.yLabel} (${yUnit.name})`, stroke: "#444", grid: { stroke: "#eee" }, values: ticks, size: 60, space: 24 },
       ],
       legend: { show: true, live: true },
       cursor: { drag: { x: true, y: false } },
