@@ -51,7 +51,8 @@ export function logHistogram(values: readonly number[], perDecade = 5): Histogra
 
 /** ns as a short human string (µs, ms, s). */
 export function fmtNs(ns: number): string {
-  const a = Math.abs(ns);
+  // Round to three significant digits before picking the unit: 999 999 ns is "1.00 ms", never "1.00e+3 µs".
+  const a = Math.abs(Number(ns.toPrecision(3)));
   if (a >= 1e9) return `${(ns / 1e9).toPrecision(3)} s`;
   if (a >= 1e6) return `${(ns / 1e6).toPrecision(3)} ms`;
   if (a >= 1e3) return `${(ns / 1e3).toPrecision(3)} µs`;
