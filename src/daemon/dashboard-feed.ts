@@ -13,7 +13,6 @@ import type { RestoreReport } from "../shared/migration/messages.js";
 import type { Scheduler, Timer } from "../shared/time/clock.js";
 import type { MigrationReport } from "../source/migrate-out.js";
 import type { EventHub } from "./events.js";
-import type { VmReading } from "./node.js";
 
 /** A daemon this one knows: configured, or met through a migration. */
 export interface PeerInfo {
@@ -56,7 +55,31 @@ export interface HostView {
   tscScaling: boolean;
 }
 
-/** The node, as the dashboard may see it: reads only. */
+/**
+ * A VM as the dashboard sees it without touching it. Observing must not change what is observed: a
+ * read of the guest's bounded clock (what GET /v1/vms does) makes the guest act on a pending
+ * migration signal and clear PVCLOCK_GUEST_STOPPED, so a dashboard reading at the resume would hide
+ * the flag from the restore's own report. The bounded clock shown is the guest's own last sample.
+ */
+export interface VmPeek {
+  id: string;
+  generation: bigint;
+  role: string;
+  running: boolean;
+  vcpus: number;
+  guestTscKhz: bigint;
+  clocksource: string;
+  /** The guest's NTP state as of its last clock tick. */
+  ntp: { status: number; maxerrorUs: bigint; esterrorUs: bigint };
+  handledMigrations: bigint;
+  /** vCPUs (of the first `vcpusRead`) whose pvclock record carries PVCLOCK_GUEST_STOPPED. */
+  stoppedVcpus: number;
+  vcpusRead: number;
+  vmclock: { disruptionMarker: bigint; clockStatus: number; seqCount: number };
+  migrating: string | null;
+}
+
+/** The node, as the dashboard may see it: reads only, and reads that change nothing. */
 export interface DashboardSource {
   host(): HostView;
   /** This host's realtime skew at a true instant (cheaper than host()). */
@@ -64,7 +87,7 @@ export interface DashboardSource {
   epochNs: bigint;
   vmIds(): string[];
   /** Null when the VM is not (or no longer) here. */
-  readVm(id: string): VmReading | null;
+  peekVm(id: string): VmPeek | null;
   /** Migrations this daemon sourced, newest last. */
   outbound(): readonly MigrationReport[];
   /** Migrations this daemon received, newest last (the journal's; policy and estimator unknown there). */
@@ -111,35 +134,26 @@ export function sampleEvent(s: GuestSample, epochNs: bigint, hostSkewNs: bigint)
   };
 }
 
-/** A VM's summary: what a card shows besides its plot. */
-export function vmEvent(r: VmReading, epochNs: bigint): Record<string, unknown> {
-  let stopped = 0;
-  for (const v of r.vcpu) if ((v.pvclock.flags & 2) !== 0) stopped++;
-  const trueRealtimeNs = epochNs + r.trueNs;
+/** A VM's summary: what a card shows besides its plot; `last` is its latest sample event, if any. */
+export function vmEvent(v: VmPeek, last: Record<string, unknown> | undefined): Record<string, unknown> {
   return {
-    id: r.id,
-    generation: toStr(r.generation),
-    role: r.role,
-    running: r.running,
-    vcpus: r.vcpus,
-    guestTscKhz: toStr(r.guestTscKhz),
-    clocksource: r.clocksource,
-    trueNs: toStr(r.trueNs),
-    ntp: { status: r.ntp.status, maxerrorUs: toStr(r.ntp.maxerrorUs), esterrorUs: toStr(r.ntp.esterrorUs), synchronized: r.ntp.synchronized },
-    bounded: r.running
-      ? {
-          status: r.bounded.status,
-          errorNs: toStr(r.bounded.realtimeNs - trueRealtimeNs),
-          earliestErrorNs: toStr(r.bounded.earliestNs - trueRealtimeNs),
-          latestErrorNs: toStr(r.bounded.latestNs - trueRealtimeNs),
-        }
-      : { status: r.bounded.status },
-    handledMigrations: toStr(r.handledMigrations),
-    doorbellsDelivered: r.doorbellsDelivered,
-    stoppedVcpus: stopped,
-    vcpusRead: r.vcpu.length,
-    vmclock: { disruptionMarker: toStr(r.vmclock.disruptionMarker), clockStatus: r.vmclock.clockStatus, seqCount: r.vmclock.seqCount },
-    migrating: r.migrating,
+    id: v.id,
+    generation: toStr(v.generation),
+    role: v.role,
+    running: v.running,
+    vcpus: v.vcpus,
+    guestTscKhz: toStr(v.guestTscKhz),
+    clocksource: v.clocksource,
+    ntp: { status: v.ntp.status, maxerrorUs: toStr(v.ntp.maxerrorUs), esterrorUs: toStr(v.ntp.esterrorUs), synchronized: (v.ntp.status & 0x40) === 0 },
+    bounded:
+      v.running && last !== undefined && last.generation === toStr(v.generation)
+        ? { status: last.status, errorNs: last.errorNs, earliestErrorNs: last.earliestErrorNs, latestErrorNs: last.latestErrorNs, trueNs: last.trueNs }
+        : { status: v.running ? "unknown" : "stopped" },
+    handledMigrations: toStr(v.handledMigrations),
+    stoppedVcpus: v.stoppedVcpus,
+    vcpusRead: v.vcpusRead,
+    vmclock: { disruptionMarker: toStr(v.vmclock.disruptionMarker), clockStatus: v.vmclock.clockStatus, seqCount: v.vmclock.seqCount },
+    migrating: v.migrating,
   };
 }
 
@@ -310,7 +324,7 @@ export class DashboardFeed implements HistorySink {
         let r: MigrationReport | undefined;
         for (let i = reports.length - 1; i >= 0 && r === undefined; i--) if (reports[i]?.migrationId === e.migrationId) r = reports[i];
         if (r) this.o.hub.publish("migration", outboundEvent(r));
-        if (this.o.source.readVm(e.vmId) === null) this.o.hub.publish("vm-gone", { id: e.vmId, migrationId: e.migrationId, destination: e.destination });
+        if (this.o.source.peekVm(e.vmId) === null) this.o.hub.publish("vm-gone", { id: e.vmId, migrationId: e.migrationId, destination: e.destination });
         else this.publishVm(e.vmId);
         this.publishPeersIfChanged();
         return;
@@ -343,8 +357,8 @@ export class DashboardFeed implements HistorySink {
   }
 
   private publishVm(id: string): void {
-    const r = this.o.source.readVm(id);
-    if (r) this.o.hub.publish("vm", vmEvent(r, this.o.source.epochNs));
+    const v = this.o.source.peekVm(id);
+    if (v) this.o.hub.publish("vm", vmEvent(v, this.recent.get(id)?.at(-1)));
   }
 
   private tick(): void {
@@ -393,8 +407,8 @@ export class DashboardFeed implements HistorySink {
     return {
       host: hostEvent(host),
       vms: ids.slice(0, this.o.vmsShownMax).flatMap((id) => {
-        const r = this.o.source.readVm(id);
-        return r ? [vmEvent(r, host.epochNs)] : [];
+        const v = this.o.source.peekVm(id);
+        return v ? [vmEvent(v, this.recent.get(id)?.at(-1))] : [];
       }),
       vmCount: ids.length,
       samples,

@@ -26,6 +26,7 @@ import type { Clock, Scheduler } from "../shared/time/clock.js";
 import { offsetModelToJson } from "../shared/time/offset-model.js";
 import { webAssetsDir } from "../shared/web-assets.js";
 import { reportFromJson } from "../destination/migrate-in.js";
+import { PVCLOCK_GUEST_STOPPED } from "../shared/kvm/pvclock.js";
 import { type DashboardSource, DashboardFeed, type InboundMigration, type PeerInfo } from "./dashboard-feed.js";
 import { EventHub, type FrameSink } from "./events.js";
 import type { TscmigNode } from "./node.js";
@@ -89,12 +90,34 @@ export function nodeDashboardSource(node: TscmigNode, peers: readonly Configured
       };
     },
     vmIds: () => node.listVms().map((h) => h.id),
-    readVm: (id) => {
+    peekVm: (id) => {
+      let h;
       try {
-        return node.readVm(id, 64);
+        h = node.getVm(id);
       } catch {
-        return null; // gone (handed off) between the listing and the read
+        return null; // not here, or gone (handed off) between the listing and the read
       }
+      const vm = h.vm;
+      const ntp = h.guest.exportState().ntp;
+      const vcpusRead = Math.min(vm.vcpuCount, 64);
+      let stopped = 0;
+      for (let i = 0; i < vcpusRead; i++) if ((vm.pvclock.flags(i) & PVCLOCK_GUEST_STOPPED) !== 0) stopped++;
+      const page = vm.vmclock();
+      return {
+        id,
+        generation: h.generation,
+        role: h.role,
+        running: vm.running,
+        vcpus: vm.vcpuCount,
+        guestTscKhz: vm.guestTscKhz,
+        clocksource: h.guest.clocksource,
+        ntp: { status: ntp.status, maxerrorUs: ntp.maxerrorUs, esterrorUs: ntp.esterrorUs },
+        handledMigrations: h.guest.handledCount,
+        stoppedVcpus: stopped,
+        vcpusRead,
+        vmclock: { disruptionMarker: page.disruptionMarker, clockStatus: page.clockStatus, seqCount: page.seqCount },
+        migrating: h.lock,
+      };
     },
     outbound: () => node.reports,
     inbound: (limit) =>

@@ -5,7 +5,9 @@
 // number and end with `bye` when the daemon stops; no token reaches a log line.
 // Method: real daemon processes on loopback, the stream read with the CLI's own client; waits are
 // bounded polls of the stream, never sleeps.
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { createInterface } from "node:readline";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { request } from "undici";
@@ -78,6 +80,10 @@ describe("dashboard and event stream", () => {
     const inEvents = await readUntil(sb, (e) => e.type === "migration");
     const inbound = inEvents.at(-1)?.data as Record<string, unknown>;
     expect(inbound).toMatchObject({ direction: "in", vmId: "dvm", outcome: "committed", source: "dash-a", policy: "advance", estimator: "one-sided", doorbellRung: true });
+    // Watching changes nothing: the restore still finds the stopped flag on every vCPU (a dashboard
+    // that read the guest's clock at the resume would make the guest clear it first).
+    expect(inbound.stoppedVcpus).toBe(2);
+    expect(out.stoppedVcpus).toBe(2);
     expect(BigInt(inbound.estimatedBlackoutNs as string)).toBeGreaterThan(0n);
     expect(BigInt(inbound.resumeTrueNs as string)).toBeGreaterThan(0n);
     await readUntil(sb, (e) => e.type === "sample" && (e.data as { vmId: string }).vmId === "dvm");
@@ -156,4 +162,42 @@ describe("dashboard and event stream", () => {
     expect(stdout).toMatch(/^migration mig-\S+ wvm out → 127\.0\.0\.1:\d+ advance\/one-sided committed blackout .+ error .+ of ±/m);
     expect(stdout).toMatch(/^vm wvm left for /m);
   });
+
+  it("tscmig up prints both dashboards' URLs, and each page is served there", async () => {
+    const base = await freeBase();
+    const up = spawn(process.execPath, [join(ROOT, "bin", "tscmig.js"), "up", "--base-port", String(base)], { stdio: ["ignore", "pipe", "pipe"] });
+    try {
+      const lines = createInterface({ input: up.stdout });
+      const first = await new Promise<string>((resolve, reject) => {
+        lines.once("line", resolve);
+        up.once("exit", (c) => reject(new Error(`tscmig up exited ${c}`)));
+      });
+      expect(first).toBe(`dashboard: open http://127.0.0.1:${base}/ui/ (source) and http://127.0.0.1:${base + 10}/ui/ (destination) in a browser`);
+      for (const url of [`http://127.0.0.1:${base}/ui/`, `http://127.0.0.1:${base + 10}/ui/`]) expect((await get(url)).status).toBe(200);
+      // Each daemon offers the other as a peer, with its dashboard.
+      const s = eventStream(`http://127.0.0.1:${base}`);
+      const st = (await s.next()).value?.data as { peers: { name: string; grpc: string; http: string }[] };
+      expect(st.peers).toEqual([{ name: "destination", grpc: `127.0.0.1:${base + 11}`, http: `http://127.0.0.1:${base + 10}`, via: "configured" }]);
+      await s.return(undefined);
+    } finally {
+      const exited = new Promise((r) => up.once("exit", r));
+      up.kill("SIGINT");
+      await exited;
+    }
+  });
 });
+
+/** A base port P with P, P+1, P+10 and P+11 free a moment ago (what `tscmig up --base-port` binds). */
+async function freeBase(): Promise<number> {
+  const free = (port: number) =>
+    new Promise<boolean>((resolve) => {
+      const srv = createServer();
+      srv.once("error", () => resolve(false));
+      srv.listen({ port, host: "127.0.0.1", exclusive: true }, () => srv.close(() => resolve(true)));
+    });
+  for (let i = 0; i < 50; i++) {
+    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    if ((await free(base)) && (await free(base + 1)) && (await free(base + 10)) && (await free(base + 11))) return base;
+  }
+  throw new Error("no free base port");
+}

@@ -44,7 +44,6 @@ export interface VmEvent {
   ntp: { status: number; maxerrorUs: string; esterrorUs: string; synchronized: boolean };
   bounded: { status: string; errorNs?: string; earliestErrorNs?: string; latestErrorNs?: string };
   handledMigrations: string;
-  doorbellsDelivered: number;
   stoppedVcpus: number;
   vcpusRead: number;
   vmclock: { disruptionMarker: string; clockStatus: number; seqCount: number };

@@ -37,10 +37,10 @@ export function vmStats(v: VmEvent): HTMLElement {
     h("span", {}, "bounded clock ", h("b", { class: "pill", "data-status": b.status, "data-role": "vm-status" }, b.status)),
     h("span", {}, "guest error ", h("b", {}, b.errorNs !== undefined ? fmtNs(b.errorNs) : "–")),
     h("span", {}, "claimed ± ", h("b", {}, b.latestErrorNs !== undefined && b.earliestErrorNs !== undefined ? fmtNs((Number(b.latestErrorNs) - Number(b.earliestErrorNs)) / 2) : "–")),
-    h("span", {}, "NTP maxerror ", h("b", {}, fmtNs(Number(v.ntp.maxerrorUs) * 1000)), v.ntp.synchronized ? "" : " (UNSYNC)"),
+    h("span", { title: "as of the guest's last NTP tick" }, "NTP maxerror ", h("b", {}, fmtNs(Number(v.ntp.maxerrorUs) * 1000)), v.ntp.synchronized ? "" : " (UNSYNC)"),
     h("span", {}, `${v.vcpus} vCPU${v.vcpus === 1 ? "" : "s"} · ${fmtKhz(v.guestTscKhz)} · ${v.clocksource}`),
     h("span", {}, `generation ${v.generation} · ${v.role}${v.running ? "" : " (paused)"}`),
-    h("span", {}, `migrations handled ${v.handledMigrations} · doorbells ${v.doorbellsDelivered} · vmclock marker ${v.vmclock.disruptionMarker}`),
+    h("span", {}, `migrations handled by the guest ${v.handledMigrations} · vmclock marker ${v.vmclock.disruptionMarker}`),
     v.stoppedVcpus > 0 ? h("span", { class: "bad" }, `PVCLOCK_GUEST_STOPPED on ${v.stoppedVcpus}/${v.vcpusRead} vCPUs`) : null,
     v.migrating ? h("span", { class: "bad" }, `migrating (${v.migrating})`) : null,
   );
