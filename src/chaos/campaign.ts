@@ -65,7 +65,7 @@ export interface CampaignResult {
   failingRuns: { run: number; seed: bigint; invariants: string[] }[];
   stats: MigrationStat[];
   plots: MigrationPlot[];
-  /** Per-run timelines (JSON text) by run: every failing run, and the first TIMELINES_KEPT_MAX others. */
+  /** Per-run timelines (JSON text) by run: every failing run, and the first TIMELINES_KEPT_MAX others (report/timeline.ts). */
   timelines: Map<number, string>;
   /** One row per run, in run order: what the report's run browser lists. */
   runRows: RunRow[];
@@ -137,9 +137,6 @@ export interface RunRow {
   invariants: string[];
 }
 
-/** Runs whose timeline the report embeds besides the failing ones (a few KB each). */
-export const TIMELINES_KEPT_MAX = 2000;
-
 class Aggregate {
   readonly result: CampaignResult;
   private readonly outcomes: (RunOutcome | undefined)[] = [];
@@ -199,7 +196,7 @@ class Aggregate {
         hostFaults: countOf(true),
         invariants: [...new Set(o.violations.map((v) => v.invariant))].sort(),
       });
-      if (o.timelineJson !== undefined && (o.violations.length > 0 || o.hostFaults.length > 0 || o.run < TIMELINES_KEPT_MAX)) r.timelines.set(o.run, o.timelineJson);
+      if (o.timelineJson !== undefined) r.timelines.set(o.run, o.timelineJson);
       for (const [k, n] of Object.entries(o.faultSites)) bump(r.faultSites, k, n);
       for (const k of o.active) bump(r.faultKinds, k);
       for (const [k, n] of Object.entries(o.outcomes)) bump(r.outcomes, k, n);

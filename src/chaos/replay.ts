@@ -170,7 +170,7 @@ const escHtml = (s: string) => s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<":
 
 export function replayHtml(p: ReplayPage): string {
   const { steps, cut } = replaySteps(p.history, p.check, p.messages);
-  const timeline = runTimeline(p.history, p.check, 0, BigInt(p.seed === "" ? "0" : p.seed), { pointsMax: 2000, faultsMax: 2000, verdictsMax: 200 });
+  const timeline = runTimeline(p.history, p.check, 0, BigInt(p.seed === "" ? "0" : p.seed), { pointsMax: 2000, hostPointsMax: 400, faultsMax: 2000, verdictsMax: 200 });
   const violations = p.check.violations.length;
   const data = { title: p.title, seed: p.seed, source: p.source, command: p.command, steps, cut, timeline, violations, hostFaults: p.check.hostFaults.length, messagesTraced: p.messages.length > 0 };
   return [

@@ -5,7 +5,7 @@
 
 import { type CheckCounts, type CheckResult, type FaultClass, type MigrationRow, type Violation } from "./checker.js";
 import type { ChaosHistory } from "./history.js";
-import { runTimeline } from "./report/timeline.js";
+import { runTimeline, TIMELINES_KEPT_MAX } from "./report/timeline.js";
 
 export interface MigrationStat {
   policy: string;
@@ -146,7 +146,7 @@ export function outcomeOf(run: number, seed: bigint, h: ChaosHistory, check: Che
     checked: check.checked,
     stats: migrationStats(check.migrations),
     plots: plotsOf(h, check, run, seed, failing ? Math.max(plotsMax, 1) : plotsMax),
-    timelineJson: JSON.stringify(runTimeline(h, check, run, seed)),
+    ...(failing || run < TIMELINES_KEPT_MAX ? { timelineJson: JSON.stringify(runTimeline(h, check, run, seed)) } : {}),
     ...extra,
   };
 }

@@ -72,13 +72,21 @@ export interface RunTimeline {
 }
 
 export interface TimelineLimits {
-  /** Points per host and per VM. */
+  /** Points per VM. */
   pointsMax: number;
+  /** Evenly spaced points per host, besides both sides of each change of its clock model. */
+  hostPointsMax: number;
   faultsMax: number;
   verdictsMax: number;
 }
 
-export const TIMELINE_LIMITS: TimelineLimits = { pointsMax: 160, faultsMax: 160, verdictsMax: 12 };
+/**
+ * Runs whose timeline a campaign keeps besides the failing ones (a few KB each): the report embeds
+ * these; the others are listed and can be replayed, and cost no memory in a campaign of millions.
+ */
+export const TIMELINES_KEPT_MAX = 2000;
+
+export const TIMELINE_LIMITS: TimelineLimits = { pointsMax: 160, hostPointsMax: 80, faultsMax: 160, verdictsMax: 12 };
 
 const ms = (ns: bigint) => Math.round(Number(ns) / 1e3) / 1e3;
 const us = (ns: bigint) => Math.round(Number(ns) / 1e2) / 10;
@@ -112,24 +120,25 @@ function hostsOf(h: ChaosHistory, endNs: bigint, lim: TimelineLimits): TimelineH
   }
   const names = [...new Set([...h.meta.daemons.map((d) => d.name), ...clocks.keys()])];
   return names.map((name) => {
-    const eras = clocks.get(name) ?? [];
-    const at = (t: bigint) => {
-      let era = eras[0];
-      for (const x of eras) if (x.fromNs <= t) era = x;
-      return era ? { skew: offsetAt(era.model, t), maxerror: era.maxerrorNs } : { skew: 0n, maxerror: 0n };
-    };
-    const times = new Set<bigint>();
-    const n = Math.max(2, lim.pointsMax - 2 * eras.length);
-    for (let i = 0; i < n; i++) times.add((endNs * BigInt(i)) / BigInt(n - 1));
+    const eras = clocks.get(name) ?? []; // in true-time order, as recorded
+    const times: bigint[] = [];
+    const n = Math.max(2, lim.hostPointsMax);
+    for (let i = 0; i < n; i++) times.push((endNs * BigInt(i)) / BigInt(n - 1));
     for (const x of eras) {
-      if (x.fromNs > 0n) times.add(x.fromNs - 1n);
-      times.add(x.fromNs);
+      if (x.fromNs > 0n) times.push(x.fromNs - 1n);
+      times.push(x.fromNs);
     }
-    const sorted = [...times].filter((t) => t >= 0n && t <= endNs).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-    const pts = sorted.map((t) => {
-      const v = at(t);
-      return { tMs: ms(t), skewUs: us(v.skew), maxerrorUs: us(v.maxerror) };
-    });
+    times.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const pts: { tMs: number; skewUs: number; maxerrorUs: number }[] = [];
+    let k = -1; // the era in force at t: the last one that started at or before it
+    let last = -1n;
+    for (const t of times) {
+      if (t < 0n || t > endNs || t === last) continue;
+      last = t;
+      while (k + 1 < eras.length && (eras[k + 1] as (typeof eras)[number]).fromNs <= t) k++;
+      const era = eras[Math.max(k, 0)];
+      pts.push({ tMs: ms(t), skewUs: era ? us(offsetAt(era.model, t)) : 0, maxerrorUs: era ? us(era.maxerrorNs) : 0 });
+    }
     const kept = dropCollinear(pts);
     return { name, tMs: kept.map((p) => p.tMs), skewUs: kept.map((p) => p.skewUs), maxerrorUs: kept.map((p) => p.maxerrorUs) };
   });
