@@ -165,7 +165,7 @@ function violationCards(r: CampaignResult, ctx: ReportContext, stepThrough: (see
         `<ul>${vs
           .slice(0, 4)
           .map((v) => `<li><b>${esc(v.invariant)}</b> ${esc(v.message)}</li>`)
-          .join("")}${vs.length > 4 ? `<li class="muted">… ${vs.length - 4} more listed in the raw data</li>` : ""}</ul>` +
+          .join("")}${vs.length > 4 ? `<li class="muted">… and ${vs.length - 4} more listed for this run (its verdicts are in the run browser, all of them in the JSON report)</li>` : ""}</ul>` +
         `<div class="plot" data-run="${f.run}" data-vm="${esc(first?.vmId ?? "")}"><p class="muted">the plot needs JavaScript</p></div>` +
         `<div class="cmd"><span>replay:</span><pre>${esc(ctx.replay(f.seed))}</pre></div>` +
         `<div class="cmd"><span>step through:</span><pre>${esc(stepThrough(f.seed))}</pre></div></div>`,
