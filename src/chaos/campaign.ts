@@ -65,6 +65,10 @@ export interface CampaignResult {
   failingRuns: { run: number; seed: bigint; invariants: string[] }[];
   stats: MigrationStat[];
   plots: MigrationPlot[];
+  /** Per-run timelines (JSON text) by run: every failing run, and the first TIMELINES_KEPT_MAX others (report/timeline.ts). */
+  timelines: Map<number, string>;
+  /** One row per run, in run order: what the report's run browser lists. */
+  runRows: RunRow[];
   faultSites: Record<string, number>;
   faultKinds: Record<string, number>;
   outcomes: Record<string, number>;
@@ -120,6 +124,19 @@ export async function runSimTask(i: number, o: SimTaskOptions, restoreHook?: Res
   return out;
 }
 
+export interface RunRow {
+  run: number;
+  seed: bigint;
+  migrationsStarted: number;
+  migrationsCommitted: number;
+  faults: number;
+  /** Fault kinds active in the run. */
+  active: string[];
+  violations: number;
+  hostFaults: number;
+  invariants: string[];
+}
+
 class Aggregate {
   readonly result: CampaignResult;
   private readonly outcomes: (RunOutcome | undefined)[] = [];
@@ -138,6 +155,8 @@ class Aggregate {
       failingRuns: [],
       stats: [],
       plots: [],
+      timelines: new Map(),
+      runRows: [],
       faultSites: {},
       faultKinds: {},
       outcomes: {},
@@ -165,6 +184,19 @@ class Aggregate {
       if (o.violations.length > 0) r.failingRuns.push({ run: o.run, seed: o.seed, invariants: [...new Set(o.violations.map((v) => v.invariant))].sort() });
       r.stats.push(...o.stats);
       r.plots.push(...o.plots);
+      const countOf = (host: boolean) => Object.entries(o.counts).filter(([k]) => k.includes("/") === host).reduce((a, [, n]) => a + n, 0);
+      r.runRows.push({
+        run: o.run,
+        seed: o.seed,
+        migrationsStarted: o.checked.migrationsStarted,
+        migrationsCommitted: o.checked.migrationsCommitted,
+        faults: o.checked.faults,
+        active: o.active,
+        violations: countOf(false) + o.violations.filter((v) => v.invariant === "D").length,
+        hostFaults: countOf(true),
+        invariants: [...new Set(o.violations.map((v) => v.invariant))].sort(),
+      });
+      if (o.timelineJson !== undefined) r.timelines.set(o.run, o.timelineJson);
       for (const [k, n] of Object.entries(o.faultSites)) bump(r.faultSites, k, n);
       for (const k of o.active) bump(r.faultKinds, k);
       for (const [k, n] of Object.entries(o.outcomes)) bump(r.outcomes, k, n);

@@ -16,6 +16,7 @@ import { buildHtml } from "./report/html.js";
 import { buildJsonReport, type ReportContext } from "./report/json.js";
 import { buildJunit } from "./report/junit.js";
 import { DEFAULT_SCENARIO, FAULT_KIND_DOCS, FAULT_KINDS, type FaultKind, type ScenarioOptions } from "./sim/scenario.js";
+import { addReplayCommand, stepThroughCommand } from "./replay-cli.js";
 
 export interface ChaosFlags {
   mode: string;
@@ -169,6 +170,7 @@ export async function runChaos(f: ChaosFlags, out: (s: string) => void, extra: P
   }).finally(() => bar?.stop());
   const ctx: ReportContext = {
     replay: (seed) => replayCommand(flags, seed),
+    stepThrough: (seed) => stepThroughCommand(flags, seed),
     options: { ...flags, seed: o.seed.toString(), runs: o.runs, "determinism-check": o.determinismCheck },
     elapsedNs: clock.monotonicNs() - t0,
     jobs: o.jobs,
@@ -183,6 +185,7 @@ export async function runChaos(f: ChaosFlags, out: (s: string) => void, extra: P
 
 /** Declares `tscmig chaos` on `cmd` (main.ts adds the command and calls this). */
 export function chaosCommand(cmd: Command, out: (s: string) => void): Command {
+  addReplayCommand(cmd, out);
   return cmd
     .description(
       "run a chaos campaign: seeded runs that skew host clocks, break networks and crash daemons during migrations, record what every guest saw against true time, and check I1–I8 (exit 1 on a violation, with the command that replays it)",

@@ -5,6 +5,7 @@
 
 import { type CheckCounts, type CheckResult, type FaultClass, type MigrationRow, type Violation } from "./checker.js";
 import type { ChaosHistory } from "./history.js";
+import { runTimeline, TIMELINES_KEPT_MAX } from "./report/timeline.js";
 
 export interface MigrationStat {
   policy: string;
@@ -61,6 +62,8 @@ export interface RunOutcome {
   faultSites: Record<string, number>;
   outcomes: Record<string, number>;
   active: string[];
+  /** The run's compact timeline for the report (report/timeline.ts), as JSON text. */
+  timelineJson?: string;
   hash?: string;
   /** Determinism check: the rerun's hash, when this run was rerun. */
   rerunHash?: string;
@@ -143,6 +146,7 @@ export function outcomeOf(run: number, seed: bigint, h: ChaosHistory, check: Che
     checked: check.checked,
     stats: migrationStats(check.migrations),
     plots: plotsOf(h, check, run, seed, failing ? Math.max(plotsMax, 1) : plotsMax),
+    ...(failing || run < TIMELINES_KEPT_MAX ? { timelineJson: JSON.stringify(runTimeline(h, check, run, seed)) } : {}),
     ...extra,
   };
 }

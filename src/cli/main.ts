@@ -8,6 +8,8 @@ import { parseDurationNs } from "../daemon/config-parsers.js";
 import { ApiClient } from "./api.js";
 import { runDemo } from "./demo.js";
 import { spawnDaemon } from "./local-pair.js";
+import { runWatch } from "./watch.js";
+import { RealScheduler } from "../shared/platform/index.js";
 import { chaosCommand } from "../chaos/cli.js";
 import { kvmCommand } from "../kvm/cli.js";
 import { renderBench, runBench, SECTIONS, type Section } from "../bench/main.js";
@@ -47,15 +49,20 @@ export function buildCli(): Command {
     .action(async (opts: { basePort: string; json?: boolean }) => {
       const base = Number(opts.basePort);
       if (!Number.isInteger(base) || base < 1 || base > 65_000) throw new Error("--base-port must be a port number");
+      // Each daemon's dashboard offers the other as a destination and links to its page.
       const [s, d] = await Promise.all([
-        spawnDaemon({ name: "source", http: `127.0.0.1:${base}`, grpc: `127.0.0.1:${base + 1}`, echo: false }),
-        spawnDaemon({ name: "destination", http: `127.0.0.1:${base + 10}`, grpc: `127.0.0.1:${base + 11}`, echo: false }),
+        spawnDaemon({ name: "source", http: `127.0.0.1:${base}`, grpc: `127.0.0.1:${base + 1}`, echo: false, args: ["--peers", `destination=127.0.0.1:${base + 11}@127.0.0.1:${base + 10}`] }),
+        spawnDaemon({ name: "destination", http: `127.0.0.1:${base + 10}`, grpc: `127.0.0.1:${base + 11}`, echo: false, args: ["--peers", `source=127.0.0.1:${base + 1}@127.0.0.1:${base}`] }),
       ]);
-      const info = { source: { http: s.http, grpc: s.grpc, data: s.data }, destination: { http: d.http, grpc: d.grpc, data: d.data } };
+      const info = {
+        source: { dashboard: `${s.http}/ui/`, http: s.http, grpc: s.grpc, data: s.data },
+        destination: { dashboard: `${d.http}/ui/`, http: d.http, grpc: d.grpc, data: d.data },
+      };
       if (opts.json) print(info, true);
       else
         out(
-          `source       control API ${s.http}  gRPC ${s.grpc}  data ${s.data}\n` +
+          `dashboard: open ${s.http}/ui/ (source) and ${d.http}/ui/ (destination) in a browser\n` +
+            `source       control API ${s.http}  gRPC ${s.grpc}  data ${s.data}\n` +
             `destination  control API ${d.http}  gRPC ${d.grpc}  data ${d.data}\n` +
             `try: tscmig vm create --api ${s.http} --vcpus 4 && tscmig migrate <vm-id> --api ${s.http} --to ${d.grpc}\n`,
         );
@@ -188,6 +195,29 @@ export function buildCli(): Command {
         ...(o.reset === true ? { reset: true } : {}),
       };
       print(await api(o as { api: string; token?: string }).call("PUT", "/v1/host/clock", body), true);
+    });
+
+  program
+    .command("watch")
+    .description("follow a daemon live in the terminal: host clocks, each VM's bounded clock against true time, migrations (its GET /v1/events stream)")
+    .addOption(apiOption())
+    .addOption(tokenOption())
+    .option("--lines", "print one line per event instead of redrawing the screen (the default when stdout is not a terminal)")
+    .option("--json", "print every event as one JSON line")
+    .option("--duration <duration>", "stop after this long, e.g. 30s (default: until Ctrl-C)")
+    .action(async (o: { api: string; token?: string; lines?: boolean; json?: boolean; duration?: string }) => {
+      const stop = new AbortController();
+      process.once("SIGINT", () => stop.abort());
+      process.once("SIGTERM", () => stop.abort());
+      await runWatch({
+        api: new ApiClient(o.api).baseUrl,
+        ...((o.token ?? process.env.TSCMIG_TOKEN) ? { token: (o.token ?? process.env.TSCMIG_TOKEN) as string } : {}),
+        mode: o.json ? "json" : o.lines || !process.stdout.isTTY ? "lines" : "screen",
+        durationNs: o.duration !== undefined ? parseDurationNs(o.duration) : 0n,
+        scheduler: new RealScheduler(),
+        write: out,
+        signal: stop.signal,
+      });
     });
 
   chaosCommand(program.command("chaos"), out);

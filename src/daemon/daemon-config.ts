@@ -21,6 +21,7 @@ import {
   parseToken,
 } from "./config-parsers.js";
 import { parseFaultSites } from "./live-faults.js";
+import { type ConfiguredPeer, parsePeers } from "./peers-config.js";
 
 const offsetRange = { min: -LIMITS.offsetNsMax, max: LIMITS.offsetNsMax };
 
@@ -141,6 +142,14 @@ export const DAEMON_CONFIG = defineConfig({
   tlsCert: { env: "TSCMIG_TLS_CERT", flag: "tls-cert", parse: optional(parsePath), default: undefined, doc: "Mutual TLS between daemons: this daemon's certificate (PEM)." },
   tlsKey: { env: "TSCMIG_TLS_KEY", flag: "tls-key", parse: optional(parsePath), default: undefined, doc: "Mutual TLS: this daemon's private key (PEM)." },
   tlsCa: { env: "TSCMIG_TLS_CA", flag: "tls-ca", parse: optional(parsePath), default: undefined, doc: "Mutual TLS: the CA that signs peers' certificates (PEM)." },
+  peers: {
+    env: "TSCMIG_PEERS",
+    flag: "peers",
+    parse: parsePeers,
+    default: [] as readonly ConfiguredPeer[],
+    defaultDoc: "none",
+    doc: "Daemons the dashboard offers as migration destinations: comma-separated [NAME=]GRPC_HOST:PORT[@HTTP_HOST:PORT] (the HTTP address links to that daemon's dashboard).",
+  },
   logLevel: { env: "TSCMIG_LOG_LEVEL", flag: "log-level", parse: parseEnum(LOG_LEVELS), default: "info", doc: `Log level: ${LOG_LEVELS.join(", ")}.` },
   faults: {
     env: "TSCMIG_FAULTS",

@@ -19,6 +19,7 @@ import { formatHostPort } from "./config-parsers.js";
 import type { DaemonConfig } from "./daemon-config.js";
 import { GrpcDialer, migrationService } from "./grpc-peer.js";
 import { controlRoutes } from "./http-routes.js";
+import { uiRoutes } from "./ui-routes.js";
 import { Journal } from "./journal.js";
 import { resolvePeerAuth } from "./peer-auth.js";
 import { defaultNodeConfig, type NodeConfig, TscmigNode } from "./node.js";
@@ -101,6 +102,7 @@ export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
     ...(c.token !== undefined ? { token: c.token } : {}),
   });
   controlRoutes(http, { node, metrics, history });
+  uiRoutes(http, { node, history, clock: deps.clock, scheduler: deps.scheduler, log, peers: c.peers, streamId: deps.random.fork("events").u32().toString(36), ...(c.token !== undefined ? { token: c.token } : {}) });
   // Gauges are read at scrape time: VMs arrive by migration too, not only through this API.
   http.addHook("onRequest", async (req) => {
     if (req.url === "/metrics") {

@@ -59,13 +59,24 @@ export const NO_HISTORY: HistorySink = { sample: () => {}, event: () => {} };
 export class RingHistory implements HistorySink {
   readonly samples: GuestSample[] = [];
   readonly events: HistoryEvent[] = [];
+  private readonly listeners = new Set<HistorySink>();
   constructor(private readonly max: number) {}
   sample(s: GuestSample): void {
     this.samples.push(s);
     if (this.samples.length > this.max) this.samples.splice(0, this.samples.length - this.max);
+    for (const l of this.listeners) l.sample(s);
   }
   event(e: HistoryEvent): void {
     this.events.push(e);
     if (this.events.length > this.max) this.events.splice(0, this.events.length - this.max);
+    for (const l of this.listeners) l.event(e);
+  }
+  /**
+   * Also hands every later record to `listener` (the live event stream), synchronously, as it is
+   * recorded; returns the unsubscribe. A listener must not throw: it runs inside the recorder.
+   */
+  subscribe(listener: HistorySink): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
   }
 }

@@ -43,11 +43,18 @@ export const LIMITS = {
   ntpPhaseLimitUs: 16_000_000n,
   /** Samples one VM's workload keeps in memory (a ring). */
   historySamplesMax: 4096,
+  /** Concurrent `GET /v1/events` streams one daemon serves (dashboards, `tscmig watch`). */
+  eventStreamsMax: 32,
+  /** Frames one stream may have waiting for a slow client before it is cut (the client resumes by id). */
+  eventQueueFramesMax: 4096,
+  /** Recent events kept so a reconnecting stream resumes where it stopped (Last-Event-ID). */
+  eventReplayMax: 4096,
 } as const;
 
 assert(LIMITS.tscKhzMin > 0n && LIMITS.tscKhzMin < LIMITS.tscKhzMax, "tsc kHz range");
 assert(LIMITS.vcpuCountMax >= 1 && LIMITS.vcpuCountMax <= 1024, "vCPU limit within the wire format");
 assert(LIMITS.advanceCapNsDefault < LIMITS.blackoutNsMax, "cap below the blackout limit");
 assert(LIMITS.messageBytesMax >= 1024 * 200, "a 1024-vCPU snapshot must fit a message");
+assert(LIMITS.eventStreamsMax >= 1 && LIMITS.eventQueueFramesMax >= 16 && LIMITS.eventReplayMax >= 16, "event stream limits");
 assert(LIMITS.rpcDeadlineNs * BigInt(LIMITS.retriesMax) < LIMITS.blackoutNsMax, "retries end before the blackout limit");
 assert(LIMITS.prepareLeaseNs > 2n * LIMITS.rpcDeadlineNs, "a lease outlives a Prepare and a probe that each run to their deadline");

@@ -30,7 +30,33 @@ function staleFile(): string | undefined {
   return walk(join(ROOT, "src"));
 }
 
+/** A file under web/ newer than the built browser assets (or no build of them yet). */
+function staleWeb(): string | undefined {
+  let builtMs: number;
+  try {
+    builtMs = Math.min(statSync(join(ROOT, "dist", "web", "dashboard.js")).mtimeMs, statSync(join(ROOT, "dist", "web", "report.js")).mtimeMs, statSync(join(ROOT, "dist", "web", "replay.js")).mtimeMs);
+  } catch {
+    return "web/";
+  }
+  const walk = (dir: string): string | undefined => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) {
+        const s = walk(p);
+        if (s) return s;
+      } else if (statSync(p).mtimeMs > builtMs) return p;
+    }
+    return undefined;
+  };
+  return walk(join(ROOT, "web"));
+}
+
 export default function setup(): void {
+  const web = staleWeb();
+  if (web !== undefined) {
+    console.log(`the browser assets are older than ${relative(ROOT, web) || web}: building them`);
+    execFileSync(process.execPath, [join(ROOT, "scripts", "build-web.mjs")], { cwd: ROOT, stdio: "inherit", timeout: 180_000 });
+  }
   const stale = staleFile();
   if (stale === undefined) return;
   console.log(`dist is older than ${relative(ROOT, stale)}: running the build for the daemon tests`);

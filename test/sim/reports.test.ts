@@ -28,6 +28,12 @@ const flags = (over: Partial<ChaosFlags>): ChaosFlags => ({
   ...over,
 });
 
+function reportData(html: string): { rows: (string | number)[][]; timelines: Record<string, string> } {
+  const m = /<script type="application\/json" id="tscmig-report-data">([\s\S]*?)<\/script>/.exec(html);
+  expect(m).not.toBeNull();
+  return JSON.parse((m as RegExpExecArray)[1] as string);
+}
+
 async function run(over: Partial<ChaosFlags>): Promise<{ code: number; text: string }> {
   let text = "";
   const code = await runChaos(flags(over), (s) => (text += s));
@@ -60,15 +66,50 @@ describe("tscmig chaos reports", () => {
     const h = readFileSync(html, "utf8");
     expect(h).toMatch(/<svg/);
     expect(h).toMatch(/PASS/);
-    expect(h).not.toMatch(/<script|<link|src=|https?:\/\/(?!www\.w3\.org\/2000\/svg)/);
+    // Self-contained: the viewer and chart library are inline; nothing is loaded from anywhere.
+    expect(h).not.toMatch(/<script[^>]*\ssrc=|<link|<img|@import|url\(|https?:\/\/(?!www\.w3\.org\/2000\/svg)/);
+    expect(h).toContain("<script>");
+    const data = reportData(h);
+    expect(data.rows.length).toBe(20); // every run is listed…
+    expect(Object.keys(data.timelines).length).toBe(20); // …and has its timeline
+    const t = JSON.parse(data.timelines["3"] as string);
+    expect(t.run).toBe(3);
+    expect(t.hosts.length).toBeGreaterThan(1);
+    expect(t.vms.length).toBeGreaterThan(0);
+    for (const m of t.migrations) if (m.pauseMs !== null && m.resumeMs !== null) expect(m.pauseMs).toBeLessThanOrEqual(m.resumeMs);
+    // The counts say what they count, and the outcome table says why it may differ.
+    expect(h).toContain("new VM generations that ran");
+    expect(h).toMatch(/What each source(&apos;|&#39;|')s migrate call returned/);
+    // Round decade ticks with units on the log axes, never exponent notation.
+    expect(h.replace(/<script[\s\S]*?<\/script>/g, "")).not.toMatch(/\de[+-]\d/);
   });
 
   it("a failing campaign: exit 1, each failing run with its replay command, which replays it alone", async () => {
     const json = join(dir, "fail.json");
     const junit = join(dir, "fail.xml");
+    const html = join(dir, "fail.html");
     const over = { guestMigrationHandling: "off", policy: "kvm-realtime", estimator: "wallclock", skewMax: "50ms", faults: "skew", json, junit };
-    const { code, text } = await run(over);
+    const { code, text } = await run({ ...over, html });
     expect(code).toBe(1);
+    // The page: violations first (before the counts, the runs and any raw data), each with its plot
+    // and its replay command whole.
+    const h = readFileSync(html, "utf8");
+    const at = (needle: string) => h.indexOf(needle);
+    expect(at('id="violations"')).toBeGreaterThan(0);
+    expect(at('id="violations"')).toBeLessThan(at("What was checked"));
+    expect(at('id="violations"')).toBeLessThan(at('id="runs"'));
+    expect(at('id="violations"')).toBeLessThan(at('id="raw"'));
+    const cards = h.match(/<div class="card violation"[\s\S]*?<\/pre><\/div><\/div>/g) ?? [];
+    expect(cards.length).toBeGreaterThan(0);
+    for (const c of cards) {
+      expect(c).toMatch(/<div class="plot" data-run="\d+" data-vm="[^"]+">/);
+      expect(c).toMatch(/<pre>tscmig chaos --mode sim --seed \d+ --runs 1 [^<]*--ntp-source reference<\/pre>/);
+      expect(c).toMatch(/<pre>tscmig chaos replay --mode sim --seed \d+ [^<]*<\/pre>/);
+    }
+    const data = reportData(h);
+    expect(data.rows.length).toBe(20);
+    const failing = data.rows.filter((r) => (r[6] as number) > 0).map((r) => String(r[0]));
+    for (const run of failing) expect(data.timelines[run], `run ${run}`).toBeTypeOf("string");
     const m = /replay: (tscmig chaos --mode sim --seed (\d+) --runs 1 .*)/.exec(text);
     expect(m, text).not.toBeNull();
     const j = JSON.parse(readFileSync(json, "utf8"));

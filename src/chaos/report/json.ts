@@ -10,6 +10,8 @@ import { logHistogram, summarize, type Summary } from "./stats.js";
 export interface ReportContext {
   /** The command that replays one run alone. */
   replay: (seed: bigint) => string;
+  /** The command that opens one run as a step-through page (`tscmig chaos replay`). */
+  stepThrough?: (seed: bigint) => string;
   /** The options as the user gave them (for the header). */
   options: Record<string, string | number | boolean>;
   elapsedNs?: bigint;

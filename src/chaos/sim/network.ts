@@ -106,6 +106,18 @@ export interface NetStats {
   partitioned: number;
 }
 
+/** One message on the simulated wire, as `tscmig chaos replay` shows it (tracing only: draws nothing). */
+export interface NetTrace {
+  trueNs: bigint;
+  what: "send" | "deliver" | "deliver duplicate" | "reply";
+  from: string;
+  to: string;
+  method: string;
+  bytes: number;
+  /** For replies: the handler's error code, or "ok". */
+  result?: string;
+}
+
 export class SimNetwork {
   private readonly endpoints = new Map<string, Endpoint>();
   /** Faults are injected only while true (the harness heals the network by clearing it). */
@@ -121,6 +133,8 @@ export class SimNetwork {
     private readonly onFault: (site: string, detail: string) => void,
     /** Records an exception a handler should never throw (a bug). */
     private readonly onError: (daemon: string, message: string) => void,
+    /** Sees every message (replay's step-through view); absent in campaigns. */
+    private readonly trace?: (m: NetTrace) => void,
   ) {}
 
   attach(address: string, ep: Endpoint): void {
@@ -174,6 +188,7 @@ export class SimNetwork {
       const deadline = this.sched.after(this.cfg.deadlineNs, () => settle(() => new TscmigError("deadline_exceeded", `${method} to ${to}: deadline exceeded`)));
       const unavailable = (why: string) => () => new TscmigError("unavailable", `${method} to ${to}: ${why}`);
       this.stats.messages++;
+      this.trace?.({ trueNs: this.now(), what: "send", from, to, method, bytes: bytes.length });
       if (bytes.length > LIMITS.messageBytesMax) {
         settle(() => new TscmigError("resource_exhausted", `${method}: request of ${bytes.length} bytes exceeds ${LIMITS.messageBytesMax}`));
         return;
@@ -196,6 +211,7 @@ export class SimNetwork {
           if (!copy) this.sched.after(this.delay(), () => settle(unavailable("connection refused")));
           return;
         }
+        this.trace?.({ trueNs: this.now(), what: copy ? "deliver duplicate" : "deliver", from, to, method, bytes: bytes.length });
         let reply: Reply;
         try {
           reply = { ok: handle(ep.node, bytes) };
@@ -230,6 +246,7 @@ export class SimNetwork {
           return;
         }
         const r = reply;
+        this.trace?.({ trueNs: this.now(), what: "reply", from: to, to: from, method, bytes: "ok" in r ? r.ok.length : 0, result: "ok" in r ? "ok" : r.err.code });
         this.sched.after(this.delay(), () => settle(r));
       };
       if (this.cut(from, to)) {

@@ -30,7 +30,7 @@ import { drainMicrotasks } from "./drain.js";
 import { DEFAULT_GUEST, defaultNodeConfig, type NodeConfig, TscmigNode } from "../../daemon/node.js";
 import type { ChaosEvent, ChaosHistory } from "../history.js";
 import { historyHash } from "../history.js";
-import { type Fence, type NetStats, SimNetwork } from "./network.js";
+import { type Fence, type NetStats, type NetTrace, SimNetwork } from "./network.js";
 import { drawScenario, type Scenario, type ScenarioOptions } from "./scenario.js";
 
 /** Wall-clock instant of simulated true time 0 (2026-01-01T00:00:00Z). */
@@ -45,6 +45,8 @@ export interface SimRunOptions extends ScenarioOptions {
   restoreHook?: RestoreFn;
   /** Stop after this many scheduler events (a run that does not converge is a finding). */
   eventLimit?: number;
+  /** Sees every simulated message (`tscmig chaos replay`); tracing draws no randomness, so the run is the same. */
+  traceMessages?: (m: NetTrace) => void;
   /** Settle promise continuations with a full event-loop turn (setImmediate) instead of a nextTick (same results, slower). */
   drainWithImmediate?: boolean;
 }
@@ -169,7 +171,7 @@ export async function runSimulation(seed: bigint, opts: SimRunOptions): Promise<
   let faultsActive = true;
   let ended = false;
   let crashesLeft = scen.crashesMax;
-  const net = new SimNetwork(sched, now, root.fork("net"), scen.net, fault, error);
+  const net = new SimNetwork(sched, now, root.fork("net"), scen.net, fault, error, opts.traceMessages);
 
   const history: ChaosHistory = {
     meta: {
