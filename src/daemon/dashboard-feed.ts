@@ -94,8 +94,8 @@ export interface DashboardSource {
   inbound(limit: number): InboundMigration[];
   /** The undecided inbound migration bringing generation `generation` of `vmId`, while it is still held. */
   inboundPending(vmId: string, generation: bigint): Omit<InboundMigration, "report" | "phase" | "decision" | "updatedNs"> | null;
-  /** The journaled record of a received migration, with its restore report once decided. */
-  inboundRecord(migrationId: string): InboundMigration | null;
+  /** The journaled record of a received migration (its id is the source's), with its restore report once decided. */
+  inboundRecord(migrationId: string, sourceName: string): InboundMigration | null;
   configuredPeers(): PeerInfo[];
 }
 
@@ -345,7 +345,7 @@ export class DashboardFeed implements HistorySink {
     this.pendingIn.set(pending.migrationId, pending);
     queueMicrotask(() => {
       if (this.stopped) return;
-      const rec = this.o.source.inboundRecord(pending.migrationId);
+      const rec = this.o.source.inboundRecord(pending.migrationId, pending.sourceName ?? "");
       this.pendingIn.delete(pending.migrationId);
       if (!rec) return;
       const full: InboundMigration = { ...rec, ...pending, report: rec.report, phase: rec.phase, decision: rec.decision, updatedNs: rec.updatedNs } as InboundMigration;

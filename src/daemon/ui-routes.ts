@@ -134,8 +134,8 @@ export function nodeDashboardSource(node: TscmigNode, peers: readonly Configured
       }
       return null;
     },
-    inboundRecord: (id) => {
-      const rec = node.journal.getMigration(id);
+    inboundRecord: (id, sourceName) => {
+      const rec = node.journal.getMigration(id, sourceName);
       return rec && rec.role === "destination" ? inboundOf(rec) : null;
     },
     configuredPeers: () => peers.map((p): PeerInfo => ({ name: p.name, grpc: p.grpc, ...(p.http ? { http: p.http } : {}), via: "configured" })),
