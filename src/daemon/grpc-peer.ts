@@ -74,7 +74,7 @@ export function migrationService(node: TscmigNode): ServiceRegistration {
           if (migrationId !== null) throw invalid("open", "the Handover call is already open");
           checkId(step.value.migrationId, "open.migrationId");
           migrationId = step.value.migrationId;
-          node.handoverAnswering(migrationId); // the answer below leaves right after: one-sided's anchor
+          node.handoverAnswering(migrationId, ctx.receivedAt(hostClock)); // the answer below leaves right after: one-sided's anchor
           return { step: { case: "opened", value: {} } };
         }
         if (migrationId === null) throw invalid("step", "the first Handover message must be open");
@@ -86,7 +86,7 @@ export function migrationService(node: TscmigNode): ServiceRegistration {
         if (step.case === "probe") {
           same(step.value.migrationId, "probe.migrationId");
           const r = node.probe({ migrationId: step.value.migrationId, t1RealtimeNs: step.value.t1RealtimeNs });
-          node.handoverAnswering(migrationId);
+          node.handoverAnswering(migrationId, ctx.receivedAt(hostClock));
           return { step: { case: "probe", value: { ...r } } };
         }
         if (step.case === "commit") {

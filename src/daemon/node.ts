@@ -281,6 +281,8 @@ export class TscmigNode {
         receiveTrueNs: 0n, // diagnostics only, not kept across a restart
         anchorsRawNs: [],
         anchorsToSendNs: [],
+        requestsRawNs: [],
+        requestsToSendNs: [],
         holdNs: p.holdNs,
         decodeNs: p.decodeNs,
         report: null,
@@ -613,8 +615,8 @@ export class TscmigNode {
   }
 
   /** An answer on this migration's Handover call (`opened`, a probe) is about to leave. */
-  handoverAnswering(migrationId: string): void {
-    this.destination.handoverAnswering(migrationId);
+  handoverAnswering(migrationId: string, requestReceivedRawNs: bigint): void {
+    this.destination.handoverAnswering(migrationId, requestReceivedRawNs);
   }
 
   abort(req: AbortReq): void {

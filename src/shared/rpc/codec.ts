@@ -266,12 +266,16 @@ export function snapshotToPb(s: Snapshot): MessageInitShape<typeof SnapshotSchem
 
 /** Wire → domain. Structural checks here; the domain rules (validateSnapshot) run after. */
 export function transferReqToPb(r: TransferReq): MessageInitShape<typeof TransferRequestSchema> {
-  return { snapshot: snapshotToPb(r.snapshot), sourceAnchorsToSendNs: r.sourceAnchorsToSendNs ?? [] };
+  return { snapshot: snapshotToPb(r.snapshot), sourceAnchorsToSendNs: r.sourceAnchorsToSendNs ?? [], sourceRequestsToSendNs: r.sourceRequestsToSendNs ?? [] };
 }
 
 export function transferReqFromPb(m: TransferRequest): TransferReq {
   if (!m.snapshot) throw invalid("snapshot", "missing");
-  return { snapshot: snapshotFromPb(m.snapshot), ...(m.sourceAnchorsToSendNs.length > 0 ? { sourceAnchorsToSendNs: m.sourceAnchorsToSendNs } : {}) };
+  return {
+    snapshot: snapshotFromPb(m.snapshot),
+    ...(m.sourceAnchorsToSendNs.length > 0 ? { sourceAnchorsToSendNs: m.sourceAnchorsToSendNs } : {}),
+    ...(m.sourceRequestsToSendNs.length > 0 ? { sourceRequestsToSendNs: m.sourceRequestsToSendNs } : {}),
+  };
 }
 
 export function snapshotFromPb(m: PbSnapshot | undefined): Snapshot {
