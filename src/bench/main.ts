@@ -113,6 +113,8 @@ export interface BenchResult {
         p50Ns: bigint;
         p99Ns: bigint;
         maxNs: bigint;
+        /** Median of the signed error (estimate too long: positive): the part a systematic asymmetry leaves. */
+        signedP50Ns: bigint;
         ratioP50: number;
         ratioP99: number;
         maxRatioToBound: number;
@@ -465,6 +467,7 @@ function errorCell(ms: readonly Migrated[]): BenchResult["error"][string][string
     p50Ns: s.p50Ns,
     p99Ns: s.p99Ns,
     maxNs: s.maxNs,
+    signedP50Ns: summarize(ms.map((m) => m.tscErrorNs)).p50Ns,
     ratioP50: percentileOf(ratios, 50),
     ratioP99: percentileOf(ratios, 99),
     maxRatioToBound: ratios.length === 0 ? Number.NaN : Math.max(...ratios),
@@ -512,13 +515,14 @@ function targets(r: BenchResult, plan: Plan): BenchResult["targets"] {
       basis: t64.vms === 1000 ? "measured" : `projected from ${t64.vms} VMs at ${t64.perSec.toFixed(0)}/s`,
     });
   }
-  for (const est of ["one-sided", "probe"]) {
+  // Issue 14 §5: one-sided ≤ 100 µs, probe ≤ 50 µs at p99 (issue 5 asked 200 µs of both).
+  for (const [est, limitNs] of [["one-sided", 100_000n], ["probe", 50_000n]] as const) {
     const cells = r.error[est];
     if (!cells) continue;
     for (const sk of ["+1s", "-1s"]) {
       const c = cells[sk];
       if (!c) continue;
-      out.push({ name: `${est} error p99 ≤ 200 µs at ${sk} skew`, value: fmtNs(c.p99Ns), limit: "200 µs", holds: c.p99Ns <= 200_000n, basis: `${c.count} migrations` });
+      out.push({ name: `${est} error p99 ≤ ${fmtNs(limitNs)} at ${sk} skew`, value: fmtNs(c.p99Ns), limit: fmtNs(limitNs), holds: c.p99Ns <= limitNs, basis: `${c.count} migrations` });
       out.push({ name: `${est} error within its bound at ${sk} skew`, value: `max ${c.maxRatioToBound.toFixed(3)} of bound`, limit: "≤ 1", holds: c.outsideBound === 0, basis: `${c.count} migrations` });
     }
   }
@@ -593,15 +597,17 @@ export function renderBench(r: BenchResult): string {
   const ests = Object.keys(r.error);
   if (ests.length > 0) {
     parts.push("\nIntroduced error (|guest TSC error| at resume, 4-vCPU VM, policy advance; skew = destination − source realtime)\n");
-    const rows: string[][] = [["estimator", "skew", "count", "p50", "p99", "max", "bound p50", "err/bound p50", "p99", "max", "outside bound", "> 200 µs", "their bound p50", "their ½|legs| p50", "½|legs| p99"]];
+    const rows: string[][] = [["estimator", "skew", "count", "p50", "p99", "max", "signed p50", "bound p50", "err/bound p50", "p99", "max", "outside bound", "> 200 µs", "their bound p50", "their ½|legs| p50", "½|legs| p99"]];
     for (const e of ests) {
       for (const [sk, c] of Object.entries(r.error[e] ?? {})) {
-        rows.push([e, sk, String(c.count), fmtNs(c.p50Ns), fmtNs(c.p99Ns), fmtNs(c.maxNs), fmtNs(c.boundP50Ns), c.ratioP50.toFixed(3), c.ratioP99.toFixed(3), c.maxRatioToBound.toFixed(3), String(c.outsideBound), String(c.over200us.count), c.over200us.count > 0 ? fmtNs(c.over200us.boundP50Ns) : "-", c.over200us.count > 0 ? fmtNs(c.over200us.legAsymmetryP50Ns) : "-", fmtNs(c.legAsymmetryP99Ns)]);
+        rows.push([e, sk, String(c.count), fmtNs(c.p50Ns), fmtNs(c.p99Ns), fmtNs(c.maxNs), fmtNs(c.signedP50Ns), fmtNs(c.boundP50Ns), c.ratioP50.toFixed(3), c.ratioP99.toFixed(3), c.maxRatioToBound.toFixed(3), String(c.outsideBound), String(c.over200us.count), c.over200us.count > 0 ? fmtNs(c.over200us.boundP50Ns) : "-", c.over200us.count > 0 ? fmtNs(c.over200us.legAsymmetryP50Ns) : "-", fmtNs(c.legAsymmetryP99Ns)]);
       }
     }
     parts.push(table(rows));
     parts.push("wallclock trusts both hosts' claimed realtime error (100 µs each): with injected skew its error is the skew, outside its bound (a lying clock).\n");
-    parts.push("one-sided's bound is half the interval the measured legs leave for the Transfer's transit (its round trip, capped by the Commit after it and the Handover answers before it): a large error comes with a large bound, i.e. stalls on several legs at once.\n");
+    parts.push(
+      "one-sided's bound is half the interval the measured legs leave for the Transfer's transit (its round trip, bounded below by the Commit after it and the Handover requests before it, above by the Handover answers before it): a large error comes with a large bound, i.e. every message one way stalled.\n",
+    );
     parts.push("½|legs|: half the difference between the Transfer's forward and back transit on the shared true clock — what one-sided cannot see; its error tracks it.\n");
   }
   if (r.sim) {
