@@ -3,7 +3,7 @@
 // failing run prints the exact command that replays it alone. `--shard i/N` runs one block of the
 // campaign; `tscmig chaos merge` turns the shards' reports into the whole campaign's (shard.ts).
 
-import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import cliProgress from "cli-progress";
 import { Command, Option } from "commander";
 import { TscmigError } from "../shared/errors.js";
@@ -17,7 +17,7 @@ import { buildHtml } from "./report/html.js";
 import { buildJsonReport, type ReportContext } from "./report/json.js";
 import { buildJunit } from "./report/junit.js";
 import { DEFAULT_SCENARIO, FAULT_KIND_DOCS, FAULT_KINDS, type FaultKind, type ScenarioOptions } from "./sim/scenario.js";
-import { type CampaignIdentity, encodeFold, foldsOf, mergeFolds, orderShards, parseShard, SHARD_FORMAT, type Shard, type ShardSection, shardRange, shardSectionOf } from "./shard.js";
+import { type CampaignIdentity, encodeFold, FoldMerger, foldOf, orderShards, parseShard, SHARD_FORMAT, type Shard, type ShardSection, shardRange, shardSectionOf } from "./shard.js";
 
 export interface ChaosFlags {
   mode: string;
@@ -215,10 +215,17 @@ function writeReports(f: { json?: string; junit?: string; html?: string }, r: Ca
     const report: Record<string, unknown> = buildJsonReport(r, ctx);
     if (extraTiming && report.timing !== null && typeof report.timing === "object") report.timing = { ...report.timing, ...extraTiming };
     const text = JSON.stringify(report, null, 2);
-    writeFileSync(f.json, section ? `${text.slice(0, -2)},\n  "shard": ${JSON.stringify(section)}\n}\n` : `${text}\n`);
+    writeAtomically(f.json, section ? `${text.slice(0, -2)},\n  "shard": ${JSON.stringify(section)}\n}\n` : `${text}\n`);
   }
-  if (f.junit) writeFileSync(f.junit, buildJunit(r, ctx, Array.from({ length: range.end - range.first }, (_v, k) => ({ run: range.first + k, seed: runSeed(r.seed, range.first + k) }))));
-  if (f.html) writeFileSync(f.html, buildHtml(r, ctx));
+  if (f.junit) writeAtomically(f.junit, buildJunit(r, ctx, Array.from({ length: range.end - range.first }, (_v, k) => ({ run: range.first + k, seed: runSeed(r.seed, range.first + k) }))));
+  if (f.html) writeAtomically(f.html, buildHtml(r, ctx));
+}
+
+/** Whole or not at all: a merge waiting for shard reports (deploy/k8s) never reads half a file. */
+function writeAtomically(file: string, text: string): void {
+  const partial = `${file}.${process.pid}.partial`;
+  writeFileSync(partial, text);
+  renameSync(partial, file);
 }
 
 export interface MergeFlags {
@@ -258,10 +265,22 @@ function readShardReport(file: string): { where: string; section: ShardSection }
  * jobs, and `timing.shards` lists each shard's own. Exit status as `tscmig chaos`.
  */
 export function runMerge(files: readonly string[], f: MergeFlags, out: (s: string) => void): number {
-  const ordered = orderShards(files.map(readShardReport));
+  // Two passes: the sections first (is this one whole campaign?), then each shard's fold in run
+  // order, read again and dropped once added, so the merge holds one shard's report at a time.
+  const ordered = orderShards(
+    files.map((file) => {
+      const r = readShardReport(file);
+      return { where: r.where, section: { ...r.section, fold: null } };
+    }),
+  );
   const identity = (ordered[0] as { section: ShardSection }).section.campaign;
-  const whole = { mode: identity.mode, seed: BigInt(identity.seed), runs: identity.runs };
-  const result = mergeFolds(foldsOf(ordered), whole);
+  const merger = new FoldMerger({ mode: identity.mode, seed: BigInt(identity.seed), runs: identity.runs });
+  for (const { where, section } of ordered) {
+    const again = readShardReport(where).section;
+    if (JSON.stringify({ ...again, fold: null }) !== JSON.stringify(section)) throw new TscmigError("invalid_argument", `${where}: changed while being merged`, { field: "reports" });
+    merger.add(foldOf(where, again));
+  }
+  const result = merger.result();
   const shardTimes = ordered.map(({ section }) => ({ index: section.index, elapsedMs: Math.round(Number(section.timing.elapsedNs) / 1e6), jobs: section.timing.jobs }));
   const slowestNs = ordered.reduce((m, { section }) => (BigInt(section.timing.elapsedNs) > m ? BigInt(section.timing.elapsedNs) : m), 0n);
   const ctx: ReportContext = { ...contextOf(identity), elapsedNs: slowestNs, jobs: ordered.reduce((n, { section }) => n + section.timing.jobs, 0) };

@@ -262,36 +262,52 @@ export const MERGED_KEYS = [
 
 /** Folds of consecutive blocks of one campaign's runs, in run order, into the result of the whole campaign. */
 export function mergeFolds(folds: readonly CampaignResult[], whole: { mode: "sim" | "live"; seed: bigint; runs: number }): CampaignResult {
-  const r: CampaignResult = {
-    ...whole,
-    totals: zeroTotals(folds[0]?.totals),
-    violations: [],
-    hostFaults: [],
-    violationsByInvariant: {},
-    hostFaultsByClass: {},
-    violationCount: 0,
-    hostFaultCount: 0,
-    failingRuns: [],
-    stats: [],
-    plots: [],
-    faultSites: {},
-    faultKinds: {},
-    outcomes: {},
-    determinism: { checked: 0, mismatches: [] },
-  };
-  // Maps are summed in shard order, so each key lands where one process would first have put it.
-  const sum = (into: Record<string, number>, from: Record<string, number>) => {
-    for (const [k, n] of Object.entries(from)) into[k] = (into[k] ?? 0) + n;
-  };
-  for (const f of folds) {
-    addTotals(r.totals, f.totals);
-    for (const k of ["violations", "hostFaults", "failingRuns", "stats", "plots"] as const) (r[k] as unknown[]).push(...(f[k] as unknown[]));
-    for (const k of ["violationsByInvariant", "hostFaultsByClass", "faultSites", "faultKinds", "outcomes"] as const) sum(r[k], f[k]);
-    r.determinism.checked += f.determinism.checked;
-    r.determinism.mismatches.push(...f.determinism.mismatches);
+  const m = new FoldMerger(whole);
+  for (const f of folds) m.add(f);
+  return m.result();
+}
+
+/** mergeFolds one fold at a time, so a merge of many shards holds one shard's report at once, not all. */
+export class FoldMerger {
+  private readonly r: CampaignResult;
+  private first = true;
+  constructor(whole: { mode: "sim" | "live"; seed: bigint; runs: number }) {
+    this.r = {
+      ...whole,
+      totals: zeroTotals(undefined),
+      violations: [],
+      hostFaults: [],
+      violationsByInvariant: {},
+      hostFaultsByClass: {},
+      violationCount: 0,
+      hostFaultCount: 0,
+      failingRuns: [],
+      stats: [],
+      plots: [],
+      faultSites: {},
+      faultKinds: {},
+      outcomes: {},
+      determinism: { checked: 0, mismatches: [] },
+    };
   }
-  r.plots = plotCandidates(r.plots);
-  return finalizeResult(r);
+  /** The next block's fold, in run order. */
+  add(f: CampaignResult): void {
+    const r = this.r;
+    if (this.first) r.totals = zeroTotals(f.totals);
+    this.first = false;
+    addTotals(r.totals, f.totals);
+    // Lists concatenate and maps sum in block order, so each key lands where one process would first have put it.
+    for (const k of ["violations", "hostFaults", "failingRuns", "stats", "plots"] as const) append(r[k] as unknown[], f[k] as unknown[]);
+    for (const k of ["violationsByInvariant", "hostFaultsByClass", "faultSites", "faultKinds", "outcomes"] as const) {
+      for (const [key, n] of Object.entries(f[k])) r[k][key] = (r[k][key] ?? 0) + n;
+    }
+    r.determinism.checked += f.determinism.checked;
+    append(r.determinism.mismatches, f.determinism.mismatches);
+    r.plots = plotCandidates(r.plots);
+  }
+  result(): CampaignResult {
+    return finalizeResult(this.r);
+  }
 }
 
 type Totals = CampaignResult["totals"];
@@ -306,6 +322,11 @@ function zeroTotals(like: Totals | undefined): Totals {
 function addTotals(into: Totals, from: Totals): void {
   const t = into as unknown as Record<string, number | bigint>;
   for (const [k, v] of Object.entries(from) as [string, number | bigint][]) t[k] = typeof v === "bigint" ? ((t[k] as bigint | undefined) ?? 0n) + v : ((t[k] as number | undefined) ?? 0) + v;
+}
+
+/** push(...from) without spreading a long list onto the stack. */
+function append<T>(into: T[], from: readonly T[]): void {
+  for (const x of from) into.push(x);
 }
 
 // ---- reading shard reports ----
@@ -372,9 +393,9 @@ export function orderShards(shards: readonly { where: string; section: ShardSect
   return Array.from({ length: count }, (_, i) => byIndex.get(i) as { where: string; section: ShardSection });
 }
 
-/** The folds of ordered shards, each checked to hold exactly its block of runs. */
-export function foldsOf(ordered: readonly { where: string; section: ShardSection }[]): CampaignResult[] {
-  return ordered.map(({ where, section }) => {
+/** A shard's fold, checked to hold exactly its block of runs. */
+export function foldOf(where: string, section: ShardSection): CampaignResult {
+  {
     const f = decodeFold(section.fold, where);
     const want = section.endRun - section.firstRun;
     if (f.totals.runs !== want) throw invalid("shard.fold.totals.runs", `${where}: ${f.totals.runs} runs, but shard ${section.index}/${section.count} has ${want}`);
@@ -383,5 +404,5 @@ export function foldsOf(ordered: readonly { where: string; section: ShardSection
     const stray = [...f.failingRuns, ...f.plots, ...f.violations, ...f.hostFaults, ...f.determinism.mismatches].find((x) => !inBlock(x.run));
     if (stray) throw invalid("shard.fold", `${where}: run ${stray.run} is outside the shard's runs [${section.firstRun}, ${section.endRun})`);
     return f;
-  });
+  }
 }
