@@ -90,7 +90,7 @@ export function defaultNodeConfig(name: string, grpcAdvertise: string): NodeConf
     sampleIntervalNs: 0n,
     sampleVcpusMax: 1024,
     doorbellDelayNs: 0n,
-    probeExchanges: 4,
+    probeExchanges: 8,
     retriesMax: LIMITS.retriesMax,
     recoveryIntervalNs: 500_000_000n,
     persistIntervalNs: 10_000_000_000n,

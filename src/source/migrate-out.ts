@@ -423,7 +423,11 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
   }
 }
 
-/** Probes a one-sided migration sends on its Handover link as anchors (plus the `opened` answer). */
-export const ONE_SIDED_ANCHOR_PROBES = 3;
+/**
+ * Probes a one-sided migration sends on its Handover link as anchors (plus the `opened` answer). Each
+ * is one more chance of a quick leg each way, which is what bounds the error (blackout.ts); they run
+ * before the pause, outside the blackout.
+ */
+export const ONE_SIDED_ANCHOR_PROBES = 8;
 
 export const SOURCE_LIMITS = { retriesMax: LIMITS.retriesMax };
