@@ -30,8 +30,9 @@ export interface Histogram {
 export function logHistogram(values: readonly number[], bins = 24): Histogram {
   const pos = values.filter((v) => v > 0);
   if (pos.length === 0) return { edges: [0, 1], counts: [values.length], log: false };
-  let lo = Math.min(...pos);
-  let hi = Math.max(...pos);
+  // A loop, not Math.min(...pos): a million-run campaign has millions of values, past the call stack's argument limit.
+  let lo = pos.reduce((m, v) => (v < m ? v : m), Number.POSITIVE_INFINITY);
+  let hi = pos.reduce((m, v) => (v > m ? v : m), 0);
   if (hi <= lo) hi = lo * 10;
   lo = 10 ** Math.floor(Math.log10(lo));
   hi = 10 ** Math.ceil(Math.log10(hi));
