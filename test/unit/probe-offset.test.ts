@@ -44,7 +44,9 @@ function exchanges(src: Host, dst: Host, legs: readonly Leg[], gap: bigint): { x
 /** What the least-delay exchange alone bounds θ by (the filter before intersection), held to the last answer. */
 function leastDelayBound(xs: readonly ProbeExchange[]): bigint {
   const last = xs[xs.length - 1] as ProbeExchange;
-  const drift = (d: bigint) => (abs(d) * 2n * DRIFT_ALLOWANCE_PPM + 999_999n) / 1_000_000n;
+  // 1000 ppm over the true span, which a clock up to 500 ppm slow measured as d (blackout.ts driftAllowance).
+  const den = 1_000_000n - DRIFT_ALLOWANCE_PPM;
+  const drift = (d: bigint) => (abs(d) * 2n * DRIFT_ALLOWANCE_PPM + den - 1n) / den;
   return xs.reduce((m, e) => {
     const delay = e.t4 - e.t1 - (e.t3 - e.t2);
     const b = (delay > 0n ? delay : 0n) / 2n + 1n + drift(e.t4 - e.t1) + drift(last.t4 - e.t4);
@@ -100,5 +102,16 @@ describe("probe offset", () => {
     const after = exchanges(src, { offsetNs: 5n * MS, ppm: 0n }, [{ fwd: 900n * US, hold: 0n, back: 20n * US }, { fwd: 30n * US, hold: 0n, back: 900n * US }], 0n).xs;
     const p = probeOffset([...before, ...after]);
     expect(p.offsetNs).toBe(0n); // the first exchange has the least delay
+  });
+});
+
+describe("probe offset, found cases", () => {
+  it("clocks at opposite extremes of their allowance over a 6 ms wait between exchanges (the drift allowance is over the true span)", () => {
+    const src = { offsetNs: 0n, ppm: -500n };
+    const dst = { offsetNs: 0n, ppm: 500n };
+    const { xs, lastNs } = exchanges(src, dst, [{ fwd: 0n, hold: 0n, back: 48_032n }, { fwd: 5_518_913n, hold: 26_042n, back: 267_534n }], 185_479n);
+    const p = probeOffset(xs);
+    const theta = at(dst, lastNs) - at(src, lastNs);
+    expect(abs(p.offsetNs - theta) <= p.boundNs, `error ${p.offsetNs - theta} bound ${p.boundNs}`).toBe(true);
   });
 });

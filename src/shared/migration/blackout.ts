@@ -31,9 +31,16 @@ export interface BlackoutEstimate {
 /** Crystal and realtime rate error allowance (Linux's MAXFREQ): no honest clock drifts faster. */
 export const DRIFT_ALLOWANCE_PPM = 500n;
 
+/**
+ * How far `ppm` of rate error moves a span a host measured as `durationNs`. The measuring clock may
+ * itself run DRIFT_ALLOWANCE_PPM slow, so the true span is up to measured·10⁶/(10⁶ − that): the
+ * allowance is taken over that, rounded up (over milliseconds the difference is nanoseconds, but a
+ * bound must not undercut by any).
+ */
 function driftAllowance(durationNs: bigint, ppm: bigint): bigint {
   const d = durationNs < 0n ? -durationNs : durationNs;
-  return (d * ppm + 999_999n) / 1_000_000n; // round up: the bound must not undercut
+  const den = 1_000_000n - DRIFT_ALLOWANCE_PPM;
+  return (d * ppm + den - 1n) / den;
 }
 
 export function parseEstimator(v: unknown, field = "estimator"): EstimatorName {
