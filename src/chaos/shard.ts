@@ -395,14 +395,15 @@ export function orderShards(shards: readonly { where: string; section: ShardSect
 
 /** A shard's fold, checked to hold exactly its block of runs. */
 export function foldOf(where: string, section: ShardSection): CampaignResult {
-  {
-    const f = decodeFold(section.fold, where);
-    const want = section.endRun - section.firstRun;
-    if (f.totals.runs !== want) throw invalid("shard.fold.totals.runs", `${where}: ${f.totals.runs} runs, but shard ${section.index}/${section.count} has ${want}`);
-    if (f.seed.toString() !== section.campaign.seed || f.mode !== section.campaign.mode) throw invalid("shard.fold.seed", `${where}: the fold is not of this campaign`);
-    const inBlock = (run: number | undefined) => run === undefined || (run >= section.firstRun && run < section.endRun);
-    const stray = [...f.failingRuns, ...f.plots, ...f.violations, ...f.hostFaults, ...f.determinism.mismatches].find((x) => !inBlock(x.run));
+  const f = decodeFold(section.fold, where);
+  const want = section.endRun - section.firstRun;
+  if (f.totals.runs !== want) throw invalid("shard.fold.totals.runs", `${where}: ${f.totals.runs} runs, but shard ${section.index}/${section.count} has ${want}`);
+  if (f.seed.toString() !== section.campaign.seed || f.mode !== section.campaign.mode) throw invalid("shard.fold.seed", `${where}: the fold is not of this campaign`);
+  const inBlock = (run: number | undefined) => run === undefined || (run >= section.firstRun && run < section.endRun);
+  const lists: { run?: number }[][] = [f.failingRuns, f.plots, f.violations, f.hostFaults, f.determinism.mismatches];
+  for (const list of lists) {
+    const stray = list.find((x) => !inBlock(x.run));
     if (stray) throw invalid("shard.fold", `${where}: run ${stray.run} is outside the shard's runs [${section.firstRun}, ${section.endRun})`);
-    return f;
   }
+  return f;
 }
