@@ -14,7 +14,7 @@ import { writeFileSync } from "node:fs";
 import { GrpcDialer } from "../daemon/grpc-peer.js";
 import { toJsonSafe } from "../shared/json-safe.js";
 import { RealClock, RealScheduler } from "../shared/platform/index.js";
-import { grpcUnaryRtts, startEchoServer, tcpEchoRtts } from "./baseline.js";
+import { grpcBareRtts, grpcUnaryRtts, startEchoServer, startGrpcEchoServer, tcpEchoRtts } from "./baseline.js";
 import { Bouncer, createVm, type Migrated, migrate, pool, rssBytes, settle, type Side, startPair, startSide, stopSides } from "./live.js";
 import { collectGarbage, inspectorUrl, openInspector } from "./inspector.js";
 import { defaultCampaign, runCampaign } from "../chaos/campaign.js";
@@ -88,11 +88,20 @@ export interface BlackoutResult extends Summary {
   phaseShare: Record<PhaseName, number>;
   phaseMeanNs: Record<PhaseName, bigint>;
   rounds: { p50Ns: bigint; p99Ns: bigint; count: number }[];
+  /** Pooled p50 and p99 over the same-run baselines: the daemons' Ping and the bare grpc-js echo. */
+  ratios: { p50ToPing: number; p99ToPing: number; p50ToBare: number; p99ToBare: number };
 }
 
 export interface BenchResult {
   meta: Record<string, unknown>;
-  baseline: { grpcUnary: Summary & { rounds: Summary[] }; grpcUnaryPaced: Summary & { rounds: Summary[]; gapNs: bigint }; tcpEcho: Summary & { rounds: Summary[] } };
+  baseline: {
+    /** The daemons' own Ping, back to back: slowed by the daemons' own load. */
+    grpcUnary: Summary & { rounds: Summary[] };
+    /** A bare grpc-js unary echo served by its own idle process: what the blackout targets divide by. */
+    grpcBare: Summary & { rounds: Summary[] };
+    grpcUnaryPaced: Summary & { rounds: Summary[]; gapNs: bigint };
+    tcpEcho: Summary & { rounds: Summary[] };
+  };
   blackout: Record<string, BlackoutResult>;
   throughput: Record<string, { vms: number; vcpusPerVm: number; totalNs: bigint; perSec: number; blackoutP50Ns: bigint; blackoutP99Ns: bigint; committed: number; failed: number }>;
   error: Record<
@@ -104,6 +113,8 @@ export interface BenchResult {
         p50Ns: bigint;
         p99Ns: bigint;
         maxNs: bigint;
+        /** Median of the signed error (estimate too long: positive): the part a systematic asymmetry leaves. */
+        signedP50Ns: bigint;
         ratioP50: number;
         ratioP99: number;
         maxRatioToBound: number;
@@ -175,7 +186,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       daemonArgs: pairOpts.daemonArgs,
       nodeArgs: o.nodeArgs ?? [],
     },
-    baseline: { grpcUnary: { ...summarize([]), rounds: [] }, grpcUnaryPaced: { ...summarize([]), rounds: [], gapNs: PACED_GAP_NS }, tcpEcho: { ...summarize([]), rounds: [] } },
+    baseline: { grpcUnary: { ...summarize([]), rounds: [] }, grpcBare: { ...summarize([]), rounds: [] }, grpcUnaryPaced: { ...summarize([]), rounds: [], gapNs: PACED_GAP_NS }, tcpEcho: { ...summarize([]), rounds: [] } },
     blackout: {},
     throughput: {},
     error: {},
@@ -211,13 +222,21 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
 
   const live = want.has("blackout") || want.has("error") || want.has("throughput");
   if (live) {
-    say("starting two daemons and a TCP echo server");
+    say("starting two daemons, a TCP echo server and a bare grpc-js echo server");
     const echo = await startEchoServer();
+    let grpcEcho: Awaited<ReturnType<typeof startGrpcEchoServer>>;
     let pair: [Side, Side];
+    try {
+      grpcEcho = await startGrpcEchoServer();
+    } catch (e) {
+      echo.stop();
+      throw e;
+    }
     try {
       pair = await startPair(pairOpts);
     } catch (e) {
       echo.stop();
+      grpcEcho.stop();
       throw e;
     }
     const [a, b] = pair;
@@ -232,6 +251,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
 
       // ---- baselines and blackout, in interleaved rounds ----
       const grpcAll: bigint[] = [];
+      const bareAll: bigint[] = [];
       const pacedAll: bigint[] = [];
       const tcpAll: bigint[] = [];
       const blackouts = new Map<number, Migrated[]>();
@@ -255,8 +275,11 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
         for (let i = 0; i < 30; i++) await otherBouncer.migrate();
       }
       for (let r = 0; r < plan.rounds; r++) {
-        say(`round ${r + 1}/${plan.rounds}: baselines (${plan.baselineCalls} gRPC Ping, ${plan.baselineCalls} TCP echo, ${plan.pacedCalls} paced gRPC Ping)`);
+        say(`round ${r + 1}/${plan.rounds}: baselines (${plan.baselineCalls} gRPC Ping, ${plan.baselineCalls} bare gRPC echo, ${plan.baselineCalls} TCP echo, ${plan.pacedCalls} paced gRPC Ping)`);
         const g = await grpcUnaryRtts(clock, dialer, (r % 2 === 0 ? a : b).grpc, plan.baselineCalls, r === 0 ? 200 : 20);
+        const gb = await grpcBareRtts(clock, grpcEcho.port, plan.baselineCalls, r === 0 ? 200 : 20);
+        bareAll.push(...gb);
+        result.baseline.grpcBare.rounds.push(summarize(gb));
         const t = await tcpEchoRtts(clock, echo.port, plan.baselineCalls, r === 0 ? 200 : 20);
         const gp = await grpcUnaryRtts(clock, dialer, (r % 2 === 0 ? a : b).grpc, plan.pacedCalls, 10, { scheduler: sched, gapNs: PACED_GAP_NS });
         pacedAll.push(...gp);
@@ -287,9 +310,10 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       }
       result.baseline.grpcUnary = { ...summarize(grpcAll), rounds: result.baseline.grpcUnary.rounds };
       result.baseline.tcpEcho = { ...summarize(tcpAll), rounds: result.baseline.tcpEcho.rounds };
+      result.baseline.grpcBare = { ...summarize(bareAll), rounds: result.baseline.grpcBare.rounds };
       result.baseline.grpcUnaryPaced = { ...summarize(pacedAll), rounds: result.baseline.grpcUnaryPaced.rounds, gapNs: PACED_GAP_NS };
-      for (const [n, ms] of blackouts) result.blackout[String(n)] = blackoutResult(ms, perRound.get(n) ?? []);
-      if (otherAll.length > 0) result.blackout[otherLabel] = blackoutResult(otherAll, otherRounds);
+      for (const [n, ms] of blackouts) result.blackout[String(n)] = blackoutResult(ms, perRound.get(n) ?? [], result.baseline);
+      if (otherAll.length > 0) result.blackout[otherLabel] = blackoutResult(otherAll, otherRounds, result.baseline);
 
       // ---- introduced error per estimator and skew ----
       if (want.has("error")) {
@@ -357,6 +381,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     } finally {
       dialer.close();
       echo.stop();
+      grpcEcho.stop();
       await stopSides(other ? [...pair, ...other] : pair);
     }
   }
@@ -406,7 +431,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   return result;
 }
 
-function blackoutResult(ms: readonly Migrated[], rounds: readonly Migrated[][]): BlackoutResult {
+function blackoutResult(ms: readonly Migrated[], rounds: readonly Migrated[][], base: BenchResult["baseline"]): BlackoutResult {
   const s = summarize(ms.map((m) => m.trueBlackoutNs));
   const phaseMeanNs = {} as Record<PhaseName, bigint>;
   const phaseShare = {} as Record<PhaseName, number>;
@@ -419,6 +444,12 @@ function blackoutResult(ms: readonly Migrated[], rounds: readonly Migrated[][]):
     ...s,
     phaseShare,
     phaseMeanNs,
+    ratios: {
+      p50ToPing: ratio(s.p50Ns, base.grpcUnary.p50Ns),
+      p99ToPing: ratio(s.p99Ns, base.grpcUnary.p99Ns),
+      p50ToBare: ratio(s.p50Ns, base.grpcBare.p50Ns),
+      p99ToBare: ratio(s.p99Ns, base.grpcBare.p99Ns),
+    },
     rounds: rounds.map((r) => {
       const x = summarize(r.map((m) => m.trueBlackoutNs));
       return { p50Ns: x.p50Ns, p99Ns: x.p99Ns, count: x.count };
@@ -436,6 +467,7 @@ function errorCell(ms: readonly Migrated[]): BenchResult["error"][string][string
     p50Ns: s.p50Ns,
     p99Ns: s.p99Ns,
     maxNs: s.maxNs,
+    signedP50Ns: summarize(ms.map((m) => m.tscErrorNs)).p50Ns,
     ratioP50: percentileOf(ratios, 50),
     ratioP99: percentileOf(ratios, 99),
     maxRatioToBound: ratios.length === 0 ? Number.NaN : Math.max(...ratios),
@@ -452,13 +484,18 @@ function errorCell(ms: readonly Migrated[]): BenchResult["error"][string][string
 
 function targets(r: BenchResult, plan: Plan): BenchResult["targets"] {
   const out: BenchResult["targets"] = [];
-  const g = r.baseline.grpcUnary.rounds;
+  // Judged against the bare grpc-js echo (its own idle process): the daemons' Ping is slowed by
+  // the daemons' own load, so dividing by it would flatter a slower daemon. Its ratio stays beside.
+  const bare = r.baseline.grpcBare.rounds;
+  const ping = r.baseline.grpcUnary.rounds;
   const b1 = r.blackout["1"];
-  if (b1 && g.length === b1.rounds.length && g.length > 0) {
-    const p50 = median(b1.rounds.map((x, i) => ratio(x.p50Ns, (g[i] as Summary).p50Ns)));
-    const p99 = median(b1.rounds.map((x, i) => ratio(x.p99Ns, (g[i] as Summary).p99Ns)));
-    out.push({ name: "1 vCPU blackout p50 ≤ 2.5 × gRPC unary p50", value: `${p50.toFixed(2)}×`, limit: "2.5×", holds: p50 <= 2.5, basis: `median of ${g.length} per-round ratios` });
-    out.push({ name: "1 vCPU blackout p99 ≤ 3 × gRPC unary p99", value: `${p99.toFixed(2)}×`, limit: "3×", holds: p99 <= 3, basis: `median of ${g.length} per-round ratios` });
+  if (b1 && bare.length === b1.rounds.length && ping.length === b1.rounds.length && bare.length > 0) {
+    const per = (base: readonly Summary[], k: "p50Ns" | "p99Ns") => median(b1.rounds.map((x, i) => ratio(x[k], (base[i] as Summary)[k])));
+    const basis = (k: "p50Ns" | "p99Ns") => `median of ${bare.length} per-round ratios; vs the daemons' Ping ${per(ping, k).toFixed(2)}×`;
+    const p50 = per(bare, "p50Ns");
+    const p99 = per(bare, "p99Ns");
+    out.push({ name: "1 vCPU blackout p50 ≤ 2.5 × bare grpc-js unary p50", value: `${p50.toFixed(2)}×`, limit: "2.5×", holds: p50 <= 2.5, basis: basis("p50Ns") });
+    out.push({ name: "1 vCPU blackout p99 ≤ 3 × bare grpc-js unary p99", value: `${p99.toFixed(2)}×`, limit: "3×", holds: p99 <= 3, basis: basis("p99Ns") });
   }
   const b1024 = r.blackout["1024"];
   if (b1024 && b1024.rounds.length > 0) {
@@ -478,13 +515,14 @@ function targets(r: BenchResult, plan: Plan): BenchResult["targets"] {
       basis: t64.vms === 1000 ? "measured" : `projected from ${t64.vms} VMs at ${t64.perSec.toFixed(0)}/s`,
     });
   }
-  for (const est of ["one-sided", "probe"]) {
+  // Issue 14 §5: one-sided ≤ 100 µs, probe ≤ 50 µs at p99 (issue 5 asked 200 µs of both).
+  for (const [est, limitNs] of [["one-sided", 100_000n], ["probe", 50_000n]] as const) {
     const cells = r.error[est];
     if (!cells) continue;
     for (const sk of ["+1s", "-1s"]) {
       const c = cells[sk];
       if (!c) continue;
-      out.push({ name: `${est} error p99 ≤ 200 µs at ${sk} skew`, value: fmtNs(c.p99Ns), limit: "200 µs", holds: c.p99Ns <= 200_000n, basis: `${c.count} migrations` });
+      out.push({ name: `${est} error p99 ≤ ${fmtNs(limitNs)} at ${sk} skew`, value: fmtNs(c.p99Ns), limit: fmtNs(limitNs), holds: c.p99Ns <= limitNs, basis: `${c.count} migrations` });
       out.push({ name: `${est} error within its bound at ${sk} skew`, value: `max ${c.maxRatioToBound.toFixed(3)} of bound`, limit: "≤ 1", holds: c.outsideBound === 0, basis: `${c.count} migrations` });
     }
   }
@@ -504,6 +542,7 @@ export function renderBench(r: BenchResult): string {
     `tscmig bench (${m.mode}) — node ${m.node}, ${m.cpus} × ${m.cpuModel}, ${fmtBytes(Number(m.memTotalBytes))} RAM; ${(m.plan as Plan).rounds} rounds; took ${fmtNs(m.durationNs as bigint)}\n`,
   );
   const g = r.baseline.grpcUnary;
+  const gb = r.baseline.grpcBare;
   const gp = r.baseline.grpcUnaryPaced;
   const t = r.baseline.tcpEcho;
   if (g.count > 0) {
@@ -511,17 +550,20 @@ export function renderBench(r: BenchResult): string {
     parts.push(
       table([
         ["", "p50", "p99", "max", "count", "round p50s"],
-        ["gRPC unary (Ping, grpc-js)", fmtNs(g.p50Ns), fmtNs(g.p99Ns), fmtNs(g.maxNs), String(g.count), g.rounds.map((x) => fmtNs(x.p50Ns)).join(" ")],
+        ["bare grpc-js unary echo (separate idle process)", fmtNs(gb.p50Ns), fmtNs(gb.p99Ns), fmtNs(gb.maxNs), String(gb.count), gb.rounds.map((x) => fmtNs(x.p50Ns)).join(" ")],
+        ["daemons' gRPC Ping (adapter, loaded daemon)", fmtNs(g.p50Ns), fmtNs(g.p99Ns), fmtNs(g.maxNs), String(g.count), g.rounds.map((x) => fmtNs(x.p50Ns)).join(" ")],
         ["gRPC unary, paced (2 ms idle before each)", fmtNs(gp.p50Ns), fmtNs(gp.p99Ns), fmtNs(gp.maxNs), String(gp.count), gp.rounds.map((x) => fmtNs(x.p50Ns)).join(" ")],
         ["raw TCP echo (separate process)", fmtNs(t.p50Ns), fmtNs(t.p99Ns), fmtNs(t.maxNs), String(t.count), t.rounds.map((x) => fmtNs(x.p50Ns)).join(" ")],
       ]),
     );
-    parts.push("targets use the back-to-back gRPC figures; the paced one is what a unary call costs after its processes idled (a blackout spans three messages on one Handover call: Transfer, its answer, Commit).\n");
+    parts.push(
+      `targets divide by the bare grpc-js echo (back to back); the daemons' Ping is ${ratio(g.p50Ns, gb.p50Ns).toFixed(2)}× it at p50 in this run (their own load slows it). The paced Ping is what a unary call costs after its processes idled (a blackout spans three messages on one Handover call: Transfer, its answer, Commit).\n`,
+    );
   }
   const sizes = Object.keys(r.blackout);
   if (sizes.length > 0) {
     parts.push(`\nBlackout (true time, source pause → destination resume; policy advance, estimator one-sided; journal ${String(m.journalSync)})\n`);
-    const rows: string[][] = [["vCPUs", "p50", "p99", "max", "count", "p50/gRPC", "p99/gRPC", "p50/paced", "capture", "encode", "transfer", "decode", "restore", "commit"]];
+    const rows: string[][] = [["vCPUs", "p50", "p99", "max", "count", "p50/bare", "p99/bare", "p50/Ping", "p99/Ping", "p50/paced", "capture", "encode", "transfer", "decode", "restore", "commit"]];
     for (const n of sizes) {
       const b = r.blackout[n] as BlackoutResult;
       rows.push([
@@ -530,8 +572,10 @@ export function renderBench(r: BenchResult): string {
         fmtNs(b.p99Ns),
         fmtNs(b.maxNs),
         String(b.count),
-        `${ratio(b.p50Ns, g.p50Ns).toFixed(2)}×`,
-        `${ratio(b.p99Ns, g.p99Ns).toFixed(2)}×`,
+        `${b.ratios.p50ToBare.toFixed(2)}×`,
+        `${b.ratios.p99ToBare.toFixed(2)}×`,
+        `${b.ratios.p50ToPing.toFixed(2)}×`,
+        `${b.ratios.p99ToPing.toFixed(2)}×`,
         `${ratio(b.p50Ns, gp.p50Ns).toFixed(2)}×`,
         ...PHASES.map((p) => pct(b.phaseShare[p])),
       ]);
@@ -553,15 +597,17 @@ export function renderBench(r: BenchResult): string {
   const ests = Object.keys(r.error);
   if (ests.length > 0) {
     parts.push("\nIntroduced error (|guest TSC error| at resume, 4-vCPU VM, policy advance; skew = destination − source realtime)\n");
-    const rows: string[][] = [["estimator", "skew", "count", "p50", "p99", "max", "bound p50", "err/bound p50", "p99", "max", "outside bound", "> 200 µs", "their bound p50", "their ½|legs| p50", "½|legs| p99"]];
+    const rows: string[][] = [["estimator", "skew", "count", "p50", "p99", "max", "signed p50", "bound p50", "err/bound p50", "p99", "max", "outside bound", "> 200 µs", "their bound p50", "their ½|legs| p50", "½|legs| p99"]];
     for (const e of ests) {
       for (const [sk, c] of Object.entries(r.error[e] ?? {})) {
-        rows.push([e, sk, String(c.count), fmtNs(c.p50Ns), fmtNs(c.p99Ns), fmtNs(c.maxNs), fmtNs(c.boundP50Ns), c.ratioP50.toFixed(3), c.ratioP99.toFixed(3), c.maxRatioToBound.toFixed(3), String(c.outsideBound), String(c.over200us.count), c.over200us.count > 0 ? fmtNs(c.over200us.boundP50Ns) : "-", c.over200us.count > 0 ? fmtNs(c.over200us.legAsymmetryP50Ns) : "-", fmtNs(c.legAsymmetryP99Ns)]);
+        rows.push([e, sk, String(c.count), fmtNs(c.p50Ns), fmtNs(c.p99Ns), fmtNs(c.maxNs), fmtNs(c.signedP50Ns), fmtNs(c.boundP50Ns), c.ratioP50.toFixed(3), c.ratioP99.toFixed(3), c.maxRatioToBound.toFixed(3), String(c.outsideBound), String(c.over200us.count), c.over200us.count > 0 ? fmtNs(c.over200us.boundP50Ns) : "-", c.over200us.count > 0 ? fmtNs(c.over200us.legAsymmetryP50Ns) : "-", fmtNs(c.legAsymmetryP99Ns)]);
       }
     }
     parts.push(table(rows));
     parts.push("wallclock trusts both hosts' claimed realtime error (100 µs each): with injected skew its error is the skew, outside its bound (a lying clock).\n");
-    parts.push("one-sided's bound is half the interval the measured legs leave for the Transfer's transit (its round trip, capped by the Commit after it and the Handover answers before it): a large error comes with a large bound, i.e. stalls on several legs at once.\n");
+    parts.push(
+      "one-sided's bound is half the interval the measured legs leave for the Transfer's transit (its round trip, bounded below by the Commit after it and the Handover requests before it, above by the Handover answers before it): a large error comes with a large bound, i.e. every message one way stalled.\n",
+    );
     parts.push("½|legs|: half the difference between the Transfer's forward and back transit on the shared true clock — what one-sided cannot see; its error tracks it.\n");
   }
   if (r.sim) {

@@ -6,6 +6,9 @@
 //
 // Sim runs can spread over worker threads (`jobs`); each run is independent, so the result is the
 // same whatever the number of jobs. Live runs are sequential (real processes, real ports).
+// A campaign can also be split over machines (`range`): a shard runs a contiguous block of the run
+// indices (shard.ts), with the same seeds and the same determinism sample as the whole campaign,
+// and its fold merges with the other shards' into exactly the whole campaign's.
 
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
@@ -37,6 +40,8 @@ export interface CampaignOptions {
   onRun?: (o: RunOutcome, done: number) => void;
   /** Sim: hand run 0's canonical history (JSON lines) here (`--history FILE`). */
   onHistory?: (canonical: string) => void;
+  /** Run only this block of the run indices [first, end) (a shard: see shard.ts); default all. */
+  range?: { first: number; end: number };
 }
 
 export function defaultCampaign(over: Partial<CampaignOptions> = {}): CampaignOptions {
@@ -166,8 +171,12 @@ class Aggregate {
   add(o: RunOutcome): void {
     this.outcomes[o.run] = o;
   }
-  /** Folds every run in run order (so the result does not depend on which job finished first). */
-  finish(): CampaignResult {
+  /**
+   * Folds every run in run order (so the result does not depend on which job finished first). The
+   * plots are trimmed to the candidates `finalizeResult` may pick, so folds of consecutive blocks
+   * of runs concatenate into the fold of the whole (shard.ts merges them).
+   */
+  fold(): CampaignResult {
     const r = this.result;
     const t = r.totals;
     const bump = (m: Record<string, number>, k: string, n = 1) => (m[k] = (m[k] ?? 0) + n);
@@ -205,12 +214,35 @@ class Aggregate {
         if (o.rerunHash !== o.hash) r.determinism.mismatches.push({ run: o.run, seed: o.seed, hash: o.hash ?? "", rerunHash: o.rerunHash });
       }
     }
-    r.violationCount = Object.values(r.violationsByInvariant).reduce((a, n) => a + n, 0);
-    r.hostFaultCount = Object.values(r.hostFaultsByClass).reduce((a, n) => a + n, 0);
-    // Plots: flagged ones first, then the first plain ones; a dozen at most.
-    r.plots = [...r.plots.filter((p) => p.flagged).slice(0, 8), ...r.plots.filter((p) => !p.flagged)].slice(0, 12);
-    return r;
+    r.plots = plotCandidates(r.plots);
+    return { ...r, ...countsOf(r) };
   }
+}
+
+const PLOTS_FLAGGED_MAX = 8;
+const PLOTS_MAX = 12;
+
+/** The plots `finalizeResult` may pick from a list, in order: the first flagged and the first plain ones. */
+export function plotCandidates(plots: readonly MigrationPlot[]): MigrationPlot[] {
+  let flagged = 0;
+  let plain = 0;
+  return plots.filter((p) => (p.flagged ? ++flagged <= PLOTS_FLAGGED_MAX : ++plain <= PLOTS_MAX));
+}
+
+function countsOf(r: CampaignResult): Pick<CampaignResult, "violationCount" | "hostFaultCount"> {
+  return {
+    violationCount: Object.values(r.violationsByInvariant).reduce((a, n) => a + n, 0),
+    hostFaultCount: Object.values(r.hostFaultsByClass).reduce((a, n) => a + n, 0),
+  };
+}
+
+/** The counts derived from the per-invariant maps, and the plots shown: flagged ones first, then the first plain ones; a dozen at most. */
+export function finalizeResult(r: CampaignResult): CampaignResult {
+  return {
+    ...r,
+    ...countsOf(r),
+    plots: [...r.plots.filter((p) => p.flagged).slice(0, PLOTS_FLAGGED_MAX), ...r.plots.filter((p) => !p.flagged)].slice(0, PLOTS_MAX),
+  };
 }
 
 function workerUrl(): URL {
@@ -219,15 +251,16 @@ function workerUrl(): URL {
 
 async function runPool(o: CampaignOptions, agg: Aggregate): Promise<void> {
   const task: SimTaskOptions = { seed: o.seed, scenario: o.scenario, determinismCheck: o.determinismCheck, plotRuns: o.plotRuns };
-  const jobs = Math.max(1, Math.min(o.jobs, o.runs));
-  let next = 0;
+  const { first, end } = rangeOf(o);
+  const jobs = Math.max(1, Math.min(o.jobs, end - first));
+  let next = first;
   let done = 0;
   await new Promise<void>((resolve, reject) => {
     let alive = jobs;
     for (let j = 0; j < jobs; j++) {
       const w = new Worker(workerUrl(), { workerData: task });
       const feed = () => {
-        if (next < o.runs) w.postMessage(next++);
+        if (next < end) w.postMessage(next++);
         else void w.terminate();
       };
       w.on("message", (m: RunOutcome) => {
@@ -244,29 +277,39 @@ async function runPool(o: CampaignOptions, agg: Aggregate): Promise<void> {
   });
 }
 
-/** Runs the whole campaign. */
+function rangeOf(o: CampaignOptions): { first: number; end: number } {
+  return o.range ?? { first: 0, end: o.runs };
+}
+
+/** Runs the whole campaign (or its `range`). */
 export async function runCampaign(o: CampaignOptions): Promise<CampaignResult> {
+  return finalizeResult(await runCampaignFold(o));
+}
+
+/** Runs the campaign (or its `range`) and returns its fold, before `finalizeResult`: what a shard hands to the merge. */
+export async function runCampaignFold(o: CampaignOptions): Promise<CampaignResult> {
   const agg = new Aggregate(o);
+  const { first, end } = rangeOf(o);
   if (o.mode === "live") {
     const { runLive } = await import("./live/run.js");
-    for (let i = 0; i < o.runs; i++) {
+    for (let i = first; i < end; i++) {
       const out = await runLive(i, runSeed(o.seed, i), o.scenario, o.live ?? {});
       agg.add(out);
-      o.onRun?.(out, i + 1);
+      o.onRun?.(out, i - first + 1);
     }
-    return agg.finish();
+    return agg.fold();
   }
-  if (o.jobs > 1 && !o.restoreHook && !o.onHistory && o.runs > 1) {
+  if (o.jobs > 1 && !o.restoreHook && !o.onHistory && end - first > 1) {
     await runPool(o, agg);
-    return agg.finish();
+    return agg.fold();
   }
   const task: SimTaskOptions = { seed: o.seed, scenario: o.scenario, determinismCheck: o.determinismCheck, plotRuns: o.plotRuns };
-  for (let i = 0; i < o.runs; i++) {
+  for (let i = first; i < end; i++) {
     const out = await runSimTask(i, task, o.restoreHook, i === 0 ? o.onHistory : undefined);
     agg.add(out);
-    o.onRun?.(out, i + 1);
+    o.onRun?.(out, i - first + 1);
   }
-  return agg.finish();
+  return agg.fold();
 }
 
 export function defaultJobs(): number {

@@ -1,22 +1,24 @@
 // `tscmig chaos`: a campaign of seeded runs (simulated, or against real daemons), checked against
 // I1–I8, with JSON, JUnit and HTML reports. Exit status 0 when nothing was violated, 1 otherwise; a
-// failing run prints the exact command that replays it alone.
+// failing run prints the exact command that replays it alone. `--shard i/N` runs one block of the
+// campaign; `tscmig chaos merge` turns the shards' reports into the whole campaign's (shard.ts).
 
-import { writeFileSync } from "node:fs";
+import { readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import cliProgress from "cli-progress";
-import { type Command, Option } from "commander";
+import { Command, Option } from "commander";
 import { TscmigError } from "../shared/errors.js";
 import { ESTIMATORS, type EstimatorName } from "../shared/migration/blackout.js";
 import { POLICIES, type PolicyName } from "../shared/migration/restore.js";
 import { RealClock } from "../shared/platform/index.js";
 import { parseDurationNs } from "../daemon/config-parsers.js";
-import { type CampaignOptions, type CampaignResult, defaultJobs, runCampaign } from "./campaign.js";
+import { type CampaignOptions, type CampaignResult, defaultJobs, finalizeResult, runCampaignFold, runSeed } from "./campaign.js";
 import { INVARIANT_TITLES } from "./checker.js";
 import { buildHtml } from "./report/html.js";
 import { buildJsonReport, type ReportContext } from "./report/json.js";
 import { buildJunit } from "./report/junit.js";
 import { DEFAULT_SCENARIO, FAULT_KIND_DOCS, FAULT_KINDS, type FaultKind, type ScenarioOptions } from "./sim/scenario.js";
 import { addReplayCommand, stepThroughCommand } from "./replay-cli.js";
+import { type CampaignIdentity, encodeFold, FoldMerger, foldOf, orderShards, parseShard, SHARD_FORMAT, type Shard, type ShardSection, shardRange, shardSectionOf } from "./shard.js";
 
 export interface ChaosFlags {
   mode: string;
@@ -36,6 +38,8 @@ export interface ChaosFlags {
   junit?: string;
   html?: string;
   history?: string;
+  /** `i/N`: run shard i (0-based) of N of the campaign (shard.ts). */
+  shard?: string;
   quiet?: boolean;
 }
 
@@ -63,6 +67,7 @@ export interface ParsedChaos {
   campaign: CampaignOptions;
   /** Scenario flags, normalised, for replay commands and report headers. */
   flags: Record<string, string>;
+  shard?: Shard;
 }
 
 export function parseChaosFlags(f: ChaosFlags): ParsedChaos {
@@ -95,9 +100,11 @@ export function parseChaosFlags(f: ChaosFlags): ParsedChaos {
     "sample-interval": f.sampleInterval,
     "ntp-source": ntpSource,
   };
+  const shard = f.shard !== undefined ? parseShard(f.shard, runs) : undefined;
   return {
-    campaign: { mode, seed, runs, scenario, determinismCheck: mode === "sim" ? dc : 0, jobs, plotRuns: 4 },
+    campaign: { mode, seed, runs, scenario, determinismCheck: mode === "sim" ? dc : 0, jobs, plotRuns: 4, ...(shard ? { range: shardRange(shard, runs) } : {}) },
     flags,
+    ...(shard ? { shard } : {}),
   };
 }
 
@@ -140,7 +147,7 @@ export function summaryText(r: CampaignResult, ctx: ReportContext): string {
 
 /** Runs `tscmig chaos` with parsed flags; returns the exit status. */
 export async function runChaos(f: ChaosFlags, out: (s: string) => void, extra: Partial<CampaignOptions> = {}): Promise<number> {
-  const { campaign, flags } = parseChaosFlags(f);
+  const { campaign, flags, shard } = parseChaosFlags(f);
   const o: CampaignOptions = { ...campaign, ...extra };
   const clock = new RealClock();
   const t0 = clock.monotonicNs();
@@ -151,13 +158,13 @@ export async function runChaos(f: ChaosFlags, out: (s: string) => void, extra: P
       { format: "chaos {mode} [{bar}] {value}/{total} runs | {violations} violations | {rate} runs/s", stream: process.stderr, hideCursor: true, clearOnComplete: true },
       cliProgress.Presets.shades_classic,
     );
-    bar.start(o.runs, 0, { mode: o.mode, violations: 0, rate: "-" });
+    bar.start(o.range ? o.range.end - o.range.first : o.runs, 0, { mode: o.mode, violations: 0, rate: "-" });
   }
   if (f.history && o.mode === "sim") {
     const file = f.history;
     o.onHistory = (text) => writeFileSync(file, text);
   }
-  const result = await runCampaign({
+  const fold = await runCampaignFold({
     ...o,
     onRun: (run, done) => {
       for (const [k, n] of Object.entries(run.counts)) if (!k.includes("/")) bad += n;
@@ -168,18 +175,119 @@ export async function runChaos(f: ChaosFlags, out: (s: string) => void, extra: P
       o.onRun?.(run, done);
     },
   }).finally(() => bar?.stop());
-  const ctx: ReportContext = {
-    replay: (seed) => replayCommand(flags, seed),
-    stepThrough: (seed) => stepThroughCommand(flags, seed),
+  const result = finalizeResult(fold);
+  const identity: CampaignIdentity = {
+    mode: o.mode,
+    seed: o.seed.toString(),
+    runs: o.runs,
     options: { ...flags, seed: o.seed.toString(), runs: o.runs, "determinism-check": o.determinismCheck },
-    elapsedNs: clock.monotonicNs() - t0,
-    jobs: o.jobs,
-    recoveryBoundNs: o.mode === "sim" ? 30_000_000_000n : 20_000_000_000n,
+    flags,
+    recoveryBoundNs: (o.mode === "sim" ? 30_000_000_000n : 20_000_000_000n).toString(),
   };
-  if (f.json) writeFileSync(f.json, `${JSON.stringify(buildJsonReport(result, ctx), null, 2)}\n`);
-  if (f.junit) writeFileSync(f.junit, buildJunit(result, ctx, Array.from({ length: result.totals.runs }, (_v, i) => ({ run: i, seed: BigInt.asUintN(64, o.seed + BigInt(i)) }))));
-  if (f.html) writeFileSync(f.html, buildHtml(result, ctx));
-  if (!f.quiet || result.violationCount > 0) out(summaryText(result, ctx));
+  const ctx: ReportContext = { ...contextOf(identity), elapsedNs: clock.monotonicNs() - t0, jobs: o.jobs };
+  if (shard) ctx.options = { ...ctx.options, shard: `${shard.index}/${shard.count}` };
+  const range = o.range ?? { first: 0, end: o.runs };
+  const section = shard ? shardSection(shard, identity, ctx, fold) : undefined;
+  writeReports(f, result, ctx, range, section);
+  if (!f.quiet || result.violationCount > 0) out((shard ? `shard ${shard.index}/${shard.count}: runs ${range.first}–${range.end - 1} of ${o.runs}\n` : "") + summaryText(result, ctx));
+  return result.violationCount === 0 ? 0 : 1;
+}
+
+/** The report context of a campaign (without its wall-clock figures). */
+function contextOf(c: CampaignIdentity): ReportContext {
+  return {
+    replay: (seed) => replayCommand(c.flags, seed),
+    stepThrough: (seed) => stepThroughCommand(c.flags, seed),
+    options: { ...c.options },
+    ...(c.recoveryBoundNs !== null ? { recoveryBoundNs: BigInt(c.recoveryBoundNs) } : {}),
+  };
+}
+
+function shardSection(shard: Shard, campaign: CampaignIdentity, ctx: ReportContext, fold: CampaignResult): ShardSection {
+  const { first, end } = shardRange(shard, campaign.runs);
+  return { format: SHARD_FORMAT, index: shard.index, count: shard.count, firstRun: first, endRun: end, campaign, timing: { elapsedNs: String(ctx.elapsedNs ?? 0n), jobs: ctx.jobs ?? 1 }, fold: encodeFold(fold) };
+}
+
+/**
+ * The JSON (with the shard section, if any, last and compact: it is for `merge`, and mostly rows of
+ * numbers), JUnit (a test case per run of `range`) and HTML reports the flags ask for.
+ */
+function writeReports(f: { json?: string; junit?: string; html?: string }, r: CampaignResult, ctx: ReportContext, range: { first: number; end: number }, section?: ShardSection, extraTiming?: Record<string, unknown>): void {
+  if (f.json) {
+    const report: Record<string, unknown> = buildJsonReport(r, ctx);
+    if (extraTiming && report.timing !== null && typeof report.timing === "object") report.timing = { ...report.timing, ...extraTiming };
+    const text = JSON.stringify(report, null, 2);
+    writeAtomically(f.json, section ? `${text.slice(0, -2)},\n  "shard": ${JSON.stringify(section)}\n}\n` : `${text}\n`);
+  }
+  if (f.junit) writeAtomically(f.junit, buildJunit(r, ctx, Array.from({ length: range.end - range.first }, (_v, k) => ({ run: range.first + k, seed: runSeed(r.seed, range.first + k) }))));
+  if (f.html) writeAtomically(f.html, buildHtml(r, ctx));
+}
+
+/** Whole or not at all: a merge waiting for shard reports (deploy/k8s) never reads half a file. */
+function writeAtomically(file: string, text: string): void {
+  const partial = `${file}.${process.pid}.partial`;
+  writeFileSync(partial, text);
+  renameSync(partial, file);
+}
+
+export interface MergeFlags {
+  json?: string;
+  junit?: string;
+  html?: string;
+  quiet?: boolean;
+}
+
+/** Shard reports above this size are refused rather than read (a 1,000-run shard writes about a megabyte). */
+const SHARD_REPORT_BYTES_MAX = 1024 * 1024 * 1024;
+
+function readShardReport(file: string): { where: string; section: ShardSection } {
+  let text: string;
+  try {
+    const size = statSync(file).size;
+    if (size > SHARD_REPORT_BYTES_MAX) throw new TscmigError("invalid_argument", `${file}: ${size} bytes, more than a shard report may be (${SHARD_REPORT_BYTES_MAX}); split the campaign into more shards`, { field: "reports" });
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    if (e instanceof TscmigError) throw e;
+    throw new TscmigError("invalid_argument", `${file}: cannot read: ${e instanceof Error ? e.message : String(e)}`, { field: "reports" });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new TscmigError("invalid_argument", `${file}: not JSON: ${e instanceof Error ? e.message : String(e)}`, { field: "reports" });
+  }
+  return { where: file, section: shardSectionOf(json, file) };
+}
+
+/**
+ * `tscmig chaos merge`: the shards' reports into the reports of the whole campaign, as one process
+ * running every run would have written them. Wall clock (`timing` in the JSON, `time` in JUnit,
+ * rates in the HTML) is the one thing no merge can reproduce: there, elapsed is the slowest
+ * shard's (the shards run side by side, as the Indexed Job runs them), jobs the sum of the shards'
+ * jobs, and `timing.shards` lists each shard's own. Exit status as `tscmig chaos`.
+ */
+export function runMerge(files: readonly string[], f: MergeFlags, out: (s: string) => void): number {
+  // Two passes: the sections first (is this one whole campaign?), then each shard's fold in run
+  // order, read again and dropped once added, so the merge holds one shard's report at a time.
+  const ordered = orderShards(
+    files.map((file) => {
+      const r = readShardReport(file);
+      return { where: r.where, section: { ...r.section, fold: null } };
+    }),
+  );
+  const identity = (ordered[0] as { section: ShardSection }).section.campaign;
+  const merger = new FoldMerger({ mode: identity.mode, seed: BigInt(identity.seed), runs: identity.runs });
+  for (const { where, section } of ordered) {
+    const again = readShardReport(where).section;
+    if (JSON.stringify({ ...again, fold: null }) !== JSON.stringify(section)) throw new TscmigError("invalid_argument", `${where}: changed while being merged`, { field: "reports" });
+    merger.add(foldOf(where, again));
+  }
+  const result = merger.result();
+  const shardTimes = ordered.map(({ section }) => ({ index: section.index, elapsedMs: Math.round(Number(section.timing.elapsedNs) / 1e6), jobs: section.timing.jobs }));
+  const slowestNs = ordered.reduce((m, { section }) => (BigInt(section.timing.elapsedNs) > m ? BigInt(section.timing.elapsedNs) : m), 0n);
+  const ctx: ReportContext = { ...contextOf(identity), elapsedNs: slowestNs, jobs: ordered.reduce((n, { section }) => n + section.timing.jobs, 0) };
+  writeReports(f, result, ctx, { first: 0, end: identity.runs }, undefined, { shards: shardTimes });
+  if (!f.quiet || result.violationCount > 0) out(`merged ${ordered.length} shard(s) of ${identity.runs} runs\n` + summaryText(result, ctx));
   return result.violationCount === 0 ? 0 : 1;
 }
 
@@ -207,8 +315,23 @@ export function chaosCommand(cmd: Command, out: (s: string) => void): Command {
     .option("--junit <file>", "write JUnit XML here (one test case per run)")
     .option("--html <file>", "write a self-contained HTML report here")
     .option("--history <file>", "sim: write the first run's history here (canonical JSON lines: every sample and event; same seed, same bytes)")
+    .option("--shard <i/N>", "run shard i (0-based) of N: runs ⌊i·R/N⌋ … ⌊(i+1)·R/N⌋−1 of the --runs R, each with its usual seed; the --json report carries what `tscmig chaos merge` needs")
     .option("--quiet", "print only failures")
     .action(async (flags: ChaosFlags) => {
       process.exitCode = await runChaos(flags, out);
+    })
+    .addCommand(mergeCommand(out));
+}
+
+function mergeCommand(out: (s: string) => void): Command {
+  return new Command("merge")
+    .description("merge the --json reports of a campaign's shards (tscmig chaos --shard i/N) into the JSON, JUnit and HTML reports one unsharded run would have written (exit 1 on a violation)")
+    .argument("<reports...>", "every shard's JSON report, in any order")
+    .option("--json <file>", "write the merged JSON report here")
+    .option("--junit <file>", "write the merged JUnit XML here")
+    .option("--html <file>", "write the merged HTML report here")
+    .option("--quiet", "print only failures")
+    .action((files: string[], flags: MergeFlags) => {
+      process.exitCode = runMerge(files, flags, out);
     });
 }

@@ -84,7 +84,7 @@ export function migrationService(node: TscmigNode, authorize?: (ctx: HandlerCont
           node.handoverOpen(open, open.migrationId); // refuses a migration not prepared by this source
           migrationId = open.migrationId;
           ref = { sourceName: open.sourceName, sourceKey: open.sourceKey };
-          node.handoverAnswering(ref, migrationId); // the answer below leaves right after: one-sided's anchor
+          node.handoverAnswering(ref, migrationId, ctx.receivedAt(hostClock)); // the answer below leaves right after: one-sided's anchor
           return { step: { case: "opened", value: {} } };
         }
         if (migrationId === null) throw invalid("step", "the first Handover message must be open");
@@ -97,7 +97,7 @@ export function migrationService(node: TscmigNode, authorize?: (ctx: HandlerCont
           const p = probeReqFromPb(step.value);
           same(p.migrationId, p, "probe.migrationId");
           const r = node.probe(p);
-          node.handoverAnswering(p, migrationId);
+          node.handoverAnswering(p, migrationId, ctx.receivedAt(hostClock));
           return { step: { case: "probe", value: { ...r } } };
         }
         if (step.case === "commit") {

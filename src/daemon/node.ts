@@ -92,7 +92,7 @@ export function defaultNodeConfig(name: string, grpcAdvertise: string): NodeConf
     sampleIntervalNs: 0n,
     sampleVcpusMax: 1024,
     doorbellDelayNs: 0n,
-    probeExchanges: 4,
+    probeExchanges: 8,
     retriesMax: LIMITS.retriesMax,
     recoveryIntervalNs: 500_000_000n,
     persistIntervalNs: 10_000_000_000n,
@@ -334,6 +334,8 @@ export class TscmigNode {
         receiveTrueNs: 0n, // diagnostics only, not kept across a restart
         anchorsRawNs: [],
         anchorsToSendNs: [],
+        requestsRawNs: [],
+        requestsToSendNs: [],
         holdNs: p.holdNs,
         decodeNs: p.decodeNs,
         report: null,
@@ -728,8 +730,8 @@ export class TscmigNode {
   }
 
   /** An answer on this migration's Handover call (`opened`, a probe) is about to leave. */
-  handoverAnswering(ref: SourceRef, migrationId: string): void {
-    this.destination.handoverAnswering(ref, migrationId);
+  handoverAnswering(ref: SourceRef, migrationId: string, requestReceivedRawNs: bigint): void {
+    this.destination.handoverAnswering(ref, migrationId, requestReceivedRawNs);
   }
 
   abort(req: AbortReq): void {

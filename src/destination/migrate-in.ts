@@ -50,6 +50,9 @@ export interface Inbound {
   anchorsRawNs: bigint[];
   /** The source's side of those anchors, from the Transfer (a prefix of them, in the same order). */
   anchorsToSendNs: bigint[];
+  /** This host's raw clock as each of those answers' requests arrived (same order), and the source's side of them. */
+  requestsRawNs: bigint[];
+  requestsToSendNs: bigint[];
   holdNs: bigint;
   decodeNs: bigint;
   report: RestoreReport | null;
@@ -215,6 +218,8 @@ export class Destination {
       receiveTrueNs: 0n,
       anchorsRawNs: [],
       anchorsToSendNs: [],
+      requestsRawNs: [],
+      requestsToSendNs: [],
       holdNs: 0n,
       decodeNs: 0n,
       report: null,
@@ -285,9 +290,12 @@ export class Destination {
    * pairs it with the source's receipt of it. The call is ordered and dies at its first failure, so
    * the answers the source received are a prefix of those recorded here.
    */
-  handoverAnswering(ref: SourceRef, migrationId: string): void {
+  handoverAnswering(ref: SourceRef, migrationId: string, requestReceivedRawNs: bigint): void {
     const inb = this.inbound.get(inboundKey(ref.sourceName, migrationId));
-    if (inb && inb.state.phase === "prepared" && inb.anchorsRawNs.length < LIMITS.anchorsMax) inb.anchorsRawNs.push(this.ctx.host.rawNs());
+    if (inb && inb.state.phase === "prepared" && inb.anchorsRawNs.length < LIMITS.anchorsMax) {
+      inb.anchorsRawNs.push(this.ctx.host.rawNs());
+      inb.requestsRawNs.push(requestReceivedRawNs);
+    }
   }
 
   /** `receiveRawNs`: destination clock when the call arrived; `decodeNs`: time spent decoding. */
@@ -314,6 +322,9 @@ export class Destination {
     const anchors = req.sourceAnchorsToSendNs ?? [];
     if (anchors.length > LIMITS.anchorsMax) throw invalid("sourceAnchorsToSendNs", `at most ${LIMITS.anchorsMax}`);
     if (anchors.some((a) => a < 0n || a > LIMITS.blackoutNsMax)) throw invalid("sourceAnchorsToSendNs", "out of range");
+    const requests = req.sourceRequestsToSendNs ?? [];
+    if (requests.length > LIMITS.anchorsMax) throw invalid("sourceRequestsToSendNs", `at most ${LIMITS.anchorsMax}`);
+    if (requests.some((a) => a < 0n || a > LIMITS.blackoutNsMax)) throw invalid("sourceRequestsToSendNs", "out of range");
     this.refuseBeyondBlackoutLimit(r, s);
     const prev = inb.state;
     const effects = this.fire(req, s.migrationId, inb, { kind: "transfer" }, false);
@@ -322,6 +333,7 @@ export class Destination {
     const sinceReceiveNs = this.ctx.host.rawNs() - receiveRawNs; // first: a stall in between dates it later, not earlier
     inb.receiveTrueNs = this.ctx.host.trueNs() - sinceReceiveNs;
     inb.anchorsToSendNs = anchors;
+    inb.requestsToSendNs = requests;
     inb.decodeNs = decodeNs;
     // The staged snapshot and the migration's phase land together (one transaction, one sync).
     try {
@@ -486,6 +498,10 @@ export class Destination {
               ...(legs.answerToCommitNs !== undefined && legs.commitReceiveRawNs !== undefined && legs.commitReceiveRawNs >= inb.receiveRawNs + inb.holdNs
                 ? { commit: { destinationAnswerToCommitNs: legs.commitReceiveRawNs - (inb.receiveRawNs + inb.holdNs), sourceAnswerToCommitNs: legs.answerToCommitNs } }
                 : {}),
+              requests: inb.requestsToSendNs.flatMap((sourceRequestToSendNs, i) => {
+                const got = inb.requestsRawNs[i];
+                return got !== undefined && inb.receiveRawNs >= got ? [{ destinationRequestToReceiveNs: inb.receiveRawNs - got, sourceRequestToSendNs }] : [];
+              }),
               anchors: inb.anchorsToSendNs.flatMap((sourceAnswerToSendNs, i) => {
                 const sent = inb.anchorsRawNs[i];
                 return sent !== undefined && inb.receiveRawNs >= sent ? [{ destinationAnswerToReceiveNs: inb.receiveRawNs - sent, sourceAnswerToSendNs }] : [];

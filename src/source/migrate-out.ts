@@ -157,6 +157,8 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
   let transferRttNs = 0n;
   /** Raw clock as each answer on the Handover link arrived before the pause, and the Transfer's answer (one-sided's legs). */
   const anchorsRawNs: bigint[] = [];
+  /** Raw clock as the request of each of those answers left (same order): one-sided's lower limits. */
+  const requestsRawNs: bigint[] = [];
   let answerRawNs = 0n;
   /** True instants of the Transfer's send and answer, and the destination's hold (diagnostics). */
   let transferSendTrueNs = 0n;
@@ -237,12 +239,16 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
           });
           crashPoint(ctx.faults, "crash.source.afterPrepare");
           if (peer.handover) {
+            const openRaw = ctx.host.rawNs();
             link = await peer.handover({ migrationId: opts.migrationId, ...ref }).catch((e: unknown) => {
               // E.g. a peer without Handover: the unary calls carry the migration, only slower.
               log.debug({ event: "handover_unavailable", err: errorOf(e).message }, "no handover link; using unary calls");
               return null;
             });
-            if (link) anchorsRawNs.push(ctx.host.rawNs());
+            if (link) {
+              anchorsRawNs.push(ctx.host.rawNs());
+              requestsRawNs.push(openRaw);
+            }
           }
           return { kind: "prepareOk" };
         } catch (e) {
@@ -252,10 +258,14 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
         try {
           const t1 = ctx.host.realtimeNs();
           const carrier = via();
+          const sentRaw = ctx.host.rawNs();
           const r = await carrier.probe({ migrationId: opts.migrationId, t1RealtimeNs: t1, ...ref });
           const t4 = ctx.host.realtimeNs();
           lastProbeRawNs = ctx.host.rawNs();
-          if (carrier === link && anchorsRawNs.length < LIMITS.anchorsMax) anchorsRawNs.push(lastProbeRawNs);
+          if (carrier === link && anchorsRawNs.length < LIMITS.anchorsMax) {
+            anchorsRawNs.push(lastProbeRawNs);
+            requestsRawNs.push(sentRaw);
+          }
           // One-sided's anchor probes only time the link; their realtime stamps are not used.
           if (opts.estimator === "probe") exchanges.push({ t1, t2: r.t2RealtimeNs, t3: r.t3RealtimeNs, t4 });
           return { kind: "probeOk" };
@@ -301,7 +311,12 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
           const carrier = via();
           report.handover = carrier === link;
           transferSendTrueNs = ctx.host.trueNs();
-          const r = await carrier.transfer({ snapshot: snap, sourceAnchorsToSendNs: anchorsRawNs.map((a) => sendRaw - a), ...ref });
+          const r = await carrier.transfer({
+            snapshot: snap,
+            sourceAnchorsToSendNs: anchorsRawNs.map((a) => sendRaw - a),
+            sourceRequestsToSendNs: requestsRawNs.map((q) => sendRaw - q),
+            ...ref,
+          });
           answerRawNs = ctx.host.rawNs();
           transferRttNs = answerRawNs - sendRaw;
           transferAnswerTrueNs = ctx.host.trueNs();
@@ -422,6 +437,10 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
   }
 }
 
-/** Probes a one-sided migration sends on its Handover link as anchors (plus the `opened` answer). */
-export const ONE_SIDED_ANCHOR_PROBES = 3;
+/**
+ * Probes a one-sided migration sends on its Handover link as anchors (plus the `opened` answer). Each
+ * is one more chance of a quick leg each way, which is what bounds the error (blackout.ts); they run
+ * before the pause, outside the blackout.
+ */
+export const ONE_SIDED_ANCHOR_PROBES = 8;
 

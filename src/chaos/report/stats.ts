@@ -33,8 +33,9 @@ export interface Histogram {
 export function logHistogram(values: readonly number[], perDecade = 5): Histogram {
   const pos = values.filter((v) => v > 0);
   if (pos.length === 0) return { edges: [0, 1], counts: [values.length], log: false };
-  let lo = pos.reduce((a, v) => Math.min(a, v), Infinity);
-  let hi = pos.reduce((a, v) => Math.max(a, v), 0);
+  // A loop, not Math.min(...pos): a million-run campaign has millions of values, past the call stack's argument limit.
+  let lo = pos.reduce((m, v) => (v < m ? v : m), Number.POSITIVE_INFINITY);
+  let hi = pos.reduce((m, v) => (v > m ? v : m), 0);
   if (hi <= lo) hi = lo * 10;
   lo = 10 ** Math.floor(Math.log10(lo));
   hi = 10 ** Math.ceil(Math.log10(hi));

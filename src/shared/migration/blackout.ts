@@ -31,9 +31,16 @@ export interface BlackoutEstimate {
 /** Crystal and realtime rate error allowance (Linux's MAXFREQ): no honest clock drifts faster. */
 export const DRIFT_ALLOWANCE_PPM = 500n;
 
+/**
+ * How far `ppm` of rate error moves a span a host measured as `durationNs`. The measuring clock may
+ * itself run DRIFT_ALLOWANCE_PPM slow, so the true span is up to measured·10⁶/(10⁶ − that): the
+ * allowance is taken over that, rounded up (over milliseconds the difference is nanoseconds, but a
+ * bound must not undercut by any).
+ */
 function driftAllowance(durationNs: bigint, ppm: bigint): bigint {
   const d = durationNs < 0n ? -durationNs : durationNs;
-  return (d * ppm + 999_999n) / 1_000_000n; // round up: the bound must not undercut
+  const den = 1_000_000n - DRIFT_ALLOWANCE_PPM;
+  return (d * ppm + den - 1n) / den;
 }
 
 export function parseEstimator(v: unknown, field = "estimator"): EstimatorName {
@@ -64,8 +71,8 @@ export function wallclockEstimate(o: {
  * `one-sided`: sum of single-host durations plus the Transfer's forward transit, which lies in an
  * interval measured without comparing the two hosts' clocks; the estimate takes its middle.
  *
- *   source    ──anchor answer in── … ──Transfer out──────────── answer in ── … ──Commit out──
- *   destination ──anchor answer out── … ──Transfer in── hold ── answer out ── … ──Commit in──
+ *   source      ─req out─ … ─anchor answer in─ … ─Transfer out──────────── answer in ─ … ─Commit out─
+ *   destination ──req in─ … ─anchor answer out─ … ───Transfer in── hold ── answer out ─ … ─Commit in──
  *
  * With f the forward leg (Transfer out → in) and b the back leg (answer out → in):
  * - f + b = R, the round trip minus the destination's hold (each on its own clock), and f, b ≥ 0;
@@ -74,11 +81,16 @@ export function wallclockEstimate(o: {
  *   b ≤ U = their difference, hence f ≥ R − U;
  * - `anchors`: an earlier answer (Handover `opened`, a probe) left the destination before the Transfer
  *   was sent, so (that answer out → Transfer in, destination clock) = its back leg + (that answer in
- *   → Transfer out, source clock) + f: f ≤ A = their difference.
- * So f ∈ [max(0, R − U), min(R, A)]: one stalled leg no longer costs half its stall, unless the
- * bounding legs stalled too. Without `commit` or `anchors` the interval is [0, R].
- * Assumes only that each host's monotonic clock runs within DRIFT_ALLOWANCE_PPM of true time; an
- * inconsistent `commit` or anchor (negative, beyond what drift explains) is ignored.
+ *   → Transfer out, source clock) + f: f ≤ A = their difference;
+ * - `requests`: an earlier request (Handover `open`, a probe) reached the destination before the
+ *   Transfer did, so (that request in → Transfer in, destination clock) = (that request out →
+ *   Transfer out, source clock) + f − the request's own transit: f ≥ L = their difference.
+ * So f ∈ [max(0, R − U, L…), min(R, A…)]: the error is half the difference between the quickest
+ * message each way (as NTP's clock filter), not half the Transfer's own asymmetry; a stall costs
+ * only when every message one way stalled. Without the extra legs the interval is [0, R].
+ * Assumes only that each host's monotonic clock runs within DRIFT_ALLOWANCE_PPM of true time: every
+ * limit is widened by what that drift can move it. A limit the round trip alone contradicts (a
+ * negative leg beyond the drift) is ignored; limits that contradict each other fall back to [0, R].
  */
 export function oneSidedEstimate(o: {
   /** Source clock: the snapshot's clock read (not the pause) → the instant the Transfer round trip started. */
@@ -95,14 +107,47 @@ export function oneSidedEstimate(o: {
     /** Source clock: Transfer answer received → Commit sent. */
     sourceAnswerToCommitNs: bigint;
   };
-  /** Any number of earlier answers from the destination (each caps f; the least back leg wins). */
+  /** Any number of earlier answers from the destination (each caps f from above; the quickest back leg wins). */
   anchors?: readonly {
     /** Destination clock: the anchor answer sent → Transfer received. */
     destinationAnswerToReceiveNs: bigint;
     /** Source clock: the anchor answer received → Transfer sent. */
     sourceAnswerToSendNs: bigint;
   }[];
+  /** Any number of earlier requests to the destination (each caps f from below; the quickest forward leg wins). */
+  requests?: readonly {
+    /** Destination clock: the request received → Transfer received. */
+    destinationRequestToReceiveNs: bigint;
+    /** Source clock: the request sent → Transfer sent. */
+    sourceRequestToSendNs: bigint;
+  }[];
 }): BlackoutEstimate {
+  checkDurations(o);
+  const drift = (d: bigint) => driftAllowance(d, DRIFT_ALLOWANCE_PPM);
+  const residualNs = o.transferRttNs - o.destinationHoldNs; // R on two clocks: within residualDrift of the true R
+  const residualDrift = drift(o.transferRttNs) + drift(o.destinationHoldNs);
+  const base: Interval = { lo: 0n, hi: maxOf(residualNs, 0n) + residualDrift };
+  const limits: Interval[] = [];
+  if (o.commit) {
+    const u = crossDifference(o.commit.destinationAnswerToCommitNs, o.commit.sourceAnswerToCommitNs); // b ≤ u.ns + u.slack
+    limits.push({ lo: residualNs - residualDrift - u.ns - u.slack, hi: base.hi });
+  }
+  for (const a of o.anchors ?? []) {
+    const x = crossDifference(a.destinationAnswerToReceiveNs, a.sourceAnswerToSendNs); // f ≤ x.ns + x.slack
+    limits.push({ lo: 0n, hi: x.ns + x.slack });
+  }
+  for (const r of o.requests ?? []) {
+    const x = crossDifference(r.destinationRequestToReceiveNs, r.sourceRequestToSendNs); // f ≥ x.ns − x.slack
+    limits.push({ lo: x.ns - x.slack, hi: base.hi });
+  }
+  const t = intersect(base, limits);
+  const mid = (t.lo + t.hi) / 2n; // rounds down: hi − mid ≥ mid − lo, so the bound below covers both ends
+  const est = o.sourcePauseToSendNs + mid + o.destinationReceiveToNowNs;
+  const bound = t.hi - mid + drift(o.sourcePauseToSendNs) + drift(o.destinationReceiveToNowNs);
+  return { estimator: "one-sided", estimatedNs: est, boundNs: bound };
+}
+
+function checkDurations(o: Parameters<typeof oneSidedEstimate>[0]): void {
   const durations: [string, bigint][] = [
     ["sourcePauseToSendNs", o.sourcePauseToSendNs],
     ["transferRttNs", o.transferRttNs],
@@ -110,24 +155,9 @@ export function oneSidedEstimate(o: {
     ["destinationReceiveToNowNs", o.destinationReceiveToNowNs],
     ...(o.commit ? Object.entries(o.commit).map(([k, v]): [string, bigint] => [`commit.${k}`, v]) : []),
     ...(o.anchors ?? []).flatMap((a, i) => Object.entries(a).map(([k, v]): [string, bigint] => [`anchors[${i}].${k}`, v])),
+    ...(o.requests ?? []).flatMap((r, i) => Object.entries(r).map(([k, v]): [string, bigint] => [`requests[${i}].${k}`, v])),
   ];
   for (const [k, v] of durations) if (v < 0n) throw invalid(k, "a duration cannot be negative");
-  const residual = o.transferRttNs > o.destinationHoldNs ? o.transferRttNs - o.destinationHoldNs : 0n;
-  // Each host's clock may be off by the drift allowance over every duration it measured.
-  const drift =
-    driftAllowance(o.sourcePauseToSendNs + o.transferRttNs, DRIFT_ALLOWANCE_PPM) +
-    driftAllowance(o.destinationHoldNs + o.destinationReceiveToNowNs, DRIFT_ALLOWANCE_PPM);
-  let t: Transit = transitOf(0n, residual, drift);
-  if (o.commit) {
-    const u = crossDifference(o.commit.destinationAnswerToCommitNs, o.commit.sourceAnswerToCommitNs); // ≥ b − slack
-    if (u.ns >= -u.slack) t = narrower(t, transitOf(maxOf(t.lo, residual - maxOf(u.ns, 0n)), t.hi, t.drift + u.slack));
-  }
-  for (const anchor of o.anchors ?? []) {
-    const a = crossDifference(anchor.destinationAnswerToReceiveNs, anchor.sourceAnswerToSendNs); // ≥ f − slack
-    if (a.ns >= -a.slack) t = narrower(t, transitOf(t.lo, minOf(t.hi, maxOf(a.ns, 0n)), t.drift + a.slack));
-  }
-  const est = o.sourcePauseToSendNs + t.mid + o.destinationReceiveToNowNs;
-  return { estimator: "one-sided", estimatedNs: est, boundNs: t.bound };
 }
 
 /** A destination-clock duration minus a source-clock one, and how far the two clocks' drift can move it. */
@@ -135,24 +165,25 @@ function crossDifference(destinationNs: bigint, sourceNs: bigint): { ns: bigint;
   return { ns: destinationNs - sourceNs, slack: driftAllowance(destinationNs, DRIFT_ALLOWANCE_PPM) + driftAllowance(sourceNs, DRIFT_ALLOWANCE_PPM) };
 }
 
-/** The forward transit known to lie in [lo, hi] up to `drift`: its middle and the bound around it. */
-interface Transit {
+/** Where the forward transit lies, drift included. */
+interface Interval {
   lo: bigint;
   hi: bigint;
-  drift: bigint;
-  mid: bigint;
-  bound: bigint;
 }
 
-function transitOf(lo: bigint, hi: bigint, drift: bigint): Transit {
-  // lo > hi only within the drift slack (both limits hold up to it): the middle still covers both.
-  const mid = (lo + hi) / 2n;
-  return { lo, hi, drift, mid, bound: (hi >= lo ? hi - mid : mid - hi) + drift };
-}
-
-/** A limit is worth its drift slack only when it narrows the bound. */
-function narrower(a: Transit, b: Transit): Transit {
-  return b.bound < a.bound ? b : a;
+/**
+ * `base` narrowed by every limit that `base` alone does not contradict. Each limit holds while the
+ * clocks keep their allowance, so an empty result means one did not: keep only `base` then.
+ */
+function intersect(base: Interval, limits: readonly Interval[]): Interval {
+  let lo = base.lo;
+  let hi = base.hi;
+  for (const l of limits) {
+    if (l.lo > base.hi || l.hi < base.lo) continue;
+    lo = maxOf(lo, l.lo);
+    hi = minOf(hi, l.hi);
+  }
+  return lo <= hi ? { lo, hi } : base;
 }
 
 const maxOf = (a: bigint, b: bigint) => (a > b ? a : b);
@@ -173,10 +204,19 @@ export interface ProbeResult {
   boundNs: bigint;
 }
 
-/** NTP clock filter: the exchange with the smallest round-trip delay wins (least asymmetry room). */
+/**
+ * θ from several exchanges. Each exchange alone puts θ within ±delay/2 of its midpoint: θ − its back
+ * leg ≤ midpoint ≤ θ + its forward leg. Intersecting those intervals leaves [θ − the quickest back
+ * leg, θ + the quickest forward leg], as narrow as NTP's clock filter (the least-delay exchange) or
+ * narrower: the quickest legs each way need not belong to one exchange. θ is given at the last
+ * exchange's t4; each exchange's interval is widened by the two clocks' rate difference over its own
+ * round trip and from its t4 to there. Exchanges whose intervals do not meet (a clock stepped between them) leave the
+ * least-delay exchange alone, as before.
+ */
 export function probeOffset(exchanges: readonly ProbeExchange[]): ProbeResult {
   if (exchanges.length === 0) throw invalid("probe", "at least one exchange is needed");
-  let best: ProbeResult | null = null;
+  const usable: { lo: bigint; hi: bigint; result: ProbeResult }[] = [];
+  const lastT4 = exchanges.reduce((m, e) => (e.t4 > m ? e.t4 : m), exchanges[0]!.t4);
   for (const e of exchanges) {
     const rateSlack = driftAllowance(e.t4 - e.t1, 2n * DRIFT_ALLOWANCE_PPM);
     let delay = e.t4 - e.t1 - (e.t3 - e.t2);
@@ -190,10 +230,18 @@ export function probeOffset(exchanges: readonly ProbeExchange[]): ProbeResult {
     const offsetNs = theta2 / 2n;
     // θ lies within ±delay/2 of the midpoint estimate; +1 covers the halving's rounding.
     const boundNs = delay / 2n + 1n + rateSlack;
-    if (best === null || boundNs < best.boundNs) best = { offsetNs, boundNs };
+    // Held to the last exchange's t4, where θ is given (probeEstimate adds the drift from there on).
+    const aged = boundNs + driftAllowance(lastT4 > e.t4 ? lastT4 - e.t4 : 0n, 2n * DRIFT_ALLOWANCE_PPM);
+    usable.push({ lo: offsetNs - aged, hi: offsetNs + aged, result: { offsetNs, boundNs: aged } });
   }
-  if (best === null) throw invalid("probe", "no usable exchange (negative round trip)");
-  return best;
+  if (usable.length === 0) throw invalid("probe", "no usable exchange (negative round trip)");
+  const lo = usable.reduce((m, u) => (u.lo > m ? u.lo : m), usable[0]!.lo);
+  const hi = usable.reduce((m, u) => (u.hi < m ? u.hi : m), usable[0]!.hi);
+  const best = usable.reduce((b, u) => (u.result.boundNs < b.result.boundNs ? u : b)).result;
+  if (lo > hi) return best;
+  const offsetNs = lo + (hi - lo) / 2n;
+  const boundNs = hi - offsetNs; // ≥ offsetNs − lo (the halving rounds down)
+  return boundNs < best.boundNs ? { offsetNs, boundNs } : best;
 }
 
 /**

@@ -59,6 +59,8 @@ export interface TransferReq extends SourceRef {
    * each probe, in order): that answer received → Transfer sent (see blackout.ts, one-sided).
    */
   sourceAnchorsToSendNs?: bigint[];
+  /** Source raw clock, per request of those exchanges: that request sent → Transfer sent (same order). */
+  sourceRequestsToSendNs?: bigint[];
 }
 
 export interface TransferRes {

@@ -322,13 +322,23 @@ export function snapshotToPb(s: Snapshot): MessageInitShape<typeof SnapshotSchem
 
 /** Wire → domain. Structural checks here; the domain rules (validateSnapshot) run after. */
 export function transferReqToPb(r: TransferReq): MessageInitShape<typeof TransferRequestSchema> {
-  return { snapshot: snapshotToPb(r.snapshot), sourceAnchorsToSendNs: r.sourceAnchorsToSendNs ?? [], ...sourceRefToPb(r) };
+  return {
+    snapshot: snapshotToPb(r.snapshot),
+    sourceAnchorsToSendNs: r.sourceAnchorsToSendNs ?? [],
+    sourceRequestsToSendNs: r.sourceRequestsToSendNs ?? [],
+    ...sourceRefToPb(r),
+  };
 }
 
 export function transferReqFromPb(m: TransferRequest): TransferReq {
   if (!m.snapshot) throw invalid("snapshot", "missing");
   const ref = sourceRefFromPb(m);
-  return { snapshot: snapshotFromPb(m.snapshot), ...(m.sourceAnchorsToSendNs.length > 0 ? { sourceAnchorsToSendNs: m.sourceAnchorsToSendNs } : {}), ...ref };
+  return {
+    snapshot: snapshotFromPb(m.snapshot),
+    ...(m.sourceAnchorsToSendNs.length > 0 ? { sourceAnchorsToSendNs: m.sourceAnchorsToSendNs } : {}),
+    ...(m.sourceRequestsToSendNs.length > 0 ? { sourceRequestsToSendNs: m.sourceRequestsToSendNs } : {}),
+    ...ref,
+  };
 }
 
 export function snapshotFromPb(m: PbSnapshot | undefined): Snapshot {
