@@ -1,0 +1,58 @@
+// `tscmig up`: a source and a destination daemon on this machine until Ctrl-C. Their logs are shown
+// line by line behind a `[source]` / `[destination]` prefix; `--data DIR` keeps their journals (VMs,
+// migrations) in DIR/source and DIR/destination across runs.
+
+import { mkdirSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { type LocalDaemon, spawnDaemon } from "./local-pair.js";
+
+export interface UpOptions {
+  basePort: number;
+  data?: string;
+  /** Show the daemons' log lines on stderr. */
+  logs: boolean;
+  json: boolean;
+}
+
+export async function runUp(o: UpOptions, out: (s: string) => void): Promise<void> {
+  const dataOf = (name: string) => {
+    if (o.data === undefined) return undefined;
+    const dir = join(resolve(o.data), name);
+    mkdirSync(dir, { recursive: true });
+    return dir;
+  };
+  const spawnOne = (name: string, httpPort: number) => {
+    const data = dataOf(name);
+    return spawnDaemon({ name, http: `127.0.0.1:${httpPort}`, grpc: `127.0.0.1:${httpPort + 1}`, echo: o.logs, ...(data !== undefined ? { data } : {}) });
+  };
+  const started = await Promise.allSettled([spawnOne("source", o.basePort), spawnOne("destination", o.basePort + 10)]);
+  const daemons = started.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  const failed = started.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) {
+    await Promise.all(daemons.map((d) => d.stop()));
+    throw failed.reason;
+  }
+  const [s, d] = daemons as [LocalDaemon, LocalDaemon];
+  const info = { source: { http: s.http, grpc: s.grpc, data: s.data }, destination: { http: d.http, grpc: d.grpc, data: d.data } };
+  if (o.json) out(`${JSON.stringify(info, null, 2)}\n`);
+  else
+    out(
+      `source       control API ${s.http}  gRPC ${s.grpc}  data ${s.data}\n` +
+        `destination  control API ${d.http}  gRPC ${d.grpc}  data ${d.data}\n` +
+        `try: tscmig vm create --api ${s.http} --vcpus 4 && tscmig migrate <vm-id> --api ${s.http} --to ${d.grpc}\n` +
+        `Ctrl-C stops both.\n`,
+    );
+  await new Promise<void>((done) => {
+    let stopping = false;
+    const stop = (why: string) => {
+      if (stopping) return;
+      stopping = true;
+      process.stderr.write(`tscmig up: ${why}: stopping both daemons\n`);
+      void Promise.all([s.stop(), d.stop()]).then(() => done());
+    };
+    process.once("SIGINT", () => stop("SIGINT"));
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    s.child.once("exit", (code) => stop(`source exited (${code})`));
+    d.child.once("exit", (code) => stop(`destination exited (${code})`));
+  });
+}
