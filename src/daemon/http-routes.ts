@@ -4,7 +4,7 @@
 import type { FastifyInstance } from "fastify";
 import { invalid } from "../shared/errors.js";
 import { errorResponses, i64Of, i64String, u64Of, u64String } from "../shared/http/json-schemas.js";
-import { observeMigration, type Metrics } from "../shared/http/metrics.js";
+import { bindScrapeGauges, observeMigration, type Metrics } from "../shared/http/metrics.js";
 import { toJsonSafe } from "../shared/json-safe.js";
 import { LIMITS } from "../shared/limits.js";
 import type { RingHistory } from "../shared/history.js";
@@ -51,9 +51,13 @@ export function reportJson(r: MigrationReport): unknown {
 }
 
 export function observeReport(metrics: Metrics, r: MigrationReport): void {
+  const committed = r.outcome === "committed" && r.trueBlackoutNs > 0n;
   observeMigration(metrics, {
     outcome: r.outcome,
-    ...(r.outcome === "committed" && r.trueBlackoutNs > 0n ? { blackoutNs: r.trueBlackoutNs, introducedErrorNs: r.tscErrorNs } : {}),
+    policy: r.policy,
+    estimator: r.estimator,
+    ...(committed ? { blackoutNs: r.trueBlackoutNs, introducedErrorNs: r.tscErrorNs, errorBoundNs: r.errorBoundNs } : {}),
+    phasesNs: { capture: r.phases.captureNs, encode: r.phases.encodeNs, transfer: r.phases.transferNs, decode: r.phases.decodeNs, restore: r.phases.restoreNs, commit: r.phases.commitNs },
   });
 }
 
@@ -63,6 +67,7 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
     metrics.vms.set(node.listVms().length);
     metrics.vcpus.set(node.vcpuTotal());
   };
+  bindScrapeGauges(metrics, () => ({ vms: node.listVms().length, vcpus: node.vcpuTotal(), skewNs: node.host.skew.offsetAt(node.host.trueNs()), maxerrorNs: node.host.skew.state.maxerrorNs }));
 
   app.post(
     "/v1/vms",
