@@ -84,7 +84,7 @@ export function buildCli(): Command {
     .option("--quiet", "do not show the daemons' logs")
     .option("--json", "print the addresses as JSON")
     .action(async (o: { basePort: number; data?: string; quiet?: boolean; json?: boolean }) => {
-      await runUp({ basePort: o.basePort, ...(o.data !== undefined ? { data: o.data } : {}), logs: o.quiet !== true, json: o.json === true }, out);
+      process.exitCode = await runUp({ basePort: o.basePort, ...(o.data !== undefined ? { data: o.data } : {}), logs: o.quiet !== true, json: o.json === true }, out);
     });
   examples(up, ["tscmig up", "tscmig up --base-port 9000 --data ./state --quiet"]);
 

@@ -14,7 +14,8 @@ export interface UpOptions {
   json: boolean;
 }
 
-export async function runUp(o: UpOptions, out: (s: string) => void): Promise<void> {
+/** Runs until SIGINT/SIGTERM (exit status 0) or until a daemon exits on its own (1). */
+export async function runUp(o: UpOptions, out: (s: string) => void): Promise<number> {
   const dataOf = (name: string) => {
     if (o.data === undefined) return undefined;
     const dir = join(resolve(o.data), name);
@@ -42,17 +43,17 @@ export async function runUp(o: UpOptions, out: (s: string) => void): Promise<voi
         `try: tscmig vm create --api ${s.http} --vcpus 4 && tscmig migrate <vm-id> --api ${s.http} --to ${d.grpc}\n` +
         `Ctrl-C stops both.\n`,
     );
-  await new Promise<void>((done) => {
+  return new Promise<number>((done) => {
     let stopping = false;
-    const stop = (why: string) => {
+    const stop = (why: string, code: number) => {
       if (stopping) return;
       stopping = true;
       process.stderr.write(`tscmig up: ${why}: stopping both daemons\n`);
-      void Promise.all([s.stop(), d.stop()]).then(() => done());
+      void Promise.all([s.stop(), d.stop()]).then(() => done(code));
     };
-    process.once("SIGINT", () => stop("SIGINT"));
-    process.once("SIGTERM", () => stop("SIGTERM"));
-    s.child.once("exit", (code) => stop(`source exited (${code})`));
-    d.child.once("exit", (code) => stop(`destination exited (${code})`));
+    process.once("SIGINT", () => stop("SIGINT", 0));
+    process.once("SIGTERM", () => stop("SIGTERM", 0));
+    s.child.once("exit", (code) => stop(`source exited (${code})`, 1));
+    d.child.once("exit", (code) => stop(`destination exited (${code})`, 1));
   });
 }
