@@ -117,7 +117,9 @@ export function buildCli(): Command {
     "tscmig demo --source-http http://127.0.0.1:7070 --destination-http http://127.0.0.1:7080 --destination-grpc 127.0.0.1:7081",
   ]);
 
-  vmCommands(program.command("vm").description("create, list, inspect and delete VMs on a running daemon"));
+  const vm = program.command("vm").description("create, list, inspect and delete VMs on a running daemon");
+  vmCommands(vm);
+  examples(vm, ["tscmig vm create --vcpus 4", "tscmig vm show web-1", "tscmig vm delete web-1"]);
   migrateCommand(program);
   skewCommand(program);
 

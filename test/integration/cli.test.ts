@@ -40,7 +40,7 @@ function tscmig(args: string[], env: Record<string, string> = {}): Promise<Run> 
 
 afterAll(stopAllDaemons);
 
-const COMMANDS = [["daemon"], ["up"], ["demo"], ["vm", "create"], ["vm", "list"], ["vm", "show"], ["vm", "delete"], ["migrate"], ["skew"], ["chaos"], ["bench"]];
+const COMMANDS = [["daemon"], ["up"], ["demo"], ["vm"], ["vm", "create"], ["vm", "list"], ["vm", "show"], ["vm", "delete"], ["migrate"], ["skew"], ["chaos"], ["bench"]];
 
 describe("help and version", () => {
   it("--version prints the package version and exits 0", async () => {
