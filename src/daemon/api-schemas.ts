@@ -66,7 +66,7 @@ const vm = {
   },
 } as const;
 
-const vmList = { $id: "VmList", type: "object", required: ["vms"], properties: { vms: { type: "array", items: { $ref: "Vm#" } } } } as const;
+const vmList = { $id: "VmList", type: "object", additionalProperties: true, required: ["vms"], properties: { vms: { type: "array", items: { $ref: "Vm#" } } } } as const;
 
 const deletedVm = {
   $id: "DeletedVm",
@@ -144,8 +144,10 @@ const migrations = {
   required: ["migrations", "inbound"],
   properties: {
     migrations: { type: "array", items: { $ref: "MigrationReport#" }, description: "recent migrations this daemon sourced" },
-    inbound: { type: "array", items: { $ref: "InboundMigration#" }, description: "migrations it received since it started" },
+    inbound: { type: "array", items: { $ref: "InboundMigration#" }, description: "migrations it received" },
+    inDoubt: { type: "array", items: { type: "object", additionalProperties: true }, description: "migrations not settled yet, with what recovery is doing about them" },
   },
+  additionalProperties: true,
 } as const;
 
 const host = {
@@ -172,6 +174,7 @@ const host = {
 const history = {
   $id: "History",
   type: "object",
+  additionalProperties: true,
   required: ["samples", "events"],
   properties: {
     samples: { type: "array", items: { type: "object", additionalProperties: true }, description: "guest clock samples with true time" },

@@ -43,7 +43,7 @@ export function child(log: Logger, bindings: pino.Bindings): Logger {
  * runner, tests) read the bound addresses from it. Logged at info whatever the daemon's level (a
  * `--log-level warn` daemon must still say where it listens), as one of the daemon's JSON lines.
  */
-export function logListening(log: Logger, where: { http: string; grpc: string; data: string }): void {
+export function logListening(log: Logger, where: { http: string; grpc: string; data: string } & Record<string, unknown>): void {
   log.child({}, { level: "info" }).info({ event: "listening", ...where }, "daemon listening");
 }
 
