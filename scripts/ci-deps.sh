@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages some tests and CI steps use: the stock gRPC client, compose validation, a real
 # container engine for the image build and the two-container demo (scripts/compose-demo.sh: podman
-# with runc, netavark + aardvark-dns for service names, Debian's docker-compose, debootstrap for the
+# with runc, CNI plugins with dnsname for service names, Debian's docker-compose, debootstrap for the
 # base image), openssl, iproute2. Best effort and quick: what needs a missing one skips with a
 # printed reason. Says what it installs, or that everything was there.
 set -u
@@ -13,10 +13,9 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v podman >/dev/null 2>&1 || need+=(podman)
 command -v runc >/dev/null 2>&1 || need+=(runc)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
-[ -x /usr/lib/podman/netavark ] || [ -x /usr/libexec/podman/netavark ] || need+=(netavark)
-[ -x /usr/lib/podman/aardvark-dns ] || [ -x /usr/libexec/podman/aardvark-dns ] || need+=(aardvark-dns)
+[ -x /usr/lib/cni/dnsname ] || need+=(containernetworking-plugins golang-github-containernetworking-plugin-dnsname)
 if [ ${#need[@]} -eq 0 ]; then
-  echo "ci-deps: all present (python3-grpcio, docker-compose, openssl, iproute2, podman, runc, debootstrap, netavark, aardvark-dns)"
+  echo "ci-deps: all present (python3-grpcio, docker-compose, openssl, iproute2, podman, runc, debootstrap, CNI dnsname)"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "ci-deps: installing ${need[*]}"
   if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}") >/dev/null 2>&1; then

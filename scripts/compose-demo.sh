@@ -7,7 +7,9 @@
 #   scripts/compose-demo.sh --no-test  build and run the demo only
 #
 # The engine is Debian's podman (with runc) serving the Docker API (`podman system service`), driven
-# by Debian's docker-compose 1.29. Everything lives in one temporary directory removed at the end:
+# by Debian's docker-compose 1.29. Containers find each other by service name through CNI's dnsname
+# plugin (dnsmasq): with netavark 1.4 + aardvark-dns instead, a container's name lookups stopped
+# being answered for up to ~40 s whenever another container on its network was recreated. Everything lives in one temporary directory removed at the end:
 # podman's storage, its network configuration, the API socket. Nothing is cached between runs and
 # nothing of the machine's own podman state is touched.
 #
@@ -23,6 +25,8 @@
 #     proxy) is passed as BUILD_CA_PEM: the file named by TSCMIG_BUILD_CA_FILE, else the locally
 #     added CAs in /usr/local/share/ca-certificates (Debian's place for them), else none.
 # The script checks afterwards that neither reached the final image (history and environment).
+#
+# TSCMIG_COMPOSE_KEEP=1 leaves the engine, its state and the image in place for debugging.
 #
 # Exit status: 0 the demo committed a migration between the two containers, or the engine cannot
 # run on this machine (the reason is printed, "SKIPPED: ..."); 1 the build, the demo or the test failed.
@@ -50,9 +54,9 @@ fail() {
 # --- what the engine needs --------------------------------------------------------------------------
 [ "$(id -u)" = 0 ] || skip "needs root (rootful podman with runc; rootless podman needs subuids this script does not set up)"
 for tool in podman runc docker-compose debootstrap node; do
-  command -v "$tool" >/dev/null 2>&1 || skip "$tool is not installed (scripts/ci-deps.sh installs podman runc docker-compose debootstrap netavark aardvark-dns)"
+  command -v "$tool" >/dev/null 2>&1 || skip "$tool is not installed (scripts/ci-deps.sh installs podman runc docker-compose debootstrap and the CNI dnsname plugin)"
 done
-[ -x /usr/lib/podman/netavark ] || [ -x /usr/libexec/podman/netavark ] || skip "netavark is not installed (service names resolve through netavark + aardvark-dns)"
+[ -x /usr/lib/cni/dnsname ] || skip "the CNI dnsname plugin is not installed (golang-github-containernetworking-plugin-dnsname: service names resolve through it)"
 NODE_MAJOR=$(node -p 'process.versions.node.split(".")[0]')
 [ "$NODE_MAJOR" = 20 ] || [ -n "${TSCMIG_NODE_IMAGE:-}" ] || skip "the local base image carries this machine's node, which is $(node --version), not 20"
 
@@ -64,6 +68,10 @@ export DOCKER_HOST="unix://$WORK/podman.sock" COMPOSE_PROJECT_NAME="$PROJECT"
 COMPOSE=(docker-compose -f "$ROOT/docker-compose.yml")
 
 cleanup() {
+  if [ -n "${TSCMIG_COMPOSE_KEEP:-}" ]; then
+    say "kept for debugging (TSCMIG_COMPOSE_KEEP): CONTAINERS_CONF=$CONTAINERS_CONF CONTAINERS_STORAGE_CONF=$CONTAINERS_STORAGE_CONF DOCKER_HOST=$DOCKER_HOST; service pid $SERVICE_PID, healthchecks pid $HEALTH_PID"
+    return
+  fi
   [ -n "$HEALTH_PID" ] && kill "$HEALTH_PID" 2>/dev/null
   if [ -S "$WORK/podman.sock" ]; then
     "${COMPOSE[@]}" down -v --remove-orphans --timeout 5 >/dev/null 2>&1
@@ -86,7 +94,7 @@ default_ulimits = ["nofile=$NOFILE:$NOFILE", "nproc=$NPROC:$NPROC"]
 [engine]
 runtime = "runc"
 [network]
-network_backend = "netavark"
+network_backend = "cni"
 network_config_dir = "$WORK/networks"
 EOF
 cat >"$CONTAINERS_STORAGE_CONF" <<EOF
@@ -211,9 +219,12 @@ if [ "$RUN_TEST" = 1 ]; then
   # The compose end-to-end test against this engine and image: skew from the shell, the summary,
   # and a migration right after the destination container was recreated with a new address.
   t=$SECONDS
-  if ! (cd "$ROOT" && TSCMIG_COMPOSE_ENGINE="$DOCKER_HOST" npx vitest run test/e2e/compose-up.test.ts 2>&1 | tail -25); then
-    fail "test/e2e/compose-up.test.ts failed against this engine"
+  if ! (cd "$ROOT" && TSCMIG_COMPOSE_ENGINE="$DOCKER_HOST" npx vitest run test/e2e/compose-up.test.ts >"$WORK/e2e.log" 2>&1); then
+    cat "$WORK/e2e.log"
+    fail "test/e2e/compose-up.test.ts failed against this engine (output above)"
   fi
+  grep -E '✓|Tests|skip' "$WORK/e2e.log" | sed 's/^/  | /'
+
   say "compose end-to-end test passed in $(took "$t")"
 fi
 say "done in $(took "$T0") (base image, build, demo$([ "$RUN_TEST" = 1 ] && echo ", end-to-end test"))"

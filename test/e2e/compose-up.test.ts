@@ -64,10 +64,31 @@ export function summaryOf(lines: string[]): { outcome?: string; skew?: string } 
   return { ...(outcome !== undefined ? { outcome } : {}), ...(skew !== undefined ? { skew } : {}) };
 }
 
+function containerId(env: Record<string, string>, service: string): string {
+  return spawnSync(V1 as string, ["-f", COMPOSE_FILE, "ps", "-q", service], { encoding: "utf8", env: childEnv(env) }).stdout.trim();
+}
+
 function containerAddress(env: Record<string, string>, service: string): string {
-  const id = spawnSync(V1 as string, ["-f", COMPOSE_FILE, "ps", "-q", service], { encoding: "utf8", env: childEnv(env) }).stdout.trim();
-  const inspect = spawnSync("podman", ["inspect", id, "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"], { encoding: "utf8", env: childEnv(env) });
+  const inspect = spawnSync("podman", ["inspect", containerId(env, service), "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"], { encoding: "utf8", env: childEnv(env) });
   return inspect.stdout.trim();
+}
+
+/**
+ * Waits until `from` resolves `name` to `address` (bounded): the engine's DNS publishes a recreated
+ * container's address a moment after compose says it is up (CNI dnsname: well under a second here;
+ * netavark 1.4 + aardvark-dns stopped answering for up to ~40 s, which is why the script uses CNI).
+ * A migration started before that fails its Prepare deadline "waiting for name resolution" whatever
+ * the client does. What the test checks begins once the name resolves: the next migration commits.
+ */
+async function waitForName(env: Record<string, string>, from: string, name: string, address: string): Promise<number> {
+  const id = containerId(env, from);
+  const start = performance.now();
+  for (;;) {
+    const r = spawnSync("podman", ["exec", id, "getent", "hosts", name], { encoding: "utf8", timeout: 15_000, env: childEnv(env) });
+    if (r.stdout.split(/\s+/).includes(address)) return Math.round(performance.now() - start);
+    if (performance.now() - start > 120_000) throw new Error(`${from} still does not resolve ${name} to ${address} after 120 s (last answer: ${r.stdout.trim() || r.stderr.trim() || r.status})`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
 }
 
 describe.skipIf(!("dockerHost" in found))("docker-compose on a real engine: two containers and the demo", () => {
@@ -107,6 +128,8 @@ describe.skipIf(!("dockerHost" in found))("docker-compose on a real engine: two 
       expect(recreate.code, recreate.output).toBe(0);
       const after = containerAddress(env, "destination");
       expect(after, "the recreated destination has a new address").not.toBe(before);
+      const dnsMs = await waitForName(env, "source", "destination", after);
+      console.log(`compose-up: the source container resolved destination to its new address ${after} after ${dnsMs} ms`);
 
       const second = await demo("migration after the destination was recreated");
       expect(second.summary.outcome, second.context).toBe("committed");
