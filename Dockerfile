@@ -20,7 +20,7 @@ WORKDIR /app
 # Behind a proxy, pass it the usual way (--build-arg HTTP_PROXY=... HTTPS_PROXY=... NO_PROXY=...):
 # those build arguments are predefined, reach apt and npm in this stage only, and are not recorded
 # in the image's history. A base that already has the tools skips apt.
-ENV npm_config_nodedir=/usr/local
+ENV npm_config_nodedir=/usr/local npm_config_update_notifier=false
 RUN if command -v python3 && command -v make && command -v g++; then echo "build tools present"; else \
       apt-get update \
       && apt-get install -y --no-install-recommends python3 make g++ \
