@@ -65,6 +65,10 @@ SERVICE_PID=""
 HEALTH_PID=""
 export CONTAINERS_CONF="$WORK/containers.conf" CONTAINERS_STORAGE_CONF="$WORK/storage.conf"
 export DOCKER_HOST="unix://$WORK/podman.sock" COMPOSE_PROJECT_NAME="$PROJECT"
+# Daemons that talk gRPC off loopback authenticate each other with a shared peer token: one per
+# run, never printed, given to both containers by the compose file.
+TSCMIG_PEER_TOKEN=${TSCMIG_PEER_TOKEN:-$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')}
+export TSCMIG_PEER_TOKEN
 COMPOSE=(docker-compose -f "$ROOT/docker-compose.yml")
 
 cleanup() {
@@ -78,6 +82,19 @@ cleanup() {
   fi
   [ -n "$SERVICE_PID" ] && kill "$SERVICE_PID" 2>/dev/null && wait "$SERVICE_PID" 2>/dev/null
   podman system reset --force >/dev/null 2>&1
+  # dnsname keeps each network's dnsmasq state under /run: stop what a failed start left behind.
+  for dir in /run/containers/cni/dnsname/"${PROJECT}"_default /run/containers/cni/dnsname/tscmige2e*_default; do
+    [ -d "$dir" ] || continue
+    [ -f "$dir/pidfile" ] && kill "$(cat "$dir/pidfile")" 2>/dev/null
+    rm -rf "$dir"
+  done
+  # The CNI firewall plugin leaves a removed network's per-bridge rules behind: drop those this run added.
+  if [ -f "$WORK/iptables.before" ]; then
+    iptables -S | grep -F -x -v -f "$WORK/iptables.before" | grep -E '^-A .*cni-podman[0-9]+' | while read -r rule; do
+      bridge=$(grep -oE 'cni-podman[0-9]+' <<<"$rule" | head -1)
+      ip link show "$bridge" >/dev/null 2>&1 || eval "iptables -D ${rule#-A }" 2>/dev/null
+    done
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -104,6 +121,7 @@ graphroot = "$WORK/storage"
 runroot = "$WORK/run"
 EOF
 mkdir -p "$WORK/networks"
+iptables -S >"$WORK/iptables.before" 2>/dev/null || true
 say "engine: $(podman --version), runc $(runc --version | head -1 | awk '{print $3}'), $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /'); ulimits nofile=$NOFILE nproc=$NPROC; state in $WORK"
 
 # --- the base image ---------------------------------------------------------------------------------

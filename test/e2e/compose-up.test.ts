@@ -8,6 +8,7 @@
 
 import { afterAll, describe, expect, it } from "vitest";
 import { spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { childEnv } from "../helpers/proc.js";
@@ -99,6 +100,8 @@ describe.skipIf(!("dockerHost" in found))("docker-compose on a real engine: two 
     DESTINATION_HTTP_PORT: "0",
     SOURCE_SKEW_OFFSET_NS: "5000000",
     DESTINATION_SKEW_OFFSET_NS: "20000000",
+    // Off loopback the daemons authenticate each other with a shared peer token.
+    TSCMIG_PEER_TOKEN: process.env.TSCMIG_PEER_TOKEN ?? randomBytes(24).toString("hex"),
   };
 
   afterAll(async () => {
