@@ -17,16 +17,30 @@ WORKDIR /app
 # better-sqlite3 fetches a prebuilt addon when it can and compiles it otherwise, which needs these
 # tools, and Node's headers: the base image has them under /usr/local/include/node, so node-gyp
 # is told to use those instead of downloading them (builds behind a firewall then still work).
-ENV npm_config_nodedir=/usr/local
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 make g++ \
- && rm -rf /var/lib/apt/lists/*
+# Behind a proxy, pass it the usual way (--build-arg HTTP_PROXY=... HTTPS_PROXY=... NO_PROXY=...):
+# those build arguments are predefined, reach apt and npm in this stage only, and are not recorded
+# in the image's history. A base that already has the tools skips apt.
+ENV npm_config_nodedir=/usr/local npm_config_update_notifier=false
+RUN if command -v python3 && command -v make && command -v g++; then echo "build tools present"; else \
+      apt-get update \
+      && apt-get install -y --no-install-recommends python3 make g++ \
+      && rm -rf /var/lib/apt/lists/*; fi
 # Dependencies first, from the lockfile only: this layer is reused until the lockfile changes.
+# --ignore-scripts: `npm ci` would otherwise run this package's `prepare` (the TypeScript build)
+# before the sources are here (TS5058); the one dependency that needs its install script, the
+# native better-sqlite3, is rebuilt explicitly. BUILD_CA_PEM: the PEM text of a CA that signs the
+# registry's certificate as this network presents it (an intercepting corporate proxy); used by
+# npm in this stage only and deleted in the same step. A CA certificate is public, not a secret.
+ARG BUILD_CA_PEM=""
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+RUN set -e; if [ -n "$BUILD_CA_PEM" ]; then printf '%s\n' "$BUILD_CA_PEM" > /tmp/build-ca.pem; \
+      export npm_config_cafile=/tmp/build-ca.pem NODE_EXTRA_CA_CERTS=/tmp/build-ca.pem; fi; \
+    npm ci --ignore-scripts --no-audit --no-fund; \
+    npm rebuild better-sqlite3; \
+    rm -f /tmp/build-ca.pem
 COPY . .
 RUN npm run build \
- && npm prune --omit=dev --no-audit --no-fund
+ && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
 
 FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production

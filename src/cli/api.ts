@@ -12,7 +12,7 @@ export class ApiClient {
     this.baseUrl = baseUrl.replace(/\/$/, "");
   }
 
-  async call<T = Record<string, unknown>>(method: "GET" | "POST" | "PUT", path: string, body?: unknown, timeoutMs = 30_000): Promise<T> {
+  async call<T = Record<string, unknown>>(method: "GET" | "POST" | "PUT" | "DELETE", path: string, body?: unknown, timeoutMs = 30_000): Promise<T> {
     const headers: Record<string, string> = {};
     if (body !== undefined) headers["content-type"] = "application/json";
     if (this.token) headers.authorization = `Bearer ${this.token}`;
@@ -26,7 +26,7 @@ export class ApiClient {
         bodyTimeout: timeoutMs,
       });
     } catch (e) {
-      throw new TscmigError("unavailable", `${method} ${this.baseUrl}${path}: ${e instanceof Error ? e.message : String(e)}`);
+      throw new TscmigError("unavailable", unreachable(this.baseUrl, `${method} ${path}`, e));
     }
     const text = await res.body.text();
     let json: unknown;
@@ -58,4 +58,22 @@ export class ApiClient {
     }
     throw new TscmigError("unavailable", `${this.baseUrl} did not become healthy`);
   }
+}
+
+/** Why a request got no answer, and for a refused connection the likely cause and its remedy. */
+export function unreachable(baseUrl: string, what: string, e: unknown): string {
+  const code = errnoOf(e);
+  if (code === "ECONNREFUSED") return `${what}: connection refused: is a daemon running at ${baseUrl}? (\`tscmig up\` starts a pair)`;
+  if (code === "ENOTFOUND" || code === "EAI_AGAIN") return `${what}: cannot resolve the host of ${baseUrl} (${code})`;
+  return `${what} at ${baseUrl}: ${e instanceof Error ? e.message : String(e)}`;
+}
+
+function errnoOf(e: unknown): string | undefined {
+  for (let x: unknown = e, depth = 0; x !== null && typeof x === "object" && depth < 4; x = (x as { cause?: unknown }).cause, depth++) {
+    const code = (x as { code?: unknown }).code;
+    if (typeof code === "string" && /^E[A-Z_]+$/.test(code)) return code;
+    const errors = (x as { errors?: unknown }).errors; // AggregateError of a dual-stack connect
+    if (Array.isArray(errors) && errors.length > 0) return errnoOf(errors[0]);
+  }
+  return undefined;
 }

@@ -2,6 +2,7 @@
 // migrate, and show what the guest saw.
 
 import { ApiClient } from "./api.js";
+import { fmtNs, withinBound } from "./render.js";
 import { spawnDaemon, type LocalDaemon } from "./local-pair.js";
 import { RealScheduler, realRandom } from "../shared/platform/index.js";
 import { sleep } from "../shared/time/clock.js";
@@ -14,7 +15,11 @@ export interface DemoOptions {
   guestTscKhz?: string;
   policy: string;
   estimator: string;
-  skewNs: bigint;
+  /**
+   * Destination realtime offset relative to the source's, set on the destination before the
+   * migration. Absent: both hosts keep the skew they were configured with (running daemons).
+   */
+  skewNs?: bigint;
   doorbell: boolean;
   runMs: number;
   json: boolean;
@@ -51,7 +56,12 @@ export async function runDemo(o: DemoOptions, out: (s: string) => void): Promise
       ...(o.guestTscKhz ? { guestTscKhz: o.guestTscKhz } : {}),
       ...(o.clocksource ? { clocksource: o.clocksource } : {}),
     });
-    if (o.skewNs !== 0n) await dst.call("PUT", "/v1/host/clock", { offsetNs: o.skewNs.toString() });
+    if (o.skewNs !== undefined) {
+      // Relative to the source: an offset the source already has must not cancel or override it.
+      const s = await src.call<Json>("GET", "/v1/host");
+      await dst.call("PUT", "/v1/host/clock", { offsetNs: (BigInt(s.skewNs as string) + o.skewNs).toString() });
+    }
+    const skew = await hostSkew(src, dst);
     await sleep(sched, BigInt(o.runMs) * 1_000_000n);
     const before = await src.call<Json>("GET", `/v1/vms/${id}?vcpus=4`);
     const report = await src.call<Json>("POST", `/v1/vms/${id}/migrate`, { destination: dstGrpc, policy: o.policy, estimator: o.estimator, doorbell: o.doorbell });
@@ -62,24 +72,29 @@ export async function runDemo(o: DemoOptions, out: (s: string) => void): Promise
       await sleep(sched, 1_200_000_000n); // the guest's NTP client re-disciplines after a ditch (1 s)
       settled = await dst.call<Json>("GET", `/v1/vms/${id}?vcpus=4`);
     }
-    if (o.json) out(`${JSON.stringify({ vm: id, before, report, after, settled }, null, 2)}\n`);
-    else out(renderDemo(id, o, before, report, after, settled));
+    if (o.json) out(`${JSON.stringify({ vm: id, skew: toStrings(skew), before, report, after, settled }, null, 2)}\n`);
+    else out(renderDemo(id, o, skew, before, report, after, settled));
     return report.outcome === "committed" ? 0 : 1;
   } finally {
     await Promise.all(started.map((d) => d.stop()));
   }
 }
 
-const fmtNs = (v: unknown): string => {
-  if (typeof v !== "string" && typeof v !== "number") return "-";
-  const n = BigInt(v);
-  const a = n < 0n ? -n : n;
-  const sign = n < 0n ? "-" : "";
-  if (a >= 1_000_000_000n) return `${sign}${(Number(a) / 1e9).toFixed(6)} s`;
-  if (a >= 1_000_000n) return `${sign}${(Number(a) / 1e6).toFixed(3)} ms`;
-  if (a >= 1_000n) return `${sign}${(Number(a) / 1e3).toFixed(3)} µs`;
-  return `${sign}${a} ns`;
-};
+export interface HostSkew {
+  sourceNs: bigint;
+  destinationNs: bigint;
+}
+
+/** Each host's realtime offset from true time now, as its control API reports it. */
+async function hostSkew(src: ApiClient, dst: ApiClient): Promise<HostSkew> {
+  const [s, d] = await Promise.all([src.call<Json>("GET", "/v1/host"), dst.call<Json>("GET", "/v1/host")]);
+  return { sourceNs: BigInt(s.skewNs as string), destinationNs: BigInt(d.skewNs as string) };
+}
+
+const toStrings = (k: HostSkew) => ({ sourceNs: k.sourceNs.toString(), destinationNs: k.destinationNs.toString(), destinationMinusSourceNs: (k.destinationNs - k.sourceNs).toString() });
+
+
+const signed = (n: bigint): string => (n > 0n ? `+${fmtNs(n.toString())}` : fmtNs(n.toString()));
 
 function ntpLine(v: Json | null): string {
   if (!v) return "-";
@@ -88,7 +103,7 @@ function ntpLine(v: Json | null): string {
   return `${b.status}, maxerror ${ntp.maxerrorUs} µs${ntp.synchronized ? "" : " (STA_UNSYNC)"}`;
 }
 
-export function renderDemo(id: string, o: DemoOptions, before: Json, r: Json, after: Json | null, settled: Json | null): string {
+export function renderDemo(id: string, o: DemoOptions, skew: HostSkew, before: Json, r: Json, after: Json | null, settled: Json | null): string {
   const v0 = (v: Json | null) => ((v?.vcpu as Json[] | undefined)?.[0] ?? {}) as Json;
   const rows: [string, string, string][] = [
     ["guest TSC (vCPU 0)", String(r.tscBefore ?? "-"), String(r.tscAfter ?? "-")],
@@ -103,7 +118,8 @@ export function renderDemo(id: string, o: DemoOptions, before: Json, r: Json, af
   const w1 = Math.max(20, ...rows.map((x) => x[1].length));
   const lines = [
     `VM ${id}: ${before.vcpus} vCPUs, guest TSC ${before.guestTscKhz} kHz, clocksource ${before.clocksource}`,
-    `policy ${o.policy}, estimator ${o.estimator}, doorbell ${o.doorbell ? "on" : "off"}, destination realtime skew ${fmtNs(o.skewNs.toString())}`,
+    `policy ${o.policy}, estimator ${o.estimator}, doorbell ${o.doorbell ? "on" : "off"}`,
+    `host realtime skew: source ${signed(skew.sourceNs)}, destination ${signed(skew.destinationNs)}; destination − source ${signed(skew.destinationNs - skew.sourceNs)}`,
     `outcome: ${r.outcome}${r.error ? ` — ${(r.error as Json).message}` : ""}`,
     "",
     `${"".padEnd(w0)}  ${"source (before)".padEnd(w1)}  destination (after)`,
@@ -119,10 +135,9 @@ export function renderDemo(id: string, o: DemoOptions, before: Json, r: Json, af
 }
 
 function honesty(r: Json): string[] {
-  if (typeof r.tscErrorNs !== "string" || typeof r.errorBoundNs !== "string") return [];
-  const err = BigInt(r.tscErrorNs);
-  const abs = err < 0n ? -err : err;
-  if (r.policy === "freeze" || abs <= BigInt(r.errorBoundNs)) return ["the introduced error is within the reported bound"];
+  const ok = withinBound(r);
+  if (ok === undefined) return [];
+  if (r.policy === "freeze" || ok) return ["the introduced error is within the reported bound"];
   return [
     "!! the introduced error exceeds the reported bound: the hosts' realtime clocks disagree by more than they claim",
     "   (a lying clock). The wallclock estimator trusts those claims; one-sided and probe do not. A guest that kept",

@@ -1,5 +1,6 @@
-// Starts daemons as real child processes on this machine (`tscmig up`, `tscmig demo`): each is
-// `node bin/tscmig.js daemon ...`, and reports where it listens on its first stdout line.
+// Starts daemons as real child processes on this machine (`tscmig up`, `tscmig demo`, the live
+// chaos runner): each is `node bin/tscmig.js daemon ...`, and says where it listens in its
+// `"event":"listening"` log line (shared/log.ts).
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync } from "node:fs";
@@ -8,8 +9,12 @@ import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { TscmigError } from "../shared/errors.js";
+import { listeningOf } from "../shared/log.js";
 import { RealScheduler } from "../shared/platform/index.js";
-import { sleep } from "../shared/time/clock.js";
+import type { Scheduler } from "../shared/time/clock.js";
+
+/** How long a daemon has to exit after SIGTERM before it is killed (its own grace is 3 s + 2 s backstop). */
+export const STOP_GRACE_NS = 8_000_000_000n;
 
 export interface LocalDaemon {
   name: string;
@@ -35,8 +40,10 @@ export interface SpawnDaemonOptions {
   args?: string[];
   /** Flags for node itself, before the script (e.g. --cpu-prof, which NODE_OPTIONS refuses). */
   nodeArgs?: string[];
-  /** Forward the daemon's log lines to our stderr. */
+  /** Forward the daemon's log lines to our stderr, each as `[name] LEVEL message key=value ...`. */
   echo?: boolean;
+  /** Times the SIGKILL fallback of stop(); real time when absent. */
+  scheduler?: Scheduler;
   /** Node arguments that start the tscmig CLI (default: [bin/tscmig.js]); tests run the TypeScript sources. */
   entry?: string[];
 }
@@ -53,7 +60,7 @@ export async function spawnDaemon(o: SpawnDaemonOptions): Promise<LocalDaemon> {
   const keep = (line: string) => {
     logs.push(line);
     if (logs.length > 500) logs.shift();
-    if (o.echo) process.stderr.write(`[${o.name}] ${line}\n`);
+    if (o.echo) process.stderr.write(`${formatLogLine(o.name, line)}\n`);
   };
   createInterface({ input: child.stderr! }).on("line", keep);
   const lines = createInterface({ input: child.stdout! });
@@ -61,13 +68,15 @@ export async function spawnDaemon(o: SpawnDaemonOptions): Promise<LocalDaemon> {
     const onExit = (code: number | null) => fail(new TscmigError("unavailable", `daemon ${o.name} exited (${code}) before listening:\n${logs.slice(-20).join("\n")}`));
     child.once("exit", onExit);
     lines.on("line", (line) => {
-      if (line.startsWith('{"tscmig":"listening"')) {
+      keep(line);
+      const at = listeningOf(line);
+      if (at) {
         child.off("exit", onExit);
-        const j = JSON.parse(line) as { http: string; grpc: string };
-        ok({ http: j.http, grpc: j.grpc });
-      } else keep(line);
+        ok(at);
+      }
     });
   });
+  const scheduler = o.scheduler ?? new RealScheduler();
   return {
     name: o.name,
     http: `http://${listening.http}`,
@@ -79,12 +88,29 @@ export async function spawnDaemon(o: SpawnDaemonOptions): Promise<LocalDaemon> {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise<void>((r) => child.once("exit", () => r()));
       child.kill("SIGTERM");
-      const sched = new RealScheduler();
-      const timeout = sleep(sched, 8_000_000_000n).then(() => "timeout");
-      if ((await Promise.race([exited.then(() => "ok"), timeout])) === "timeout") {
-        child.kill("SIGKILL");
-        await exited;
-      }
+      // The fallback must be cancelled once the daemon is gone: a pending timer keeps the caller's
+      // process alive (`demo` waited 8 s after printing its result).
+      const fallback = scheduler.after(STOP_GRACE_NS, () => child.kill("SIGKILL"));
+      await exited;
+      fallback.cancel();
     },
   };
+}
+
+const LEVELS: Record<number, string> = { 10: "TRACE", 20: "DEBUG", 30: "INFO", 40: "WARN", 50: "ERROR", 60: "FATAL" };
+const NOT_SHOWN = new Set(["level", "time", "pid", "hostname", "name", "msg"]);
+
+/** A daemon's JSON log line for a person: `[name] LEVEL message key=value ...`; other lines as they are. */
+export function formatLogLine(name: string, line: string): string {
+  let j: Record<string, unknown>;
+  try {
+    j = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return `[${name}] ${line}`;
+  }
+  if (j === null || typeof j !== "object" || typeof j.level !== "number") return `[${name}] ${line}`;
+  const fields = Object.entries(j)
+    .filter(([k]) => !NOT_SHOWN.has(k))
+    .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`);
+  return [`[${name}]`, (LEVELS[j.level] ?? String(j.level)).padEnd(5), String(j.msg ?? ""), ...fields].join(" ");
 }

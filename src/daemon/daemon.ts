@@ -9,7 +9,7 @@ import { createMetrics, type Metrics } from "../shared/http/metrics.js";
 import { RingHistory } from "../shared/history.js";
 import { EmulatedHost } from "../shared/hypervisor/host.js";
 import { LIMITS } from "../shared/limits.js";
-import type { Logger } from "../shared/log.js";
+import { logListening, type Logger } from "../shared/log.js";
 import type { Faults } from "../shared/faults.js";
 import { createRpcServer, type RpcServer } from "../shared/rpc/index.js";
 import type { Clock, Scheduler } from "../shared/time/clock.js";
@@ -136,7 +136,7 @@ export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
       metrics.vms.set(node.listVms().length);
       metrics.vcpus.set(node.vcpuTotal());
       const out = { http: formatHostPort({ host: c.http.host, port: httpPort }), grpc: grpcBound };
-      log.info({ event: "listening", ...out, data: c.data, peerAuth: peerAuth.mode }, "daemon listening");
+      logListening(log, { ...out, data: c.data, peerAuth: peerAuth.mode });
       if (peerAuth.mode === "none" || peerAuth.mode === "none (loopback)")
         log.warn({ event: "peer_auth_off", mode: peerAuth.mode }, "peers are not authenticated: any process that reaches the gRPC port can drive migrations");
       return out;

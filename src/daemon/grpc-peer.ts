@@ -119,13 +119,21 @@ export interface GrpcDialerOptions {
   clock: Clock;
 }
 
-/** Dials peers over gRPC; one client (one channel) per address, reused. */
+/**
+ * Dials peers over gRPC; one client (one channel) per address, reused while it is connected or
+ * connecting. One that went idle or failing is replaced (rpc/client.ts `stale`): the new channel
+ * resolves the name again, so a peer recreated at a new address is reached by the next migration.
+ */
 export class GrpcDialer implements PeerDialer {
-  private readonly clients = new Map<string, PeerClient & { close(): void }>();
+  private readonly clients = new Map<string, PeerClient & { close(): void; stale(): boolean }>();
   constructor(private readonly opts: GrpcDialerOptions) {}
 
   dial(address: string): PeerClient {
     let c = this.clients.get(address);
+    if (c?.stale()) {
+      c.close(); // no calls on it: an idle channel has none, a failing one fails them at once
+      c = undefined;
+    }
     if (!c) {
       c = grpcPeer(
         createRpcClient(MigrationService, address, {
@@ -146,7 +154,7 @@ export class GrpcDialer implements PeerDialer {
   }
 }
 
-function grpcPeer(client: RpcClient<typeof MigrationService.method>, clock: Clock): PeerClient & { close(): void } {
+function grpcPeer(client: RpcClient<typeof MigrationService.method>, clock: Clock): PeerClient & { close(): void; stale(): boolean } {
   return {
     prepare: async (req) => prepareResFromPb(await client.prepare(prepareReqToPb(req))),
     probe: async (req) => probeResFromPb(await client.probe(probeReqToPb(req))),
@@ -193,6 +201,7 @@ function grpcPeer(client: RpcClient<typeof MigrationService.method>, clock: Cloc
       await client.ping({});
     },
     close: () => client.close(),
+    stale: () => client.stale(),
   };
 }
 

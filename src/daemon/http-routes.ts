@@ -4,7 +4,7 @@
 import type { FastifyInstance } from "fastify";
 import { invalid } from "../shared/errors.js";
 import { errorResponses, i64Of, i64String, u64Of, u64String } from "../shared/http/json-schemas.js";
-import { observeMigration, type Metrics } from "../shared/http/metrics.js";
+import { bindScrapeGauges, observeMigration, type Metrics } from "../shared/http/metrics.js";
 import { toJsonSafe } from "../shared/json-safe.js";
 import { LIMITS } from "../shared/limits.js";
 import type { RingHistory } from "../shared/history.js";
@@ -12,8 +12,8 @@ import { offsetModelToJson } from "../shared/time/offset-model.js";
 import type { SkewUpdate } from "../shared/time/skew.js";
 import type { MigrationReport } from "../source/migrate-out.js";
 import type { TscmigNode } from "./node.js";
+import { API_SCHEMAS, ESTIMATORS, ID_PATTERN, POLICIES, ref } from "./api-schemas.js";
 
-const anyObject = { type: "object", additionalProperties: true } as const;
 // Query values are text (bodies are not coerced, see shared/http/app.ts): a count is a decimal string.
 const countString = { type: "string", pattern: "^[0-9]{1,7}$" } as const;
 const HISTORY_LIMIT_MAX = 100_000;
@@ -23,22 +23,8 @@ function countOf(text: string, field: string, min: number, max: number): number 
   if (!Number.isSafeInteger(n) || n < min || n > max) throw invalid(field, `must be an integer in ${min}..${max}`);
   return n;
 }
-const idPattern = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$";
-
-const vmSummary = {
-  type: "object",
-  additionalProperties: true,
-  properties: {
-    id: { type: "string" },
-    generation: u64String,
-    role: { type: "string" },
-    running: { type: "boolean" },
-    vcpus: { type: "integer" },
-    guestTscKhz: u64String,
-    clocksource: { type: "string" },
-    trueNs: u64String,
-  },
-} as const;
+const idPattern = ID_PATTERN;
+const idParams = { type: "object", properties: { id: { type: "string", pattern: idPattern, description: "VM id" } }, required: ["id"] } as const;
 
 export interface RoutesOptions {
   node: TscmigNode;
@@ -51,24 +37,32 @@ export function reportJson(r: MigrationReport): unknown {
 }
 
 export function observeReport(metrics: Metrics, r: MigrationReport): void {
+  const committed = r.outcome === "committed" && r.trueBlackoutNs > 0n;
   observeMigration(metrics, {
     outcome: r.outcome,
-    ...(r.outcome === "committed" && r.trueBlackoutNs > 0n ? { blackoutNs: r.trueBlackoutNs, introducedErrorNs: r.tscErrorNs } : {}),
+    policy: r.policy,
+    estimator: r.estimator,
+    ...(committed ? { blackoutNs: r.trueBlackoutNs, introducedErrorNs: r.tscErrorNs, errorBoundNs: r.errorBoundNs } : {}),
+    phasesNs: { capture: r.phases.captureNs, encode: r.phases.encodeNs, transfer: r.phases.transferNs, decode: r.phases.decodeNs, restore: r.phases.restoreNs, commit: r.phases.commitNs },
   });
 }
 
 export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
   const { node, metrics, history } = opts;
+  for (const schema of API_SCHEMAS) app.addSchema(schema);
   const gauges = () => {
     metrics.vms.set(node.listVms().length);
     metrics.vcpus.set(node.vcpuTotal());
   };
+  bindScrapeGauges(metrics, () => ({ vms: node.listVms().length, vcpus: node.vcpuTotal(), skewNs: node.host.skew.offsetAt(node.host.trueNs()), maxerrorNs: node.host.skew.state.maxerrorNs }));
 
   app.post(
     "/v1/vms",
     {
       schema: {
         summary: "Create a VM (its guest boots, enables kvmclock and synchronises NTP)",
+        operationId: "createVm",
+        tags: ["vms"],
         body: {
           type: "object",
           additionalProperties: false,
@@ -81,8 +75,9 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
             migrationHandling: { type: "boolean" },
             handlingMode: { type: "string", enum: ["ditch", "widen"] },
           },
+          examples: [{ id: "web-1", vcpus: 4, clocksource: "kvm-clock" }],
         },
-        response: { 201: vmSummary, ...errorResponses },
+        response: { 201: { ...ref("Vm"), description: "the VM, created and running" }, ...errorResponses },
       },
     },
     async (req, reply) => {
@@ -102,7 +97,7 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
 
   app.get(
     "/v1/vms",
-    { schema: { summary: "List VMs", response: { 200: { type: "object", properties: { vms: { type: "array", items: vmSummary } } }, ...errorResponses } } },
+    { schema: { summary: "List VMs", operationId: "listVms", tags: ["vms"], response: { 200: { ...ref("VmList"), description: "every VM this daemon runs" }, ...errorResponses } } },
     async () => ({ vms: node.listVms().map((h) => toJsonSafe(node.readVm(h.id, 0))) }),
   );
 
@@ -111,9 +106,11 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
     {
       schema: {
         summary: "A VM's clocks now: per-vCPU TSC, kvmclock and pvclock record, NTP state, bounded clock, vmclock page, true time",
-        params: { type: "object", properties: { id: { type: "string", pattern: idPattern } }, required: ["id"] },
+        operationId: "getVm",
+        tags: ["vms"],
+        params: idParams,
         querystring: { type: "object", additionalProperties: false, properties: { vcpus: { ...countString, description: `vCPUs to include, 0..${LIMITS.vcpuCountMax}` } } },
-        response: { 200: { ...vmSummary, properties: { ...vmSummary.properties, vcpu: { type: "array", items: anyObject } } }, ...errorResponses },
+        response: { 200: { ...ref("Vm"), description: "the VM's clocks" }, ...errorResponses },
       },
     },
     async (req) => {
@@ -123,26 +120,48 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
     },
   );
 
+  app.delete(
+    "/v1/vms/:id",
+    {
+      schema: {
+        summary: "Delete a VM: its guest stops, a tombstone keeps its generation (refused with 409 while it migrates)",
+        operationId: "deleteVm",
+        tags: ["vms"],
+        params: idParams,
+        response: { 200: { ...ref("DeletedVm"), description: "the VM is gone" }, ...errorResponses },
+      },
+    },
+    async (req) => {
+      const { id } = req.params as { id: string };
+      const gone = node.deleteVm(id);
+      gauges();
+      return { id: gone.id, deleted: true, generation: gone.generation.toString() };
+    },
+  );
+
   app.post(
     "/v1/vms/:id/migrate",
     {
       schema: {
-        summary: "Migrate a VM to another daemon; answers with the migration report",
-        params: { type: "object", properties: { id: { type: "string", pattern: idPattern } }, required: ["id"] },
+        summary: "Migrate a VM to another daemon; answers with the migration report (outcome committed, aborted, refused or in-doubt)",
+        operationId: "migrateVm",
+        tags: ["migrations"],
+        params: idParams,
         body: {
           type: "object",
           additionalProperties: false,
           required: ["destination"],
           properties: {
             destination: { type: "string", minLength: 3, maxLength: 256, description: "the destination daemon's gRPC HOST:PORT" },
-            policy: { type: "string", enum: ["advance", "kvm-realtime", "freeze", "advance-capped"] },
-            estimator: { type: "string", enum: ["wallclock", "one-sided", "probe"] },
-            doorbell: { type: "boolean" },
-            advanceCapNs: u64String,
-            migrationId: { type: "string", pattern: idPattern },
+            policy: { type: "string", enum: POLICIES, description: "how guest time crosses the blackout (default advance)" },
+            estimator: { type: "string", enum: ESTIMATORS, description: "how the destination measures the blackout (default one-sided)" },
+            doorbell: { type: "boolean", description: "ring the guest's doorbell after the restore" },
+            advanceCapNs: { ...u64String, description: "cap of advance-capped, ns (default 1 s)" },
+            migrationId: { type: "string", pattern: idPattern, description: "default: generated; a retry with the same id is idempotent" },
           },
+          examples: [{ destination: "destination:7071", policy: "kvm-realtime", estimator: "probe", doorbell: true }],
         },
-        response: { 200: anyObject, ...errorResponses },
+        response: { 200: { ...ref("MigrationReport"), description: "the migration report, whatever the outcome" }, ...errorResponses },
       },
     },
     async (req) => {
@@ -168,10 +187,9 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
       schema: {
         summary:
           "Recent migrations this daemon sourced (reports, since it started), those it received (from the journal: phase per migration), and every migration not settled yet — undecided, or decided and not yet delivered — with what recovery is doing about it (from the journal, so they show after a restart)",
-        response: {
-          200: { type: "object", properties: { migrations: { type: "array", items: anyObject }, inbound: { type: "array", items: anyObject }, inDoubt: { type: "array", items: anyObject } } },
-          ...errorResponses,
-        },
+        operationId: "listMigrations",
+        tags: ["migrations"],
+        response: { 200: { ...ref("Migrations"), description: "sourced, received and in-doubt migrations" }, ...errorResponses },
       },
     },
     async () => ({ migrations: node.reports.map(reportJson), inbound: node.inboundSummary().map((i) => toJsonSafe(i)), inDoubt: node.inDoubt().map((m) => toJsonSafe(m)) }),
@@ -195,13 +213,21 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
     });
   };
 
-  app.get("/v1/host", { schema: { summary: "This host's clocks and skew", response: { 200: anyObject, ...errorResponses } } }, async () => hostJson());
+  app.get("/v1/host", { schema: { summary: "This host's clocks and skew", operationId: "getHost", tags: ["host"], response: { 200: { ...ref("Host"), description: "the host's clocks" }, ...errorResponses } } }, async () => hostJson());
+
+  app.get(
+    "/v1/host/clock",
+    { schema: { summary: "The realtime skew injected now (what PUT /v1/host/clock set), with the host's clocks", operationId: "getHostClock", tags: ["host"], response: { 200: { ...ref("Host"), description: "the host's clocks and skew model" }, ...errorResponses } } },
+    async () => hostJson(),
+  );
 
   app.put(
     "/v1/host/clock",
     {
       schema: {
         summary: "Inject realtime skew now (offset, drift, step, wander, jitter, claimed bound)",
+        operationId: "setHostClock",
+        tags: ["host"],
         body: {
           type: "object",
           additionalProperties: false,
@@ -217,8 +243,9 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
             maxerrorNs: u64String,
             reset: { type: "boolean" },
           },
+          examples: [{ offsetNs: "5000000", driftPpm: 20, maxerrorNs: "1000000" }],
         },
-        response: { 200: anyObject, ...errorResponses },
+        response: { 200: { ...ref("Host"), description: "the host's clocks after the change" }, ...errorResponses },
       },
     },
     async (req) => {
@@ -244,8 +271,10 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
     {
       schema: {
         summary: "Recorded guest samples and events (the live checker's input), newest last",
+        operationId: "getHistory",
+        tags: ["history"],
         querystring: { type: "object", additionalProperties: false, properties: { sinceNs: u64String, limit: { ...countString, description: "1..100000" } } },
-        response: { 200: { type: "object", properties: { samples: { type: "array", items: anyObject }, events: { type: "array", items: anyObject } } }, ...errorResponses },
+        response: { 200: { ...ref("History"), description: "samples and events after sinceNs" }, ...errorResponses },
       },
     },
     async (req) => {

@@ -1,8 +1,9 @@
 // The only place a daemon touches `process`: configuration from flags and environment, signals,
 // ports, exit codes. Everything else is built by buildDaemon() from injected parts.
 
+import { setLogger as setGrpcLogger } from "@grpc/grpc-js";
 import { pino } from "pino";
-import { createLogger } from "../shared/log.js";
+import { createLogger, grpcJsLogger } from "../shared/log.js";
 import { env, hardDeadline, platform, trueEpochNs } from "../shared/platform/index.js";
 import { isTscmigError } from "../shared/errors.js";
 import { buildDaemon } from "./daemon.js";
@@ -17,6 +18,7 @@ export async function runDaemon(flags: Record<string, string | undefined>): Prom
   // With fault sites armed (tests only) every log line is written synchronously, so a deliberate
   // SIGKILL loses none of them — the fault_crash line included. Otherwise pino's async default.
   const log = createLogger({ level: config.logLevel, name: config.name, ...(config.faults.length > 0 ? { destination: pino.destination({ dest: 1, sync: true }) } : {}) });
+  setGrpcLogger(grpcJsLogger(log)); // grpc-js diagnostics as log lines, not bare stderr text
   const { clock, scheduler, random } = platform();
   // Test-only fault hook (TSCMIG_FAULTS): a listed crash site dies here like kill -9 — no cleanup,
   // no reply, nothing journaled after the site — so a restart on the same --data shows recovery.
@@ -30,9 +32,8 @@ export async function runDaemon(flags: Record<string, string | undefined>): Prom
       : undefined;
   if (faults) log.warn({ event: "faults_armed", sites: config.faults }, "TEST ONLY: fault sites armed");
   const daemon = await buildDaemon({ clock, scheduler, random, log, config, trueEpochNs: trueEpochNs(), ...(faults ? { faults } : {}) });
-  const bound = await daemon.listen();
-  // One line on stdout that tools (tscmig up, tests) parse; logs go to stdout as JSON too.
-  process.stdout.write(`${JSON.stringify({ tscmig: "listening", name: config.name, http: bound.http, grpc: bound.grpc, data: config.data })}\n`);
+  // Logs the `listening` line (shared/log.ts logListening) that tools parse for the bound addresses.
+  await daemon.listen();
   let closing = false;
   const shutdown = (signal: string) => {
     if (closing) return;

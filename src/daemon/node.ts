@@ -397,7 +397,9 @@ export class TscmigNode {
     if (gone)
       throw new TscmigError(
         "already_exists",
-        `VM ${id} was handed off from ${this.cfg.name}${gone.peer ? ` to ${gone.peer}` : ""} at generation ${gone.generation} and runs there: one id is one VM (pick another id)`,
+        gone.peer
+          ? `VM ${id} was handed off from ${this.cfg.name} to ${gone.peer} at generation ${gone.generation} and runs there: one id is one VM (pick another id)`
+          : `VM ${id} left ${this.cfg.name} at generation ${gone.generation} (deleted, or handed off): one id is one VM (pick another id)`,
         { field: "id", reason: "vm_handed_off" },
       );
     if (this.vms.size >= LIMITS.vmCountMax) throw new TscmigError("resource_exhausted", `at most ${LIMITS.vmCountMax} VMs per daemon`);
@@ -437,6 +439,33 @@ export class TscmigNode {
     const h = this.vms.get(id);
     if (!h) throw new TscmigError("not_found", `no VM ${id} on ${this.cfg.name}`, { field: "id", reason: "unknown_vm" });
     return h;
+  }
+
+  /**
+   * Deletes a VM this daemon owns: its guest stops and it is gone. Refused while a migration holds
+   * it, in or out. What stays is a tombstone (journaled, as after a hand-off) one generation past
+   * the VM's: a restart does not bring the VM back, and stale traffic for any copy of it is refused.
+   */
+  deleteVm(id: string): { id: string; generation: bigint } {
+    checkId(id, "id");
+    if (this.destination.pending().some((i) => i.req.vmId === id))
+      throw new TscmigError("failed_precondition", `VM ${id} is migrating in to ${this.cfg.name}`, { field: "id", reason: "vm_migrating" });
+    const h = this.getVm(id);
+    if (h.lock !== null || h.role !== "owner")
+      throw new TscmigError("failed_precondition", `VM ${id} is migrating (${h.lock ?? h.role}); delete it once the migration is decided`, { field: "id", reason: "vm_migrating" });
+    h.guest.stop();
+    h.vm.pause();
+    h.sampler?.cancel();
+    h.sampler = null;
+    const generation = h.generation + 1n;
+    this.journal.putVm({ vmId: id, generation, role: "handed-off", state: "", updatedNs: this.host.trueNs() });
+    this.vms.delete(id);
+    this.persisted.delete(id);
+    this.doorbells.delete(id);
+    this.tombstones.set(id, { generation, peer: "" });
+    this.deps.history?.event({ kind: "stop", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: id, generation: h.generation, why: "deleted" });
+    this.log.info({ event: "vm_deleted", vmId: id, generation }, "VM deleted");
+    return { id, generation };
   }
 
   listVms(): HostedVm[] {

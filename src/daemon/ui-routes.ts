@@ -283,7 +283,9 @@ export function uiRoutes(app: FastifyInstance, o: UiRoutesOptions): UiHandle {
     {
       schema: {
         summary: "A short-lived cookie that lets a browser's EventSource (which cannot send headers) open GET /v1/events; needs the bearer token",
-        response: { 200: { type: "object", required: ["cookie"], properties: { cookie: { type: "boolean", description: "false: this daemon has no token, the stream is open" }, expiresInS: { type: "integer" } } }, ...errorResponses },
+        operationId: "createEventsSession",
+        tags: ["events"],
+        response: { 200: { type: "object", description: "whether a cookie was set, and for how long", required: ["cookie"], properties: { cookie: { type: "boolean", description: "false: this daemon has no token, the stream is open" }, expiresInS: { type: "integer" } } }, ...errorResponses },
       },
     },
     async (_req, reply) => {
@@ -303,6 +305,8 @@ export function uiRoutes(app: FastifyInstance, o: UiRoutesOptions): UiHandle {
         summary: "Live server-sent events: state, host, vm, vm-gone, sample, guest, migration, peers, heartbeat, reset, bye (JSON, 64-bit values as decimal strings)",
         description:
           "Needs the bearer token (or the cookie of POST /v1/events/session) when the daemon has one. Resumes after Last-Event-ID (header, or the lastEventId query) when those events are still kept; otherwise the stream starts with a state event.",
+        operationId: "streamEvents",
+        tags: ["events"],
         querystring: { type: "object", additionalProperties: false, properties: { lastEventId: { type: "string", pattern: "^[A-Za-z0-9-]{1,64}$" } } },
         response: { 200: { type: "string", description: "text/event-stream" }, ...errorResponses },
       },

@@ -37,3 +37,38 @@ export function createLogger(opts: LoggerOptions): Logger {
 export function child(log: Logger, bindings: pino.Bindings): Logger {
   return log.child(toJsonSafe(bindings) as pino.Bindings);
 }
+
+/**
+ * The line a daemon writes once both listeners are bound; tools (`tscmig up`, `demo`, the live chaos
+ * runner, tests) read the bound addresses from it. Logged at info whatever the daemon's level (a
+ * `--log-level warn` daemon must still say where it listens), as one of the daemon's JSON lines.
+ */
+export function logListening(log: Logger, where: { http: string; grpc: string; data: string } & Record<string, unknown>): void {
+  log.child({}, { level: "info" }).info({ event: "listening", ...where }, "daemon listening");
+}
+
+/** The addresses of a `logListening` line, or undefined for any other line (log or not). */
+export function listeningOf(line: string): { http: string; grpc: string } | undefined {
+  if (!line.startsWith("{") || !line.includes('"listening"')) return undefined;
+  try {
+    const j = JSON.parse(line) as Record<string, unknown>;
+    if (j.event === "listening" && typeof j.http === "string" && typeof j.grpc === "string") return { http: j.http, grpc: j.grpc };
+  } catch {
+    // not JSON after all
+  }
+  return undefined;
+}
+
+/**
+ * grpc-js writes its diagnostics with console.error unless given a logger: this one makes them
+ * log lines of `log` (component "grpc-js"), so a daemon's output stays JSON lines only.
+ */
+export function grpcJsLogger(log: Logger): Pick<Console, "error" | "info" | "debug"> {
+  const grpcLog = log.child({ component: "grpc-js" });
+  const text = (args: unknown[]) => args.map((a) => (typeof a === "string" ? a : a instanceof Error ? a.message : JSON.stringify(a))).join(" ");
+  return {
+    error: (...args: unknown[]) => grpcLog.error(text(args)),
+    info: (...args: unknown[]) => grpcLog.info(text(args)),
+    debug: (...args: unknown[]) => grpcLog.debug(text(args)),
+  };
+}

@@ -385,7 +385,8 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
         report.outcome = eff.outcome;
         if (eff.error) report.error = eff.error.toJSON() as MigrationReport["error"];
         if (restore) fillFromRestore(restore);
-        log.info(
+        // A migration that did not commit (refused, aborted, in doubt) needs an operator's eye.
+        log[report.outcome === "committed" ? "info" : "warn"](
           {
             event: "migration_finished",
             outcome: report.outcome,

@@ -133,7 +133,9 @@ describe("docker-compose.yml structure", () => {
           const shellVar = `${prefix}_${key.replace(/^TSCMIG_/, "")}`;
           expect(env[key], key).toMatch(new RegExp(`^\\$\\{${shellVar}:-[-0-9.]+\\}$`));
         }
-        const unknown = Object.keys(env).filter((k) => k.startsWith("TSCMIG_") && !SKEW_KEYS.includes(k));
+        // The peer token comes from the shell and is required: the daemons listen off loopback.
+        expect(env.TSCMIG_PEER_TOKEN, "TSCMIG_PEER_TOKEN").toMatch(/^\$\{TSCMIG_PEER_TOKEN:\?.+\}$/);
+        const unknown = Object.keys(env).filter((k) => k.startsWith("TSCMIG_") && !SKEW_KEYS.includes(k) && k !== "TSCMIG_PEER_TOKEN");
         expect(unknown, "TSCMIG_* keys the daemon is not known to accept").toEqual([]);
       });
 
@@ -159,8 +161,9 @@ describe("docker-compose.yml structure", () => {
       "http://destination:7070",
       "--destination-grpc",
       "destination:7071",
-      "--json",
     ]);
+    // No --skew: the demo must leave the hosts' configured skew alone (it is DESTINATION − SOURCE).
+    expect(demo.command).not.toContain("--skew");
     expect(demo.ports).toBeUndefined();
     expect(demo.restart).toBe("no");
   });
@@ -172,7 +175,15 @@ describe("Dockerfile", () => {
   it("builds in stages on node:20-bookworm-slim with npm ci and npm run build, and runs unprivileged", () => {
     expect(dockerfile).toMatch(/^ARG NODE_IMAGE=node:20-bookworm-slim$/m);
     expect(lines.filter((l) => /^FROM \$\{NODE_IMAGE\} AS \w+$/.test(l))).toHaveLength(2);
-    expect(lines.some((l) => /^RUN npm ci\b/.test(l))).toBe(true);
+    // `npm ci` runs this package's `prepare` (the TypeScript build) unless told not to: before the
+    // sources are copied that fails with TS5058, which no engine-less check would notice.
+    const ci = lines.findIndex((l) => /^RUN .*\bnpm ci\b/.test(l));
+    expect(ci).toBeGreaterThan(0);
+    const sourcesBefore = lines.slice(0, ci).some((l) => /^COPY \. \.$/.test(l));
+    expect(sourcesBefore || /\bnpm ci\b[^;&]*--ignore-scripts/.test(lines[ci] as string), lines[ci]).toBe(true);
+    // Proxy and CA build arguments belong to the build stage only.
+    const runtime = lines.slice(lines.findIndex((l) => /AS runtime$/.test(l)));
+    expect(runtime.filter((l) => /^ARG /.test(l))).toEqual([]);
     expect(lines.some((l) => /^RUN npm run build\b/.test(l))).toBe(true);
     const users = lines.filter((l) => l.startsWith("USER "));
     expect(users.at(-1)).toBe("USER node");
@@ -259,14 +270,24 @@ const hasV1 = existsSync(V1);
 if (!hasV1) console.log(`skip: compose-file: ${V1} is not installed (apt-get install docker-compose)`);
 
 describe.skipIf(!hasV1)("Debian's docker-compose (v1) accepts the file", () => {
-  const config = (env: Record<string, string>, ...args: string[]) =>
+  const config = (env: Record<string, string | undefined>, ...args: string[]) =>
     spawnSync(V1, ["-f", COMPOSE_FILE, "config", ...args], {
       cwd: ROOT,
       encoding: "utf8",
       timeout: 60_000,
       // Start from a clean slate: no SOURCE_*/DESTINATION_* or COMPOSE_* from the caller's shell.
-      env: childEnv({ ...Object.fromEntries(Object.keys(process.env).filter((k) => /^(SOURCE|DESTINATION|COMPOSE)_|^PUBLISH_ADDR$/.test(k)).map((k) => [k, undefined])), ...env }),
+      env: childEnv({
+        ...Object.fromEntries(Object.keys(process.env).filter((k) => /^(SOURCE|DESTINATION|COMPOSE)_|^PUBLISH_ADDR$/.test(k)).map((k) => [k, undefined])),
+        TSCMIG_PEER_TOKEN: "compose-file-test-token",
+        ...env,
+      }),
     });
+
+  it("refuses to start the daemons without a peer token, saying how to make one", () => {
+    const r = config({ TSCMIG_PEER_TOKEN: undefined }, "-q");
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/TSCMIG_PEER_TOKEN/);
+  });
 
   it("`config -q` exits 0", () => {
     const r = config({}, "-q");
@@ -282,10 +303,10 @@ describe.skipIf(!hasV1)("Debian's docker-compose (v1) accepts the file", () => {
     const src = envOf(resolved.services.source as Obj);
     const dst = envOf(resolved.services.destination as Obj);
     expect(src.TSCMIG_SKEW_OFFSET_NS).toBe("5000000");
-    expect(dst.TSCMIG_SKEW_OFFSET_NS).toBe("0");
+    expect(dst.TSCMIG_SKEW_OFFSET_NS).toBe("5000000"); // its default: 5 ms ahead of a source at 0
     expect(dst.TSCMIG_SKEW_DRIFT_PPM).toBe("20");
     expect(src.TSCMIG_SKEW_DRIFT_PPM).toBe("0");
-    expect(Object.keys(src).sort()).toEqual([...SKEW_KEYS].sort());
+    expect(Object.keys(src).sort()).toEqual([...SKEW_KEYS, "TSCMIG_PEER_TOKEN"].sort());
     expect(JSON.stringify(resolved.services.destination?.ports)).toContain("17080");
   });
 });

@@ -1,5 +1,5 @@
 // Real tscmig daemon processes for integration tests: `node bin/tscmig.js daemon ...` on loopback
-// (port 0, a temporary --data), the `{"tscmig":"listening",...}` stdout line parsed for the bound
+// (port 0, a temporary --data), the `"event":"listening"` log line (stdout) parsed for the bound
 // addresses, logs kept for failure messages. A daemon can be killed (SIGKILL: no cleanup, as a
 // crash) and restarted on the same ports and the same --data, which is what recovery needs: peers
 // journaled its address. A small control-API client returns status and body without throwing, so
@@ -14,6 +14,7 @@ import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { request } from "undici";
+import { listeningOf } from "../../src/shared/log.js";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 /** The daemon under test; TSCMIG_TEST_BIN runs these tests against another build (e.g. an older one). */
@@ -121,10 +122,12 @@ export class TestDaemon {
         fail(new Error(`${tag} exited (${s.code ?? s.signal}) before listening\n${this.tail()}`));
       });
       createInterface({ input: child.stdout! }).on("line", (line) => {
-        if (line.startsWith('{"tscmig":"listening"')) {
+        keep(line);
+        const at = listeningOf(line);
+        if (at) {
           clearTimeout(timer);
-          ok(JSON.parse(line) as { http: string; grpc: string });
-        } else keep(line);
+          ok(at);
+        }
       });
     });
     this.http = `http://${listening.http}`;

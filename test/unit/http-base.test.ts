@@ -156,22 +156,27 @@ describe("health, readiness, metrics, OpenAPI", () => {
   });
 
   it("serves the daemon's metrics as Prometheus text", async () => {
-    const metrics = createMetrics();
-    observeMigration(metrics, { outcome: "committed", blackoutNs: 42_000_000n, introducedErrorNs: -3_000n });
+    const metrics = createMetrics({ defaultMetrics: false });
+    observeMigration(metrics, { outcome: "committed", policy: "advance", estimator: "one-sided", blackoutNs: 42_000_000n, introducedErrorNs: -3_000n, errorBoundNs: 2_000n });
     metrics.vms.set(2);
     metrics.vcpus.set(8);
     const app = await build({ metrics });
     const res = await app.inject({ method: "GET", url: "/metrics" });
     expect(res.statusCode).toBe(200);
     expect(res.headers["content-type"]).toContain("text/plain");
-    for (const name of ["migrations_total", "migration_blackout_seconds", "migration_introduced_error_seconds", "vms", "vcpus"])
+    for (const name of ["tscmig_migrations_total", "tscmig_migration_blackout_seconds", "tscmig_migration_introduced_error_seconds", "tscmig_vms", "tscmig_vcpus"])
       expect(res.body).toContain(`# TYPE ${name} `);
-    expect(res.body).toContain('migrations_total{outcome="committed"} 1');
-    expect(res.body).toContain('migration_introduced_error_seconds_bucket{le="0.000001"} 0');
-    expect(res.body).toContain('migration_introduced_error_seconds_bucket{le="0.000005"} 1');
-    expect(res.body).toContain('migration_blackout_seconds_bucket{le="0.05"} 1');
-    expect(res.body).toContain("vcpus 8");
-    expect(createMetrics().registry).not.toBe(metrics.registry); // one registry per daemon
+    const labels = 'policy="advance",estimator="one-sided"';
+    expect(res.body).toContain(`tscmig_migrations_total{outcome="committed",${labels}} 1`);
+    expect(res.body).toContain(`tscmig_migration_introduced_error_seconds_bucket{le="0.000001",${labels}} 0`);
+    expect(res.body).toContain(`tscmig_migration_introduced_error_seconds_bucket{le="0.000005",${labels}} 1`);
+    expect(res.body).toContain(`tscmig_migration_blackout_seconds_bucket{le="0.05",${labels}} 1`);
+    expect(res.body).toContain(`tscmig_migration_bound_exceeded_total{${labels}} 1`); // 3 µs against a 2 µs bound
+    expect(res.body).toContain(`tscmig_migration_error_to_bound_ratio_bucket{le="1.5",${labels}} 1`);
+    expect(res.body).toContain(`tscmig_migration_error_to_bound_ratio_bucket{le="1",${labels}} 0`);
+    expect(res.body).toContain("tscmig_vcpus 8");
+    expect(res.body).toMatch(/^tscmig_build_info\{version="[^"]+",node="[0-9.]+"\} 1$/m);
+    expect(createMetrics({ defaultMetrics: false }).registry).not.toBe(metrics.registry); // one registry per daemon
   });
 
   it("lists the routes and the token scheme in openapi.json", async () => {
@@ -179,7 +184,8 @@ describe("health, readiness, metrics, OpenAPI", () => {
     const res = await app.inject({ method: "GET", url: "/openapi.json" });
     expect(res.statusCode).toBe(200);
     const doc = res.json();
-    expect(doc.info).toEqual({ title: "tscmig test", version: "0.0.0" });
+    expect(doc.info).toMatchObject({ title: "tscmig test", version: "0.0.0" });
+    expect(doc.tags.map((t: { name: string }) => t.name)).toEqual(["vms", "migrations", "host", "history", "operations"]);
     expect(doc.paths["/v1/vms"].post.summary).toBe("Create a VM (sample)");
     expect(doc.paths["/v1/vms"].post.requestBody.content["application/json"].schema.required).toEqual(["vcpus"]);
     expect(doc.paths["/healthz"].get.security).toEqual([]);

@@ -3,9 +3,9 @@
 import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { toJsonSafe } from "../../src/shared/json-safe.js";
-import { child, createLogger } from "../../src/shared/log.js";
+import { child, createLogger, grpcJsLogger, listeningOf, logListening } from "../../src/shared/log.js";
 
-function captureLog(): { lines: string[]; log: ReturnType<typeof createLogger> } {
+function captureLog(level: "debug" | "warn" | "silent" = "debug"): { lines: string[]; log: ReturnType<typeof createLogger> } {
   const lines: string[] = [];
   const destination = new Writable({
     write(chunk: Buffer, _encoding, done) {
@@ -13,7 +13,7 @@ function captureLog(): { lines: string[]; log: ReturnType<typeof createLogger> }
       done();
     },
   });
-  return { lines, log: createLogger({ level: "debug", name: "test", destination }) };
+  return { lines, log: createLogger({ level, name: "test", destination }) };
 }
 
 describe("logger", () => {
@@ -50,4 +50,31 @@ describe("toJsonSafe", () => {
     expect((toJsonSafe(cyclic) as Record<string, unknown>).n).toBe("1");
   });
 
+});
+
+describe("the listening line and grpc-js diagnostics", () => {
+  it("logs where the daemon listens whatever its level, and tools read it back", () => {
+    for (const level of ["debug", "warn", "silent"] as const) {
+      const { lines, log } = captureLog(level);
+      logListening(log, { http: "127.0.0.1:7070", grpc: "[::1]:7071", data: "/var/lib/tscmig" });
+      expect(lines, level).toHaveLength(1);
+      expect(JSON.parse(lines[0] as string)).toMatchObject({ level: 30, name: "test", event: "listening", msg: "daemon listening" });
+      expect(listeningOf((lines[0] as string).trim())).toEqual({ http: "127.0.0.1:7070", grpc: "[::1]:7071" });
+    }
+    expect(listeningOf('{"level":30,"msg":"listening soon"}')).toBeUndefined();
+    expect(listeningOf('{"event":"listening","http":1}')).toBeUndefined();
+    expect(listeningOf("listening on 7070")).toBeUndefined();
+    expect(listeningOf('{"event":"listening",')).toBeUndefined();
+  });
+
+  it("turns grpc-js diagnostics into JSON log lines", () => {
+    const { lines, log } = captureLog();
+    const g = grpcJsLogger(log);
+    g.error("E No connection established", new Error("connect ECONNREFUSED"));
+    g.info("I subchannel", { state: "READY" });
+    expect(lines.map((l) => JSON.parse(l) as Record<string, unknown>)).toMatchObject([
+      { level: 50, component: "grpc-js", msg: "E No connection established connect ECONNREFUSED" },
+      { level: 30, component: "grpc-js", msg: 'I subchannel {"state":"READY"}' },
+    ]);
+  });
 });

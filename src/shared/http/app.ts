@@ -14,6 +14,13 @@ import { errorBodySchema } from "./json-schemas.js";
 import { type Metrics, metricsRoutes } from "./metrics.js";
 
 export const BODY_BYTES_MAX = 64 * 1024;
+const REQUEST_ID = /^[A-Za-z0-9._:/+=-]{1,128}$/;
+let nextRequest = 1;
+
+/** An incoming X-Request-Id worth keeping: one header, a plain token of at most 128 characters. */
+export function requestIdOf(header: string | string[] | undefined): string | undefined {
+  return typeof header === "string" && REQUEST_ID.test(header) ? header : undefined;
+}
 
 export interface HttpAppOptions {
   log: Logger;
@@ -44,6 +51,13 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<FastifyInstanc
     // wrong JSON types instead of coercing them (fastify's default turns {"vcpus":"4"} and
     // {"vcpus":true} into numbers). Query strings are text: routes declare them as patterned strings.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
+    // A caller's X-Request-Id names the request in every log line about it (`reqId`) and comes back
+    // in the answer, so a client, a proxy and the daemon agree on one id; without one (or with one that is
+    // not a plain token) the daemon makes its own.
+    genReqId: (req) => requestIdOf(req.headers["x-request-id"]) ?? `req-${(nextRequest++).toString(36)}`,
+  });
+  app.addHook("onRequest", async (request, reply) => {
+    void reply.header("x-request-id", request.id);
   });
   // What a response schema does not cover (another status, an untyped field) still writes bigints as
   // decimal strings: never a 500.
@@ -59,10 +73,20 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<FastifyInstanc
   await app.register(swagger, {
     openapi: {
       openapi: "3.0.3",
-      info: { title: opts.title, version: opts.version },
+      info: { title: opts.title, version: opts.version, description: "Control API of a tscmig daemon. 64-bit values are decimal strings; every error answer is an Error." },
       components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
+      tags: [
+        { name: "vms", description: "VMs and their guests' clocks" },
+        { name: "migrations", description: "Migrating a VM to another daemon, and what it did to guest time" },
+        { name: "host", description: "This emulated host's clocks and injected skew" },
+        { name: "history", description: "What the guests saw, for the checker" },
+        { name: "events", description: "The live event stream the dashboard and `tscmig watch` follow" },
+        { name: "operations", description: "Health, readiness and metrics" },
+      ],
       security,
     },
+    // Shared schemas appear under their own $id (components/schemas/Error, .../Vm), not def-N.
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === "string" ? json.$id : `def-${i}`) },
   });
   let document: string | undefined; // routes are fixed once the app is ready
   app.get("/openapi.json", { config: { public: true }, schema: { hide: true, response: { 200: { type: "object" } } } }, async (_request, reply) => {

@@ -9,9 +9,12 @@ import { errorResponses } from "./json-schemas.js";
 const statusBody = { type: "object", required: ["status"], properties: { status: { type: "string" } } } as const;
 
 export function healthRoutes(app: FastifyInstance, ready: () => boolean): void {
-  const options = (summary: string) => ({ config: { public: true }, schema: { summary, security: [], response: { 200: statusBody, ...errorResponses } } });
-  app.get("/healthz", options("Liveness"), async () => ({ status: "ok" }));
-  app.get("/readyz", options("Readiness: 503 until the daemon can take work"), async () => {
+  const options = (summary: string, operationId: string) => ({
+    config: { public: true },
+    schema: { summary, operationId, tags: ["operations"], security: [], response: { 200: { ...statusBody, description: "serving" }, ...errorResponses } },
+  });
+  app.get("/healthz", options("Liveness", "getHealth"), async () => ({ status: "ok" }));
+  app.get("/readyz", options("Readiness: 503 until the daemon can take work", "getReadiness"), async () => {
     if (!ready()) throw new TscmigError("unavailable", "not ready", { reason: "not_ready" });
     return { status: "ready" };
   });

@@ -33,6 +33,8 @@ function inRange(text: string, min: bigint, max: bigint, field: string): bigint 
 export const errorBodySchema = {
   $id: "Error",
   type: "object",
+  description: "Every error answer of the control API.",
+  examples: [{ error: { code: "invalid_argument", message: "body.vcpus: must be <= 1024", field: "body.vcpus" } }],
   required: ["error"],
   properties: {
     error: {
@@ -50,4 +52,7 @@ export const errorBodySchema = {
 } as const;
 
 /** Spread into a route's `response` so its error answers are typed and documented. */
-export const errorResponses = { "4xx": { $ref: "Error#" }, "5xx": { $ref: "Error#" } } as const;
+export const errorResponses = {
+  "4xx": { description: "the request was refused: error.code, error.field and error.reason say why", $ref: "Error#" },
+  "5xx": { description: "the daemon could not answer (unavailable, deadline_exceeded, internal)", $ref: "Error#" },
+} as const;

@@ -75,13 +75,31 @@ export type RpcClient<M extends GenServiceMethods> = {
   /** Closes the channel; calls in flight fail with `unavailable`. */
   close(): void;
   /**
+   * Whether the channel holds no connection and is not making one (idle after its connection
+   * dropped, or failing to connect). A new channel to the same name resolves it afresh: a peer
+   * that came back at a new address (a recreated container) is found at once, where this channel
+   * would keep trying the addresses it resolved before (see `redialChannelOptions`).
+   */
+  stale(): boolean;
+  /**
    * Sends `bytes` as the request of `methodName` (proto name `Ping` or local name `ping`) and
    * returns the response bytes undecoded. For tests that send garbage, truncated or huge requests.
    */
   raw(methodName: string, bytes: Uint8Array, callOpts?: RpcCallOptions): Promise<Uint8Array>;
 };
 
-const RESERVED = new Set(["close", "raw"]);
+const RESERVED = new Set(["close", "raw", "stale"]);
+
+/**
+ * Re-resolve a peer's name at most once a second when asked to (grpc-js waits 30 s between
+ * resolutions by default): a channel whose peer moved tries the new address within a second
+ * instead of failing calls for half a minute. Reconnect back-off is capped at 5 s for the same reason.
+ */
+export const redialChannelOptions: grpc.ChannelOptions = {
+  "grpc.dns_min_time_between_resolutions_ms": 1000,
+  "grpc.initial_reconnect_backoff_ms": 200,
+  "grpc.max_reconnect_backoff_ms": 5000,
+};
 
 export function createRpcClient<M extends GenServiceMethods>(
   service: GenService<M>,
@@ -102,6 +120,7 @@ export function createRpcClient<M extends GenServiceMethods>(
     "grpc.keepalive_time_ms": 30_000,
     "grpc.keepalive_timeout_ms": 10_000,
     "grpc.keepalive_permit_without_calls": 0,
+    ...redialChannelOptions,
   };
   if (opts.tls?.serverName !== undefined) {
     channelOptions["grpc.ssl_target_name_override"] = opts.tls.serverName;
@@ -137,6 +156,10 @@ export function createRpcClient<M extends GenServiceMethods>(
 
   const client: Record<string, unknown> = {
     close: () => channel.close(),
+    stale: () => {
+      const state = channel.getChannel().getConnectivityState(false);
+      return state === grpc.connectivityState.IDLE || state === grpc.connectivityState.TRANSIENT_FAILURE || state === grpc.connectivityState.SHUTDOWN;
+    },
     raw: (methodName: string, bytes: Uint8Array, callOpts?: RpcCallOptions) => {
       const method = service.methods.find((m) => m.name === methodName || m.localName === methodName);
       if (method === undefined) return Promise.reject(new TscmigError("invalid_argument", `${service.typeName} has no method ${methodName}`));
