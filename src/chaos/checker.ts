@@ -1,6 +1,6 @@
 // The checker (SPEC §3): reads one run's history — every guest sample with true time, every
 // run/stop/handled/migration event, and the harness's facts about hosts, VMs and faults — and proves
-// I1–I8 or names each violation with the VM, vCPU, daemons, instants and values involved.
+// I1–I9 or names each violation with the VM, vCPU, daemons, instants and values involved.
 //
 // It trusts nothing the daemons concluded: the bound a migration reports is compared with the error
 // measured against shared truth, ownership is rebuilt from run/stop events and cross-checked with
@@ -16,8 +16,9 @@
 import type { GuestSample } from "../shared/history.js";
 import { maxAbsOffsetNs, maxSlopePpm, type OffsetModel, offsetAt } from "../shared/time/offset-model.js";
 import type { ChaosEvent, ChaosHistory } from "./history.js";
+import { policyConformance } from "./policy-conformance.js";
 
-export const INVARIANTS = ["I1", "I2", "I3", "I4", "I5", "I6", "I7", "I8"] as const;
+export const INVARIANTS = ["I1", "I2", "I3", "I4", "I5", "I6", "I7", "I8", "I9"] as const;
 /** E: something threw that would have killed a daemon; D: a rerun of the seed differed. */
 export type Invariant = (typeof INVARIANTS)[number] | "E" | "D";
 export type FaultClass = "lying-clock" | "stepped-clock";
@@ -31,6 +32,7 @@ export const INVARIANT_TITLES: Record<Invariant, string> = {
   I6: "single owner",
   I7: "nothing lost",
   I8: "rate continuity",
+  I9: "policy conformance",
   E: "no daemon exception",
   D: "determinism",
 };
@@ -84,6 +86,8 @@ export interface CheckCounts {
   handled: number;
   /** Sample pairs whose rate was measured (I8). */
   ratePairs: number;
+  /** Restores whose clocks were checked against their policy's definition (I9; sim runs record them). */
+  restores: number;
 }
 
 export interface CheckResult {
@@ -250,7 +254,7 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
   const violations: Violation[] = [];
   const hostFaults: Violation[] = [];
   const kept = new Map<string, number>();
-  const counts: CheckCounts = { samples: h.samples.length, vcpuReadings: 0, migrations: 0, migrationsCommitted: 0, migrationsStarted: 0, faults: 0, vms: 0, handled: 0, ratePairs: 0 };
+  const counts: CheckCounts = { samples: h.samples.length, vcpuReadings: 0, migrations: 0, migrationsCommitted: 0, migrationsStarted: 0, faults: 0, vms: 0, handled: 0, ratePairs: 0, restores: 0 };
   const report = (v: Violation) => {
     const key = v.faultClass ? `${v.invariant}/${v.faultClass}` : v.invariant;
     const n = (kept.get(key) ?? 0) + 1;
@@ -264,7 +268,11 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
     else if (e.kind === "fault") counts.faults++;
     else if (e.kind === "migrateStart") counts.migrationsStarted++;
     else if (e.kind === "handled") counts.handled++;
-    else if (e.kind === "error")
+    else if (e.kind === "restoreClocks") {
+      counts.restores++;
+      for (const f of policyConformance(e))
+        report({ invariant: "I9", message: `migration ${e.migrationId} of ${e.vmId} (${e.policy}/${e.estimator}) restored on ${e.daemon}: ${f.message}`, vmId: e.vmId, ...(f.vcpu !== undefined ? { vcpu: f.vcpu } : {}), daemon: e.daemon, trueNs: e.trueNs, values: f.values });
+    } else if (e.kind === "error")
       report({ invariant: "E", message: `unexpected exception on ${e.daemon}: ${e.message}`, daemon: e.daemon, trueNs: e.trueNs, values: { message: e.message } });
   }
   counts.vms = vms.size;

@@ -1,5 +1,5 @@
 // `tscmig chaos`: a campaign of seeded runs (simulated, or against real daemons), checked against
-// I1–I8, with JSON, JUnit and HTML reports. Exit status 0 when nothing was violated, 1 otherwise; a
+// I1–I9, with JSON, JUnit and HTML reports. Exit status 0 when nothing was violated, 1 otherwise; a
 // failing run prints the exact command that replays it alone.
 
 import { writeFileSync } from "node:fs";
@@ -118,13 +118,13 @@ export function summaryText(r: CampaignResult, ctx: ReportContext): string {
       (secs > 0 ? ` in ${secs.toFixed(1)} s (${(t.runs / secs).toFixed(0)} runs/s, ${(t.migrationsStarted / secs).toFixed(0)} migrations/s on ${ctx.jobs ?? 1} job(s))` : ""),
   );
   lines.push(
-    `checked: ${t.samples} guest samples (${t.vcpuReadings} vCPU readings), ${t.migrationsStarted} migrations started, ${t.migrationsCommitted} committed, ${t.migrations} checked against their bound, ${t.faults} faults injected, ${t.handled} migrations handled by guests`,
+    `checked: ${t.samples} guest samples (${t.vcpuReadings} vCPU readings), ${t.migrationsStarted} migrations started, ${t.migrationsCommitted} committed, ${t.migrations} checked against their bound, ${t.faults} faults injected, ${t.handled} migrations handled by guests, ${t.restores} restores checked against their policy`,
   );
   if (r.mode === "sim") lines.push(`determinism: ${r.determinism.checked} runs rerun, ${r.determinism.mismatches.length} mismatches`);
   const hf = Object.entries(r.hostFaultsByClass);
   if (hf.length > 0) lines.push(`host clock faults (reported apart, not bugs): ${hf.map(([k, n]) => `${k} ×${n}`).join(", ")}`);
   if (r.violationCount === 0) {
-    lines.push(`PASS: I1–I8 held in every run`);
+    lines.push(`PASS: I1–I9 held in every run`);
   } else {
     lines.push(`FAIL: ${r.violationCount} violation(s) in ${r.failingRuns.length} run(s): ${Object.entries(r.violationsByInvariant).map(([k, n]) => `${k} ${INVARIANT_TITLES[k as keyof typeof INVARIANT_TITLES]} ×${n}`).join(", ")}`);
     for (const f of r.failingRuns.slice(0, 20)) {
@@ -185,7 +185,7 @@ export async function runChaos(f: ChaosFlags, out: (s: string) => void, extra: P
 export function chaosCommand(cmd: Command, out: (s: string) => void): Command {
   return cmd
     .description(
-      "run a chaos campaign: seeded runs that skew host clocks, break networks and crash daemons during migrations, record what every guest saw against true time, and check I1–I8 (exit 1 on a violation, with the command that replays it)",
+      "run a chaos campaign: seeded runs that skew host clocks, break networks and crash daemons during migrations, record what every guest saw against true time, and check I1–I9 (exit 1 on a violation, with the command that replays it)",
     )
     .addOption(new Option("--mode <mode>", "sim: both daemons' protocol code in one process on simulated time and network; live: real daemon processes behind fault-injecting TCP proxies").choices(["sim", "live"]).default("sim"))
     .option("--seed <seed>", "campaign seed (u64); run i uses seed+i, so --seed S+i --runs 1 replays run i alone", "1")

@@ -20,6 +20,7 @@ import { isTscmigError } from "../../shared/errors.js";
 import { SILENT_LOGGER } from "../../shared/logger.js";
 import { type JournalStore, MemoryJournal } from "../../shared/migration/journal.js";
 import { reportFromJson, type RestoreFn } from "../../destination/migrate-in.js";
+import { restoreSnapshot } from "../../shared/migration/restore.js";
 import type { EmulatedVm } from "../../shared/hypervisor/vm.js";
 import { pvclockReadCycles, type PvclockRecord } from "../../shared/kvm/pvclock.js";
 import type { Scheduler, Timer } from "../../shared/time/clock.js";
@@ -32,6 +33,7 @@ import type { ChaosEvent, ChaosHistory } from "../history.js";
 import { historyHash } from "../history.js";
 import { type Fence, type NetStats, SimNetwork } from "./network.js";
 import { drawScenario, type Scenario, type ScenarioOptions } from "./scenario.js";
+import { observeRestores } from "./restore-probe.js";
 
 /** Wall-clock instant of simulated true time 0 (2026-01-01T00:00:00Z). */
 export const SIM_EPOCH_NS = 1_767_225_600_000_000_000n;
@@ -352,7 +354,14 @@ export async function runSimulation(seed: bigint, opts: SimRunOptions): Promise<
       dialer: net.dialer(d.name, fence),
       faults: faultsFor(d, fence),
       history,
-      ...(opts.restoreHook ? { restore: opts.restoreHook } : {}),
+      // Every restore is watched for I9 (the real one, or a test's broken one).
+      restore: observeRestores(opts.restoreHook ?? restoreSnapshot, {
+        daemon: d.name,
+        trueNs: now,
+        record: (e) => {
+          if (fence.alive) rec.event(e);
+        },
+      }),
     });
     d.current = { n: d.incarnations, node, fence, dead, die };
     net.attach(d.name, { node, fence });
