@@ -69,6 +69,7 @@ export type HarnessEvent =
       daemon: string;
       migrationId: string;
       vmId: string;
+      generation: bigint;
       policy: string;
       estimator: string;
       capNs: bigint;
@@ -93,11 +94,17 @@ export type HarnessEvent =
       restoredTsc: bigint[];
       restoredKvmclockNs: bigint;
       setClock: { trueNs: bigint; clockNs: bigint; flags: number; realtimeNs: bigint; destinationRealtimeNs: bigint }[];
-      /** At the resume: vCPUs with kvmclock on, the guest's pvclock reading of each, and KVM_GET_CLOCK. */
+      /** At the resume: guest TSC per vCPU; vCPUs with kvmclock on, the guest's pvclock reading of each, and KVM_GET_CLOCK. */
+      tscAtResume: bigint[];
       pvclockVcpus: number[];
       pvclockKvmclockNs: bigint[];
       kvmclockAtResumeNs: bigint;
     }
+  /**
+   * A check that the deployment works again once faults stopped (after a Prepare flood: a real
+   * migration to the flooded daemon commits within the recovery bound). Not ok is a violation.
+   */
+  | { kind: "liveness"; trueNs: bigint; what: string; ok: boolean; attempts: number; detail: string }
   /** Faults stop here; the network heals; I7's bound starts. */
   | { kind: "heal"; trueNs: bigint; recoveryBoundNs: bigint }
   /** End of the recovery bound: where each VM runs, and what was still undecided. */

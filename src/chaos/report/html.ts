@@ -3,7 +3,7 @@
 // against true time around migrations with the guest's claimed bounds, the error distributions per
 // policy and per estimator, the blackout histogram, and what faults were injected.
 
-import { INVARIANT_TITLES, INVARIANTS } from "../checker.js";
+import { CHECKS, INVARIANT_TITLES } from "../checker.js";
 import type { CampaignResult } from "../campaign.js";
 import type { MigrationPlot } from "../run-outcome.js";
 import { buildJsonReport, type GroupStats, type ReportContext } from "./json.js";
@@ -193,7 +193,7 @@ table{border-collapse:collapse;font-size:12px;margin:6px 0} th,td{border:1px sol
   parts.push(
     table(
       ["", "invariant", "violations"],
-      [...INVARIANTS, "E", "D"].map((i) => {
+      CHECKS.map((i) => {
         const n = j.violationsByInvariant[i] ?? 0;
         return [`<span style="color:${n ? C.bad : C.ok}">${n ? "✗" : "✓"}</span>`, `${i} ${esc(INVARIANT_TITLES[i as keyof typeof INVARIANT_TITLES])}`, String(n)];
       }),

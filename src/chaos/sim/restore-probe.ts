@@ -70,6 +70,7 @@ export function observeRestores(restore: RestoreFn, ctx: RestoreProbeContext): R
       daemon: ctx.daemon,
       migrationId: snap.migrationId,
       vmId: snap.vmId,
+      generation: snap.generation,
       policy: opts.policy,
       estimator: result.estimate.estimator,
       capNs: opts.capNs ?? LIMITS.advanceCapNsDefault,
@@ -96,7 +97,7 @@ export function observeRestores(restore: RestoreFn, ctx: RestoreProbeContext): R
 }
 
 /** Calls `seen` right after the VM's first resume (its vCPUs' first entry: records rewritten), once. */
-function watchFirstResume(vm: EmulatedVm, n: number, seen: (f: Pick<RestoreClocks, "pvclockVcpus" | "pvclockKvmclockNs" | "kvmclockAtResumeNs">) => void): void {
+function watchFirstResume(vm: EmulatedVm, n: number, seen: (f: Pick<RestoreClocks, "tscAtResume" | "pvclockVcpus" | "pvclockKvmclockNs" | "kvmclockAtResumeNs">) => void): void {
   const realResume = vm.resume.bind(vm);
   vm.resume = () => {
     Reflect.deleteProperty(vm, "resume");
@@ -109,6 +110,6 @@ function watchFirstResume(vm: EmulatedVm, n: number, seen: (f: Pick<RestoreClock
       pvclockVcpus.push(i);
       pvclockKvmclockNs.push(pvclockReadCycles(vm.pvclock.guestRead(i), vm.guestTscAt(i, t)));
     }
-    seen({ pvclockVcpus, pvclockKvmclockNs, kvmclockAtResumeNs: vm.getClock().clock });
+    seen({ tscAtResume: guestTscs(vm, n, t), pvclockVcpus, pvclockKvmclockNs, kvmclockAtResumeNs: vm.getClock().clock });
   };
 }
