@@ -291,7 +291,7 @@ function identityBroken(
   info: VmInfo | undefined,
 ): { message: string; values: Record<string, Value> } | null {
   const beyond = info ? s.vcpus.find((c) => c >= info.vcpus) : undefined;
-  if (info && beyond !== undefined) return { message: `runs a vCPU ${beyond}, but it was created with ${info.vcpus}`, values: { vcpu: beyond, createdVcpus: info.vcpus } };
+  if (info && beyond !== undefined) return { message: `runs vCPU ${beyond}, but it was created with ${info.vcpus} vCPU(s) (0..${info.vcpus - 1})`, values: { vcpu: beyond, createdVcpus: info.vcpus } };
   if (tr.sampledVcpus >= 0 && s.vcpus.length !== tr.sampledVcpus)
     return { message: `sampled with ${s.vcpus.length} vCPUs, ${tr.sampledVcpus} before: its vCPU count changed`, values: { vcpus: s.vcpus.length, before: tr.sampledVcpus } };
   if (tr.maxGeneration !== null && s.generation < tr.maxGeneration)

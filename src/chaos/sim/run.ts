@@ -595,19 +595,25 @@ export async function runSimulation(seed: bigint, opts: SimRunOptions): Promise<
         out.push(`${d.name} is down`);
         continue;
       }
-      for (const m of d.journal.listMigrations({ decision: "pending" })) out.push(`${d.name}: ${m.role} side of ${m.migrationId} (${m.vmId}) undecided in phase ${m.phase}`);
+      // Past a few of one kind with one peer (a Prepare flood leaves hundreds), one line says how many.
+      const lines: { key: string; line: string; many: (n: number, first: string) => string }[] = [];
+      const add = (key: string, line: string, many: (n: number, first: string) => string) => lines.push({ key, line, many });
+      for (const m of d.journal.listMigrations({ decision: "pending" }))
+        add(`p ${m.role} ${m.peer} ${m.phase}`, `${d.name}: ${m.role} side of ${m.migrationId} (${m.vmId}) undecided in phase ${m.phase}`, (n, first) => `${d.name}: ${n} ${m.role} migrations with ${m.peer} undecided in phase ${m.phase} (${first}, …)`);
       for (const m of d.journal.listMigrations({ role: "source", decision: "committed" }))
-        if (m.phase !== "committed") out.push(`${d.name}: commit of ${m.migrationId} (${m.vmId}) not acknowledged by ${m.peer}`);
-      // One line per source and phase past a few (a Prepare flood leaves hundreds).
-      const inbound = new Map<string, string[]>();
-      for (const i of c.node.destination.pending()) {
-        const k = `${i.req.sourceName} ${i.state.phase}`;
-        inbound.set(k, [...(inbound.get(k) ?? []), `${i.req.migrationId} (${i.req.vmId})`]);
-      }
-      for (const [k, ids] of inbound) {
-        const [source, phase] = k.split(" ");
-        if (ids.length <= 3) for (const id of ids) out.push(`${d.name}: inbound ${id} still ${phase}`);
-        else out.push(`${d.name}: ${ids.length} inbound migrations from ${source} still ${phase} (${ids.slice(0, 3).join(", ")}, …)`);
+        if (m.phase !== "committed") add(`c ${m.peer}`, `${d.name}: commit of ${m.migrationId} (${m.vmId}) not acknowledged by ${m.peer}`, (n, first) => `${d.name}: ${n} commits not acknowledged by ${m.peer} (${first}, …)`);
+      for (const i of c.node.destination.pending())
+        add(`i ${i.req.sourceName} ${i.state.phase}`, `${d.name}: inbound ${i.req.migrationId} (${i.req.vmId}) still ${i.state.phase}`, (n, first) => `${d.name}: ${n} inbound migrations from ${i.req.sourceName} still ${i.state.phase} (${first}, …)`);
+      const per = new Map<string, number>();
+      for (const l of lines) per.set(l.key, (per.get(l.key) ?? 0) + 1);
+      const said = new Set<string>();
+      for (const l of lines) {
+        const n = per.get(l.key) as number;
+        if (n <= 3) out.push(l.line);
+        else if (!said.has(l.key)) {
+          said.add(l.key);
+          out.push(l.many(n, l.line.replace(`${d.name}: `, "")));
+        }
       }
     }
     return out;
