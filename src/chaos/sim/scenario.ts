@@ -23,7 +23,9 @@ export const FAULT_KINDS = ["delay", "reorder", "loss", "dup", "partition", "res
  * others, but kept out of `all` while today's daemons still fail them (test/sim/issue9-faults.test.ts
  * lists seeds that do): once the daemons are fixed, fold them into FAULT_KINDS.
  */
-export const ISSUE9_FAULT_KINDS = ["collide", "hostile", "disk-full", "damage"] as const;
+export const ISSUE9_FAULT_KINDS = ["collide", "hostile", "disk-full", "damage", "port-taken"] as const;
+/** Kinds only a live run can inject (a simulated daemon has no ports); the simulator never draws them. */
+export const LIVE_ONLY_FAULT_KINDS: readonly FaultKind[] = ["port-taken"];
 /** Every kind `--faults` accepts by name. */
 export const KNOWN_FAULT_KINDS = [...FAULT_KINDS, ...ISSUE9_FAULT_KINDS] as const;
 export type FaultKind = (typeof KNOWN_FAULT_KINDS)[number];
@@ -47,6 +49,7 @@ export const FAULT_KIND_DOCS: Record<FaultKind, string> = {
     "a non-daemon peer on the network: calls without credentials (refused by the transport), and with a peer's credentials foreign Abort/Commit/Transfer for migrations it sees, replays of old messages, a Prepare flood at one destination (real migrations must succeed again after healing)",
   "disk-full": "a daemon's journal writes fail with ENOSPC for a window (a VM create is tried meanwhile), sometimes followed by an operator restart",
   damage: "a VM record edited in place while its daemon is down (TSC offset, ratio, vCPU count, generation): refused or quarantined, never run; the operator then restores the record from a backup",
+  "port-taken": "live only: a daemon restarts with its HTTP or gRPC port taken; it must exit non-zero at once and release everything, then restarts with the port free",
 };
 
 export interface ScenarioOptions {
@@ -288,7 +291,7 @@ export function drawScenario(root: Random, o: ScenarioOptions): Scenario {
   const allowed = new Set(o.faults);
   const rk = root.fork("kinds");
   // New kinds come last, so a campaign without them draws exactly what it drew before they existed.
-  const active = KNOWN_FAULT_KINDS.filter((k) => allowed.has(k) && rk.chance(k === "skew" ? 0.8 : k === "crystal" ? 0.7 : 0.5));
+  const active = KNOWN_FAULT_KINDS.filter((k) => allowed.has(k) && !LIVE_ONLY_FAULT_KINDS.includes(k) && rk.chance(k === "skew" ? 0.8 : k === "crystal" ? 0.7 : 0.5));
   const on = (k: FaultKind) => active.includes(k);
   const rc = root.fork("collide");
   const collideSources = on("collide") ? (rc.chance(0.3) ? 3 : 2) : 0;
