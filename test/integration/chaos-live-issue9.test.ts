@@ -1,6 +1,7 @@
 // Goal: issue 9's fault kinds also run against real daemon processes — colliding migration ids and a
 // crash armed at crash.source.afterCommitJournal through real gRPC, a foreign Prepare flood and the
-// liveness check after it, a port taken at restart, a full disk on a small tmpfs — and the checker
+// liveness check after it, an outsider migrating in a VM that runs elsewhere, a port taken at
+// restart, a full disk on a small tmpfs — and the checker
 // flags what today's daemons do with them. Once the daemons are fixed and a kind is folded into
 // FAULT_KINDS, the same seed must pass instead. Method: one live run per kind on loopback (daemons
 // from the TypeScript sources), each printing the command that replays it; the disk needs root and
@@ -52,12 +53,20 @@ describe("issue 9's fault kinds against real daemons", () => {
     else expect(t.found, t.how).toContain("I7");
   });
 
-  it("hostile: foreign Aborts through real gRPC, then a Prepare flood: today no migration to the flooded daemon commits after healing (L)", { timeout: 240_000 }, async () => {
-    const t = await liveRun("hostile", ["hostile"], 5n, 2);
+  it("hostile: a Prepare flood through real gRPC: today no migration to the flooded daemon commits after healing (L)", { timeout: 240_000 }, async () => {
+    const t = await liveRun("hostile", ["hostile"], 8n, 2);
     expect(t.faults.some((f) => f.site === "hostile.flood"), t.how).toBe(true);
     expect(t.r.totals.livenessChecks, t.how).toBe(1);
     if (t.folded) expect(t.found.filter((k) => k !== "I4"), t.how).toEqual([]);
     else expect(t.found, t.how).toContain("L");
+  });
+
+  it("hostile: a crafted snapshot of a VM that runs elsewhere, migrated in without credentials: today it runs on two daemons (I6)", { timeout: 240_000 }, async () => {
+    const t = await liveRun("hostile", ["hostile"], 5n, 2);
+    expect(t.faults.some((f) => f.site === "hostile.migrate-in"), t.how).toBe(true);
+    const how = `${t.how}\n${t.faults.filter((f) => f.site === "hostile.migrate-in").map((f) => f.detail).join("\n")}`;
+    if (t.folded) expect(t.found.filter((k) => k !== "I4"), how).toEqual([]);
+    else expect(t.found, how).toContain("I6");
   });
 
   it("port-taken: a daemon restarted with a port taken must exit non-zero at once; today it hangs half-started (E)", { timeout: 240_000 }, async () => {

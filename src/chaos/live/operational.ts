@@ -16,7 +16,11 @@ import { spawnSync } from "node:child_process";
 import { GrpcDialer } from "../../daemon/grpc-peer.js";
 import { isTscmigError } from "../../shared/errors.js";
 import type { AbortReq, PrepareReq } from "../../shared/migration/messages.js";
-import { RealClock } from "../../shared/platform/index.js";
+import { Guest } from "../../shared/guest/guest.js";
+import { EmulatedHost } from "../../shared/hypervisor/host.js";
+import { EmulatedVm } from "../../shared/hypervisor/vm.js";
+import { captureSnapshot } from "../../shared/migration/snapshot.js";
+import { RealClock, RealScheduler, trueEpochNs } from "../../shared/platform/index.js";
 
 const clock = new RealClock();
 
@@ -128,4 +132,48 @@ export async function floodPrepares(grpcAddress: string, count: number, guestTsc
     dialer.close();
   }
   return { accepted, refused, lastRefusal };
+}
+
+/**
+ * Prepare, Transfer and Commit of a snapshot crafted on a VM of the harness's own, under the id of a
+ * VM that runs elsewhere at `generation` (observable): what any client that reaches a gRPC port can
+ * try when peers do not authenticate. Resolves with the daemon's answer.
+ */
+export function migrateIn(grpcAddress: string, vm: { vmId: string; generation: bigint; vcpus: number; guestTscKhz: bigint }, tag: string): Promise<string> {
+  const host = new EmulatedHost({ name: "x0", clock, epochNs: trueEpochNs(), tscKhz: vm.guestTscKhz });
+  const fake = new EmulatedVm(host, { vcpus: vm.vcpus });
+  const guest = new Guest(fake, new RealScheduler(), {
+    clocksource: "kvm-clock",
+    migrationHandling: true,
+    handlingMode: "ditch",
+    watchVmclock: true,
+    pollIntervalNs: 16_000_000_000n,
+    resyncDelayNs: 1_000_000_000n,
+    ntpSource: () => ({ realtimeNs: host.realtimeNs(), maxerrorNs: 100_000n }),
+    driftAllowancePpm: 500n,
+  });
+  const migrationId = `${tag}-in`;
+  const generation = vm.generation + 1n;
+  fake.pause();
+  guest.stop();
+  const snapshot = captureSnapshot(fake, guest, { migrationId, vmId: vm.vmId, generation, hostMaxerrorNs: 100_000n, probe: null });
+  return foreign(async (d) => {
+    const peer = d.dial(grpcAddress);
+    await peer.prepare({
+      migrationId,
+      vmId: vm.vmId,
+      generation,
+      vcpuCount: vm.vcpus,
+      guestTscKhz: snapshot.guestTscKhz,
+      sourceFracBits: snapshot.fracBits,
+      policy: "advance",
+      estimator: "one-sided",
+      doorbell: false,
+      advanceCapNs: 0n,
+      sourceName: "x0",
+      sourceGrpc: "127.0.0.1:9",
+    });
+    await peer.transfer({ snapshot, sourceAnchorsToSendNs: [] });
+    await peer.commit({ migrationId, vmId: vm.vmId, generation, transferRttNs: 1_000_000n });
+  });
 }

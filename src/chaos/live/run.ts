@@ -24,7 +24,7 @@ import type { ChaosEvent, ChaosHistory } from "../history.js";
 import { outcomeOf, type RunOutcome } from "../run-outcome.js";
 import type { ScenarioOptions } from "../sim/scenario.js";
 import { FaultProxy } from "./proxy.js";
-import { floodPrepares, foreignAbort, portFree, type SmallDisk, smallDisk, takePort } from "./operational.js";
+import { floodPrepares, foreignAbort, migrateIn, portFree, type SmallDisk, smallDisk, takePort } from "./operational.js";
 
 export interface LiveOptions {
   /** Node arguments that start the tscmig CLI (default: bin/tscmig.js, i.e. the build). */
@@ -161,6 +161,7 @@ export async function runLive(run: number, seed: bigint, scen: ScenarioOptions, 
   /** Where the harness last saw each VM run (a daemon that dies on its own takes those with it). */
   const lastSeenOn = new Map<string, { daemon: string; generation: string }>();
   const vmIds = ["vm0"];
+  const vcpusOf = new Map<string, number>();
   /** A daemon exited without the harness asking: that is a crash (E), and the VMs it ran stop there. */
   const watchExit = (d: LiveDaemon, p: LocalDaemon) =>
     p.child.once("exit", (code, signal) => {
@@ -228,6 +229,13 @@ export async function runLive(run: number, seed: bigint, scen: ScenarioOptions, 
   const skipped = (reason: string) => {
     if (!skipsPrinted.has(reason)) process.stderr.write(`tscmig chaos live: ${reason}\n`);
     skipsPrinted.add(reason);
+  };
+  /** Asks every daemon where each VM runs now (lastSeenOn). */
+  const locate = async () => {
+    for (const d of daemons) {
+      const vms = await d.api?.call<{ vms: { id: string; running: boolean; role: string; generation: string }[] }>("GET", "/v1/vms", undefined, 2000).catch(() => null);
+      for (const v of vms?.vms ?? []) if (v.running && v.role === "owner") lastSeenOn.set(v.id, { daemon: d.name, generation: v.generation });
+    }
   };
   const restartExited = async () => {
     for (const d of daemons)
@@ -330,6 +338,16 @@ export async function runLive(run: number, seed: bigint, scen: ScenarioOptions, 
       await Promise.all([first, migrate(s2, ids[1] as string)]);
     }
   };
+  /** An outsider migrates a crafted snapshot of vm0, which runs elsewhere, onto the other daemon. */
+  const outsiderMigrateIn = async () => {
+    const seen = lastSeenOn.get("vm0");
+    const target = daemons.slice(0, 2).find((d) => d.name !== seen?.daemon && d.proc);
+    if (!seen || !target) return;
+    const answer = await migrateIn(target.grpc, { vmId: "vm0", generation: BigInt(seen.generation), vcpus: vcpusOf.get("vm0") ?? 1, guestTscKhz: 2_000_000n }, `x${run}`);
+    fault("hostile.migrate-in", `a crafted snapshot of vm0 (running on ${seen.daemon} at generation ${seen.generation}) migrated into ${target.name} over gRPC, without credentials: ${answer}`);
+    // If the daemon took it, it runs the VM too: the harness sees it there from now on.
+    await wait(scen.sampleIntervalNs * 3n);
+  };
   /** A flood of Prepares at the daemon vm0 is not on, through real gRPC; returns that daemon. */
   const flood = async (): Promise<LiveDaemon | null> => {
     const on = lastSeenOn.get("vm0")?.daemon;
@@ -347,6 +365,7 @@ export async function runLive(run: number, seed: bigint, scen: ScenarioOptions, 
     let last = "no attempt";
     while (clock.monotonicNs() - t0 < boundNs - 2n * S) {
       await wait(S);
+      await locate();
       const src = daemons.find((d) => d !== target && lastSeenOn.get("vm0")?.daemon === d.name);
       if (!src?.api || !target.api) {
         last = "vm0 is not where the harness last saw it";
@@ -356,7 +375,6 @@ export async function runLive(run: number, seed: bigint, scen: ScenarioOptions, 
       events.push({ kind: "migrateStart", trueNs: clock.monotonicNs(), vmId: "vm0", source: src.name, destination: target.name, policy: "advance", estimator: "one-sided", doorbell: false });
       const rep = await src.api.call<Json>("POST", "/v1/vms/vm0/migrate", { destination: target.proxy.address }, 60_000).catch((e: unknown) => ({ outcome: "error", error: { message: e instanceof Error ? e.message : String(e) } }) as Json);
       if (rep.outcome === "committed") {
-        lastSeenOn.set("vm0", { daemon: target.name, generation: "?" });
         events.push({ kind: "liveness", trueNs: clock.monotonicNs(), what: `migrate vm0 to ${target.name} after a Prepare flood`, ok: true, attempts, detail: "committed" });
         return;
       }
@@ -396,6 +414,7 @@ export async function runLive(run: number, seed: bigint, scen: ScenarioOptions, 
     const clocksource = scen.clocksource ?? r.pick(["kvm-clock", "tsc"] as const);
     const home = daemons[0] as LiveDaemon;
     const created = await (home.api as ApiClient).call<Json>("POST", "/v1/vms", { id: "vm0", vcpus, clocksource, migrationHandling: scen.handling, handlingMode });
+    vcpusOf.set("vm0", vcpus);
     events.push({
       kind: "vm",
       trueNs: BigInt(created.trueNs as string),
@@ -507,8 +526,13 @@ export async function runLive(run: number, seed: bigint, scen: ScenarioOptions, 
       if (rep?.outcome === "committed") owner = 1 - owner;
     }
 
+    await locate();
     if (allowed.has("collide")) await collide();
-    const flooded = allowed.has("hostile") && r9.chance(0.6) ? await flood() : null;
+    await locate();
+    // Each its own stream: adding one never shifts what another draws.
+    if (allowed.has("hostile") && r.fork("issue9:migrate-in").chance(0.5)) await outsiderMigrateIn();
+    await locate();
+    const flooded = allowed.has("hostile") && r.fork("issue9:flood").chance(0.6) ? await flood() : null;
 
     // Heal and give recovery its stated bound.
     for (const d of daemons) {
