@@ -150,7 +150,7 @@ class Aggregate {
       mode: o.mode,
       seed: o.seed,
       runs: o.runs,
-      totals: { runs: 0, events: 0, simNs: 0n, samples: 0, vcpuReadings: 0, migrations: 0, migrationsCommitted: 0, migrationsStarted: 0, faults: 0, vms: 0, handled: 0, ratePairs: 0 },
+      totals: { runs: 0, events: 0, simNs: 0n, samples: 0, vcpuReadings: 0, migrations: 0, migrationsCommitted: 0, migrationsStarted: 0, faults: 0, vms: 0, handled: 0, ratePairs: 0, restores: 0, livenessChecks: 0 },
       violations: [],
       hostFaults: [],
       violationsByInvariant: {},

@@ -1,6 +1,6 @@
 // The checker (SPEC §3): reads one run's history — every guest sample with true time, every
 // run/stop/handled/migration event, and the harness's facts about hosts, VMs and faults — and proves
-// I1–I8 or names each violation with the VM, vCPU, daemons, instants and values involved.
+// I1–I9 or names each violation with the VM, vCPU, daemons, instants and values involved.
 //
 // It trusts nothing the daemons concluded: the bound a migration reports is compared with the error
 // measured against shared truth, ownership is rebuilt from run/stop events and cross-checked with
@@ -16,10 +16,13 @@
 import type { GuestSample } from "../shared/history.js";
 import { maxAbsOffsetNs, maxSlopePpm, type OffsetModel, offsetAt } from "../shared/time/offset-model.js";
 import type { ChaosEvent, ChaosHistory } from "./history.js";
+import { policyConformance } from "./policy-conformance.js";
 
-export const INVARIANTS = ["I1", "I2", "I3", "I4", "I5", "I6", "I7", "I8"] as const;
-/** E: something threw that would have killed a daemon; D: a rerun of the seed differed. */
-export type Invariant = (typeof INVARIANTS)[number] | "E" | "D";
+export const INVARIANTS = ["I1", "I2", "I3", "I4", "I5", "I6", "I7", "I8", "I9"] as const;
+/** L: the deployment did not work again after healing; E: something threw that would have killed a daemon; D: a rerun of the seed differed. */
+export type Invariant = (typeof INVARIANTS)[number] | "L" | "E" | "D";
+/** Everything a report lists a count for, in order. */
+export const CHECKS: readonly Invariant[] = [...INVARIANTS, "L", "E", "D"];
 export type FaultClass = "lying-clock" | "stepped-clock";
 
 export const INVARIANT_TITLES: Record<Invariant, string> = {
@@ -31,6 +34,8 @@ export const INVARIANT_TITLES: Record<Invariant, string> = {
   I6: "single owner",
   I7: "nothing lost",
   I8: "rate continuity",
+  I9: "policy conformance",
+  L: "liveness after healing",
   E: "no daemon exception",
   D: "determinism",
 };
@@ -84,6 +89,10 @@ export interface CheckCounts {
   handled: number;
   /** Sample pairs whose rate was measured (I8). */
   ratePairs: number;
+  /** Restores whose clocks were checked against their policy's definition (I9; sim runs record them). */
+  restores: number;
+  /** Liveness checks after healing (L). */
+  livenessChecks: number;
 }
 
 export interface CheckResult {
@@ -105,6 +114,7 @@ export interface CheckOptions {
 }
 
 const abs = (x: bigint) => (x < 0n ? -x : x);
+const NO_BOUND: GuestSample["bounded"] = { earliestNs: 0n, latestNs: 0n, realtimeNs: 0n, status: "unknown" };
 const DRIFT_ALLOWANCE_PPM = 500;
 const TSC_TOLERANCE_PPM = 250;
 
@@ -234,8 +244,66 @@ function timeline(h: ChaosHistory, order: readonly number[] | undefined): Timeli
   return out;
 }
 
+/**
+ * The first vCPU whose snapshot TSC does not follow from the source's reading `prev` at the guest's
+ * rate: the capture came after `prev` and before the restore began, so the cycles between lie in
+ * [0, rate·(restoreStart − prev)] widened by the I8 tolerance (null: it follows).
+ */
+function snapshotJump(
+  prev: GuestSample,
+  e: Extract<ChaosEvent, { kind: "restoreClocks" }>,
+  crystalPpm: number,
+  khzCreated: number,
+): { vcpu: number; tsc: bigint; cycles: bigint; lo: bigint; hi: bigint } | null {
+  const khz = khzCreated > 0 ? khzCreated : Number(prev.guestTscKhz);
+  if (!(khz > 0) || e.restoreStartNs < prev.trueNs) return null;
+  const tolPpm = crystalPpm + TSC_TOLERANCE_PPM * 1.00025 + 2e6 / khz + 0.01;
+  const hi = BigInt(Math.ceil((Number(e.restoreStartNs - prev.trueNs) * khz * (1 + tolPpm / 1e6)) / 1e6)) + 2n;
+  for (let k = 0; k < prev.vcpus.length; k++) {
+    const cpu = prev.vcpus[k] as number;
+    const tsc = e.stoppedTsc[cpu];
+    if (tsc === undefined) continue;
+    const cycles = tsc - (prev.tsc[k] as bigint);
+    if (cycles < -2n || cycles > hi) return { vcpu: cpu, tsc, cycles, lo: 0n, hi };
+  }
+  return null;
+}
+
+/** Whether a restore of a VM resumed it inside (t1, t2] (sim runs record every restore). */
+function restoresIndex(events: readonly ChaosEvent[]): (vmId: string, t1: bigint, t2: bigint) => boolean {
+  const at = new Map<string, bigint[]>();
+  for (const e of events) {
+    if (e.kind !== "restoreClocks") continue;
+    let l = at.get(e.vmId);
+    if (!l) at.set(e.vmId, (l = []));
+    l.push(e.trueNs);
+  }
+  return (vmId, t1, t2) => (at.get(vmId) ?? []).some((t) => t > t1 && t <= t2);
+}
+
+/**
+ * A VM's identity, kept by every daemon that runs it (I7's "guest state intact"): its vCPUs are the
+ * ones it was created with, sampled alike every time, and its fencing generation never goes back.
+ */
+function identityBroken(
+  s: GuestSample,
+  tr: { maxGeneration: bigint | null; sampledVcpus: number },
+  info: VmInfo | undefined,
+): { message: string; values: Record<string, Value> } | null {
+  const beyond = info ? s.vcpus.find((c) => c >= info.vcpus) : undefined;
+  if (info && beyond !== undefined) return { message: `runs vCPU ${beyond}, but it was created with ${info.vcpus} vCPU(s) (0..${info.vcpus - 1})`, values: { vcpu: beyond, createdVcpus: info.vcpus } };
+  if (tr.sampledVcpus >= 0 && s.vcpus.length !== tr.sampledVcpus)
+    return { message: `sampled with ${s.vcpus.length} vCPUs, ${tr.sampledVcpus} before: its vCPU count changed`, values: { vcpus: s.vcpus.length, before: tr.sampledVcpus } };
+  if (tr.maxGeneration !== null && s.generation < tr.maxGeneration)
+    return { message: `runs at generation ${s.generation} after generation ${tr.maxGeneration} ran`, values: { generation: String(s.generation), maxGeneration: String(tr.maxGeneration) } };
+  tr.sampledVcpus = s.vcpus.length;
+  if (tr.maxGeneration === null || s.generation > tr.maxGeneration) tr.maxGeneration = s.generation;
+  return null;
+}
+
 interface VmInfo {
   vmId: string;
+  vcpus: number;
   guestTscKhz: bigint;
   migrationHandling: boolean;
   handlingMode: string;
@@ -246,11 +314,13 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
   const rateMin = opts.rateMinIntervalNs ?? 10_000_000n;
   const epoch = h.meta.epochNs;
   const clocks = new HostClocks(h.events);
+  const sim = h.meta.mode === "sim";
+  const restoredIn = restoresIndex(h.events);
   const crystal = new Map(h.meta.daemons.map((d) => [d.name, d.crystalSlopePpm]));
   const violations: Violation[] = [];
   const hostFaults: Violation[] = [];
   const kept = new Map<string, number>();
-  const counts: CheckCounts = { samples: h.samples.length, vcpuReadings: 0, migrations: 0, migrationsCommitted: 0, migrationsStarted: 0, faults: 0, vms: 0, handled: 0, ratePairs: 0 };
+  const counts: CheckCounts = { samples: h.samples.length, vcpuReadings: 0, migrations: 0, migrationsCommitted: 0, migrationsStarted: 0, faults: 0, vms: 0, handled: 0, ratePairs: 0, restores: 0, livenessChecks: 0 };
   const report = (v: Violation) => {
     const key = v.faultClass ? `${v.invariant}/${v.faultClass}` : v.invariant;
     const n = (kept.get(key) ?? 0) + 1;
@@ -260,11 +330,18 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
 
   const vms = new Map<string, VmInfo>();
   for (const e of h.events) {
-    if (e.kind === "vm") vms.set(e.vmId, { vmId: e.vmId, guestTscKhz: e.guestTscKhz, migrationHandling: e.migrationHandling, handlingMode: e.handlingMode });
+    if (e.kind === "vm") vms.set(e.vmId, { vmId: e.vmId, vcpus: e.vcpus, guestTscKhz: e.guestTscKhz, migrationHandling: e.migrationHandling, handlingMode: e.handlingMode });
     else if (e.kind === "fault") counts.faults++;
     else if (e.kind === "migrateStart") counts.migrationsStarted++;
     else if (e.kind === "handled") counts.handled++;
-    else if (e.kind === "error")
+    else if (e.kind === "restoreClocks") {
+      counts.restores++;
+      for (const f of policyConformance(e))
+        report({ invariant: "I9", message: `migration ${e.migrationId} of ${e.vmId} (${e.policy}/${e.estimator}) restored on ${e.daemon}: ${f.message}`, vmId: e.vmId, ...(f.vcpu !== undefined ? { vcpu: f.vcpu } : {}), daemon: e.daemon, trueNs: e.trueNs, values: f.values });
+    } else if (e.kind === "liveness") {
+      counts.livenessChecks++;
+      if (!e.ok) report({ invariant: "L", message: `${e.what}: ${e.detail} (${e.attempts} attempt(s))`, trueNs: e.trueNs, values: { what: e.what, attempts: e.attempts, detail: e.detail } });
+    } else if (e.kind === "error")
       report({ invariant: "E", message: `unexpected exception on ${e.daemon}: ${e.message}`, daemon: e.daemon, trueNs: e.trueNs, values: { message: e.message } });
   }
   counts.vms = vms.size;
@@ -420,6 +497,10 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
     taint: FaultClass | null;
     /** Last sample whose bounded clock held true time or claimed no sync (I4 reports count migrations since). */
     lastContainedNs: bigint;
+    /** Highest generation sampled so far, the vCPUs sampled per sample, and whether its identity broke already (I7). */
+    maxGeneration: bigint | null;
+    sampledVcpus: number;
+    identityReported: boolean;
   }
   const tracks = new Map<string, VmTrack>();
   const track = (vmId: string): VmTrack => {
@@ -427,7 +508,7 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
     if (!t)
       tracks.set(
         vmId,
-        (t = { last: null, lastTsc: new Map(), lastKvm: new Map(), open: new Map(), broke: false, overlapReported: false, eras: [], lastStop: null, lastHandledMode: null, lastHandledNs: -1n, visited: new Set(), taint: null, lastContainedNs: -1n }),
+        (t = { last: null, lastTsc: new Map(), lastKvm: new Map(), open: new Map(), broke: false, overlapReported: false, eras: [], lastStop: null, lastHandledMode: null, lastHandledNs: -1n, visited: new Set(), taint: null, lastContainedNs: -1n, maxGeneration: null, sampledVcpus: -1, identityReported: false }),
       );
     return t;
   };
@@ -467,6 +548,27 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
           tr.lastStop = { daemon: e.daemon, t: e.trueNs };
           if (tr.open.size <= 1) tr.overlapReported = false;
         }
+      } else if (e.kind === "restoreClocks") {
+        // Where the restore left the guest TSC at resume: I8 measures the first sample of the new
+        // run from here (a restart before that sample must not lose what the restore set).
+        const tr = track(e.vmId);
+        const prev = tr.last;
+        // The snapshot follows from the source's last reading at the guest's rate (the capture lies
+        // between that reading and the restore): a jump there is state the source did not keep.
+        if (sim && prev && prev.generation === e.generation - 1n && !restoredIn(e.vmId, prev.trueNs, e.trueNs - 1n)) {
+          const jump = snapshotJump(prev, e, crystal.get(prev.daemon) ?? DRIFT_ALLOWANCE_PPM, Number(vms.get(e.vmId)?.guestTscKhz ?? 0n));
+          if (jump)
+            report({
+              invariant: "I8",
+              message: `${e.vmId} vCPU ${jump.vcpu}: the snapshot of migration ${e.migrationId} holds guest TSC ${jump.tsc}, ${jump.cycles} cycles past ${prev.daemon}'s reading at ${prev.trueNs} ns, where its rate allows ${jump.lo}..${jump.hi} by the restore at ${e.restoreStartNs} ns`,
+              vmId: e.vmId,
+              vcpu: jump.vcpu,
+              daemon: prev.daemon,
+              trueNs: e.restoreStartNs,
+              values: { migrationId: e.migrationId, fromNs: String(prev.trueNs), toNs: String(e.restoreStartNs), cycles: String(jump.cycles), lowestCycles: String(jump.lo), highestCycles: String(jump.hi) },
+            });
+        }
+        tr.last = { trueNs: e.trueNs, daemon: e.daemon, vmId: e.vmId, generation: e.generation, vcpus: e.tscAtResume.map((_t, i) => i), tsc: e.tscAtResume, kvmclockNs: [], bounded: NO_BOUND, guestTscKhz: 0n };
       } else if (e.kind === "handled") {
         const tr = track(e.vmId);
         const era = tr.eras[tr.eras.length - 1];
@@ -502,6 +604,13 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
         });
     }
     tr.visited.add(s.daemon);
+    if (!tr.identityReported) {
+      const broke = identityBroken(s, tr, info);
+      if (broke) {
+        tr.identityReported = true;
+        report({ invariant: "I7", message: `${s.vmId} on ${s.daemon} at ${s.trueNs} ns: ${broke.message}`, vmId: s.vmId, daemon: s.daemon, trueNs: s.trueNs, values: broke.values });
+      }
+    }
     const era = eraOf(tr, s.generation, s.trueNs, s.daemon);
     era.samples++;
     counts.vcpuReadings += s.vcpus.length;
@@ -535,9 +644,13 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
       tr.lastTsc.set(cpu, { v: tsc, s });
       tr.lastKvm.set(cpu, { v: kvm, s });
     }
-    // I8: rate between consecutive samples of one uninterrupted run on one daemon.
+    // I8: rate between consecutive samples of one uninterrupted run on one daemon — and, in sim
+    // runs, across a stop on that daemon at that generation (a pause a migration rolled back, a
+    // crash and restart from the journal) unless a restore ran in between: the guest TSC runs on
+    // while the vCPUs are stopped, so a jump there is state the daemon did not keep (a damaged record).
     const prev = tr.last;
-    if (prev && !tr.broke && prev.daemon === s.daemon && prev.generation === s.generation && s.trueNs - prev.trueNs >= rateMin) {
+    const across = tr.broke && sim && prev !== null && !restoredIn(s.vmId, prev.trueNs, s.trueNs);
+    if (prev && (!tr.broke || across) && prev.daemon === s.daemon && prev.generation === s.generation && s.trueNs - prev.trueNs >= rateMin) {
       const khz = Number(info?.guestTscKhz ?? s.guestTscKhz);
       const dtNs = Number(s.trueNs - prev.trueNs);
       const expected = (khz * dtNs) / 1e6; // cycles
@@ -555,7 +668,7 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
         if (Math.abs(ppm) > tol)
           report({
             invariant: "I8",
-            message: `${s.vmId} vCPU ${cpu} on ${s.daemon}: guest TSC ran ${ppm.toFixed(1)} ppm off ${khz} kHz between ${prev.trueNs} and ${s.trueNs} ns (tolerance ${tol.toFixed(1)} ppm)`,
+            message: `${s.vmId} vCPU ${cpu} on ${s.daemon}: guest TSC ran ${ppm.toFixed(1)} ppm off ${khz} kHz between ${prev.trueNs} and ${s.trueNs} ns${tr.broke ? " across a stop and restart there" : ""} (tolerance ${tol.toFixed(1)} ppm)`,
             vmId: s.vmId,
             vcpu: cpu,
             daemon: s.daemon,
@@ -573,7 +686,8 @@ export function checkHistory(h: ChaosHistory, opts: CheckOptions = {}): CheckRes
       tr.lastContainedNs = s.trueNs;
     } else {
       const trueRt = epoch + s.trueNs;
-      if (trueRt >= b.earliestNs && trueRt <= b.latestNs) {
+      // The read happened somewhere in [trueNs, trueNs + span]: held if any instant of it is inside.
+      if (trueRt + (s.trueSpanNs ?? 0n) >= b.earliestNs && trueRt <= b.latestNs) {
         tr.taint = null;
         tr.lastContainedNs = s.trueNs;
       } else {

@@ -55,6 +55,56 @@ export type HarnessEvent =
       kvmclockIdealAtResume: bigint;
       guestTscKhz: bigint;
     }
+  /**
+   * What one restore did to a VM's clocks (I9's input), observed by the harness at the hypervisor
+   * seam rather than taken from the restore's own account: where the clocks stopped (the snapshot
+   * the restore was handed), what the VM's clocks read once the restore returned (before any vCPU
+   * ran), every KVM_SET_CLOCK it issued with the destination's realtime at that ioctl, and, at the
+   * VM's first resume, the kvmclock each vCPU's guest computes from its pvclock record and TSC beside
+   * KVM's own. Per-vCPU arrays cover the first `RESTORE_VCPUS_RECORDED` vCPUs. `trueNs` is the resume.
+   */
+  | {
+      kind: "restoreClocks";
+      trueNs: bigint;
+      daemon: string;
+      migrationId: string;
+      vmId: string;
+      generation: bigint;
+      policy: string;
+      estimator: string;
+      capNs: bigint;
+      /** The restore's own report: what it estimated and says it advanced. */
+      estimatedBlackoutNs: bigint;
+      advancedNs: bigint;
+      capped: boolean;
+      /** The source's TSC rate per recorded vCPU: hostTscKhz · ratio / 2^fracBits kHz. */
+      sourceHostTscKhz: bigint;
+      sourceFracBits: number;
+      sourceRatio: bigint[];
+      /** The snapshot: guest TSC per vCPU, the kvmclock the guest read (largest over vCPUs; KVM's without kvmclock), source realtime. */
+      stoppedTsc: bigint[];
+      stoppedKvmclockNs: bigint;
+      stoppedKvmclockSpreadNs: bigint;
+      sourceRealtimeNs: bigint;
+      /** True instants the restore began and returned, and the destination realtime as it began. */
+      restoreStartNs: bigint;
+      restoreEndNs: bigint;
+      destinationRealtimeNs: bigint;
+      /** At restoreEndNs: guest TSC per vCPU, KVM_GET_CLOCK. */
+      restoredTsc: bigint[];
+      restoredKvmclockNs: bigint;
+      setClock: { trueNs: bigint; clockNs: bigint; flags: number; realtimeNs: bigint; destinationRealtimeNs: bigint }[];
+      /** At the resume: guest TSC per vCPU; vCPUs with kvmclock on, the guest's pvclock reading of each, and KVM_GET_CLOCK. */
+      tscAtResume: bigint[];
+      pvclockVcpus: number[];
+      pvclockKvmclockNs: bigint[];
+      kvmclockAtResumeNs: bigint;
+    }
+  /**
+   * A check that the deployment works again once faults stopped (after a Prepare flood: a real
+   * migration to the flooded daemon commits within the recovery bound). Not ok is a violation.
+   */
+  | { kind: "liveness"; trueNs: bigint; what: string; ok: boolean; attempts: number; detail: string }
   /** Faults stop here; the network heals; I7's bound starts. */
   | { kind: "heal"; trueNs: bigint; recoveryBoundNs: bigint }
   /** End of the recovery bound: where each VM runs, and what was still undecided. */

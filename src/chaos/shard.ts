@@ -334,7 +334,7 @@ type Totals = CampaignResult["totals"];
 
 /** Zeros with the keys of `like` in its order (every total a fold has is summed, whatever the checker counts). */
 function zeroTotals(like: Totals | undefined): Totals {
-  const base: Totals = { runs: 0, events: 0, simNs: 0n, samples: 0, vcpuReadings: 0, migrations: 0, migrationsCommitted: 0, migrationsStarted: 0, faults: 0, vms: 0, handled: 0, ratePairs: 0 };
+  const base: Totals = { runs: 0, events: 0, simNs: 0n, samples: 0, vcpuReadings: 0, migrations: 0, migrationsCommitted: 0, migrationsStarted: 0, faults: 0, vms: 0, handled: 0, ratePairs: 0, restores: 0, livenessChecks: 0 };
   if (!like) return base;
   return Object.fromEntries(Object.entries(like).map(([k, v]) => [k, typeof v === "bigint" ? 0n : 0])) as unknown as Totals;
 }

@@ -46,6 +46,8 @@ export interface SpawnDaemonOptions {
   scheduler?: Scheduler;
   /** Node arguments that start the tscmig CLI (default: [bin/tscmig.js]); tests run the TypeScript sources. */
   entry?: string[];
+  /** Give up on a daemon that neither listens nor exits this long after the spawn: SIGKILL it and reject (default: wait). */
+  readyTimeoutNs?: bigint;
 }
 
 export async function spawnDaemon(o: SpawnDaemonOptions): Promise<LocalDaemon> {
@@ -65,12 +67,25 @@ export async function spawnDaemon(o: SpawnDaemonOptions): Promise<LocalDaemon> {
   createInterface({ input: child.stderr! }).on("line", keep);
   const lines = createInterface({ input: child.stdout! });
   const listening = await new Promise<{ http: string; grpc: string }>((ok, fail) => {
-    const onExit = (code: number | null) => fail(new TscmigError("unavailable", `daemon ${o.name} exited (${code}) before listening:\n${logs.slice(-20).join("\n")}`));
+    const onExit = (code: number | null) => {
+      timer?.cancel();
+      fail(new TscmigError("unavailable", `daemon ${o.name} exited (${code}) before listening:\n${logs.slice(-20).join("\n")}`, { reason: "exited" }));
+    };
     child.once("exit", onExit);
+    const limitNs = o.readyTimeoutNs;
+    const timer =
+      limitNs === undefined
+        ? null
+        : (o.scheduler ?? new RealScheduler()).after(limitNs, () => {
+            child.off("exit", onExit);
+            child.kill("SIGKILL");
+            fail(new TscmigError("deadline_exceeded", `daemon ${o.name} neither listened nor exited within ${limitNs / 1_000_000n} ms (killed):\n${logs.slice(-20).join("\n")}`, { reason: "start_hung" }));
+          });
     lines.on("line", (line) => {
       keep(line);
       const at = listeningOf(line);
       if (at) {
+        timer?.cancel();
         child.off("exit", onExit);
         ok(at);
       }

@@ -542,10 +542,12 @@ export class TscmigNode {
     const tick = () => {
       h.sampler = null;
       if (this.stopped || h.role !== "owner" || !h.vm.running || this.vms.get(h.id) !== h) return;
-      // The bounded clock first: a read that makes the guest act on a migration journals that, which
-      // takes time; the true instant of the sample is where the guest read its clock, after that.
-      const bounded = h.guest.now();
+      // A read that makes the guest act on a migration journals that, which takes time: let that
+      // happen first, then bracket the guest's read of its clock with two reads of true time.
+      h.guest.now();
       const t = this.host.trueNs();
+      const bounded = h.guest.now();
+      const spanNs = this.host.trueNs() - t;
       const n = Math.min(h.vm.vcpuCount, this.cfg.sampleVcpusMax);
       const vcpus: number[] = [];
       const tsc: bigint[] = [];
@@ -556,7 +558,7 @@ export class TscmigNode {
         tsc.push(v);
         kvm.push(pvclockReadCycles(h.vm.pvclock.guestRead(i), v));
       }
-      history.sample({ trueNs: t, daemon: this.cfg.name, vmId: h.id, generation: h.generation, vcpus, tsc, kvmclockNs: kvm, bounded, guestTscKhz: h.vm.guestTscKhz });
+      history.sample({ trueNs: t, ...(spanNs > 0n ? { trueSpanNs: spanNs } : {}), daemon: this.cfg.name, vmId: h.id, generation: h.generation, vcpus, tsc, kvmclockNs: kvm, bounded, guestTscKhz: h.vm.guestTscKhz });
       h.sampler = this.deps.scheduler.after(this.samplePeriodNs(), tick);
     };
     h.sampler?.cancel();

@@ -4,7 +4,13 @@
 import type { BoundedNow, HandledEvent } from "./guest/guest.js";
 
 export interface GuestSample {
+  /**
+   * The guest read its clock at a true instant in [trueNs, trueNs + trueSpanNs]: a live daemon reads
+   * true time before and after the guest's read, and a process can be descheduled in between. The
+   * simulator's reads take no time (no span).
+   */
   trueNs: bigint;
+  trueSpanNs?: bigint;
   daemon: string;
   vmId: string;
   generation: bigint;

@@ -28,7 +28,7 @@ export const LIMITS = {
    * past it the destination aborts it durably. Longer than a Prepare → Transfer of a healthy source
    * (its probes, each within a deadline), short enough that a flood of Prepares frees itself.
    */
-  prepareLeaseNs: 30_000_000_000n,
+  prepareLeaseNs: 15_000_000_000n,
   /** Probe exchanges per migration. */
   probeExchangesMax: 16,
   /** Default per-call deadline between daemons. */

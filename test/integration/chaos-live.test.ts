@@ -19,7 +19,7 @@ const entry = [
 ];
 
 describe("live chaos campaign", () => {
-  it("two runs against real daemons behind fault proxies: I1–I8 hold, every migration accounted for", async () => {
+  it("two runs against real daemons behind fault proxies: I1–I9 hold, every migration accounted for", async () => {
     const seed = BigInt(process.env.TSCMIG_CHAOS_SEED ?? "3");
     process.stdout.write(`live chaos campaign: seed ${seed}; replay: tscmig chaos --mode live --seed ${seed} --runs 2\n`);
     const r = await runCampaign(

@@ -1,4 +1,4 @@
-// Goal: every commit runs a bounded chaos campaign: I1–I8 hold over seeded runs with every fault
+// Goal: every commit runs a bounded chaos campaign: I1–I9 hold over seeded runs with every fault
 // kind active at random, and the hazard the project exists for is found when guests are not told.
 // Method: the campaign seed comes from the commit (`git rev-parse HEAD`, or TSCMIG_CHAOS_SEED to
 // replay), printed with the command that reruns it; failures list each run's own replay command.
@@ -38,7 +38,7 @@ async function campaign(runs: number, flags: Record<string, string>, scenario: S
 const defaults = parseChaosFlags({ mode: "sim", seed: String(seed), policy: "advance", estimator: "one-sided", guestMigrationHandling: "on", skewMax: "262s", faults: "all", vcpusMax: "4", sampleInterval: "100ms", ntpSource: "reference", determinismCheck: "0.05" });
 
 describe(`chaos campaign seeded from ${from}`, () => {
-  it("default policy and estimator (advance, one-sided), every fault kind: I1–I8 hold", async () => {
+  it("default policy and estimator (advance, one-sided), every fault kind: I1–I9 hold", async () => {
     const r = await campaign(300, defaults.flags, defaults.campaign.scenario);
     expect(r.violationCount, explain(r, defaults.flags)).toBe(0);
     expect(r.totals.migrationsCommitted).toBeGreaterThan(300);
@@ -50,7 +50,7 @@ describe(`chaos campaign seeded from ${from}`, () => {
       expect(r.faultSites[site] ?? 0, site).toBeGreaterThan(0);
   });
 
-  it("every policy and estimator: I1–I8 hold; what the hosts' false claims break is reported apart", async () => {
+  it("every policy and estimator: I1–I9 hold; what the hosts' false claims break is reported apart", async () => {
     const flags = { ...defaults.flags, policy: "all", estimator: "all" };
     const r = await campaign(150, flags, { ...DEFAULT_SCENARIO, faults: FAULT_KINDS, policies: POLICIES, estimators: ESTIMATORS });
     expect(r.violationCount, explain(r, flags)).toBe(0);

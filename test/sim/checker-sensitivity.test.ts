@@ -7,8 +7,18 @@ import { type CampaignOptions, defaultCampaign, runCampaign } from "../../src/ch
 import { checkHistory, type Invariant } from "../../src/chaos/checker.js";
 import type { ChaosEvent, ChaosHistory } from "../../src/chaos/history.js";
 import { runSimulation } from "../../src/chaos/sim/run.js";
-import { DEFAULT_SCENARIO, type ScenarioOptions } from "../../src/chaos/sim/scenario.js";
-import { restoreForgettingStoppedFlag, restoreSubtractingHostRealtimes } from "../helpers/broken-restores.js";
+import { DEFAULT_SCENARIO, FAULT_KINDS, type ScenarioOptions } from "../../src/chaos/sim/scenario.js";
+import type { RestoreFn } from "../../src/destination/migrate-in.js";
+import { ESTIMATORS } from "../../src/shared/migration/blackout.js";
+import { POLICIES, type PolicyName } from "../../src/shared/migration/restore.js";
+import {
+  restoreAdvanceKvmclockApart,
+  restoreForgettingStoppedFlag,
+  restoreFreezeAdvancingTsc,
+  restoreKvmRealtimeIgnoringRealtime,
+  restorePvclockApart,
+  restoreSubtractingHostRealtimes,
+} from "../helpers/broken-restores.js";
 
 const campaign = (scenario: ScenarioOptions, over: Partial<CampaignOptions> = {}) => runCampaign(defaultCampaign({ seed: 4242n, runs: 24, scenario, determinismCheck: 0, plotRuns: 0, ...over }));
 const count = (r: { violationsByInvariant: Record<string, number> }, i: Invariant) => r.violationsByInvariant[i] ?? 0;
@@ -49,6 +59,36 @@ describe("broken builds are caught", () => {
     expect(r.violations).toEqual([]);
     expect(r.hostFaultsByClass["I3/lying-clock"] ?? 0).toBeGreaterThan(0);
   });
+});
+
+describe("I9: a restore that does not do what its policy says is caught", () => {
+  it("the real restore conforms under every policy and estimator, with every fault kind", async () => {
+    const r = await campaign({ ...DEFAULT_SCENARIO, faults: FAULT_KINDS, policies: POLICIES, estimators: ESTIMATORS }, { runs: 48 });
+    expect(count(r, "I9"), JSON.stringify(r.violations.filter((v) => v.invariant === "I9").slice(0, 3))).toBe(0);
+    expect(r.totals.restores).toBeGreaterThan(48);
+  });
+
+  const cases: { name: string; policies: PolicyName[]; hook: RestoreFn; message: RegExp; i3Holds?: boolean }[] = [
+    { name: "a freeze that advances the TSC", policies: ["freeze"], hook: restoreFreezeAdvancingTsc, message: /freeze.*guest TSC moved \d+ cycles from where it stopped, not 0/ },
+    // Inside the reported bound: I3 cannot see it, only the policy's definition can.
+    { name: "an advance whose kvmclock moves by more than its TSC", policies: ["advance", "advance-capped"], hook: restoreAdvanceKvmclockApart, message: /kvmclock moved -?\d+ ns from where it stopped, not \d+ ns/, i3Holds: true },
+    { name: "a kvm-realtime that ignores the realtime argument", policies: ["kvm-realtime"], hook: restoreKvmRealtimeIgnoringRealtime, message: /kvm-realtime.*kvmclock moved 0 ns from where it stopped, not [1-9]\d* ns.*KVM_SET_CLOCK\(REALTIME\)/ },
+    { name: "a pvclock record inconsistent with the restored kvmclock", policies: POLICIES.slice(), hook: restorePvclockApart, message: /at resume vCPU \d+'s guest computes kvmclock \d+ ns from its pvclock record, 100000 ns off KVM's/ },
+  ];
+  for (const c of cases)
+    it(`${c.name} fails I9 (${c.policies.join(", ")}); the real restore passes the same campaign`, async () => {
+      const scenario: ScenarioOptions = { ...DEFAULT_SCENARIO, faults: [], policies: c.policies, estimators: ESTIMATORS, clocksource: "kvm-clock" };
+      const control = await campaign(scenario);
+      expect(control.violations).toEqual([]);
+      expect(control.totals.restores).toBeGreaterThan(20);
+      const broken = await campaign(scenario, { restoreHook: c.hook });
+      expect(count(broken, "I9")).toBeGreaterThan(0);
+      const i9 = broken.violations.filter((x) => x.invariant === "I9");
+      const v = i9.find((x) => c.message.test(x.message));
+      expect(v, i9.map((x) => x.message).join("\n")).toBeDefined();
+      expect(v?.values.migrationId).toBeDefined();
+      if (c.i3Holds) expect(count(broken, "I3")).toBe(0);
+    });
 });
 
 // ---- one wrong fact per invariant in a real history ------------------------------------------------
@@ -141,6 +181,14 @@ describe("one wrong fact per invariant is caught", async () => {
       f.owners = f.owners.map((o) => ({ ...o, daemons }));
       expect(invariantsOf(h)).toContain("I7");
     }
+  });
+
+  it("I9: a restore that left one vCPU's TSC two cycles past where its policy puts it", () => {
+    const h = clone(base);
+    const e = h.events.find((x) => x.kind === "restoreClocks") as Extract<ChaosEvent, { kind: "restoreClocks" }>;
+    e.restoredTsc[0] = e.restoredTsc[0]! + 2n;
+    expect(invariantsOf(h)).toEqual(new Set(["I9"]));
+    expect(checkHistory(h).violations[0]?.vcpu).toBe(0);
   });
 
   it("I8: one sample whose TSC ran 1000 ppm fast since the one before", () => {

@@ -5,7 +5,9 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import type { CampaignOptions } from "../../src/chaos/campaign.js";
 import { type ChaosFlags, runChaos } from "../../src/chaos/cli.js";
+import { restoreFreezeAdvancingTsc } from "../helpers/broken-restores.js";
 
 const dir = mkdtempSync(join(tmpdir(), "tscmig-chaos-reports-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -34,9 +36,9 @@ function reportData(html: string): { rows: (string | number)[][]; timelines: Rec
   return JSON.parse((m as RegExpExecArray)[1] as string);
 }
 
-async function run(over: Partial<ChaosFlags>): Promise<{ code: number; text: string }> {
+async function run(over: Partial<ChaosFlags>, extra: Partial<CampaignOptions> = {}): Promise<{ code: number; text: string }> {
   let text = "";
-  const code = await runChaos(flags(over), (s) => (text += s));
+  const code = await runChaos(flags(over), (s) => (text += s), extra);
   return { code, text };
 }
 
@@ -47,7 +49,7 @@ describe("tscmig chaos reports", () => {
     const html = join(dir, "pass.html");
     const { code, text } = await run({ json, junit, html });
     expect(code).toBe(0);
-    expect(text).toMatch(/PASS: I1–I8 held in every run/);
+    expect(text).toMatch(/PASS: I1–I9 held in every run/);
     const j = JSON.parse(readFileSync(json, "utf8"));
     expect(j.seed).toBe("5");
     expect(j.runs).toBe(20);
@@ -55,6 +57,8 @@ describe("tscmig chaos reports", () => {
     expect(j.checked.samples).toBeGreaterThan(0);
     expect(j.checked.migrations).toBeGreaterThan(0);
     expect(j.checked.faults).toBeGreaterThan(0);
+    expect(j.checked.restores).toBeGreaterThan(0);
+    expect(j.violationsByInvariant.I9).toBe(0);
     expect(j.distributions.byPolicy.advance.absErrorNs.p50).toBeGreaterThanOrEqual(0);
     expect(j.distributions.byPolicy.advance.errorOverBound.max).toBeLessThanOrEqual(1);
     expect(j.distributions.byEstimator["one-sided"].migrations).toBe(j.checked.migrations);
@@ -82,6 +86,7 @@ describe("tscmig chaos reports", () => {
     expect(h).toMatch(/What each source(&apos;|&#39;|')s migrate call returned/);
     // Round decade ticks with units on the log axes, never exponent notation.
     expect(h.replace(/<script[\s\S]*?<\/script>/g, "")).not.toMatch(/\de[+-]\d/);
+    expect(h).toMatch(/I9 policy conformance/);
   });
 
   it("a failing campaign: exit 1, each failing run with its replay command, which replays it alone", async () => {
@@ -128,6 +133,22 @@ describe("tscmig chaos reports", () => {
     const r = JSON.parse(readFileSync(join(dir, "replay.json"), "utf8"));
     expect(r.violations[0].seed).toBe(seed);
     expect(r.violationsByInvariant.I4).toBeGreaterThan(0);
+  });
+
+  it("a restore that breaks its policy: I9 in the summary, the JSON, the JUnit failure and the HTML table", async () => {
+    const json = join(dir, "i9.json");
+    const junit = join(dir, "i9.xml");
+    const html = join(dir, "i9.html");
+    const { code, text } = await run({ policy: "freeze", faults: "none", runs: "6", json, junit, html }, { restoreHook: restoreFreezeAdvancingTsc });
+    expect(code).toBe(1);
+    expect(text).toMatch(/I9 policy conformance ×\d+/);
+    const j = JSON.parse(readFileSync(json, "utf8"));
+    expect(j.violationsByInvariant.I9).toBeGreaterThan(0);
+    const v = j.violations.find((x: { invariant: string }) => x.invariant === "I9");
+    expect(v.title).toBe("policy conformance");
+    expect(v.values.policy).toBe("freeze");
+    expect(readFileSync(junit, "utf8")).toMatch(/<failure type="I9" message="I9 policy conformance violated/);
+    expect(readFileSync(html, "utf8")).toMatch(/I9 policy conformance<\/td><td[^>]*>[1-9]/);
   });
 
   it("bad flags are refused with the flag named", async () => {

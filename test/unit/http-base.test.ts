@@ -185,7 +185,7 @@ describe("health, readiness, metrics, OpenAPI", () => {
     expect(res.statusCode).toBe(200);
     const doc = res.json();
     expect(doc.info).toMatchObject({ title: "tscmig test", version: "0.0.0" });
-    expect(doc.tags.map((t: { name: string }) => t.name)).toEqual(["vms", "migrations", "host", "history", "operations"]);
+    expect(doc.tags.map((t: { name: string }) => t.name)).toEqual(["vms", "migrations", "host", "history", "events", "operations"]);
     expect(doc.paths["/v1/vms"].post.summary).toBe("Create a VM (sample)");
     expect(doc.paths["/v1/vms"].post.requestBody.content["application/json"].schema.required).toEqual(["vcpus"]);
     expect(doc.paths["/healthz"].get.security).toEqual([]);

@@ -8,7 +8,7 @@
 // (dist/web/report.js), nothing is fetched. Sized for thousands of runs: each run's timeline is a
 // few KB of compact JSON embedded as a string, parsed only when the run is shown.
 
-import { INVARIANT_TITLES, INVARIANTS, type Violation } from "../checker.js";
+import { CHECKS, INVARIANT_TITLES, type Violation } from "../checker.js";
 import type { CampaignResult } from "../campaign.js";
 import { readWebAsset } from "../../shared/web-assets.js";
 import { buildJsonReport, type GroupStats, type ReportContext } from "./json.js";
@@ -267,7 +267,7 @@ export function buildHtml(r: CampaignResult, ctx: ReportContext): string {
   parts.push(
     `<p>${table(
       ["", "invariant", "violations"],
-      [...INVARIANTS, "E", "D"].map((i) => {
+      CHECKS.map((i) => {
         const n = j.violationsByInvariant[i] ?? 0;
         return [`<span style="color:${n ? C.bad : C.ok}">${n ? "✗" : "✓"}</span>`, `${i} ${esc(INVARIANT_TITLES[i as keyof typeof INVARIANT_TITLES])}`, String(n)];
       }),

@@ -2,7 +2,7 @@
 // violation with the values involved and the command that replays its run, and the distributions
 // of migration error (per policy and per estimator) and blackout. 64-bit values are decimal strings.
 
-import { INVARIANT_TITLES, INVARIANTS, type Violation } from "../checker.js";
+import { CHECKS, INVARIANT_TITLES, type Violation } from "../checker.js";
 import type { CampaignResult } from "../campaign.js";
 import type { MigrationStat } from "../run-outcome.js";
 import { logHistogram, summarize, type Summary } from "./stats.js";
@@ -82,7 +82,7 @@ export function buildJsonReport(r: CampaignResult, ctx: ReportContext) {
   const t = r.totals;
   const elapsedS = ctx.elapsedNs !== undefined ? Number(ctx.elapsedNs) / 1e9 : null;
   const byInv: Record<string, number> = {};
-  for (const i of [...INVARIANTS, "E", "D"]) byInv[i] = r.violationsByInvariant[i] ?? 0;
+  for (const i of CHECKS) byInv[i] = r.violationsByInvariant[i] ?? 0;
   return {
     tool: "tscmig chaos",
     mode: r.mode,
@@ -103,9 +103,11 @@ export function buildJsonReport(r: CampaignResult, ctx: ReportContext) {
       vms: t.vms,
       handled: t.handled,
       ratePairs: t.ratePairs,
+      restores: t.restores,
+      livenessChecks: t.livenessChecks,
       simulatedNs: t.simNs.toString(),
       events: t.events,
-      note: "migrations: committed migrations whose error at resume was checked against their bound (I3); faults: faults injected (crashes, kills, lost/duplicated/reset/partitioned messages, lost doorbells)",
+      note: "migrations: committed migrations whose error at resume was checked against their bound (I3); faults: faults injected (crashes, kills, lost/duplicated/reset/partitioned messages, lost doorbells); restores: restores whose clocks were checked against their policy's definition (I9; recorded by sim runs)",
     },
     recoveryBoundNs: ctx.recoveryBoundNs !== undefined ? ctx.recoveryBoundNs.toString() : null,
     violationsByInvariant: byInv,

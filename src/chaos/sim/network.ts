@@ -13,6 +13,12 @@
 //   crash       a daemon that dies mid-call never answers (its callers see `unavailable`); calls to
 //               a dead daemon are refused
 //
+// Peers authenticate at the transport, as mutual TLS or a peer token in gRPC metadata would: every
+// dialer carries a credential, and an endpoint refuses a call without the deployment's peer
+// credential with `unauthenticated` before any handler runs. The daemons all hold it; a hostile
+// actor may hold it (a compromised peer) or not (an outsider). A tap lets such an actor observe
+// what goes by (migration ids, VM ids, generations and snapshots are not secret).
+//
 // A caller whose process died (its incarnation's fence is down) never sees a reply: its promises
 // stay pending forever, as a dead process's would.
 
@@ -36,7 +42,7 @@ import {
 import { type ErrorCode, isTscmigError, TscmigError } from "../../shared/errors.js";
 import { CrashSignal } from "../../shared/faults.js";
 import { LIMITS } from "../../shared/limits.js";
-import type { PeerClient, PeerDialer } from "../../shared/migration/messages.js";
+import type { AbortReq, CommitReq, PeerClient, PeerDialer, PrepareReq, TransferReq } from "../../shared/migration/messages.js";
 import {
   abortReqFromPb,
   abortReqToPb,
@@ -104,6 +110,34 @@ export interface NetStats {
   duplicated: number;
   resets: number;
   partitioned: number;
+  /** Calls the transport refused for want of the peer credential. */
+  unauthenticated: number;
+}
+
+/** The credential every daemon of the simulated deployment dials and accepts with. */
+export const PEER_CREDENTIAL = "deployment-peer-credential";
+
+/** A request as an on-path observer sees it (decoded), at delivery to an authenticated endpoint. */
+export type Tapped = { from: string; to: string } & (
+  | { method: "Prepare"; req: PrepareReq }
+  | { method: "Transfer"; req: TransferReq }
+  | { method: "Commit"; req: CommitReq }
+  | { method: "Abort"; req: AbortReq }
+);
+
+function decodeTapped(from: string, to: string, method: string, b: Uint8Array): Tapped | null {
+  switch (method) {
+    case "Prepare":
+      return { from, to, method, req: prepareReqFromPb(fromBinary(PrepareRequestSchema, b)) };
+    case "Transfer":
+      return { from, to, method, req: transferReqFromPb(fromBinary(TransferRequestSchema, b)) };
+    case "Commit":
+      return { from, to, method, req: commitReqFromPb(fromBinary(CommitRequestSchema, b)) };
+    case "Abort":
+      return { from, to, method, req: abortReqFromPb(fromBinary(AbortRequestSchema, b)) };
+    default:
+      return null;
+  }
 }
 
 /** One message on the simulated wire, as `tscmig chaos replay` shows it (tracing only: draws nothing). */
@@ -122,7 +156,9 @@ export class SimNetwork {
   private readonly endpoints = new Map<string, Endpoint>();
   /** Faults are injected only while true (the harness heals the network by clearing it). */
   faultsOn = true;
-  readonly stats: NetStats = { messages: 0, lost: 0, duplicated: 0, resets: 0, partitioned: 0 };
+  readonly stats: NetStats = { messages: 0, lost: 0, duplicated: 0, resets: 0, partitioned: 0, unauthenticated: 0 };
+  /** Sees every authenticated request as it is delivered (a hostile observer); none by default. */
+  tap: ((m: Tapped) => void) | null = null;
 
   constructor(
     private readonly sched: Scheduler,
@@ -145,10 +181,10 @@ export class SimNetwork {
     this.endpoints.delete(address);
   }
 
-  /** The dialer of one incarnation of daemon `from`. */
-  dialer(from: string, fence: Fence): PeerDialer {
+  /** The dialer of one incarnation of daemon `from` (or another actor), carrying `credential` (null: none). */
+  dialer(from: string, fence: Fence, credential: string | null = PEER_CREDENTIAL): PeerDialer {
     return {
-      dial: (address: string) => this.client(from, address, fence),
+      dial: (address: string) => this.client(from, address, fence, credential),
       // Simulated daemons are addressed by name; any name is dialable (an unknown one refuses).
       checkAddress: (address: string, field: string) => checkId(address, field),
     };
@@ -174,7 +210,15 @@ export class SimNetwork {
   }
 
   /** Sends `bytes` to `to`'s `method`; resolves with the reply bytes or rejects with a TscmigError. */
-  private call(from: string, to: string, method: string, bytes: Uint8Array, fence: Fence, handle: (node: TscmigNode, bytes: Uint8Array) => Uint8Array): Promise<Uint8Array> {
+  private call(
+    from: string,
+    to: string,
+    method: string,
+    bytes: Uint8Array,
+    fence: Fence,
+    credential: string | null,
+    handle: (node: TscmigNode, bytes: Uint8Array) => Uint8Array,
+  ): Promise<Uint8Array> {
     return new Promise<Uint8Array>((resolve, reject) => {
       let settled = false;
       const settle = (r: Reply | (() => TscmigError)) => {
@@ -214,7 +258,14 @@ export class SimNetwork {
         this.trace?.({ trueNs: this.now(), what: copy ? "deliver duplicate" : "deliver", from, to, method, bytes: bytes.length });
         let reply: Reply;
         try {
-          reply = { ok: handle(ep.node, bytes) };
+          if (credential !== PEER_CREDENTIAL) {
+            if (!copy) this.stats.unauthenticated++;
+            reply = { err: { code: "unauthenticated", message: `${method} to ${to}: the caller presented no valid peer credential` } };
+          } else {
+            const seen = !copy && this.tap ? decodeTapped(from, to, method, bytes) : null;
+            if (seen) this.tap?.(seen);
+            reply = { ok: handle(ep.node, bytes) };
+          }
         } catch (e) {
           if (e instanceof CrashSignal || !ep.fence.alive) {
             // The server died inside the call: its connections close under the caller.
@@ -268,8 +319,8 @@ export class SimNetwork {
     });
   }
 
-  private client(from: string, to: string, fence: Fence): PeerClient {
-    const call = (method: string, bytes: Uint8Array, handle: (node: TscmigNode, b: Uint8Array) => Uint8Array) => this.call(from, to, method, bytes, fence, handle);
+  private client(from: string, to: string, fence: Fence, credential: string | null): PeerClient {
+    const call = (method: string, bytes: Uint8Array, handle: (node: TscmigNode, b: Uint8Array) => Uint8Array) => this.call(from, to, method, bytes, fence, credential, handle);
     return {
       prepare: async (req) => {
         const out = await call("Prepare", toBinary(PrepareRequestSchema, create(PrepareRequestSchema, prepareReqToPb(req))), (node, b) => {

@@ -20,6 +20,7 @@ import { isTscmigError } from "../../shared/errors.js";
 import { SILENT_LOGGER } from "../../shared/logger.js";
 import { type JournalStore, MemoryJournal } from "../../shared/migration/journal.js";
 import { reportFromJson, type RestoreFn } from "../../destination/migrate-in.js";
+import { restoreSnapshot } from "../../shared/migration/restore.js";
 import type { EmulatedVm } from "../../shared/hypervisor/vm.js";
 import { pvclockReadCycles, type PvclockRecord } from "../../shared/kvm/pvclock.js";
 import type { Scheduler, Timer } from "../../shared/time/clock.js";
@@ -27,11 +28,16 @@ import { offsetAt } from "../../shared/time/offset-model.js";
 import { SeededRandom, type Random } from "../../shared/time/random.js";
 import { flushMicrotasks, SimClock, SimScheduler } from "../../shared/time/sim.js";
 import { drainMicrotasks } from "./drain.js";
-import { DEFAULT_GUEST, defaultNodeConfig, type NodeConfig, TscmigNode } from "../../daemon/node.js";
+import { DEFAULT_GUEST, defaultNodeConfig, type MigrateRequest, type NodeConfig, TscmigNode } from "../../daemon/node.js";
+import type { EstimatorName } from "../../shared/migration/blackout.js";
+import type { PolicyName } from "../../shared/migration/restore.js";
 import type { ChaosEvent, ChaosHistory } from "../history.js";
 import { historyHash } from "../history.js";
 import { type Fence, type NetStats, type NetTrace, SimNetwork } from "./network.js";
 import { drawScenario, type Scenario, type ScenarioOptions } from "./scenario.js";
+import { observeRestores } from "./restore-probe.js";
+import { type DamagedRecord, type JournalOp, type SimWorld, startIssue9Nemeses, type WorldDaemon } from "./issue9-nemeses.js";
+import { journalFullError, restoreStoredVmRecord } from "./journal-faults.js";
 
 /** Wall-clock instant of simulated true time 0 (2026-01-01T00:00:00Z). */
 export const SIM_EPOCH_NS = 1_767_225_600_000_000_000n;
@@ -93,26 +99,23 @@ class Recorder implements HistorySink {
   }
 }
 
-/** Writes of a dead incarnation never reach the disk; live ones cost `writeCost()` of process time first. */
-function fencedJournal(j: JournalStore, fence: Fence, writeCost: () => void): JournalStore {
+/**
+ * Writes of a dead incarnation never reach the disk; live ones cost `writeCost()` of process time
+ * first, and fail as on a full disk while `full()` says so (reads still work).
+ */
+function fencedJournal(j: JournalStore, fence: Fence, writeCost: () => void, full: () => boolean): JournalStore {
+  const write = (fn: () => void) => {
+    if (!fence.alive) return;
+    writeCost();
+    if (full()) throw journalFullError();
+    fn();
+  };
   return {
-    putVm: (r) => {
-      if (!fence.alive) return;
-      writeCost();
-      j.putVm(r);
-    },
+    putVm: (r) => write(() => j.putVm(r)),
     getVm: (id) => j.getVm(id),
     listVms: () => j.listVms(),
-    deleteVm: (id) => {
-      if (!fence.alive) return;
-      writeCost();
-      j.deleteVm(id);
-    },
-    putMigration: (r) => {
-      if (!fence.alive) return;
-      writeCost();
-      j.putMigration(r);
-    },
+    deleteVm: (id) => write(() => j.deleteVm(id)),
+    putMigration: (r) => write(() => j.putMigration(r)),
     getMigration: (id, source) => j.getMigration(id, source),
     listMigrations: (f) => j.listMigrations(f),
     transaction: (fn) => j.transaction(fn),
@@ -129,7 +132,7 @@ interface Incarnation {
   die: () => void;
 }
 
-interface SimDaemon {
+interface SimDaemon extends WorldDaemon {
   name: string;
   host: EmulatedHost;
   journal: MemoryJournal;
@@ -159,7 +162,7 @@ export async function runSimulation(seed: bigint, opts: SimRunOptions): Promise<
     kills: 0,
     restarts: 0,
     faultSites: {},
-    net: { messages: 0, lost: 0, duplicated: 0, resets: 0, partitioned: 0 },
+    net: { messages: 0, lost: 0, duplicated: 0, resets: 0, partitioned: 0, unauthenticated: 0 },
     active: [...scen.active],
   };
   const fault = (site: string, detail: string) => {
@@ -213,7 +216,20 @@ export async function runSimulation(seed: bigint, opts: SimRunOptions): Promise<
       jitterSeed: h.jitterSeed,
     });
     rec.event({ kind: "hostClock", trueNs: 0n, daemon: h.name, model: h.skew, maxerrorNs: h.maxerrorNs });
-    return { name: h.name, host, journal: new MemoryJournal(), rand: root.fork(`process:${h.name}`), incarnations: 0, current: null, restartTimer: null };
+    const d: SimDaemon = {
+      name: h.name,
+      host,
+      journal: new MemoryJournal(),
+      rand: root.fork(`process:${h.name}`),
+      incarnations: 0,
+      current: null,
+      restartTimer: null,
+      tscKhz: h.tscKhz,
+      diskFullUntilNs: -1n,
+      node: () => d.current?.node ?? null,
+      dead: () => d.current?.dead ?? new Promise<void>(() => {}),
+    };
+    return d;
   });
 
   const reference = scen.ntp;
@@ -251,9 +267,17 @@ export async function runSimulation(seed: bigint, opts: SimRunOptions): Promise<
     stall(d, d.rand.chance(scen.fsyncStallP) ? scen.stallMaxNs : scen.fsyncMaxNs, "stall.fsync");
   };
 
+  /** Crash sites armed for one daemon (collide: the first source dies right after journaling its decision). */
+  const armed = new Map<string, FaultSite>();
   const faultsFor = (d: SimDaemon, fence: Fence): Faults => ({
     fire: (site: FaultSite) => {
       if (!faultsActive || !fence.alive) return false;
+      if (armed.get(d.name) === site) {
+        armed.delete(d.name);
+        stats.crashes++;
+        crash(d, site);
+        return true;
+      }
       if (scen.pauseP > 0 && d.rand.chance(scen.pauseP)) stall(d, scen.stallMaxNs, `stall.${site}`);
       if (site === "doorbell.lose") {
         if (scen.doorbellLossP > 0 && d.rand.chance(scen.doorbellLossP)) {
@@ -350,29 +374,55 @@ export async function runSimulation(seed: bigint, opts: SimRunOptions): Promise<
       random: root.fork(`node:${d.name}:${d.incarnations}`),
       log: SILENT_LOGGER,
       host: d.host,
-      journal: fencedJournal(d.journal, fence, journalWrite(d)),
+      journal: fencedJournal(d.journal, fence, journalWrite(d), () => faultsActive && now() < d.diskFullUntilNs),
       dialer: net.dialer(d.name, fence),
       faults: faultsFor(d, fence),
       history,
-      ...(opts.restoreHook ? { restore: opts.restoreHook } : {}),
+      // Every restore is watched for I9 (the real one, or a test's broken one).
+      restore: observeRestores(opts.restoreHook ?? restoreSnapshot, {
+        daemon: d.name,
+        trueNs: now,
+        record: (e) => {
+          if (fence.alive) rec.event(e);
+        },
+      }),
     });
     d.current = { n: d.incarnations, node, fence, dead, die };
     net.attach(d.name, { node, fence });
     try {
       node.start();
+      return true;
     } catch (e) {
-      error(d.name, `start() threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
+      // A typed refusal (a damaged journal, say) is a daemon declining to start, as it should;
+      // anything else would have killed it with a raw exception.
+      if (!isTscmigError(e)) error(d.name, `start() threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
+      else fault("start.refused", `${d.name}: ${e.message}`);
+      return false;
     }
   };
 
+  /** Operator actions on a daemon's journal, carried out before its next start. */
+  const pendingOps = new Map<string, JournalOp>();
   const restart = (d: SimDaemon) => {
     if (d.current || ended) return;
     stats.restarts++;
     rec.event({ kind: "restart", trueNs: now(), daemon: d.name, incarnation: d.incarnations + 1 });
-    boot(d);
+    const op = pendingOps.get(d.name) ?? null;
+    pendingOps.delete(d.name);
+    let damaged: DamagedRecord | null = null;
+    if (op?.kind === "damage") damaged = issue9.damage(d, op.plan);
+    if (op?.kind === "restore") {
+      restoreStoredVmRecord(d.journal, op.backup);
+      fault("damage.restored", `${d.name}: the operator restored ${op.backup.vmId}'s record from the backup (${op.detail})`);
+    }
+    const started = boot(d);
+    if (!started && !damaged) crash(d, "start.failed"); // a daemon whose start failed exits
+    else if (!started) kill(d, "start.failed");
+    issue9.started(d, started, damaged);
   };
 
-  function crash(d: SimDaemon, site: string): void {
+  /** The process dies at once: nothing more runs, writes or answers; VMs it ran stop. */
+  function kill(d: SimDaemon, site: string): void {
     const c = d.current;
     if (!c || !c.fence.alive) return;
     const t = now();
@@ -383,7 +433,14 @@ export async function runSimulation(seed: bigint, opts: SimRunOptions): Promise<
     net.detach(d.name);
     d.current = null;
     fault(site, `${d.name} died (incarnation ${c.n})`);
-    if (faultsActive) {
+  }
+
+  /** A crash: the daemon dies and, while faults are on (or an operator waits to act), restarts after a downtime. */
+  function crash(d: SimDaemon, site: string): void {
+    const c = d.current;
+    if (!c || !c.fence.alive) return;
+    kill(d, site);
+    if (faultsActive || pendingOps.has(d.name)) {
       const down = d.rand.bigint(scen.downtimeMinNs, scen.downtimeMaxNs);
       d.restartTimer = sched.after(down, () => {
         d.restartTimer = null;
@@ -434,6 +491,30 @@ export async function runSimulation(seed: bigint, opts: SimRunOptions): Promise<
   }
 
   const sleep = (ns: bigint) => new Promise<void>((r) => sched.after(ns, r));
+  /** One migration as the harness drives it: recorded, counted; null when the source died meanwhile or it threw. */
+  const migrateOnce = async (o: { d: SimDaemon; inc: Incarnation }, vmId: string, dst: SimDaemon, req: MigrateRequest & { policy: PolicyName; estimator: EstimatorName; doorbell: boolean }) => {
+    stats.migrationsStarted++;
+    rec.event({ kind: "migrateStart", trueNs: now(), vmId, source: o.d.name, destination: dst.name, policy: req.policy, estimator: req.estimator, doorbell: req.doorbell });
+    try {
+      const r = await Promise.race([o.inc.node.migrate(vmId, req), o.inc.dead.then(() => null)]);
+      if (r) {
+        stats.outcomes[r.outcome] = (stats.outcomes[r.outcome] ?? 0) + 1;
+        if (r.error) {
+          const why = `${r.outcome}:${r.error.reason ?? r.error.code}`;
+          stats.reasons[why] = (stats.reasons[why] ?? 0) + 1;
+        }
+      } else stats.outcomes.crashed = (stats.outcomes.crashed ?? 0) + 1;
+      return r;
+    } catch (e) {
+      if (e instanceof CrashSignal || !o.inc.fence.alive) {
+        stats.outcomes.crashed = (stats.outcomes.crashed ?? 0) + 1;
+        return null;
+      }
+      if (!isTscmigError(e)) error(o.d.name, `migrate threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
+      stats.outcomes.error = (stats.outcomes.error ?? 0) + 1;
+      return null;
+    }
+  };
   let driversLeft = scen.vms.length;
   const driver = async (vmIndex: number) => {
     const v = scen.vms[vmIndex] as Scenario["vms"][number];
@@ -444,38 +525,58 @@ export async function runSimulation(seed: bigint, opts: SimRunOptions): Promise<
       if (!o) continue; // down or still settling: skip this one
       const others = daemons.filter((x) => x !== o.d);
       const dst = others[Math.min(others.length - 1, Math.floor(p.destPick * others.length))] as SimDaemon;
-      stats.migrationsStarted++;
-      rec.event({ kind: "migrateStart", trueNs: now(), vmId: v.id, source: o.d.name, destination: dst.name, policy: p.policy, estimator: p.estimator, doorbell: p.doorbell });
-      try {
-        const r = await Promise.race([
-          o.inc.node.migrate(v.id, {
-            destination: dst.name,
-            policy: p.policy,
-            estimator: p.estimator,
-            doorbell: p.doorbell,
-            ...(p.advanceCapNs !== undefined ? { advanceCapNs: p.advanceCapNs } : {}),
-          }),
-          o.inc.dead.then(() => null),
-        ]);
-        if (r) {
-          stats.outcomes[r.outcome] = (stats.outcomes[r.outcome] ?? 0) + 1;
-          if (r.error) {
-            const why = `${r.outcome}:${r.error.reason ?? r.error.code}`;
-            stats.reasons[why] = (stats.reasons[why] ?? 0) + 1;
-          }
-        }
-        else stats.outcomes.crashed = (stats.outcomes.crashed ?? 0) + 1;
-      } catch (e) {
-        if (e instanceof CrashSignal || !o.inc.fence.alive) {
-          stats.outcomes.crashed = (stats.outcomes.crashed ?? 0) + 1;
-          continue;
-        }
-        if (!isTscmigError(e)) error(o.d.name, `migrate threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
-        stats.outcomes.error = (stats.outcomes.error ?? 0) + 1;
-      }
+      await migrateOnce(o, v.id, dst, {
+        destination: dst.name,
+        policy: p.policy,
+        estimator: p.estimator,
+        doorbell: p.doorbell,
+        ...(p.advanceCapNs !== undefined ? { advanceCapNs: p.advanceCapNs } : {}),
+      });
     }
     if (--driversLeft === 0) heal();
   };
+
+  // ---- issue 9's nemeses (collide, hostile, disk-full, damage) ----------------------------------
+  /** VMs I7 requires at the end: the scenario's, and any a daemon reported creating at run time. */
+  const tracked = scen.vms.map((v) => v.id);
+  const world: SimWorld = {
+    scen,
+    daemons,
+    net,
+    sched,
+    now,
+    rand: root.fork("issue9"),
+    faultsActive: () => faultsActive,
+    ended: () => ended,
+    sleep,
+    task: (fn) => {
+      driversLeft++;
+      void fn().finally(() => {
+        if (--driversLeft === 0) heal();
+      });
+    },
+    fault,
+    error,
+    record: (e) => {
+      if (!ended) rec.event(e);
+    },
+    ownerOf: (vmId) => ownerOf(vmId)?.d ?? null,
+    migrate: (src, vmId, dst, o) => {
+      const inc = (src as SimDaemon).current;
+      if (!inc) return Promise.resolve(null);
+      return migrateOnce({ d: src as SimDaemon, inc }, vmId, dst as SimDaemon, { destination: dst.name, doorbell: false, ...o });
+    },
+    armCrash: (d, site) => armed.set(d.name, site),
+    disarm: (d) => armed.delete(d.name),
+    restartWith: (d, site, op) => {
+      const sd = d as SimDaemon;
+      if (op) pendingOps.set(d.name, op);
+      if (sd.current) crash(sd, site);
+      else if (op) sched.after(sd.rand.bigint(scen.downtimeMinNs, scen.downtimeMaxNs), () => restart(sd));
+    },
+    track: (vmId) => tracked.push(vmId),
+  };
+  const issue9 = startIssue9Nemeses(world);
 
   // ---- nemeses ------------------------------------------------------------------------------------
   for (const k of scen.kills) {
@@ -496,29 +597,49 @@ export async function runSimulation(seed: bigint, opts: SimRunOptions): Promise<
         out.push(`${d.name} is down`);
         continue;
       }
-      for (const m of d.journal.listMigrations({ decision: "pending" })) out.push(`${d.name}: ${m.role} side of ${m.migrationId} (${m.vmId}) undecided in phase ${m.phase}`);
+      // Past a few of one kind with one peer (a Prepare flood leaves hundreds), one line says how many.
+      const lines: { key: string; line: string; many: (n: number, first: string) => string }[] = [];
+      const add = (key: string, line: string, many: (n: number, first: string) => string) => lines.push({ key, line, many });
+      for (const m of d.journal.listMigrations({ decision: "pending" }))
+        add(`p ${m.role} ${m.peer} ${m.phase}`, `${d.name}: ${m.role} side of ${m.migrationId} (${m.vmId}) undecided in phase ${m.phase}`, (n, first) => `${d.name}: ${n} ${m.role} migrations with ${m.peer} undecided in phase ${m.phase} (${first}, …)`);
       for (const m of d.journal.listMigrations({ role: "source", decision: "committed" }))
-        if (m.phase !== "committed") out.push(`${d.name}: commit of ${m.migrationId} (${m.vmId}) not acknowledged by ${m.peer}`);
-      for (const i of c.node.destination.pending()) out.push(`${d.name}: inbound ${i.req.migrationId} (${i.req.vmId}) still ${i.state.phase}`);
+        if (m.phase !== "committed") add(`c ${m.peer}`, `${d.name}: commit of ${m.migrationId} (${m.vmId}) not acknowledged by ${m.peer}`, (n, first) => `${d.name}: ${n} commits not acknowledged by ${m.peer} (${first}, …)`);
+      for (const i of c.node.destination.pending())
+        add(`i ${i.req.sourceName} ${i.state.phase}`, `${d.name}: inbound ${i.req.migrationId} (${i.req.vmId}) still ${i.state.phase}`, (n, first) => `${d.name}: ${n} inbound migrations from ${i.req.sourceName} still ${i.state.phase} (${first}, …)`);
+      const per = new Map<string, number>();
+      for (const l of lines) per.set(l.key, (per.get(l.key) ?? 0) + 1);
+      const said = new Set<string>();
+      for (const l of lines) {
+        const n = per.get(l.key) as number;
+        if (n <= 3) out.push(l.line);
+        else if (!said.has(l.key)) {
+          said.add(l.key);
+          out.push(l.many(n, l.line.replace(`${d.name}: `, "")));
+        }
+      }
     }
     return out;
   };
   const owners = () =>
-    scen.vms.map((v) => {
+    tracked.map((vmId) => {
       const held: string[] = [];
       let generation = 0n;
       for (const d of daemons) {
-        const h = d.current?.node.listVms().find((x) => x.id === v.id);
+        const h = d.current?.node.listVms().find((x) => x.id === vmId);
         if (h && h.role === "owner" && h.vm.running) {
           held.push(d.name);
           generation = h.generation;
         }
       }
-      return { vmId: v.id, daemons: held, generation: String(generation) };
+      return { vmId, daemons: held, generation: String(generation) };
     });
+  /** The liveness check after healing: null (none), running, or done (it recorded its event). */
+  let liveness: "running" | "done" | null = null;
   const finish = () => {
     if (ended) return;
     for (const e of restoredEvents()) rec.event(e);
+    if (liveness === "running")
+      rec.event({ kind: "liveness", trueNs: now(), what: "the liveness check after healing", ok: false, attempts: 0, detail: "still trying when the recovery bound ran out" });
     rec.event({ kind: "final", trueNs: now(), owners: owners(), unresolved: unresolved() });
     ended = true;
   };
@@ -529,6 +650,7 @@ export async function runSimulation(seed: bigint, opts: SimRunOptions): Promise<
     net.faultsOn = false;
     healedAt = now();
     rec.event({ kind: "heal", trueNs: healedAt, recoveryBoundNs: scen.recoveryBoundNs });
+    issue9.heal();
     for (const d of daemons) {
       d.restartTimer?.cancel();
       d.restartTimer = null;
@@ -537,11 +659,16 @@ export async function runSimulation(seed: bigint, opts: SimRunOptions): Promise<
     const check = () => {
       if (ended) return;
       const since = now() - healedAt;
-      const quiet = driversLeft === 0 && owners().every((o) => o.daemons.length === 1) && unresolved().length === 0;
+      const quiet = driversLeft === 0 && liveness !== "running" && owners().every((o) => o.daemons.length === 1) && unresolved().length === 0;
       if (quiet || since >= scen.recoveryBoundNs) finish();
       else sched.after(250n * MS, check);
     };
     sched.after(scen.settleNs, check);
+    const live = issue9.liveness();
+    if (live) {
+      liveness = "running";
+      void live.finally(() => (liveness = "done"));
+    }
   }
   sched.after(scen.faultsMaxNs, heal);
   if (scen.vms.length === 0) heal();

@@ -192,9 +192,16 @@ export class Guest {
   /** One NTP poll: step the wall offset onto the source and take its error bound. */
   sync(): void {
     if (!this.vm.running) return;
-    const cs = this.clocksourceNs();
+    // The source is read between two reads of the guest's own clock, as an NTP exchange brackets
+    // the server's stamp: the offset is taken at the midpoint, and half the bracket joins the error
+    // (a process descheduled between the reads would otherwise step the clock by the pause while
+    // claiming only the source's bound). In simulation no time passes: the bracket is empty.
+    const cs1 = this.clocksourceNs();
     const r = this.opts.ntpSource();
-    const us = (r.maxerrorNs + 999n) / 1000n;
+    const cs2 = this.clocksourceNs();
+    const cs = cs1 + (cs2 - cs1) / 2n;
+    const halfBracketNs = (cs2 - cs1 + 1n) / 2n;
+    const us = (r.maxerrorNs + halfBracketNs + 999n) / 1000n;
     if (us >= NTP_PHASE_LIMIT_US) {
       // A source that cannot bound its error below NTP_PHASE_LIMIT is no sync at all: the kernel
       // would clamp maxerror to 16 s and still say synchronised until the next second_overflow
