@@ -13,6 +13,9 @@
 // - Payloads are opaque (the domain serialises its own state); the journal enforces only what
 //   ownership needs: a VM's fencing generation never goes back, and a decided migration stays decided.
 // - 64-bit values are stored as decimal TEXT: exact over the whole u64 range, readable with sqlite3.
+// - Every row carries a checksum of its content and every read checks it and the row's structure
+//   (shared/migration/journal-integrity.ts): a row damaged or edited in place is refused as
+//   `data_loss`, naming the VM and the record, never handed to the node as if it were sound.
 
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -20,14 +23,22 @@ import Database from "better-sqlite3";
 import { invalid, TscmigError } from "../shared/errors.js";
 import { LIMITS } from "../shared/limits.js";
 import type { Decision, MigrationFilter, MigrationRecord, MigrationRole, VmRecord, VmRole } from "../shared/migration/journal.js";
+import {
+  checkMigrationRecord,
+  checkVmRecord,
+  DECISIONS,
+  intColumn,
+  MIGRATION_ROLES,
+  migrationChecksum,
+  type RecordRef,
+  VM_ROLES,
+  vmChecksum,
+} from "../shared/migration/journal-integrity.js";
 
+export { DECISIONS, MIGRATION_ROLES, VM_ROLES } from "../shared/migration/journal-integrity.js";
 export type { Decision, MigrationFilter, MigrationRecord, MigrationRole, VmRecord, VmRole } from "../shared/migration/journal.js";
 /** SQLite `synchronous` in WAL mode: see the module comment. */
 export type JournalSync = "full" | "normal";
-
-export const VM_ROLES: readonly VmRole[] = ["owner", "migrating-out", "staged", "handed-off"];
-export const MIGRATION_ROLES: readonly MigrationRole[] = ["source", "destination"];
-export const DECISIONS: readonly Decision[] = ["pending", "committed", "aborted"];
 
 const FILE_NAME = "tscmig.db";
 const U64_MAX = (1n << 64n) - 1n;
@@ -36,8 +47,11 @@ const I64_MAX = (1n << 63n) - 1n;
 
 const sqlIn = (values: readonly string[]) => values.map((v) => `'${v}'`).join(", ");
 
-/** MIGRATIONS[i] takes the schema from version i to i + 1; the current version is their count. */
-const MIGRATIONS: readonly string[] = [
+/**
+ * MIGRATIONS[i] takes the schema from version i to i + 1 (SQL, or a function for what SQL cannot
+ * compute); the current version is their count. All of them run in one transaction.
+ */
+const MIGRATIONS: readonly (string | ((db: Database.Database) => void))[] = [
   `CREATE TABLE vms (
      vm_id TEXT PRIMARY KEY NOT NULL,
      generation TEXT NOT NULL,
@@ -57,6 +71,19 @@ const MIGRATIONS: readonly string[] = [
      updated_ns TEXT NOT NULL
    ) STRICT;
    CREATE INDEX migrations_by_decision ON migrations (decision);`,
+  // v2: a checksum per row, computed for the rows already there (they are trusted as they are: the
+  // upgrade cannot tell an earlier edit from the truth), and a row for the durability probe.
+  (db) => {
+    db.exec(`ALTER TABLE vms ADD COLUMN checksum TEXT;
+             ALTER TABLE migrations ADD COLUMN checksum TEXT;
+             CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) STRICT;
+             INSERT INTO meta (key, value) VALUES ('probe', 0);`);
+    const setVm = db.prepare("UPDATE vms SET checksum = ? WHERE vm_id = ?");
+    for (const row of db.prepare<[], VmRow>("SELECT * FROM vms").all()) setVm.run(vmChecksum(vmOf(row, false)), row.vm_id);
+    const setMigration = db.prepare("UPDATE migrations SET checksum = ? WHERE migration_id = ?");
+    for (const row of db.prepare<[], MigrationRow>("SELECT * FROM migrations").all())
+      setMigration.run(migrationChecksum(migrationOf(row, false)), row.migration_id);
+  },
 ];
 export const JOURNAL_SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -66,6 +93,7 @@ interface VmRow {
   role: VmRole;
   state: Uint8Array | string;
   updated_ns: string;
+  checksum: string | null;
 }
 
 interface MigrationRow {
@@ -78,6 +106,7 @@ interface MigrationRow {
   peer: string;
   report: string | null;
   updated_ns: string;
+  checksum: string | null;
 }
 
 export class Journal {
@@ -144,7 +173,14 @@ export class Journal {
           field: "generation",
           reason: "stale_generation",
         });
-      this.stmt.putVm.run({ vm_id: rec.vmId, generation: String(rec.generation), role: rec.role, state, updated_ns: String(rec.updatedNs) });
+      this.stmt.putVm.run({
+        vm_id: rec.vmId,
+        generation: String(rec.generation),
+        role: rec.role,
+        state,
+        updated_ns: String(rec.updatedNs),
+        checksum: vmChecksum(rec),
+      });
     });
   }
 
@@ -154,7 +190,7 @@ export class Journal {
   }
 
   listVms(): VmRecord[] {
-    return this.stmt.listVms.all().map(vmOf);
+    return this.stmt.listVms.all().map((row) => vmOf(row));
   }
 
   /** Forgets the VM entirely, tombstone included. True when there was one. */
@@ -187,6 +223,7 @@ export class Journal {
         peer: rec.peer,
         report: rec.report ?? null,
         updated_ns: String(rec.updatedNs),
+        checksum: migrationChecksum(rec),
       });
     });
   }
@@ -198,12 +235,17 @@ export class Journal {
 
   /** Migrations matching every given field, oldest first. */
   listMigrations(filter: MigrationFilter = {}): MigrationRecord[] {
-    return this.stmt.listMigrations.all({ decision: filter.decision ?? null, role: filter.role ?? null }).map(migrationOf);
+    return this.stmt.listMigrations.all({ decision: filter.decision ?? null, role: filter.role ?? null }).map((row) => migrationOf(row));
   }
 
   /** Migrations without a decision: what a restarted daemon must resolve first. */
   pendingMigrations(): MigrationRecord[] {
     return this.listMigrations({ decision: "pending" });
+  }
+
+  /** One tiny durable write (JournalStore.probe): throws SQLITE_FULL, SQLITE_IOERR... as any write would now. */
+  probe(): void {
+    this.transaction(() => this.stmt.probe.run());
   }
 }
 
@@ -214,9 +256,9 @@ function prepare(db: Database.Database) {
     getVm: db.prepare<[string], VmRow>("SELECT * FROM vms WHERE vm_id = ?"),
     listVms: db.prepare<[], VmRow>("SELECT * FROM vms ORDER BY vm_id"),
     putVm: db.prepare(
-      `INSERT INTO vms (vm_id, generation, role, state, updated_ns) VALUES (@vm_id, @generation, @role, @state, @updated_ns)
+      `INSERT INTO vms (vm_id, generation, role, state, updated_ns, checksum) VALUES (@vm_id, @generation, @role, @state, @updated_ns, @checksum)
        ON CONFLICT (vm_id) DO UPDATE SET generation = excluded.generation, role = excluded.role,
-         state = excluded.state, updated_ns = excluded.updated_ns`,
+         state = excluded.state, updated_ns = excluded.updated_ns, checksum = excluded.checksum`,
     ),
     deleteVm: db.prepare<[string]>("DELETE FROM vms WHERE vm_id = ?"),
     getMigration: db.prepare<[string], MigrationRow>("SELECT * FROM migrations WHERE migration_id = ?"),
@@ -225,12 +267,13 @@ function prepare(db: Database.Database) {
        ORDER BY rowid`,
     ),
     putMigration: db.prepare(
-      `INSERT INTO migrations (migration_id, vm_id, role, phase, decision, generation, peer, report, updated_ns)
-       VALUES (@migration_id, @vm_id, @role, @phase, @decision, @generation, @peer, @report, @updated_ns)
+      `INSERT INTO migrations (migration_id, vm_id, role, phase, decision, generation, peer, report, updated_ns, checksum)
+       VALUES (@migration_id, @vm_id, @role, @phase, @decision, @generation, @peer, @report, @updated_ns, @checksum)
        ON CONFLICT (migration_id) DO UPDATE SET vm_id = excluded.vm_id, role = excluded.role, phase = excluded.phase,
          decision = excluded.decision, generation = excluded.generation, peer = excluded.peer,
-         report = excluded.report, updated_ns = excluded.updated_ns`,
+         report = excluded.report, updated_ns = excluded.updated_ns, checksum = excluded.checksum`,
     ),
+    probe: db.prepare("UPDATE meta SET value = value + 1 WHERE key = 'probe'"),
   };
 }
 
@@ -245,7 +288,10 @@ function migrate(db: Database.Database, path: string): void {
         `journal ${path} has schema version ${version}; this tscmig reads up to ${JOURNAL_SCHEMA_VERSION}`,
         { reason: "journal_schema_newer" },
       );
-    for (const sql of MIGRATIONS.slice(version)) db.exec(sql);
+    for (const step of MIGRATIONS.slice(version)) {
+      if (typeof step === "string") db.exec(step);
+      else step(db);
+    }
     if (row === undefined) db.prepare("INSERT INTO schema_version (version) VALUES (?)").run(JOURNAL_SCHEMA_VERSION);
     else db.prepare("UPDATE schema_version SET version = ?").run(JOURNAL_SCHEMA_VERSION);
   }).immediate();
@@ -259,27 +305,37 @@ function checkRange(value: bigint, min: bigint, max: bigint, field: string): voi
   if (value < min || value > max) throw invalid(field, `must be within ${min}..${max}`);
 }
 
-function vmOf(row: VmRow): VmRecord {
-  return {
+/**
+ * The record a row holds. `check` (every read but the upgrade's): the row's structure and checksum
+ * are verified, and a damaged row throws `data_loss` naming the VM and the record.
+ */
+function vmOf(row: VmRow, check = true): VmRecord {
+  const ref: RecordRef = { table: "vms", key: row.vm_id, vmId: row.vm_id };
+  const rec: VmRecord = {
     vmId: row.vm_id,
-    generation: BigInt(row.generation),
+    generation: intColumn(ref, row.generation, "generation"),
     role: row.role,
     // better-sqlite3 hands a BLOB back as a Buffer; callers get a plain Uint8Array, as they gave.
     state: typeof row.state === "string" ? row.state : new Uint8Array(row.state),
-    updatedNs: BigInt(row.updated_ns),
+    updatedNs: intColumn(ref, row.updated_ns, "updatedNs"),
   };
+  if (check) checkVmRecord(rec, row.checksum);
+  return rec;
 }
 
-function migrationOf(row: MigrationRow): MigrationRecord {
-  return {
+function migrationOf(row: MigrationRow, check = true): MigrationRecord {
+  const ref: RecordRef = { table: "migrations", key: row.migration_id, vmId: row.vm_id };
+  const rec: MigrationRecord = {
     migrationId: row.migration_id,
     vmId: row.vm_id,
     role: row.role,
     phase: row.phase,
     decision: row.decision,
-    generation: BigInt(row.generation),
+    generation: intColumn(ref, row.generation, "generation"),
     peer: row.peer,
     ...(row.report !== null ? { report: row.report } : {}),
-    updatedNs: BigInt(row.updated_ns),
+    updatedNs: intColumn(ref, row.updated_ns, "updatedNs"),
   };
+  if (check) checkMigrationRecord(rec, row.checksum);
+  return rec;
 }

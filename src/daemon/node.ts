@@ -13,8 +13,8 @@ import { Guest, type Clocksource, type GuestOptions, type HandlingMode, type Ntp
 import { pvclockReadCycles, type PvclockRecord } from "../shared/kvm/pvclock.js";
 import type { VmclockPage } from "../shared/kvm/vmclock.js";
 import { type EstimatorName, parseEstimator } from "../shared/migration/blackout.js";
-import { type HostedVm, loadPersistedVm, persistVm } from "../shared/migration/hosted-vm.js";
-import type { JournalStore, VmRecord } from "../shared/migration/journal.js";
+import { type HostedVm, persistVm, type StagedPayload } from "../shared/migration/hosted-vm.js";
+import type { JournalStore, MigrationRecord } from "../shared/migration/journal.js";
 import type {
   AbortReq,
   CommitReq,
@@ -31,12 +31,13 @@ import type {
 } from "../shared/migration/messages.js";
 import { type PolicyName, parsePolicy, type RestoreResult } from "../shared/migration/restore.js";
 import { checkId, type Snapshot } from "../shared/migration/snapshot.js";
-import { fromJson, toJson } from "../shared/serde.js";
+import { toJson } from "../shared/serde.js";
 import type { Clock, Scheduler, Timer } from "../shared/time/clock.js";
 import type { Random } from "../shared/time/random.js";
 import type { SkewState, SkewUpdate } from "../shared/time/skew.js";
 import { Destination, type Inbound, type RestoreFn } from "../destination/migrate-in.js";
 import { migrateOut, type MigrationReport, type SourceContext } from "../source/migrate-out.js";
+import { readRecoveryPlan, type RecoveredVm } from "./recovery-plan.js";
 
 export interface GuestDefaults {
   clocksource: Clocksource;
@@ -159,14 +160,6 @@ export interface VmReading {
   migrating: string | null;
 }
 
-interface StagedPayload {
-  req: PrepareReq;
-  snapshot: Snapshot;
-  receiveRawNs: bigint;
-  holdNs: bigint;
-  decodeNs: bigint;
-}
-
 export class TscmigNode {
   readonly cfg: NodeConfig;
   readonly host: EmulatedHost;
@@ -222,8 +215,10 @@ export class TscmigNode {
 
   /** Rebuilds every VM and migration from the journal, then starts the recovery loop. */
   start(): void {
-    for (const rec of this.journal.listVms()) this.recoverVm(rec);
-    for (const m of this.journal.listMigrations({ role: "source" })) {
+    // Everything read and checked first: a damaged record throws here, before anything runs.
+    const plan = readRecoveryPlan(this.journal, this.host.info);
+    for (const item of plan.vms) this.recoverVm(item, plan.migrations);
+    for (const m of plan.migrations.filter((x) => x.role === "source")) {
       if (m.decision === "pending") {
         // Undecided when we died: abort (Commit was never sent), and the VM is ours again.
         this.journal.putMigration({ ...m, decision: "aborted", phase: "aborted", updatedNs: this.host.trueNs() });
@@ -237,7 +232,7 @@ export class TscmigNode {
         if (h && h.lock === m.migrationId) this.handOff(h, m.migrationId);
       }
     }
-    for (const m of this.journal.listMigrations({ role: "destination", decision: "pending" })) {
+    for (const m of plan.migrations.filter((x) => x.role === "destination" && x.decision === "pending")) {
       if (!this.destination.inbound.has(m.migrationId)) {
         // Prepared but never staged before the crash: nothing to keep.
         this.journal.putMigration({ ...m, decision: "aborted", phase: "aborted", updatedNs: this.host.trueNs() });
@@ -258,15 +253,15 @@ export class TscmigNode {
     }
   }
 
-  private recoverVm(rec: VmRecord): void {
-    if (rec.role === "handed-off") {
+  private recoverVm(item: RecoveredVm, migrations: readonly MigrationRecord[]): void {
+    const rec = item.rec;
+    if (item.kind === "tombstone") {
       this.tombstones.set(rec.vmId, rec.generation);
       return;
     }
-    const text = typeof rec.state === "string" ? rec.state : Buffer.from(rec.state).toString("utf8");
-    if (rec.role === "staged") {
-      const p = fromJson<StagedPayload>(text);
-      const mig = this.journal.getMigration(p.req.migrationId);
+    if (item.kind === "staged") {
+      const p = item.payload;
+      const mig = migrations.find((m) => m.migrationId === p.req.migrationId);
       // Pending: wait for the source's decision. Committed: we decided to run it but died before the
       // VM was adopted; the recovery loop's Resolve finishes the restore. Aborted: drop it.
       if (!mig || mig.decision === "aborted") {
@@ -287,7 +282,8 @@ export class TscmigNode {
       });
       return;
     }
-    const st = loadPersistedVm(text);
+    const st = item.state;
+    const text = item.text;
     const vm = new EmulatedVm(this.host, { vcpus: st.vm.vcpus });
     vm.importState({ ...st.vm, running: false });
     const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(st.guest.clocksource, st.guest.migrationHandling, st.guest.handlingMode), st.guest);
@@ -301,7 +297,7 @@ export class TscmigNode {
       // migrating-out: the journaled migration decides (start() looks at it). Only an undecided or
       // committed one holds the VM: an earlier attempt at the same generation that was refused
       // (phase "refused") or aborted is history, and locking on it would leave the VM paused forever.
-      const mig = this.journal.listMigrations({ role: "source" }).find((m) => m.vmId === rec.vmId && m.generation === rec.generation + 1n && m.decision !== "aborted");
+      const mig = migrations.find((m) => m.role === "source" && m.vmId === rec.vmId && m.generation === rec.generation + 1n && m.decision !== "aborted");
       h.lock = mig?.migrationId ?? null;
       if (!mig) this.resumeOwned(h);
     }

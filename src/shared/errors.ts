@@ -16,6 +16,8 @@ export const ERROR_CODES = {
   permission_denied: { grpc: 7, http: 403 },
   unimplemented: { grpc: 12, http: 501 },
   internal: { grpc: 13, http: 500 },
+  /** Durable state found damaged (a journal record that fails its checksum or its structure). */
+  data_loss: { grpc: 15, http: 500 },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -97,8 +99,8 @@ export class AssertionFailure extends Error {
  * The reverse of `grpcStatusOf`, for a client reading a status that carried no `tscmig-code`
  * (a transport failure, or a server that is not tscmig). Statuses the registry has no code for:
  * CANCELLED (1) becomes `unavailable`, because a tscmig client never cancels its own calls, so a
- * cancelled call means the peer went away (a forced shutdown) and retrying is right; UNKNOWN (2),
- * DATA_LOSS (15) and anything else become `internal`.
+ * cancelled call means the peer went away (a forced shutdown) and retrying is right; UNKNOWN (2)
+ * and anything else become `internal`.
  */
 export function errorCodeOfGrpcStatus(status: number): ErrorCode {
   for (const code of Object.keys(ERROR_CODES) as ErrorCode[]) {

@@ -1,0 +1,50 @@
+// What a restarting daemon reads from its journal, read and checked in full before anything is
+// acted on: every record's checksum and structure (journal-integrity.ts), every VM's state
+// (hosted-vm.ts). A damaged record stops the start with `data_loss` (reason
+// `journal_record_damaged`) naming the VM and the record, and nothing has run by then.
+//
+// Why stop rather than quarantine the record and start without it: the journal is the fencing
+// authority. A damaged VM record may be a tombstone (the generation a VM left at) or the owner
+// record of a VM paused mid-migration; a daemon that started without it would accept that VM back
+// at a stale generation, or let a source's Resolve read "unknown" and drop a copy that was the only
+// one. Either runs a VM twice or loses it (I6, I7). Only an operator can decide what the record
+// should have said (restore the journal, or remove the record knowing what it was), so the start
+// fails with a message that says which record, and the daemon never runs from it.
+
+import type { HostInfo } from "../shared/hypervisor/backend.js";
+import type { JournalStore, MigrationRecord, VmRecord } from "../shared/migration/journal.js";
+import { damagedRecord, type RecordRef } from "../shared/migration/journal-integrity.js";
+import { loadPersistedVm, loadStagedPayload, type PersistedVm, type StagedPayload } from "../shared/migration/hosted-vm.js";
+
+export type RecoveredVm =
+  | { kind: "tombstone"; rec: VmRecord }
+  | { kind: "staged"; rec: VmRecord; payload: StagedPayload }
+  | { kind: "hosted"; rec: VmRecord; state: PersistedVm; text: string };
+
+export interface RecoveryPlan {
+  vms: RecoveredVm[];
+  /** Every migration record, oldest first. */
+  migrations: MigrationRecord[];
+}
+
+/** Reads and checks the whole journal; throws on the first damaged record, before anything acts. */
+export function readRecoveryPlan(journal: JournalStore, host: HostInfo): RecoveryPlan {
+  const migrations = journal.listMigrations();
+  const vms = journal.listVms().map((rec) => recoveredVm(rec, host));
+  return { vms, migrations };
+}
+
+function recoveredVm(rec: VmRecord, host: HostInfo): RecoveredVm {
+  const ref: RecordRef = { table: "vms", key: rec.vmId, vmId: rec.vmId };
+  const text = typeof rec.state === "string" ? rec.state : Buffer.from(rec.state).toString("utf8");
+  switch (rec.role) {
+    case "handed-off":
+      if (text !== "") throw damagedRecord(ref, "a tombstone carries state", "state");
+      return { kind: "tombstone", rec };
+    case "staged":
+      return { kind: "staged", rec, payload: loadStagedPayload(text, ref, rec.generation) };
+    case "owner":
+    case "migrating-out":
+      return { kind: "hosted", rec, state: loadPersistedVm(text, ref, host), text };
+  }
+}
