@@ -13,7 +13,7 @@ import { Guest, type Clocksource, type GuestOptions, type HandlingMode, type Ntp
 import { pvclockReadCycles, type PvclockRecord } from "../shared/kvm/pvclock.js";
 import type { VmclockPage } from "../shared/kvm/vmclock.js";
 import { type EstimatorName, parseEstimator } from "../shared/migration/blackout.js";
-import { type HostedVm, persistVm, type StagedPayload } from "../shared/migration/hosted-vm.js";
+import type { HostedVm, StagedPayload } from "../shared/migration/hosted-vm.js";
 import type { JournalStore, MigrationRecord } from "../shared/migration/journal.js";
 import type {
   AbortReq,
@@ -38,6 +38,9 @@ import type { SkewState, SkewUpdate } from "../shared/time/skew.js";
 import { Destination, type Inbound, type RestoreFn } from "../destination/migrate-in.js";
 import { migrateOut, type MigrationReport, type SourceContext } from "../source/migrate-out.js";
 import { readRecoveryPlan, type RecoveredVm } from "./recovery-plan.js";
+import { DurableJournal } from "./durable-journal.js";
+import { VmPersistence } from "./vm-persistence.js";
+import { checkInboundSource, checkMigrationTarget } from "./migration-admission.js";
 
 export interface GuestDefaults {
   clocksource: Clocksource;
@@ -69,8 +72,8 @@ export interface NodeConfig {
   probeExchanges: number;
   retriesMax: number;
   recoveryIntervalNs: bigint;
-  /** Re-persist running VMs this often (guest NTP state drifts from the journaled copy). */
-  persistIntervalNs: bigint;
+  /** How long a VM's NTP-sync change waits to share a journal transaction with others (vm-persistence.ts). */
+  persistBatchNs: bigint;
 }
 
 export const DEFAULT_GUEST: GuestDefaults = {
@@ -94,7 +97,7 @@ export function defaultNodeConfig(name: string, grpcAdvertise: string): NodeConf
     probeExchanges: 4,
     retriesMax: LIMITS.retriesMax,
     recoveryIntervalNs: 500_000_000n,
-    persistIntervalNs: 10_000_000_000n,
+    persistBatchNs: 200_000_000n,
   };
 }
 
@@ -164,12 +167,14 @@ export class TscmigNode {
   readonly cfg: NodeConfig;
   readonly host: EmulatedHost;
   readonly journal: JournalStore;
+  /** The journal as every write reaches it: storage failures typed, health, retry (durable-journal.ts). */
+  readonly durable: DurableJournal;
+  private readonly persistence: VmPersistence;
   readonly log: Logger;
   private readonly deps: NodeDeps;
   private readonly faults: Faults;
   private readonly vms = new Map<string, HostedVm>();
   private readonly tombstones = new Map<string, bigint>();
-  private readonly persisted = new Map<string, string>();
   private readonly doorbells = new Map<string, number>();
   readonly destination: Destination;
   private readonly outbound = new Map<string, Promise<MigrationReport>>();
@@ -180,7 +185,6 @@ export class TscmigNode {
    */
   private readonly undelivered = new Set<string>();
   private recoveryTimer: Timer | null = null;
-  private persistTimer: Timer | null = null;
   private stopped = false;
   readonly reports: MigrationReport[] = [];
 
@@ -188,13 +192,15 @@ export class TscmigNode {
     this.cfg = cfg;
     this.deps = deps;
     this.host = deps.host;
-    this.journal = deps.journal;
+    this.durable = new DurableJournal(deps.journal, { scheduler: deps.scheduler, log: deps.log, trueNs: () => deps.host.trueNs() });
+    this.journal = this.durable;
+    this.persistence = new VmPersistence({ journal: this.durable, scheduler: deps.scheduler, log: deps.log, trueNs: () => deps.host.trueNs(), batchDelayNs: cfg.persistBatchNs });
     this.log = deps.log;
     this.faults = deps.faults ?? NO_FAULTS;
     this.destination = new Destination({
       name: cfg.name,
       host: deps.host,
-      journal: deps.journal,
+      journal: this.durable,
       faults: this.faults,
       log: deps.log,
       localVm: (id) => {
@@ -239,18 +245,18 @@ export class TscmigNode {
       }
     }
     this.scheduleRecovery();
-    this.schedulePersist();
   }
 
   stop(): void {
     this.stopped = true;
     this.recoveryTimer?.cancel();
-    this.persistTimer?.cancel();
     for (const h of this.vms.values()) {
       h.guest.stop();
       h.sampler?.cancel();
       h.sampler = null;
     }
+    this.persistence.stop();
+    this.durable.stop();
   }
 
   private recoverVm(item: RecoveredVm, migrations: readonly MigrationRecord[]): void {
@@ -283,14 +289,12 @@ export class TscmigNode {
       return;
     }
     const st = item.state;
-    const text = item.text;
     const vm = new EmulatedVm(this.host, { vcpus: st.vm.vcpus });
     vm.importState({ ...st.vm, running: false });
     const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(st.guest.clocksource, st.guest.migrationHandling, st.guest.handlingMode), st.guest);
     const h: HostedVm = { id: rec.vmId, vm, guest, generation: rec.generation, role: rec.role, lock: null, sampler: null };
     this.wireGuest(h);
     this.vms.set(rec.vmId, h);
-    this.persisted.set(rec.vmId, text);
     if (rec.role === "owner") {
       this.resumeOwned(h, false);
     } else {
@@ -326,7 +330,8 @@ export class TscmigNode {
     checkId(id, "id");
     if (this.vms.has(id) || this.destination.pending().some((i) => i.req.vmId === id))
       throw new TscmigError("already_exists", `VM ${id} already exists on ${this.cfg.name}`, { field: "id", reason: "vm_exists" });
-    if (this.vms.size >= LIMITS.vmCountMax) throw new TscmigError("resource_exhausted", `at most ${LIMITS.vmCountMax} VMs per daemon`);
+    if (this.vms.size >= LIMITS.vmCountMax) throw new TscmigError("resource_exhausted", `at most ${LIMITS.vmCountMax} VMs per daemon`, { reason: "vm_limit" });
+    this.durable.requireWritable("create a VM");
     const clocksource = req.clocksource ?? this.cfg.guest.clocksource;
     if (clocksource !== "tsc" && clocksource !== "kvm-clock") throw invalid("clocksource", `must be "tsc" or "kvm-clock"`);
     const mode = req.handlingMode ?? this.cfg.guest.handlingMode;
@@ -335,11 +340,12 @@ export class TscmigNode {
     const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(clocksource, req.migrationHandling ?? this.cfg.guest.migrationHandling, mode));
     const tomb = this.tombstones.get(id);
     const h: HostedVm = { id, vm, guest, generation: tomb ?? 0n, role: "owner", lock: null, sampler: null };
+    // Journaled before it exists here: a VM this daemon reports is one a restart brings back.
+    this.persistence.write(h, true);
     this.tombstones.delete(id);
     this.doorbells.set(id, 0);
     this.wireGuest(h);
     this.vms.set(id, h);
-    this.persist(h, true);
     guest.start();
     this.startSampler(h);
     this.deps.history?.event({ kind: "run", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: id, generation: h.generation });
@@ -351,13 +357,12 @@ export class TscmigNode {
     h.guest.onHandled = (e) => {
       this.deps.history?.event({ kind: "handled", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: h.id, ...e });
       this.log.info({ event: "guest_handled_migration", vmId: h.id, via: e.via, marker: e.marker, mode: e.mode }, "guest acted on a migration");
-      this.persist(h, true); // exactly once must survive a restart
+      this.persistence.writeOrQueue(h, true); // exactly once must survive a restart
     };
-    // The guest's NTP state is guest memory: a restart must not roll it back to an older sync (the
-    // durable copy written at a pause is the last full one, so without this a daemon that died right
-    // after pausing resumed the guest with the wall offset and bound of syncs ago).
+    // The guest's NTP state is guest memory: journaled with the next batch (vm-persistence.ts says
+    // why a lost batch is still honest), and with the VM at once by any migration step after it.
     h.guest.onSync = () => {
-      if (this.vms.get(h.id) === h && h.role === "owner") this.persist(h, true);
+      if (this.vms.get(h.id) === h && h.role === "owner") this.persistence.changed(h);
     };
   }
 
@@ -417,13 +422,9 @@ export class TscmigNode {
     return s;
   }
 
+  /** Journals `h` now; a storage failure leaves it queued for the journal's retry loop. */
   private persist(h: HostedVm, full: boolean): void {
-    let state = this.persisted.get(h.id);
-    if (full || state === undefined) {
-      state = persistVm(h);
-      this.persisted.set(h.id, state);
-    }
-    this.journal.putVm({ vmId: h.id, generation: h.generation, role: h.role, state, updatedNs: this.host.trueNs() });
+    this.persistence.writeOrQueue(h, full);
   }
 
   /** Sampling period of each VM now: the configured one, stretched to keep within the rate cap. */
@@ -469,7 +470,12 @@ export class TscmigNode {
     // between the two finds a VM marked migrating-out with its migration undecided, which start()
     // aborts and resumes, exactly as after a crash just past the pause.
     h.role = "migrating-out";
-    this.persist(h, false);
+    try {
+      this.persistence.write(h, false); // no pause that a restart would not know of
+    } catch (e) {
+      h.role = "owner";
+      throw e;
+    }
     h.vm.pause();
     h.guest.stop();
     h.sampler?.cancel();
@@ -496,10 +502,10 @@ export class TscmigNode {
     h.sampler = null;
     const gen = h.generation + 1n;
     this.vms.delete(h.id);
-    this.persisted.delete(h.id);
     this.doorbells.delete(h.id);
     this.tombstones.set(h.id, gen);
-    this.journal.putVm({ vmId: h.id, generation: gen, role: "handed-off", state: "", updatedNs: this.host.trueNs() });
+    // The decision is durable already (a restart hands off again): a failed write waits for the retry loop.
+    this.persistence.handedOff(h.id, gen);
     this.log.info({ event: "vm_handed_off", vmId: h.id, migrationId, generation: gen }, "VM handed off");
   }
 
@@ -531,6 +537,8 @@ export class TscmigNode {
     if (h.lock !== null) throw new TscmigError("aborted", `VM ${vmId} is already migrating (${h.lock})`, { reason: "migration_in_progress" });
     if (this.outbound.size >= LIMITS.migrationsInFlightMax) throw new TscmigError("resource_exhausted", "too many migrations in flight", { reason: "inflight_limit" });
     if (typeof req.destination !== "string" || req.destination.length === 0 || req.destination.length > 256) throw invalid("destination", "must be HOST:PORT");
+    checkMigrationTarget({ vmId, generation: h.generation, destination: req.destination, selfName: this.cfg.name, selfGrpc: this.cfg.grpcAdvertise });
+    this.durable.requireWritable("migrate a VM out");
     const policy = parsePolicy(req.policy ?? "advance");
     const estimator = parseEstimator(req.estimator ?? "one-sided");
     const cap = req.advanceCapNs ?? LIMITS.advanceCapNsDefault;
@@ -592,6 +600,8 @@ export class TscmigNode {
   // ---- destination role (inbound RPCs) ------------------------------------------------------------
 
   prepare(req: PrepareReq): PrepareRes {
+    checkInboundSource(req, this.cfg.name);
+    this.durable.requireWritable("accept a migration");
     return this.destination.prepare(req);
   }
 
@@ -600,11 +610,13 @@ export class TscmigNode {
   }
 
   transfer(req: TransferReq, receiveRawNs: bigint, decodeNs: bigint): TransferRes {
+    this.durable.requireWritable("stage a migration");
     return this.destination.transfer(req, receiveRawNs, decodeNs);
   }
 
   /** `receiveRawNs`: this host's raw clock when the Commit arrived (now, when unknown). */
   commit(req: CommitReq, receiveRawNs?: bigint): CommitRes {
+    this.durable.requireWritable("run a migrated VM");
     return this.destination.commit(req, receiveRawNs ?? this.host.rawNs());
   }
 
@@ -654,6 +666,10 @@ export class TscmigNode {
     const g = s.guest;
     const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(g.clocksource, g.migrationHandling, g.handlingMode), g);
     const h: HostedVm = { id: inb.req.vmId, vm, guest, generation: inb.req.generation, role: "owner", lock: null, sampler: null };
+    // Adopted inside the transaction that journals it (migrate-in.ts): one that does not commit (a
+    // full disk) undoes this, and the VM never ran here.
+    const tomb = this.tombstones.get(h.id);
+    this.durable.onRollback(() => this.unadopt(h, tomb));
     this.wireGuest(h);
     this.vms.set(h.id, h);
     this.tombstones.delete(h.id);
@@ -677,11 +693,26 @@ export class TscmigNode {
     // Journaled once the vCPUs run, off the blackout. A crash before this write leaves the staged
     // snapshot and its pending migration in the journal: recovery asks the source (Resolve), which
     // answers committed, and the VM is restored and resumed here again, on this daemon only.
-    this.persist(h, true);
+    this.persistence.write(h, true);
     this.startSampler(h);
     this.deps.history?.event({ kind: "run", trueNs: resumedTrueNs, daemon: this.cfg.name, vmId: h.id, generation: h.generation });
     this.log.info({ event: "vm_resumed", migrationId: inb.req.migrationId, vmId: h.id, advancedNs: result.advancedNs, errorBoundNs: result.errorBoundNs }, "VM resumed");
     return { doorbellRung: rung, resumedTrueNs };
+  }
+
+  /** Undoes `adopt` when the transaction journaling it did not commit: the VM stays staged, not run. */
+  private unadopt(h: HostedVm, tomb: bigint | undefined): void {
+    if (this.vms.get(h.id) !== h) return;
+    h.vm.pause();
+    h.guest.stop();
+    h.sampler?.cancel();
+    h.sampler = null;
+    this.vms.delete(h.id);
+    this.doorbells.delete(h.id);
+    this.persistence.forget(h.id);
+    if (tomb !== undefined) this.tombstones.set(h.id, tomb);
+    this.deps.history?.event({ kind: "stop", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: h.id, generation: h.generation, why: "journal_unwritable" });
+    this.log.warn({ event: "adopt_rolled_back", vmId: h.id, generation: h.generation }, "adopted VM stopped: its journal write did not commit; it stays staged");
   }
 
   // ---- recovery -----------------------------------------------------------------------------------
@@ -690,14 +721,6 @@ export class TscmigNode {
     if (this.stopped) return;
     this.recoveryTimer = this.deps.scheduler.after(this.cfg.recoveryIntervalNs, () => {
       void this.recoverOnce().finally(() => this.scheduleRecovery());
-    });
-  }
-
-  private schedulePersist(): void {
-    if (this.stopped || this.cfg.persistIntervalNs <= 0n) return;
-    this.persistTimer = this.deps.scheduler.after(this.cfg.persistIntervalNs, () => {
-      for (const h of this.vms.values()) if (h.role === "owner") this.persist(h, true);
-      this.schedulePersist();
     });
   }
 

@@ -159,8 +159,8 @@ export class Destination {
     const caps = this.capabilities(req); // throws a refusal before anything is recorded
     const inb: Inbound = { req, state: { phase: "prepared" }, snapshot: null, receiveRawNs: 0n, receiveTrueNs: 0n, anchorsRawNs: [], anchorsToSendNs: [], holdNs: 0n, decodeNs: 0n, report: null };
     const effects = stepDestination(null, { kind: "prepare" }).effects;
+    for (const e of effects) if (e.kind === "journal") this.journal(inb, e.phase, e.decision); // a failed write reserves nothing
     this.inbound.set(req.migrationId, inb);
-    for (const e of effects) if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
     return caps;
   }
 
@@ -223,6 +223,7 @@ export class Destination {
     const anchors = req.sourceAnchorsToSendNs ?? [];
     if (anchors.length > LIMITS.anchorsMax) throw invalid("sourceAnchorsToSendNs", `at most ${LIMITS.anchorsMax}`);
     if (anchors.some((a) => a < 0n || a > LIMITS.blackoutNsMax)) throw invalid("sourceAnchorsToSendNs", "out of range");
+    const prev = inb.state;
     const effects = this.fire(s.migrationId, inb, { kind: "transfer" });
     inb.snapshot = s;
     inb.receiveRawNs = receiveRawNs;
@@ -231,12 +232,21 @@ export class Destination {
     inb.anchorsToSendNs = anchors;
     inb.decodeNs = decodeNs;
     // The staged snapshot and the migration's phase land together (one transaction, one sync).
-    this.ctx.journal.transaction(() => {
-      for (const e of effects) {
-        if (e.kind === "stage") this.ctx.stageDurably(inb);
-        if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
+    try {
+      this.ctx.journal.transaction(() => {
+        for (const e of effects) {
+          if (e.kind === "stage") this.ctx.stageDurably(inb);
+          if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
+        }
+      });
+    } catch (e) {
+      // Not staged durably (a full disk): not staged at all, or a Commit would run what a restart cannot know of.
+      if (!(e instanceof Error && e.name === "CrashSignal")) {
+        inb.state = prev;
+        inb.snapshot = null;
       }
-    });
+      throw e;
+    }
     crashPoint(this.ctx.faults, "crash.destination.afterStage");
     inb.holdNs = this.ctx.host.rawNs() - receiveRawNs;
     return { destinationHoldNs: inb.holdNs };

@@ -76,11 +76,12 @@ export interface JournalStore {
  * transaction keeps an undo log of the entries it overwrote, so its cost does not grow with the
  * number of records (it used to copy both maps: quadratic over a long simulated run).
  *
- * Every record is stored with its checksum and checked on every read exactly as the SQLite journal
- * checks its rows (journal-integrity.ts), so a damaged record reaches the node through the same
- * path in simulation as on a disk. `corruptVm` and `corruptMigration` damage a stored record the
- * way an edit in place would (the checksum is left as it was): the simulator's "damaged record at
- * restart" fault.
+ * Every read checks the record as the SQLite journal checks its rows (journal-integrity.ts), so a
+ * damaged record reaches the node through the same path in simulation as on a disk.
+ * `corruptVm` and `corruptMigration` damage a stored record the way an edit in place would: the
+ * record changes and its checksum (taken just before) does not — the simulator's "damaged record
+ * at restart" fault. A record nobody damaged is what was put, so its checksum is only computed
+ * when it is damaged (hashing every put cost the simulator a few per cent).
  */
 export class MemoryJournal implements JournalStore {
   private readonly vms = new Map<string, Stored<VmRecord>>();
@@ -97,7 +98,7 @@ export class MemoryJournal implements JournalStore {
 
   putVm(rec: VmRecord): void {
     this.remember(this.vms, rec.vmId);
-    this.vms.set(rec.vmId, { rec: { ...rec }, checksum: vmChecksum(rec) });
+    this.vms.set(rec.vmId, { rec: { ...rec }, checksum: "unchanged" });
   }
   getVm(vmId: string): VmRecord | undefined {
     const s = this.vms.get(vmId);
@@ -112,7 +113,7 @@ export class MemoryJournal implements JournalStore {
   }
   putMigration(rec: MigrationRecord): void {
     this.remember(this.migrations, rec.migrationId);
-    this.migrations.set(rec.migrationId, { rec: { ...rec }, checksum: migrationChecksum(rec) });
+    this.migrations.set(rec.migrationId, { rec: { ...rec }, checksum: "unchanged" });
   }
   getMigration(id: string): MigrationRecord | undefined {
     const s = this.migrations.get(id);
@@ -148,6 +149,7 @@ export class MemoryJournal implements JournalStore {
   corruptVm(vmId: string, mutate: (rec: VmRecord) => void): boolean {
     const s = this.vms.get(vmId);
     if (!s) return false;
+    if (s.checksum === "unchanged") s.checksum = vmChecksum(s.rec);
     mutate(s.rec);
     return true;
   }
@@ -156,6 +158,7 @@ export class MemoryJournal implements JournalStore {
   corruptMigration(migrationId: string, mutate: (rec: MigrationRecord) => void): boolean {
     const s = this.migrations.get(migrationId);
     if (!s) return false;
+    if (s.checksum === "unchanged") s.checksum = migrationChecksum(s.rec);
     mutate(s.rec);
     return true;
   }
@@ -163,7 +166,8 @@ export class MemoryJournal implements JournalStore {
 
 interface Stored<R> {
   rec: R;
-  checksum: string;
+  /** The checksum taken when the record was damaged; "unchanged" while it is what was put. */
+  checksum: string | "unchanged";
 }
 
 function readVm(s: Stored<VmRecord>): VmRecord {

@@ -1,0 +1,160 @@
+// How a node keeps its VMs' journal records current: written when they change, never on a timer.
+//
+// What changes a VM's journaled state, and how each is written:
+// - Ownership and migration steps (create, pause, resume, adopt, hand-off) and a guest acting on a
+//   migration: written at once (`write`), because what happens next depends on them being durable
+//   (a create reports success, a migration decides, "handled exactly once" must survive a restart).
+// - A guest's NTP sync (wall offset, error bound, status): queued (`changed`) and written with every
+//   other VM queued within `batchDelayNs`, in one transaction. A restart that loses the last batch
+//   restores the sync before, whose bound has grown since by the kernel's 500 ppm per second, so
+//   the guest's bounded clock stays honest; it is never a state from before a migration, because a
+//   migration's steps are written at once and flush the VM's queued change with them.
+// - Nothing else changes while a VM idles: the hypervisor state moves only at KVM operations (all
+//   above), the NTP error growth is recomputed from the sync on every read (second_overflow catch-up),
+//   and the guest's last kvmclock reading is a clamp a restart re-establishes from the clock itself.
+//   So an idle daemon writes nothing between syncs: no periodic re-persist, no stall.
+//
+// A write that fails on storage (disk full) keeps the VM queued; the durable journal's retry loop
+// writes the queue again before it declares the journal writable.
+
+import type { Logger } from "../shared/logger.js";
+import type { HostedVm } from "../shared/migration/hosted-vm.js";
+import { persistVm } from "../shared/migration/hosted-vm.js";
+import type { Scheduler, Timer } from "../shared/time/clock.js";
+import { type DurableJournal, isStorageError } from "./durable-journal.js";
+
+/** Queued VMs written per transaction: a bounded stall however many came due at once. */
+export const PERSIST_BATCH_MAX = 256;
+
+export interface VmPersistenceDeps {
+  journal: DurableJournal;
+  scheduler: Scheduler;
+  log: Logger;
+  /** Host true time (the records' `updatedNs`). */
+  trueNs: () => bigint;
+  /** How long a queued change waits for others to share its transaction. */
+  batchDelayNs: bigint;
+}
+
+export class VmPersistence {
+  /** Each VM's last serialised state: a role change rewrites it without serialising again. */
+  private readonly text = new Map<string, string>();
+  private readonly queued = new Map<string, HostedVm>();
+  /** Tombstones whose write failed on storage, by VM: written by the retry loop. */
+  private readonly tombstones = new Map<string, bigint>();
+  private flushTimer: Timer | null = null;
+  private stopped = false;
+
+  constructor(private readonly deps: VmPersistenceDeps) {
+    deps.journal.onRetry(() => this.writeQueued(Number.MAX_SAFE_INTEGER));
+  }
+
+  /**
+   * Writes `h` now, with its queued change if any. `full`: serialise the VM again (else its last
+   * serialisation under its current role and generation). Throws a storage failure, typed.
+   */
+  write(h: HostedVm, full: boolean): void {
+    let state = this.text.get(h.id);
+    if (full || state === undefined || this.queued.has(h.id)) state = persistVm(h);
+    this.deps.journal.putVm({ vmId: h.id, generation: h.generation, role: h.role, state, updatedNs: this.deps.trueNs() });
+    this.text.set(h.id, state);
+    this.queued.delete(h.id);
+    this.tombstones.delete(h.id);
+  }
+
+  /** `write`, except that a storage failure leaves the VM queued for the retry loop instead of throwing. */
+  writeOrQueue(h: HostedVm, full: boolean): void {
+    try {
+      this.write(h, full);
+    } catch (e) {
+      if (!isStorageError(e)) throw e;
+      this.queued.set(h.id, h);
+      this.deps.log.warn({ event: "vm_write_deferred", vmId: h.id, err: e.toJSON() }, "VM state not journaled; retried when the journal takes writes");
+    }
+  }
+
+  /** The VM changed in a way a restart should keep and nothing waits on: written with others soon. */
+  changed(h: HostedVm): void {
+    this.queued.set(h.id, h);
+    if (this.flushTimer !== null || this.stopped) return;
+    this.flushTimer = this.deps.scheduler.after(this.deps.batchDelayNs, () => {
+      this.flushTimer = null;
+      this.flush();
+    });
+  }
+
+  /** The VM left this daemon: its tombstone is written (or kept for the retry loop). */
+  handedOff(vmId: string, generation: bigint): void {
+    this.forget(vmId);
+    try {
+      this.writeTombstone(vmId, generation);
+    } catch (e) {
+      if (!isStorageError(e)) throw e;
+      this.tombstones.set(vmId, generation);
+      this.deps.log.warn({ event: "tombstone_write_deferred", vmId, err: e.toJSON() }, "tombstone not journaled; retried when the journal takes writes");
+    }
+  }
+
+  /** Forget the VM (it left memory without a record of its own to write). */
+  forget(vmId: string): void {
+    this.text.delete(vmId);
+    this.queued.delete(vmId);
+    this.tombstones.delete(vmId);
+  }
+
+  /** Writes every queued change now (graceful stop); storage failures are left for the retry loop. */
+  stop(): void {
+    this.flushTimer?.cancel();
+    this.flushTimer = null;
+    this.flush(Number.MAX_SAFE_INTEGER);
+    this.stopped = true;
+  }
+
+  get queuedCount(): number {
+    return this.queued.size + this.tombstones.size;
+  }
+
+  /** One batch; what is left is taken up on a later turn, so no turn stalls on thousands of VMs. */
+  private flush(max = PERSIST_BATCH_MAX): void {
+    try {
+      this.writeQueued(max);
+    } catch (e) {
+      if (!isStorageError(e)) throw e;
+      return; // still queued; the journal's retry loop writes them
+    }
+    if (this.queued.size > 0 && !this.stopped && this.flushTimer === null)
+      this.flushTimer = this.deps.scheduler.after(0n, () => {
+        this.flushTimer = null;
+        this.flush();
+      });
+  }
+
+  /**
+   * Up to `max` queued VMs (and every pending tombstone) in one transaction; throws on failure.
+   * The queue changes only once the transaction committed: a failed one leaves everything queued.
+   */
+  private writeQueued(max: number): void {
+    if (this.queued.size === 0 && this.tombstones.size === 0) return;
+    const batch: { h: HostedVm; state: string }[] = [];
+    for (const h of this.queued.values()) {
+      if (batch.length >= max) break;
+      batch.push({ h, state: persistVm(h) });
+    }
+    const graves = [...this.tombstones];
+    const updatedNs = this.deps.trueNs();
+    this.deps.journal.transaction(() => {
+      for (const [vmId, generation] of graves) this.writeTombstone(vmId, generation);
+      for (const { h, state } of batch) this.deps.journal.putVm({ vmId: h.id, generation: h.generation, role: h.role, state, updatedNs });
+    });
+    for (const [vmId, generation] of graves) if (this.tombstones.get(vmId) === generation) this.tombstones.delete(vmId);
+    for (const { h, state } of batch) {
+      if (this.queued.get(h.id) !== h) continue;
+      this.queued.delete(h.id);
+      this.text.set(h.id, state);
+    }
+  }
+
+  private writeTombstone(vmId: string, generation: bigint): void {
+    this.deps.journal.putVm({ vmId, generation, role: "handed-off", state: "", updatedNs: this.deps.trueNs() });
+  }
+}
