@@ -124,14 +124,21 @@ export class Journal {
 
   /**
    * Opens (creating `dir` and `tscmig.db` if needed) and takes the journal for this process.
-   * Throws `failed_precondition` when another process holds it (reason `journal_locked`) or when it
-   * was written by a newer tscmig (reason `journal_schema_newer`).
+   * Throws `failed_precondition` when another process holds it (reason `journal_locked`), when it
+   * was written by a newer tscmig (reason `journal_schema_newer`), when `dir` cannot be a data
+   * directory (reason `data_dir_unusable`: a file, no permission, a full disk) or the file in it is
+   * not a journal (reason `journal_unreadable`).
    */
   static open(dir: string, opts: { synchronous?: JournalSync } = {}): Journal {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
     const path = join(dir, FILE_NAME);
-    // timeout 0: a held lock belongs to a live process (the kernel frees a dead one's at once).
-    const db = new Database(path, { timeout: 0 });
+    let db: Database.Database;
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      // timeout 0: a held lock belongs to a live process (the kernel frees a dead one's at once).
+      db = new Database(path, { timeout: 0 });
+    } catch (e) {
+      throw dataDirError(dir, e);
+    }
     try {
       db.pragma("locking_mode = EXCLUSIVE"); // before WAL: the WAL index then lives in process memory
       db.pragma("journal_mode = WAL");
@@ -141,7 +148,8 @@ export class Journal {
       db.close();
       if (!(e instanceof Database.SqliteError)) throw e;
       if (e.code === "SQLITE_BUSY")
-        throw new TscmigError("failed_precondition", `journal ${path} is in use by another process`, { reason: "journal_locked" });
+        throw new TscmigError("failed_precondition", `journal ${path} is in use by another process (another daemon on this --data)`, { reason: "journal_locked" });
+      if (/^SQLITE_(FULL|READONLY|CANTOPEN|IOERR)/.test(e.code)) throw dataDirError(dir, e);
       throw new TscmigError("failed_precondition", `journal ${path}: ${e.message}`, { reason: "journal_unreadable" });
     }
     return new Journal(db);
@@ -295,6 +303,21 @@ function migrate(db: Database.Database, path: string): void {
     if (row === undefined) db.prepare("INSERT INTO schema_version (version) VALUES (?)").run(JOURNAL_SCHEMA_VERSION);
     else db.prepare("UPDATE schema_version SET version = ?").run(JOURNAL_SCHEMA_VERSION);
   }).immediate();
+}
+
+function dataDirError(dir: string, e: unknown): TscmigError {
+  const code = (e as { code?: unknown }).code;
+  const why =
+    code === "EEXIST" || code === "ENOTDIR"
+      ? "a file is in the way (it must be a directory, or a path where one can be created)"
+      : code === "EACCES" || code === "EPERM"
+        ? "permission denied"
+        : code === "ENOSPC" || code === "SQLITE_FULL"
+          ? "the disk is full"
+          : code === "EROFS" || code === "SQLITE_READONLY"
+            ? "the filesystem is read-only"
+            : `${String(code ?? "error")}: ${e instanceof Error ? e.message : String(e)}`;
+  return new TscmigError("failed_precondition", `data directory ${dir}: ${why}`, { field: "data", reason: "data_dir_unusable" });
 }
 
 function checkId(id: string, field: string): void {

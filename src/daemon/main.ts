@@ -1,15 +1,19 @@
 // The only place a daemon touches `process`: configuration from flags and environment, signals,
 // ports, exit codes. Everything else is built by buildDaemon() from injected parts.
 
+import { format } from "node:util";
+import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
 import { createLogger } from "../shared/log.js";
 import { env, hardDeadline, platform, trueEpochNs } from "../shared/platform/index.js";
 import { isTscmigError } from "../shared/errors.js";
-import { buildDaemon } from "./daemon.js";
+import { buildDaemon, type Daemon } from "./daemon.js";
 import { loadDaemonConfig } from "./daemon-config.js";
 import { liveFaults } from "./live-faults.js";
 
 export const SHUTDOWN_GRACE_MS = 3000;
+/** Exit status of a daemon that could not start (a port taken, the journal locked or damaged, ...). */
+export const START_FAILED_EXIT_CODE = 1;
 
 /** Runs a daemon until SIGINT/SIGTERM; `flags` are commander's parsed options keyed by config key. */
 export async function runDaemon(flags: Record<string, string | undefined>): Promise<void> {
@@ -17,6 +21,13 @@ export async function runDaemon(flags: Record<string, string | undefined>): Prom
   // With fault sites armed (tests only) every log line is written synchronously, so a deliberate
   // SIGKILL loses none of them — the fault_crash line included. Otherwise pino's async default.
   const log = createLogger({ level: config.logLevel, name: config.name, ...(config.faults.length > 0 ? { destination: pino.destination({ dest: 1, sync: true }) } : {}) });
+  // grpc-js logs with console.error by default: into this daemon's log instead, so stderr carries
+  // only what is for a person (a start failure's one line).
+  grpc.setLogger({
+    error: (msg?: unknown, ...rest: unknown[]) => log.warn({ event: "grpc_js" }, format(msg, ...rest)),
+    info: (msg?: unknown, ...rest: unknown[]) => log.info({ event: "grpc_js" }, format(msg, ...rest)),
+    debug: (msg?: unknown, ...rest: unknown[]) => log.debug({ event: "grpc_js" }, format(msg, ...rest)),
+  });
   const { clock, scheduler, random } = platform();
   // Test-only fault hook (TSCMIG_FAULTS): a listed crash site dies here like kill -9 — no cleanup,
   // no reply, nothing journaled after the site — so a restart on the same --data shows recovery.
@@ -29,8 +40,16 @@ export async function runDaemon(flags: Record<string, string | undefined>): Prom
         })
       : undefined;
   if (faults) log.warn({ event: "faults_armed", sites: config.faults }, "TEST ONLY: fault sites armed");
-  const daemon = await buildDaemon({ clock, scheduler, random, log, config, trueEpochNs: trueEpochNs(), ...(faults ? { faults } : {}) });
-  const bound = await daemon.listen();
+  let daemon: Daemon;
+  let bound: { http: string; grpc: string };
+  try {
+    // Each step undoes itself when it fails (ports closed, journal lock released): exiting is all that is left.
+    daemon = await buildDaemon({ clock, scheduler, random, log, config, trueEpochNs: trueEpochNs(), ...(faults ? { faults } : {}) });
+    bound = await daemon.listen();
+  } catch (e) {
+    process.stderr.write(`${startFailureLine(config.name, e)}\n`);
+    process.exit(START_FAILED_EXIT_CODE);
+  }
   // One line on stdout that tools (tscmig up, tests) parse; logs go to stdout as JSON too.
   process.stdout.write(`${JSON.stringify({ tscmig: "listening", name: config.name, http: bound.http, grpc: bound.grpc, data: config.data })}\n`);
   let closing = false;
@@ -49,3 +68,10 @@ export async function runDaemon(flags: Record<string, string | undefined>): Prom
   });
 }
 
+
+/** One line: which daemon, that it did not start, and the typed error's own words (they name the port, file or record). */
+export function startFailureLine(name: string, e: unknown): string {
+  if (isTscmigError(e)) return `tscmig daemon ${name}: cannot start: ${e.message} [${e.code}${e.reason !== undefined ? `/${e.reason}` : ""}]`;
+  const text = e instanceof Error ? e.message : String(e);
+  return `tscmig daemon ${name}: cannot start: ${text.split("\n")[0]}`;
+}

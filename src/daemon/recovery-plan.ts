@@ -13,7 +13,8 @@
 
 import type { HostInfo } from "../shared/hypervisor/backend.js";
 import type { JournalStore, MigrationRecord, VmRecord } from "../shared/migration/journal.js";
-import { damagedRecord, type RecordRef } from "../shared/migration/journal-integrity.js";
+import { TscmigError } from "../shared/errors.js";
+import { damagedRecord, isDamagedRecord, type RecordRef } from "../shared/migration/journal-integrity.js";
 import { loadPersistedVm, loadStagedPayload, type PersistedVm, type StagedPayload } from "../shared/migration/hosted-vm.js";
 
 export type RecoveredVm =
@@ -29,9 +30,18 @@ export interface RecoveryPlan {
 
 /** Reads and checks the whole journal; throws on the first damaged record, before anything acts. */
 export function readRecoveryPlan(journal: JournalStore, host: HostInfo): RecoveryPlan {
-  const migrations = journal.listMigrations();
-  const vms = journal.listVms().map((rec) => recoveredVm(rec, host));
-  return { vms, migrations };
+  try {
+    const migrations = journal.listMigrations();
+    const vms = journal.listVms().map((rec) => recoveredVm(rec, host));
+    return { vms, migrations };
+  } catch (e) {
+    if (!isDamagedRecord(e)) throw e;
+    throw new TscmigError(
+      e.code,
+      `${e.message}. Nothing runs from a damaged record: restore the journal from a copy, or delete that record knowing what it held (a tombstone or a paused VM lost this way can run twice or nowhere)`,
+      { reason: e.reason as string, ...(e.field !== undefined ? { field: e.field } : {}) },
+    );
+  }
 }
 
 function recoveredVm(rec: VmRecord, host: HostInfo): RecoveredVm {

@@ -152,7 +152,21 @@ describe("health, readiness, metrics, OpenAPI", () => {
     expect(before.statusCode).toBe(503);
     expect(before.json().error).toMatchObject({ code: "unavailable", reason: "not_ready" });
     ready = true;
-    expect((await app.inject({ method: "GET", url: "/readyz" })).json()).toEqual({ status: "ready" });
+    expect((await app.inject({ method: "GET", url: "/readyz" })).json()).toEqual({ status: "ready", ready: true });
+  });
+
+  it("says why it is not ready when the callback gives a reason", async () => {
+    const app = await build({ ready: () => ({ ready: false, reason: "journal_unwritable", cause: "disk_full", message: "the journal cannot be written (SQLITE_FULL)" }) });
+    const res = await app.inject({ method: "GET", url: "/readyz" });
+    expect(res.statusCode).toBe(503);
+    expect(res.json()).toEqual({
+      status: "not_ready",
+      ready: false,
+      reason: "journal_unwritable",
+      cause: "disk_full",
+      message: "the journal cannot be written (SQLITE_FULL)",
+      error: { code: "unavailable", message: "the journal cannot be written (SQLITE_FULL)", reason: "journal_unwritable" },
+    });
   });
 
   it("serves the daemon's metrics as Prometheus text", async () => {
