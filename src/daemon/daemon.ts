@@ -28,6 +28,7 @@ import { GrpcDialer, migrationService } from "./grpc-peer.js";
 import { controlRoutes } from "./http-routes.js";
 import { Journal } from "./journal.js";
 import { defaultNodeConfig, type NodeConfig, TscmigNode } from "./node.js";
+import type { JournalStore } from "../shared/migration/journal.js";
 
 export interface DaemonDeps {
   clock: Clock;
@@ -40,6 +41,8 @@ export interface DaemonDeps {
   faults?: Faults;
   /** Node tuning beyond the flags (tests, chaos). */
   tune?: (cfg: NodeConfig) => void;
+  /** Test seam (fault injection at the journal, e.g. a full disk): wraps the journal the node writes through. Never set in production. */
+  wrapJournal?: (journal: JournalStore) => JournalStore;
   version?: string;
 }
 
@@ -102,7 +105,7 @@ async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: Journal, 
     random: deps.random,
     log,
     host,
-    journal,
+    journal: deps.wrapJournal ? deps.wrapJournal(journal) : journal,
     dialer,
     history,
     ...(deps.faults ? { faults: deps.faults } : {}),

@@ -22,6 +22,21 @@ export const ERROR_CODES = {
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 
+/**
+ * HTTP statuses more precise than their code's, by refusal reason (HTTP has statuses gRPC has no
+ * codes for). The code stays what a gRPC client would see; only the HTTP status is refined.
+ */
+export const HTTP_STATUS_OF_REASON: Readonly<Record<string, number>> = {
+  /** resource_exhausted: the request body is over the limit. */
+  body_too_large: 413,
+  /** invalid_argument: no or another Content-Type than application/json. */
+  unsupported_media_type: 415,
+  /** unimplemented: the path exists, with other methods (the answer carries Allow). */
+  method_not_allowed: 405,
+  /** resource_exhausted: the journal's disk is full (507 Insufficient Storage, not "slow down"). */
+  disk_full: 507,
+};
+
 /** Kernel errno names the emulated KVM operations answer with, as the ioctls would. */
 export type Errno = "EINVAL" | "ERANGE" | "ENXIO" | "EBUSY";
 
@@ -79,8 +94,9 @@ export function grpcStatusOf(code: ErrorCode): number {
   return ERROR_CODES[code].grpc;
 }
 
-export function httpStatusOf(code: ErrorCode): number {
-  return ERROR_CODES[code].http;
+/** The HTTP status of an error: its reason's (HTTP_STATUS_OF_REASON) when it has one, else its code's. */
+export function httpStatusOf(code: ErrorCode, reason?: string): number {
+  return reason !== undefined && Object.hasOwn(HTTP_STATUS_OF_REASON, reason) ? (HTTP_STATUS_OF_REASON[reason] as number) : ERROR_CODES[code].http;
 }
 
 /** Invariant check: a violated assertion is a bug, and stops the process (STYLE 10). */
