@@ -9,7 +9,7 @@ import { invalid, kvmError } from "../errors.js";
 import { LIMITS } from "../limits.js";
 import { u64, s64 } from "../kvm/u64.js";
 import { getTimeScale, scaleDelta } from "../kvm/time-scale.js";
-import { defaultRatio, guestTgtTscKhz, maxGuestTscKhz, scaleTsc, setTscKhzDecision, TSC_TOLERANCE_PPM_DEFAULT, tscThresholds } from "../kvm/tsc.js";
+import { defaultRatio, guestTgtTscKhz, maxGuestTscKhz, scaleTsc, setTscKhzDecision, tscThresholds } from "../kvm/tsc.js";
 import {
   PVCLOCK_GUEST_STOPPED,
   PVCLOCK_TSC_STABLE_BIT,
