@@ -167,6 +167,15 @@ export class Journal {
     return this.run.immediate(fn) as T;
   }
 
+  /**
+   * One put's read-check-write: its own transaction, or part of the caller's without a savepoint
+   * (the check throws before the single write, so there is nothing of it to roll back).
+   */
+  private atomically(fn: () => void): void {
+    if (this.db.inTransaction) fn();
+    else this.run.immediate(fn);
+  }
+
   /** Inserts or replaces the VM. Refuses (`failed_precondition`, `stale_generation`) a lower generation. */
   putVm(rec: VmRecord): void {
     checkId(rec.vmId, "vmId");
@@ -174,8 +183,10 @@ export class Journal {
     checkRange(rec.updatedNs, I64_MIN, I64_MAX, "updatedNs");
     if (!VM_ROLES.includes(rec.role)) throw invalid("role", `must be one of ${VM_ROLES.join(", ")}`);
     const state = typeof rec.state === "string" ? rec.state : Buffer.from(rec.state.buffer, rec.state.byteOffset, rec.state.byteLength);
-    this.transaction(() => {
-      const prior = this.getVm(rec.vmId);
+    this.atomically(() => {
+      // The generation alone (no state, no checksum): this runs for every VM of every batch.
+      const row = this.stmt.getVmGeneration.get(rec.vmId);
+      const prior = row && { generation: intColumn({ table: "vms", key: rec.vmId, vmId: rec.vmId }, row.generation, "generation") };
       if (prior && rec.generation < prior.generation)
         throw new TscmigError("failed_precondition", `vm ${rec.vmId}: generation ${rec.generation} is older than the journal's ${prior.generation}`, {
           field: "generation",
@@ -214,7 +225,7 @@ export class Journal {
     checkRange(rec.updatedNs, I64_MIN, I64_MAX, "updatedNs");
     if (!MIGRATION_ROLES.includes(rec.role)) throw invalid("role", `must be one of ${MIGRATION_ROLES.join(", ")}`);
     if (!DECISIONS.includes(rec.decision)) throw invalid("decision", `must be one of ${DECISIONS.join(", ")}`);
-    this.transaction(() => {
+    this.atomically(() => {
       const prior = this.getMigration(rec.migrationId);
       if (prior && prior.decision !== "pending" && rec.decision !== prior.decision)
         throw new TscmigError("failed_precondition", `migration ${rec.migrationId} is already ${prior.decision}`, {
@@ -262,6 +273,7 @@ type Statements = ReturnType<typeof prepare>;
 function prepare(db: Database.Database) {
   return {
     getVm: db.prepare<[string], VmRow>("SELECT * FROM vms WHERE vm_id = ?"),
+    getVmGeneration: db.prepare<[string], { generation: string }>("SELECT generation FROM vms WHERE vm_id = ?"),
     listVms: db.prepare<[], VmRow>("SELECT * FROM vms ORDER BY vm_id"),
     putVm: db.prepare(
       `INSERT INTO vms (vm_id, generation, role, state, updated_ns, checksum) VALUES (@vm_id, @generation, @role, @state, @updated_ns, @checksum)

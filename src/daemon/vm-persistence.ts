@@ -5,7 +5,9 @@
 //   migration: written at once (`write`), because what happens next depends on them being durable
 //   (a create reports success, a migration decides, "handled exactly once" must survive a restart).
 // - A guest's NTP sync (wall offset, error bound, status): queued (`changed`) and written with every
-//   other VM queued within `batchDelayNs`, in one transaction. A restart that loses the last batch
+//   other VM queued within `batchDelayNs`, in one transaction, with the VM's hypervisor part as the
+//   last full write serialised it (a sync changes only guest memory: serialising the hypervisor
+//   state again was most of the cost of a sync's write). A restart that loses the last batch
 //   restores the sync before, whose bound has grown since by the kernel's 500 ppm per second, so
 //   the guest's bounded clock stays honest; it is never a state from before a migration, because a
 //   migration's steps are written at once and flush the VM's queued change with them.
@@ -19,7 +21,7 @@
 
 import type { Logger } from "../shared/logger.js";
 import type { HostedVm } from "../shared/migration/hosted-vm.js";
-import { persistVm } from "../shared/migration/hosted-vm.js";
+import { persistVmPart, persistWithVmPart } from "../shared/migration/hosted-vm.js";
 import type { Scheduler, Timer } from "../shared/time/clock.js";
 import { type DurableJournal, isStorageError } from "./durable-journal.js";
 
@@ -37,9 +39,11 @@ export interface VmPersistenceDeps {
 }
 
 export class VmPersistence {
-  /** Each VM's last serialised state: a role change rewrites it without serialising again. */
-  private readonly text = new Map<string, string>();
+  /** Each VM's hypervisor part as its last full write serialised it (a sync or a role change reuses it). */
+  private readonly vmPart = new Map<string, string>();
   private readonly queued = new Map<string, HostedVm>();
+  /** Queued VMs whose failed write was a full one: their hypervisor part is serialised again. */
+  private readonly queuedFull = new Set<string>();
   /** Tombstones whose write failed on storage, by VM: written by the retry loop. */
   private readonly tombstones = new Map<string, bigint>();
   private flushTimer: Timer | null = null;
@@ -50,15 +54,17 @@ export class VmPersistence {
   }
 
   /**
-   * Writes `h` now, with its queued change if any. `full`: serialise the VM again (else its last
-   * serialisation under its current role and generation). Throws a storage failure, typed.
+   * Writes `h` now, with its queued change if any. `full`: serialise the hypervisor state again
+   * (a KVM operation changed it); else the last full write's, with the guest's state as it is now.
+   * Throws a storage failure, typed.
    */
   write(h: HostedVm, full: boolean): void {
-    let state = this.text.get(h.id);
-    if (full || state === undefined || this.queued.has(h.id)) state = persistVm(h);
-    this.deps.journal.putVm({ vmId: h.id, generation: h.generation, role: h.role, state, updatedNs: this.deps.trueNs() });
-    this.text.set(h.id, state);
+    let part = this.vmPart.get(h.id);
+    if (full || part === undefined) part = persistVmPart(h);
+    this.deps.journal.putVm({ vmId: h.id, generation: h.generation, role: h.role, state: persistWithVmPart(part, h), updatedNs: this.deps.trueNs() });
+    this.vmPart.set(h.id, part);
     this.queued.delete(h.id);
+    this.queuedFull.delete(h.id);
     this.tombstones.delete(h.id);
   }
 
@@ -69,6 +75,7 @@ export class VmPersistence {
     } catch (e) {
       if (!isStorageError(e)) throw e;
       this.queued.set(h.id, h);
+      if (full) this.queuedFull.add(h.id);
       this.deps.log.warn({ event: "vm_write_deferred", vmId: h.id, err: e.toJSON() }, "VM state not journaled; retried when the journal takes writes");
     }
   }
@@ -97,8 +104,9 @@ export class VmPersistence {
 
   /** Forget the VM (it left memory without a record of its own to write). */
   forget(vmId: string): void {
-    this.text.delete(vmId);
+    this.vmPart.delete(vmId);
     this.queued.delete(vmId);
+    this.queuedFull.delete(vmId);
     this.tombstones.delete(vmId);
   }
 
@@ -135,10 +143,12 @@ export class VmPersistence {
    */
   private writeQueued(max: number): void {
     if (this.queued.size === 0 && this.tombstones.size === 0) return;
-    const batch: { h: HostedVm; state: string }[] = [];
+    const batch: { h: HostedVm; part: string; state: string }[] = [];
     for (const h of this.queued.values()) {
       if (batch.length >= max) break;
-      batch.push({ h, state: persistVm(h) });
+      const cached = this.queuedFull.has(h.id) ? undefined : this.vmPart.get(h.id);
+      const part = cached ?? persistVmPart(h);
+      batch.push({ h, part, state: persistWithVmPart(part, h) });
     }
     const graves = [...this.tombstones];
     const updatedNs = this.deps.trueNs();
@@ -147,10 +157,11 @@ export class VmPersistence {
       for (const { h, state } of batch) this.deps.journal.putVm({ vmId: h.id, generation: h.generation, role: h.role, state, updatedNs });
     });
     for (const [vmId, generation] of graves) if (this.tombstones.get(vmId) === generation) this.tombstones.delete(vmId);
-    for (const { h, state } of batch) {
+    for (const { h, part } of batch) {
       if (this.queued.get(h.id) !== h) continue;
       this.queued.delete(h.id);
-      this.text.set(h.id, state);
+      this.queuedFull.delete(h.id);
+      this.vmPart.set(h.id, part);
     }
   }
 

@@ -48,6 +48,16 @@ export function persistVm(h: HostedVm): string {
   return toJson({ vm: h.vm.exportState(), guest: h.guest.exportState() } satisfies PersistedVm);
 }
 
+/** The hypervisor part of `persistVm`, alone (the part that changes only at KVM operations). */
+export function persistVmPart(h: HostedVm): string {
+  return toJson(h.vm.exportState());
+}
+
+/** `persistVm` from a hypervisor part made earlier and the guest's state now: the same text when the VM has not changed since. */
+export function persistWithVmPart(vmPart: string, h: HostedVm): string {
+  return `{"vm":${vmPart},"guest":${toJson(h.guest.exportState())}}`;
+}
+
 const U64_MAX = (1n << 64n) - 1n;
 const I64_MIN = -(1n << 63n);
 const I64_MAX = (1n << 63n) - 1n;
