@@ -118,6 +118,29 @@ describe("migrations when one side cannot journal", () => {
     expect(a.listVms()).toEqual([]);
   });
 
+  it("a decision whose write may have landed (an I/O error) neither resumes nor hands off: in doubt and paused until a restart reads the journal", async () => {
+    const { w, ja, a, b } = await pair();
+    ja.full = true;
+    ja.failIf = (op) => {
+      if (op.kind === "putMigration" && op.rec.decision === "committed") throw Object.assign(new Error("disk I/O error"), { code: "SQLITE_IOERR_FSYNC" });
+      return false;
+    };
+    const r = await w.run(a.migrate("vm", { destination: "b" }));
+    expect(r.outcome).toBe("in-doubt");
+    expect(r.error).toMatchObject({ code: "unavailable", reason: "journal_io_error" });
+    expect(a.listVms().map((h) => [h.id, h.role, h.vm.running])).toEqual([["vm", "migrating-out", false]]);
+    expect(b.listVms()).toEqual([]);
+    // The write did not land here: a restart finds the migration undecided, aborts it and resumes the VM.
+    a.stop();
+    ja.full = false;
+    const again = w.node("a", ja);
+    again.start();
+    await w.advance(3_000n * MS);
+    expect(running(again, "vm")).toBe(true);
+    expect(b.listVms()).toEqual([]);
+    expect(b.destination.pending()).toEqual([]);
+  });
+
   it("a source that cannot journal the paused VM never pauses it", async () => {
     const { w, ja, a, b } = await pair();
     ja.full = true;
