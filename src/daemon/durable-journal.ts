@@ -162,6 +162,7 @@ export class DurableJournal implements JournalStore {
     try {
       return this.write(() => this.inner.transaction(fn));
     } catch (e) {
+      this.rollbacks = null;
       // A simulated crash kills the process: nothing of it acts any more, undo included.
       if (!(e instanceof Error && e.name === "CrashSignal")) for (let i = hooks.length - 1; i >= 0; i--) (hooks[i] as () => void)();
       throw e;

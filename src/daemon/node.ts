@@ -38,7 +38,7 @@ import type { SkewState, SkewUpdate } from "../shared/time/skew.js";
 import { Destination, type Inbound, type RestoreFn } from "../destination/migrate-in.js";
 import { migrateOut, type MigrationReport, type SourceContext } from "../source/migrate-out.js";
 import { readRecoveryPlan, type RecoveredVm } from "./recovery-plan.js";
-import { DurableJournal } from "./durable-journal.js";
+import { DurableJournal, isStorageError } from "./durable-journal.js";
 import { VmPersistence } from "./vm-persistence.js";
 import { checkInboundSource, checkMigrationTarget } from "./migration-admission.js";
 
@@ -176,6 +176,8 @@ export class TscmigNode {
   private readonly vms = new Map<string, HostedVm>();
   private readonly tombstones = new Map<string, bigint>();
   private readonly doorbells = new Map<string, number>();
+  /** VMs stopped because their handling of a migration is not journaled yet. */
+  private readonly stalled = new Set<string>();
   readonly destination: Destination;
   private readonly outbound = new Map<string, Promise<MigrationReport>>();
   /**
@@ -227,7 +229,7 @@ export class TscmigNode {
     for (const m of plan.migrations.filter((x) => x.role === "source")) {
       if (m.decision === "pending") {
         // Undecided when we died: abort (Commit was never sent), and the VM is ours again.
-        this.journal.putMigration({ ...m, decision: "aborted", phase: "aborted", updatedNs: this.host.trueNs() });
+        this.journalAbortOnStart(m);
         const h = this.vms.get(m.vmId);
         if (h && h.lock === m.migrationId) this.resumeOwned(h);
         this.deps.dialer.dial(m.peer).abort({ migrationId: m.migrationId, vmId: m.vmId, generation: m.generation, reason: "source restarted before deciding" }).catch(() => {});
@@ -241,10 +243,22 @@ export class TscmigNode {
     for (const m of plan.migrations.filter((x) => x.role === "destination" && x.decision === "pending")) {
       if (!this.destination.inbound.has(m.migrationId)) {
         // Prepared but never staged before the crash: nothing to keep.
-        this.journal.putMigration({ ...m, decision: "aborted", phase: "aborted", updatedNs: this.host.trueNs() });
+        this.journalAbortOnStart(m);
       }
     }
     this.scheduleRecovery();
+  }
+
+  /**
+   * An abort decided while recovering. On a full disk the start goes on (the daemon comes up not
+   * ready): the journal writes the abort when it can, and until then a restart decides it again.
+   */
+  private journalAbortOnStart(m: MigrationRecord): void {
+    try {
+      this.journal.putMigration({ ...m, decision: "aborted", phase: "aborted", updatedNs: this.host.trueNs() });
+    } catch (e) {
+      if (!isStorageError(e)) throw e;
+    }
   }
 
   stop(): void {
@@ -271,7 +285,11 @@ export class TscmigNode {
       // Pending: wait for the source's decision. Committed: we decided to run it but died before the
       // VM was adopted; the recovery loop's Resolve finishes the restore. Aborted: drop it.
       if (!mig || mig.decision === "aborted") {
-        this.journal.deleteVm(rec.vmId);
+        try {
+          this.journal.deleteVm(rec.vmId);
+        } catch (e) {
+          if (!isStorageError(e)) throw e; // a restart drops it again
+        }
         return;
       }
       this.destination.inbound.set(p.req.migrationId, {
@@ -355,9 +373,19 @@ export class TscmigNode {
 
   private wireGuest(h: HostedVm): void {
     h.guest.onHandled = (e) => {
-      this.deps.history?.event({ kind: "handled", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: h.id, ...e });
+      const trueNs = this.host.trueNs();
       this.log.info({ event: "guest_handled_migration", vmId: h.id, via: e.via, marker: e.marker, mode: e.mode }, "guest acted on a migration");
-      this.persistence.writeOrQueue(h, true); // exactly once must survive a restart
+      // Exactly once must survive a restart. When the handling cannot be journaled (a full disk) the
+      // guest stops, as QEMU stops a guest whose writes hit ENOSPC, and the history records the
+      // handling only once it is journaled: a daemon that dies before that restarts the guest from
+      // before it, and the guest handles the migration again — once, in everything that survives.
+      let journaled = false;
+      this.persistence.writeOrQueue(h, true, () => {
+        journaled = true;
+        this.deps.history?.event({ kind: "handled", trueNs, daemon: this.cfg.name, vmId: h.id, ...e });
+        this.unstall(h);
+      });
+      if (!journaled) this.stall(h);
     };
     // The guest's NTP state is guest memory: journaled with the next batch (vm-persistence.ts says
     // why a lost batch is still honest), and with the VM at once by any migration step after it.
@@ -422,6 +450,24 @@ export class TscmigNode {
     return s;
   }
 
+  /** Stops a guest whose handling of a migration is not journaled yet (see wireGuest). */
+  private stall(h: HostedVm): void {
+    if (this.stopped || this.vms.get(h.id) !== h || h.role !== "owner" || !h.vm.running) return;
+    this.stalled.add(h.id);
+    h.vm.pause();
+    h.guest.stop();
+    h.sampler?.cancel();
+    h.sampler = null;
+    this.deps.history?.event({ kind: "stop", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: h.id, generation: h.generation, why: "journal_unwritable" });
+    this.log.warn({ event: "vm_stalled", vmId: h.id }, "VM stopped until its state can be journaled");
+  }
+
+  private unstall(h: HostedVm): void {
+    if (!this.stalled.delete(h.id) || this.stopped || this.vms.get(h.id) !== h || h.role !== "owner" || h.lock !== null) return;
+    this.resumeOwned(h, false);
+    this.log.info({ event: "vm_unstalled", vmId: h.id }, "VM runs again: its state is journaled");
+  }
+
   /** Journals `h` now; a storage failure leaves it queued for the journal's retry loop. */
   private persist(h: HostedVm, full: boolean): void {
     this.persistence.writeOrQueue(h, full);
@@ -445,6 +491,7 @@ export class TscmigNode {
       // The bounded clock first: a read that makes the guest act on a migration journals that, which
       // takes time; the true instant of the sample is where the guest read its clock, after that.
       const bounded = h.guest.now();
+      if (!h.vm.running) return; // stopped by that read (a handling it could not journal)
       const t = this.host.trueNs();
       const n = Math.min(h.vm.vcpuCount, this.cfg.sampleVcpusMax);
       const vcpus: number[] = [];
@@ -693,9 +740,11 @@ export class TscmigNode {
     // Journaled once the vCPUs run, off the blackout. A crash before this write leaves the staged
     // snapshot and its pending migration in the journal: recovery asks the source (Resolve), which
     // answers committed, and the VM is restored and resumed here again, on this daemon only.
+    // The run is recorded before the write that may fail: a failed one undoes the adoption and
+    // records the stop (unadopt), so the history shows the VM's era starting here, from its source.
+    this.deps.history?.event({ kind: "run", trueNs: resumedTrueNs, daemon: this.cfg.name, vmId: h.id, generation: h.generation });
     this.persistence.write(h, true);
     this.startSampler(h);
-    this.deps.history?.event({ kind: "run", trueNs: resumedTrueNs, daemon: this.cfg.name, vmId: h.id, generation: h.generation });
     this.log.info({ event: "vm_resumed", migrationId: inb.req.migrationId, vmId: h.id, advancedNs: result.advancedNs, errorBoundNs: result.errorBoundNs }, "VM resumed");
     return { doorbellRung: rung, resumedTrueNs };
   }

@@ -44,6 +44,8 @@ export class VmPersistence {
   private readonly queued = new Map<string, HostedVm>();
   /** Queued VMs whose failed write was a full one: their hypervisor part is serialised again. */
   private readonly queuedFull = new Set<string>();
+  /** What waits for a VM's next successful write (`writeOrQueue`'s `then`), by VM. */
+  private readonly afterWrite = new Map<string, (() => void)[]>();
   /** Tombstones whose write failed on storage, by VM: written by the retry loop. */
   private readonly tombstones = new Map<string, bigint>();
   private flushTimer: Timer | null = null;
@@ -60,16 +62,21 @@ export class VmPersistence {
    */
   write(h: HostedVm, full: boolean): void {
     let part = this.vmPart.get(h.id);
-    if (full || part === undefined) part = persistVmPart(h);
+    if (full || part === undefined || this.queuedFull.has(h.id)) part = persistVmPart(h);
     this.deps.journal.putVm({ vmId: h.id, generation: h.generation, role: h.role, state: persistWithVmPart(part, h), updatedNs: this.deps.trueNs() });
     this.vmPart.set(h.id, part);
     this.queued.delete(h.id);
     this.queuedFull.delete(h.id);
     this.tombstones.delete(h.id);
+    this.written(h.id);
   }
 
-  /** `write`, except that a storage failure leaves the VM queued for the retry loop instead of throwing. */
-  writeOrQueue(h: HostedVm, full: boolean): void {
+  /**
+   * `write`, except that a storage failure leaves the VM queued for the retry loop instead of
+   * throwing; `then` runs once the write landed (now, or when the queue is written).
+   */
+  writeOrQueue(h: HostedVm, full: boolean, then?: () => void): void {
+    if (then) this.afterWrite.set(h.id, [...(this.afterWrite.get(h.id) ?? []), then]);
     try {
       this.write(h, full);
     } catch (e) {
@@ -107,6 +114,7 @@ export class VmPersistence {
     this.vmPart.delete(vmId);
     this.queued.delete(vmId);
     this.queuedFull.delete(vmId);
+    this.afterWrite.delete(vmId);
     this.tombstones.delete(vmId);
   }
 
@@ -162,7 +170,15 @@ export class VmPersistence {
       this.queued.delete(h.id);
       this.queuedFull.delete(h.id);
       this.vmPart.set(h.id, part);
+      this.written(h.id);
     }
+  }
+
+  private written(vmId: string): void {
+    const fns = this.afterWrite.get(vmId);
+    if (fns === undefined) return;
+    this.afterWrite.delete(vmId);
+    for (const fn of fns) fn();
   }
 
   private writeTombstone(vmId: string, generation: bigint): void {

@@ -3,6 +3,7 @@
 // reached by direct calls after a simulated hop. Time moves only through the scheduler.
 
 import { defaultNodeConfig, type NodeConfig, TscmigNode } from "../../src/daemon/node.js";
+import type { HistorySink } from "../../src/shared/history.js";
 import { EmulatedHost } from "../../src/shared/hypervisor/host.js";
 import { SILENT_LOGGER } from "../../src/shared/logger.js";
 import type { Logger } from "../../src/shared/logger.js";
@@ -61,7 +62,7 @@ export class SimWorld {
   }
 
   /** A node named `name` over `journal` (not started). */
-  node(name: string, journal: JournalStore, o: { tune?: (c: NodeConfig) => void; log?: Logger; seed?: bigint } = {}): TscmigNode {
+  node(name: string, journal: JournalStore, o: { tune?: (c: NodeConfig) => void; log?: Logger; seed?: bigint; history?: HistorySink } = {}): TscmigNode {
     const cfg = defaultNodeConfig(name, name);
     o.tune?.(cfg);
     const n = new TscmigNode(cfg, {
@@ -72,6 +73,7 @@ export class SimWorld {
       host: this.host(name),
       journal,
       dialer: this.dialer,
+      ...(o.history ? { history: o.history } : {}),
     });
     this.dialer.nodes.set(name, n);
     return n;

@@ -7,6 +7,7 @@
 import { describe, expect, it } from "vitest";
 import type { TscmigNode } from "../../src/daemon/node.js";
 import { TscmigError } from "../../src/shared/errors.js";
+import type { HistoryEvent, HistorySink } from "../../src/shared/history.js";
 import { persistVm } from "../../src/shared/migration/hosted-vm.js";
 import { FailingJournal } from "../helpers/failing-journal.js";
 import { MS, SimWorld } from "../helpers/sim-nodes.js";
@@ -183,6 +184,69 @@ describe("migrations when one side cannot journal", () => {
     await w.advance(10_000n * MS); // retry back-off, then the recovery loop re-delivers the Commit
     expect(running(b, "vm")).toBe(true);
     expect(jb.getVm("vm")?.role).toBe("owner");
+  });
+});
+
+describe("a full disk at a restart, and under a guest's handling of a migration", () => {
+  it("a daemon restarting on a full disk comes up (not ready) and journals the aborts it decided once it can", async () => {
+    const w = new SimWorld();
+    const j = new FailingJournal();
+    j.inner.putMigration({ migrationId: "m-undecided", vmId: "gone", role: "source", phase: "transferring", decision: "pending", generation: 1n, peer: "b", updatedNs: 0n });
+    j.full = true;
+    const a = w.node("a", j);
+    a.start();
+    expect(a.durable.health()).toMatchObject({ writable: false, reason: "disk_full" });
+    expect(j.getMigration("m-undecided")?.decision).toBe("pending");
+    j.full = false;
+    await w.advance(6_000n * MS);
+    expect(a.durable.health().writable).toBe(true);
+    expect(j.getMigration("m-undecided")?.decision).toBe("aborted");
+  });
+
+  /** a → b with a doorbell b rings 50 ms after the resume; b's disk fills in between. */
+  async function handledOnFullDisk() {
+    const w = new SimWorld();
+    const events: HistoryEvent[] = [];
+    const history: HistorySink = { sample: () => {}, event: (e) => events.push(e) };
+    const ja = new FailingJournal();
+    const jb = new FailingJournal();
+    const a = w.node("a", ja);
+    const b = w.node("b", jb, { history, tune: (c) => void (c.doorbellDelayNs = 50n * MS) });
+    a.start();
+    b.start();
+    a.createVm({ id: "vm", vcpus: 1 });
+    await w.advance(500n * MS);
+    const r = await w.run(a.migrate("vm", { destination: "b", doorbell: true }));
+    expect(r.outcome).toBe("committed");
+    jb.full = true;
+    await w.advance(100n * MS); // the doorbell: the guest acts on the migration, its write fails
+    return { w, jb, b, events, history };
+  }
+  const handled = (events: HistoryEvent[]) => events.filter((e) => e.kind === "handled");
+
+  it("a guest whose handling cannot be journaled stops until it is; the history records the handling once, when journaled", async () => {
+    const { w, jb, b, events } = await handledOnFullDisk();
+    expect(b.getVm("vm").vm.running).toBe(false);
+    expect(handled(events)).toEqual([]);
+    expect(events.at(-1)).toMatchObject({ kind: "stop", why: "journal_unwritable" });
+    jb.full = false;
+    await w.advance(6_000n * MS);
+    expect(running(b, "vm")).toBe(true);
+    expect(handled(events)).toHaveLength(1);
+    expect(events.at(-1)).toMatchObject({ kind: "run" });
+  });
+
+  it("a daemon that dies before the handling is journaled: the restarted guest handles the migration again, once in what survives", async () => {
+    const { w, jb, b, events, history } = await handledOnFullDisk();
+    b.stop(); // dies with the disk still full: nothing more reaches the journal
+    jb.full = false;
+    const again = w.node("b", jb, { history });
+    again.start();
+    await w.advance(1_000n * MS);
+    again.readVm("vm"); // the guest reads its clock (vmclock watched): it sees the marker it has not handled
+    expect(running(again, "vm")).toBe(true);
+    expect(handled(events)).toHaveLength(1);
+    expect(again.getVm("vm").guest.handledCount).toBe(1n);
   });
 });
 
