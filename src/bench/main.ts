@@ -19,6 +19,7 @@ import { Bouncer, createVm, type Migrated, migrate, pool, rssBytes, settle, type
 import { collectGarbage, inspectorUrl, openInspector } from "./inspector.js";
 import { defaultCampaign, runCampaign } from "../chaos/campaign.js";
 import { simRunner } from "./sim.js";
+import { idleVmsPlan, type IdleVmsResult, idleVmsSection, idleVmsTargets, renderIdleVms } from "./idle.js";
 import { abs, fmtBytes, fmtNs, median, percentileOf, ratio, summarize, type Summary, table } from "./stats.js";
 
 export interface BenchOptions {
@@ -44,7 +45,7 @@ export interface BenchOptions {
   progress?: (line: string) => void;
 }
 
-export const SECTIONS = ["blackout", "error", "throughput", "sim", "memory"] as const;
+export const SECTIONS = ["blackout", "error", "throughput", "sim", "memory", "idleVms"] as const;
 export type Section = (typeof SECTIONS)[number];
 
 export const VCPU_SIZES = [1, 8, 64, 256, 1024] as const;
@@ -157,6 +158,8 @@ export interface BenchResult {
     /** The same readings 5 s after creating the VMs, before the forced GC. */
     withoutGc: { rssBeforeBytes: number; rssAfterBytes: number; bytesPerVcpu: number };
   } | null;
+  /** A daemon with many idle VMs against an empty one (idle.ts). */
+  idleVms: IdleVmsResult | null;
   targets: { name: string; value: string; limit: string; holds: boolean; basis: string }[];
 }
 
@@ -192,6 +195,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     error: {},
     sim: null,
     memory: null,
+    idleVms: null,
     targets: [],
   };
 
@@ -425,8 +429,11 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     }
   }
 
+  if (want.has("idleVms")) result.idleVms = await idleVmsSection({ plan: idleVmsPlan(o.quick), clock, scheduler: sched, daemonArgs: pairOpts.daemonArgs, say });
+
   result.meta.durationNs = clock.monotonicNs() - started;
   result.targets = targets(result, plan);
+  if (result.idleVms) result.targets.push(...idleVmsTargets(result.idleVms));
   if (o.json) writeFileSync(o.json, `${JSON.stringify(toJsonSafe(result), null, 2)}\n`);
   return result;
 }
@@ -624,6 +631,7 @@ export function renderBench(r: BenchResult): string {
         `        without the forced GC (5 s settle): ${fmtBytes(x.withoutGc.rssBeforeBytes)} → ${fmtBytes(x.withoutGc.rssAfterBytes)}, ${fmtBytes(x.withoutGc.bytesPerVcpu)} per vCPU\n`,
     );
   }
+  if (r.idleVms) parts.push(renderIdleVms(r.idleVms));
   if (r.targets.length > 0) {
     parts.push("\nTargets\n");
     parts.push(table([["target", "measured", "limit", "", "basis"], ...r.targets.map((x) => [x.name, x.value, x.limit, x.holds ? "holds" : "MISSED", x.basis])]));

@@ -1,8 +1,15 @@
 // The composition root of one daemon (STYLE 12): build({clock, scheduler, random, log, config, ...})
 // wires the emulated host, the journal, the node, the gRPC data plane and the HTTP control API.
 // It listens only when `listen()` is called; `main.ts` alone touches process, signals and ports.
+//
+// Start order (listen): recover from the journal, bind the control API, bind gRPC last. Until all
+// of it succeeded nothing takes work: the gRPC port is not open, the control API refuses every
+// route but health (503 `starting`). A step that fails undoes the ones before it (ports closed,
+// journal lock released) and throws one typed error that says which port or file and what to do.
 
 import { readFileSync } from "node:fs";
+import { TscmigError } from "../shared/errors.js";
+import type { Readiness } from "../shared/http/health.js";
 import type { FastifyInstance } from "fastify";
 import { buildHttpApp } from "../shared/http/app.js";
 import { createMetrics, type Metrics } from "../shared/http/metrics.js";
@@ -21,8 +28,9 @@ import { GrpcDialer, migrationService } from "./grpc-peer.js";
 import { controlRoutes } from "./http-routes.js";
 import { uiRoutes } from "./ui-routes.js";
 import { Journal } from "./journal.js";
-import { resolvePeerAuth } from "./peer-auth.js";
+import { type PeerAuth, resolvePeerAuth } from "./peer-auth.js";
 import { defaultNodeConfig, type NodeConfig, TscmigNode } from "./node.js";
+import type { JournalStore } from "../shared/migration/journal.js";
 
 export interface DaemonDeps {
   clock: Clock;
@@ -35,6 +43,8 @@ export interface DaemonDeps {
   faults?: Faults;
   /** Node tuning beyond the flags (tests, chaos). */
   tune?: (cfg: NodeConfig) => void;
+  /** Test seam (fault injection at the journal, e.g. a full disk): wraps the journal the node writes through. Never set in production. */
+  wrapJournal?: (journal: JournalStore) => JournalStore;
   version?: string;
 }
 
@@ -52,7 +62,6 @@ export interface Daemon {
 
 export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
   const c = deps.config;
-  const log = deps.log;
   const host = new EmulatedHost({
     name: c.name,
     clock: deps.clock,
@@ -66,10 +75,23 @@ export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
     jitterSeed: deps.random.fork("jitter").seed,
   });
   const tls = c.tlsCert && c.tlsKey && c.tlsCa
-    ? { certPem: readFileSync(c.tlsCert), keyPem: readFileSync(c.tlsKey), caPem: readFileSync(c.tlsCa) }
+    ? { certPem: readTlsFile(c.tlsCert, "--tls-cert"), keyPem: readTlsFile(c.tlsKey, "--tls-key"), caPem: readTlsFile(c.tlsCa, "--tls-ca") }
     : undefined;
   const peerAuth = resolvePeerAuth({ peerAuth: c.peerAuth, peerToken: c.peerToken, peerTokenFile: c.peerTokenFile, tls: tls !== undefined, grpcHost: c.grpc.host });
   const journal = Journal.open(c.data, { synchronous: c.journalSync as "full" | "normal" });
+  try {
+    return await assemble(deps, host, journal, tls, peerAuth);
+  } catch (e) {
+    journal.close();
+    throw e;
+  }
+}
+
+type TlsFiles = { certPem: Buffer; keyPem: Buffer; caPem: Buffer };
+
+async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: Journal, tls: TlsFiles | undefined, peerAuth: PeerAuth): Promise<Daemon> {
+  const c = deps.config;
+  const log = deps.log;
   const history = new RingHistory(LIMITS.historySamplesMax);
   const dialer = new GrpcDialer({ clock: deps.clock, headers: peerAuth.headers, ...(tls ? { tls } : {}) });
   const grpcAddress = formatHostPort(c.grpc);
@@ -86,20 +108,25 @@ export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
     random: deps.random,
     log,
     host,
-    journal,
+    journal: deps.wrapJournal ? deps.wrapJournal(journal) : journal,
     dialer,
     history,
     ...(deps.faults ? { faults: deps.faults } : {}),
   });
   const metrics = createMetrics();
-  let ready = false;
+  let phase: "starting" | "ready" | "closing" = "starting";
   const http = await buildHttpApp({
     log,
     title: "tscmig control API",
     version: deps.version ?? "0.1.0",
     metrics,
-    ready: () => ready,
+    ready: () => readiness(phase, node),
     ...(c.token !== undefined ? { token: c.token } : {}),
+  });
+  // Nothing but health before the daemon is whole (the journal recovered, both ports bound).
+  http.addHook("onRequest", async (req) => {
+    if (phase === "starting" && req.routeOptions.config.public !== true)
+      throw new TscmigError("unavailable", "the daemon is starting: not taking work yet", { reason: "starting" });
   });
   controlRoutes(http, { node, metrics, history });
   uiRoutes(http, { node, history, clock: deps.clock, scheduler: deps.scheduler, log, peers: c.peers, streamId: deps.random.fork("events").u32().toString(36), ...(c.token !== undefined ? { token: c.token } : {}) });
@@ -125,28 +152,94 @@ export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
     metrics,
     history,
     async listen() {
-      node.start();
-      const { port: grpcPort } = await rpc.listen(grpcAddress);
-      const grpcBound = formatHostPort({ host: c.grpc.host, port: grpcPort });
-      if (c.grpc.port === 0 && !c.advertise) (node.cfg as { grpcAdvertise: string }).grpcAdvertise = grpcBound;
-      await http.listen({ host: c.http.host, port: c.http.port });
-      const a = http.server.address();
-      const httpPort = typeof a === "object" && a !== null ? a.port : c.http.port;
-      ready = true;
-      metrics.vms.set(node.listVms().length);
-      metrics.vcpus.set(node.vcpuTotal());
-      const out = { http: formatHostPort({ host: c.http.host, port: httpPort }), grpc: grpcBound };
-      logListening(log, { ...out, data: c.data, peerAuth: peerAuth.mode });
-      if (peerAuth.mode === "none" || peerAuth.mode === "none (loopback)")
-        log.warn({ event: "peer_auth_off", mode: peerAuth.mode }, "peers are not authenticated: any process that reaches the gRPC port can drive migrations");
-      return out;
+      try {
+        node.start(); // recovery first: a damaged journal stops here, before any port is open
+        await bindHttp(http, c.http);
+        const grpcPort = await bindGrpc(rpc, grpcAddress);
+        const grpcBound = formatHostPort({ host: c.grpc.host, port: grpcPort });
+        if (c.grpc.port === 0 && !c.advertise) (node.cfg as { grpcAdvertise: string }).grpcAdvertise = grpcBound;
+        const a = http.server.address();
+        const httpPort = typeof a === "object" && a !== null ? a.port : c.http.port;
+        phase = "ready";
+        metrics.vms.set(node.listVms().length);
+        metrics.vcpus.set(node.vcpuTotal());
+        const out = { http: formatHostPort({ host: c.http.host, port: httpPort }), grpc: grpcBound };
+        logListening(log, { ...out, data: c.data, peerAuth: peerAuth.mode });
+        if (peerAuth.mode === "none" || peerAuth.mode === "none (loopback)")
+          log.warn({ event: "peer_auth_off", mode: peerAuth.mode }, "peers are not authenticated: any process that reaches the gRPC port can drive migrations");
+        return out;
+      } catch (e) {
+        phase = "closing";
+        node.stop();
+        await Promise.allSettled([http.close(), rpc.shutdown(0)]);
+        dialer.close();
+        journal.close();
+        throw e;
+      }
     },
     async close(graceMs = 2000) {
-      ready = false;
+      phase = "closing";
       node.stop();
       await Promise.allSettled([http.close(), rpc.shutdown(graceMs)]);
       dialer.close();
       journal.close();
     },
   };
+}
+
+function readiness(phase: "starting" | "ready" | "closing", node: TscmigNode): Readiness {
+  if (phase === "starting") return { ready: false, reason: "starting", message: "recovering the journal and binding ports" };
+  if (phase === "closing") return { ready: false, reason: "shutting_down", message: "shutting down" };
+  const j = node.durable.health();
+  if (!j.writable)
+    return {
+      ready: false,
+      reason: "journal_unwritable",
+      ...(j.reason !== undefined ? { cause: j.reason } : {}),
+      message: `the journal cannot be written (${j.detail ?? "unknown"}); changes are refused until it can`,
+    };
+  return { ready: true };
+}
+
+function readTlsFile(path: string, flag: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    const code = (e as { code?: string }).code ?? "error";
+    throw new TscmigError("failed_precondition", `${flag} ${path}: cannot read it (${code})`, { field: flag.slice(2), reason: "tls_file_unreadable" });
+  }
+}
+
+/** A bind that failed, said with the flag that chooses the address. */
+function bindError(what: string, flag: string, address: string, e: unknown): TscmigError {
+  const text = e instanceof Error ? e.message : String(e);
+  const code = /EADDRINUSE|EACCES|EADDRNOTAVAIL/.exec(text)?.[0];
+  const advice =
+    code === "EADDRINUSE"
+      ? `the port is in use by another process: stop it or choose another address with ${flag}`
+      : code === "EACCES"
+        ? `not permitted to bind it (a port below 1024 needs privileges): choose another with ${flag}`
+        : code === "EADDRNOTAVAIL"
+          ? `no interface of this machine has that address: fix ${flag}`
+          : `${text} (${flag})`;
+  return new TscmigError("unavailable", `cannot listen for ${what} on ${address}: ${advice}`, {
+    field: flag.slice(2),
+    reason: code === "EADDRINUSE" ? "port_in_use" : "listen_failed",
+  });
+}
+
+async function bindHttp(http: FastifyInstance, at: { host: string; port: number }): Promise<void> {
+  try {
+    await http.listen({ host: at.host, port: at.port });
+  } catch (e) {
+    throw bindError("the control API", "--http", formatHostPort(at), e);
+  }
+}
+
+async function bindGrpc(rpc: RpcServer, address: string): Promise<number> {
+  try {
+    return (await rpc.listen(address)).port;
+  } catch (e) {
+    throw bindError("gRPC (peers)", "--grpc", address, e);
+  }
 }

@@ -26,6 +26,9 @@ function countOf(text: string, field: string, min: number, max: number): number 
 const idPattern = ID_PATTERN;
 const idParams = { type: "object", properties: { id: { type: "string", pattern: idPattern, description: "VM id" } }, required: ["id"] } as const;
 
+/** `config.fields` (shared/http/error-handler.ts): the node's field names as paths in the request. */
+const inBody = (...names: string[]): Record<string, string> => Object.fromEntries(names.map((n) => [n, `body.${n}`]));
+
 export interface RoutesOptions {
   node: TscmigNode;
   metrics: Metrics;
@@ -59,6 +62,7 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
   app.post(
     "/v1/vms",
     {
+      config: { fields: inBody("id", "vcpus", "guestTscKhz", "clocksource", "migrationHandling", "handlingMode") },
       schema: {
         summary: "Create a VM (its guest boots, enables kvmclock and synchronises NTP)",
         operationId: "createVm",
@@ -70,7 +74,11 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
           properties: {
             id: { type: "string", pattern: idPattern },
             vcpus: { type: "integer", minimum: 1, maximum: LIMITS.vcpuCountMax },
-            guestTscKhz: u64String,
+            guestTscKhz: {
+              ...u64String,
+              description:
+                "Guest TSC rate, kHz. With TSC scaling: 1000 up to one below this host's max_guest_tsc_khz (KVM caps it at 0x7fffffff, so at most 2147483646); without: within ±250 ppm of the host's rate.",
+            },
             clocksource: { type: "string", enum: ["tsc", "kvm-clock"] },
             migrationHandling: { type: "boolean" },
             handlingMode: { type: "string", enum: ["ditch", "widen"] },
@@ -104,6 +112,7 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
   app.get(
     "/v1/vms/:id",
     {
+      config: { fields: { id: "params.id", vcpus: "query.vcpus" } },
       schema: {
         summary: "A VM's clocks now: per-vCPU TSC, kvmclock and pvclock record, NTP state, bounded clock, vmclock page, true time",
         operationId: "getVm",
@@ -142,6 +151,7 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
   app.post(
     "/v1/vms/:id/migrate",
     {
+      config: { fields: { id: "params.id", ...inBody("destination", "policy", "estimator", "doorbell", "advanceCapNs", "migrationId") } },
       schema: {
         summary: "Migrate a VM to another daemon; answers with the migration report (outcome committed, aborted, refused or in-doubt)",
         operationId: "migrateVm",
@@ -224,6 +234,7 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
   app.put(
     "/v1/host/clock",
     {
+      config: { fields: { "*": "body" } },
       schema: {
         summary: "Inject realtime skew now (offset, drift, step, wander, jitter, claimed bound)",
         operationId: "setHostClock",

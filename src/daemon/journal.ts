@@ -13,6 +13,9 @@
 // - Payloads are opaque (the domain serialises its own state); the journal enforces only what
 //   ownership needs: a VM's fencing generation never goes back, and a decided migration stays decided.
 // - 64-bit values are stored as decimal TEXT: exact over the whole u64 range, readable with sqlite3.
+// - Every row carries a checksum of its content and every read checks it and the row's structure
+//   (shared/migration/journal-integrity.ts): a row damaged or edited in place is refused as
+//   `data_loss`, naming the VM and the record, never handed to the node as if it were sound.
 
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -20,14 +23,22 @@ import Database from "better-sqlite3";
 import { invalid, TscmigError } from "../shared/errors.js";
 import { LIMITS } from "../shared/limits.js";
 import type { Decision, MigrationFilter, MigrationRecord, MigrationRole, VmRecord, VmRole } from "../shared/migration/journal.js";
+import {
+  checkMigrationRecord,
+  checkVmRecord,
+  DECISIONS,
+  intColumn,
+  MIGRATION_ROLES,
+  migrationChecksum,
+  type RecordRef,
+  VM_ROLES,
+  vmChecksum,
+} from "../shared/migration/journal-integrity.js";
 
+export { DECISIONS, MIGRATION_ROLES, VM_ROLES } from "../shared/migration/journal-integrity.js";
 export type { Decision, MigrationFilter, MigrationRecord, MigrationRole, VmRecord, VmRole } from "../shared/migration/journal.js";
 /** SQLite `synchronous` in WAL mode: see the module comment. */
 export type JournalSync = "full" | "normal";
-
-export const VM_ROLES: readonly VmRole[] = ["owner", "migrating-out", "staged", "handed-off"];
-export const MIGRATION_ROLES: readonly MigrationRole[] = ["source", "destination"];
-export const DECISIONS: readonly Decision[] = ["pending", "committed", "aborted"];
 
 const FILE_NAME = "tscmig.db";
 const U64_MAX = (1n << 64n) - 1n;
@@ -36,8 +47,11 @@ const I64_MAX = (1n << 63n) - 1n;
 
 const sqlIn = (values: readonly string[]) => values.map((v) => `'${v}'`).join(", ");
 
-/** MIGRATIONS[i] takes the schema from version i to i + 1; the current version is their count. */
-const MIGRATIONS: readonly string[] = [
+/**
+ * MIGRATIONS[i] takes the schema from version i to i + 1 (SQL, or a function for what SQL cannot
+ * compute); the current version is their count. All of them run in one transaction.
+ */
+const MIGRATIONS: readonly (string | ((db: Database.Database) => void))[] = [
   `CREATE TABLE vms (
      vm_id TEXT PRIMARY KEY NOT NULL,
      generation TEXT NOT NULL,
@@ -57,9 +71,9 @@ const MIGRATIONS: readonly string[] = [
      updated_ns TEXT NOT NULL
    ) STRICT;
    CREATE INDEX migrations_by_decision ON migrations (decision);`,
-  // A migration's identity becomes (source, migration_id): ids are unique per source only, and each
-  // migration keeps the source's per-migration key. Rows this daemon received name their source by
-  // the address they recorded (the name was not kept); its own outbound rows have source ''.
+  // v2: a migration's identity becomes (source, migration_id): ids are unique per source only, and
+  // each migration keeps the source's per-migration key. Rows this daemon received name their source
+  // by the address they recorded (the name was not kept); its own outbound rows have source ''.
   `CREATE TABLE migrations_v2 (
      migration_id TEXT NOT NULL,
      source TEXT NOT NULL,
@@ -80,6 +94,19 @@ const MIGRATIONS: readonly string[] = [
    DROP TABLE migrations;
    ALTER TABLE migrations_v2 RENAME TO migrations;
    CREATE INDEX migrations_by_decision ON migrations (decision);`,
+  // v3: a checksum per row, computed for the rows already there (they are trusted as they are: the
+  // upgrade cannot tell an earlier edit from the truth), and a row for the durability probe.
+  (db) => {
+    db.exec(`ALTER TABLE vms ADD COLUMN checksum TEXT;
+             ALTER TABLE migrations ADD COLUMN checksum TEXT;
+             CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) STRICT;
+             INSERT INTO meta (key, value) VALUES ('probe', 0);`);
+    const setVm = db.prepare("UPDATE vms SET checksum = ? WHERE vm_id = ?");
+    for (const row of db.prepare<[], VmRow>("SELECT * FROM vms").all()) setVm.run(vmChecksum(vmOf(row, false)), row.vm_id);
+    const setMigration = db.prepare("UPDATE migrations SET checksum = ? WHERE source = ? AND migration_id = ?");
+    for (const row of db.prepare<[], MigrationRow>("SELECT * FROM migrations").all())
+      setMigration.run(migrationChecksum(migrationOf(row, false)), row.source, row.migration_id);
+  },
 ];
 export const JOURNAL_SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -89,6 +116,7 @@ interface VmRow {
   role: VmRole;
   state: Uint8Array | string;
   updated_ns: string;
+  checksum: string | null;
 }
 
 interface MigrationRow {
@@ -103,6 +131,7 @@ interface MigrationRow {
   peer: string;
   report: string | null;
   updated_ns: string;
+  checksum: string | null;
 }
 
 export class Journal {
@@ -120,14 +149,21 @@ export class Journal {
 
   /**
    * Opens (creating `dir` and `tscmig.db` if needed) and takes the journal for this process.
-   * Throws `failed_precondition` when another process holds it (reason `journal_locked`) or when it
-   * was written by a newer tscmig (reason `journal_schema_newer`).
+   * Throws `failed_precondition` when another process holds it (reason `journal_locked`), when it
+   * was written by a newer tscmig (reason `journal_schema_newer`), when `dir` cannot be a data
+   * directory (reason `data_dir_unusable`: a file, no permission, a full disk) or the file in it is
+   * not a journal (reason `journal_unreadable`).
    */
   static open(dir: string, opts: { synchronous?: JournalSync } = {}): Journal {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
     const path = join(dir, FILE_NAME);
-    // timeout 0: a held lock belongs to a live process (the kernel frees a dead one's at once).
-    const db = new Database(path, { timeout: 0 });
+    let db: Database.Database;
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      // timeout 0: a held lock belongs to a live process (the kernel frees a dead one's at once).
+      db = new Database(path, { timeout: 0 });
+    } catch (e) {
+      throw dataDirError(dir, e);
+    }
     try {
       db.pragma("locking_mode = EXCLUSIVE"); // before WAL: the WAL index then lives in process memory
       db.pragma("journal_mode = WAL");
@@ -137,7 +173,8 @@ export class Journal {
       db.close();
       if (!(e instanceof Database.SqliteError)) throw e;
       if (e.code === "SQLITE_BUSY")
-        throw new TscmigError("failed_precondition", `journal ${path} is in use by another process`, { reason: "journal_locked" });
+        throw new TscmigError("failed_precondition", `journal ${path} is in use by another process (another daemon on this --data)`, { reason: "journal_locked" });
+      if (/^SQLITE_(FULL|READONLY|CANTOPEN|IOERR)/.test(e.code)) throw dataDirError(dir, e);
       throw new TscmigError("failed_precondition", `journal ${path}: ${e.message}`, { reason: "journal_unreadable" });
     }
     return new Journal(db);
@@ -155,6 +192,15 @@ export class Journal {
     return this.run.immediate(fn) as T;
   }
 
+  /**
+   * One put's read-check-write: its own transaction, or part of the caller's without a savepoint
+   * (the check throws before the single write, so there is nothing of it to roll back).
+   */
+  private atomically(fn: () => void): void {
+    if (this.db.inTransaction) fn();
+    else this.run.immediate(fn);
+  }
+
   /** Inserts or replaces the VM. Refuses (`failed_precondition`, `stale_generation`) a lower generation. */
   putVm(rec: VmRecord): void {
     checkId(rec.vmId, "vmId");
@@ -162,14 +208,23 @@ export class Journal {
     checkRange(rec.updatedNs, I64_MIN, I64_MAX, "updatedNs");
     if (!VM_ROLES.includes(rec.role)) throw invalid("role", `must be one of ${VM_ROLES.join(", ")}`);
     const state = typeof rec.state === "string" ? rec.state : Buffer.from(rec.state.buffer, rec.state.byteOffset, rec.state.byteLength);
-    this.transaction(() => {
-      const prior = this.getVm(rec.vmId);
+    this.atomically(() => {
+      // The generation alone (no state, no checksum): this runs for every VM of every batch.
+      const row = this.stmt.getVmGeneration.get(rec.vmId);
+      const prior = row && { generation: intColumn({ table: "vms", key: rec.vmId, vmId: rec.vmId }, row.generation, "generation") };
       if (prior && rec.generation < prior.generation)
         throw new TscmigError("failed_precondition", `vm ${rec.vmId}: generation ${rec.generation} is older than the journal's ${prior.generation}`, {
           field: "generation",
           reason: "stale_generation",
         });
-      this.stmt.putVm.run({ vm_id: rec.vmId, generation: String(rec.generation), role: rec.role, state, updated_ns: String(rec.updatedNs) });
+      this.stmt.putVm.run({
+        vm_id: rec.vmId,
+        generation: String(rec.generation),
+        role: rec.role,
+        state,
+        updated_ns: String(rec.updatedNs),
+        checksum: vmChecksum(rec),
+      });
     });
   }
 
@@ -179,7 +234,7 @@ export class Journal {
   }
 
   listVms(): VmRecord[] {
-    return this.stmt.listVms.all().map(vmOf);
+    return this.stmt.listVms.all().map((row) => vmOf(row));
   }
 
   /** Forgets the VM entirely, tombstone included. True when there was one. */
@@ -197,17 +252,21 @@ export class Journal {
     checkRange(rec.updatedNs, I64_MIN, I64_MAX, "updatedNs");
     if (!MIGRATION_ROLES.includes(rec.role)) throw invalid("role", `must be one of ${MIGRATION_ROLES.join(", ")}`);
     if (!DECISIONS.includes(rec.decision)) throw invalid("decision", `must be one of ${DECISIONS.join(", ")}`);
-    this.transaction(() => {
-      const prior = this.getMigration(rec.migrationId, rec.source ?? "");
-      if (prior && prior.decision !== "pending" && rec.decision !== prior.decision)
+    const full: MigrationRecord = { ...rec, source: rec.source ?? "", sourceKey: rec.sourceKey ?? "" };
+    this.atomically(() => {
+      const prior = this.getInboundMigration(full.source ?? "", rec.migrationId);
+      // Decided stays decided; one exception: a source whose Commit its destination refused for good
+      // (aborted, or fenced as never seen) takes the VM back: committed becomes aborted, "reclaimed".
+      const reclaimed = prior?.decision === "committed" && rec.decision === "aborted" && rec.phase === "reclaimed" && rec.role === "source";
+      if (prior && prior.decision !== "pending" && rec.decision !== prior.decision && !reclaimed)
         throw new TscmigError("failed_precondition", `migration ${rec.migrationId} is already ${prior.decision}`, {
           field: "decision",
           reason: "decision_final",
         });
       this.stmt.putMigration.run({
         migration_id: rec.migrationId,
-        source: rec.source ?? "",
-        source_key: rec.sourceKey ?? "",
+        source: full.source,
+        source_key: full.sourceKey,
         vm_id: rec.vmId,
         role: rec.role,
         phase: rec.phase,
@@ -216,24 +275,35 @@ export class Journal {
         peer: rec.peer,
         report: rec.report ?? null,
         updated_ns: String(rec.updatedNs),
+        checksum: migrationChecksum(full),
       });
     });
   }
 
-  /** The migration (source, migrationId); `source` "" (default): this daemon's own outbound one. */
-  getMigration(migrationId: string, source = ""): MigrationRecord | undefined {
+  /** This daemon's own outbound migration. */
+  getMigration(migrationId: string): MigrationRecord | undefined {
+    return this.getInboundMigration("", migrationId);
+  }
+
+  /** The migration `migrationId` of `source` (its own outbound ones have source ""). */
+  getInboundMigration(source: string, migrationId: string): MigrationRecord | undefined {
     const row = this.stmt.getMigration.get(source, migrationId);
     return row && migrationOf(row);
   }
 
   /** Migrations matching every given field, oldest first. */
   listMigrations(filter: MigrationFilter = {}): MigrationRecord[] {
-    return this.stmt.listMigrations.all({ decision: filter.decision ?? null, role: filter.role ?? null }).map(migrationOf);
+    return this.stmt.listMigrations.all({ decision: filter.decision ?? null, role: filter.role ?? null }).map((row) => migrationOf(row));
   }
 
   /** Migrations without a decision: what a restarted daemon must resolve first. */
   pendingMigrations(): MigrationRecord[] {
     return this.listMigrations({ decision: "pending" });
+  }
+
+  /** One tiny durable write (JournalStore.probe): throws SQLITE_FULL, SQLITE_IOERR... as any write would now. */
+  probe(): void {
+    this.transaction(() => this.stmt.probe.run());
   }
 }
 
@@ -242,11 +312,12 @@ type Statements = ReturnType<typeof prepare>;
 function prepare(db: Database.Database) {
   return {
     getVm: db.prepare<[string], VmRow>("SELECT * FROM vms WHERE vm_id = ?"),
+    getVmGeneration: db.prepare<[string], { generation: string }>("SELECT generation FROM vms WHERE vm_id = ?"),
     listVms: db.prepare<[], VmRow>("SELECT * FROM vms ORDER BY vm_id"),
     putVm: db.prepare(
-      `INSERT INTO vms (vm_id, generation, role, state, updated_ns) VALUES (@vm_id, @generation, @role, @state, @updated_ns)
+      `INSERT INTO vms (vm_id, generation, role, state, updated_ns, checksum) VALUES (@vm_id, @generation, @role, @state, @updated_ns, @checksum)
        ON CONFLICT (vm_id) DO UPDATE SET generation = excluded.generation, role = excluded.role,
-         state = excluded.state, updated_ns = excluded.updated_ns`,
+         state = excluded.state, updated_ns = excluded.updated_ns, checksum = excluded.checksum`,
     ),
     deleteVm: db.prepare<[string]>("DELETE FROM vms WHERE vm_id = ?"),
     getMigration: db.prepare<[string, string], MigrationRow>("SELECT * FROM migrations WHERE source = ? AND migration_id = ?"),
@@ -255,12 +326,13 @@ function prepare(db: Database.Database) {
        ORDER BY rowid`,
     ),
     putMigration: db.prepare(
-      `INSERT INTO migrations (migration_id, source, source_key, vm_id, role, phase, decision, generation, peer, report, updated_ns)
-       VALUES (@migration_id, @source, @source_key, @vm_id, @role, @phase, @decision, @generation, @peer, @report, @updated_ns)
+      `INSERT INTO migrations (migration_id, source, source_key, vm_id, role, phase, decision, generation, peer, report, updated_ns, checksum)
+       VALUES (@migration_id, @source, @source_key, @vm_id, @role, @phase, @decision, @generation, @peer, @report, @updated_ns, @checksum)
        ON CONFLICT (source, migration_id) DO UPDATE SET source_key = excluded.source_key, vm_id = excluded.vm_id, role = excluded.role, phase = excluded.phase,
          decision = excluded.decision, generation = excluded.generation, peer = excluded.peer,
-         report = excluded.report, updated_ns = excluded.updated_ns`,
+         report = excluded.report, updated_ns = excluded.updated_ns, checksum = excluded.checksum`,
     ),
+    probe: db.prepare("UPDATE meta SET value = value + 1 WHERE key = 'probe'"),
   };
 }
 
@@ -275,10 +347,28 @@ function migrate(db: Database.Database, path: string): void {
         `journal ${path} has schema version ${version}; this tscmig reads up to ${JOURNAL_SCHEMA_VERSION}`,
         { reason: "journal_schema_newer" },
       );
-    for (const sql of MIGRATIONS.slice(version)) db.exec(sql);
+    for (const step of MIGRATIONS.slice(version)) {
+      if (typeof step === "string") db.exec(step);
+      else step(db);
+    }
     if (row === undefined) db.prepare("INSERT INTO schema_version (version) VALUES (?)").run(JOURNAL_SCHEMA_VERSION);
     else db.prepare("UPDATE schema_version SET version = ?").run(JOURNAL_SCHEMA_VERSION);
   }).immediate();
+}
+
+function dataDirError(dir: string, e: unknown): TscmigError {
+  const code = (e as { code?: unknown }).code;
+  const why =
+    code === "EEXIST" || code === "ENOTDIR"
+      ? "a file is in the way (it must be a directory, or a path where one can be created)"
+      : code === "EACCES" || code === "EPERM"
+        ? "permission denied"
+        : code === "ENOSPC" || code === "SQLITE_FULL"
+          ? "the disk is full"
+          : code === "EROFS" || code === "SQLITE_READONLY"
+            ? "the filesystem is read-only"
+            : `${String(code ?? "error")}: ${e instanceof Error ? e.message : String(e)}`;
+  return new TscmigError("failed_precondition", `data directory ${dir}: ${why}`, { field: "data", reason: "data_dir_unusable" });
 }
 
 function checkId(id: string, field: string): void {
@@ -289,19 +379,27 @@ function checkRange(value: bigint, min: bigint, max: bigint, field: string): voi
   if (value < min || value > max) throw invalid(field, `must be within ${min}..${max}`);
 }
 
-function vmOf(row: VmRow): VmRecord {
-  return {
+/**
+ * The record a row holds. `check` (every read but the upgrade's): the row's structure and checksum
+ * are verified, and a damaged row throws `data_loss` naming the VM and the record.
+ */
+function vmOf(row: VmRow, check = true): VmRecord {
+  const ref: RecordRef = { table: "vms", key: row.vm_id, vmId: row.vm_id };
+  const rec: VmRecord = {
     vmId: row.vm_id,
-    generation: BigInt(row.generation),
+    generation: intColumn(ref, row.generation, "generation"),
     role: row.role,
     // better-sqlite3 hands a BLOB back as a Buffer; callers get a plain Uint8Array, as they gave.
     state: typeof row.state === "string" ? row.state : new Uint8Array(row.state),
-    updatedNs: BigInt(row.updated_ns),
+    updatedNs: intColumn(ref, row.updated_ns, "updatedNs"),
   };
+  if (check) checkVmRecord(rec, row.checksum);
+  return rec;
 }
 
-function migrationOf(row: MigrationRow): MigrationRecord {
-  return {
+function migrationOf(row: MigrationRow, check = true): MigrationRecord {
+  const ref: RecordRef = { table: "migrations", key: row.source ? `${row.source}/${row.migration_id}` : row.migration_id, vmId: row.vm_id };
+  const rec: MigrationRecord = {
     migrationId: row.migration_id,
     source: row.source,
     sourceKey: row.source_key,
@@ -309,9 +407,11 @@ function migrationOf(row: MigrationRow): MigrationRecord {
     role: row.role,
     phase: row.phase,
     decision: row.decision,
-    generation: BigInt(row.generation),
+    generation: intColumn(ref, row.generation, "generation"),
     peer: row.peer,
     ...(row.report !== null ? { report: row.report } : {}),
-    updatedNs: BigInt(row.updated_ns),
+    updatedNs: intColumn(ref, row.updated_ns, "updatedNs"),
   };
+  if (check) checkMigrationRecord(rec, row.checksum);
+  return rec;
 }

@@ -6,11 +6,13 @@ import { pino } from "pino";
 import { createLogger, grpcJsLogger } from "../shared/log.js";
 import { env, hardDeadline, platform, trueEpochNs } from "../shared/platform/index.js";
 import { isTscmigError } from "../shared/errors.js";
-import { buildDaemon } from "./daemon.js";
+import { buildDaemon, type Daemon } from "./daemon.js";
 import { loadDaemonConfig } from "./daemon-config.js";
 import { liveFaults } from "./live-faults.js";
 
 export const SHUTDOWN_GRACE_MS = 3000;
+/** Exit status of a daemon that could not start (a port taken, the journal locked or damaged, ...). */
+export const START_FAILED_EXIT_CODE = 1;
 
 /** Runs a daemon until SIGINT/SIGTERM; `flags` are commander's parsed options keyed by config key. */
 export async function runDaemon(flags: Record<string, string | undefined>): Promise<void> {
@@ -31,9 +33,16 @@ export async function runDaemon(flags: Record<string, string | undefined>): Prom
         })
       : undefined;
   if (faults) log.warn({ event: "faults_armed", sites: config.faults }, "TEST ONLY: fault sites armed");
-  const daemon = await buildDaemon({ clock, scheduler, random, log, config, trueEpochNs: trueEpochNs(), ...(faults ? { faults } : {}) });
-  // Logs the `listening` line (shared/log.ts logListening) that tools parse for the bound addresses.
-  await daemon.listen();
+  let daemon: Daemon;
+  try {
+    // Each step undoes itself when it fails (ports closed, journal lock released): exiting is all that is left.
+    daemon = await buildDaemon({ clock, scheduler, random, log, config, trueEpochNs: trueEpochNs(), ...(faults ? { faults } : {}) });
+    // Logs the `listening` line (shared/log.ts logListening) that tools parse for the bound addresses.
+    await daemon.listen();
+  } catch (e) {
+    process.stderr.write(`${startFailureLine(config.name, e)}\n`);
+    process.exit(START_FAILED_EXIT_CODE);
+  }
   let closing = false;
   const shutdown = (signal: string) => {
     if (closing) return;
@@ -50,3 +59,10 @@ export async function runDaemon(flags: Record<string, string | undefined>): Prom
   });
 }
 
+
+/** One line: which daemon, that it did not start, and the typed error's own words (they name the port, file or record). */
+export function startFailureLine(name: string, e: unknown): string {
+  if (isTscmigError(e)) return `tscmig daemon ${name}: cannot start: ${e.message} [${e.code}${e.reason !== undefined ? `/${e.reason}` : ""}]`;
+  const text = e instanceof Error ? e.message : String(e);
+  return `tscmig daemon ${name}: cannot start: ${text.split("\n")[0]}`;
+}

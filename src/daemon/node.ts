@@ -13,8 +13,8 @@ import { Guest, type Clocksource, type GuestOptions, type HandlingMode, type Ntp
 import { pvclockReadCycles, type PvclockRecord } from "../shared/kvm/pvclock.js";
 import type { VmclockPage } from "../shared/kvm/vmclock.js";
 import { type EstimatorName, parseEstimator } from "../shared/migration/blackout.js";
-import { type HostedVm, loadPersistedVm, persistVm } from "../shared/migration/hosted-vm.js";
-import type { JournalStore, MigrationRecord, VmRecord } from "../shared/migration/journal.js";
+import type { HostedVm, StagedPayload } from "../shared/migration/hosted-vm.js";
+import type { JournalStore, MigrationRecord, VmRole } from "../shared/migration/journal.js";
 import type {
   AbortReq,
   CommitReq,
@@ -32,13 +32,18 @@ import type {
 } from "../shared/migration/messages.js";
 import { type PolicyName, parsePolicy, type RestoreResult } from "../shared/migration/restore.js";
 import { checkHostPort, checkId, type Snapshot } from "../shared/migration/snapshot.js";
-import { fromJson, toJson } from "../shared/serde.js";
+import { isDurableRefusal } from "../shared/migration/source-machine.js";
+import { toJson } from "../shared/serde.js";
 import type { Clock, Scheduler, Timer } from "../shared/time/clock.js";
 import type { Random } from "../shared/time/random.js";
 import type { SkewState, SkewUpdate } from "../shared/time/skew.js";
 import { Destination, type Inbound, inboundKey, type RestoreFn } from "../destination/migrate-in.js";
-import { isDurableRefusal } from "../shared/migration/source-machine.js";
 import { migrateOut, type MigrationReport, type SourceContext } from "../source/migrate-out.js";
+import { readRecoveryPlan, type RecoveredVm } from "./recovery-plan.js";
+import type { PersistedVm } from "../shared/migration/hosted-vm.js";
+import { DurableJournal, isStorageError } from "./durable-journal.js";
+import { VmPersistence } from "./vm-persistence.js";
+import { checkInboundSource, checkMigrationTarget } from "./migration-admission.js";
 
 export interface GuestDefaults {
   clocksource: Clocksource;
@@ -70,8 +75,8 @@ export interface NodeConfig {
   probeExchanges: number;
   retriesMax: number;
   recoveryIntervalNs: bigint;
-  /** Re-persist running VMs this often (guest NTP state drifts from the journaled copy). */
-  persistIntervalNs: bigint;
+  /** How long a VM's NTP-sync change waits to share a journal transaction with others (vm-persistence.ts). */
+  persistBatchNs: bigint;
 }
 
 export const DEFAULT_GUEST: GuestDefaults = {
@@ -92,10 +97,10 @@ export function defaultNodeConfig(name: string, grpcAdvertise: string): NodeConf
     sampleIntervalNs: 0n,
     sampleVcpusMax: 1024,
     doorbellDelayNs: 0n,
-    probeExchanges: 8,
+    probeExchanges: 4,
     retriesMax: LIMITS.retriesMax,
     recoveryIntervalNs: 500_000_000n,
-    persistIntervalNs: 10_000_000_000n,
+    persistBatchNs: 200_000_000n,
   };
 }
 
@@ -163,7 +168,7 @@ export interface VmReading {
 
 interface Tombstone {
   generation: bigint;
-  /** The destination's address, when known (journaled migrations say; older tombstones do not). */
+  /** The destination's address, when known (journaled migrations say; a deleted VM has none). */
   peer: string;
 }
 
@@ -196,23 +201,18 @@ export function recoveryBackoffNs(attempts: number): bigint {
   return BigInt(ms) * 1_000_000n;
 }
 
-interface StagedPayload {
-  req: PrepareReq;
-  snapshot: Snapshot;
-  receiveRawNs: bigint;
-  holdNs: bigint;
-  decodeNs: bigint;
-}
-
 export class TscmigNode {
   readonly cfg: NodeConfig;
   readonly host: EmulatedHost;
   readonly journal: JournalStore;
+  /** The journal as every write reaches it: storage failures typed, health, retry (durable-journal.ts). */
+  readonly durable: DurableJournal;
+  private readonly persistence: VmPersistence;
   readonly log: Logger;
   private readonly deps: NodeDeps;
   private readonly faults: Faults;
   private readonly vms = new Map<string, HostedVm>();
-  /** VMs this daemon handed off: the generation they left with and where to (refused as new ids). */
+  /** VMs this daemon handed off (or deleted): the generation they left with and where to (refused as new ids). */
   private readonly tombstones = new Map<string, Tombstone>();
   /**
    * Handed-off VMs whose Commit is not acknowledged yet, by migration id: paused here, never run here
@@ -221,8 +221,9 @@ export class TscmigNode {
   private readonly handedOff = new Map<string, HostedVm>();
   /** Recovery back-off per in-doubt migration (by journal identity): attempts, next try, last error. */
   private readonly retries = new Map<string, RetryState>();
-  private readonly persisted = new Map<string, string>();
   private readonly doorbells = new Map<string, number>();
+  /** VMs stopped because their handling of a migration is not journaled yet. */
+  private readonly stalled = new Set<string>();
   readonly destination: Destination;
   private readonly outbound = new Map<string, Promise<MigrationReport>>();
   /**
@@ -232,7 +233,6 @@ export class TscmigNode {
    */
   private readonly undelivered = new Set<string>();
   private recoveryTimer: Timer | null = null;
-  private persistTimer: Timer | null = null;
   private stopped = false;
   readonly reports: MigrationReport[] = [];
 
@@ -240,13 +240,15 @@ export class TscmigNode {
     this.cfg = cfg;
     this.deps = deps;
     this.host = deps.host;
-    this.journal = deps.journal;
+    this.durable = new DurableJournal(deps.journal, { scheduler: deps.scheduler, log: deps.log, trueNs: () => deps.host.trueNs() });
+    this.journal = this.durable;
+    this.persistence = new VmPersistence({ journal: this.durable, scheduler: deps.scheduler, log: deps.log, trueNs: () => deps.host.trueNs(), batchDelayNs: cfg.persistBatchNs });
     this.log = deps.log;
     this.faults = deps.faults ?? NO_FAULTS;
     this.destination = new Destination({
       name: cfg.name,
       host: deps.host,
-      journal: deps.journal,
+      journal: this.durable,
       faults: this.faults,
       log: deps.log,
       localVm: (id) => {
@@ -268,11 +270,13 @@ export class TscmigNode {
 
   /** Rebuilds every VM and migration from the journal, then starts the recovery loop. */
   start(): void {
-    for (const rec of this.journal.listVms()) this.recoverVm(rec);
-    for (const m of this.journal.listMigrations({ role: "source" })) {
+    // Everything read and checked first: a damaged record throws here, before anything runs.
+    const plan = readRecoveryPlan(this.journal, this.host.info);
+    for (const item of plan.vms) this.recoverVm(item, plan.migrations);
+    for (const m of plan.migrations.filter((x) => x.role === "source")) {
       if (m.decision === "pending") {
         // Undecided when we died: abort (Commit was never sent), and the VM is ours again.
-        this.journal.putMigration({ ...m, decision: "aborted", phase: "aborted", updatedNs: this.host.trueNs() });
+        this.journalAbortOnStart(m);
         const h = this.vms.get(m.vmId);
         if (h && h.lock === m.migrationId) this.resumeOwned(h);
         const ref = { sourceName: this.cfg.name, sourceKey: m.sourceKey ?? "" };
@@ -285,44 +289,59 @@ export class TscmigNode {
         if (h && h.lock === m.migrationId) this.handOff(h, m.migrationId);
       }
     }
-    for (const m of this.journal.listMigrations({ role: "destination", decision: "pending" })) {
+    for (const m of plan.migrations.filter((x) => x.role === "destination" && x.decision === "pending")) {
       if (!this.destination.inbound.has(inboundKey(m.source ?? "", m.migrationId))) {
         // Prepared but never staged before the crash: nothing to keep.
-        this.journal.putMigration({ ...m, decision: "aborted", phase: "aborted", updatedNs: this.host.trueNs() });
+        this.journalAbortOnStart(m);
       }
     }
     this.scheduleRecovery();
-    this.schedulePersist();
+  }
+
+  /**
+   * An abort decided while recovering. On a full disk the start goes on (the daemon comes up not
+   * ready): the journal writes the abort when it can, and until then a restart decides it again.
+   */
+  private journalAbortOnStart(m: MigrationRecord): void {
+    try {
+      this.journal.putMigration({ ...m, decision: "aborted", phase: "aborted", updatedNs: this.host.trueNs() });
+    } catch (e) {
+      if (!isStorageError(e)) throw e;
+    }
   }
 
   stop(): void {
     this.stopped = true;
     this.recoveryTimer?.cancel();
-    this.persistTimer?.cancel();
     for (const h of this.vms.values()) {
       h.guest.stop();
       h.sampler?.cancel();
       h.sampler = null;
     }
+    this.persistence.stop();
+    this.durable.stop();
   }
 
-  private recoverVm(rec: VmRecord): void {
-    if (rec.role === "handed-off") {
-      const text = typeof rec.state === "string" ? rec.state : Buffer.from(rec.state).toString("utf8");
-      const mig = this.journal.listMigrations({ role: "source", decision: "committed" }).find((m) => m.vmId === rec.vmId && m.generation === rec.generation && m.phase !== "committed");
+  private recoverVm(item: RecoveredVm, migrations: readonly MigrationRecord[]): void {
+    const rec = item.rec;
+    if (item.kind === "tombstone") {
+      const mig = migrations.find((m) => m.role === "source" && m.decision === "committed" && m.vmId === rec.vmId && m.generation === rec.generation);
       this.tombstones.set(rec.vmId, { generation: rec.generation, peer: mig?.peer ?? "" });
       // Its Commit not acknowledged yet: keep the paused VM, in case the destination refuses it for good.
-      if (mig && text !== "") this.handedOff.set(mig.migrationId, this.loadVm(rec.vmId, rec.generation - 1n, "handed-off", text));
+      if (mig && mig.phase !== "committed" && item.held) this.handedOff.set(mig.migrationId, this.loadVm(rec.vmId, rec.generation - 1n, "handed-off", item.held));
       return;
     }
-    const text = typeof rec.state === "string" ? rec.state : Buffer.from(rec.state).toString("utf8");
-    if (rec.role === "staged") {
-      const p = fromJson<StagedPayload>(text);
-      const mig = this.journal.getMigration(p.req.migrationId, p.req.sourceName);
+    if (item.kind === "staged") {
+      const p = item.payload;
+      const mig = migrations.find((m) => m.role === "destination" && m.migrationId === p.req.migrationId && m.source === p.req.sourceName);
       // Pending: wait for the source's decision. Committed: we decided to run it but died before the
       // VM was adopted; the recovery loop's Resolve finishes the restore. Aborted: drop it.
       if (!mig || mig.decision === "aborted") {
-        this.journal.deleteVm(rec.vmId);
+        try {
+          this.journal.deleteVm(rec.vmId);
+        } catch (e) {
+          if (!isStorageError(e)) throw e; // a restart drops it again
+        }
         return;
       }
       this.destination.inbound.set(inboundKey(p.req.sourceName, p.req.migrationId), {
@@ -342,24 +361,22 @@ export class TscmigNode {
       });
       return;
     }
-    const h = this.loadVm(rec.vmId, rec.generation, rec.role, text);
+    const h = this.loadVm(rec.vmId, rec.generation, rec.role, item.state);
     this.vms.set(rec.vmId, h);
-    this.persisted.set(rec.vmId, text);
     if (rec.role === "owner") {
       this.resumeOwned(h, false);
     } else {
       // migrating-out: the journaled migration decides (start() looks at it). Only an undecided or
       // committed one holds the VM: an earlier attempt at the same generation that was refused
       // (phase "refused") or aborted is history, and locking on it would leave the VM paused forever.
-      const mig = this.journal.listMigrations({ role: "source" }).find((m) => m.vmId === rec.vmId && m.generation === rec.generation + 1n && m.decision !== "aborted");
+      const mig = migrations.find((m) => m.role === "source" && m.vmId === rec.vmId && m.generation === rec.generation + 1n && m.decision !== "aborted");
       h.lock = mig?.migrationId ?? null;
       if (!mig) this.resumeOwned(h);
     }
   }
 
   /** A journaled VM, rebuilt paused. */
-  private loadVm(id: string, generation: bigint, role: VmRecord["role"], text: string): HostedVm {
-    const st = loadPersistedVm(text);
+  private loadVm(id: string, generation: bigint, role: VmRole, st: PersistedVm): HostedVm {
     const vm = new EmulatedVm(this.host, { vcpus: st.vm.vcpus });
     vm.importState({ ...st.vm, running: false });
     const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(st.guest.clocksource, st.guest.migrationHandling, st.guest.handlingMode), st.guest);
@@ -402,7 +419,8 @@ export class TscmigNode {
           : `VM ${id} left ${this.cfg.name} at generation ${gone.generation} (deleted, or handed off): one id is one VM (pick another id)`,
         { field: "id", reason: "vm_handed_off" },
       );
-    if (this.vms.size >= LIMITS.vmCountMax) throw new TscmigError("resource_exhausted", `at most ${LIMITS.vmCountMax} VMs per daemon`);
+    if (this.vms.size >= LIMITS.vmCountMax) throw new TscmigError("resource_exhausted", `at most ${LIMITS.vmCountMax} VMs per daemon`, { reason: "vm_limit" });
+    this.durable.requireWritable("create a VM");
     const clocksource = req.clocksource ?? this.cfg.guest.clocksource;
     if (clocksource !== "tsc" && clocksource !== "kvm-clock") throw invalid("clocksource", `must be "tsc" or "kvm-clock"`);
     const mode = req.handlingMode ?? this.cfg.guest.handlingMode;
@@ -410,10 +428,11 @@ export class TscmigNode {
     const vm = new EmulatedVm(this.host, { vcpus: req.vcpus, ...(req.guestTscKhz !== undefined ? { guestTscKhz: req.guestTscKhz } : {}) });
     const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(clocksource, req.migrationHandling ?? this.cfg.guest.migrationHandling, mode));
     const h: HostedVm = { id, vm, guest, generation: 0n, role: "owner", lock: null, sampler: null };
+    // Journaled before it exists here: a VM this daemon reports is one a restart brings back.
+    this.persistence.write(h, true);
     this.doorbells.set(id, 0);
     this.wireGuest(h);
     this.vms.set(id, h);
-    this.persist(h, true);
     guest.start();
     this.startSampler(h);
     this.deps.history?.event({ kind: "run", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: id, generation: h.generation });
@@ -423,15 +442,24 @@ export class TscmigNode {
 
   private wireGuest(h: HostedVm): void {
     h.guest.onHandled = (e) => {
-      this.deps.history?.event({ kind: "handled", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: h.id, ...e });
+      const trueNs = this.host.trueNs();
       this.log.info({ event: "guest_handled_migration", vmId: h.id, via: e.via, marker: e.marker, mode: e.mode }, "guest acted on a migration");
-      this.persist(h, true); // exactly once must survive a restart
+      // Exactly once must survive a restart. When the handling cannot be journaled (a full disk) the
+      // guest stops, as QEMU stops a guest whose writes hit ENOSPC, and the history records the
+      // handling only once it is journaled: a daemon that dies before that restarts the guest from
+      // before it, and the guest handles the migration again — once, in everything that survives.
+      let journaled = false;
+      this.persistence.writeOrQueue(h, true, () => {
+        journaled = true;
+        this.deps.history?.event({ kind: "handled", trueNs, daemon: this.cfg.name, vmId: h.id, ...e });
+        this.unstall(h);
+      });
+      if (!journaled) this.stall(h);
     };
-    // The guest's NTP state is guest memory: a restart must not roll it back to an older sync (the
-    // durable copy written at a pause is the last full one, so without this a daemon that died right
-    // after pausing resumed the guest with the wall offset and bound of syncs ago).
+    // The guest's NTP state is guest memory: journaled with the next batch (vm-persistence.ts says
+    // why a lost batch is still honest), and with the VM at once by any migration step after it.
     h.guest.onSync = () => {
-      if (this.vms.get(h.id) === h && h.role === "owner") this.persist(h, true);
+      if (this.vms.get(h.id) === h && h.role === "owner") this.persistence.changed(h);
     };
   }
 
@@ -453,14 +481,17 @@ export class TscmigNode {
     const h = this.getVm(id);
     if (h.lock !== null || h.role !== "owner")
       throw new TscmigError("failed_precondition", `VM ${id} is migrating (${h.lock ?? h.role}); delete it once the migration is decided`, { field: "id", reason: "vm_migrating" });
+    this.durable.requireWritable("delete a VM");
+    const generation = h.generation + 1n;
+    // The tombstone first: a delete that cannot be journaled changes nothing (a restart would bring
+    // the VM back, and this daemon would have said it was gone).
+    this.journal.putVm({ vmId: id, generation, role: "handed-off", state: "", updatedNs: this.host.trueNs() });
     h.guest.stop();
     h.vm.pause();
     h.sampler?.cancel();
     h.sampler = null;
-    const generation = h.generation + 1n;
-    this.journal.putVm({ vmId: id, generation, role: "handed-off", state: "", updatedNs: this.host.trueNs() });
+    this.persistence.forget(id);
     this.vms.delete(id);
-    this.persisted.delete(id);
     this.doorbells.delete(id);
     this.tombstones.set(id, { generation, peer: "" });
     this.deps.history?.event({ kind: "stop", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: id, generation: h.generation, why: "deleted" });
@@ -518,13 +549,27 @@ export class TscmigNode {
     return s;
   }
 
+  /** Stops a guest whose handling of a migration is not journaled yet (see wireGuest). */
+  private stall(h: HostedVm): void {
+    if (this.stopped || this.vms.get(h.id) !== h || h.role !== "owner" || !h.vm.running) return;
+    this.stalled.add(h.id);
+    h.vm.pause();
+    h.guest.stop();
+    h.sampler?.cancel();
+    h.sampler = null;
+    this.deps.history?.event({ kind: "stop", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: h.id, generation: h.generation, why: "journal_unwritable" });
+    this.log.warn({ event: "vm_stalled", vmId: h.id }, "VM stopped until its state can be journaled");
+  }
+
+  private unstall(h: HostedVm): void {
+    if (!this.stalled.delete(h.id) || this.stopped || this.vms.get(h.id) !== h || h.role !== "owner" || h.lock !== null) return;
+    this.resumeOwned(h, false);
+    this.log.info({ event: "vm_unstalled", vmId: h.id }, "VM runs again: its state is journaled");
+  }
+
+  /** Journals `h` now; a storage failure leaves it queued for the journal's retry loop. */
   private persist(h: HostedVm, full: boolean): void {
-    let state = this.persisted.get(h.id);
-    if (full || state === undefined) {
-      state = persistVm(h);
-      this.persisted.set(h.id, state);
-    }
-    this.journal.putVm({ vmId: h.id, generation: h.generation, role: h.role, state, updatedNs: this.host.trueNs() });
+    this.persistence.writeOrQueue(h, full);
   }
 
   /** Sampling period of each VM now: the configured one, stretched to keep within the rate cap. */
@@ -545,6 +590,7 @@ export class TscmigNode {
       // A read that makes the guest act on a migration journals that, which takes time: let that
       // happen first, then bracket the guest's read of its clock with two reads of true time.
       h.guest.now();
+      if (!h.vm.running) return; // stopped by that read (a handling it could not journal)
       const t = this.host.trueNs();
       const bounded = h.guest.now();
       const spanNs = this.host.trueNs() - t;
@@ -572,7 +618,12 @@ export class TscmigNode {
     // between the two finds a VM marked migrating-out with its migration undecided, which start()
     // aborts and resumes, exactly as after a crash just past the pause.
     h.role = "migrating-out";
-    this.persist(h, false);
+    try {
+      this.persistence.write(h, false); // no pause that a restart would not know of
+    } catch (e) {
+      h.role = "owner";
+      throw e;
+    }
     h.vm.pause();
     h.guest.stop();
     h.sampler?.cancel();
@@ -597,7 +648,6 @@ export class TscmigNode {
    * never knew the migration) will never run the VM, and then it comes back here (`reclaim`).
    */
   private handOff(h: HostedVm, migrationId: string): void {
-    const state = this.persisted.get(h.id) ?? persistVm(h);
     h.role = "handed-off";
     h.vm.pause();
     h.guest.stop();
@@ -605,12 +655,12 @@ export class TscmigNode {
     h.sampler = null;
     const gen = h.generation + 1n;
     const peer = this.journal.getMigration(migrationId)?.peer ?? "";
-    this.journal.putVm({ vmId: h.id, generation: gen, role: "handed-off", state, updatedNs: this.host.trueNs() });
     this.vms.delete(h.id);
-    this.persisted.delete(h.id);
     this.doorbells.delete(h.id);
     this.tombstones.set(h.id, { generation: gen, peer });
     this.handedOff.set(migrationId, h);
+    // The decision is durable already (a restart hands off again): a failed write waits for the retry loop.
+    this.persistence.handedOff(h, gen);
     this.log.info({ event: "vm_handed_off", vmId: h.id, migrationId, generation: gen }, "VM handed off");
   }
 
@@ -619,8 +669,8 @@ export class TscmigNode {
     const h = this.handedOff.get(migrationId);
     if (!h) return;
     this.handedOff.delete(migrationId);
-    const rec = this.journal.getVm(h.id);
-    if (rec && rec.role === "handed-off" && rec.state !== "") this.journal.putVm({ ...rec, state: "", updatedNs: this.host.trueNs() });
+    const t = this.tombstones.get(h.id);
+    if (t) this.persistence.released(h.id, t.generation);
   }
 
   /**
@@ -630,7 +680,7 @@ export class TscmigNode {
   private reclaim(migrationId: string): void {
     const h = this.handedOff.get(migrationId);
     if (!h) return;
-    const gen = (this.tombstones.get(h.id)?.generation ?? h.generation + 1n);
+    const gen = this.tombstones.get(h.id)?.generation ?? h.generation + 1n;
     this.handedOff.delete(migrationId);
     this.tombstones.delete(h.id);
     h.generation = gen;
@@ -668,6 +718,8 @@ export class TscmigNode {
     if (h.lock !== null) throw new TscmigError("aborted", `VM ${vmId} is already migrating (${h.lock})`, { reason: "migration_in_progress" });
     if (this.outbound.size >= LIMITS.migrationsInFlightMax) throw new TscmigError("resource_exhausted", "too many migrations in flight", { reason: "inflight_limit" });
     if (typeof req.destination !== "string" || req.destination.length === 0 || req.destination.length > 256) throw invalid("destination", "must be HOST:PORT");
+    checkMigrationTarget({ vmId, generation: h.generation, destination: req.destination, selfName: this.cfg.name, selfGrpc: this.cfg.grpcAdvertise });
+    this.durable.requireWritable("migrate a VM out");
     const policy = parsePolicy(req.policy ?? "advance");
     const estimator = parseEstimator(req.estimator ?? "one-sided");
     const cap = req.advanceCapNs ?? LIMITS.advanceCapNsDefault;
@@ -739,6 +791,8 @@ export class TscmigNode {
   // ---- destination role (inbound RPCs) ------------------------------------------------------------
 
   prepare(req: PrepareReq): PrepareRes {
+    checkInboundSource(req, this.cfg.name);
+    this.durable.requireWritable("accept a migration");
     return this.destination.prepare(req);
   }
 
@@ -747,11 +801,13 @@ export class TscmigNode {
   }
 
   transfer(req: TransferReq, receiveRawNs: bigint, decodeNs: bigint): TransferRes {
+    this.durable.requireWritable("stage a migration");
     return this.destination.transfer(req, receiveRawNs, decodeNs);
   }
 
   /** `receiveRawNs`: this host's raw clock when the Commit arrived (now, when unknown). */
   commit(req: CommitReq, receiveRawNs?: bigint): CommitRes {
+    this.durable.requireWritable("run a migrated VM");
     return this.destination.commit(req, receiveRawNs ?? this.host.rawNs());
   }
 
@@ -781,7 +837,7 @@ export class TscmigNode {
   /** A destination asks what this source decided; only the one that holds the migration's key is told. */
   resolve(req: ResolveReq): ResolveRes {
     const m = this.journal.getMigration(req.migrationId);
-    if (!m || m.role !== "source" || m.vmId !== req.vmId || (m.sourceKey ?? "") !== req.sourceKey) return { decision: "unknown", generation: 0n, transferRttNs: 0n };
+    if (!m || m.role !== "source" || m.vmId !== req.vmId || ((m.sourceKey ?? "") !== "" && m.sourceKey !== req.sourceKey)) return { decision: "unknown", generation: 0n, transferRttNs: 0n };
     return { decision: m.decision, generation: m.generation, transferRttNs: m.role === "source" ? journaledRtt(m.report) : 0n };
   }
 
@@ -807,6 +863,10 @@ export class TscmigNode {
     const g = s.guest;
     const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(g.clocksource, g.migrationHandling, g.handlingMode), g);
     const h: HostedVm = { id: inb.req.vmId, vm, guest, generation: inb.req.generation, role: "owner", lock: null, sampler: null };
+    // Adopted inside the transaction that journals it (migrate-in.ts): one that does not commit (a
+    // full disk) undoes this, and the VM never ran here.
+    const tomb = this.tombstones.get(h.id);
+    this.durable.onRollback(() => this.unadopt(h, tomb));
     this.wireGuest(h);
     this.vms.set(h.id, h);
     this.tombstones.delete(h.id);
@@ -830,11 +890,28 @@ export class TscmigNode {
     // Journaled once the vCPUs run, off the blackout. A crash before this write leaves the staged
     // snapshot and its pending migration in the journal: recovery asks the source (Resolve), which
     // answers committed, and the VM is restored and resumed here again, on this daemon only.
-    this.persist(h, true);
-    this.startSampler(h);
+    // The run is recorded before the write that may fail: a failed one undoes the adoption and
+    // records the stop (unadopt), so the history shows the VM's era starting here, from its source.
     this.deps.history?.event({ kind: "run", trueNs: resumedTrueNs, daemon: this.cfg.name, vmId: h.id, generation: h.generation });
+    this.persistence.write(h, true);
+    this.startSampler(h);
     this.log.info({ event: "vm_resumed", migrationId: inb.req.migrationId, vmId: h.id, advancedNs: result.advancedNs, errorBoundNs: result.errorBoundNs }, "VM resumed");
     return { doorbellRung: rung, resumedTrueNs };
+  }
+
+  /** Undoes `adopt` when the transaction journaling it did not commit: the VM stays staged, not run. */
+  private unadopt(h: HostedVm, tomb: Tombstone | undefined): void {
+    if (this.vms.get(h.id) !== h) return;
+    h.vm.pause();
+    h.guest.stop();
+    h.sampler?.cancel();
+    h.sampler = null;
+    this.vms.delete(h.id);
+    this.doorbells.delete(h.id);
+    this.persistence.forget(h.id);
+    if (tomb !== undefined) this.tombstones.set(h.id, tomb);
+    this.deps.history?.event({ kind: "stop", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: h.id, generation: h.generation, why: "journal_unwritable" });
+    this.log.warn({ event: "adopt_rolled_back", vmId: h.id, generation: h.generation }, "adopted VM stopped: its journal write did not commit; it stays staged");
   }
 
   // ---- recovery -----------------------------------------------------------------------------------
@@ -843,14 +920,6 @@ export class TscmigNode {
     if (this.stopped) return;
     this.recoveryTimer = this.deps.scheduler.after(this.cfg.recoveryIntervalNs, () => {
       void this.recoverOnce().finally(() => this.scheduleRecovery());
-    });
-  }
-
-  private schedulePersist(): void {
-    if (this.stopped || this.cfg.persistIntervalNs <= 0n) return;
-    this.persistTimer = this.deps.scheduler.after(this.cfg.persistIntervalNs, () => {
-      for (const h of this.vms.values()) if (h.role === "owner") this.persist(h, true);
-      this.schedulePersist();
     });
   }
 

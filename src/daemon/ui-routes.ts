@@ -135,7 +135,7 @@ export function nodeDashboardSource(node: TscmigNode, peers: readonly Configured
       return null;
     },
     inboundRecord: (id, sourceName) => {
-      const rec = node.journal.getMigration(id, sourceName);
+      const rec = node.journal.getInboundMigration(sourceName, id);
       return rec && rec.role === "destination" ? inboundOf(rec) : null;
     },
     configuredPeers: () => peers.map((p): PeerInfo => ({ name: p.name, grpc: p.grpc, ...(p.http ? { http: p.http } : {}), via: "configured" })),

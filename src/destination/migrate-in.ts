@@ -136,7 +136,7 @@ export class Destination {
 
   /** The machine state of a migration decided here and no longer held in memory (key checked). */
   private pastState(ref: SourceRef, id: string): DestinationState | null {
-    const past = this.ctx.journal.getMigration(id, ref.sourceName);
+    const past = this.ctx.journal.getInboundMigration(ref.sourceName, id);
     if (!past || past.role !== "destination") return null;
     if (past.sourceKey && !sameKey(past.sourceKey, ref.sourceKey)) throw foreign(ref.sourceName, id);
     if (past.decision === "committed") return { phase: "running" };
@@ -194,7 +194,7 @@ export class Destination {
       if (existing.state.phase === "prepared") existing.leaseFromRawNs = this.ctx.host.rawNs();
       return this.capabilities(req);
     }
-    const past = this.ctx.journal.getMigration(req.migrationId, req.sourceName);
+    const past = this.ctx.journal.getInboundMigration(req.sourceName, req.migrationId);
     if (past) throw new TscmigError("already_exists", `migration ${req.migrationId} of ${req.sourceName} already used (${past.decision})`, { reason: "migration_id_reused" });
     const local = this.ctx.localVm(req.vmId);
     if (local) throw new TscmigError("already_exists", `VM ${req.vmId} already runs here (generation ${local.generation})`, { reason: "vm_exists", field: "vmId" });
@@ -344,8 +344,11 @@ export class Destination {
         }
       });
     } catch (e) {
-      inb.state = prev; // not staged: nothing answered that is not durable
-      inb.snapshot = null;
+      // Not staged durably (a full disk): not staged at all, or a Commit would run what a restart cannot know of.
+      if (!(e instanceof Error && e.name === "CrashSignal")) {
+        inb.state = prev;
+        inb.snapshot = null;
+      }
       throw e;
     }
     crashPoint(this.ctx.faults, "crash.destination.afterStage");
@@ -405,7 +408,7 @@ export class Destination {
    * Prepare or Transfer of it is refused forever and the source may safely take its VM back.
    */
   private commitUnheld(req: CommitReq): CommitRes {
-    const past = this.ctx.journal.getMigration(req.migrationId, req.sourceName);
+    const past = this.ctx.journal.getInboundMigration(req.sourceName, req.migrationId);
     if (past && past.role === "destination") {
       if (past.sourceKey && !sameKey(past.sourceKey, req.sourceKey)) throw foreign(req.sourceName, req.migrationId);
       if (past.decision === "committed" && past.report) {

@@ -16,9 +16,26 @@ export const ERROR_CODES = {
   permission_denied: { grpc: 7, http: 403 },
   unimplemented: { grpc: 12, http: 501 },
   internal: { grpc: 13, http: 500 },
+  /** Durable state found damaged (a journal record that fails its checksum or its structure). */
+  data_loss: { grpc: 15, http: 500 },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
+
+/**
+ * HTTP statuses more precise than their code's, by refusal reason (HTTP has statuses gRPC has no
+ * codes for). The code stays what a gRPC client would see; only the HTTP status is refined.
+ */
+export const HTTP_STATUS_OF_REASON: Readonly<Record<string, number>> = {
+  /** resource_exhausted: the request body is over the limit. */
+  body_too_large: 413,
+  /** invalid_argument: no or another Content-Type than application/json. */
+  unsupported_media_type: 415,
+  /** unimplemented: the path exists, with other methods (the answer carries Allow). */
+  method_not_allowed: 405,
+  /** resource_exhausted: the journal's disk is full (507 Insufficient Storage, not "slow down"). */
+  disk_full: 507,
+};
 
 /** Kernel errno names the emulated KVM operations answer with, as the ioctls would. */
 export type Errno = "EINVAL" | "ERANGE" | "ENXIO" | "EBUSY";
@@ -77,8 +94,9 @@ export function grpcStatusOf(code: ErrorCode): number {
   return ERROR_CODES[code].grpc;
 }
 
-export function httpStatusOf(code: ErrorCode): number {
-  return ERROR_CODES[code].http;
+/** The HTTP status of an error: its reason's (HTTP_STATUS_OF_REASON) when it has one, else its code's. */
+export function httpStatusOf(code: ErrorCode, reason?: string): number {
+  return reason !== undefined && Object.hasOwn(HTTP_STATUS_OF_REASON, reason) ? (HTTP_STATUS_OF_REASON[reason] as number) : ERROR_CODES[code].http;
 }
 
 /** Invariant check: a violated assertion is a bug, and stops the process (STYLE 10). */
@@ -97,8 +115,8 @@ export class AssertionFailure extends Error {
  * The reverse of `grpcStatusOf`, for a client reading a status that carried no `tscmig-code`
  * (a transport failure, or a server that is not tscmig). Statuses the registry has no code for:
  * CANCELLED (1) becomes `unavailable`, because a tscmig client never cancels its own calls, so a
- * cancelled call means the peer went away (a forced shutdown) and retrying is right; UNKNOWN (2),
- * DATA_LOSS (15) and anything else become `internal`.
+ * cancelled call means the peer went away (a forced shutdown) and retrying is right; UNKNOWN (2)
+ * and anything else become `internal`.
  */
 export function errorCodeOfGrpcStatus(status: number): ErrorCode {
   for (const code of Object.keys(ERROR_CODES) as ErrorCode[]) {

@@ -41,6 +41,8 @@ export const LIMITS = {
   advanceCapNsDefault: 1_000_000_000n,
   /** NTP_PHASE_LIMIT in µs (kernel/time/ntp.c). */
   ntpPhaseLimitUs: 16_000_000n,
+  /** Longest wait between retries of an unwritable journal (a full disk): how late a daemon notices space returned. */
+  journalRetryNsMax: 5_000_000_000n,
   /** Samples one VM's workload keeps in memory (a ring). */
   historySamplesMax: 4096,
   /** Concurrent `GET /v1/events` streams one daemon serves (dashboards, `tscmig watch`). */

@@ -206,7 +206,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
       for (const eff of step.effects) {
         const next = await perform(eff);
         if (next) queue.push(next);
-        if (finished) break;
+        if (finished || next?.kind === "journalFailed") break; // the rest of the step stood on that write
       }
     }
   } finally {
@@ -217,7 +217,17 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
   async function perform(eff: SourceEffect): Promise<SourceEvent | null> {
     switch (eff.kind) {
       case "journal":
-        journal(eff.decision, eff.phase);
+        try {
+          journal(eff.decision, eff.phase);
+        } catch (e) {
+          const error = errorOf(e);
+          // What comes next stands on a pending record or on the decision: stop. An abort's record
+          // (retried by the node's journal, and a restart aborts what stayed pending) or the phase
+          // after a delivered Commit (re-delivered by recovery) need not hold the migration up.
+          if (eff.decision === "pending" || eff.phase === "committing") return { kind: "journalFailed", error, mayHaveLanded: error.reason === "journal_io_error" };
+          log.warn({ event: "journal_write_failed", decision: eff.decision, phase: eff.phase, err: error.toJSON() }, "migration record not journaled; going on");
+          return null;
+        }
         if (eff.decision === "committed" && eff.phase === "committing") crashPoint(ctx.faults, "crash.source.afterCommitJournal");
         return null;
       case "sendPrepare":
@@ -273,7 +283,11 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
           return { kind: "probeFailed", error: errorOf(e) };
         }
       case "pause":
-        ctx.pauseVm(h);
+        try {
+          ctx.pauseVm(h); // journals the paused role first; a failed write leaves the VM running
+        } catch (e) {
+          return { kind: "journalFailed", error: errorOf(e), mayHaveLanded: false };
+        }
         report.pauseTrueNs = ctx.host.trueNs();
         report.tscBefore = vm.readGuestTsc(0);
         report.kvmNsBefore = pvclockReadCycles(vm.pvclock.guestRead(0), report.tscBefore);

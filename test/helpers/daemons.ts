@@ -36,6 +36,8 @@ export interface DaemonOptions {
   token?: string;
   /** How long to wait for the listening line. */
   startTimeoutMs?: number;
+  /** The data directory (default: a new temporary one, removed by stopAllDaemons). */
+  data?: string;
 }
 
 const live = new Set<TestDaemon>();
@@ -80,9 +82,13 @@ export class TestDaemon {
   }
 
   static async start(o: DaemonOptions): Promise<TestDaemon> {
-    const root = mkdtempSync(join(tmpdir(), "tscmig-it-"));
-    dataRoots.add(root);
-    const d = new TestDaemon(o, join(root, o.name));
+    let data = o.data;
+    if (data === undefined) {
+      const root = mkdtempSync(join(tmpdir(), "tscmig-it-"));
+      dataRoots.add(root);
+      data = join(root, o.name);
+    }
+    const d = new TestDaemon(o, data);
     await d.spawn("127.0.0.1:0", "127.0.0.1:0", o.env ?? {}, o.startTimeoutMs ?? 20_000);
     return d;
   }

@@ -121,7 +121,7 @@ describe("nothing is lost unless both sides discarded it", () => {
     expect(a.getVm("vm-a").generation).toBe(1n);
     expect(a.journal.getMigration("m1")).toMatchObject({ decision: "aborted", phase: "reclaimed" });
     // The fence holds: a late Prepare of that migration is refused.
-    expect(c2.journal.getMigration("m1", "a")).toMatchObject({ decision: "aborted", phase: "fenced" });
+    expect(c2.journal.getInboundMigration("a", "m1")).toMatchObject({ decision: "aborted", phase: "fenced" });
     // A restart of A keeps the VM running there, once.
     a.stop();
     w.nodes.delete("a");
@@ -195,12 +195,12 @@ describe("reservations are leases", () => {
     for (let i = 0; i < LIMITS.migrationsInFlightMax; i++) c.prepare(flood(i));
     const refused = errorOf(() => c.prepare(flood(9999)));
     expect(refused.reason).toBe("inflight_limit");
-    expect(c.journal.getMigration("flood-9999", "mallory")).toBeUndefined();
+    expect(c.journal.getInboundMigration("mallory", "flood-9999")).toBeUndefined();
     const r1 = await w.settle(a.migrate("vm-a", { destination: "c" }));
     expect([r1.outcome, r1.error?.reason]).toEqual(["refused", "inflight_limit"]);
     await w.runFor(LIMITS.prepareLeaseNs + 2n * S);
     expect(c.destination.pending()).toEqual([]);
-    expect(c.journal.getMigration("flood-0", "mallory")?.decision).toBe("aborted");
+    expect(c.journal.getInboundMigration("mallory", "flood-0")?.decision).toBe("aborted");
     const r2 = await w.settle(a.migrate("vm-a", { destination: "c" }));
     expect(r2.outcome).toBe("committed");
   });

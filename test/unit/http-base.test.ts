@@ -93,18 +93,34 @@ describe("error answers", () => {
     expect(res.json().error.message).toMatch(new RegExp(`^${field.replace(/[[\].]/g, "\\$&")}: `));
   });
 
-  it("answers malformed, oversized and mistyped bodies with 400", async () => {
+  it("answers a malformed body 400, an oversized one 413 and another media type 415", async () => {
     const app = await build();
     const json = { "content-type": "application/json" };
-    for (const [payload, headers] of [
-      ["{not json", json],
-      [JSON.stringify({ vcpus: 1, pad: "x".repeat(BODY_BYTES_MAX) }), json],
-      ["vcpus=1", { "content-type": "text/csv" }],
+    for (const [payload, headers, status, code] of [
+      ["{not json", json, 400, "invalid_argument"],
+      [JSON.stringify({ vcpus: 1, pad: "x".repeat(BODY_BYTES_MAX) }), json, 413, "resource_exhausted"],
+      ["vcpus=1", { "content-type": "text/csv" }, 415, "invalid_argument"],
     ] as const) {
       const res = await app.inject({ method: "POST", url: "/v1/vms", payload, headers });
-      expect(res.statusCode).toBe(400);
-      expect(res.json().error.code).toBe("invalid_argument");
+      expect(res.statusCode).toBe(status);
+      expect(res.json().error.code).toBe(code);
     }
+  });
+
+  it("answers a known path with another method 405, listing the methods it takes in Allow", async () => {
+    const app = await build();
+    const res = await app.inject({ method: "DELETE", url: "/v1/vms" });
+    expect(res.statusCode).toBe(405);
+    expect(res.headers.allow).toBe("POST");
+    expect(res.json().error).toMatchObject({ code: "unimplemented", reason: "method_not_allowed" });
+  });
+
+  it("maps refusal reasons to HTTP's more precise statuses (a full disk is 507)", async () => {
+    const app = await build();
+    app.get("/v1/full", { schema: { response: { ...errorResponses } } }, async () => {
+      throw new TscmigError("resource_exhausted", "disk full", { reason: "disk_full" });
+    });
+    expect((await app.inject({ method: "GET", url: "/v1/full" })).statusCode).toBe(507);
   });
 
   it("answers an unknown route with 404 not_found", async () => {
@@ -152,7 +168,21 @@ describe("health, readiness, metrics, OpenAPI", () => {
     expect(before.statusCode).toBe(503);
     expect(before.json().error).toMatchObject({ code: "unavailable", reason: "not_ready" });
     ready = true;
-    expect((await app.inject({ method: "GET", url: "/readyz" })).json()).toEqual({ status: "ready" });
+    expect((await app.inject({ method: "GET", url: "/readyz" })).json()).toEqual({ status: "ready", ready: true });
+  });
+
+  it("says why it is not ready when the callback gives a reason", async () => {
+    const app = await build({ ready: () => ({ ready: false, reason: "journal_unwritable", cause: "disk_full", message: "the journal cannot be written (SQLITE_FULL)" }) });
+    const res = await app.inject({ method: "GET", url: "/readyz" });
+    expect(res.statusCode).toBe(503);
+    expect(res.json()).toEqual({
+      status: "not_ready",
+      ready: false,
+      reason: "journal_unwritable",
+      cause: "disk_full",
+      message: "the journal cannot be written (SQLITE_FULL)",
+      error: { code: "unavailable", message: "the journal cannot be written (SQLITE_FULL)", reason: "journal_unwritable" },
+    });
   });
 
   it("serves the daemon's metrics as Prometheus text", async () => {

@@ -94,9 +94,9 @@ describe("journal records", () => {
     journal.putMigration(migration({ migrationId: "x", source: "a", sourceKey: "aa".repeat(16), role: "destination" }));
     journal.putMigration(migration({ migrationId: "x", source: "b", sourceKey: "bb".repeat(16), role: "destination", decision: "aborted" }));
     expect(journal.getMigration("x")?.role).toBe("source");
-    expect(journal.getMigration("x", "a")).toMatchObject({ role: "destination", decision: "pending", sourceKey: "aa".repeat(16) });
-    expect(journal.getMigration("x", "b")).toMatchObject({ decision: "aborted", sourceKey: "bb".repeat(16) });
-    expect(journal.getMigration("x", "c")).toBeUndefined();
+    expect(journal.getInboundMigration("a", "x")).toMatchObject({ role: "destination", decision: "pending", sourceKey: "aa".repeat(16) });
+    expect(journal.getInboundMigration("b", "x")).toMatchObject({ decision: "aborted", sourceKey: "bb".repeat(16) });
+    expect(journal.getInboundMigration("c", "x")).toBeUndefined();
     expect(journal.listMigrations()).toHaveLength(3);
   });
 

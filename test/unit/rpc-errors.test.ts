@@ -57,7 +57,7 @@ describe("gRPC status to error code", () => {
   it("maps the statuses the registry lacks", () => {
     expect(errorCodeOfGrpcStatus(grpc.status.CANCELLED)).toBe("unavailable");
     expect(errorCodeOfGrpcStatus(grpc.status.UNKNOWN)).toBe("internal");
-    expect(errorCodeOfGrpcStatus(grpc.status.DATA_LOSS)).toBe("internal");
+    expect(errorCodeOfGrpcStatus(grpc.status.DATA_LOSS)).toBe("data_loss"); // in the registry: a damaged journal record
     expect(errorCodeOfGrpcStatus(grpc.status.DEADLINE_EXCEEDED)).toBe("deadline_exceeded");
   });
 });

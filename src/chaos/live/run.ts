@@ -278,14 +278,14 @@ export async function runLive(run: number, seed: bigint, scen: ScenarioOptions, 
     fault("port-taken", `${d.name}: its ${which} port ${taken} is taken as it restarts`);
     const t0 = clock.monotonicNs();
     try {
-      const p = await spawnDaemon({ name: d.name, http: d.http, grpc: d.grpc, data: d.data, args: d.args, readyTimeoutNs: 3n * S, ...(o.entry ? { entry: o.entry } : {}) });
+      const p = await spawnDaemon({ name: d.name, http: d.http, grpc: d.grpc, data: d.data, args: d.args, readyTimeoutNs: 15n * S, ...(o.entry ? { entry: o.entry } : {}) });
       events.push({ kind: "error", trueNs: clock.monotonicNs(), daemon: d.name, message: `${d.name} reported listening although its ${which} port ${taken} was taken` });
       await p.stop();
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
       const code = /exited \((\w+)\)/.exec(msg)?.[1];
       const ms = (clock.monotonicNs() - t0) / MS;
-      if (!code) events.push({ kind: "error", trueNs: clock.monotonicNs(), daemon: d.name, message: `${d.name} started with its ${which} port taken neither exited nor listened within 3 s (killed): a failed start must exit at once and release its ports and journal lock` });
+      if (!code) events.push({ kind: "error", trueNs: clock.monotonicNs(), daemon: d.name, message: `${d.name} started with its ${which} port taken neither exited nor listened within 15 s (killed): a failed start must exit at once and release its ports and journal lock` });
       else if (code === "0") events.push({ kind: "error", trueNs: clock.monotonicNs(), daemon: d.name, message: `${d.name} started with its ${which} port taken exited with status 0: a failed start must exit non-zero` });
       else if (!(await portFree(other))) events.push({ kind: "error", trueNs: clock.monotonicNs(), daemon: d.name, message: `${d.name} exited (${code}) with its ${which} port taken but left ${other} bound` });
       else fault("port-taken.exit", `${d.name} exited (${code}) in ${ms} ms and released everything`);

@@ -9,8 +9,8 @@
 //              the store keeps goes stale exactly as on disk; the operator later copies the record
 //              back from a backup
 //
-// Both sit behind one function each (`journalFullError`, `damageStoredVmRecord` /
-// `restoreStoredVmRecord`), so they can be switched to the journal's own test hooks once it has them.
+// Damage goes through MemoryJournal's own test hook (`corruptVm`): the record changes and the
+// checksum taken before does not, as on a disk edited in place.
 
 import type { MemoryJournal, VmRecord } from "../../shared/migration/journal.js";
 import { fromJson, toJson } from "../../shared/serde.js";
@@ -23,13 +23,6 @@ export function journalFullError(): Error {
   e.name = "SqliteError";
   e.code = "SQLITE_FULL";
   return e;
-}
-
-/** The record objects a MemoryJournal keeps (its "disk"): the seam this module edits in place. */
-function storedVms(j: MemoryJournal): Map<string, VmRecord> {
-  const m = (j as unknown as { vms?: unknown }).vms;
-  if (!(m instanceof Map)) throw new Error("MemoryJournal keeps its VM records elsewhere now: switch damage to the journal's own test hook");
-  return m as Map<string, VmRecord>;
 }
 
 /** VM records a damage can apply to: VMs the daemon owns, with their state. */
@@ -51,14 +44,13 @@ interface StateShape {
  * runs 1% fast, the vCPU count no longer matches its columns, or the generation turns negative.
  */
 export function damageStoredVmRecord(j: MemoryJournal, vmId: string, edit: DamageEdit, r: Random): { backup: VmRecord; detail: string } {
-  const stored = storedVms(j).get(vmId);
-  if (!stored || typeof stored.state !== "string") throw new Error(`no stored state for ${vmId}`);
-  const backup = { ...stored };
+  const backup = j.getVm(vmId);
+  if (!backup || typeof backup.state !== "string") throw new Error(`no stored state for ${vmId}`);
   if (edit === "generation") {
-    stored.generation = -5n;
+    j.corruptVm(vmId, (rec) => void (rec.generation = -5n));
     return { backup, detail: `${vmId}: generation ${backup.generation} → -5` };
   }
-  const st = fromJson<StateShape>(stored.state);
+  const st = fromJson<StateShape>(backup.state);
   let detail: string;
   if (edit === "tsc") {
     const forward = r.chance(0.5);
@@ -72,11 +64,12 @@ export function damageStoredVmRecord(j: MemoryJournal, vmId: string, edit: Damag
     st.vm.vcpus = n < 4 ? n + 1 : n - 1;
     detail = `${vmId}: vcpus ${n} → ${st.vm.vcpus} against ${n}-entry columns`;
   }
-  stored.state = toJson(st);
+  const damaged = toJson(st);
+  j.corruptVm(vmId, (rec) => void (rec.state = damaged));
   return { backup, detail };
 }
 
 /** The operator copies the backup over the damaged record. */
 export function restoreStoredVmRecord(j: MemoryJournal, backup: VmRecord): void {
-  storedVms(j).set(backup.vmId, { ...backup });
+  j.putVm({ ...backup });
 }

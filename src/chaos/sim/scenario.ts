@@ -17,7 +17,7 @@ import type { Random } from "../../shared/time/random.js";
 import type { NetConfig, Partition } from "./network.js";
 
 /** The kinds `--faults all` (and the default campaign) draw from. */
-export const FAULT_KINDS = ["delay", "reorder", "loss", "dup", "partition", "reset", "crash", "kill", "stall", "doorbell", "skew", "crystal", "collide", "hostile"] as const;
+export const FAULT_KINDS = ["delay", "reorder", "loss", "dup", "partition", "reset", "crash", "kill", "stall", "doorbell", "skew", "crystal", "collide", "hostile", "disk-full", "damage", "port-taken"] as const;
 /**
  * Issue 9's operational and hostile fault kinds. Named in `--faults` and drawn per run like the
  * others, but kept out of `all` while today's daemons still fail them (test/sim/issue9-faults.test.ts

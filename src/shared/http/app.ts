@@ -9,7 +9,7 @@ import { bigintReplacer } from "../json-safe.js";
 import type { Logger } from "../log.js";
 import { installBearerAuth } from "./bearer-auth.js";
 import { installErrorHandlers } from "./error-handler.js";
-import { healthRoutes } from "./health.js";
+import { healthRoutes, type Readiness } from "./health.js";
 import { errorBodySchema } from "./json-schemas.js";
 import { type Metrics, metricsRoutes } from "./metrics.js";
 
@@ -31,8 +31,8 @@ export interface HttpAppOptions {
   version: string;
   /** Serves `GET /metrics` from this registry when given. */
   metrics?: Metrics;
-  /** Drives `GET /readyz`; ready at once when absent. */
-  ready?: () => boolean;
+  /** Drives `GET /readyz` (with the reason when not ready); ready at once when absent. */
+  ready?: () => boolean | Readiness;
 }
 
 /**

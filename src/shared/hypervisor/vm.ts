@@ -9,7 +9,7 @@ import { invalid, kvmError } from "../errors.js";
 import { LIMITS } from "../limits.js";
 import { u64, s64 } from "../kvm/u64.js";
 import { getTimeScale, scaleDelta } from "../kvm/time-scale.js";
-import { defaultRatio, guestTgtTscKhz, scaleTsc, setTscKhzDecision } from "../kvm/tsc.js";
+import { defaultRatio, guestTgtTscKhz, maxGuestTscKhz, scaleTsc, setTscKhzDecision, tscThresholds } from "../kvm/tsc.js";
 import {
   PVCLOCK_GUEST_STOPPED,
   PVCLOCK_TSC_STABLE_BIT,
@@ -19,7 +19,7 @@ import {
 } from "../kvm/pvclock.js";
 import { KVM_CLOCK_HOST_TSC, KVM_CLOCK_REALTIME, KVM_CLOCK_TSC_STABLE, setClockAdvance } from "../kvm/set-clock.js";
 import { newVmclockPage, vmclockUpdate, type VmclockPage } from "../kvm/vmclock.js";
-import type { KvmClockData, VmBackend } from "./backend.js";
+import type { HostInfo, KvmClockData, VmBackend } from "./backend.js";
 import type { EmulatedHost } from "./host.js";
 
 const F_KVMCLOCK = 1; // guest wrote MSR_KVM_SYSTEM_TIME_NEW
@@ -80,8 +80,12 @@ export class EmulatedVm implements VmBackend {
   }
 
   private decide(khz: bigint) {
-    if (khz < LIMITS.tscKhzMin || khz > LIMITS.tscKhzMax)
-      throw invalid("guestTscKhz", `must be within ${LIMITS.tscKhzMin}..${LIMITS.tscKhzMax} kHz`);
+    // Outside what any KVM takes: a plain range error. Inside it, KVM's own rules (EINVAL), whose
+    // messages give the same range for this host: what is advertised is what is accepted.
+    if (khz < LIMITS.tscKhzMin || khz > LIMITS.tscKhzMax) {
+      const { min, max } = guestTscKhzRange(this.host.info);
+      throw invalid("guestTscKhz", `must be within ${min}..${max} kHz on this host (${this.host.info.tscScaling ? "below KVM's max_guest_tsc_khz" : "no TSC scaling: near the host's rate"})`);
+    }
     return setTscKhzDecision({
       userKhzArg: khz,
       hostKhz: this.host.info.tscKhz,
@@ -376,4 +380,18 @@ export interface EmulatedVmState {
   pvclock: Uint8Array;
   vmclock: VmclockPage;
   running: boolean;
+}
+
+/**
+ * The guest TSC rates KVM_SET_TSC_KHZ accepts on `host`, as one closed range: with scaling, from the
+ * emulator's floor up to one below max_guest_tsc_khz (the ioctl refuses `arg >= max`); without it,
+ * the tolerance band around the host rate (arch/x86/kvm/x86.c, kvm_set_tsc_khz). What an API
+ * advertises and what the VM accepts are this one range.
+ */
+export function guestTscKhzRange(host: HostInfo): { min: bigint; max: bigint } {
+  if (!host.tscScaling) {
+    const t = tscThresholds(host.tscKhz);
+    return { min: t.loKhz > LIMITS.tscKhzMin ? t.loKhz : LIMITS.tscKhzMin, max: t.hiKhz };
+  }
+  return { min: LIMITS.tscKhzMin, max: maxGuestTscKhz(host.tscKhz, host.vendor) - 1n };
 }

@@ -5,6 +5,7 @@
 // §tsc_ratio.json, §pvclock_read.json (tgt_tsc_khz).
 
 import { kvmError, invalid } from "../errors.js";
+import { LIMITS } from "../limits.js";
 import { getTimeScale, type TimeScale } from "./time-scale.js";
 import { U32_MAX, U64_MAX, checkU64, checkU32 } from "./u64.js";
 
@@ -164,7 +165,12 @@ export function setTscKhzDecision(req: SetTscKhzRequest): SetTscKhzDecision {
   if (hostHasScaling) {
     const max = maxGuestTscKhz(hostKhz, vendor);
     if (userKhzArg >= max) {
-      throw kvmError("EINVAL", OP, `guest TSC ${userKhzArg} kHz is at or above the maximum ${max} kHz (host ${hostKhz} kHz, ${vendor.name})`, FIELD);
+      throw kvmError(
+        "EINVAL",
+        OP,
+        `guest TSC ${userKhzArg} kHz is at or above max_guest_tsc_khz = min(0x7fffffff, host ${hostKhz} kHz × the ${vendor.name} ratio maximum) = ${max} kHz: this host accepts ${LIMITS.tscKhzMin}..${max - 1n} kHz`,
+        FIELD,
+      );
     }
   }
   const effectiveKhz = userKhzArg === 0n ? hostKhz : userKhzArg;
@@ -180,7 +186,7 @@ export function setTscKhzDecision(req: SetTscKhzRequest): SetTscKhzDecision {
     throw kvmError(
       "EINVAL",
       OP,
-      `guest TSC ${effectiveKhz} kHz is outside ±${req.tolerancePpm ?? TSC_TOLERANCE_PPM_DEFAULT} ppm of the host's ${hostKhz} kHz and the host has no TSC scaling`,
+      `guest TSC ${effectiveKhz} kHz is outside ±${req.tolerancePpm ?? TSC_TOLERANCE_PPM_DEFAULT} ppm of the host's ${hostKhz} kHz and the host has no TSC scaling: this host accepts ${thresholds.loKhz}..${thresholds.hiKhz} kHz`,
       FIELD,
     );
   }

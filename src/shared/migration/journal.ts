@@ -2,6 +2,8 @@
 // migration's decision. The daemon uses the SQLite store (daemon/journal.ts); the simulator uses
 // the in-memory one below, which survives simulated crashes because the simulator keeps it.
 
+import { checkMigrationRecord, checkVmRecord, migrationChecksum, vmChecksum } from "./journal-integrity.js";
+
 export type VmRole =
   /** Runs the VM. */
   | "owner"
@@ -67,11 +69,24 @@ export interface JournalStore {
   listVms(): VmRecord[];
   deleteVm(vmId: string): void;
   putMigration(rec: MigrationRecord): void;
-  /** The migration (source, migrationId); `source` "" (default): this daemon's own outbound one. */
-  getMigration(migrationId: string, source?: string): MigrationRecord | undefined;
+  /** This daemon's own outbound migration `migrationId` (source ""). */
+  getMigration(migrationId: string): MigrationRecord | undefined;
+  /**
+   * The migration `migrationId` this daemon received from `source` (its identity is both: two
+   * sources may use one id). A separate method, not an optional argument, so that no wrapper of a
+   * store can drop the source and find another source's migration (or none) by the id alone.
+   */
+  getInboundMigration(source: string, migrationId: string): MigrationRecord | undefined;
   listMigrations(filter?: { decision?: MigrationDecision; role?: "source" | "destination" }): MigrationRecord[];
   transaction<T>(fn: () => T): T;
   close(): void;
+  /**
+   * Makes one tiny durable write and throws what any write would throw now (optional). The
+   * daemon's durability monitor calls it to learn when a full or failing disk takes writes again;
+   * a store without it is probed with an empty transaction, so a store that can fail (a fault
+   * injector) should have it.
+   */
+  probe?(): void;
 }
 
 /** One string per (source, migration id): ids never contain NUL. */
@@ -83,10 +98,17 @@ function migrationKey(migrationId: string, source: string): string {
  * Durable across simulated crashes (the simulator holds it); a copy on every read and write. A
  * transaction keeps an undo log of the entries it overwrote, so its cost does not grow with the
  * number of records (it used to copy both maps: quadratic over a long simulated run).
+ *
+ * Every read checks the record as the SQLite journal checks its rows (journal-integrity.ts), so a
+ * damaged record reaches the node through the same path in simulation as on a disk.
+ * `corruptVm` and `corruptMigration` damage a stored record the way an edit in place would: the
+ * record changes and its checksum (taken just before) does not — the simulator's "damaged record
+ * at restart" fault. A record nobody damaged is what was put, so its checksum is only computed
+ * when it is damaged (hashing every put cost the simulator a few per cent).
  */
 export class MemoryJournal implements JournalStore {
-  private readonly vms = new Map<string, VmRecord>();
-  private readonly migrations = new Map<string, MigrationRecord>();
+  private readonly vms = new Map<string, Stored<VmRecord>>();
+  private readonly migrations = new Map<string, Stored<MigrationRecord>>();
   private undo: (() => void)[] | null = null;
 
   /** Inside a transaction, remembers how to put `key` of `map` back as it is now. */
@@ -99,14 +121,14 @@ export class MemoryJournal implements JournalStore {
 
   putVm(rec: VmRecord): void {
     this.remember(this.vms, rec.vmId);
-    this.vms.set(rec.vmId, { ...rec });
+    this.vms.set(rec.vmId, { rec: { ...rec }, checksum: "unchanged" });
   }
   getVm(vmId: string): VmRecord | undefined {
-    const r = this.vms.get(vmId);
-    return r ? { ...r } : undefined;
+    const s = this.vms.get(vmId);
+    return s ? readVm(s) : undefined;
   }
   listVms(): VmRecord[] {
-    return [...this.vms.values()].map((r) => ({ ...r }));
+    return [...this.vms.values()].map(readVm);
   }
   deleteVm(vmId: string): void {
     this.remember(this.vms, vmId);
@@ -115,16 +137,20 @@ export class MemoryJournal implements JournalStore {
   putMigration(rec: MigrationRecord): void {
     const key = migrationKey(rec.migrationId, rec.source ?? "");
     this.remember(this.migrations, key);
-    this.migrations.set(key, { ...rec, source: rec.source ?? "", sourceKey: rec.sourceKey ?? "" });
+    this.migrations.set(key, { rec: { ...rec, source: rec.source ?? "", sourceKey: rec.sourceKey ?? "" }, checksum: "unchanged" });
   }
-  getMigration(id: string, source = ""): MigrationRecord | undefined {
-    const r = this.migrations.get(migrationKey(id, source));
-    return r ? { ...r } : undefined;
+  getMigration(id: string): MigrationRecord | undefined {
+    return this.getInboundMigration("", id);
+  }
+  getInboundMigration(source: string, id: string): MigrationRecord | undefined {
+    const s = this.migrations.get(migrationKey(id, source));
+    return s ? readMigration(s) : undefined;
   }
   listMigrations(filter: { decision?: MigrationDecision; role?: "source" | "destination" } = {}): MigrationRecord[] {
-    return [...this.migrations.values()]
-      .filter((m) => (filter.decision === undefined || m.decision === filter.decision) && (filter.role === undefined || m.role === filter.role))
-      .map((m) => ({ ...m }));
+    const out: MigrationRecord[] = [];
+    for (const s of this.migrations.values())
+      if ((filter.decision === undefined || s.rec.decision === filter.decision) && (filter.role === undefined || s.rec.role === filter.role)) out.push(readMigration(s));
+    return out;
   }
   transaction<T>(fn: () => T): T {
     if (this.undo !== null) return fn();
@@ -141,4 +167,42 @@ export class MemoryJournal implements JournalStore {
     }
   }
   close(): void {}
+
+  /**
+   * Test hook (the simulator's damaged-record fault): changes the stored VM record in place with
+   * `mutate` and keeps its old checksum, as an edit of the file would. The next read of it throws
+   * `data_loss` (reason `journal_record_damaged`) naming the VM. False when there is no such record.
+   */
+  corruptVm(vmId: string, mutate: (rec: VmRecord) => void): boolean {
+    const s = this.vms.get(vmId);
+    if (!s) return false;
+    if (s.checksum === "unchanged") s.checksum = vmChecksum(s.rec);
+    mutate(s.rec);
+    return true;
+  }
+
+  /** The same for a migration record (`source` "": this daemon's own outbound one). */
+  corruptMigration(migrationId: string, mutate: (rec: MigrationRecord) => void, source = ""): boolean {
+    const s = this.migrations.get(migrationKey(migrationId, source));
+    if (!s) return false;
+    if (s.checksum === "unchanged") s.checksum = migrationChecksum(s.rec);
+    mutate(s.rec);
+    return true;
+  }
+}
+
+interface Stored<R> {
+  rec: R;
+  /** The checksum taken when the record was damaged; "unchanged" while it is what was put. */
+  checksum: string | "unchanged";
+}
+
+function readVm(s: Stored<VmRecord>): VmRecord {
+  checkVmRecord(s.rec, s.checksum);
+  return { ...s.rec };
+}
+
+function readMigration(s: Stored<MigrationRecord>): MigrationRecord {
+  checkMigrationRecord(s.rec, s.checksum);
+  return { ...s.rec };
 }

@@ -13,6 +13,10 @@
 //   committing ──commitRefused──▶ aborted    (the destination durably aborted or fenced the migration:
 //                                             it will never run the VM, so the source takes it back)
 //   recover(journal) ──▶ committing (decision was COMMIT) | aborted (anything undecided)
+//   journalFailed: a write the next step stands on did not become durable (a full disk):
+//     preparing ──▶ refused (nothing sent yet)      transferring ──▶ aborted (the VM never paused)
+//     committing ──▶ aborted and resumed, as after a failed Transfer (the decision is not on disk)
+//                 └─ in doubt, still paused, when it may be on disk (an I/O error at commit)
 //
 // The decision point is the journal write before Commit is sent: until then the destination holds
 // the snapshot but may not run it, so aborting is always safe; after it, only commit is possible.
@@ -42,6 +46,7 @@ export type SourceEvent =
   | { kind: "commitFailed"; error: TscmigError }
   /** The destination answered the Commit with a durable refusal: it aborted (or never knew) the migration. */
   | { kind: "commitRefused"; error: TscmigError }
+  | { kind: "journalFailed"; error: TscmigError; mayHaveLanded: boolean }
   | { kind: "recover"; decision: Decision };
 
 export type SourceEffect =
@@ -161,6 +166,8 @@ export function stepSource(s: SourceState, e: SourceEvent): Step<SourceState, So
         state: { ...s, phase: "aborted" },
         effects: [{ kind: "journal", decision: "aborted", phase: "reclaimed" }, { kind: "reclaim" }, { kind: "finish", outcome: "aborted", error: e.error }],
       };
+    case "journalFailed":
+      return journalFailed(s, e.error, e.mayHaveLanded) ?? reject();
     case "recover":
       if (s.phase !== "idle") return reject();
       if (e.decision === "committed")
@@ -171,5 +178,29 @@ export function stepSource(s: SourceState, e: SourceEvent): Step<SourceState, So
         state: { ...s, phase: "aborted" },
         effects: [{ kind: "journal", decision: "aborted", phase: "aborted" }, { kind: "resume" }, { kind: "sendAbort", reason: "source restarted before deciding" }],
       };
+  }
+}
+
+/**
+ * A journal write the next effects stand on failed (the driver stops the step there): the pending
+ * record before Prepare or before the pause, the paused VM's role, or the decision. Only a decision
+ * that may have landed (its outcome unknown) keeps the VM paused: resuming it could run it twice if
+ * the disk says committed, handing it off could lose it if the disk says pending. A restart reads
+ * the journal and settles it.
+ */
+function journalFailed(s: SourceState, error: TscmigError, mayHaveLanded: boolean): Step<SourceState, SourceEffect> | null {
+  switch (s.phase) {
+    case "preparing":
+      return { state: { ...s, phase: "refused" }, effects: [{ kind: "finish", outcome: "refused", error }] };
+    case "transferring":
+      return {
+        state: { ...s, phase: "aborted" },
+        effects: [{ kind: "journal", decision: "aborted", phase: "aborted" }, { kind: "sendAbort", reason: error.message }, { kind: "finish", outcome: "aborted", error }],
+      };
+    case "committing":
+      if (s.commitAttempts !== 1) return null;
+      return mayHaveLanded ? { state: s, effects: [{ kind: "finish", outcome: "in-doubt", error }] } : abortAfterPause(s, error);
+    default:
+      return null;
   }
 }
