@@ -1,13 +1,14 @@
-// The protocol code alone in simulation, next to the chaos runner's figure (main.ts, issue 5 §5):
-// two TscmigNodes on one SimClock/SimScheduler, in-memory journals, and a PeerDialer that calls the
-// other node directly after a simulated one-way delay — no faults, guest samples or checker, so
-// the gap between the two figures is what a campaign adds around each migration.
+// The protocol code alone in simulation, next to the chaos runner's figure (main.ts): two
+// TscmigNodes on one SimClock/SimScheduler, in-memory journals, and the peer protocol over a
+// transport with no network (rpc/direct-transport.ts: the same codec and protocol core, a simulated
+// one-way delay, no faults, guest samples or checker), so the gap between the two figures is what a
+// campaign adds around each migration.
 
 import { TscmigError } from "../shared/errors.js";
 import { EmulatedHost } from "../shared/hypervisor/host.js";
 import { SILENT_LOGGER } from "../shared/logger.js";
 import { MemoryJournal } from "../shared/migration/journal.js";
-import type { PeerClient, PeerDialer } from "../shared/migration/messages.js";
+import { DirectNetwork } from "../shared/rpc/direct-transport.js";
 import type { Clock } from "../shared/time/clock.js";
 import { SeededRandom } from "../shared/time/random.js";
 import { flushMicrotasks, SimClock, SimScheduler } from "../shared/time/sim.js";
@@ -35,44 +36,6 @@ export type SimRunner = (o: SimRunOptions) => Promise<SimRunResult>;
 /** One-way delay of every simulated message (loopback-like). */
 const ONE_WAY_NS = 50_000n;
 
-/** A PeerDialer whose calls reach the other node in this process after a simulated delay. */
-class DirectDialer implements PeerDialer {
-  readonly nodes = new Map<string, TscmigNode>();
-  constructor(private readonly scheduler: SimScheduler) {}
-
-  checkAddress(): void {}
-
-  dial(address: string): PeerClient {
-    const nodes = this.nodes;
-    const sched = this.scheduler;
-    const hop = <T>(fn: () => T): Promise<T> =>
-      new Promise<T>((resolve, reject) => {
-        sched.after(ONE_WAY_NS, () => {
-          const node = nodes.get(address);
-          if (!node) return reject(new TscmigError("unavailable", `no node at ${address}`));
-          let out: T;
-          try {
-            out = fn.call(null);
-          } catch (e) {
-            sched.after(ONE_WAY_NS, () => reject(e));
-            return;
-          }
-          sched.after(ONE_WAY_NS, () => resolve(out));
-        });
-      });
-    const node = () => nodes.get(address) as TscmigNode;
-    return {
-      prepare: (req) => hop(() => node().prepare(req)),
-      probe: (req) => hop(() => node().probe(req)),
-      transfer: (req) => hop(() => node().transfer(req, node().host.rawNs(), 0n)),
-      commit: (req) => hop(() => node().commit(req)),
-      abort: (req) => hop(() => node().abort(req)),
-      resolve: (req) => hop(() => node().resolve(req)),
-      ping: () => hop(() => undefined),
-    };
-  }
-}
-
 /** Drives the scheduler until `p` settles: microtasks first, then the next simulated event. */
 async function pump<T>(sched: SimScheduler, p: Promise<T>): Promise<T> {
   let done = false;
@@ -92,7 +55,7 @@ async function pump<T>(sched: SimScheduler, p: Promise<T>): Promise<T> {
 export const minimalPairRunner: SimRunner = async (o) => {
   const clock = new SimClock();
   const sched = new SimScheduler(clock);
-  const dialer = new DirectDialer(sched);
+  const net = new DirectNetwork(sched, { outNs: ONE_WAY_NS, backNs: ONE_WAY_NS });
   const root = new SeededRandom(o.seed);
   const mk = (name: string) => {
     const host = new EmulatedHost({ name, clock, epochNs: 1_767_225_600_000_000_000n, maxerrorNs: 100_000n });
@@ -103,9 +66,9 @@ export const minimalPairRunner: SimRunner = async (o) => {
       log: SILENT_LOGGER,
       host,
       journal: new MemoryJournal(),
-      dialer,
+      dialer: net.dialer(name),
     });
-    dialer.nodes.set(name, node);
+    net.attach(name, node);
     node.start();
     return node;
   };
@@ -125,8 +88,8 @@ export const minimalPairRunner: SimRunner = async (o) => {
   }
   const wallNs = o.wallClock.monotonicNs() - t0;
   for (const n of nodes) n.stop();
-  return { runner: "minimal-pair (two TscmigNodes, direct in-memory dialer)", migrations: o.migrations, committed, wallNs, simulatedNs: clock.monotonicNs() - sim0 };
+  return { runner: "minimal-pair (two TscmigNodes, the peer protocol over a transport with no network)", migrations: o.migrations, committed, wallNs, simulatedNs: clock.monotonicNs() - sim0 };
 };
 
-/** The runner the benchmark uses. When src/chaos lands, point this at the chaos runner. */
+/** The protocol-only runner the benchmark reports beside the chaos runner's figure. */
 export const simRunner: SimRunner = minimalPairRunner;

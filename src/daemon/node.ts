@@ -785,6 +785,7 @@ export class TscmigNode {
       kvmclockIdealAtResume: r.kvmNsIdeal,
       guestTscKhz: r.guestTscKhz,
       hostsHonest: true,
+      path: r.handover ? "handover" : "unary",
     });
   }
 

@@ -51,6 +51,8 @@ export type HistoryEvent =
       kvmclockIdealAtResume: bigint;
       guestTscKhz: bigint;
       hostsHonest: boolean;
+      /** What carried Transfer and Commit: one Handover call, or the unary calls. */
+      path: "handover" | "unary";
     }
   | { kind: "fault"; trueNs: bigint; site: string; detail: string };
 

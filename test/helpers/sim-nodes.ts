@@ -1,6 +1,6 @@
 // TscmigNodes on one SimClock for unit tests of the node's own behaviour (persistence, recovery,
 // durability): each node over a journal the test hands in (and keeps, across "restarts"), peers
-// reached by direct calls after a simulated hop. Time moves only through the scheduler.
+// reached through the peer protocol after a simulated hop (rpc/direct-transport.ts). Time moves only through the scheduler.
 
 import { defaultNodeConfig, type NodeConfig, TscmigNode } from "../../src/daemon/node.js";
 import type { HistorySink } from "../../src/shared/history.js";
@@ -8,48 +8,18 @@ import { EmulatedHost } from "../../src/shared/hypervisor/host.js";
 import { SILENT_LOGGER } from "../../src/shared/logger.js";
 import type { Logger } from "../../src/shared/logger.js";
 import type { JournalStore } from "../../src/shared/migration/journal.js";
-import type { PeerClient, PeerDialer } from "../../src/shared/migration/messages.js";
-import { sleep } from "../../src/shared/time/clock.js";
+import { DirectNetwork } from "../../src/shared/rpc/direct-transport.js";
 import { SeededRandom } from "../../src/shared/time/random.js";
 import { flushMicrotasks, SimClock, SimScheduler } from "../../src/shared/time/sim.js";
 import { EPOCH_NS } from "./sim-migration.js";
 
 export const MS = 1_000_000n;
 
-/** Calls the named node directly, `hopNs` of simulated time each way. */
-export class DirectDialer implements PeerDialer {
-  readonly nodes = new Map<string, TscmigNode>();
-  constructor(
-    private readonly sched: SimScheduler,
-    private readonly hopNs = 200_000n,
-  ) {}
-  checkAddress(): void {}
-
-  dial(address: string): PeerClient {
-    const hop = async <T>(fn: (node: TscmigNode) => T): Promise<T> => {
-      await sleep(this.sched, this.hopNs);
-      const node = this.nodes.get(address);
-      if (!node) throw new Error(`no node at ${address}`);
-      const r = fn(node);
-      await sleep(this.sched, this.hopNs);
-      return r;
-    };
-    return {
-      prepare: (req) => hop((n) => n.prepare(req)),
-      probe: (req) => hop((n) => n.probe(req)),
-      transfer: (req) => hop((n) => n.transfer(req, n.host.rawNs(), 0n)),
-      commit: (req) => hop((n) => n.commit(req)),
-      abort: (req) => hop((n) => n.abort(req)),
-      resolve: (req) => hop((n) => n.resolve(req)),
-      ping: () => hop(() => undefined),
-    };
-  }
-}
-
 export class SimWorld {
   readonly clock = new SimClock(0n, EPOCH_NS);
   readonly sched = new SimScheduler(this.clock);
-  readonly dialer = new DirectDialer(this.sched);
+  /** The peer protocol between the nodes, 200 µs each way, no network faults. */
+  readonly net = new DirectNetwork(this.sched, { outNs: 200_000n, backNs: 200_000n });
   private readonly hosts = new Map<string, EmulatedHost>();
 
   /** Host `name` (one per name, kept across restarts of its node). */
@@ -74,10 +44,10 @@ export class SimWorld {
       log: o.log ?? SILENT_LOGGER,
       host: this.host(name),
       journal,
-      dialer: this.dialer,
+      dialer: this.net.dialer(name),
       ...(o.history ? { history: o.history } : {}),
     });
-    this.dialer.nodes.set(name, n);
+    this.net.attach(name, n);
     return n;
   }
 

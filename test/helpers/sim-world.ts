@@ -1,24 +1,21 @@
-// A small world of TscmigNodes on one SimClock for scene tests: peers are called directly after a
-// simulated delay (no codec, no faults unless a test intercepts a call), journals can charge
-// process time for their writes. Tests that want the real wire path use the chaos simulator.
+// A small world of TscmigNodes on one SimClock for scene tests: peers talk through the peer protocol
+// over a transport with no network (rpc/direct-transport.ts: the real codec and protocol core, a
+// simulated delay, no faults unless a test drops a message), journals can charge process time for
+// their writes.
 
 import { defaultNodeConfig, type NodeConfig, TscmigNode } from "../../src/daemon/node.js";
-import { TscmigError } from "../../src/shared/errors.js";
 import type { Faults } from "../../src/shared/faults.js";
 import type { HistorySink } from "../../src/shared/history.js";
 import { EmulatedHost } from "../../src/shared/hypervisor/host.js";
 import { SILENT_LOGGER } from "../../src/shared/logger.js";
 import { MemoryJournal, type MigrationRecord, type VmRecord } from "../../src/shared/migration/journal.js";
-import type { PeerClient, PeerDialer } from "../../src/shared/migration/messages.js";
-import { sleep } from "../../src/shared/time/clock.js";
+import { DirectNetwork, type Intercept } from "../../src/shared/rpc/direct-transport.js";
 import { SeededRandom } from "../../src/shared/time/random.js";
 import { flushMicrotasks, SimClock, SimScheduler } from "../../src/shared/time/sim.js";
 
 export const EPOCH = 1_767_225_600_000_000_000n;
 export const MS = 1_000_000n;
 
-/** A call about to be delivered: a test may drop it (return "drop") to model a lost message. */
-export type Interceptor = (from: string, to: string, method: keyof PeerClient, req: unknown) => "deliver" | "drop";
 
 /** Writes cost `costNs(record)` of process time (an fsync): the true clock moves inside the call. */
 export class CostlyJournal extends MemoryJournal {
@@ -39,43 +36,24 @@ export class CostlyJournal extends MemoryJournal {
 }
 
 export class World {
-  /** Sees every call before delivery (default: deliver). */
-  intercept: Interceptor = () => "deliver";
   readonly clock = new SimClock(0n, EPOCH);
   readonly sched = new SimScheduler(this.clock);
   readonly nodes = new Map<string, TscmigNode>();
-  readonly dialer: PeerDialer = this.dialerOf("?");
+  /** The peer protocol between the nodes: 200 µs out, 300 µs back, no network faults. */
+  readonly net = new DirectNetwork(this.sched, { outNs: 200_000n, backNs: 300_000n, deadlineNs: 5_000n * MS });
 
-  /** The dialer of daemon `from` (the interceptor sees who calls whom). */
-  dialerOf(from: string): PeerDialer {
-    return {
-    checkAddress: () => {},
-    dial: (address) => {
-      const hop = async <T>(fn: (n: TscmigNode) => T, method: keyof PeerClient = "ping", req: unknown = null): Promise<T> => {
-        await sleep(this.sched, 200_000n);
-        if (this.intercept(from, address, method, req) === "drop") {
-          await sleep(this.sched, 5_000n * MS);
-          throw new TscmigError("deadline_exceeded", `${method} to ${address}: lost`);
-        }
-        const n = this.nodes.get(address);
-        if (!n) throw new TscmigError("unavailable", `${address} is down`);
-        const r = fn(n);
-        await sleep(this.sched, 300_000n);
-        return r;
-      };
-      const client: PeerClient = {
-        prepare: (req) => hop((n) => n.prepare(req), "prepare", req),
-        probe: (req) => hop((n) => n.probe(req), "probe", req),
-        transfer: (req) => hop((n) => n.transfer(req, n.host.rawNs(), 0n), "transfer", req),
-        commit: (req) => hop((n) => n.commit(req), "commit", req),
-        abort: (req) => hop((n) => n.abort(req), "abort", req),
-        resolve: (req) => hop((n) => n.resolve(req), "resolve", req),
-        ping: () => hop(() => undefined),
-      };
-      return client;
-    },
-    };
+  /** Sees every message before delivery (default: deliver); Handover steps are named as their calls. */
+  set intercept(f: Intercept) {
+    this.net.intercept = f;
   }
+
+  /** The node at `name` goes away (its process, not its journal). */
+  drop(name: string): void {
+    this.nodes.get(name)?.stop();
+    this.nodes.delete(name);
+    this.net.detach(name);
+  }
+
   host(name: string, crystalPpm = 0): EmulatedHost {
     return new EmulatedHost({ name, clock: this.clock, epochNs: EPOCH, crystal: { kind: "drift", ppm: crystalPpm, fromNs: 0n }, maxerrorNs: 50_000n });
   }
@@ -83,8 +61,9 @@ export class World {
     const cfg = defaultNodeConfig(name, name);
     cfg.sampleIntervalNs = 100n * MS;
     tune?.(cfg);
-    const n = new TscmigNode(cfg, { clock: this.clock, scheduler: this.sched, random: new SeededRandom(BigInt(this.nodes.size + 1) * 7n), log: SILENT_LOGGER, host, journal, dialer: this.dialerOf(name), ...(faults ? { faults } : {}), ...(history ? { history } : {}) });
+    const n = new TscmigNode(cfg, { clock: this.clock, scheduler: this.sched, random: new SeededRandom(BigInt(this.nodes.size + 1) * 7n), log: SILENT_LOGGER, host, journal, dialer: this.net.dialer(name), ...(faults ? { faults } : {}), ...(history ? { history } : {}) });
     this.nodes.set(name, n);
+    this.net.attach(name, n);
     return n;
   }
   /** Steps simulated time until `p` settles (or rejects). */

@@ -16,7 +16,7 @@ import { MS, World } from "../helpers/sim-world.js";
 const S = 1_000n * MS;
 
 /** A's Commit is lost and C's Resolve of it too: staged at C, decided (committed) at A. */
-const undelivered = (from: string, _to: string, method: string) => ((from === "a" && method === "commit") || (from === "c" && method === "resolve") ? "drop" : "deliver");
+const undelivered = (from: string, _to: string, method: string) => ((from === "a" && method === "Commit") || (from === "c" && method === "Resolve") ? "drop" : "deliver");
 
 /** Daemons running `vmId` (running VMs only). */
 function owners(nodes: TscmigNode[], vmId: string): string[] {
@@ -111,8 +111,7 @@ describe("nothing is lost unless both sides discarded it", () => {
     expect((await w.settle(a.migrate("vm-a", { destination: "c", migrationId: "m1" }))).outcome).toBe("in-doubt");
     expect(owners([a, c], "vm-a")).toEqual([]); // paused at A, staged at C: runs nowhere for now
     // C comes back empty (its disk was replaced): it has never heard of m1.
-    c.stop();
-    w.nodes.delete("c");
+    w.drop("c");
     const c2 = w.node("c", w.host("c"), new MemoryJournal());
     c2.start();
     w.intercept = () => "deliver";
@@ -123,8 +122,7 @@ describe("nothing is lost unless both sides discarded it", () => {
     // The fence holds: a late Prepare of that migration is refused.
     expect(c2.journal.getInboundMigration("a", "m1")).toMatchObject({ decision: "aborted", phase: "fenced" });
     // A restart of A keeps the VM running there, once.
-    a.stop();
-    w.nodes.delete("a");
+    w.drop("a");
     const a2 = w.node("a", w.host("a"), a.journal as MemoryJournal);
     a2.start();
     expect(owners([a2, c2], "vm-a")).toEqual(["a"]);
@@ -136,7 +134,7 @@ describe("nothing is lost unless both sides discarded it", () => {
     let commits = 0;
     let cut = true;
     w.intercept = (from, to, method) => {
-      if (from === "a" && method === "commit") commits++;
+      if (from === "a" && method === "Commit") commits++;
       return cut ? undelivered(from, to, method) : "deliver";
     };
     await w.settle(a.migrate("vm-a", { destination: "c", migrationId: "m1" }));
@@ -164,8 +162,7 @@ describe("one identity, one VM", () => {
     const e = errorOf(() => a.createVm({ id: "vm-a", vcpus: 1 }));
     expect([e.code, e.reason]).toEqual(["already_exists", "vm_handed_off"]);
     expect(e.message).toMatch(/to c at generation 1/);
-    a.stop();
-    w.nodes.delete("a");
+    w.drop("a");
     const a2 = w.node("a", w.host("a"), a.journal as MemoryJournal);
     a2.start();
     expect(errorOf(() => a2.createVm({ id: "vm-a", vcpus: 1 })).reason).toBe("vm_handed_off");

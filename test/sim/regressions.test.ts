@@ -35,7 +35,7 @@ describe("regressions found by the chaos campaigns", () => {
     await expect(w.settle(a.migrate(vm.id, { destination: "b" }))).rejects.toBeInstanceOf(CrashSignal);
     a.stop();
     // Restart over the same journal: the undecided migration is aborted and the VM runs again.
-    const a2 = new TscmigNode(a.cfg, { clock: w.clock, scheduler: w.sched, random: new SeededRandom(99n), log: SILENT_LOGGER, host, journal, dialer: w.dialer });
+    const a2 = new TscmigNode(a.cfg, { clock: w.clock, scheduler: w.sched, random: new SeededRandom(99n), log: SILENT_LOGGER, host, journal, dialer: w.net.dialer("a") });
     a2.start();
     const h = a2.getVm(vm.id);
     expect([h.role, h.vm.running, h.lock]).toEqual(["owner", true, null]);
@@ -109,7 +109,7 @@ describe("regressions found by the chaos campaigns", () => {
     await w.runFor(1_000n * MS);
     const before = a.getVm(vm.id).guest.exportState();
     a.stop();
-    const a2 = new TscmigNode(a.cfg, { clock: w.clock, scheduler: w.sched, random: new SeededRandom(5n), log: SILENT_LOGGER, host, journal, dialer: w.dialer });
+    const a2 = new TscmigNode(a.cfg, { clock: w.clock, scheduler: w.sched, random: new SeededRandom(5n), log: SILENT_LOGGER, host, journal, dialer: w.net.dialer("a") });
     a2.start();
     const after = a2.getVm(vm.id).guest.exportState();
     expect(after.wallOffsetNs).toBe(before.wallOffsetNs);

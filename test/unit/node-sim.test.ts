@@ -1,7 +1,7 @@
 // Goal: the two role drivers (src/source/migrate-out.ts, src/destination/migrate-in.ts) measure the
 // blackout as the estimators assume, including when the source daemon stalls between pausing the
-// VM and capturing it. Method: two TscmigNodes on one SimClock joined by an in-memory peer with
-// simulated latency; journal writes cost simulated time, and a stall (a GC pause) is injected at
+// VM and capturing it. Method: two TscmigNodes on one SimClock joined by the peer protocol over a
+// transport with simulated latency and no network (rpc/direct-transport.ts); journal writes cost simulated time, and a stall (a GC pause) is injected at
 // the source's after-pause fault site; every report's TSC error is checked against its bound.
 
 import { describe, expect, it } from "vitest";
@@ -11,9 +11,8 @@ import { SILENT_LOGGER } from "../../src/shared/logger.js";
 import { ESTIMATORS, type EstimatorName } from "../../src/shared/migration/blackout.js";
 import type { Faults } from "../../src/shared/faults.js";
 import { MemoryJournal, type VmRecord } from "../../src/shared/migration/journal.js";
-import type { PeerClient, PeerDialer } from "../../src/shared/migration/messages.js";
+import { DirectNetwork } from "../../src/shared/rpc/direct-transport.js";
 import { POLICIES, type PolicyName } from "../../src/shared/migration/restore.js";
-import { sleep } from "../../src/shared/time/clock.js";
 import { SeededRandom } from "../../src/shared/time/random.js";
 import { flushMicrotasks, SimClock, SimScheduler } from "../../src/shared/time/sim.js";
 import { EPOCH_NS } from "../helpers/sim-migration.js";
@@ -35,37 +34,6 @@ class SlowJournal extends MemoryJournal {
   }
 }
 
-/** Calls the target node directly, each way after `legNs` of simulated latency (asymmetric if asked). */
-class SimDialer implements PeerDialer {
-  readonly nodes = new Map<string, TscmigNode>();
-  constructor(
-    private readonly sched: SimScheduler,
-    private readonly outNs: bigint,
-    private readonly backNs: bigint,
-  ) {}
-  checkAddress(): void {}
-
-  dial(address: string): PeerClient {
-    const node = this.nodes.get(address);
-    if (!node) throw new Error(`no node at ${address}`);
-    const hop = async <T>(fn: () => T): Promise<T> => {
-      await sleep(this.sched, this.outNs);
-      const r = fn();
-      await sleep(this.sched, this.backNs);
-      return r;
-    };
-    return {
-      prepare: (req) => hop(() => node.prepare(req)),
-      probe: (req) => hop(() => node.probe(req)),
-      transfer: (req) => hop(() => node.transfer(req, node.host.rawNs(), 0n)),
-      commit: (req) => hop(() => node.commit(req)),
-      abort: (req) => hop(() => node.abort(req)),
-      resolve: (req) => hop(() => node.resolve(req)),
-      ping: () => hop(() => undefined),
-    };
-  }
-}
-
 /** Never crashes; the source stalls for `stallNs` right after pausing the VM (a GC pause, a slow page-out). */
 function stallAfterPause(clock: SimClock, stallNs: bigint): Faults {
   return {
@@ -80,7 +48,7 @@ function stallAfterPause(clock: SimClock, stallNs: bigint): Faults {
 function pair(o: { journalCostNs: bigint; stallNs: bigint; outNs: bigint; backNs: bigint; dstSkewNs: bigint }) {
   const clock = new SimClock(0n, EPOCH_NS);
   const sched = new SimScheduler(clock);
-  const dialer = new SimDialer(sched, o.outNs, o.backNs);
+  const net = new DirectNetwork(sched, { outNs: o.outNs, backNs: o.backNs });
   const faults = stallAfterPause(clock, o.stallNs);
   const node = (name: string, skewNs: bigint, tscKhz: bigint, crystalPpm: number) => {
     const host = new EmulatedHost({
@@ -99,10 +67,10 @@ function pair(o: { journalCostNs: bigint; stallNs: bigint; outNs: bigint; backNs
       log: SILENT_LOGGER,
       host,
       journal: new SlowJournal(clock, o.journalCostNs),
-      dialer,
+      dialer: net.dialer(name),
       faults,
     });
-    dialer.nodes.set(name, n);
+    net.attach(name, n);
     return n;
   };
   return { clock, sched, a: node("a", 0n, 2_500_000n, 120), b: node("b", o.dstSkewNs, 3_100_000n, -80) };

@@ -2,10 +2,10 @@
 // answers (anchors) and, since issue 14, the earlier requests — so that when the Transfer and the
 // Commit both stall on their way to the destination (a destination that went idle), the error and
 // the bound stay at what the quick probe exchanges allow instead of half a stall.
-// Method: two TscmigNodes on one SimClock; the dialer offers a Handover link that calls the other
-// node directly after simulated per-direction delays, dating each request's arrival as grpc-peer.ts
-// does (node.handoverAnswering with the request's arrival, transfer/commit with theirs); probes take
-// 50 µs each way, the Transfer's and the Commit's forward legs 3 ms. The report's error must be
+// Method: two TscmigNodes on one SimClock, the peer protocol over a transport with no network whose
+// forward delay depends on the message (rpc/direct-transport.ts: the protocol core dates each
+// request's arrival as it does over gRPC); probes take 50 µs each way, the Transfer's and the
+// Commit's forward legs 3 ms. The report's error must be
 // within its bound, and the bound well under the stall.
 
 import { describe, expect, it } from "vitest";
@@ -14,8 +14,7 @@ import type { Faults } from "../../src/shared/faults.js";
 import { EmulatedHost } from "../../src/shared/hypervisor/host.js";
 import { SILENT_LOGGER } from "../../src/shared/logger.js";
 import { MemoryJournal } from "../../src/shared/migration/journal.js";
-import type { HandoverLink, PeerClient, PeerDialer } from "../../src/shared/migration/messages.js";
-import { sleep } from "../../src/shared/time/clock.js";
+import { DirectNetwork } from "../../src/shared/rpc/direct-transport.js";
 import { SeededRandom } from "../../src/shared/time/random.js";
 import { flushMicrotasks, SimClock, SimScheduler } from "../../src/shared/time/sim.js";
 import { EPOCH_NS } from "../helpers/sim-migration.js";
@@ -33,65 +32,15 @@ interface Legs {
   backNs: bigint;
 }
 
-class HandoverDialer implements PeerDialer {
-  readonly nodes = new Map<string, TscmigNode>();
-  constructor(
-    private readonly sched: SimScheduler,
-    private readonly legs: Legs,
-  ) {}
-  checkAddress(): void {}
-
-  dial(address: string): PeerClient {
-    const node = this.nodes.get(address);
-    if (!node) throw new Error(`no node at ${address}`);
-    const { sched, legs } = this;
-    /** Request after `fwdNs`, handled at its arrival (dated on the destination's clock), answer after backNs. */
-    const hop = async <T>(fwdNs: bigint, fn: (arrivedRawNs: bigint) => T): Promise<T> => {
-      await sleep(sched, fwdNs);
-      const r = fn(node.host.rawNs());
-      await sleep(sched, legs.backNs);
-      return r;
-    };
-    const unary = (fn: () => unknown) => hop(legs.probeNs, fn) as Promise<never>;
-    return {
-      prepare: (req) => hop(legs.probeNs, () => node.prepare(req)),
-      probe: (req) => hop(legs.probeNs, () => node.probe(req)),
-      transfer: (req) => hop(legs.transferNs, (at) => node.transfer(req, at, 0n)),
-      commit: (req) => hop(legs.commitNs, (at) => node.commit(req, at)),
-      abort: (req) => unary(() => node.abort(req)),
-      resolve: (req) => hop(legs.probeNs, () => node.resolve(req)),
-      ping: () => hop(legs.probeNs, () => undefined),
-      handover: async (open): Promise<HandoverLink> => {
-        const migrationId = open.migrationId;
-        await hop(legs.probeNs, (at) => {
-          node.handoverOpen(open, migrationId);
-          node.handoverAnswering(open, migrationId, at);
-        });
-        return {
-          live: true,
-          close: () => {},
-          probe: (req) =>
-            hop(legs.probeNs, (at) => {
-              const r = node.probe(req);
-              node.handoverAnswering(open, migrationId, at);
-              return r;
-            }),
-          transfer: (req) => hop(legs.transferNs, (at) => node.transfer(req, at, 0n)),
-          commit: (req) => hop(legs.commitNs, (at) => node.commit(req, at)),
-        };
-      },
-    };
-  }
-}
-
 function pair(legs: Legs) {
   const clock = new SimClock(0n, EPOCH_NS);
   const sched = new SimScheduler(clock);
-  const dialer = new HandoverDialer(sched, legs);
+  // Per message kind forward (Handover steps are named as their unary calls), every answer `backNs`.
+  const net = new DirectNetwork(sched, { outNs: (m) => (m === "Transfer" ? legs.transferNs : m === "Commit" ? legs.commitNs : legs.probeNs), backNs: legs.backNs });
   const node = (name: string, tscKhz: bigint, crystalPpm: number, skewNs: bigint) => {
     const host = new EmulatedHost({ name, clock, epochNs: EPOCH_NS, tscKhz, crystal: { kind: "drift", ppm: crystalPpm, fromNs: 0n }, skew: { kind: "constant", offsetNs: skewNs }, maxerrorNs: 100_000n });
-    const n = new TscmigNode(defaultNodeConfig(name, name), { clock, scheduler: sched, random: new SeededRandom(3n), log: SILENT_LOGGER, host, journal: new MemoryJournal(), dialer, faults: NO_FAULTS });
-    dialer.nodes.set(name, n);
+    const n = new TscmigNode(defaultNodeConfig(name, name), { clock, scheduler: sched, random: new SeededRandom(3n), log: SILENT_LOGGER, host, journal: new MemoryJournal(), dialer: net.dialer(name), faults: NO_FAULTS });
+    net.attach(name, n);
     return n;
   };
   return { sched, a: node("a", 2_500_000n, 120, 0n), b: node("b", 3_100_000n, -80, 1_000n * MS) };

@@ -1,8 +1,8 @@
-// The simulated network: a PeerDialer/PeerClient transport between TscmigNodes in one process, on
-// the simulated scheduler. Every message goes through the real codec and protobuf-es
-// toBinary/fromBinary in both directions, exactly as over gRPC (grpc-peer.ts), so the wire path is
-// exercised; delivery happens after a seeded delay. Faults (TigerBeetle's packet simulator, and
-// what Toxiproxy does to a TCP stream):
+// The simulated network: a transport of the peer protocol (shared/rpc/peer-protocol.ts) between
+// daemons in one process, on the simulated scheduler. It carries bytes only: the same protocol core
+// that serves gRPC encodes, decodes and dispatches them, unary calls and the Handover exchange
+// alike, so a campaign proves the path production takes. Delivery happens after a seeded delay.
+// Faults on unary calls (TigerBeetle's packet simulator, and what Toxiproxy does to a TCP stream):
 //
 //   loss        a request or a reply vanishes: the caller sees `deadline_exceeded` at its deadline
 //   duplicate   a request is delivered twice (the copy's reply is dropped): replays must be idempotent
@@ -19,54 +19,24 @@
 // actor may hold it (a compromised peer) or not (an outsider). A tap lets such an actor observe
 // what goes by (migration ids, VM ids, generations and snapshots are not secret).
 //
+// A Handover exchange is one ordered stream (a gRPC call on one HTTP/2 connection): its messages
+// are never duplicated or reordered, and a lost segment is retransmitted (a delay, not a loss). A
+// reset or a crash ends the whole call (`unavailable`); a partition stalls it until a message's
+// answer is overdue (each is due within the call deadline, as a unary call's; `deadline_exceeded`).
+// After a failed exchange the source goes on with the unary calls, as it does over gRPC.
+//
 // A caller whose process died (its incarnation's fence is down) never sees a reply: its promises
 // stay pending forever, as a dead process's would.
 
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import {
-  AbortRequestSchema,
-  AbortResponseSchema,
-  CommitRequestSchema,
-  CommitResponseSchema,
-  PingRequestSchema,
-  PingResponseSchema,
-  PrepareRequestSchema,
-  PrepareResponseSchema,
-  ProbeRequestSchema,
-  ProbeResponseSchema,
-  ResolveRequestSchema,
-  ResolveResponseSchema,
-  TransferRequestSchema,
-  TransferResponseSchema,
-} from "../../gen/tscmig/v1/migration_pb.js";
 import { type ErrorCode, isTscmigError, TscmigError } from "../../shared/errors.js";
 import { CrashSignal } from "../../shared/faults.js";
 import { LIMITS } from "../../shared/limits.js";
-import type { AbortReq, CommitReq, PeerClient, PeerDialer, PrepareReq, TransferReq } from "../../shared/migration/messages.js";
-import {
-  abortReqFromPb,
-  abortReqToPb,
-  probeReqFromPb,
-  probeReqToPb,
-  resolveReqFromPb,
-  resolveReqToPb,
-  commitReqFromPb,
-  commitReqToPb,
-  commitResFromPb,
-  prepareReqFromPb,
-  prepareReqToPb,
-  prepareResFromPb,
-  probeResFromPb,
-  resolveResFromPb,
-  resolveResToPb,
-  restoreReportToPb,
-  transferReqFromPb,
-  transferReqToPb,
-} from "../../shared/rpc/codec.js";
+import type { AbortReq, CommitReq, PeerDialer, PeerHandler, PrepareReq, TransferReq } from "../../shared/migration/messages.js";
+import { decodeHandoverStep, REQUESTS } from "../../shared/rpc/codec.js";
+import { type ByteExchange, type HandoverSession, type PeerMethod, PeerServer, peerClient, type PeerTransport } from "../../shared/rpc/peer-protocol.js";
 import type { Scheduler } from "../../shared/time/clock.js";
-import { checkId } from "../../shared/migration/snapshot.js";
 import type { Random } from "../../shared/time/random.js";
-import type { TscmigNode } from "../../daemon/node.js";
+import { checkId } from "../../shared/migration/snapshot.js";
 
 export interface Partition {
   fromNs: bigint;
@@ -97,12 +67,21 @@ export interface Fence {
   alive: boolean;
 }
 
+/** A daemon on the network: what it serves (its raw clock dates arrivals), for one process lifetime. */
 export interface Endpoint {
-  node: TscmigNode;
+  node: PeerHandler & { host: { rawNs(): bigint } };
   fence: Fence;
 }
 
-type Reply = { ok: Uint8Array } | { err: { code: ErrorCode; message: string; field?: string; reason?: string } };
+/** An endpoint with the protocol core over its handler. */
+interface Attached {
+  ep: Endpoint;
+  server: PeerServer;
+  rawNs: () => bigint;
+}
+
+type ReplyError = { code: ErrorCode; message: string; field?: string; reason?: string };
+type Reply = { ok: Uint8Array } | { err: ReplyError };
 
 export interface NetStats {
   messages: number;
@@ -128,13 +107,19 @@ export type Tapped = { from: string; to: string } & (
 function decodeTapped(from: string, to: string, method: string, b: Uint8Array): Tapped | null {
   switch (method) {
     case "Prepare":
-      return { from, to, method, req: prepareReqFromPb(fromBinary(PrepareRequestSchema, b)) };
+      return { from, to, method, req: REQUESTS.Prepare.decode(b) };
     case "Transfer":
-      return { from, to, method, req: transferReqFromPb(fromBinary(TransferRequestSchema, b)) };
+      return { from, to, method, req: REQUESTS.Transfer.decode(b) };
     case "Commit":
-      return { from, to, method, req: commitReqFromPb(fromBinary(CommitRequestSchema, b)) };
+      return { from, to, method, req: REQUESTS.Commit.decode(b) };
     case "Abort":
-      return { from, to, method, req: abortReqFromPb(fromBinary(AbortRequestSchema, b)) };
+      return { from, to, method, req: REQUESTS.Abort.decode(b) };
+    case "Handover": {
+      const step = decodeHandoverStep(b);
+      if (step.case === "transfer") return { from, to, method: "Transfer", req: step.value };
+      if (step.case === "commit") return { from, to, method: "Commit", req: step.value };
+      return null;
+    }
     default:
       return null;
   }
@@ -153,7 +138,7 @@ export interface NetTrace {
 }
 
 export class SimNetwork {
-  private readonly endpoints = new Map<string, Endpoint>();
+  private readonly endpoints = new Map<string, Attached>();
   /** Faults are injected only while true (the harness heals the network by clearing it). */
   faultsOn = true;
   readonly stats: NetStats = { messages: 0, lost: 0, duplicated: 0, resets: 0, partitioned: 0, unauthenticated: 0 };
@@ -174,7 +159,8 @@ export class SimNetwork {
   ) {}
 
   attach(address: string, ep: Endpoint): void {
-    this.endpoints.set(address, ep);
+    const rawNs = () => ep.node.host.rawNs();
+    this.endpoints.set(address, { ep, server: new PeerServer(ep.node, rawNs), rawNs });
   }
 
   detach(address: string): void {
@@ -184,7 +170,7 @@ export class SimNetwork {
   /** The dialer of one incarnation of daemon `from` (or another actor), carrying `credential` (null: none). */
   dialer(from: string, fence: Fence, credential: string | null = PEER_CREDENTIAL): PeerDialer {
     return {
-      dial: (address: string) => this.client(from, address, fence, credential),
+      dial: (address: string) => peerClient(this.transport(from, address, fence, credential), this.now),
       // Simulated daemons are addressed by name; any name is dialable (an unknown one refuses).
       checkAddress: (address: string, field: string) => checkId(address, field),
     };
@@ -209,16 +195,64 @@ export class SimNetwork {
     return false;
   }
 
+  /** The transport of daemon `from`'s calls to `to` (what peerClient speaks through). */
+  private transport(from: string, to: string, fence: Fence, credential: string | null): PeerTransport {
+    return {
+      call: (method: PeerMethod, bytes: Uint8Array) => this.call(from, to, method, bytes, fence, credential),
+      openExchange: () => new SimExchange(this, this.sched, this.now, this.rand, this.cfg, { from, to, fence, credential }),
+    };
+  }
+
+  /** @internal The endpoint at `to`, if its process is alive. */
+  endpointAt(to: string): Attached | null {
+    const a = this.endpoints.get(to);
+    return a && a.ep.fence.alive ? a : null;
+  }
+
+  /** @internal Counts and records an injected fault. */
+  injected(kind: "lost" | "duplicated" | "resets" | "partitioned" | "unauthenticated", site: string | null, detail: string): void {
+    this.stats[kind]++;
+    if (site) this.onFault(site, detail);
+  }
+
+  /** @internal Runs the server side of one message, mapping what it throws as a gRPC server would. */
+  serve(from: string, to: string, method: string, bytes: Uint8Array, credential: string | null, observe: boolean, run: (a: Attached) => Uint8Array): Reply | "crashed" {
+    const a = this.endpoints.get(to) as Attached;
+    try {
+      if (credential !== PEER_CREDENTIAL) return { err: { code: "unauthenticated", message: `${method} to ${to}: the caller presented no valid peer credential` } };
+      if (observe && this.tap) {
+        const seen = decodeTapped(from, to, method, bytes);
+        if (seen) this.tap(seen);
+      }
+      const ok = run(a);
+      return ok.length > LIMITS.messageBytesMax ? { err: { code: "internal", message: `${method}: reply too large` } } : { ok };
+    } catch (e) {
+      // The server died inside the call: its connections close under the caller.
+      if (e instanceof CrashSignal || !a.ep.fence.alive) return "crashed";
+      if (isTscmigError(e)) return { err: { code: e.code, message: e.message, ...(e.field ? { field: e.field } : {}), ...(e.reason ? { reason: e.reason } : {}) } };
+      // A gRPC server answers INTERNAL; that a handler threw something untyped is a bug.
+      this.onError(to, `${method} handler threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
+      return { err: { code: "internal", message: `${method}: internal error` } };
+    }
+  }
+
+  /** @internal */
+  traced(m: NetTrace): void {
+    this.trace?.(m);
+  }
+
+  /** @internal Whether messages from `from` to `to` are blackholed now. */
+  isCut(from: string, to: string): boolean {
+    return this.cut(from, to);
+  }
+
+  /** @internal One message's one-way delay. */
+  oneWay(): bigint {
+    return this.delay();
+  }
+
   /** Sends `bytes` to `to`'s `method`; resolves with the reply bytes or rejects with a TscmigError. */
-  private call(
-    from: string,
-    to: string,
-    method: string,
-    bytes: Uint8Array,
-    fence: Fence,
-    credential: string | null,
-    handle: (node: TscmigNode, bytes: Uint8Array) => Uint8Array,
-  ): Promise<Uint8Array> {
+  private call(from: string, to: string, method: PeerMethod, bytes: Uint8Array, fence: Fence, credential: string | null): Promise<Uint8Array> {
     return new Promise<Uint8Array>((resolve, reject) => {
       let settled = false;
       const settle = (r: Reply | (() => TscmigError)) => {
@@ -227,7 +261,7 @@ export class SimNetwork {
         deadline.cancel();
         if (typeof r === "function") reject(r());
         else if ("ok" in r) resolve(r.ok);
-        else reject(new TscmigError(r.err.code, r.err.message, { ...(r.err.field ? { field: r.err.field } : {}), ...(r.err.reason ? { reason: r.err.reason } : {}) }));
+        else reject(errorOf(r));
       };
       const deadline = this.sched.after(this.cfg.deadlineNs, () => settle(() => new TscmigError("deadline_exceeded", `${method} to ${to}: deadline exceeded`)));
       const unavailable = (why: string) => () => new TscmigError("unavailable", `${method} to ${to}: ${why}`);
@@ -242,135 +276,175 @@ export class SimNetwork {
       let reset: "before" | "after" | null = null;
       if (faulty && this.cfg.resetP > 0 && this.rand.chance(this.cfg.resetP)) {
         reset = this.rand.chance(0.5) ? "before" : "after";
-        this.stats.resets++;
-        this.onFault("net.reset", `${from}→${to} ${method} reset ${reset} delivery`);
+        this.injected("resets", "net.reset", `${from}→${to} ${method} reset ${reset} delivery`);
       }
       if (reset === "before") {
         this.sched.after(this.delay(), () => settle(unavailable("connection reset")));
         return;
       }
       const deliver = (copy: boolean) => {
-        const ep = this.endpoints.get(to);
-        if (!ep || !ep.fence.alive) {
+        const a = this.endpointAt(to);
+        if (!a) {
           if (!copy) this.sched.after(this.delay(), () => settle(unavailable("connection refused")));
           return;
         }
         this.trace?.({ trueNs: this.now(), what: copy ? "deliver duplicate" : "deliver", from, to, method, bytes: bytes.length });
-        let reply: Reply;
-        try {
-          if (credential !== PEER_CREDENTIAL) {
-            if (!copy) this.stats.unauthenticated++;
-            reply = { err: { code: "unauthenticated", message: `${method} to ${to}: the caller presented no valid peer credential` } };
-          } else {
-            const seen = !copy && this.tap ? decodeTapped(from, to, method, bytes) : null;
-            if (seen) this.tap?.(seen);
-            reply = { ok: handle(ep.node, bytes) };
-          }
-        } catch (e) {
-          if (e instanceof CrashSignal || !ep.fence.alive) {
-            // The server died inside the call: its connections close under the caller.
-            if (!copy) this.sched.after(this.delay(), () => settle(unavailable("connection closed by a crashed peer")));
-            return;
-          }
-          if (isTscmigError(e)) {
-            reply = { err: { code: e.code, message: e.message, ...(e.field ? { field: e.field } : {}), ...(e.reason ? { reason: e.reason } : {}) } };
-          } else {
-            // A gRPC server answers INTERNAL; that a handler threw something untyped is a bug.
-            this.onError(to, `${method} handler threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
-            reply = { err: { code: "internal", message: `${method}: internal error` } };
-          }
-        }
+        const reply = this.serve(from, to, method, bytes, credential, !copy, (x) => x.server.call(method, bytes, x.rawNs()));
+        if (credential !== PEER_CREDENTIAL && !copy) this.stats.unauthenticated++;
         if (copy) return; // the duplicate's reply is dropped by the transport
-        if ("ok" in reply && reply.ok.length > LIMITS.messageBytesMax) reply = { err: { code: "internal", message: `${method}: reply too large` } };
+        if (reply === "crashed") {
+          this.sched.after(this.delay(), () => settle(unavailable("connection closed by a crashed peer")));
+          return;
+        }
         if (reset === "after") {
           this.sched.after(this.delay(), () => settle(unavailable("connection reset after the call ran")));
           return;
         }
         if (this.cut(to, from)) {
-          this.stats.partitioned++;
-          this.onFault("net.partition", `${to}→${from} ${method} reply blackholed`);
+          this.injected("partitioned", "net.partition", `${to}→${from} ${method} reply blackholed`);
           return;
         }
         if (this.faultsOn && this.cfg.lossP > 0 && this.rand.chance(this.cfg.lossP)) {
-          this.stats.lost++;
-          this.onFault("net.loss", `${to}→${from} ${method} reply lost`);
+          this.injected("lost", "net.loss", `${to}→${from} ${method} reply lost`);
           return;
         }
-        const r = reply;
-        this.trace?.({ trueNs: this.now(), what: "reply", from: to, to: from, method, bytes: "ok" in r ? r.ok.length : 0, result: "ok" in r ? "ok" : r.err.code });
-        this.sched.after(this.delay(), () => settle(r));
+        this.trace?.({ trueNs: this.now(), what: "reply", from: to, to: from, method, bytes: "ok" in reply ? reply.ok.length : 0, result: "ok" in reply ? "ok" : reply.err.code });
+        this.sched.after(this.delay(), () => settle(reply));
       };
       if (this.cut(from, to)) {
-        this.stats.partitioned++;
-        this.onFault("net.partition", `${from}→${to} ${method} request blackholed`);
+        this.injected("partitioned", "net.partition", `${from}→${to} ${method} request blackholed`);
         return;
       }
       if (faulty && this.cfg.lossP > 0 && this.rand.chance(this.cfg.lossP)) {
-        this.stats.lost++;
-        this.onFault("net.loss", `${from}→${to} ${method} request lost`);
+        this.injected("lost", "net.loss", `${from}→${to} ${method} request lost`);
       } else {
         this.sched.after(this.delay(), () => deliver(false));
       }
       if (faulty && this.cfg.dupP > 0 && this.rand.chance(this.cfg.dupP)) {
-        this.stats.duplicated++;
-        this.onFault("net.duplicate", `${from}→${to} ${method} request duplicated`);
+        this.injected("duplicated", "net.duplicate", `${from}→${to} ${method} request duplicated`);
         this.sched.after(this.delay() + this.delay(), () => deliver(true));
       }
     });
   }
+}
 
-  private client(from: string, to: string, fence: Fence, credential: string | null): PeerClient {
-    const call = (method: string, bytes: Uint8Array, handle: (node: TscmigNode, b: Uint8Array) => Uint8Array) => this.call(from, to, method, bytes, fence, credential, handle);
-    return {
-      prepare: async (req) => {
-        const out = await call("Prepare", toBinary(PrepareRequestSchema, create(PrepareRequestSchema, prepareReqToPb(req))), (node, b) => {
-          const r = node.prepare(prepareReqFromPb(fromBinary(PrepareRequestSchema, b)));
-          return toBinary(PrepareResponseSchema, create(PrepareResponseSchema, { ...r }));
-        });
-        return prepareResFromPb(fromBinary(PrepareResponseSchema, out));
-      },
-      probe: async (req) => {
-        const out = await call("Probe", toBinary(ProbeRequestSchema, create(ProbeRequestSchema, probeReqToPb(req))), (node, b) => {
-          const r = node.probe(probeReqFromPb(fromBinary(ProbeRequestSchema, b)));
-          return toBinary(ProbeResponseSchema, create(ProbeResponseSchema, { ...r }));
-        });
-        return probeResFromPb(fromBinary(ProbeResponseSchema, out));
-      },
-      transfer: async (req) => {
-        const bytes = toBinary(TransferRequestSchema, create(TransferRequestSchema, transferReqToPb(req)));
-        const out = await call("Transfer", bytes, (node, b) => {
-          const receiveRawNs = node.host.rawNs();
-          const r = node.transfer(transferReqFromPb(fromBinary(TransferRequestSchema, b)), receiveRawNs, 0n);
-          return toBinary(TransferResponseSchema, create(TransferResponseSchema, { ...r }));
-        });
-        const res = fromBinary(TransferResponseSchema, out);
-        return { destinationHoldNs: res.destinationHoldNs, encodeNs: 0n };
-      },
-      commit: async (req) => {
-        const out = await call("Commit", toBinary(CommitRequestSchema, create(CommitRequestSchema, commitReqToPb(req))), (node, b) => {
-          const r = node.commit(commitReqFromPb(fromBinary(CommitRequestSchema, b)));
-          return toBinary(CommitResponseSchema, create(CommitResponseSchema, { report: restoreReportToPb(r.report), replay: r.replay }));
-        });
-        return commitResFromPb(fromBinary(CommitResponseSchema, out));
-      },
-      abort: async (req) => {
-        const out = await call("Abort", toBinary(AbortRequestSchema, create(AbortRequestSchema, abortReqToPb(req))), (node, b) => {
-          node.abort(abortReqFromPb(fromBinary(AbortRequestSchema, b)));
-          return toBinary(AbortResponseSchema, create(AbortResponseSchema, {}));
-        });
-        fromBinary(AbortResponseSchema, out);
-      },
-      resolve: async (req) => {
-        const out = await call("Resolve", toBinary(ResolveRequestSchema, create(ResolveRequestSchema, resolveReqToPb(req))), (node, b) => {
-          const m = resolveReqFromPb(fromBinary(ResolveRequestSchema, b));
-          return toBinary(ResolveResponseSchema, create(ResolveResponseSchema, resolveResToPb(node.resolve(m))));
-        });
-        return resolveResFromPb(fromBinary(ResolveResponseSchema, out));
-      },
-      ping: async () => {
-        const out = await call("Ping", toBinary(PingRequestSchema, create(PingRequestSchema, {})), () => toBinary(PingResponseSchema, create(PingResponseSchema, {})));
-        fromBinary(PingResponseSchema, out);
-      },
-    };
+function errorOf(r: { err: ReplyError }): TscmigError {
+  return new TscmigError(r.err.code, r.err.message, { ...(r.err.field ? { field: r.err.field } : {}), ...(r.err.reason ? { reason: r.err.reason } : {}) });
+}
+
+/** How long a stream waits before retransmitting a lost segment (Linux's minimum RTO). */
+const RETRANSMIT_NS = 200_000_000n;
+
+/**
+ * One Handover call on the simulated network: an ordered stream of messages, each answered in
+ * order by one server-side session (the protocol core's), each answer due within the deadline. The
+ * first failure ends it: every pending and later send fails with that error.
+ */
+class SimExchange implements ByteExchange {
+  private failure: TscmigError | null = null;
+  private closed = false;
+  private readonly pending = new Set<(e: TscmigError) => void>();
+  private session: HandoverSession | null = null;
+  private server: Attached | null = null;
+  /** Each direction is FIFO: nothing is delivered before what was sent ahead of it. */
+  private lastDeliverNs = 0n;
+  private lastAnswerNs = 0n;
+
+  constructor(
+    private readonly net: SimNetwork,
+    private readonly sched: Scheduler,
+    private readonly now: () => bigint,
+    private readonly rand: Random,
+    private readonly cfg: NetConfig,
+    private readonly who: { from: string; to: string; fence: Fence; credential: string | null },
+  ) {}
+
+  get live(): boolean {
+    return this.failure === null && !this.closed;
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+
+  send(bytes: Uint8Array): Promise<Uint8Array> {
+    const { from, to, fence } = this.who;
+    return new Promise<Uint8Array>((resolve, reject) => {
+      if (this.failure) return reject(this.failure);
+      if (this.closed) return reject(new TscmigError("failed_precondition", "Handover: the call is closed"));
+      let settled = false;
+      const due = this.sched.after(this.cfg.deadlineNs, () => this.fail(new TscmigError("deadline_exceeded", `Handover to ${to}: no answer within the deadline`)));
+      const done = (r: { ok: Uint8Array } | TscmigError) => {
+        due.cancel();
+        if (settled || !fence.alive) return; // a dead caller never hears back
+        settled = true;
+        this.pending.delete(onFail);
+        if (r instanceof TscmigError) reject(r);
+        else resolve(r.ok);
+      };
+      const onFail = (e: TscmigError) => done(e);
+      this.pending.add(onFail);
+      this.net.stats.messages++;
+      this.net.traced({ trueNs: this.now(), what: "send", from, to, method: "Handover", bytes: bytes.length });
+      if (bytes.length > LIMITS.messageBytesMax) return this.fail(new TscmigError("resource_exhausted", `Handover: message of ${bytes.length} bytes exceeds ${LIMITS.messageBytesMax}`));
+      if (this.resetNow("request")) return;
+      this.sched.after(this.transit(from, to, "request"), () => this.deliver(bytes, done));
+    });
+  }
+
+  /** When the next message from `a` to `b` arrives, FIFO; a blackholed one never does (the deadline ends the call). */
+  private transit(a: string, b: string, dir: "request" | "answer"): bigint {
+    if (this.net.isCut(a, b)) {
+      this.net.injected("partitioned", "net.partition", `${a}→${b} Handover ${dir} stalled (the stream is cut)`);
+      return this.cfg.deadlineNs * 2n; // past the answer's deadline
+    }
+    let d = this.net.oneWay();
+    if (this.net.faultsOn && this.cfg.lossP > 0 && this.rand.chance(this.cfg.lossP)) {
+      this.net.injected("lost", "net.loss", `${a}→${b} Handover ${dir} segment lost, retransmitted`);
+      d += RETRANSMIT_NS;
+    }
+    const at = this.now() + d;
+    const last = dir === "request" ? this.lastDeliverNs : this.lastAnswerNs;
+    const when = at > last ? at : last;
+    if (dir === "request") this.lastDeliverNs = when;
+    else this.lastAnswerNs = when;
+    return when - this.now();
+  }
+
+  /** A connection reset (seeded) ends the call. */
+  private resetNow(dir: "request" | "answer"): boolean {
+    if (!(this.net.faultsOn && this.cfg.resetP > 0 && this.rand.chance(this.cfg.resetP))) return false;
+    this.net.injected("resets", "net.reset", `${this.who.from}→${this.who.to} Handover reset at a ${dir}`);
+    this.sched.after(this.net.oneWay(), () => this.fail(new TscmigError("unavailable", `Handover to ${this.who.to}: connection reset`)));
+    return true;
+  }
+
+  private deliver(bytes: Uint8Array, done: (r: { ok: Uint8Array } | TscmigError) => void): void {
+    if (this.failure) return;
+    const { from, to, credential } = this.who;
+    const a = this.net.endpointAt(to);
+    // The call lives on one connection to one server process: a restarted one is another.
+    if (!a || (this.server !== null && a !== this.server)) return this.fail(new TscmigError("unavailable", `Handover to ${to}: connection closed`));
+    this.server = a;
+    this.session ??= a.server.handover();
+    const session = this.session;
+    this.net.traced({ trueNs: this.now(), what: "deliver", from, to, method: "Handover", bytes: bytes.length });
+    const reply = this.net.serve(from, to, "Handover", bytes, credential, true, (x) => session.step(bytes, x.rawNs()));
+    if (credential !== PEER_CREDENTIAL) this.net.stats.unauthenticated++;
+    if (reply === "crashed") {
+      this.sched.after(this.net.oneWay(), () => this.fail(new TscmigError("unavailable", `Handover to ${to}: connection closed by a crashed peer`)));
+      return;
+    }
+    if (this.resetNow("answer")) return;
+    this.net.traced({ trueNs: this.now(), what: "reply", from: to, to: from, method: "Handover", bytes: "ok" in reply ? reply.ok.length : 0, result: "ok" in reply ? "ok" : reply.err.code });
+    // A refused message ends the call with that refusal, after its answer's transit.
+    this.sched.after(this.transit(to, from, "answer"), () => ("ok" in reply ? done(reply) : this.fail(errorOf(reply))));
+  }
+
+  private fail(e: TscmigError): void {
+    if (this.failure) return;
+    this.failure = e;
+    for (const f of [...this.pending]) f(e);
+    this.pending.clear();
   }
 }

@@ -124,6 +124,24 @@ export interface ResolveRes {
   transferRttNs: bigint;
 }
 
+/**
+ * What a daemon serves to its peers, in domain values: the destination role's calls, and Resolve
+ * (either side answers it). The peer protocol (rpc/peer-protocol.ts) decodes bytes into these.
+ * `arrivedAt`: this host's raw clock when the request's bytes arrived (one-sided's durations).
+ */
+export interface PeerHandler {
+  prepare(req: PrepareReq): PrepareRes;
+  probe(req: ProbeReq): ProbeRes;
+  transfer(req: TransferReq, arrivedAt: bigint, decodeNs: bigint): TransferRes;
+  commit(req: CommitReq, arrivedAt: bigint): CommitRes;
+  abort(req: AbortReq): void;
+  resolve(req: ResolveReq): ResolveRes;
+  /** A Handover call opens for a migration this source prepared (refused otherwise). */
+  handoverOpen(ref: SourceRef, migrationId: string): void;
+  /** An answer on this migration's Handover call (`opened`, a probe) leaves right after this. */
+  handoverAnswering(ref: SourceRef, migrationId: string, requestArrivedAt: bigint): void;
+}
+
 /** The calls one daemon makes on another (gRPC in production, a simulated network in chaos runs). */
 export interface PeerClient {
   prepare(req: PrepareReq): Promise<PrepareRes>;

@@ -99,6 +99,36 @@ export interface ServiceRegistration {
    * are registered apart and never see it.
    */
   readonly authorize?: (ctx: HandlerContext) => void;
+  /**
+   * The handlers take and return the messages' bytes (`defineRawService`): the service decodes and
+   * encodes them itself (the peer protocol's one codec), and the adapter only carries bytes.
+   */
+  readonly raw?: boolean;
+}
+
+/** Bytes in, bytes out: a unary method's handler, and a bidi method's per-call message handler. */
+export interface RawServiceImpl {
+  unary(methodName: string, bytes: Uint8Array, ctx: HandlerContext): Uint8Array | Promise<Uint8Array>;
+  exchange(methodName: string, call: HandlerContext): (bytes: Uint8Array, ctx: HandlerContext) => Uint8Array | Promise<Uint8Array>;
+}
+
+/**
+ * A service whose messages the caller decodes and encodes itself (`impl` gets the bytes). Undecodable
+ * bytes are the implementation's to refuse, with a TscmigError like any other refusal.
+ */
+export function defineRawService(service: DescService, impl: RawServiceImpl, authorize?: (ctx: HandlerContext) => void): ServiceRegistration {
+  const handlers: Record<string, AnyHandler> = {};
+  for (const method of service.methods) {
+    const name = method.name;
+    handlers[method.localName] =
+      method.methodKind === "bidi_streaming"
+        ? (((call: HandlerContext) => {
+            const next = impl.exchange(name, call);
+            return async (bytes: unknown, ctx: HandlerContext) => next(bytes as Uint8Array, ctx);
+          }) as unknown as AnyHandler)
+        : ((async (bytes: unknown, ctx: HandlerContext) => impl.unary(name, bytes as Uint8Array, ctx)) as unknown as AnyHandler);
+  }
+  return { service, impl: handlers, raw: true, ...(authorize ? { authorize } : {}) };
 }
 
 /**
@@ -154,7 +184,7 @@ export function grpcPathOf(method: DescMethod): string {
  * a `Decoded` (never throw); responses travel as already-encoded bytes (see the module comment).
  * Streaming methods get correct flags; `toGrpcImplementation` serves unary and bidi ones.
  */
-export function toGrpcServiceDefinition(service: DescService, monotonicNs?: () => bigint): grpc.ServiceDefinition {
+export function toGrpcServiceDefinition(service: DescService, monotonicNs?: () => bigint, raw = false): grpc.ServiceDefinition {
   const definition: Record<string, grpc.MethodDefinition<Decoded<Message>, Uint8Array>> = {};
   for (const method of service.methods) {
     definition[method.localName] = {
@@ -166,7 +196,8 @@ export function toGrpcServiceDefinition(service: DescService, monotonicNs?: () =
         assert(req.ok, "only decoded requests are serialized");
         return asBuffer(toBinary(method.input, req.message));
       },
-      requestDeserialize: (buf: Buffer): Decoded<Message> => decodeMessage(method.input, buf, monotonicNs),
+      requestDeserialize: (buf: Buffer): Decoded<Message> =>
+        raw ? { ok: true, message: buf as unknown as Message, decodeNs: 0n, receivedNs: monotonicNs ? monotonicNs() : 0n } : decodeMessage(method.input, buf, monotonicNs),
       responseSerialize: (bytes: Uint8Array): Buffer => asBuffer(bytes),
       responseDeserialize: (buf: Buffer): Uint8Array => buf,
     };
@@ -179,7 +210,7 @@ export function toGrpcServiceDefinition(service: DescService, monotonicNs?: () =
  * answers UNIMPLEMENTED; a handler for a method the service lacks is a bug (assertion).
  */
 export function toGrpcImplementation(registration: ServiceRegistration, log: RpcLog, monotonicNs?: () => bigint): grpc.UntypedServiceImplementation {
-  const { service, impl, authorize } = registration;
+  const { service, impl, authorize, raw = false } = registration;
   const known = new Set(service.methods.map((m) => m.localName));
   for (const key of Object.keys(impl)) {
     assert(known.has(key), `${service.typeName} has no method "${key}" (handlers are keyed by localName)`);
@@ -188,11 +219,11 @@ export function toGrpcImplementation(registration: ServiceRegistration, log: Rpc
   for (const method of service.methods) {
     const handler = Object.hasOwn(impl, method.localName) ? impl[method.localName] : undefined;
     if (method.methodKind === "bidi_streaming") {
-      implementation[method.localName] = exchangeHandler(method, handler as ExchangeHandler<DescMessage, DescMessage> | undefined, log, monotonicNs, authorize);
+      implementation[method.localName] = exchangeHandler(method, handler as ExchangeHandler<DescMessage, DescMessage> | undefined, log, monotonicNs, authorize, raw);
       continue;
     }
     assert(method.methodKind === "unary", `${grpcPathOf(method)}: only unary and bidi methods are supported`);
-    implementation[method.localName] = unaryHandler(method, handler as UnaryHandler<DescMessage, DescMessage> | undefined, log, monotonicNs, authorize);
+    implementation[method.localName] = unaryHandler(method, handler as UnaryHandler<DescMessage, DescMessage> | undefined, log, monotonicNs, authorize, raw);
   }
   return implementation;
 }
@@ -205,6 +236,7 @@ function unaryHandler(
   log: RpcLog,
   monotonicNs: (() => bigint) | undefined,
   authorize: ((ctx: HandlerContext) => void) | undefined,
+  raw: boolean,
 ): grpc.handleUnaryCall<Decoded<Message>, Uint8Array> {
   const path = grpcPathOf(method);
   return (call, callback) => {
@@ -226,7 +258,7 @@ function unaryHandler(
       decodeNs,
       receivedAt: receivedAtOf(monotonicNs, receivedNs, decodeNs),
     };
-    void answer(method, handler, call.request, ctx, log, authorize).then((outcome) => {
+    void answer(method, handler, call.request, ctx, log, authorize, raw).then((outcome) => {
       answered = true;
       if (outcome.ok) callback(null, outcome.bytes);
       else callback(outcome.status, null);
@@ -240,6 +272,7 @@ function exchangeHandler(
   log: RpcLog,
   monotonicNs: (() => bigint) | undefined,
   authorize: ((ctx: HandlerContext) => void) | undefined,
+  raw: boolean,
 ): grpc.handleBidiStreamingCall<Decoded<Message>, Uint8Array> {
   const path = grpcPathOf(method);
   return (call) => {
@@ -274,7 +307,7 @@ function exchangeHandler(
           decodeNs: req.ok ? req.decodeNs : 0n,
           receivedAt: req.ok ? receivedAtOf(monotonicNs, req.receivedNs, req.decodeNs) : (clock) => clock(),
         };
-        const outcome = await answer(method, handler, req, ctx, log, authorize);
+        const outcome = await answer(method, handler, req, ctx, log, authorize, raw);
         if (ended) return;
         if (outcome.ok) call.write(outcome.bytes);
         else fail(outcome.status);
@@ -300,6 +333,7 @@ async function answer(
   ctx: HandlerContext,
   log: RpcLog,
   authorize?: (ctx: HandlerContext) => void,
+  raw = false,
 ): Promise<Outcome> {
   if (authorize) {
     try {
@@ -324,6 +358,7 @@ async function answer(
     log({ event: "rpc.handler_failed", path: ctx.path, peer: ctx.peer, err: describeError(e) }, "rpc handler threw");
     return refuse(new TscmigError("internal", `${ctx.path}: internal error`));
   }
+  if (raw) return { ok: true, bytes: response as unknown as Uint8Array };
   try {
     return { ok: true, bytes: toBinary(method.output, create(method.output, response)) };
   } catch (e) {

@@ -14,7 +14,13 @@ import type { DescMessage, DescMethod, MessageInitShape, MessageShape } from "@b
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import { assert, errorCodeOfGrpcStatus, TscmigError } from "../errors.js";
 import { LIMITS } from "../limits.js";
-import { grpcDeadlineAfterNs } from "../platform/index.js";
+import { grpcDeadlineAfterNs, RealScheduler } from "../platform/index.js";
+import type { Timer } from "../time/clock.js";
+
+/** Messages one exchange call may carry: its overall deadline is that many per-message deadlines. */
+export const EXCHANGE_MESSAGES_MAX = LIMITS.anchorsMax + 4;
+
+const scheduler = new RealScheduler();
 import { asBuffer, errorDetailsOfMetadata, grpcPathOf, toBuffer } from "./adapter.js";
 
 export interface RpcClientTls {
@@ -196,28 +202,42 @@ function decodeResponse(method: DescMethod, bytes: Uint8Array): MessageShape<Des
   }
 }
 
+/**
+ * One exchange call. Each message's answer is due within `deadlineNs`, as a unary call's would be
+ * (a message waiting longer ends the call with `deadline_exceeded`); the call as a whole may live for
+ * EXCHANGE_MESSAGES_MAX of them, so a long exchange is not cut short by the time its earlier
+ * messages took.
+ */
 function exchange(channel: grpc.Client, method: DescMethod, deadlineNs: bigint, metadata: grpc.Metadata): RpcExchange<DescMessage, DescMessage> {
   const path = grpcPathOf(method);
   const call = channel.makeBidiStreamRequest<Uint8Array, Uint8Array>(path, asBuffer, (buf: Buffer): Uint8Array => buf, metadata, {
-    deadline: grpcDeadlineAfterNs(deadlineNs),
+    deadline: grpcDeadlineAfterNs(deadlineNs * BigInt(EXCHANGE_MESSAGES_MAX)),
   });
-  const pending: { resolve(bytes: Uint8Array): void; reject(e: TscmigError): void }[] = [];
+  const pending: { resolve(bytes: Uint8Array): void; reject(e: TscmigError): void; timer: Timer }[] = [];
   let failure: TscmigError | null = null;
   const end = (e: TscmigError) => {
     if (failure === null) failure = e;
-    for (const p of pending.splice(0)) p.reject(failure);
+    for (const p of pending.splice(0)) {
+      p.timer.cancel();
+      p.reject(failure);
+    }
   };
   call.on("data", (bytes: Uint8Array) => {
     const p = pending.shift();
-    if (p) p.resolve(bytes);
-    else end(new TscmigError("internal", `${path}: a response nobody asked for`));
+    if (!p) return end(new TscmigError("internal", `${path}: a response nobody asked for`));
+    p.timer.cancel();
+    p.resolve(bytes);
   });
   call.on("error", (err: grpc.ServiceError) => end(tscmigErrorOfStatus(err, path)));
   call.on("end", () => end(new TscmigError("unavailable", `${path}: the call ended`)));
   const sendRaw = (bytes: Uint8Array): Promise<Uint8Array> =>
     new Promise((resolve, reject) => {
       if (failure !== null) return reject(failure);
-      pending.push({ resolve, reject });
+      const timer = scheduler.after(deadlineNs, () => {
+        end(new TscmigError("deadline_exceeded", `${path}: no answer within the deadline`));
+        call.cancel();
+      });
+      pending.push({ resolve, reject, timer });
       call.write(bytes);
     });
   return {

@@ -2,7 +2,7 @@
 // every field and names its path in errors; sizes are checked before anything is decoded; the
 // format version is checked first. Only this module and the rpc transports import generated code.
 
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, type DescMessage, fromBinary, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { invalid, TscmigError } from "../errors.js";
 import { LIMITS } from "../limits.js";
 import {
@@ -22,18 +22,29 @@ import {
   type GuestState as PbGuestState,
   SnapshotSchema,
   type AbortRequest,
-  type AbortRequestSchema,
-  type CommitRequestSchema,
+  AbortRequestSchema,
+  CommitRequestSchema,
   type HandoverOpen,
   type HandoverOpenSchema,
   type ProbeRequest,
-  type ProbeRequestSchema,
+  ProbeRequestSchema,
   type ResolveRequest,
-  type ResolveRequestSchema,
+  ResolveRequestSchema,
   RestoreReportSchema,
   VcpuStatesSchema,
   type TransferRequest,
-  type TransferRequestSchema,
+  AbortResponseSchema,
+  CommitResponseSchema,
+  HandoverRequestSchema,
+  HandoverResponseSchema,
+  PingRequestSchema,
+  PingResponseSchema,
+  PrepareRequestSchema,
+  PrepareResponseSchema,
+  ProbeResponseSchema,
+  ResolveResponseSchema,
+  TransferRequestSchema,
+  TransferResponseSchema,
 } from "../../gen/tscmig/v1/migration_pb.js";
 import type { EstimatorName } from "../migration/blackout.js";
 import type { GuestState } from "../guest/guest.js";
@@ -51,6 +62,7 @@ import type {
   ResolveRes,
   RestoreReport,
   TransferReq,
+  TransferRes,
 } from "../migration/messages.js";
 import type { PolicyName } from "../migration/restore.js";
 import { PVCLOCK_RECORD_BYTES, type Snapshot } from "../migration/snapshot.js";
@@ -126,7 +138,7 @@ function sourceRefToPb(r: SourceRef): { sourceName: string; sourceKey: Uint8Arra
   return { sourceName: r.sourceName, sourceKey: keyToPb(r.sourceKey) };
 }
 
-export function prepareReqToPb(r: PrepareReq): MessageInitShape<typeof import("../../gen/tscmig/v1/migration_pb.js").PrepareRequestSchema> {
+export function prepareReqToPb(r: PrepareReq): MessageInitShape<typeof PrepareRequestSchema> {
   return {
     migrationId: r.migrationId,
     vmId: r.vmId,
@@ -397,4 +409,151 @@ export function handoverOpenToPb(r: { migrationId: string } & SourceRef): Messag
 
 export function handoverOpenFromPb(m: HandoverOpen): { migrationId: string } & SourceRef {
   return { migrationId: str(m.migrationId, "open.migrationId"), ...sourceRefFromPb(m) };
+}
+
+// ---- whole messages as bytes ---------------------------------------------------------------------
+//
+// The peer protocol (rpc/peer-protocol.ts) speaks only these: every request and answer of the
+// migration service, and every step of a Handover exchange, from domain value to bytes and back.
+// Bytes that do not decode are refused naming the message they should have been.
+
+export const PEER_METHODS = ["Prepare", "Probe", "Transfer", "Commit", "Abort", "Resolve", "Ping"] as const;
+export type PeerMethod = (typeof PEER_METHODS)[number];
+
+export interface PeerRequests {
+  Prepare: PrepareReq;
+  Probe: ProbeReq;
+  Transfer: TransferReq;
+  Commit: CommitReq;
+  Abort: AbortReq;
+  Resolve: ResolveReq;
+  Ping: Record<string, never>;
+}
+
+export interface PeerAnswers {
+  Prepare: PrepareRes;
+  Probe: ProbeRes;
+  Transfer: TransferRes;
+  Commit: CommitRes;
+  Abort: Record<string, never>;
+  Resolve: ResolveRes;
+  Ping: Record<string, never>;
+}
+
+/** One Handover message each way (the unary calls' messages, plus `open` / `opened`). */
+export type HandoverStep =
+  | { case: "open"; value: { migrationId: string } & SourceRef }
+  | { case: "probe"; value: ProbeReq }
+  | { case: "transfer"; value: TransferReq }
+  | { case: "commit"; value: CommitReq };
+
+export type HandoverAnswer = { case: "opened" } | { case: "probe"; value: ProbeRes } | { case: "transfer"; value: TransferRes } | { case: "commit"; value: CommitRes };
+
+function decodeBytes<S extends DescMessage>(schema: S, bytes: Uint8Array): MessageShape<S> {
+  try {
+    return fromBinary(schema, bytes);
+  } catch (e) {
+    throw new TscmigError("invalid_argument", `request is not a valid ${schema.typeName}: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+/** Encodes, refusing what the schema cannot carry (an out-of-range value: a bug of the caller). */
+function encodeBytes<S extends DescMessage>(schema: S, init: MessageInitShape<S>): Uint8Array {
+  try {
+    return toBinary(schema, create(schema, init));
+  } catch (e) {
+    throw new TscmigError("internal", `${schema.typeName} not encodable: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+const EMPTY = Object.freeze({}) as Record<string, never>;
+
+function transferResToPb(r: TransferRes): MessageInitShape<typeof TransferResponseSchema> {
+  return { destinationHoldNs: r.destinationHoldNs };
+}
+
+function commitResToPb(r: CommitRes): MessageInitShape<typeof CommitResponseSchema> {
+  return { report: restoreReportToPb(r.report), replay: r.replay };
+}
+
+type Codec<T> = { encode(v: T): Uint8Array; decode(b: Uint8Array): T };
+
+/** Request codecs by method. */
+export const REQUESTS: { [M in PeerMethod]: Codec<PeerRequests[M]> } = {
+  Prepare: { encode: (r) => encodeBytes(PrepareRequestSchema, prepareReqToPb(r)), decode: (b) => prepareReqFromPb(decodeBytes(PrepareRequestSchema, b)) },
+  Probe: { encode: (r) => encodeBytes(ProbeRequestSchema, probeReqToPb(r)), decode: (b) => probeReqFromPb(decodeBytes(ProbeRequestSchema, b)) },
+  Transfer: { encode: (r) => encodeBytes(TransferRequestSchema, transferReqToPb(r)), decode: (b) => transferReqFromPb(decodeBytes(TransferRequestSchema, b)) },
+  Commit: { encode: (r) => encodeBytes(CommitRequestSchema, commitReqToPb(r)), decode: (b) => commitReqFromPb(decodeBytes(CommitRequestSchema, b)) },
+  Abort: { encode: (r) => encodeBytes(AbortRequestSchema, abortReqToPb(r)), decode: (b) => abortReqFromPb(decodeBytes(AbortRequestSchema, b)) },
+  Resolve: { encode: (r) => encodeBytes(ResolveRequestSchema, resolveReqToPb(r)), decode: (b) => resolveReqFromPb(decodeBytes(ResolveRequestSchema, b)) },
+  Ping: { encode: () => encodeBytes(PingRequestSchema, {}), decode: (b) => (decodeBytes(PingRequestSchema, b), EMPTY) },
+};
+
+/** Answer codecs by method. */
+export const ANSWERS: { [M in PeerMethod]: Codec<PeerAnswers[M]> } = {
+  Prepare: { encode: (r) => encodeBytes(PrepareResponseSchema, { ...r }), decode: (b) => prepareResFromPb(decodeBytes(PrepareResponseSchema, b)) },
+  Probe: { encode: (r) => encodeBytes(ProbeResponseSchema, { ...r }), decode: (b) => probeResFromPb(decodeBytes(ProbeResponseSchema, b)) },
+  Transfer: { encode: (r) => encodeBytes(TransferResponseSchema, transferResToPb(r)), decode: (b) => ({ destinationHoldNs: decodeBytes(TransferResponseSchema, b).destinationHoldNs }) },
+  Commit: { encode: (r) => encodeBytes(CommitResponseSchema, commitResToPb(r)), decode: (b) => commitResFromPb(decodeBytes(CommitResponseSchema, b)) },
+  Abort: { encode: () => encodeBytes(AbortResponseSchema, {}), decode: (b) => (decodeBytes(AbortResponseSchema, b), EMPTY) },
+  Resolve: { encode: (r) => encodeBytes(ResolveResponseSchema, resolveResToPb(r)), decode: (b) => resolveResFromPb(decodeBytes(ResolveResponseSchema, b)) },
+  Ping: { encode: () => encodeBytes(PingResponseSchema, {}), decode: (b) => (decodeBytes(PingResponseSchema, b), EMPTY) },
+};
+
+export function encodeHandoverStep(s: HandoverStep): Uint8Array {
+  switch (s.case) {
+    case "open":
+      return encodeBytes(HandoverRequestSchema, { step: { case: "open", value: handoverOpenToPb(s.value) } });
+    case "probe":
+      return encodeBytes(HandoverRequestSchema, { step: { case: "probe", value: probeReqToPb(s.value) } });
+    case "transfer":
+      return encodeBytes(HandoverRequestSchema, { step: { case: "transfer", value: transferReqToPb(s.value) } });
+    case "commit":
+      return encodeBytes(HandoverRequestSchema, { step: { case: "commit", value: commitReqToPb(s.value) } });
+  }
+}
+
+export function decodeHandoverStep(bytes: Uint8Array): HandoverStep {
+  const step = decodeBytes(HandoverRequestSchema, bytes).step;
+  switch (step.case) {
+    case "open":
+      return { case: "open", value: handoverOpenFromPb(step.value) };
+    case "probe":
+      return { case: "probe", value: probeReqFromPb(step.value) };
+    case "transfer":
+      return { case: "transfer", value: transferReqFromPb(step.value) };
+    case "commit":
+      return { case: "commit", value: commitReqFromPb(step.value) };
+    default:
+      throw invalid("step", "a Handover message needs one of open, probe, transfer, commit");
+  }
+}
+
+export function encodeHandoverAnswer(a: HandoverAnswer): Uint8Array {
+  switch (a.case) {
+    case "opened":
+      return encodeBytes(HandoverResponseSchema, { step: { case: "opened", value: {} } });
+    case "probe":
+      return encodeBytes(HandoverResponseSchema, { step: { case: "probe", value: { ...a.value } } });
+    case "transfer":
+      return encodeBytes(HandoverResponseSchema, { step: { case: "transfer", value: transferResToPb(a.value) } });
+    case "commit":
+      return encodeBytes(HandoverResponseSchema, { step: { case: "commit", value: commitResToPb(a.value) } });
+  }
+}
+
+export function decodeHandoverAnswer(bytes: Uint8Array): HandoverAnswer {
+  const step = decodeBytes(HandoverResponseSchema, bytes).step;
+  switch (step.case) {
+    case "opened":
+      return { case: "opened" };
+    case "probe":
+      return { case: "probe", value: probeResFromPb(step.value) };
+    case "transfer":
+      return { case: "transfer", value: { destinationHoldNs: step.value.destinationHoldNs } };
+    case "commit":
+      return { case: "commit", value: commitResFromPb(step.value) };
+    default:
+      throw new TscmigError("internal", "Handover: an answer with no step");
+  }
 }

@@ -4,6 +4,7 @@ export {
   decodeMessage,
   decodeMetadataValue,
   definePartialService,
+  defineRawService,
   defineService,
   encodeMetadataValue,
   errorDetailsOfMetadata,
@@ -14,7 +15,7 @@ export {
   toGrpcImplementation,
   toGrpcServiceDefinition,
 } from "./adapter.js";
-export type { Decoded, ExchangeHandler, HandlerContext, RpcLog, ServiceImpl, ServiceRegistration, UnaryHandler } from "./adapter.js";
+export type { Decoded, ExchangeHandler, HandlerContext, RawServiceImpl, RpcLog, ServiceImpl, ServiceRegistration, UnaryHandler } from "./adapter.js";
 export { createRpcServer, descriptorFilesOf } from "./server.js";
 export type { RpcServer, RpcServerOptions, RpcServerTls } from "./server.js";
 export { createRpcClient, tscmigErrorOfStatus } from "./client.js";

@@ -80,7 +80,7 @@ export function createRpcServer(opts: RpcServerOptions): RpcServer {
     const name = registration.service.typeName;
     assert(!names.has(name), `service ${name} registered twice`);
     names.add(name);
-    server.addService(toGrpcServiceDefinition(registration.service, opts.monotonicNs), toGrpcImplementation(registration, log, opts.monotonicNs));
+    server.addService(toGrpcServiceDefinition(registration.service, opts.monotonicNs, registration.raw), toGrpcImplementation(registration, log, opts.monotonicNs));
   }
 
   // Every name health has answered for; shutdown turns them all NOT_SERVING.
