@@ -12,12 +12,7 @@ import { EmulatedVm } from "../shared/hypervisor/vm.js";
 import { setTscKhzDecision } from "../shared/kvm/tsc.js";
 import { PVCLOCK_GUEST_STOPPED, pvclockReadCycles } from "../shared/kvm/pvclock.js";
 import { VMCLOCK_FLAG_TIME_MAXERROR_VALID } from "../shared/kvm/vmclock.js";
-import {
-  type BlackoutEstimate,
-  oneSidedEstimate,
-  probeEstimate,
-  wallclockEstimate,
-} from "../shared/migration/blackout.js";
+import { type BlackoutEstimate, estimateBlackout } from "../shared/migration/blackout.js";
 import { type DestinationEffect, type DestinationEvent, type DestinationState, stepDestination } from "../shared/migration/destination-machine.js";
 import type { JournalStore } from "../shared/migration/journal.js";
 import type {
@@ -481,42 +476,33 @@ export class Destination {
       policy: r.policy,
       capNs: r.advanceCapNs === 0n ? LIMITS.advanceCapNsDefault : r.advanceCapNs,
       destinationMaxerrorNs: host.maxerrorNs(),
-      estimate: (at): BlackoutEstimate => {
-        switch (r.estimator) {
-          case "wallclock":
-            return wallclockEstimate({
-              sourceRealtimeNs: s.hostRealtimeNs,
-              destinationRealtimeNs: at.destinationRealtimeNs,
-              sourceMaxerrorNs: s.hostMaxerrorNs,
-              destinationMaxerrorNs: host.maxerrorNs(),
-            });
-          case "one-sided":
-            return oneSidedEstimate({
-              sourcePauseToSendNs: s.sourcePauseToSendNs,
-              transferRttNs: legs.transferRttNs,
-              destinationHoldNs: inb.holdNs,
-              // to the restore instant the offsets are computed at, not to whenever this runs
-              destinationReceiveToNowNs: at.destinationRawNs > inb.receiveRawNs ? at.destinationRawNs - inb.receiveRawNs : 0n,
-              // Durations on this host's clock from instants of this process only (a restart loses them).
-              ...(legs.answerToCommitNs !== undefined && legs.commitReceiveRawNs !== undefined && legs.commitReceiveRawNs >= inb.receiveRawNs + inb.holdNs
-                ? { commit: { destinationAnswerToCommitNs: legs.commitReceiveRawNs - (inb.receiveRawNs + inb.holdNs), sourceAnswerToCommitNs: legs.answerToCommitNs } }
-                : {}),
-              requests: inb.requestsToSendNs.flatMap((sourceRequestToSendNs, i) => {
-                const got = inb.requestsRawNs[i];
-                return got !== undefined && inb.receiveRawNs >= got ? [{ destinationRequestToReceiveNs: inb.receiveRawNs - got, sourceRequestToSendNs }] : [];
-              }),
-              anchors: inb.anchorsToSendNs.flatMap((sourceAnswerToSendNs, i) => {
-                const sent = inb.anchorsRawNs[i];
-                return sent !== undefined && inb.receiveRawNs >= sent ? [{ destinationAnswerToReceiveNs: inb.receiveRawNs - sent, sourceAnswerToSendNs }] : [];
-              }),
-            });
-          case "probe": {
-            const p = s.probe;
-            if (!p) throw invalid("snapshot.probe", "missing");
-            return probeEstimate({ sourceRealtimeNs: s.hostRealtimeNs, destinationRealtimeNs: at.destinationRealtimeNs, probe: p, sinceProbeNs: p.probeToPauseNs });
-          }
-        }
-      },
+      estimate: (at): BlackoutEstimate =>
+        estimateBlackout(r.estimator, {
+          sourceRealtimeNs: s.hostRealtimeNs,
+          sourceMaxerrorNs: s.hostMaxerrorNs,
+          destinationRealtimeNs: at.destinationRealtimeNs,
+          destinationMaxerrorNs: host.maxerrorNs(),
+          probe: s.probe,
+          oneSided: () => ({
+            sourcePauseToSendNs: s.sourcePauseToSendNs,
+            transferRttNs: legs.transferRttNs,
+            destinationHoldNs: inb.holdNs,
+            // to the restore instant the offsets are computed at, not to whenever this runs
+            destinationReceiveToNowNs: at.destinationRawNs > inb.receiveRawNs ? at.destinationRawNs - inb.receiveRawNs : 0n,
+            // Durations on this host's clock from instants of this process only (a restart loses them).
+            ...(legs.answerToCommitNs !== undefined && legs.commitReceiveRawNs !== undefined && legs.commitReceiveRawNs >= inb.receiveRawNs + inb.holdNs
+              ? { commit: { destinationAnswerToCommitNs: legs.commitReceiveRawNs - (inb.receiveRawNs + inb.holdNs), sourceAnswerToCommitNs: legs.answerToCommitNs } }
+              : {}),
+            requests: inb.requestsToSendNs.flatMap((sourceRequestToSendNs, i) => {
+              const got = inb.requestsRawNs[i];
+              return got !== undefined && inb.receiveRawNs >= got ? [{ destinationRequestToReceiveNs: inb.receiveRawNs - got, sourceRequestToSendNs }] : [];
+            }),
+            anchors: inb.anchorsToSendNs.flatMap((sourceAnswerToSendNs, i) => {
+              const sent = inb.anchorsRawNs[i];
+              return sent !== undefined && inb.receiveRawNs >= sent ? [{ destinationAnswerToReceiveNs: inb.receiveRawNs - sent, sourceAnswerToSendNs }] : [];
+            }),
+          }),
+        }),
     });
     // Adopting the VM (journaled as owner, running) and journaling the decision land in one journal
     // transaction: a crash between the two must not leave a running VM whose migration the journal

@@ -11,12 +11,11 @@ import { pvclockReadCycles, type PvclockRecord } from "../../src/shared/kvm/pvcl
 import { s64 } from "../../src/shared/kvm/u64.js";
 import {
   type BlackoutEstimate,
+  estimateBlackout,
   type EstimatorName,
-  oneSidedEstimate,
+  type OneSidedInputs,
   type ProbeExchange,
-  probeEstimate,
   probeOffset,
-  wallclockEstimate,
 } from "../../src/shared/migration/blackout.js";
 import { type PolicyName, restoreSnapshot, type RestoreResult } from "../../src/shared/migration/restore.js";
 import { captureSnapshot, type Snapshot } from "../../src/shared/migration/snapshot.js";
@@ -279,7 +278,7 @@ export function migrateGuest(scheduler: SimScheduler, from: Live, dstHost: Emula
   // Commit → restore and resume at one instant (migrate-in.ts restoreAndResume, node.ts adopt).
   const tResume = tAck + tl.ackToRestoreNs;
   const oneSidedLegs = () => {
-    const legs: Pick<Parameters<typeof oneSidedEstimate>[0], "commit" | "anchors"> = {};
+    const legs: Pick<OneSidedInputs, "commit" | "anchors"> = {};
     if (tl.commitGapNs !== undefined) {
       const gap = tl.commitGapNs < tl.ackToRestoreNs ? tl.commitGapNs : tl.ackToRestoreNs;
       legs.commit = {
@@ -301,30 +300,21 @@ export function migrateGuest(scheduler: SimScheduler, from: Live, dstHost: Emula
     policy: o.policy,
     ...(o.capNs !== undefined ? { capNs: o.capNs } : {}),
     destinationMaxerrorNs: dst.maxerrorNs(),
-    estimate: (at): BlackoutEstimate => {
-      switch (o.estimator) {
-        case "wallclock":
-          return wallclockEstimate({
-            sourceRealtimeNs: snapshot.hostRealtimeNs,
-            destinationRealtimeNs: at.destinationRealtimeNs,
-            sourceMaxerrorNs: snapshot.hostMaxerrorNs,
-            destinationMaxerrorNs: dst.maxerrorNs(),
-          });
-        case "one-sided":
-          return oneSidedEstimate({
-            sourcePauseToSendNs: snapshot.sourcePauseToSendNs,
-            transferRttNs,
-            destinationHoldNs: holdNs,
-            destinationReceiveToNowNs: dst.rawNs() - receiveRawNs,
-            ...oneSidedLegs(),
-          });
-        case "probe": {
-          const p = snapshot.probe;
-          if (!p) throw new Error("probe missing");
-          return probeEstimate({ sourceRealtimeNs: snapshot.hostRealtimeNs, destinationRealtimeNs: at.destinationRealtimeNs, probe: p, sinceProbeNs: p.probeToPauseNs });
-        }
-      }
-    },
+    estimate: (at): BlackoutEstimate =>
+      estimateBlackout(o.estimator, {
+        sourceRealtimeNs: snapshot.hostRealtimeNs,
+        sourceMaxerrorNs: snapshot.hostMaxerrorNs,
+        destinationRealtimeNs: at.destinationRealtimeNs,
+        destinationMaxerrorNs: dst.maxerrorNs(),
+        probe: snapshot.probe,
+        oneSided: () => ({
+          sourcePauseToSendNs: snapshot.sourcePauseToSendNs,
+          transferRttNs,
+          destinationHoldNs: holdNs,
+          destinationReceiveToNowNs: dst.rawNs() - receiveRawNs,
+          ...oneSidedLegs(),
+        }),
+      }),
   });
   const guest = new Guest(vm, scheduler, o.guestOptions, snapshot.guest);
   const to: Live = { host: dst, vm, guest };

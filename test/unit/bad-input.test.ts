@@ -12,7 +12,7 @@ import { encodePvclock, PVCLOCK_RECORD_BYTES } from "../../src/shared/kvm/pvcloc
 import { KVM_CLOCK_REALTIME } from "../../src/shared/kvm/set-clock.js";
 import { SVM, VMX } from "../../src/shared/kvm/tsc.js";
 import { SILENT_LOGGER } from "../../src/shared/logger.js";
-import { oneSidedEstimate, parseEstimator, probeOffset, wallclockEstimate } from "../../src/shared/migration/blackout.js";
+import { estimateBlackout, oneSidedEstimate, parseEstimator, probeEstimate, probeOffset, wallclockEstimate } from "../../src/shared/migration/blackout.js";
 import { MemoryJournal } from "../../src/shared/migration/journal.js";
 import type { PeerDialer } from "../../src/shared/migration/messages.js";
 import { parsePolicy, type PolicyName, restoreSnapshot } from "../../src/shared/migration/restore.js";
@@ -336,6 +336,19 @@ describe("blackout estimators", () => {
   });
   it("wallclock refuses a negative claimed maxerror (it would shrink the bound)", () => {
     rejects(() => wallclockEstimate({ sourceRealtimeNs: 0n, destinationRealtimeNs: 5n, sourceMaxerrorNs: -10n, destinationMaxerrorNs: 0n }), "sourceMaxerrorNs");
+  });
+  it("estimateBlackout refuses the probe estimator for a snapshot without a probe, and assembles one-sided inputs only for one-sided", () => {
+    let assembled = 0;
+    const inputs = {
+      sourceRealtimeNs: 0n, sourceMaxerrorNs: 1n, destinationRealtimeNs: 5n, destinationMaxerrorNs: 2n, probe: null,
+      oneSided: () => (assembled++, { sourcePauseToSendNs: 1n, transferRttNs: 2n, destinationHoldNs: 1n, destinationReceiveToNowNs: 3n }),
+    };
+    rejects(() => estimateBlackout("probe", inputs), "snapshot.probe");
+    expect(estimateBlackout("wallclock", inputs)).toEqual(wallclockEstimate(inputs));
+    expect(assembled).toBe(0);
+    expect(estimateBlackout("one-sided", inputs)).toEqual(oneSidedEstimate(inputs.oneSided()));
+    const probe = { offsetNs: 3n, boundNs: 4n, probeToPauseNs: 9n };
+    expect(estimateBlackout("probe", { ...inputs, probe })).toEqual(probeEstimate({ sourceRealtimeNs: 0n, destinationRealtimeNs: 5n, probe, sinceProbeNs: 9n }));
   });
 });
 

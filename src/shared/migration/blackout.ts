@@ -262,3 +262,32 @@ export function probeEstimate(o: {
   const bound = o.probe.boundNs + driftAllowance(window, 2n * DRIFT_ALLOWANCE_PPM);
   return { estimator: "probe", estimatedNs: est, boundNs: bound };
 }
+
+export type OneSidedInputs = Parameters<typeof oneSidedEstimate>[0];
+
+/** What any estimator may need at the restore instant; each reads only its own part. */
+export interface BlackoutInputs {
+  /** From the snapshot: the source's realtime at its clock read, and its claimed error. */
+  sourceRealtimeNs: bigint;
+  sourceMaxerrorNs: bigint;
+  /** The destination's realtime at the restore instant, and its claimed error. */
+  destinationRealtimeNs: bigint;
+  destinationMaxerrorNs: bigint;
+  /** The snapshot's probed offset, when the source probed. */
+  probe: (ProbeResult & { probeToPauseNs: bigint }) | null;
+  /** The one-sided durations, assembled only when that estimator runs (they cost work inside the blackout). */
+  oneSided: () => OneSidedInputs;
+}
+
+/** The one place that maps an estimator's name to its arithmetic: the daemon and the simulator both call it. */
+export function estimateBlackout(estimator: EstimatorName, i: BlackoutInputs): BlackoutEstimate {
+  switch (estimator) {
+    case "wallclock":
+      return wallclockEstimate(i);
+    case "one-sided":
+      return oneSidedEstimate(i.oneSided());
+    case "probe":
+      if (i.probe === null) throw invalid("snapshot.probe", "the probe estimator needs the source's probed offset, and the snapshot has none");
+      return probeEstimate({ sourceRealtimeNs: i.sourceRealtimeNs, destinationRealtimeNs: i.destinationRealtimeNs, probe: i.probe, sinceProbeNs: i.probe.probeToPauseNs });
+  }
+}
