@@ -17,10 +17,12 @@ import { type LocalDaemon, spawnDaemon } from "../../cli/local-pair.js";
 import type { GuestSample } from "../../shared/history.js";
 import { RealClock, RealScheduler } from "../../shared/platform/index.js";
 import { sleep } from "../../shared/time/clock.js";
-import { parseOffsetModel } from "../../shared/time/offset-model.js";
-import { SeededRandom, type Random } from "../../shared/time/random.js";
+import { maxAbsOffsetNs, parseOffsetModel, ZERO_MODEL } from "../../shared/time/offset-model.js";
+import { SeededRandom } from "../../shared/time/random.js";
+import type { SkewUpdate } from "../../shared/time/skew.js";
 import { checkHistory } from "../checker.js";
 import type { ChaosEvent, ChaosHistory } from "../history.js";
+import { daemonSkewSettings, drawSkewModel, jepsenBumpNs, LIVE_SKEW_PARTS, skewUpdateBody } from "../host-skew.js";
 import { outcomeOf, type RunOutcome } from "../run-outcome.js";
 import type { ScenarioOptions } from "../sim/scenario.js";
 import { FaultProxy } from "./proxy.js";
@@ -89,20 +91,12 @@ interface LiveDaemon {
   grpc: string;
   data: string;
   args: string[];
+  /** The wander and jitter of its skew, set through the control API after every start. */
+  skewUpdate?: SkewUpdate | null;
   proc: LocalDaemon | null;
   api: ApiClient | null;
   /** The harness is stopping or killing it (an exit now is expected). */
   stopping: boolean;
-}
-
-function jepsenNs(r: Random, capNs: bigint): bigint {
-  const lo = 4n * MS;
-  const hi = capNs < 262_144n * MS ? capNs : 262_144n * MS;
-  if (hi <= lo) return r.bigint(-capNs, capNs);
-  const a = Math.log(Number(lo));
-  const b = Math.log(Number(hi));
-  const mag = BigInt(Math.round(Math.exp(a + (b - a) * r.float())));
-  return r.chance(0.5) ? mag : -mag;
 }
 
 /** Reasons a kind was skipped on this machine, printed once per process. */
@@ -201,6 +195,7 @@ export async function runLive(run: number, seed: bigint, scen: ScenarioOptions, 
     d.api = new ApiClient(d.proc.http);
     await d.api.waitHealthy(100, () => wait(50n * MS));
     recordHost(d, await d.api.call<Json>("GET", "/v1/host"));
+    if (d.skewUpdate) recordHost(d, await d.api.call<Json>("PUT", "/v1/host/clock", skewUpdateBody(d.skewUpdate)));
   };
 
   const kill = async (d: LiveDaemon, why: string) => {
@@ -394,13 +389,13 @@ export async function runLive(run: number, seed: bigint, scen: ScenarioOptions, 
     for (const name of ["d0", "d1"]) {
       const proxy = new FaultProxy();
       const addr = await proxy.start();
-      const offset = allowed.has("skew") && r.chance(0.8) ? jepsenNs(r, skewCap) : 0n;
-      const drift = allowed.has("skew") && r.chance(0.5) ? Math.round((r.float() * 2 - 1) * 500) : 0;
-      const honest = r.chance(0.7);
-      const abs = offset < 0n ? -offset : offset;
-      const maxerror = honest ? abs + 100n * MS : 100_000n;
-      const args = ["--advertise", addr, "--peer-token", peerToken, "--skew-offset-ns", `${offset}ns`, "--skew-drift-ppm", String(drift), "--host-maxerror-ns", `${maxerror}ns`];
-      daemons.push({ name, proxy, http: "127.0.0.1:0", grpc: "127.0.0.1:0", data: join(dir, name), args, proc: null, api: null, stopping: false });
+      const skew = allowed.has("skew") ? drawSkewModel(r, { capNs: skewCap, horizonNs: 0n /* no steps or strobes */, parts: LIVE_SKEW_PARTS }) : ZERO_MODEL;
+      const settings = daemonSkewSettings(skew);
+      // An honest host claims its offset, wander and jitter with room for its drift over a run
+      // (500 ppm for a minute is 30 ms); a lying one claims 100 µs whatever its skew.
+      const maxerror = r.chance(0.7) ? maxAbsOffsetNs(skew, 0n) + 100n * MS : 100_000n;
+      const args = ["--advertise", addr, "--peer-token", peerToken, "--skew-offset-ns", `${settings.offsetNs}ns`, "--skew-drift-ppm", String(settings.driftPpm), "--host-maxerror-ns", `${maxerror}ns`];
+      daemons.push({ name, proxy, http: "127.0.0.1:0", grpc: "127.0.0.1:0", data: join(dir, name), args, skewUpdate: settings.update, proc: null, api: null, stopping: false });
     }
     // Issue 9's kinds draw from their own stream: a run without them draws what it always did.
     if (allowed.has("collide")) {
@@ -466,7 +461,7 @@ export async function runLive(run: number, seed: bigint, scen: ScenarioOptions, 
       const kind = kinds.length > 0 && rf.chance(0.8) ? rf.pick(kinds) : "none";
       const atNs = rf.bigint(0n, 30n * MS);
       if (kind === "skew-step") {
-        const step = jepsenNs(rf, skewCap / 4n > 4n * MS ? skewCap / 4n : 4n * MS);
+        const step = jepsenBumpNs(rf, skewCap / 4n > 4n * MS ? skewCap / 4n : 4n * MS);
         const t = rf.pick(daemons);
         if (t.api) {
           recordHost(t, await t.api.call<Json>("PUT", "/v1/host/clock", { stepNs: step.toString() }));
