@@ -1,6 +1,6 @@
 // `tscmig bench` (issue 5): blackout, throughput, introduced error, simulator speed and memory of
 // the daemons, each figure next to baselines measured in the same run (this machine is shared and
-// noisy). Live figures come from real daemon processes on loopback (src/cli/local-pair.ts), driven
+// noisy). Live figures come from real daemon processes on loopback (src/client/local-daemons.ts), driven
 // through their control API; the simulator figure from an in-process simulated pair (sim.ts).
 //
 // Method. Blackout and the gRPC/TCP baselines are measured in interleaved *rounds*: each round

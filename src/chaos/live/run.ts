@@ -12,8 +12,8 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ApiClient } from "../../cli/api.js";
-import { type LocalDaemon, spawnDaemon } from "../../cli/local-pair.js";
+import { ApiClient } from "../../client/api.js";
+import { type LocalDaemon, spawnDaemon } from "../../client/local-daemons.js";
 import type { GuestSample } from "../../shared/history.js";
 import { RealClock, RealScheduler } from "../../shared/platform/index.js";
 import { sleep } from "../../shared/time/clock.js";
