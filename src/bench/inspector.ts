@@ -4,7 +4,7 @@
 
 import { WebSocket } from "undici";
 import { TscmigError } from "../shared/errors.js";
-import type { LocalDaemon } from "../cli/local-pair.js";
+import type { LocalDaemon } from "../client/local-daemons.js";
 
 /** The inspector's WebSocket URL, from the line node prints on stderr. */
 export function inspectorUrl(d: LocalDaemon): string {

@@ -4,8 +4,8 @@
 // daemons (true time: CLOCK_MONOTONIC, shared by both processes).
 
 import { readFileSync } from "node:fs";
-import { ApiClient } from "../cli/api.js";
-import { spawnDaemon, type LocalDaemon } from "../cli/local-pair.js";
+import { ApiClient } from "../client/api.js";
+import { spawnDaemon, type LocalDaemon } from "../client/local-daemons.js";
 import { TscmigError } from "../shared/errors.js";
 import type { Scheduler } from "../shared/time/clock.js";
 import { sleep } from "../shared/time/clock.js";

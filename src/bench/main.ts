@@ -1,6 +1,6 @@
 // `tscmig bench` (issue 5): blackout, throughput, introduced error, simulator speed and memory of
 // the daemons, each figure next to baselines measured in the same run (this machine is shared and
-// noisy). Live figures come from real daemon processes on loopback (src/cli/local-pair.ts), driven
+// noisy). Live figures come from real daemon processes on loopback (src/client/local-daemons.ts), driven
 // through their control API; the simulator figure from an in-process simulated pair (sim.ts).
 //
 // Method. Blackout and the gRPC/TCP baselines are measured in interleaved *rounds*: each round
@@ -15,7 +15,7 @@ import { GrpcDialer } from "../daemon/grpc-peer.js";
 import { toJsonSafe } from "../shared/json-safe.js";
 import { RealClock, RealScheduler } from "../shared/platform/index.js";
 import { grpcBareRtts, grpcUnaryRtts, startEchoServer, startGrpcEchoServer, tcpEchoRtts } from "./baseline.js";
-import { Bouncer, createVm, type Migrated, migrate, pool, rssBytes, settle, type Side, startPair, startSide, stopSides } from "./live.js";
+import { Bouncer, createVm, type Migrated, migrate, type PairOptions, pool, rssBytes, settle, type Side, startPair, startSide, stopSides } from "./live.js";
 import { collectGarbage, inspectorUrl, openInspector } from "./inspector.js";
 import { defaultCampaign, runCampaign } from "../chaos/campaign.js";
 import { simRunner } from "./sim.js";
@@ -164,29 +164,74 @@ export interface BenchResult {
 }
 
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
-  const clock = new RealClock();
-  const sched = new RealScheduler();
-  const plan = planOf(o);
-  const say = o.progress ?? (() => {});
-  const want = new Set<Section>(o.sections ?? SECTIONS);
-  const sizes: readonly number[] = o.sizes ?? VCPU_SIZES;
-  const started = clock.monotonicNs();
-  const journalSync = o.journalSync ?? "normal";
-  const otherSync = journalSync === "normal" ? "full" : "normal";
-  const withSync = (sync: string) => ({ daemonArgs: ["--journal-sync", sync, ...(o.daemonArgs ?? [])], ...(o.nodeArgs ? { nodeArgs: o.nodeArgs } : {}) });
-  const pairOpts = withSync(journalSync);
+  const b = benchContext(o);
+  const { result, want, plan } = b;
+  // Simulator speed first: a fresh process, as `tscmig chaos` runs, before the live sections grow this heap.
+  if (want.has("sim")) result.sim = await simSection(b);
+  if (want.has("blackout") || want.has("error") || want.has("throughput")) await liveSections(b);
+  if (want.has("memory")) result.memory = await memorySection(b);
+  if (want.has("idleVms")) result.idleVms = await idleVmsSection({ plan: idleVmsPlan(o.quick), clock: b.clock, scheduler: b.sched, daemonArgs: b.pairOpts.daemonArgs, say: b.say });
+  result.meta.durationNs = b.clock.monotonicNs() - b.startedNs;
+  result.targets = targets(result, plan);
+  if (result.idleVms) result.targets.push(...idleVmsTargets(result.idleVms));
+  if (o.json) writeFileSync(o.json, `${JSON.stringify(toJsonSafe(result), null, 2)}\n`);
+  return result;
+}
 
-  const result: BenchResult = {
+/** What every section of one bench run shares: its options, plan, clocks, progress output and the result it fills in. */
+interface BenchContext {
+  o: BenchOptions;
+  plan: Plan;
+  clock: RealClock;
+  sched: RealScheduler;
+  say: (line: string) => void;
+  want: Set<Section>;
+  sizes: readonly number[];
+  startedNs: bigint;
+  /** The measured daemons' journal durability, and the comparison pair's. */
+  journalSync: "full" | "normal";
+  otherSync: "full" | "normal";
+  pairOpts: PairOptions & { daemonArgs: string[] };
+  result: BenchResult;
+}
+
+function benchContext(o: BenchOptions): BenchContext {
+  const clock = new RealClock();
+  const plan = planOf(o);
+  const journalSync = o.journalSync ?? "normal";
+  const pairOpts = pairOptions(o, journalSync);
+  return {
+    o,
+    plan,
+    clock,
+    sched: new RealScheduler(),
+    say: o.progress ?? (() => {}),
+    want: new Set<Section>(o.sections ?? SECTIONS),
+    sizes: o.sizes ?? VCPU_SIZES,
+    startedNs: clock.monotonicNs(),
+    journalSync,
+    otherSync: journalSync === "normal" ? "full" : "normal",
+    pairOpts,
+    result: emptyResult(o, { plan, clock, journalSync, pairOpts }),
+  };
+}
+
+function pairOptions(o: BenchOptions, sync: string): PairOptions & { daemonArgs: string[] } {
+  return { daemonArgs: ["--journal-sync", sync, ...(o.daemonArgs ?? [])], ...(o.nodeArgs ? { nodeArgs: o.nodeArgs } : {}) };
+}
+
+function emptyResult(o: BenchOptions, x: { plan: Plan; clock: RealClock; journalSync: string; pairOpts: { daemonArgs: string[] } }): BenchResult {
+  return {
     meta: {
       mode: o.quick ? "quick" : "full",
-      journalSync,
+      journalSync: x.journalSync,
       node: process.version,
       cpus: cpus().length,
       cpuModel: cpus()[0]?.model ?? "?",
       memTotalBytes: totalmem(),
-      startedRealtimeNs: clock.realtimeNs(),
-      plan,
-      daemonArgs: pairOpts.daemonArgs,
+      startedRealtimeNs: x.clock.realtimeNs(),
+      plan: x.plan,
+      daemonArgs: x.pairOpts.daemonArgs,
       nodeArgs: o.nodeArgs ?? [],
     },
     baseline: { grpcUnary: { ...summarize([]), rounds: [] }, grpcBare: { ...summarize([]), rounds: [] }, grpcUnaryPaced: { ...summarize([]), rounds: [], gapNs: PACED_GAP_NS }, tcpEcho: { ...summarize([]), rounds: [] } },
@@ -198,244 +243,273 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     idleVms: null,
     targets: [],
   };
+}
 
-  // ---- simulator speed (first: a fresh process, as `tscmig chaos` runs, before the live sections grow this heap) ----
-  if (want.has("sim")) {
-    say(`sim: chaos runner, ${plan.chaosRuns} runs of the default scenario on one core (plus 50 warm-up)`);
-    const campaign = (seed: bigint, runs: number) => runCampaign(defaultCampaign({ seed, runs, jobs: 1, determinismCheck: 0, plotRuns: 0 }));
-    await campaign(7n, 50);
+/** The chaos runner on one core, and the protocol pair alone, each after a warm-up. */
+async function simSection(b: BenchContext): Promise<NonNullable<BenchResult["sim"]>> {
+  const { plan, clock, say } = b;
+  say(`sim: chaos runner, ${plan.chaosRuns} runs of the default scenario on one core (plus 50 warm-up)`);
+  const campaign = (seed: bigint, runs: number) => runCampaign(defaultCampaign({ seed, runs, jobs: 1, determinismCheck: 0, plotRuns: 0 }));
+  await campaign(7n, 50);
+  const t0 = clock.monotonicNs();
+  const c = await campaign(1n, plan.chaosRuns);
+  const chaosWallNs = clock.monotonicNs() - t0;
+  say(`sim: protocol pair, ${plan.simMigrations} simulated migrations (plus 500 warm-up)`);
+  await simRunner({ migrations: 500, vcpus: 4, seed: 7n, wallClock: clock });
+  const r = await simRunner({ migrations: plan.simMigrations, vcpus: 4, seed: 1n, wallClock: clock });
+  return {
+    runner: "chaos campaign (tscmig chaos --mode sim, default scenario, every fault kind, 1 job)",
+    runs: c.totals.runs,
+    migrations: c.totals.migrationsCommitted,
+    migrationsStarted: c.totals.migrationsStarted,
+    samples: c.totals.samples,
+    wallNs: chaosWallNs,
+    simulatedNs: c.totals.simNs,
+    migrationsPerSec: c.totals.migrationsStarted / (Number(chaosWallNs) / 1e9),
+    committedPerSec: c.totals.migrationsCommitted / (Number(chaosWallNs) / 1e9),
+    protocolPair: { runner: r.runner, migrations: r.committed, vcpus: 4, wallNs: r.wallNs, simulatedNs: r.simulatedNs, migrationsPerSec: r.committed / (Number(r.wallNs) / 1e9) },
+  };
+}
+
+/** The servers and daemons the live sections measure: a TCP echo, a bare grpc-js echo, the measured pair and a dialer. */
+interface LiveRig {
+  echo: Awaited<ReturnType<typeof startEchoServer>>;
+  grpcEcho: Awaited<ReturnType<typeof startGrpcEchoServer>>;
+  pair: [Side, Side];
+  /** The comparison pair with the other journal setting, once started. */
+  other: [Side, Side] | null;
+  dialer: GrpcDialer;
+}
+
+async function startLiveRig(b: BenchContext): Promise<LiveRig> {
+  b.say("starting two daemons, a TCP echo server and a bare grpc-js echo server");
+  const echo = await startEchoServer();
+  let grpcEcho: LiveRig["grpcEcho"];
+  try {
+    grpcEcho = await startGrpcEchoServer();
+  } catch (e) {
+    echo.stop();
+    throw e;
+  }
+  try {
+    const pair = await startPair(b.pairOpts);
+    return { echo, grpcEcho, pair, other: null, dialer: new GrpcDialer({ clock: b.clock }) };
+  } catch (e) {
+    echo.stop();
+    grpcEcho.stop();
+    throw e;
+  }
+}
+
+async function stopLiveRig(rig: LiveRig): Promise<void> {
+  rig.dialer.close();
+  rig.echo.stop();
+  rig.grpcEcho.stop();
+  await stopSides(rig.other ? [...rig.pair, ...rig.other] : rig.pair);
+}
+
+/** Baselines and blackout (in interleaved rounds), introduced error, throughput: the sections over a live pair. */
+async function liveSections(b: BenchContext): Promise<void> {
+  const rig = await startLiveRig(b);
+  try {
+    // Warm both daemons' code paths (JIT) before anything is recorded.
+    b.say("warm-up: 30 migrations of a 4-vCPU VM");
+    await createVm(rig.pair[0], "warm", 4);
+    const warm = new Bouncer(rig.pair, "warm");
+    for (let i = 0; i < 30; i++) await warm.migrate();
+    await baselineAndBlackoutRounds(b, rig);
+    if (b.want.has("error")) await errorSection(b, rig.pair);
+    if (b.want.has("throughput")) await throughputSection(b, rig.pair);
+  } finally {
+    await stopLiveRig(rig);
+  }
+}
+
+/** What the blackout section migrates: one VM per size on the measured pair, one 1-vCPU VM on the comparison pair. */
+interface BlackoutSubjects {
+  bouncers: Map<number, Bouncer>;
+  all: Map<number, Migrated[]>;
+  perRound: Map<number, Migrated[][]>;
+  other: { bouncer: Bouncer; all: Migrated[]; rounds: Migrated[][] } | null;
+}
+
+async function blackoutSubjects(b: BenchContext, rig: LiveRig): Promise<BlackoutSubjects> {
+  const s: BlackoutSubjects = { bouncers: new Map(), all: new Map(), perRound: new Map(), other: null };
+  if (!b.want.has("blackout")) return s;
+  for (const n of b.sizes) {
+    await createVm(rig.pair[0], `bo-${n}`, n);
+    s.bouncers.set(n, new Bouncer(rig.pair, `bo-${n}`));
+    s.all.set(n, []);
+    s.perRound.set(n, []);
+  }
+  b.say(`starting a comparison pair with --journal-sync ${b.otherSync}`);
+  rig.other = await startPair(pairOptions(b.o, b.otherSync));
+  await createVm(rig.other[0], "bo-1", 1);
+  const bouncer = new Bouncer(rig.other, "bo-1");
+  for (let i = 0; i < 30; i++) await bouncer.migrate();
+  s.other = { bouncer, all: [], rounds: [] };
+  return s;
+}
+
+/**
+ * Each round times the baselines, then a share of every vCPU size's migrations, so a burst of noise
+ * hits numerator and denominator alike; the pooled and per-round figures go into the result.
+ */
+async function baselineAndBlackoutRounds(b: BenchContext, rig: LiveRig): Promise<void> {
+  const { plan, result } = b;
+  const subjects = await blackoutSubjects(b, rig);
+  const pooled: Record<"grpcUnary" | "grpcBare" | "grpcUnaryPaced" | "tcpEcho", bigint[]> = { grpcUnary: [], grpcBare: [], grpcUnaryPaced: [], tcpEcho: [] };
+  for (let r = 0; r < plan.rounds; r++) {
+    await baselineRound(b, rig, r, pooled);
+    if (b.want.has("blackout")) await blackoutRound(b, subjects, r);
+  }
+  const base = result.baseline;
+  result.baseline.grpcUnary = { ...summarize(pooled.grpcUnary), rounds: base.grpcUnary.rounds };
+  result.baseline.tcpEcho = { ...summarize(pooled.tcpEcho), rounds: base.tcpEcho.rounds };
+  result.baseline.grpcBare = { ...summarize(pooled.grpcBare), rounds: base.grpcBare.rounds };
+  result.baseline.grpcUnaryPaced = { ...summarize(pooled.grpcUnaryPaced), rounds: base.grpcUnaryPaced.rounds, gapNs: PACED_GAP_NS };
+  for (const [n, ms] of subjects.all) result.blackout[String(n)] = blackoutResult(ms, subjects.perRound.get(n) ?? [], result.baseline);
+  const other = subjects.other;
+  if (other && other.all.length > 0) result.blackout[`1-journal-${b.otherSync}`] = blackoutResult(other.all, other.rounds, result.baseline);
+}
+
+/** Round r's baselines: the daemons' gRPC Ping (alternating daemons), the bare grpc-js echo, TCP echo, the paced Ping. */
+async function baselineRound(b: BenchContext, rig: LiveRig, r: number, pooled: Record<"grpcUnary" | "grpcBare" | "grpcUnaryPaced" | "tcpEcho", bigint[]>): Promise<void> {
+  const { plan, clock, result } = b;
+  const warmup = r === 0 ? 200 : 20;
+  const pinged = (r % 2 === 0 ? rig.pair[0] : rig.pair[1]).grpc;
+  b.say(`round ${r + 1}/${plan.rounds}: baselines (${plan.baselineCalls} gRPC Ping, ${plan.baselineCalls} bare gRPC echo, ${plan.baselineCalls} TCP echo, ${plan.pacedCalls} paced gRPC Ping)`);
+  const g = await grpcUnaryRtts(clock, rig.dialer, pinged, plan.baselineCalls, warmup);
+  const gb = await grpcBareRtts(clock, rig.grpcEcho.port, plan.baselineCalls, warmup);
+  pooled.grpcBare.push(...gb);
+  result.baseline.grpcBare.rounds.push(summarize(gb));
+  const t = await tcpEchoRtts(clock, rig.echo.port, plan.baselineCalls, warmup);
+  const gp = await grpcUnaryRtts(clock, rig.dialer, pinged, plan.pacedCalls, 10, { scheduler: b.sched, gapNs: PACED_GAP_NS });
+  pooled.grpcUnaryPaced.push(...gp);
+  result.baseline.grpcUnaryPaced.rounds.push(summarize(gp));
+  pooled.grpcUnary.push(...g);
+  pooled.tcpEcho.push(...t);
+  result.baseline.grpcUnary.rounds.push(summarize(g));
+  result.baseline.tcpEcho.rounds.push(summarize(t));
+}
+
+/** Round r's share of every size's migrations (after a few unrecorded ones), then the comparison pair's. */
+async function blackoutRound(b: BenchContext, s: BlackoutSubjects, r: number): Promise<void> {
+  const { plan } = b;
+  const count = Math.ceil(plan.blackoutPerSize / plan.rounds);
+  for (const n of b.sizes) {
+    const bn = s.bouncers.get(n) as Bouncer;
+    b.say(`round ${r + 1}/${plan.rounds}: ${count} migrations of a ${n}-vCPU VM`);
+    for (let i = 0; i < plan.warmupPerSize; i++) await bn.migrate();
+    const got: Migrated[] = [];
+    for (let i = 0; i < count; i++) got.push(await bn.migrate());
+    s.all.get(n)?.push(...got);
+    s.perRound.get(n)?.push(got);
+  }
+  if (s.other) {
+    b.say(`round ${r + 1}/${plan.rounds}: ${count} migrations of a 1-vCPU VM, journal ${b.otherSync}`);
+    const got: Migrated[] = [];
+    for (let i = 0; i < count; i++) got.push(await s.other.bouncer.migrate());
+    s.other.all.push(...got);
+    s.other.rounds.push(got);
+  }
+}
+
+/** Introduced error per estimator and skew: skew on b only, so a → b sees destination − source = +s and b → a sees −s. */
+async function errorSection(b: BenchContext, pair: [Side, Side]): Promise<void> {
+  const { plan, result } = b;
+  const [a, bSide] = pair;
+  await createVm(a, "err", 4);
+  const bn = new Bouncer(pair, "err");
+  for (const est of ESTIMATORS) result.error[est] = {};
+  for (const sk of SKEW_MAGNITUDES) {
+    await bSide.api.call("PUT", "/v1/host/clock", { offsetNs: sk.ns.toString() });
+    for (const est of ESTIMATORS) {
+      const n = sk.ns === 0n ? plan.errorPerSkew : 2 * plan.errorPerSkew;
+      b.say(`error: ${est}, skew ${sk.ns === 0n ? "0" : `±${sk.label}`}: ${n} migrations`);
+      const plus: Migrated[] = [];
+      const minus: Migrated[] = [];
+      for (let i = 0; i < n; i++) {
+        const towardB = bn.next().to === bSide;
+        const m = await bn.migrate({ estimator: est });
+        (towardB || sk.ns === 0n ? plus : minus).push(m);
+      }
+      const cell = result.error[est] as BenchResult["error"][string];
+      if (sk.ns === 0n) cell["0"] = errorCell(plus);
+      else {
+        cell[`+${sk.label}`] = errorCell(plus);
+        cell[`-${sk.label}`] = errorCell(minus);
+      }
+    }
+  }
+  await bSide.api.call("PUT", "/v1/host/clock", { reset: true });
+}
+
+/** All throughput VMs migrated at once with 1, 16 and 64 in flight, alternating direction. */
+async function throughputSection(b: BenchContext, pair: [Side, Side]): Promise<void> {
+  const { plan, clock, result } = b;
+  const ids = Array.from({ length: plan.throughputVms }, (_, i) => `tp-${i}`);
+  b.say(`throughput: creating ${ids.length} VMs of 4 vCPUs`);
+  await pool(ids, 8, (id) => createVm(pair[0], id, 4));
+  let [from, to] = pair;
+  for (const k of IN_FLIGHT) {
+    b.say(`throughput: ${ids.length} migrations, ${k} in flight`);
     const t0 = clock.monotonicNs();
-    const c = await campaign(1n, plan.chaosRuns);
-    const chaosWallNs = clock.monotonicNs() - t0;
-    say(`sim: protocol pair, ${plan.simMigrations} simulated migrations (plus 500 warm-up)`);
-    await simRunner({ migrations: 500, vcpus: 4, seed: 7n, wallClock: clock });
-    const r = await simRunner({ migrations: plan.simMigrations, vcpus: 4, seed: 1n, wallClock: clock });
-    result.sim = {
-      runner: "chaos campaign (tscmig chaos --mode sim, default scenario, every fault kind, 1 job)",
-      runs: c.totals.runs,
-      migrations: c.totals.migrationsCommitted,
-      migrationsStarted: c.totals.migrationsStarted,
-      samples: c.totals.samples,
-      wallNs: chaosWallNs,
-      simulatedNs: c.totals.simNs,
-      migrationsPerSec: c.totals.migrationsStarted / (Number(chaosWallNs) / 1e9),
-      committedPerSec: c.totals.migrationsCommitted / (Number(chaosWallNs) / 1e9),
-      protocolPair: { runner: r.runner, migrations: r.committed, vcpus: 4, wallNs: r.wallNs, simulatedNs: r.simulatedNs, migrationsPerSec: r.committed / (Number(r.wallNs) / 1e9) },
+    const reports = await pool(ids, k, async (id) => {
+      try {
+        return await migrate(from, to, id);
+      } catch (e) {
+        return { outcome: "error", error: String(e) } as unknown as Migrated;
+      }
+    });
+    const totalNs = clock.monotonicNs() - t0;
+    const ok = reports.filter((m) => m.outcome === "committed");
+    const s = summarize(ok.map((m) => m.trueBlackoutNs));
+    result.throughput[String(k)] = { vms: ids.length, vcpusPerVm: 4, totalNs, perSec: ids.length / (Number(totalNs) / 1e9), blackoutP50Ns: s.p50Ns, blackoutP99Ns: s.p99Ns, committed: ok.length, failed: ids.length - ok.length };
+    [from, to] = [to, from];
+    if (ok.length !== ids.length) b.say(`throughput: ${ids.length - ok.length} migrations failed: ${reports.find((m) => m.outcome !== "committed")?.error ?? ""}`);
+  }
+}
+
+/**
+ * A fresh daemon's RSS before and after idle VMs. --inspect lets the bench force a full GC before
+ * each reading (HeapProfiler.collectGarbage), so the delta is what the VMs keep alive, not garbage
+ * left by creating them over HTTP; warm-up VMs compile the creation path and fill the bounded
+ * history ring first, so the delta is what the measured VMs themselves cost.
+ */
+async function memorySection(b: BenchContext): Promise<NonNullable<BenchResult["memory"]>> {
+  const { plan, sched, pairOpts } = b;
+  b.say(`memory: a fresh daemon, ${plan.memoryWarmupVms} warm-up VMs, then ${plan.memoryVms} idle VMs of 4 vCPUs`);
+  const side = await startSide("bench-mem", { ...pairOpts, nodeArgs: [...(pairOpts.nodeArgs ?? []), "--inspect=127.0.0.1:0"] });
+  const inspector = await openInspector(inspectorUrl(side.daemon));
+  try {
+    await pool(Array.from({ length: plan.memoryWarmupVms }, (_, i) => `mw-${i}`), 8, (id) => createVm(side, id, 4));
+    await settle(sched, 5000);
+    const beforeNoGc = rssBytes(side.pid);
+    await collectGarbage(inspector);
+    await settle(sched, 500);
+    const before = rssBytes(side.pid);
+    await pool(Array.from({ length: plan.memoryVms }, (_, i) => `m-${i}`), 8, (id) => createVm(side, id, 4));
+    await settle(sched, 5000);
+    const afterNoGc = rssBytes(side.pid);
+    await collectGarbage(inspector);
+    await settle(sched, 500);
+    const after = rssBytes(side.pid);
+    const vcpus = plan.memoryVms * 4;
+    return {
+      vms: plan.memoryVms,
+      vcpusPerVm: 4,
+      warmupVms: plan.memoryWarmupVms,
+      rssBeforeBytes: before,
+      rssAfterBytes: after,
+      bytesPerVcpu: (after - before) / vcpus,
+      bytesPerVm: (after - before) / plan.memoryVms,
+      withoutGc: { rssBeforeBytes: beforeNoGc, rssAfterBytes: afterNoGc, bytesPerVcpu: (afterNoGc - beforeNoGc) / vcpus },
     };
+  } finally {
+    inspector.close();
+    await stopSides([side]);
   }
-
-  const live = want.has("blackout") || want.has("error") || want.has("throughput");
-  if (live) {
-    say("starting two daemons, a TCP echo server and a bare grpc-js echo server");
-    const echo = await startEchoServer();
-    let grpcEcho: Awaited<ReturnType<typeof startGrpcEchoServer>>;
-    let pair: [Side, Side];
-    try {
-      grpcEcho = await startGrpcEchoServer();
-    } catch (e) {
-      echo.stop();
-      throw e;
-    }
-    try {
-      pair = await startPair(pairOpts);
-    } catch (e) {
-      echo.stop();
-      grpcEcho.stop();
-      throw e;
-    }
-    const [a, b] = pair;
-    let other: [Side, Side] | null = null;
-    const dialer = new GrpcDialer({ clock });
-    try {
-      // Warm both daemons' code paths (JIT) before anything is recorded.
-      say("warm-up: 30 migrations of a 4-vCPU VM");
-      await createVm(a, "warm", 4);
-      const warm = new Bouncer(pair, "warm");
-      for (let i = 0; i < 30; i++) await warm.migrate();
-
-      // ---- baselines and blackout, in interleaved rounds ----
-      const grpcAll: bigint[] = [];
-      const bareAll: bigint[] = [];
-      const pacedAll: bigint[] = [];
-      const tcpAll: bigint[] = [];
-      const blackouts = new Map<number, Migrated[]>();
-      const perRound = new Map<number, Migrated[][]>();
-      const bouncers = new Map<number, Bouncer>();
-      let otherBouncer: Bouncer | null = null;
-      const otherLabel = `1-journal-${otherSync}`;
-      const otherAll: Migrated[] = [];
-      const otherRounds: Migrated[][] = [];
-      if (want.has("blackout")) {
-        for (const n of sizes) {
-          await createVm(a, `bo-${n}`, n);
-          bouncers.set(n, new Bouncer(pair, `bo-${n}`));
-          blackouts.set(n, []);
-          perRound.set(n, []);
-        }
-        say(`starting a comparison pair with --journal-sync ${otherSync}`);
-        other = await startPair(withSync(otherSync));
-        await createVm(other[0], "bo-1", 1);
-        otherBouncer = new Bouncer(other, "bo-1");
-        for (let i = 0; i < 30; i++) await otherBouncer.migrate();
-      }
-      for (let r = 0; r < plan.rounds; r++) {
-        say(`round ${r + 1}/${plan.rounds}: baselines (${plan.baselineCalls} gRPC Ping, ${plan.baselineCalls} bare gRPC echo, ${plan.baselineCalls} TCP echo, ${plan.pacedCalls} paced gRPC Ping)`);
-        const g = await grpcUnaryRtts(clock, dialer, (r % 2 === 0 ? a : b).grpc, plan.baselineCalls, r === 0 ? 200 : 20);
-        const gb = await grpcBareRtts(clock, grpcEcho.port, plan.baselineCalls, r === 0 ? 200 : 20);
-        bareAll.push(...gb);
-        result.baseline.grpcBare.rounds.push(summarize(gb));
-        const t = await tcpEchoRtts(clock, echo.port, plan.baselineCalls, r === 0 ? 200 : 20);
-        const gp = await grpcUnaryRtts(clock, dialer, (r % 2 === 0 ? a : b).grpc, plan.pacedCalls, 10, { scheduler: sched, gapNs: PACED_GAP_NS });
-        pacedAll.push(...gp);
-        result.baseline.grpcUnaryPaced.rounds.push(summarize(gp));
-        grpcAll.push(...g);
-        tcpAll.push(...t);
-        result.baseline.grpcUnary.rounds.push(summarize(g));
-        result.baseline.tcpEcho.rounds.push(summarize(t));
-        if (!want.has("blackout")) continue;
-        for (const n of sizes) {
-          const bn = bouncers.get(n) as Bouncer;
-          const count = Math.ceil(plan.blackoutPerSize / plan.rounds);
-          say(`round ${r + 1}/${plan.rounds}: ${count} migrations of a ${n}-vCPU VM`);
-          for (let i = 0; i < plan.warmupPerSize; i++) await bn.migrate();
-          const got: Migrated[] = [];
-          for (let i = 0; i < count; i++) got.push(await bn.migrate());
-          blackouts.get(n)?.push(...got);
-          perRound.get(n)?.push(got);
-        }
-        if (otherBouncer) {
-          const count = Math.ceil(plan.blackoutPerSize / plan.rounds);
-          say(`round ${r + 1}/${plan.rounds}: ${count} migrations of a 1-vCPU VM, journal ${otherSync}`);
-          const got: Migrated[] = [];
-          for (let i = 0; i < count; i++) got.push(await otherBouncer.migrate());
-          otherAll.push(...got);
-          otherRounds.push(got);
-        }
-      }
-      result.baseline.grpcUnary = { ...summarize(grpcAll), rounds: result.baseline.grpcUnary.rounds };
-      result.baseline.tcpEcho = { ...summarize(tcpAll), rounds: result.baseline.tcpEcho.rounds };
-      result.baseline.grpcBare = { ...summarize(bareAll), rounds: result.baseline.grpcBare.rounds };
-      result.baseline.grpcUnaryPaced = { ...summarize(pacedAll), rounds: result.baseline.grpcUnaryPaced.rounds, gapNs: PACED_GAP_NS };
-      for (const [n, ms] of blackouts) result.blackout[String(n)] = blackoutResult(ms, perRound.get(n) ?? [], result.baseline);
-      if (otherAll.length > 0) result.blackout[otherLabel] = blackoutResult(otherAll, otherRounds, result.baseline);
-
-      // ---- introduced error per estimator and skew ----
-      if (want.has("error")) {
-        await createVm(a, "err", 4);
-        const bn = new Bouncer(pair, "err");
-        for (const est of ESTIMATORS) result.error[est] = {};
-        for (const sk of SKEW_MAGNITUDES) {
-          // Skew on b only: a → b sees destination − source = +s, b → a sees −s.
-          await b.api.call("PUT", "/v1/host/clock", { offsetNs: sk.ns.toString() });
-          for (const est of ESTIMATORS) {
-            const n = sk.ns === 0n ? plan.errorPerSkew : 2 * plan.errorPerSkew;
-            say(`error: ${est}, skew ${sk.ns === 0n ? "0" : `±${sk.label}`}: ${n} migrations`);
-            const plus: Migrated[] = [];
-            const minus: Migrated[] = [];
-            for (let i = 0; i < n; i++) {
-              const towardB = bn.next().to === b;
-              const m = await bn.migrate({ estimator: est });
-              (towardB || sk.ns === 0n ? plus : minus).push(m);
-            }
-            const cell = result.error[est] as BenchResult["error"][string];
-            if (sk.ns === 0n) cell["0"] = errorCell(plus);
-            else {
-              cell[`+${sk.label}`] = errorCell(plus);
-              cell[`-${sk.label}`] = errorCell(minus);
-            }
-          }
-        }
-        await b.api.call("PUT", "/v1/host/clock", { reset: true });
-      }
-
-      // ---- throughput ----
-      if (want.has("throughput")) {
-        const ids = Array.from({ length: plan.throughputVms }, (_, i) => `tp-${i}`);
-        say(`throughput: creating ${ids.length} VMs of 4 vCPUs`);
-        await pool(ids, 8, (id) => createVm(a, id, 4));
-        let from: Side = a;
-        let to: Side = b;
-        for (const k of IN_FLIGHT) {
-          say(`throughput: ${ids.length} migrations, ${k} in flight`);
-          const t0 = clock.monotonicNs();
-          const reports = await pool(ids, k, async (id) => {
-            try {
-              return await migrate(from, to, id);
-            } catch (e) {
-              return { outcome: "error", error: String(e) } as unknown as Migrated;
-            }
-          });
-          const totalNs = clock.monotonicNs() - t0;
-          const ok = reports.filter((m) => m.outcome === "committed");
-          const s = summarize(ok.map((m) => m.trueBlackoutNs));
-          result.throughput[String(k)] = {
-            vms: ids.length,
-            vcpusPerVm: 4,
-            totalNs,
-            perSec: ids.length / (Number(totalNs) / 1e9),
-            blackoutP50Ns: s.p50Ns,
-            blackoutP99Ns: s.p99Ns,
-            committed: ok.length,
-            failed: ids.length - ok.length,
-          };
-          [from, to] = [to, from];
-          if (ok.length !== ids.length) say(`throughput: ${ids.length - ok.length} migrations failed: ${reports.find((m) => m.outcome !== "committed")?.error ?? ""}`);
-        }
-      }
-    } finally {
-      dialer.close();
-      echo.stop();
-      grpcEcho.stop();
-      await stopSides(other ? [...pair, ...other] : pair);
-    }
-  }
-
-  // ---- memory ----
-  if (want.has("memory")) {
-    say(`memory: a fresh daemon, ${plan.memoryWarmupVms} warm-up VMs, then ${plan.memoryVms} idle VMs of 4 vCPUs`);
-    // --inspect lets the bench force a full GC before each reading (HeapProfiler.collectGarbage),
-    // so the delta is what the VMs keep alive, not garbage left by creating them over HTTP.
-    const side = await startSide("bench-mem", { ...pairOpts, nodeArgs: [...(pairOpts.nodeArgs ?? []), "--inspect=127.0.0.1:0"] });
-    const inspector = await openInspector(inspectorUrl(side.daemon));
-    try {
-      // Warm-up VMs compile the creation path and fill the bounded history ring, so the delta is
-      // what the measured VMs themselves cost.
-      await pool(Array.from({ length: plan.memoryWarmupVms }, (_, i) => `mw-${i}`), 8, (id) => createVm(side, id, 4));
-      await settle(sched, 5000);
-      const beforeNoGc = rssBytes(side.pid);
-      await collectGarbage(inspector);
-      await settle(sched, 500);
-      const before = rssBytes(side.pid);
-      await pool(Array.from({ length: plan.memoryVms }, (_, i) => `m-${i}`), 8, (id) => createVm(side, id, 4));
-      await settle(sched, 5000);
-      const afterNoGc = rssBytes(side.pid);
-      await collectGarbage(inspector);
-      await settle(sched, 500);
-      const after = rssBytes(side.pid);
-      const vcpus = plan.memoryVms * 4;
-      result.memory = {
-        vms: plan.memoryVms,
-        vcpusPerVm: 4,
-        warmupVms: plan.memoryWarmupVms,
-        rssBeforeBytes: before,
-        rssAfterBytes: after,
-        bytesPerVcpu: (after - before) / vcpus,
-        bytesPerVm: (after - before) / plan.memoryVms,
-        withoutGc: { rssBeforeBytes: beforeNoGc, rssAfterBytes: afterNoGc, bytesPerVcpu: (afterNoGc - beforeNoGc) / vcpus },
-      };
-    } finally {
-      inspector.close();
-      await stopSides([side]);
-    }
-  }
-
-  if (want.has("idleVms")) result.idleVms = await idleVmsSection({ plan: idleVmsPlan(o.quick), clock, scheduler: sched, daemonArgs: pairOpts.daemonArgs, say });
-
-  result.meta.durationNs = clock.monotonicNs() - started;
-  result.targets = targets(result, plan);
-  if (result.idleVms) result.targets.push(...idleVmsTargets(result.idleVms));
-  if (o.json) writeFileSync(o.json, `${JSON.stringify(toJsonSafe(result), null, 2)}\n`);
-  return result;
 }
 
 function blackoutResult(ms: readonly Migrated[], rounds: readonly Migrated[][], base: BenchResult["baseline"]): BlackoutResult {

@@ -1,9 +1,9 @@
 // `tscmig demo`: start a pair (or use running daemons), create a VM, let it run, inject skew,
 // migrate, and show what the guest saw.
 
-import { ApiClient } from "./api.js";
+import { ApiClient } from "../client/api.js";
 import { fmtNs, withinBound } from "./render.js";
-import { spawnDaemon, type LocalDaemon } from "./local-pair.js";
+import { spawnDaemon, type LocalDaemon } from "../client/local-daemons.js";
 import { RealScheduler, realRandom } from "../shared/platform/index.js";
 import { sleep } from "../shared/time/clock.js";
 

@@ -8,7 +8,7 @@ import { buildInfo } from "../shared/build-info.js";
 import { LIMITS } from "../shared/limits.js";
 import { DAEMON_CONFIG } from "../daemon/daemon-config.js";
 import { runDaemon } from "../daemon/main.js";
-import { ApiClient } from "./api.js";
+import { ApiClient } from "../client/api.js";
 import { runDemo } from "./demo.js";
 import { DURATION, durationFlag, hostPortFlag, intFlag, numberFlag, SIGNED_DURATION, u64Flag, urlFlag } from "./flags.js";
 import { renderMigration } from "./render.js";

@@ -4,7 +4,7 @@
 
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { type LocalDaemon, spawnDaemon } from "./local-pair.js";
+import { type LocalDaemon, spawnDaemon } from "../client/local-daemons.js";
 
 export interface UpOptions {
   basePort: number;

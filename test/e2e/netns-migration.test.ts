@@ -7,7 +7,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ApiClient } from "../../src/cli/api.js";
+import { ApiClient } from "../../src/client/api.js";
 import { createTopology, netnsAvailable, type Topology } from "../helpers/netns.js";
 import { startProcess, type ManagedProcess } from "../helpers/proc.js";
 

@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterAll, describe, expect, it } from "vitest";
-import { spawnDaemon } from "../../src/cli/local-pair.js";
+import { spawnDaemon } from "../../src/client/local-daemons.js";
 import type { Scheduler } from "../../src/shared/time/clock.js";
 import { ROOT, startDaemons, stopAllDaemons } from "../helpers/daemons.js";
 import { childEnv, freePort } from "../helpers/proc.js";

@@ -3,10 +3,11 @@
 // Method: scan every .ts file under src/ (generated code in src/gen/ excluded), comments stripped,
 // for the forbidden calls, and list every hit as file:line.
 
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join, relative, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
+import { tsFiles } from "../helpers/source-files.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const SRC = join(ROOT, "src");
@@ -73,20 +74,9 @@ function scanText(file: string, text: string): string[] {
   return hits;
 }
 
-function tsFiles(dir: string): string[] {
-  if (EXCLUDED_DIRS.includes(dir)) return [];
-  const files: string[] = [];
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) files.push(...tsFiles(p));
-    else if (e.isFile() && e.name.endsWith(".ts")) files.push(p);
-  }
-  return files;
-}
-
 describe("only src/shared/platform/ reads real time or randomness", () => {
   it("no other file under src/ calls a clock, a timer or a random source", () => {
-    const files = tsFiles(SRC);
+    const files = tsFiles(SRC, EXCLUDED_DIRS);
     expect(files.length).toBeGreaterThan(40); // the walk found the tree
     const hits = files.flatMap((f) => scanText(relative(ROOT, f).split(sep).join("/"), readFileSync(f, "utf8")));
     expect(hits, `move these behind src/shared/platform/index.ts:\n${hits.join("\n")}`).toEqual([]);

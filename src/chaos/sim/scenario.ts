@@ -4,16 +4,17 @@
 //
 // Fault kinds activate per run with a seeded coin (FoundationDB's BUGGIFY: a site is enabled for a
 // run, then fires by chance), so a campaign mixes quiet runs, runs with one kind of trouble, and
-// runs where everything goes wrong at once. Ranges follow the peers: Jepsen's clock nemesis (bumps
-// and strobe deltas ±4 ms..262 s, strobe periods 1 ms..1 s for up to 32 s), TigerBeetle's time and
-// packet simulators (drift, periodic wander, jitter; loss, replay, partitions), Toxiproxy's toxics.
+// runs where everything goes wrong at once. Ranges follow the peers: Jepsen's clock nemesis and
+// TigerBeetle's time simulator for host skew (drawn by ../host-skew.ts, as live runs draw it),
+// TigerBeetle's packet simulator (loss, replay, partitions), Toxiproxy's toxics.
 
 import type { EstimatorName } from "../../shared/migration/blackout.js";
 import type { PolicyName } from "../../shared/migration/restore.js";
 import type { Clocksource, HandlingMode } from "../../shared/guest/guest.js";
 import { setTscKhzDecision, SVM, VMX } from "../../shared/kvm/tsc.js";
 import { maxAbsOffsetNs, maxSlopePpm, type OffsetModel, sum, ZERO_MODEL } from "../../shared/time/offset-model.js";
-import type { Random } from "../../shared/time/random.js";
+import { logUniform, type Random } from "../../shared/time/random.js";
+import { drawSkewModel } from "../host-skew.js";
 import type { NetConfig, Partition } from "./network.js";
 
 /** The kinds `--faults all` (and the default campaign) draw from. */
@@ -222,44 +223,6 @@ export interface Scenario {
 const MS = 1_000_000n;
 const S = 1_000_000_000n;
 
-/** Log-uniform bigint in [lo, hi]. */
-function logUniform(r: Random, lo: bigint, hi: bigint): bigint {
-  if (hi <= lo) return lo;
-  const a = Math.log(Number(lo > 0n ? lo : 1n));
-  const b = Math.log(Number(hi));
-  const v = BigInt(Math.round(Math.exp(a + (b - a) * r.float())));
-  return v < lo ? lo : v > hi ? hi : v;
-}
-
-/** Jepsen's bump magnitudes, 2^(2..18) ms (4 ms..262 s), log-uniform, capped; random sign. */
-function jepsenNs(r: Random, capNs: bigint): bigint {
-  const mag = capNs < 4n * MS ? r.bigint(0n, capNs) : logUniform(r, 4n * MS, capNs < 262_144n * MS ? capNs : 262_144n * MS);
-  return r.chance(0.5) ? mag : -mag;
-}
-
-function skewModel(r: Random, capNs: bigint, horizonNs: bigint): OffsetModel {
-  const parts: OffsetModel[] = [];
-  if (capNs <= 0n) return ZERO_MODEL;
-  if (r.chance(0.8)) parts.push({ kind: "constant", offsetNs: jepsenNs(r, capNs) });
-  if (r.chance(0.5)) parts.push({ kind: "drift", ppm: Math.round(r.float() * 10_000 - 5_000) / 10, fromNs: 0n });
-  const steps = r.int(0, 2);
-  for (let i = 0; i < steps; i++) parts.push({ kind: "step", atNs: r.bigint(0n, horizonNs), stepNs: jepsenNs(r, capNs) });
-  if (r.chance(0.2)) {
-    const fromNs = r.bigint(0n, horizonNs);
-    const delta = jepsenNs(r, capNs);
-    parts.push({ kind: "strobe", deltaNs: delta < 0n ? -delta : delta, periodNs: logUniform(r, MS, S), fromNs, untilNs: fromNs + r.bigint(0n, 32n * S) });
-  }
-  if (r.chance(0.3)) {
-    const amp = logUniform(r, 1_000n, capNs < 5n * MS ? capNs : 5n * MS);
-    parts.push({ kind: "periodic", amplitudeNs: amp, periodNs: r.bigint(5n * S, 60n * S), phaseNs: r.bigint(0n, 60n * S) });
-  }
-  if (r.chance(0.5)) {
-    const amp = logUniform(r, 1_000n, capNs < 500_000n ? capNs : 500_000n);
-    parts.push({ kind: "jitter", amplitudeNs: amp, intervalNs: logUniform(r, MS, S), seed: r.bigint(0n, (1n << 63n) - 1n) });
-  }
-  return sum(...parts);
-}
-
 /**
  * A TSC crystal: ±100 ppm, or up to ±`stressPpm` in one host in seven. A guest kernel assumes its
  * clock runs within MAXFREQ (500 ppm) of true time, and a guest on a `tsc` clocksource also keeps
@@ -342,7 +305,7 @@ export function drawScenario(root: Random, o: ScenarioOptions): Scenario {
   for (let i = 0; i < nDaemons; i++) {
     const tscKhz = (khz[i] as (typeof khz)[number]).tscKhz;
     const crystal = on("crystal") ? crystalModel(rh, crystalBudgetPpm) : ZERO_MODEL;
-    const skew = on("skew") ? skewModel(rh, o.skewMaxNs, horizonNs) : ZERO_MODEL;
+    const skew = on("skew") ? drawSkewModel(rh, { capNs: o.skewMaxNs, horizonNs }) : ZERO_MODEL;
     const honest = rh.chance(0.3);
     const claimed = logUniform(rh, 10_000n, 5n * MS);
     const worst = maxAbsOffsetNs(skew, horizonNs + 60n * S);

@@ -20,6 +20,15 @@ export interface Random {
 }
 
 
+/** Log-uniform bigint in [lo, hi] (lo ≤ 0 counts as 1): as many draws per decade, clamped to the range. */
+export function logUniform(r: Random, lo: bigint, hi: bigint): bigint {
+  if (hi <= lo) return lo;
+  const a = Math.log(Number(lo > 0n ? lo : 1n));
+  const b = Math.log(Number(hi));
+  const v = BigInt(Math.round(Math.exp(a + (b - a) * r.float())));
+  return v < lo ? lo : v > hi ? hi : v;
+}
+
 function splitmix32(state: { s: number }): number {
   state.s = (state.s + 0x9e3779b9) | 0;
   let z = state.s;

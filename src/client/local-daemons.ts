@@ -1,5 +1,5 @@
 // Starts daemons as real child processes on this machine (`tscmig up`, `tscmig demo`, the live
-// chaos runner): each is `node bin/tscmig.js daemon ...`, and says where it listens in its
+// chaos runner, the bench): each is `node bin/tscmig.js daemon ...`, and says where it listens in its
 // `"event":"listening"` log line (shared/log.ts).
 
 import { spawn, type ChildProcess } from "node:child_process";
@@ -27,7 +27,7 @@ export interface LocalDaemon {
 }
 
 export function binPath(): string {
-  // dist/src/cli/local-pair.js → ../../../bin/tscmig.js
+  // dist/src/client/local-daemons.js → ../../../bin/tscmig.js
   return resolve(dirname(fileURLToPath(import.meta.url)), "../../../bin/tscmig.js");
 }
 

@@ -1,4 +1,5 @@
-// A small client of a daemon's control API (undici), used by the CLI commands and the chaos runner.
+// A small client of a daemon's control API (undici), used by the CLI commands, the live chaos runner
+// and the bench.
 
 import { request } from "undici";
 import { TscmigError, isErrorCode } from "../shared/errors.js";
