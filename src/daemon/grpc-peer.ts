@@ -3,7 +3,7 @@
 // bytes go to and come from the one protocol core (shared/rpc/peer-protocol.ts), which decodes,
 // dispatches and encodes them as it does for the simulated network.
 
-import { MigrationService } from "../gen/tscmig/v1/migration_pb.js";
+import { MigrationService } from "../shared/rpc/codec.js";
 import { createRpcClient, defineRawService, type HandlerContext, type RpcClient, type RpcClientTls, type ServiceRegistration } from "../shared/rpc/index.js";
 import { type PeerMethod, PeerServer, peerClient, type PeerTransport } from "../shared/rpc/peer-protocol.js";
 import type { PeerClient, PeerDialer, PeerHandler } from "../shared/migration/messages.js";

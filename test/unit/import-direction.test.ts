@@ -15,13 +15,6 @@ import { tsFiles } from "../helpers/source-files.js";
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const SRC = join(ROOT, "src");
 
-/**
- * Files outside src/shared/rpc/ that import generated code today: the peer protocol is being moved
- * behind one codec and dispatcher in src/shared/rpc/ (issue 10), and this list empties as it does.
- * An entry that no longer imports generated code fails the test, so the list cannot go stale.
- */
-const GENERATED_CODE_ALLOWED: readonly string[] = ["src/chaos/sim/network.ts", "src/daemon/grpc-peer.ts"];
-
 interface Rule {
   name: string;
   /** Whether an import from `from` to `to` (paths relative to the repository, "/"-separated) breaks the rule. */
@@ -33,7 +26,7 @@ const underAny = (path: string, dirs: readonly string[]) => dirs.some((d) => und
 
 const RULES: readonly Rule[] = [
   { name: "the chaos harness, the bench and the client do not import the CLI", breaks: (f, t) => underAny(f, ["src/chaos", "src/bench", "src/client"]) && under(t, "src/cli") },
-  { name: "only src/shared/rpc/ imports generated code", breaks: (f, t) => under(t, "src/gen") && !under(f, "src/gen") && !under(f, "src/shared/rpc") && !GENERATED_CODE_ALLOWED.includes(f) },
+  { name: "only src/shared/rpc/ imports generated code", breaks: (f, t) => under(t, "src/gen") && !under(f, "src/gen") && !under(f, "src/shared/rpc") },
   { name: "shared code imports only shared code (and the RPC modules generated code)", breaks: (f, t) => under(f, "src/shared") && !under(t, "src/shared") && !(under(f, "src/shared/rpc") && under(t, "src/gen")) },
   { name: "the client imports only shared code", breaks: (f, t) => under(f, "src/client") && under(t, "src") && !under(t, "src/client") && !under(t, "src/shared") },
   {
@@ -68,14 +61,6 @@ describe("imports under src/ flow one way", () => {
     expect(files.length).toBeGreaterThan(40); // the walk found the tree
     const hits = violations(files);
     expect(hits, `imports that run the wrong way:\n${hits.join("\n")}`).toEqual([]);
-  });
-
-  it("every file allowed to import generated code still does (else take it off the list)", () => {
-    for (const allowed of GENERATED_CODE_ALLOWED) {
-      const f = files.find((x) => x.path === allowed);
-      const imports = f ? importsOf(f.path, f.text) : [];
-      expect(imports.some((t) => under(t, "src/gen")), `${allowed} no longer imports src/gen: remove it from GENERATED_CODE_ALLOWED`).toBe(true);
-    }
   });
 
   it("the scan sees multi-line, type-only, dynamic and re-exported imports, and not comments", () => {

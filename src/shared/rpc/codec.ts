@@ -46,6 +46,9 @@ import {
   TransferRequestSchema,
   TransferResponseSchema,
 } from "../../gen/tscmig/v1/migration_pb.js";
+
+/** The peer protocol's gRPC service descriptor, for the transport that registers and dials it. */
+export { MigrationService } from "../../gen/tscmig/v1/migration_pb.js";
 import type { EstimatorName } from "../migration/blackout.js";
 import type { GuestState } from "../guest/guest.js";
 import type {
