@@ -68,7 +68,7 @@ export const minimalPairRunner: SimRunner = async (o) => {
       journal: new MemoryJournal(),
       dialer: net.dialer(name),
     });
-    net.attach(name, node);
+    net.attach(name, node.peer, () => node.host.rawNs());
     node.start();
     return node;
   };

@@ -138,7 +138,7 @@ async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: Journal, 
     }
   });
   const rpc = createRpcServer({
-    services: [migrationService(node, () => host.rawNs(), peerAuth.authorize)],
+    services: [migrationService(node.peer, () => host.rawNs(), peerAuth.authorize)],
     ...(tls ? { tls: { ...tls, requireClientCert: true } } : {}),
     monotonicNs: () => host.rawNs(), // this host's own clock: decode time is part of a destination's hold
     scheduler: deps.scheduler,

@@ -23,12 +23,10 @@
 import { TscmigError } from "../shared/errors.js";
 import { LIMITS } from "../shared/limits.js";
 import type { Logger } from "../shared/logger.js";
-import type { JournalStore, MigrationRecord, VmRecord } from "../shared/migration/journal.js";
+import { type DurableStore, isStorageError, type JournalStore, type MigrationRecord, type StorageReason, type VmRecord } from "../shared/migration/journal.js";
+
+export { isStorageError, STORAGE_REASONS, type StorageReason } from "../shared/migration/journal.js";
 import type { Scheduler, Timer } from "../shared/time/clock.js";
-
-export type StorageReason = "disk_full" | "journal_io_error";
-
-export const STORAGE_REASONS: readonly string[] = ["disk_full", "journal_io_error"] satisfies StorageReason[];
 
 export const JOURNAL_RETRY_NS_MIN = 100_000_000n;
 
@@ -60,10 +58,6 @@ export function mayHaveLanded(e: unknown): boolean {
   return !(e instanceof TscmigError && e.reason === "disk_full");
 }
 
-export function isStorageError(e: unknown): e is TscmigError {
-  return e instanceof TscmigError && e.reason !== undefined && STORAGE_REASONS.includes(e.reason);
-}
-
 function storageError(reason: StorageReason, detail: string): TscmigError {
   return reason === "disk_full"
     ? new TscmigError("resource_exhausted", `the journal's disk is full (${detail}); this daemon refuses changes until space is freed`, { reason })
@@ -77,7 +71,7 @@ export interface DurableJournalDeps {
   trueNs: () => bigint;
 }
 
-export class DurableJournal implements JournalStore {
+export class DurableJournal implements DurableStore {
   private state: JournalHealth = { writable: true, failures: 0 };
   private retryTimer: Timer | null = null;
   private retryDelayNs = JOURNAL_RETRY_NS_MIN;

@@ -127,10 +127,10 @@ export function nodeDashboardSource(node: TscmigNode, peers: readonly Configured
         .slice(-limit)
         .map(inboundOf),
     inboundPending: (vmId, generation) => {
-      for (const inb of node.destination.inbound.values()) {
+      const inb = node.destination.heldFor(vmId, generation);
+      if (inb) {
         const r = inb.req;
-        if (r.vmId === vmId && r.generation === generation)
-          return { migrationId: r.migrationId, vmId, generation, sourceGrpc: r.sourceGrpc, sourceName: r.sourceName, policy: r.policy, estimator: r.estimator, doorbell: r.doorbell };
+        return { migrationId: r.migrationId, vmId, generation, sourceGrpc: r.sourceGrpc, sourceName: r.sourceName, policy: r.policy, estimator: r.estimator, doorbell: r.doorbell };
       }
       return null;
     },

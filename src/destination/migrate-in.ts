@@ -15,6 +15,7 @@ import { VMCLOCK_FLAG_TIME_MAXERROR_VALID } from "../shared/kvm/vmclock.js";
 import { type BlackoutEstimate, estimateBlackout } from "../shared/migration/blackout.js";
 import { type DestinationEffect, type DestinationEvent, type DestinationState, stepDestination } from "../shared/migration/destination-machine.js";
 import type { JournalStore } from "../shared/migration/journal.js";
+import type { StagedPayload } from "../shared/migration/hosted-vm.js";
 import type {
   AbortReq,
   CommitReq,
@@ -595,6 +596,25 @@ export class Destination {
 
   pending(): Inbound[] {
     return [...this.inbound.values()].filter((i) => i.state.phase === "prepared" || i.state.phase === "staged");
+  }
+
+  /** A snapshot staged before a restart, held again: it waits for its source's decision (Commit or Resolve). */
+  restage(p: StagedPayload): void {
+    this.inbound.set(inboundKey(p.req.sourceName, p.req.migrationId), {
+      req: p.req,
+      state: { phase: "staged" },
+      leaseFromRawNs: this.ctx.host.rawNs(),
+      snapshot: p.snapshot,
+      receiveRawNs: p.receiveRawNs,
+      receiveTrueNs: 0n, // diagnostics only, not kept across a restart
+      anchorsRawNs: [],
+      anchorsToSendNs: [],
+      requestsRawNs: [],
+      requestsToSendNs: [],
+      holdNs: p.holdNs,
+      decodeNs: p.decodeNs,
+      report: null,
+    });
   }
 }
 

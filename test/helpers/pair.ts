@@ -60,7 +60,7 @@ export async function startSide(o: SideOptions, seed = 1n): Promise<PairSide> {
     dialer,
     history,
   });
-  const full = migrationService(node, () => host.rawNs());
+  const full = migrationService(node.peer, () => host.rawNs());
   const { handover: _omitted, ...unaryOnly } = full.impl;
   const registration = o.withoutHandover ? { ...full, impl: unaryOnly } : full;
   const server = createRpcServer({ services: [registration], monotonicNs: () => clock.monotonicNs() });

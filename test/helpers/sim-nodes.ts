@@ -47,7 +47,7 @@ export class SimWorld {
       dialer: this.net.dialer(name),
       ...(o.history ? { history: o.history } : {}),
     });
-    this.net.attach(name, n);
+    this.net.attach(name, n.peer, () => n.host.rawNs());
     return n;
   }
 

@@ -63,7 +63,7 @@ export class World {
     tune?.(cfg);
     const n = new TscmigNode(cfg, { clock: this.clock, scheduler: this.sched, random: new SeededRandom(BigInt(this.nodes.size + 1) * 7n), log: SILENT_LOGGER, host, journal, dialer: this.net.dialer(name), ...(faults ? { faults } : {}), ...(history ? { history } : {}) });
     this.nodes.set(name, n);
-    this.net.attach(name, n);
+    this.net.attach(name, n.peer, () => n.host.rawNs());
     return n;
   }
   /** Steps simulated time until `p` settles (or rejects). */

@@ -63,12 +63,12 @@ describe("migrations are bound to their source", () => {
     const key = a.journal.getMigration("m1")?.sourceKey as string;
     const wrong = "ff".repeat(16);
     const ref = { sourceName: "a", sourceKey: wrong };
-    expect(errorOf(() => c.abort({ migrationId: "m1", vmId: "vm-a", generation: 1n, reason: "hostile", ...ref })).reason).toBe("foreign_source");
-    expect(errorOf(() => c.commit({ migrationId: "m1", vmId: "vm-a", generation: 1n, transferRttNs: 0n, ...ref })).reason).toBe("foreign_source");
+    expect(errorOf(() => c.peer.abort({ migrationId: "m1", vmId: "vm-a", generation: 1n, reason: "hostile", ...ref })).reason).toBe("foreign_source");
+    expect(errorOf(() => c.peer.commit({ migrationId: "m1", vmId: "vm-a", generation: 1n, transferRttNs: 0n, ...ref }, c.host.rawNs())).reason).toBe("foreign_source");
     // The right key for another VM or generation is refused too.
-    expect(errorOf(() => c.abort({ migrationId: "m1", vmId: "vm-x", generation: 1n, reason: "stale", sourceName: "a", sourceKey: key })).reason).toBe("stale_generation");
+    expect(errorOf(() => c.peer.abort({ migrationId: "m1", vmId: "vm-x", generation: 1n, reason: "stale", sourceName: "a", sourceKey: key })).reason).toBe("stale_generation");
     // Another source that used the same id (refused or not) has its own migration, not A's.
-    c.abort({ migrationId: "m1", vmId: "vm-a", generation: 1n, reason: "someone else's", sourceName: "b", sourceKey: wrong });
+    c.peer.abort({ migrationId: "m1", vmId: "vm-a", generation: 1n, reason: "someone else's", sourceName: "b", sourceKey: wrong });
     expect(c.destination.pending().map((i) => i.state.phase)).toEqual(["staged"]);
     // A's recovery delivers its Commit: the VM runs at C, once.
     await w.runFor(3n * S);
@@ -96,7 +96,7 @@ describe("migrations are bound to their source", () => {
       sourceGrpc: "a",
       sourceKey: "ee".repeat(16),
     });
-    expect(errorOf(() => c.prepare(req("vm-other"))).reason).toBe("migration_id_reused");
+    expect(errorOf(() => c.peer.prepare(req("vm-other"))).reason).toBe("migration_id_reused");
     expect(c.destination.pending().map((i) => [i.req.vmId, i.state.phase])).toEqual([["vm-a", "staged"]]);
     await w.runFor(3n * S);
     expect(owners([a, c], "vm-a")).toEqual(["c"]);
@@ -189,8 +189,8 @@ describe("reservations are leases", () => {
       sourceGrpc: "mallory",
       sourceKey: "aa".repeat(16),
     });
-    for (let i = 0; i < LIMITS.migrationsInFlightMax; i++) c.prepare(flood(i));
-    const refused = errorOf(() => c.prepare(flood(9999)));
+    for (let i = 0; i < LIMITS.migrationsInFlightMax; i++) c.peer.prepare(flood(i));
+    const refused = errorOf(() => c.peer.prepare(flood(9999)));
     expect(refused.reason).toBe("inflight_limit");
     expect(c.journal.getInboundMigration("mallory", "flood-9999")).toBeUndefined();
     const r1 = await w.settle(a.migrate("vm-a", { destination: "c" }));

@@ -395,10 +395,10 @@ describe("a daemon core (TscmigNode) on bad requests", () => {
       sourceGrpc: "s:1",
       sourceKey: "00112233445566778899aabbccddeeff",
     };
-    rejects(() => node.prepare({ ...req, policy: "teleport" as PolicyName }), "policy");
-    rejects(() => node.prepare({ ...req, estimator: "sundial" as "wallclock" }), "estimator");
-    rejects(() => node.prepare({ ...req, vcpuCount: 0 }), "vcpuCount");
-    rejects(() => node.prepare({ ...req, sourceFracBits: 40 }), "sourceFracBits");
+    rejects(() => node.peer.prepare({ ...req, policy: "teleport" as PolicyName }), "policy");
+    rejects(() => node.peer.prepare({ ...req, estimator: "sundial" as "wallclock" }), "estimator");
+    rejects(() => node.peer.prepare({ ...req, vcpuCount: 0 }), "vcpuCount");
+    rejects(() => node.peer.prepare({ ...req, sourceFracBits: 40 }), "sourceFracBits");
     expect(node.journal.listMigrations()).toEqual([]);
     expect(node.destination.pending()).toEqual([]);
   });

@@ -161,7 +161,7 @@ describe("migrations when one side cannot journal", () => {
     expect(r.outcome).toBe("refused");
     expect(r.error).toMatchObject({ code: "resource_exhausted", reason: "disk_full" });
     expect(running(a, "vm")).toBe(true);
-    expect(b.destination.inbound.size).toBe(0);
+    expect(b.destination.held).toBe(0);
   });
 
   it("a destination that cannot journal the adopted VM does not run it; once space returns the decided migration completes there", async () => {
@@ -169,8 +169,8 @@ describe("migrations when one side cannot journal", () => {
     jb.failAt = "commit";
     jb.failIf = (op) => op.kind === "putVm" && op.rec.role === "owner"; // the adoption, at COMMIT
     // Full only from the Commit on: Prepare and Transfer journal normally.
-    const origCommit = b.commit.bind(b);
-    b.commit = (req, raw) => {
+    const origCommit = b.peer.commit.bind(b.peer);
+    b.peer.commit = (req, raw) => {
       jb.full = true;
       return origCommit(req, raw);
     };
@@ -179,7 +179,7 @@ describe("migrations when one side cannot journal", () => {
     expect(b.listVms()).toEqual([]);
     expect(b.destination.pending().map((i) => i.state.phase)).toEqual(["staged"]);
     expect(a.listVms()).toEqual([]); // handed off: the decision was durable at the source
-    b.commit = origCommit;
+    b.peer.commit = origCommit;
     jb.full = false;
     await w.advance(10_000n * MS); // retry back-off, then the recovery loop re-delivers the Commit
     expect(running(b, "vm")).toBe(true);

@@ -6,7 +6,7 @@
 // Method: a whole daemon built in this process (test/helpers/daemon-app.ts), driven by inject();
 // the full disk is a journal wrapper that throws SQLite's SQLITE_FULL error.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checkInboundSource, isSelfAddress } from "../../src/daemon/migration-admission.js";
+import { checkInboundSource, isSelfAddress } from "../../src/shared/migration/admission.js";
 import type { JournalStore } from "../../src/shared/migration/journal.js";
 import { type AppDaemon, startAppDaemon } from "../helpers/daemon-app.js";
 import { DiskFullError } from "../helpers/failing-journal.js";

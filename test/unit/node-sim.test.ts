@@ -70,7 +70,7 @@ function pair(o: { journalCostNs: bigint; stallNs: bigint; outNs: bigint; backNs
       dialer: net.dialer(name),
       faults,
     });
-    net.attach(name, n);
+    net.attach(name, n.peer, () => n.host.rawNs());
     return n;
   };
   return { clock, sched, a: node("a", 0n, 2_500_000n, 120), b: node("b", o.dstSkewNs, 3_100_000n, -80) };

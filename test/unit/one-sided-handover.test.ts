@@ -40,7 +40,7 @@ function pair(legs: Legs) {
   const node = (name: string, tscKhz: bigint, crystalPpm: number, skewNs: bigint) => {
     const host = new EmulatedHost({ name, clock, epochNs: EPOCH_NS, tscKhz, crystal: { kind: "drift", ppm: crystalPpm, fromNs: 0n }, skew: { kind: "constant", offsetNs: skewNs }, maxerrorNs: 100_000n });
     const n = new TscmigNode(defaultNodeConfig(name, name), { clock, scheduler: sched, random: new SeededRandom(3n), log: SILENT_LOGGER, host, journal: new MemoryJournal(), dialer: net.dialer(name), faults: NO_FAULTS });
-    net.attach(name, n);
+    net.attach(name, n.peer, () => n.host.rawNs());
     return n;
   };
   return { sched, a: node("a", 2_500_000n, 120, 0n), b: node("b", 3_100_000n, -80, 1_000n * MS) };

@@ -69,7 +69,9 @@ export interface Fence {
 
 /** A daemon on the network: what it serves (its raw clock dates arrivals), for one process lifetime. */
 export interface Endpoint {
-  node: PeerHandler & { host: { rawNs(): bigint } };
+  peer: PeerHandler;
+  /** The daemon host's raw clock. */
+  rawNs: () => bigint;
   fence: Fence;
 }
 
@@ -159,8 +161,7 @@ export class SimNetwork {
   ) {}
 
   attach(address: string, ep: Endpoint): void {
-    const rawNs = () => ep.node.host.rawNs();
-    this.endpoints.set(address, { ep, server: new PeerServer(ep.node, rawNs), rawNs });
+    this.endpoints.set(address, { ep, server: new PeerServer(ep.peer, ep.rawNs), rawNs: ep.rawNs });
   }
 
   detach(address: string): void {

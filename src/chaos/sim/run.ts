@@ -28,7 +28,9 @@ import { offsetAt } from "../../shared/time/offset-model.js";
 import { SeededRandom, type Random } from "../../shared/time/random.js";
 import { flushMicrotasks, SimClock, SimScheduler } from "../../shared/time/sim.js";
 import { drainMicrotasks } from "./drain.js";
-import { DEFAULT_GUEST, defaultNodeConfig, type MigrateRequest, type NodeConfig, TscmigNode } from "../../daemon/node.js";
+import { defaultNodeConfig, type NodeConfig, TscmigNode } from "../../daemon/node.js";
+import { DEFAULT_GUEST } from "../../daemon/hosted-vms.js";
+import type { MigrateRequest } from "../../source/source.js";
 import type { EstimatorName } from "../../shared/migration/blackout.js";
 import type { PolicyName } from "../../shared/migration/restore.js";
 import type { ChaosEvent, ChaosHistory } from "../history.js";
@@ -445,7 +447,7 @@ class SimRun {
     d.incarnations++;
     const node = this.buildNode(d, fence);
     d.current = { n: d.incarnations, node, fence, dead, die };
-    this.net.attach(d.name, { node, fence });
+    this.net.attach(d.name, { peer: node.peer, rawNs: () => node.host.rawNs(), fence });
     try {
       node.start();
       return true;

@@ -2,6 +2,7 @@
 // migration's decision. The daemon uses the SQLite store (daemon/journal.ts); the simulator uses
 // the in-memory one below, which survives simulated crashes because the simulator keeps it.
 
+import { TscmigError } from "../errors.js";
 import { checkMigrationRecord, checkVmRecord, migrationChecksum, vmChecksum } from "./journal-integrity.js";
 
 export type VmRole =
@@ -87,6 +88,50 @@ export interface JournalStore {
    * injector) should have it.
    */
   probe?(): void;
+}
+
+/**
+ * The journal as the migration roles write it: a store whose storage failures are typed, that can
+ * refuse a change up front while it cannot write, and that undoes in-memory effects of a
+ * transaction that did not commit (the daemon's DurableJournal).
+ */
+export interface DurableStore extends JournalStore {
+  /** Throws `resource_exhausted`/`unavailable` (naming `what`) while the journal cannot take writes. */
+  requireWritable(what: string): void;
+  /** Runs `fn` if the outermost transaction running now does not commit (no-op outside one). */
+  onRollback(fn: () => void): void;
+}
+
+/** Why a journal write failed when the storage under it did (not a refusal, not a bug). */
+export type StorageReason = "disk_full" | "journal_io_error";
+
+export const STORAGE_REASONS: readonly string[] = ["disk_full", "journal_io_error"] satisfies StorageReason[];
+
+export function isStorageError(e: unknown): e is TscmigError {
+  return e instanceof TscmigError && e.reason !== undefined && STORAGE_REASONS.includes(e.reason);
+}
+
+/**
+ * An abort decided while recovering after a restart. On a full disk the start goes on (the daemon
+ * comes up not ready): the journal writes the abort when it can, and until then a restart decides
+ * it again.
+ */
+export function journalAbortOnRecovery(journal: JournalStore, m: MigrationRecord, trueNs: bigint): void {
+  try {
+    journal.putMigration({ ...m, decision: "aborted", phase: "aborted", updatedNs: trueNs });
+  } catch (e) {
+    if (!isStorageError(e)) throw e;
+  }
+}
+
+/** The Transfer round trip a source journaled with its decision (0 when absent or unreadable). */
+export function journaledRtt(report: string | undefined): bigint {
+  try {
+    const v = (JSON.parse(report ?? "{}") as { transferRttNs?: unknown }).transferRttNs;
+    return typeof v === "string" && /^\d{1,20}$/.test(v) ? BigInt(v) : 0n;
+  } catch {
+    return 0n;
+  }
 }
 
 /** One string per (source, migration id): ids never contain NUL. */

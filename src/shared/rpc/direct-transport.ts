@@ -40,8 +40,8 @@ export class DirectNetwork {
     private readonly o: DirectOptions,
   ) {}
 
-  attach(address: string, handler: PeerHandler & { host: { rawNs(): bigint } }): void {
-    const rawNs = () => handler.host.rawNs();
+  /** Serves `handler` at `address`; `rawNs` is the serving daemon's raw clock (it dates arrivals). */
+  attach(address: string, handler: PeerHandler, rawNs: () => bigint): void {
     this.peers.set(address, { server: new PeerServer(handler, rawNs), rawNs });
   }
 

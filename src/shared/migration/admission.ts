@@ -4,9 +4,9 @@
 // own journal entry, read back by its destination half) and the second as a range error on a
 // `generation` field the request does not have.
 
-import { TscmigError } from "../shared/errors.js";
-import type { PrepareReq } from "../shared/migration/messages.js";
-import { type HostPort, parseHostPort } from "./config-parsers.js";
+import { TscmigError } from "../errors.js";
+import type { PrepareReq } from "./messages.js";
+import { type HostPort, parseHostPort } from "../host-port.js";
 
 const U64_MAX = (1n << 64n) - 1n;
 
