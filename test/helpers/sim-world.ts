@@ -1,21 +1,22 @@
-// A small world of TscmigNodes on one SimClock for scene tests: peers talk through the peer protocol
-// over a transport with no network (rpc/direct-transport.ts: the real codec and protocol core, a
-// simulated delay, no faults unless a test drops a message), journals can charge process time for
-// their writes.
+// A small world of TscmigNodes on one SimClock, for scene tests and unit tests of the node's own
+// behaviour (persistence, recovery, durability): peers talk through the peer protocol over a
+// transport with no network (rpc/direct-transport.ts: the real codec and protocol core, a simulated
+// delay, no faults unless a test intercepts a message); each node runs over a journal the test hands
+// in (and keeps, across "restarts"); journals can charge process time for their writes. Time moves
+// only through the scheduler.
 
 import { defaultNodeConfig, type NodeConfig, TscmigNode } from "../../src/daemon/node.js";
 import type { Faults } from "../../src/shared/faults.js";
 import type { HistorySink } from "../../src/shared/history.js";
 import { EmulatedHost } from "../../src/shared/hypervisor/host.js";
-import { SILENT_LOGGER } from "../../src/shared/logger.js";
-import { MemoryJournal, type MigrationRecord, type VmRecord } from "../../src/shared/migration/journal.js";
+import { type Logger, SILENT_LOGGER } from "../../src/shared/logger.js";
+import { type JournalStore, MemoryJournal, type MigrationRecord, type VmRecord } from "../../src/shared/migration/journal.js";
 import { DirectNetwork, type Intercept } from "../../src/shared/rpc/direct-transport.js";
 import { SeededRandom } from "../../src/shared/time/random.js";
 import { flushMicrotasks, SimClock, SimScheduler } from "../../src/shared/time/sim.js";
 
 export const EPOCH = 1_767_225_600_000_000_000n;
 export const MS = 1_000_000n;
-
 
 /** Writes cost `costNs(record)` of process time (an fsync): the true clock moves inside the call. */
 export class CostlyJournal extends MemoryJournal {
@@ -35,12 +36,38 @@ export class CostlyJournal extends MemoryJournal {
   }
 }
 
+export interface WorldOptions {
+  /** One-way delays of the peer protocol (default 200 µs out, 300 µs back) and its call deadline (default 5 s). */
+  outNs?: bigint;
+  backNs?: bigint;
+  deadlineNs?: bigint;
+  /** Every node's workload sampling period (default 100 ms; 0: none). */
+  sampleIntervalNs?: bigint;
+}
+
+export interface NodeOptions {
+  /** Default: this world's host of that name (one per name, kept across restarts of its node). */
+  host?: EmulatedHost;
+  faults?: Faults;
+  tune?: (c: NodeConfig) => void;
+  history?: HistorySink;
+  log?: Logger;
+  /** The node's random seed (default: 7 × how many nodes this world holds, plus one). */
+  seed?: bigint;
+}
+
 export class World {
   readonly clock = new SimClock(0n, EPOCH);
   readonly sched = new SimScheduler(this.clock);
   readonly nodes = new Map<string, TscmigNode>();
-  /** The peer protocol between the nodes: 200 µs out, 300 µs back, no network faults. */
-  readonly net = new DirectNetwork(this.sched, { outNs: 200_000n, backNs: 300_000n, deadlineNs: 5_000n * MS });
+  readonly net: DirectNetwork;
+  private readonly hosts = new Map<string, EmulatedHost>();
+  private readonly sampleIntervalNs: bigint;
+
+  constructor(o: WorldOptions = {}) {
+    this.net = new DirectNetwork(this.sched, { outNs: o.outNs ?? 200_000n, backNs: o.backNs ?? 300_000n, deadlineNs: o.deadlineNs ?? 5_000n * MS });
+    this.sampleIntervalNs = o.sampleIntervalNs ?? 100n * MS;
+  }
 
   /** Sees every message before delivery (default: deliver); Handover steps are named as their calls. */
   set intercept(f: Intercept) {
@@ -54,19 +81,39 @@ export class World {
     this.net.detach(name);
   }
 
+  /** A fresh host `name` whose crystal drifts `crystalPpm` from true time. */
   host(name: string, crystalPpm = 0): EmulatedHost {
     return new EmulatedHost({ name, clock: this.clock, epochNs: EPOCH, crystal: { kind: "drift", ppm: crystalPpm, fromNs: 0n }, maxerrorNs: 50_000n });
   }
-  node(name: string, host: EmulatedHost, journal: MemoryJournal, faults?: Faults, tune?: (c: NodeConfig) => void, history?: HistorySink): TscmigNode {
+
+  /** A node named `name` over `journal` (not started), reachable at its name. */
+  node(name: string, journal: JournalStore, o: NodeOptions = {}): TscmigNode {
     const cfg = defaultNodeConfig(name, name);
-    cfg.sampleIntervalNs = 100n * MS;
-    tune?.(cfg);
-    const n = new TscmigNode(cfg, { clock: this.clock, scheduler: this.sched, random: new SeededRandom(BigInt(this.nodes.size + 1) * 7n), log: SILENT_LOGGER, host, journal, dialer: this.net.dialer(name), ...(faults ? { faults } : {}), ...(history ? { history } : {}) });
+    cfg.sampleIntervalNs = this.sampleIntervalNs;
+    o.tune?.(cfg);
+    const n = new TscmigNode(cfg, {
+      clock: this.clock,
+      scheduler: this.sched,
+      random: new SeededRandom(o.seed ?? BigInt(this.nodes.size + 1) * 7n),
+      log: o.log ?? SILENT_LOGGER,
+      host: o.host ?? this.stableHost(name),
+      journal,
+      dialer: this.net.dialer(name),
+      ...(o.faults ? { faults: o.faults } : {}),
+      ...(o.history ? { history: o.history } : {}),
+    });
     this.nodes.set(name, n);
     this.net.attach(name, n.peer, () => n.host.rawNs());
     return n;
   }
-  /** Steps simulated time until `p` settles (or rejects). */
+
+  private stableHost(name: string): EmulatedHost {
+    let h = this.hosts.get(name);
+    if (!h) this.hosts.set(name, (h = this.host(name)));
+    return h;
+  }
+
+  /** Steps simulated time until `p` settles (or rejects); throws if nothing is left to run first. */
   async settle<T>(p: Promise<T>): Promise<T> {
     let done = false;
     void p.then(
@@ -78,8 +125,17 @@ export class World {
       if (done || !this.sched.step()) break;
     }
     await flushMicrotasks();
+    if (!done) throw new Error("simulation ran dry before the promise settled");
     return p;
   }
+
+  /** Runs every timer due within the next `ns` (a timer set meanwhile for later waits). */
+  async advance(ns: bigint): Promise<void> {
+    this.sched.runUntil(this.clock.monotonicNs() + ns);
+    await flushMicrotasks();
+  }
+
+  /** Steps event by event, settling promises between events, until `ns` has passed. */
   async runFor(ns: bigint): Promise<void> {
     let done = false;
     this.sched.after(ns, () => (done = true));
@@ -90,4 +146,3 @@ export class World {
     await flushMicrotasks();
   }
 }
-

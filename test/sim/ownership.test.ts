@@ -35,9 +35,9 @@ function errorOf(f: () => unknown): TscmigError {
 
 function trio(): { w: World; a: TscmigNode; b: TscmigNode; c: TscmigNode } {
   const w = new World();
-  const a = w.node("a", w.host("a"), new MemoryJournal());
-  const b = w.node("b", w.host("b"), new MemoryJournal());
-  const c = w.node("c", w.host("c"), new MemoryJournal());
+  const a = w.node("a", new MemoryJournal(), { host: w.host("a") });
+  const b = w.node("b", new MemoryJournal(), { host: w.host("b") });
+  const c = w.node("c", new MemoryJournal(), { host: w.host("c") });
   for (const n of [a, b, c]) n.start();
   return { w, a, b, c };
 }
@@ -112,7 +112,7 @@ describe("nothing is lost unless both sides discarded it", () => {
     expect(owners([a, c], "vm-a")).toEqual([]); // paused at A, staged at C: runs nowhere for now
     // C comes back empty (its disk was replaced): it has never heard of m1.
     w.drop("c");
-    const c2 = w.node("c", w.host("c"), new MemoryJournal());
+    const c2 = w.node("c", new MemoryJournal(), { host: w.host("c") });
     c2.start();
     w.intercept = () => "deliver";
     await w.runFor(5n * S);
@@ -123,7 +123,7 @@ describe("nothing is lost unless both sides discarded it", () => {
     expect(c2.journal.getInboundMigration("a", "m1")).toMatchObject({ decision: "aborted", phase: "fenced" });
     // A restart of A keeps the VM running there, once.
     w.drop("a");
-    const a2 = w.node("a", w.host("a"), a.journal as MemoryJournal);
+    const a2 = w.node("a", a.journal as MemoryJournal, { host: w.host("a") });
     a2.start();
     expect(owners([a2, c2], "vm-a")).toEqual(["a"]);
   });
@@ -163,7 +163,7 @@ describe("one identity, one VM", () => {
     expect([e.code, e.reason]).toEqual(["already_exists", "vm_handed_off"]);
     expect(e.message).toMatch(/to c at generation 1/);
     w.drop("a");
-    const a2 = w.node("a", w.host("a"), a.journal as MemoryJournal);
+    const a2 = w.node("a", a.journal as MemoryJournal, { host: w.host("a") });
     a2.start();
     expect(errorOf(() => a2.createVm({ id: "vm-a", vcpus: 1 })).reason).toBe("vm_handed_off");
     expect(owners([a2, c], "vm-a")).toEqual(["c"]);

@@ -23,14 +23,14 @@ describe("regressions found by the chaos campaigns", () => {
     const host = w.host("a");
     let crash = false;
     const faults: Faults = { fire: (site) => crash && site === "crash.source.afterPause", delayNs: () => 0n };
-    const a = w.node("a", host, journal, faults);
+    const a = w.node("a", journal, { host, faults });
     a.start();
     const vm = a.createVm({ vcpus: 2 });
     // First attempt: nobody at "b" → refused (decision aborted, phase "refused", generation 1).
     const first = await w.settle(a.migrate(vm.id, { destination: "b" }));
     expect(first.outcome).toBe("refused");
     // Second attempt: "b" answers, and the source dies right after pausing.
-    w.node("b", w.host("b"), new MemoryJournal()).start();
+    w.node("b", new MemoryJournal(), { host: w.host("b") }).start();
     crash = true;
     await expect(w.settle(a.migrate(vm.id, { destination: "b" }))).rejects.toBeInstanceOf(CrashSignal);
     a.stop();
@@ -98,9 +98,12 @@ describe("regressions found by the chaos campaigns", () => {
     const journal = new MemoryJournal();
     const host = w.host("a");
     let stepNs = 0n;
-    const a = w.node("a", host, journal, undefined, (c) => {
-      c.guest.pollIntervalNs = 1_000n * MS;
-      c.guest.ntpSource = () => ({ realtimeNs: EPOCH + w.clock.monotonicNs() + stepNs, maxerrorNs: 20_000n });
+    const a = w.node("a", journal, {
+      host,
+      tune: (c) => {
+        c.guest.pollIntervalNs = 1_000n * MS;
+        c.guest.ntpSource = () => ({ realtimeNs: EPOCH + w.clock.monotonicNs() + stepNs, maxerrorNs: 20_000n });
+      },
     });
     a.start();
     const vm = a.createVm({ vcpus: 1 });
@@ -120,8 +123,8 @@ describe("regressions found by the chaos campaigns", () => {
     const w = new World();
     // The destination's write of the adopted VM takes 2 s; it is journaled once the vCPUs run.
     const slow = (rec: VmRecord | MigrationRecord) => ("role" in rec && rec.role === "owner" ? 2_000n * MS : 0n);
-    const a = w.node("a", w.host("a", 400), new MemoryJournal());
-    const b = w.node("b", w.host("b", -400), new CostlyJournal(w.clock, slow));
+    const a = w.node("a", new MemoryJournal(), { host: w.host("a", 400) });
+    const b = w.node("b", new CostlyJournal(w.clock, slow), { host: w.host("b", -400) });
     a.start();
     b.start();
     const vm = a.createVm({ vcpus: 2 });
@@ -137,18 +140,15 @@ describe("regressions found by the chaos campaigns", () => {
   it("a sample whose clock read made the guest act on a migration is stamped where the guest read its clock", async () => {
     const w = new World();
     const slow = () => 30n * MS; // every journal write (the handled migration's too) takes 30 ms
-    const a = w.node("a", w.host("a"), new MemoryJournal());
+    const a = w.node("a", new MemoryJournal(), { host: w.host("a") });
     const samples: GuestSample[] = [];
-    const b = w.node(
-      "b",
-      w.host("b"),
-      new CostlyJournal(w.clock, slow),
-      undefined,
-      (c) => {
+    const b = w.node("b", new CostlyJournal(w.clock, slow), {
+      host: w.host("b"),
+      tune: (c) => {
         c.guest.ntpSource = () => ({ realtimeNs: EPOCH + w.clock.monotonicNs(), maxerrorNs: 20_000n });
       },
-      { sample: (x) => samples.push(x), event: () => {} },
-    );
+      history: { sample: (x) => samples.push(x), event: () => {} },
+    });
     a.start();
     b.start();
     const vm = a.createVm({ vcpus: 1, handlingMode: "widen" });

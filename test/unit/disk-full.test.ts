@@ -10,7 +10,10 @@ import { TscmigError } from "../../src/shared/errors.js";
 import type { HistoryEvent, HistorySink } from "../../src/shared/history.js";
 import { persistVm } from "../../src/shared/migration/hosted-vm.js";
 import { FailingJournal } from "../helpers/failing-journal.js";
-import { MS, SimWorld } from "../helpers/sim-nodes.js";
+import { MS, World } from "../helpers/sim-world.js";
+
+/** 200 µs each way, no workload sampling. */
+const QUIET = { outNs: 200_000n, backNs: 200_000n, sampleIntervalNs: 0n };
 
 function refusal(fn: () => unknown): TscmigError {
   try {
@@ -28,9 +31,9 @@ function running(n: TscmigNode, id: string): boolean {
 
 describe("a full disk under one daemon", () => {
   it("keeps the daemon up, refuses a create with resource_exhausted, lists nothing it could not journal, and recovers when space returns", async () => {
-    const w = new SimWorld();
+    const w = new World(QUIET);
     const j = new FailingJournal();
-    const a = w.node("a", j);
+    const a = w.node("a", j, { seed: 7n });
     a.start();
     a.createVm({ id: "before", vcpus: 2 });
     await w.advance(1_000n * MS);
@@ -59,10 +62,10 @@ describe("a full disk under one daemon", () => {
   });
 
   it("a create whose write fails at COMMIT is rolled back the same way", () => {
-    const w = new SimWorld();
+    const w = new World(QUIET);
     const j = new FailingJournal();
     j.failAt = "commit";
-    const a = w.node("a", j);
+    const a = w.node("a", j, { seed: 7n });
     a.start();
     j.full = true;
     // A lone write outside a transaction fails at its statement; inside one, at COMMIT: both refuse.
@@ -71,9 +74,9 @@ describe("a full disk under one daemon", () => {
   });
 
   it("an I/O error is journal_io_error (unavailable), not disk_full", () => {
-    const w = new SimWorld();
+    const w = new World(QUIET);
     const j = new FailingJournal();
-    const a = w.node("a", j);
+    const a = w.node("a", j, { seed: 7n });
     a.start();
     const io = Object.assign(new Error("disk I/O error"), { code: "SQLITE_IOERR_WRITE" });
     j.full = true;
@@ -87,11 +90,11 @@ describe("a full disk under one daemon", () => {
 
 describe("migrations when one side cannot journal", () => {
   async function pair() {
-    const w = new SimWorld();
+    const w = new World(QUIET);
     const ja = new FailingJournal();
     const jb = new FailingJournal();
-    const a = w.node("a", ja);
-    const b = w.node("b", jb);
+    const a = w.node("a", ja, { seed: 7n });
+    const b = w.node("b", jb, { seed: 7n });
     a.start();
     b.start();
     a.createVm({ id: "vm", vcpus: 2 });
@@ -103,7 +106,7 @@ describe("migrations when one side cannot journal", () => {
     const { w, ja, a, b } = await pair();
     ja.full = true;
     ja.failIf = (op) => op.kind === "putMigration" && op.rec.decision === "committed";
-    const r = await w.run(a.migrate("vm", { destination: "b" }));
+    const r = await w.settle(a.migrate("vm", { destination: "b" }));
     expect(r.outcome).toBe("aborted");
     expect(r.error).toMatchObject({ code: "resource_exhausted", reason: "disk_full" });
     expect(running(a, "vm")).toBe(true);
@@ -113,7 +116,7 @@ describe("migrations when one side cannot journal", () => {
     // Space returns: the same VM migrates.
     ja.full = false;
     await w.advance(6_000n * MS);
-    const again = await w.run(a.migrate("vm", { destination: "b" }));
+    const again = await w.settle(a.migrate("vm", { destination: "b" }));
     expect(again.outcome).toBe("committed");
     expect(running(b, "vm")).toBe(true);
     expect(a.listVms()).toEqual([]);
@@ -126,7 +129,7 @@ describe("migrations when one side cannot journal", () => {
       if (op.kind === "putMigration" && op.rec.decision === "committed") throw Object.assign(new Error("disk I/O error"), { code: "SQLITE_IOERR_FSYNC" });
       return false;
     };
-    const r = await w.run(a.migrate("vm", { destination: "b" }));
+    const r = await w.settle(a.migrate("vm", { destination: "b" }));
     expect(r.outcome).toBe("in-doubt");
     expect(r.error).toMatchObject({ code: "unavailable", reason: "journal_io_error" });
     expect(a.listVms().map((h) => [h.id, h.role, h.vm.running])).toEqual([["vm", "migrating-out", false]]);
@@ -134,7 +137,7 @@ describe("migrations when one side cannot journal", () => {
     // The write did not land here: a restart finds the migration undecided, aborts it and resumes the VM.
     a.stop();
     ja.full = false;
-    const again = w.node("a", ja);
+    const again = w.node("a", ja, { seed: 7n });
     again.start();
     await w.advance(3_000n * MS);
     expect(running(again, "vm")).toBe(true);
@@ -146,7 +149,7 @@ describe("migrations when one side cannot journal", () => {
     const { w, ja, a, b } = await pair();
     ja.full = true;
     ja.failIf = (op) => op.kind === "putVm" && op.rec.role === "migrating-out";
-    const r = await w.run(a.migrate("vm", { destination: "b" }));
+    const r = await w.settle(a.migrate("vm", { destination: "b" }));
     expect(r.outcome).toBe("aborted");
     expect(r.pauseTrueNs).toBe(0n);
     expect(running(a, "vm")).toBe(true);
@@ -157,7 +160,7 @@ describe("migrations when one side cannot journal", () => {
   it("a destination that cannot journal refuses Prepare with resource_exhausted; the VM runs on at the source", async () => {
     const { w, jb, a, b } = await pair();
     jb.full = true;
-    const r = await w.run(a.migrate("vm", { destination: "b" }));
+    const r = await w.settle(a.migrate("vm", { destination: "b" }));
     expect(r.outcome).toBe("refused");
     expect(r.error).toMatchObject({ code: "resource_exhausted", reason: "disk_full" });
     expect(running(a, "vm")).toBe(true);
@@ -174,7 +177,7 @@ describe("migrations when one side cannot journal", () => {
       jb.full = true;
       return origCommit(req, raw);
     };
-    const r = await w.run(a.migrate("vm", { destination: "b" }));
+    const r = await w.settle(a.migrate("vm", { destination: "b" }));
     expect(r.outcome).toBe("in-doubt"); // decided at the source; the destination refused to run it
     expect(b.listVms()).toEqual([]);
     expect(b.destination.pending().map((i) => i.state.phase)).toEqual(["staged"]);
@@ -189,11 +192,11 @@ describe("migrations when one side cannot journal", () => {
 
 describe("a full disk at a restart, and under a guest's handling of a migration", () => {
   it("a daemon restarting on a full disk comes up (not ready) and journals the aborts it decided once it can", async () => {
-    const w = new SimWorld();
+    const w = new World(QUIET);
     const j = new FailingJournal();
     j.inner.putMigration({ migrationId: "m-undecided", vmId: "gone", role: "source", phase: "transferring", decision: "pending", generation: 1n, peer: "b", updatedNs: 0n });
     j.full = true;
-    const a = w.node("a", j);
+    const a = w.node("a", j, { seed: 7n });
     a.start();
     expect(a.durable.health()).toMatchObject({ writable: false, reason: "disk_full" });
     expect(j.getMigration("m-undecided")?.decision).toBe("pending");
@@ -205,18 +208,18 @@ describe("a full disk at a restart, and under a guest's handling of a migration"
 
   /** a → b with a doorbell b rings 50 ms after the resume; b's disk fills in between. */
   async function handledOnFullDisk() {
-    const w = new SimWorld();
+    const w = new World(QUIET);
     const events: HistoryEvent[] = [];
     const history: HistorySink = { sample: () => {}, event: (e) => events.push(e) };
     const ja = new FailingJournal();
     const jb = new FailingJournal();
-    const a = w.node("a", ja);
-    const b = w.node("b", jb, { history, tune: (c) => void (c.doorbellDelayNs = 50n * MS) });
+    const a = w.node("a", ja, { seed: 7n });
+    const b = w.node("b", jb, { seed: 7n, history, tune: (c) => void (c.doorbellDelayNs = 50n * MS) });
     a.start();
     b.start();
     a.createVm({ id: "vm", vcpus: 1 });
     await w.advance(500n * MS);
-    const r = await w.run(a.migrate("vm", { destination: "b", doorbell: true }));
+    const r = await w.settle(a.migrate("vm", { destination: "b", doorbell: true }));
     expect(r.outcome).toBe("committed");
     jb.full = true;
     await w.advance(100n * MS); // the doorbell: the guest acts on the migration, its write fails
@@ -240,7 +243,7 @@ describe("a full disk at a restart, and under a guest's handling of a migration"
     const { w, jb, b, events, history } = await handledOnFullDisk();
     b.stop(); // dies with the disk still full: nothing more reaches the journal
     jb.full = false;
-    const again = w.node("b", jb, { history });
+    const again = w.node("b", jb, { seed: 7n, history });
     again.start();
     await w.advance(1_000n * MS);
     again.readVm("vm"); // the guest reads its clock (vmclock watched): it sees the marker it has not handled
@@ -252,9 +255,9 @@ describe("a full disk at a restart, and under a guest's handling of a migration"
 
 describe("persistence on change", () => {
   it("an idle daemon writes nothing between guest syncs, and syncs due together share one transaction", async () => {
-    const w = new SimWorld();
+    const w = new World(QUIET);
     const j = new FailingJournal();
-    const a = w.node("a", j, { tune: (c) => void (c.guest.pollIntervalNs = 16_000n * MS) });
+    const a = w.node("a", j, { seed: 7n, tune: (c) => void (c.guest.pollIntervalNs = 16_000n * MS) });
     a.start();
     for (let i = 0; i < 50; i++) a.createVm({ id: `vm-${i}`, vcpus: 1 });
     await w.advance(1_000n * MS); // the creates' first syncs land in one batch

@@ -22,7 +22,10 @@ import { MemoryJournal, type VmRecord } from "../../src/shared/migration/journal
 import { fromJson, toJson } from "../../src/shared/serde.js";
 import { SimClock, SimScheduler } from "../../src/shared/time/sim.js";
 import { EPOCH_NS } from "../helpers/sim-migration.js";
-import { MS, SimWorld } from "../helpers/sim-nodes.js";
+import { MS, World } from "../helpers/sim-world.js";
+
+/** 200 µs each way, no workload sampling. */
+const QUIET = { outNs: 200_000n, backNs: 200_000n, sampleIntervalNs: 0n };
 
 let dir: string;
 beforeEach(() => {
@@ -188,9 +191,9 @@ describe("schema upgrade", () => {
 
 describe("the in-memory journal's damage hook, under a restarting node", () => {
   it("a damaged VM record stops the start with data_loss naming it, and no VM of the journal runs", async () => {
-    const w = new SimWorld();
+    const w = new World(QUIET);
     const journal = new MemoryJournal();
-    const first = w.node("a", journal);
+    const first = w.node("a", journal, { seed: 7n });
     first.start();
     for (const id of ["vm-a", "vm-b", "vm-c"]) first.createVm({ id, vcpus: 2 });
     await w.advance(100n * MS);
@@ -198,7 +201,7 @@ describe("the in-memory journal's damage hook, under a restarting node", () => {
 
     expect(journal.corruptVm("vm-b", (r) => void (r.generation = 99n))).toBe(true);
     expect(journal.corruptVm("nope", () => {})).toBe(false);
-    const second = w.node("a", journal);
+    const second = w.node("a", journal, { seed: 7n });
     const err = errorOf(() => second.start());
     expect(err).toMatchObject({ code: "data_loss", reason: "journal_record_damaged", field: "journal.vms[vm-b].checksum" });
     expect(err.message).toContain("vm-b");
@@ -207,15 +210,15 @@ describe("the in-memory journal's damage hook, under a restarting node", () => {
   });
 
   it("a damaged migration record stops the start the same way", async () => {
-    const w = new SimWorld();
+    const w = new World(QUIET);
     const journal = new MemoryJournal();
-    const node = w.node("a", journal);
+    const node = w.node("a", journal, { seed: 7n });
     node.start();
     node.createVm({ id: "vm-a", vcpus: 1 });
     node.stop();
     journal.putMigration({ migrationId: "m-x", vmId: "vm-a", role: "source", phase: "refused", decision: "aborted", generation: 1n, peer: "b", updatedNs: 0n });
     expect(journal.corruptMigration("m-x", (m) => void (m.decision = "committed"))).toBe(true);
-    const err = errorOf(() => w.node("a", journal).start());
+    const err = errorOf(() => w.node("a", journal, { seed: 7n }).start());
     expect(err).toMatchObject({ code: "data_loss", reason: "journal_record_damaged", field: "journal.migrations[m-x].checksum" });
   });
 });
