@@ -8,7 +8,9 @@ import type { HistorySink } from "../shared/history.js";
 import type { Logger } from "../shared/logger.js";
 import { LIMITS } from "../shared/limits.js";
 import type { EmulatedHost } from "../shared/hypervisor/host.js";
-import { EmulatedVm } from "../shared/hypervisor/vm.js";
+import type { HypervisorBackend, HypervisorVm } from "../shared/hypervisor/backend.js";
+import { EmulatedBackend } from "../shared/hypervisor/emulated-backend.js";
+import { emulatedTruth, type TruthProbe } from "../shared/hypervisor/truth.js";
 import { Guest, type Clocksource, type GuestOptions, type HandlingMode, type NtpReading } from "../shared/guest/guest.js";
 import { pvclockReadCycles, type PvclockRecord } from "../shared/kvm/pvclock.js";
 import type { VmclockPage } from "../shared/kvm/vmclock.js";
@@ -114,6 +116,10 @@ export interface NodeDeps {
   dialer: PeerDialer;
   faults?: Faults;
   history?: HistorySink;
+  /** The hypervisor the node's VMs run on (default: emulated VMs on `host`). */
+  backend?: HypervisorBackend;
+  /** Reads of true time for the sampler and reports (default: `host`'s, which is emulated). */
+  truth?: TruthProbe;
   /** Test seam (chaos sensitivity tests): replaces the destination's restore. Never set in production. */
   restore?: RestoreFn;
 }
@@ -204,6 +210,8 @@ export function recoveryBackoffNs(attempts: number): bigint {
 export class TscmigNode {
   readonly cfg: NodeConfig;
   readonly host: EmulatedHost;
+  readonly backend: HypervisorBackend;
+  readonly truth: TruthProbe;
   readonly journal: JournalStore;
   /** The journal as every write reaches it: storage failures typed, health, retry (durable-journal.ts). */
   readonly durable: DurableJournal;
@@ -240,6 +248,8 @@ export class TscmigNode {
     this.cfg = cfg;
     this.deps = deps;
     this.host = deps.host;
+    this.backend = deps.backend ?? new EmulatedBackend(deps.host);
+    this.truth = deps.truth ?? emulatedTruth(deps.host);
     this.durable = new DurableJournal(deps.journal, { scheduler: deps.scheduler, log: deps.log, trueNs: () => deps.host.trueNs() });
     this.journal = this.durable;
     this.persistence = new VmPersistence({ journal: this.durable, scheduler: deps.scheduler, log: deps.log, trueNs: () => deps.host.trueNs(), batchDelayNs: cfg.persistBatchNs });
@@ -248,6 +258,8 @@ export class TscmigNode {
     this.destination = new Destination({
       name: cfg.name,
       host: deps.host,
+      backend: this.backend,
+      truth: this.truth,
       journal: this.durable,
       faults: this.faults,
       log: deps.log,
@@ -377,8 +389,7 @@ export class TscmigNode {
 
   /** A journaled VM, rebuilt paused. */
   private loadVm(id: string, generation: bigint, role: VmRole, st: PersistedVm): HostedVm {
-    const vm = new EmulatedVm(this.host, { vcpus: st.vm.vcpus });
-    vm.importState({ ...st.vm, running: false });
+    const vm = this.backend.restoreVm({ ...st.vm, running: false });
     const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(st.guest.clocksource, st.guest.migrationHandling, st.guest.handlingMode), st.guest);
     const h: HostedVm = { id, vm, guest, generation, role, lock: null, sampler: null };
     this.wireGuest(h);
@@ -425,7 +436,7 @@ export class TscmigNode {
     if (clocksource !== "tsc" && clocksource !== "kvm-clock") throw invalid("clocksource", `must be "tsc" or "kvm-clock"`);
     const mode = req.handlingMode ?? this.cfg.guest.handlingMode;
     if (mode !== "ditch" && mode !== "widen") throw invalid("handlingMode", `must be "ditch" or "widen"`);
-    const vm = new EmulatedVm(this.host, { vcpus: req.vcpus, ...(req.guestTscKhz !== undefined ? { guestTscKhz: req.guestTscKhz } : {}) });
+    const vm = this.backend.createVm({ vcpus: req.vcpus, ...(req.guestTscKhz !== undefined ? { guestTscKhz: req.guestTscKhz } : {}) });
     const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(clocksource, req.migrationHandling ?? this.cfg.guest.migrationHandling, mode));
     const h: HostedVm = { id, vm, guest, generation: 0n, role: "owner", lock: null, sampler: null };
     // Journaled before it exists here: a VM this daemon reports is one a restart brings back.
@@ -512,12 +523,12 @@ export class TscmigNode {
   readVm(id: string, vcpuLimit: number = LIMITS.vcpuCountMax): VmReading {
     const h = this.getVm(id);
     const vm = h.vm;
-    const trueNs = this.host.trueNs();
+    const trueNs = this.truth.nowNs();
     const vcpu: VcpuReading[] = [];
     for (let i = 0; i < Math.min(vm.vcpuCount, vcpuLimit); i++) {
-      const tsc = vm.guestTscAt(i, trueNs);
+      const tsc = this.truth.guestTscAt(vm, i, trueNs);
       const rec = vm.pvclock.guestRead(i);
-      vcpu.push({ index: i, tsc, tscOffset: vm.getTscOffset(i), ratio: vm.ratioOf(i), kvmclockNs: pvclockReadCycles(rec, tsc), pvclock: rec });
+      vcpu.push({ index: i, tsc, tscOffset: vm.getTscOffset(i), ratio: vm.getTscRatio(i), kvmclockNs: pvclockReadCycles(rec, tsc), pvclock: rec });
     }
     const running = vm.running;
     const ntp = running ? h.guest.ntp() : h.guest.exportState().ntp;
@@ -591,15 +602,15 @@ export class TscmigNode {
       // happen first, then bracket the guest's read of its clock with two reads of true time.
       h.guest.now();
       if (!h.vm.running) return; // stopped by that read (a handling it could not journal)
-      const t = this.host.trueNs();
+      const t = this.truth.nowNs();
       const bounded = h.guest.now();
-      const spanNs = this.host.trueNs() - t;
+      const spanNs = this.truth.nowNs() - t;
       const n = Math.min(h.vm.vcpuCount, this.cfg.sampleVcpusMax);
       const vcpus: number[] = [];
       const tsc: bigint[] = [];
       const kvm: bigint[] = [];
       for (let i = 0; i < n; i++) {
-        const v = h.vm.guestTscAt(i, t);
+        const v = this.truth.guestTscAt(h.vm, i, t);
         vcpus.push(i);
         tsc.push(v);
         kvm.push(pvclockReadCycles(h.vm.pvclock.guestRead(i), v));
@@ -701,6 +712,7 @@ export class TscmigNode {
       journal: this.journal,
       faults: this.faults,
       history: this.deps.history ?? { sample: () => {}, event: () => {} },
+      truth: this.truth,
       log: this.log,
       probeExchanges: this.cfg.probeExchanges,
       retriesMax: this.cfg.retriesMax,
@@ -859,7 +871,7 @@ export class TscmigNode {
   }
 
   /** Destination: the restored VM becomes ours and runs. */
-  private adopt(inb: Inbound, vm: EmulatedVm, result: RestoreResult): { doorbellRung: boolean; resumedTrueNs: bigint } {
+  private adopt(inb: Inbound, vm: HypervisorVm, result: RestoreResult): { doorbellRung: boolean; resumedTrueNs: bigint; resumedRawNs: bigint } {
     const s = inb.snapshot as Snapshot;
     const g = s.guest;
     const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(g.clocksource, g.migrationHandling, g.handlingMode), g);
@@ -886,6 +898,7 @@ export class TscmigNode {
     }
     vm.resume();
     const resumedTrueNs = this.host.trueNs();
+    const resumedRawNs = this.host.rawNs();
     guest.start(false);
     guest.resumeTimers();
     // Journaled once the vCPUs run, off the blackout. A crash before this write leaves the staged
@@ -897,7 +910,7 @@ export class TscmigNode {
     this.persistence.write(h, true);
     this.startSampler(h);
     this.log.info({ event: "vm_resumed", migrationId: inb.req.migrationId, vmId: h.id, advancedNs: result.advancedNs, errorBoundNs: result.errorBoundNs }, "VM resumed");
-    return { doorbellRung: rung, resumedTrueNs };
+    return { doorbellRung: rung, resumedTrueNs, resumedRawNs };
   }
 
   /** Undoes `adopt` when the transaction journaling it did not commit: the VM stays staged, not run. */
