@@ -4,6 +4,7 @@
 
 import { defaultNodeConfig, type NodeConfig, TscmigNode } from "../../src/daemon/node.js";
 import type { HistorySink } from "../../src/shared/history.js";
+import type { HypervisorBackend } from "../../src/shared/hypervisor/backend.js";
 import { EmulatedHost } from "../../src/shared/hypervisor/host.js";
 import { SILENT_LOGGER } from "../../src/shared/logger.js";
 import type { Logger } from "../../src/shared/logger.js";
@@ -34,7 +35,11 @@ export class SimWorld {
   }
 
   /** A node named `name` over `journal` (not started). */
-  node(name: string, journal: JournalStore, o: { tune?: (c: NodeConfig) => void; log?: Logger; seed?: bigint; history?: HistorySink } = {}): TscmigNode {
+  node(
+    name: string,
+    journal: JournalStore,
+    o: { tune?: (c: NodeConfig) => void; log?: Logger; seed?: bigint; history?: HistorySink; backend?: (host: EmulatedHost) => HypervisorBackend } = {},
+  ): TscmigNode {
     const cfg = defaultNodeConfig(name, name);
     o.tune?.(cfg);
     const n = new TscmigNode(cfg, {
@@ -46,6 +51,7 @@ export class SimWorld {
       journal,
       dialer: this.net.dialer(name),
       ...(o.history ? { history: o.history } : {}),
+      ...(o.backend ? { backend: o.backend(this.host(name)) } : {}),
     });
     this.net.attach(name, n);
     return n;
