@@ -85,7 +85,7 @@ export class RecordingVm implements HypervisorVm {
     this.note("getClock");
     return this.inner.getClock();
   }
-  setClock(data: { clock: bigint; flags: number; realtime: bigint }): { advancedClock: bigint; kvmclockOffset: bigint } {
+  setClock(data: { clock: bigint; flags: number; realtime: bigint }): { advancedClock: bigint } {
     this.note("setClock");
     return this.inner.setClock(data);
   }

@@ -9,6 +9,7 @@
 import { describe, expect, it } from "vitest";
 import { EmulatedBackend } from "../../src/shared/hypervisor/emulated-backend.js";
 import type { EmulatedHost } from "../../src/shared/hypervisor/host.js";
+import { emulatedTruth } from "../../src/shared/hypervisor/truth.js";
 import { MemoryJournal } from "../../src/shared/migration/journal.js";
 import type { PolicyName } from "../../src/shared/migration/restore.js";
 import { RecordingBackend, RecordingVm } from "../helpers/recording-backend.js";
@@ -107,5 +108,34 @@ describe("a second hypervisor backend, injected through the node's dependencies"
     } finally {
       await app.close();
     }
+  });
+
+});
+
+describe("the truth probe and the guest-memory view", () => {
+  it("reads what the guest reads: the guest TSC at a true instant is RDTSC at that instant, vCPU by vCPU", async () => {
+    const w = new SimWorld();
+    const host = w.host("h");
+    const vm = new EmulatedBackend(host).createVm({ vcpus: 3, guestTscKhz: 3_000_000n });
+    vm.setTscOffset(1, 123_456_789n);
+    const truth = emulatedTruth(host);
+    await w.advance(1_234n * MS);
+    const t = truth.nowNs();
+    for (let i = 0; i < 3; i++) expect(truth.guestTscAt(vm, i, t)).toBe(vm.readGuestTsc(i));
+    expect(truth.guestTscAt(vm, 1, t) - truth.guestTscAt(vm, 0, t)).toBe(123_456_789n);
+    expect(truth.hostRealtimeNsAt(t)).toBe(host.realtimeNs());
+  });
+
+  it("loads pvclock records only whole: a wrong size is refused and changes nothing", () => {
+    const w = new SimWorld();
+    const vm = new EmulatedBackend(w.host("h")).createVm({ vcpus: 2 });
+    vm.guestEnableKvmclock();
+    vm.resume();
+    const before = vm.pvclock.copyBytes();
+    expect(() => vm.pvclock.loadBytes(new Uint8Array(32))).toThrow(/2 × 32 bytes/);
+    expect(vm.pvclock.copyBytes()).toEqual(before);
+    const copy = vm.pvclock.copyBytes();
+    copy.fill(0);
+    expect(vm.pvclock.copyBytes()).toEqual(before); // a copy, not a view
   });
 });

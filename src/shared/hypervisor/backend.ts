@@ -77,8 +77,11 @@ export interface HypervisorVm {
   readonly pvclock: PvclockPages;
   /** KVM_GET_CLOCK. */
   getClock(): KvmClockData;
-  /** KVM_SET_CLOCK (REALTIME flag honoured, never steps backward). */
-  setClock(data: { clock: bigint; flags: number; realtime: bigint }): { advancedClock: bigint; kvmclockOffset: bigint };
+  /**
+   * KVM_SET_CLOCK (REALTIME flag honoured, never steps backward). Returns the kvmclock it set: the
+   * argument, advanced with KVM_CLOCK_REALTIME by the realtime elapsed since `realtime`.
+   */
+  setClock(data: { clock: bigint; flags: number; realtime: bigint }): { advancedClock: bigint };
   /** KVM_SET_CLOCK_GUEST: keep kvmclock the same function of the guest TSC. */
   setClockGuest(record: PvclockRecord): void;
   /** KVM_GET_CLOCK_GUEST: the boot vCPU's pvclock as the guest sees it (master clock only). */
