@@ -14,6 +14,7 @@ import type { FastifyInstance } from "fastify";
 import { buildHttpApp } from "../shared/http/app.js";
 import { createMetrics, type Metrics } from "../shared/http/metrics.js";
 import { RingHistory } from "../shared/history.js";
+import type { HypervisorBackend } from "../shared/hypervisor/backend.js";
 import { EmulatedHost } from "../shared/hypervisor/host.js";
 import { LIMITS } from "../shared/limits.js";
 import { logListening, type Logger } from "../shared/log.js";
@@ -43,6 +44,8 @@ export interface DaemonDeps {
   faults?: Faults;
   /** Node tuning beyond the flags (tests, chaos). */
   tune?: (cfg: NodeConfig) => void;
+  /** The hypervisor the daemon's VMs run on, over its host (default: emulated VMs). */
+  backend?: (host: EmulatedHost) => HypervisorBackend;
   /** Test seam (fault injection at the journal, e.g. a full disk): wraps the journal the node writes through. Never set in production. */
   wrapJournal?: (journal: JournalStore) => JournalStore;
   version?: string;
@@ -112,6 +115,7 @@ async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: Journal, 
     dialer,
     history,
     ...(deps.faults ? { faults: deps.faults } : {}),
+    ...(deps.backend ? { backend: deps.backend(host) } : {}),
   });
   const metrics = createMetrics();
   let phase: "starting" | "ready" | "closing" = "starting";

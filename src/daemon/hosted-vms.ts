@@ -9,7 +9,8 @@ import type { HistorySink } from "../shared/history.js";
 import type { Logger } from "../shared/logger.js";
 import { LIMITS } from "../shared/limits.js";
 import type { EmulatedHost } from "../shared/hypervisor/host.js";
-import { EmulatedVm } from "../shared/hypervisor/vm.js";
+import type { HypervisorBackend, HypervisorVm } from "../shared/hypervisor/backend.js";
+import type { TruthProbe } from "../shared/hypervisor/truth.js";
 import { Guest, type Clocksource, type GuestOptions, type HandlingMode, type NtpReading } from "../shared/guest/guest.js";
 import { pvclockReadCycles, type PvclockRecord } from "../shared/kvm/pvclock.js";
 import type { VmclockPage } from "../shared/kvm/vmclock.js";
@@ -71,6 +72,10 @@ export interface HostedVmsDeps {
   journal: DurableJournal;
   faults: Faults;
   history?: HistorySink;
+  /** The hypervisor the VMs run on. */
+  backend: HypervisorBackend;
+  /** True time, for the sampler and readings only. */
+  truth: TruthProbe;
 }
 
 export interface CreateVmRequest {
@@ -181,8 +186,7 @@ export class HostedVms implements VmRegistry {
 
   /** A journaled VM, rebuilt paused. */
   private load(id: string, generation: bigint, role: VmRole, st: PersistedVm): HostedVm {
-    const vm = new EmulatedVm(this.host, { vcpus: st.vm.vcpus });
-    vm.importState({ ...st.vm, running: false });
+    const vm = this.deps.backend.restoreVm({ ...st.vm, running: false });
     const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(st.guest.clocksource, st.guest.migrationHandling, st.guest.handlingMode), st.guest);
     const h: HostedVm = { id, vm, guest, generation, role, lock: null, sampler: null };
     this.wireGuest(h);
@@ -215,7 +219,7 @@ export class HostedVms implements VmRegistry {
     if (clocksource !== "tsc" && clocksource !== "kvm-clock") throw invalid("clocksource", `must be "tsc" or "kvm-clock"`);
     const mode = req.handlingMode ?? this.cfg.guest.handlingMode;
     if (mode !== "ditch" && mode !== "widen") throw invalid("handlingMode", `must be "ditch" or "widen"`);
-    const vm = new EmulatedVm(this.host, { vcpus: req.vcpus, ...(req.guestTscKhz !== undefined ? { guestTscKhz: req.guestTscKhz } : {}) });
+    const vm = this.deps.backend.createVm({ vcpus: req.vcpus, ...(req.guestTscKhz !== undefined ? { guestTscKhz: req.guestTscKhz } : {}) });
     const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(clocksource, req.migrationHandling ?? this.cfg.guest.migrationHandling, mode));
     const h: HostedVm = { id, vm, guest, generation: 0n, role: "owner", lock: null, sampler: null };
     // Journaled before it exists here: a VM this daemon reports is one a restart brings back.
@@ -287,12 +291,12 @@ export class HostedVms implements VmRegistry {
   read(id: string, vcpuLimit: number = LIMITS.vcpuCountMax): VmReading {
     const h = this.get(id);
     const vm = h.vm;
-    const trueNs = this.host.trueNs();
+    const trueNs = this.deps.truth.nowNs();
     const vcpu: VcpuReading[] = [];
     for (let i = 0; i < Math.min(vm.vcpuCount, vcpuLimit); i++) {
-      const tsc = vm.guestTscAt(i, trueNs);
+      const tsc = this.deps.truth.guestTscAt(vm, i, trueNs);
       const rec = vm.pvclock.guestRead(i);
-      vcpu.push({ index: i, tsc, tscOffset: vm.getTscOffset(i), ratio: vm.ratioOf(i), kvmclockNs: pvclockReadCycles(rec, tsc), pvclock: rec });
+      vcpu.push({ index: i, tsc, tscOffset: vm.getTscOffset(i), ratio: vm.getTscRatio(i), kvmclockNs: pvclockReadCycles(rec, tsc), pvclock: rec });
     }
     const running = vm.running;
     const ntp = running ? h.guest.ntp() : h.guest.exportState().ntp;
@@ -380,7 +384,7 @@ export class HostedVms implements VmRegistry {
     this.deps.log.warn({ event: "vm_reclaimed", vmId: h.id, migrationId, generation: gen }, "destination refused the Commit for good: the VM runs here again");
   }
 
-  adopt(vm: EmulatedVm, a: Adoption): { doorbellRung: boolean; resumedTrueNs: bigint } {
+  adopt(vm: HypervisorVm, a: Adoption): { doorbellRung: boolean; resumedTrueNs: bigint; resumedRawNs: bigint } {
     const g = a.guest;
     const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(g.clocksource, g.migrationHandling, g.handlingMode), g);
     const h: HostedVm = { id: a.vmId, vm, guest, generation: a.generation, role: "owner", lock: null, sampler: null };
@@ -396,6 +400,7 @@ export class HostedVms implements VmRegistry {
     if (rung) this.ringDoorbell(h);
     vm.resume();
     const resumedTrueNs = this.host.trueNs();
+    const resumedRawNs = this.host.rawNs();
     guest.start(false);
     guest.resumeTimers();
     // Journaled once the vCPUs run, off the blackout. A crash before this write leaves the staged
@@ -407,7 +412,7 @@ export class HostedVms implements VmRegistry {
     this.persistence.write(h, true);
     this.startSampler(h);
     this.deps.log.info({ event: "vm_resumed", migrationId: a.migrationId, vmId: h.id, advancedNs: a.advancedNs, errorBoundNs: a.errorBoundNs }, "VM resumed");
-    return { doorbellRung: rung, resumedTrueNs };
+    return { doorbellRung: rung, resumedTrueNs, resumedRawNs };
   }
 
   private ringDoorbell(h: HostedVm): void {
@@ -543,15 +548,15 @@ export class HostedVms implements VmRegistry {
     // happen first, then bracket the guest's read of its clock with two reads of true time.
     h.guest.now();
     if (!h.vm.running) return; // stopped by that read (a handling it could not journal)
-    const t = this.host.trueNs();
+    const t = this.deps.truth.nowNs();
     const bounded = h.guest.now();
-    const spanNs = this.host.trueNs() - t;
+    const spanNs = this.deps.truth.nowNs() - t;
     const n = Math.min(h.vm.vcpuCount, this.cfg.sampleVcpusMax);
     const vcpus: number[] = [];
     const tsc: bigint[] = [];
     const kvm: bigint[] = [];
     for (let i = 0; i < n; i++) {
-      const v = h.vm.guestTscAt(i, t);
+      const v = this.deps.truth.guestTscAt(h.vm, i, t);
       vcpus.push(i);
       tsc.push(v);
       kvm.push(pvclockReadCycles(h.vm.pvclock.guestRead(i), v));

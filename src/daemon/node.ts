@@ -9,6 +9,9 @@ import type { HistorySink } from "../shared/history.js";
 import type { Logger } from "../shared/logger.js";
 import { LIMITS } from "../shared/limits.js";
 import type { EmulatedHost } from "../shared/hypervisor/host.js";
+import type { HypervisorBackend } from "../shared/hypervisor/backend.js";
+import { EmulatedBackend } from "../shared/hypervisor/emulated-backend.js";
+import { emulatedTruth, type TruthProbe } from "../shared/hypervisor/truth.js";
 import type { HostedVm } from "../shared/migration/hosted-vm.js";
 import type { JournalStore } from "../shared/migration/journal.js";
 import type { PeerDialer, PeerHandler } from "../shared/migration/messages.js";
@@ -53,6 +56,10 @@ export interface NodeDeps {
   dialer: PeerDialer;
   faults?: Faults;
   history?: HistorySink;
+  /** The hypervisor the node's VMs run on (default: emulated VMs on `host`). */
+  backend?: HypervisorBackend;
+  /** Reads of true time for the sampler and reports (default: `host`'s, which is emulated). */
+  truth?: TruthProbe;
   /** Test seam (chaos sensitivity tests): replaces the destination's restore. Never set in production. */
   restore?: RestoreFn;
 }
@@ -64,6 +71,8 @@ export class TscmigNode {
   readonly durable: DurableJournal;
   readonly journal: JournalStore;
   readonly log: Logger;
+  readonly backend: HypervisorBackend;
+  readonly truth: TruthProbe;
   readonly vms: HostedVms;
   readonly source: Source;
   readonly destination: DestinationRole;
@@ -75,16 +84,20 @@ export class TscmigNode {
     this.cfg = cfg;
     this.host = deps.host;
     this.log = deps.log;
+    this.backend = deps.backend ?? new EmulatedBackend(deps.host);
+    this.truth = deps.truth ?? emulatedTruth(deps.host);
     const faults: Faults = deps.faults ?? NO_FAULTS;
     const history = deps.history ? { history: deps.history } : {};
     this.durable = new DurableJournal(deps.journal, { scheduler: deps.scheduler, log: deps.log, trueNs: () => deps.host.trueNs() });
     this.journal = this.durable;
     const common = { host: deps.host, journal: this.durable, faults, log: deps.log };
-    this.vms = new HostedVms(cfg, { ...common, scheduler: deps.scheduler, random: deps.random, ...history });
-    this.source = new Source(cfg, { ...common, scheduler: deps.scheduler, random: deps.random, dialer: deps.dialer, vms: this.vms, ...history });
+    this.vms = new HostedVms(cfg, { ...common, scheduler: deps.scheduler, random: deps.random, backend: this.backend, truth: this.truth, ...history });
+    this.source = new Source(cfg, { ...common, scheduler: deps.scheduler, random: deps.random, truth: this.truth, dialer: deps.dialer, vms: this.vms, ...history });
     this.destination = new DestinationRole({
       ...common,
       name: cfg.name,
+      backend: this.backend,
+      truth: this.truth,
       dialer: deps.dialer,
       vms: this.vms,
       outboundInFlight: () => this.source.inFlight,

@@ -7,6 +7,8 @@
 import type { Faults } from "../shared/faults.js";
 import type { Logger } from "../shared/logger.js";
 import type { EmulatedHost } from "../shared/hypervisor/host.js";
+import type { HypervisorBackend } from "../shared/hypervisor/backend.js";
+import type { TruthProbe } from "../shared/hypervisor/truth.js";
 import { checkInboundSource } from "../shared/migration/admission.js";
 import type { StagedPayload } from "../shared/migration/hosted-vm.js";
 import { type DurableStore, isStorageError, journalAbortOnRecovery, type MigrationRecord } from "../shared/migration/journal.js";
@@ -31,6 +33,10 @@ import { Destination, type Inbound, inboundKey, type RestoreFn } from "./migrate
 export interface DestinationDeps {
   name: string;
   host: EmulatedHost;
+  /** Makes the VM a snapshot is restored into. */
+  backend: HypervisorBackend;
+  /** True time, for the report's diagnostics only. */
+  truth: TruthProbe;
   journal: DurableStore;
   faults: Faults;
   log: Logger;
@@ -50,6 +56,8 @@ export class DestinationRole {
     this.core = new Destination({
       name: deps.name,
       host: deps.host,
+      backend: deps.backend,
+      truth: deps.truth,
       journal: deps.journal,
       faults: deps.faults,
       log: deps.log,

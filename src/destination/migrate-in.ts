@@ -8,7 +8,8 @@ import { crashPoint, type Faults } from "../shared/faults.js";
 import type { Logger } from "../shared/logger.js";
 import { LIMITS } from "../shared/limits.js";
 import type { EmulatedHost } from "../shared/hypervisor/host.js";
-import { EmulatedVm } from "../shared/hypervisor/vm.js";
+import type { HypervisorBackend, HypervisorVm } from "../shared/hypervisor/backend.js";
+import type { TruthProbe } from "../shared/hypervisor/truth.js";
 import { setTscKhzDecision } from "../shared/kvm/tsc.js";
 import { PVCLOCK_GUEST_STOPPED, pvclockReadCycles } from "../shared/kvm/pvclock.js";
 import { VMCLOCK_FLAG_TIME_MAXERROR_VALID } from "../shared/kvm/vmclock.js";
@@ -60,6 +61,10 @@ export type RestoreFn = typeof restoreSnapshot;
 export interface DestinationContext {
   name: string;
   host: EmulatedHost;
+  /** Makes the VM a snapshot is restored into. */
+  backend: HypervisorBackend;
+  /** True time, for the report's diagnostics only. */
+  truth: TruthProbe;
   journal: JournalStore;
   faults: Faults;
   log: Logger;
@@ -70,8 +75,8 @@ export interface DestinationContext {
   vmCount(): number;
   /** Throws unless a peer-given address is one the transport can dial (`PeerDialer.checkAddress`). */
   checkPeerAddress(address: string, field: string): void;
-  /** Adopt a restored VM: builds the guest, rings the doorbell if asked, resumes, journals; returns the true time of the resume. */
-  adopt(inb: Inbound, vm: EmulatedVm, result: RestoreResult): { doorbellRung: boolean; resumedTrueNs: bigint };
+  /** Adopt a restored VM: builds the guest, rings the doorbell if asked, resumes, journals; returns the resume instant (true time, and this host's raw clock). */
+  adopt(inb: Inbound, vm: HypervisorVm, result: RestoreResult): { doorbellRung: boolean; resumedTrueNs: bigint; resumedRawNs: bigint };
   /** Durable copy of a staged snapshot (for restarts between Transfer and Commit). */
   stageDurably(inb: Inbound): void;
   dropStaged(inb: Inbound): void;
@@ -471,7 +476,7 @@ export class Destination {
     const s = inb.snapshot as Snapshot;
     const r = inb.req;
     const t0 = this.ctx.host.rawNs();
-    const vm = new EmulatedVm(this.ctx.host, { vcpus: s.vcpuCount, guestTscKhz: s.guestTscKhz });
+    const vm = this.ctx.backend.createVm({ vcpus: s.vcpuCount, guestTscKhz: s.guestTscKhz });
     const host = this.ctx.host;
     const result = (this.ctx.restore ?? restoreSnapshot)(vm, s, {
       policy: r.policy,
@@ -512,13 +517,13 @@ export class Destination {
     // VM running before the transaction commits, and a crash inside rolls back to "staged".
     const report = this.ctx.journal.transaction((): RestoreReport => {
       const restoredRawNs = host.rawNs();
-      const { doorbellRung, resumedTrueNs } = this.ctx.adopt(inb, vm, result);
+      const { doorbellRung, resumedTrueNs, resumedRawNs } = this.ctx.adopt(inb, vm, result);
       crashPoint(this.ctx.faults, "crash.destination.duringRestore");
       // From the restore to the resume (journal writes, a stalled process) guest time ran on at this
       // host's rate while the ideal ran at the source's: the two crystals may drift apart meanwhile, so
       // the bound grows by it — in the report and on the published page, before the guest can read it.
       let errorBoundNs = result.errorBoundNs;
-      const lateNs = host.rawNsAt(resumedTrueNs) - restoredRawNs; // restore → resume, not what follows
+      const lateNs = resumedRawNs - restoredRawNs; // restore → resume, not what follows
       if (lateNs > 0n) {
         errorBoundNs += 2n * ((lateNs * DRIFT_ALLOWANCE_PPM + 999_999n) / 1_000_000n);
         if ((vm.vmclock().flags & VMCLOCK_FLAG_TIME_MAXERROR_VALID) !== 0n)
@@ -528,7 +533,7 @@ export class Destination {
       }
       // One instant for both (the resume): the source compares tscAtResume with its own TSC at
       // resumedTrueNs, so a TSC read a moment later would count that moment as migration error.
-      const tsc = vm.guestTscAt(0, resumedTrueNs);
+      const tsc = this.ctx.truth.guestTscAt(vm, 0, resumedTrueNs);
       const rep: RestoreReport = {
         estimatedBlackoutNs: result.estimate.estimatedNs,
         advancedNs: result.advancedNs,
@@ -642,7 +647,7 @@ export function reportFromJson(text: string): RestoreReport {
   };
 }
 
-function countStopped(vm: EmulatedVm): number {
+function countStopped(vm: HypervisorVm): number {
   let n = 0;
   for (let i = 0; i < vm.vcpuCount; i++) if ((vm.pvclock.flags(i) & PVCLOCK_GUEST_STOPPED) !== 0) n++;
   return n;

@@ -8,6 +8,7 @@ import type { HistorySink } from "../shared/history.js";
 import type { Logger } from "../shared/logger.js";
 import { LIMITS } from "../shared/limits.js";
 import type { EmulatedHost } from "../shared/hypervisor/host.js";
+import type { TruthProbe } from "../shared/hypervisor/truth.js";
 import { type EstimatorName, type ProbeExchange, probeOffset } from "../shared/migration/blackout.js";
 import type { HostedVm } from "../shared/migration/hosted-vm.js";
 import type { JournalStore, MigrationDecision } from "../shared/migration/journal.js";
@@ -93,6 +94,8 @@ export interface SourceContext {
   journal: JournalStore;
   faults: Faults;
   history: HistorySink;
+  /** True time, for the report's diagnostics only. */
+  truth: TruthProbe;
   log: Logger;
   probeExchanges: number;
   retriesMax: number;
@@ -238,7 +241,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
             generation,
             vcpuCount: vm.vcpuCount,
             guestTscKhz: vm.guestTscKhz,
-            sourceFracBits: vm.host.info.vendor.fracBits,
+            sourceFracBits: vm.hostInfo.vendor.fracBits,
             policy: opts.policy,
             estimator: opts.estimator,
             doorbell: opts.doorbell,
@@ -439,7 +442,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
       report.trueBlackoutNs = r.resumedTrueNs - report.pauseTrueNs;
       // The source VM was never touched after the pause: its TSC and kvmclock at the destination's
       // resume instant are exactly what "had it never paused" means (shared truth only).
-      report.tscIdeal = vm.guestTscAt(0, r.resumedTrueNs);
+      report.tscIdeal = ctx.truth.guestTscAt(vm, 0, r.resumedTrueNs);
       report.kvmNsIdeal = pvclockReadCycles(snapshotRecord0(), report.tscIdeal);
       const khz = vm.guestTscKhz;
       report.tscErrorNs = ((r.tscAtResume - report.tscIdeal) * 1_000_000n) / khz;

@@ -9,6 +9,7 @@ import type { HistorySink } from "../shared/history.js";
 import type { Logger } from "../shared/logger.js";
 import { LIMITS } from "../shared/limits.js";
 import type { EmulatedHost } from "../shared/hypervisor/host.js";
+import type { TruthProbe } from "../shared/hypervisor/truth.js";
 import { checkMigrationTarget } from "../shared/migration/admission.js";
 import { type EstimatorName, parseEstimator } from "../shared/migration/blackout.js";
 import type { HostedVm } from "../shared/migration/hosted-vm.js";
@@ -46,6 +47,8 @@ export interface SourceDeps {
   journal: DurableStore;
   faults: Faults;
   history?: HistorySink;
+  /** True time, for the report's diagnostics only. */
+  truth: TruthProbe;
   log: Logger;
   dialer: PeerDialer;
   vms: VmRegistry;
@@ -130,6 +133,7 @@ export class Source {
       journal: this.deps.journal,
       faults: this.deps.faults,
       history: this.deps.history ?? { sample: () => {}, event: () => {} },
+      truth: this.deps.truth,
       log: this.deps.log,
       probeExchanges: this.cfg.probeExchanges,
       retriesMax: this.cfg.retriesMax,

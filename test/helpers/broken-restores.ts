@@ -76,11 +76,12 @@ export const restoreKvmRealtimeIgnoringRealtime: RestoreFn = (vm, snap, opts) =>
 /** Any policy: the pvclock records the guest finds at resume are written for a kvmclock 100 µs ahead of the one restored. */
 export const restorePvclockApart: RestoreFn = (vm, snap, opts) => {
   const r = restoreSnapshot(vm, snap, opts);
-  vm.serviceRequests(); // records written now, so the resume has nothing left to rewrite
+  const emulated = vm as EmulatedVm; // writes records as the emulated host does: these tests run on that backend
+  emulated.serviceRequests(); // records written now, so the resume has nothing left to rewrite
   for (let i = 0; i < vm.vcpuCount; i++) {
     if (!vm.kvmclockEnabled(i)) continue;
     const rec = vm.pvclock.guestRead(i);
-    vm.pvclock.hostWrite(i, { ...rec, systemTime: u64(rec.systemTime + 100_000n) });
+    emulated.pvclock.hostWrite(i, { ...rec, systemTime: u64(rec.systemTime + 100_000n) });
   }
   return r;
 };

@@ -21,7 +21,9 @@ export interface AppDaemon {
   close(): Promise<void>;
 }
 
-export async function startAppDaemon(o: { name?: string; flags?: Record<string, string>; wrapJournal?: DaemonDeps["wrapJournal"] } = {}): Promise<AppDaemon> {
+export async function startAppDaemon(
+  o: { name?: string; flags?: Record<string, string>; wrapJournal?: DaemonDeps["wrapJournal"]; backend?: DaemonDeps["backend"] } = {},
+): Promise<AppDaemon> {
   const root = mkdtempSync(join(tmpdir(), "tscmig-app-"));
   const data = join(root, "data");
   const config = loadDaemonConfig({ flags: { name: o.name ?? "app", http: "127.0.0.1:0", grpc: "127.0.0.1:0", data, ...o.flags }, env: {} });
@@ -36,6 +38,7 @@ export async function startAppDaemon(o: { name?: string; flags?: Record<string, 
     config,
     trueEpochNs: EPOCH_NS,
     ...(o.wrapJournal ? { wrapJournal: o.wrapJournal } : {}),
+    ...(o.backend ? { backend: o.backend } : {}),
   });
   await daemon.listen();
   return {

@@ -6,6 +6,7 @@
 
 import { EmulatedHost } from "../../src/shared/hypervisor/host.js";
 import { EmulatedVm } from "../../src/shared/hypervisor/vm.js";
+import { emulatedTruth } from "../../src/shared/hypervisor/truth.js";
 import { Guest, type GuestOptions } from "../../src/shared/guest/guest.js";
 import { pvclockReadCycles, type PvclockRecord } from "../../src/shared/kvm/pvclock.js";
 import { s64 } from "../../src/shared/kvm/u64.js";
@@ -369,7 +370,7 @@ export function runMigration(s: Scenario): Outcome {
   const fracSrc = src.info.vendor.fracBits;
   const vcpus: VcpuOutcome[] = [];
   for (let i = 0; i < s.vcpus; i++) {
-    const tscIdeal = srcVm.guestTscAt(i, tResume);
+    const tscIdeal = emulatedTruth(src).guestTscAt(srcVm, i, tResume);
     const kvmIdeal = pvclockReadCycles(srcRecords[i] as PvclockRecord, tscIdeal);
     const tscAfter = dstVm.readGuestTsc(i);
     const kvmAfter = pvclockReadCycles(dstVm.pvclock.guestRead(i), tscAfter);
@@ -383,7 +384,7 @@ export function runMigration(s: Scenario): Outcome {
       tscAfter,
       kvmAfter,
       tscErrCycles,
-      tscErrNs: cyclesToNs(tscErrCycles, src.info.tscKhz, srcVm.ratioOf(i), fracSrc),
+      tscErrNs: cyclesToNs(tscErrCycles, src.info.tscKhz, srcVm.getTscRatio(i), fracSrc),
       kvmErrNs: s64(kvmAfter - kvmIdeal),
     });
   }

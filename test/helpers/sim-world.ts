@@ -8,6 +8,7 @@
 import { defaultNodeConfig, type NodeConfig, TscmigNode } from "../../src/daemon/node.js";
 import type { Faults } from "../../src/shared/faults.js";
 import type { HistorySink } from "../../src/shared/history.js";
+import type { HypervisorBackend } from "../../src/shared/hypervisor/backend.js";
 import { EmulatedHost } from "../../src/shared/hypervisor/host.js";
 import { type Logger, SILENT_LOGGER } from "../../src/shared/logger.js";
 import { type JournalStore, MemoryJournal, type MigrationRecord, type VmRecord } from "../../src/shared/migration/journal.js";
@@ -54,6 +55,8 @@ export interface NodeOptions {
   log?: Logger;
   /** The node's random seed (default: 7 × how many nodes this world holds, plus one). */
   seed?: bigint;
+  /** The hypervisor backend over the node's host (default: emulated VMs). */
+  backend?: (host: EmulatedHost) => HypervisorBackend;
 }
 
 export class World {
@@ -91,12 +94,14 @@ export class World {
     const cfg = defaultNodeConfig(name, name);
     cfg.sampleIntervalNs = this.sampleIntervalNs;
     o.tune?.(cfg);
+    const host = o.host ?? this.stableHost(name);
     const n = new TscmigNode(cfg, {
       clock: this.clock,
       scheduler: this.sched,
       random: new SeededRandom(o.seed ?? BigInt(this.nodes.size + 1) * 7n),
       log: o.log ?? SILENT_LOGGER,
-      host: o.host ?? this.stableHost(name),
+      host,
+      ...(o.backend ? { backend: o.backend(host) } : {}),
       journal,
       dialer: this.net.dialer(name),
       ...(o.faults ? { faults: o.faults } : {}),

@@ -210,7 +210,7 @@ describe("I8: rate continuity", () => {
         const cycles = s64(after - before);
         const measuredHzTimesInterval = cycles * 1_000_000_000n; // rate·interval, in Hz·ns
         const nominal = khz * 1000n * intervalNs;
-        const dstDefault = o.dstVm.ratioOf(0) === (o.dst.info.vendor.fracBits === 48 ? 1n << 48n : 1n << 32n);
+        const dstDefault = o.dstVm.getTscRatio(0) === (o.dst.info.vendor.fracBits === 48 ? 1n << 48n : 1n << 32n);
         const crystalPpm = BigInt(Math.ceil(maxSlopePpm(crystalModel(s.dst))));
         const tolPpm = crystalPpm + (dstDefault && khz !== o.dst.info.tscKhz ? BigInt(TSC_TOLERANCE_PPM_DEFAULT) : 0n);
         // Slack, in cycles: the crystal model's ns floors (3 ns of guest cycles), two host-TSC floors

@@ -8,7 +8,8 @@
 // what its policy says is caught whatever it reports.
 
 import type { RestoreFn } from "../../destination/migrate-in.js";
-import type { EmulatedVm } from "../../shared/hypervisor/vm.js";
+import type { HypervisorVm } from "../../shared/hypervisor/backend.js";
+import type { TruthProbe } from "../../shared/hypervisor/truth.js";
 import { LIMITS } from "../../shared/limits.js";
 import { pvclockReadCycles } from "../../shared/kvm/pvclock.js";
 import { snapshotRecord, type Snapshot } from "../../shared/migration/snapshot.js";
@@ -21,8 +22,8 @@ type RestoreClocks = Extract<ChaosEvent, { kind: "restoreClocks" }>;
 
 export interface RestoreProbeContext {
   daemon: string;
-  /** True time now. */
-  trueNs: () => bigint;
+  /** True time, and the destination host's clocks and guests at true instants. */
+  truth: TruthProbe;
   /** Records the event (the harness drops it when the process died meanwhile). */
   record: (e: RestoreClocks) => void;
 }
@@ -40,21 +41,22 @@ function stoppedKvmclock(snap: Snapshot): { ns: bigint; spreadNs: bigint } {
   return { ns: max, spreadNs: max - min };
 }
 
-function guestTscs(vm: EmulatedVm, n: number, t: bigint): bigint[] {
-  return Array.from({ length: n }, (_v, i) => vm.guestTscAt(i, t));
+function guestTscs(truth: TruthProbe, vm: HypervisorVm, n: number, t: bigint): bigint[] {
+  return Array.from({ length: n }, (_v, i) => truth.guestTscAt(vm, i, t));
 }
 
 /** `restore`, observed: same results, plus one `restoreClocks` event when the restored VM first resumes. */
 export function observeRestores(restore: RestoreFn, ctx: RestoreProbeContext): RestoreFn {
   return (vm, snap, opts) => {
     const n = Math.min(snap.vcpuCount, RESTORE_VCPUS_RECORDED);
-    const restoreStartNs = ctx.trueNs();
-    const destinationRealtimeNs = vm.host.realtimeNsAt(restoreStartNs);
+    const truth = ctx.truth;
+    const restoreStartNs = truth.nowNs();
+    const destinationRealtimeNs = truth.hostRealtimeNsAt(restoreStartNs);
     const setClock: RestoreClocks["setClock"] = [];
     const realSetClock = vm.setClock.bind(vm);
     vm.setClock = (data) => {
-      const t = ctx.trueNs();
-      setClock.push({ trueNs: t, clockNs: data.clock, flags: data.flags, realtimeNs: data.realtime, destinationRealtimeNs: vm.host.realtimeNsAt(t) });
+      const t = truth.nowNs();
+      setClock.push({ trueNs: t, clockNs: data.clock, flags: data.flags, realtimeNs: data.realtime, destinationRealtimeNs: truth.hostRealtimeNsAt(t) });
       return realSetClock(data);
     };
     let result: ReturnType<RestoreFn>;
@@ -63,7 +65,7 @@ export function observeRestores(restore: RestoreFn, ctx: RestoreProbeContext): R
     } finally {
       Reflect.deleteProperty(vm, "setClock"); // the class's own again
     }
-    const restoreEndNs = ctx.trueNs();
+    const restoreEndNs = truth.nowNs();
     const stopped = stoppedKvmclock(snap);
     const facts = {
       kind: "restoreClocks" as const,
@@ -87,29 +89,29 @@ export function observeRestores(restore: RestoreFn, ctx: RestoreProbeContext): R
       restoreStartNs,
       restoreEndNs,
       destinationRealtimeNs,
-      restoredTsc: guestTscs(vm, n, restoreEndNs),
+      restoredTsc: guestTscs(truth, vm, n, restoreEndNs),
       restoredKvmclockNs: vm.getClock().clock,
       setClock,
     };
-    watchFirstResume(vm, n, (atResume) => ctx.record({ ...facts, trueNs: ctx.trueNs(), ...atResume }));
+    watchFirstResume(truth, vm, n, (atResume) => ctx.record({ ...facts, trueNs: truth.nowNs(), ...atResume }));
     return result;
   };
 }
 
 /** Calls `seen` right after the VM's first resume (its vCPUs' first entry: records rewritten), once. */
-function watchFirstResume(vm: EmulatedVm, n: number, seen: (f: Pick<RestoreClocks, "tscAtResume" | "pvclockVcpus" | "pvclockKvmclockNs" | "kvmclockAtResumeNs">) => void): void {
+function watchFirstResume(truth: TruthProbe, vm: HypervisorVm, n: number, seen: (f: Pick<RestoreClocks, "tscAtResume" | "pvclockVcpus" | "pvclockKvmclockNs" | "kvmclockAtResumeNs">) => void): void {
   const realResume = vm.resume.bind(vm);
   vm.resume = () => {
     Reflect.deleteProperty(vm, "resume");
     realResume();
-    const t = vm.host.trueNs();
+    const t = truth.nowNs();
     const pvclockVcpus: number[] = [];
     const pvclockKvmclockNs: bigint[] = [];
     for (let i = 0; i < n; i++) {
       if (!vm.kvmclockEnabled(i)) continue;
       pvclockVcpus.push(i);
-      pvclockKvmclockNs.push(pvclockReadCycles(vm.pvclock.guestRead(i), vm.guestTscAt(i, t)));
+      pvclockKvmclockNs.push(pvclockReadCycles(vm.pvclock.guestRead(i), truth.guestTscAt(vm, i, t)));
     }
-    seen({ tscAtResume: guestTscs(vm, n, t), pvclockVcpus, pvclockKvmclockNs, kvmclockAtResumeNs: vm.getClock().clock });
+    seen({ tscAtResume: guestTscs(truth, vm, n, t), pvclockVcpus, pvclockKvmclockNs, kvmclockAtResumeNs: vm.getClock().clock });
   };
 }

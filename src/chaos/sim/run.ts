@@ -21,7 +21,8 @@ import { SILENT_LOGGER } from "../../shared/logger.js";
 import { type JournalStore, MemoryJournal } from "../../shared/migration/journal.js";
 import { reportFromJson, type RestoreFn } from "../../destination/migrate-in.js";
 import { restoreSnapshot } from "../../shared/migration/restore.js";
-import type { EmulatedVm } from "../../shared/hypervisor/vm.js";
+import type { HypervisorVm } from "../../shared/hypervisor/backend.js";
+import { emulatedTruth, type TruthProbe } from "../../shared/hypervisor/truth.js";
 import { pvclockReadCycles, type PvclockRecord } from "../../shared/kvm/pvclock.js";
 import type { Scheduler, Timer } from "../../shared/time/clock.js";
 import { offsetAt } from "../../shared/time/offset-model.js";
@@ -179,7 +180,7 @@ class SimRun {
    * against "what the source would read had it never paused" (I3) even when the source died before
    * it got the restore report. Keyed by VM and the generation the migration creates.
    */
-  private readonly pauses = new Map<string, { vm: EmulatedVm; record: PvclockRecord; t: bigint; source: string }>();
+  private readonly pauses = new Map<string, { vm: HypervisorVm; truth: TruthProbe; record: PvclockRecord; t: bigint; source: string }>();
   /** Operator actions on a daemon's journal, carried out before its next start. */
   private readonly pendingOps = new Map<string, JournalOp>();
   /** VMs I7 requires at the end: the scenario's, and any a daemon reported creating at run time. */
@@ -343,7 +344,7 @@ class SimRun {
       // Every restore is watched for I9 (the real one, or a test's broken one).
       restore: observeRestores(this.opts.restoreHook ?? restoreSnapshot, {
         daemon: d.name,
-        trueNs: this.now,
+        truth: emulatedTruth(d.host),
         record: (e) => {
           if (fence.alive) this.rec.event(e);
         },
@@ -366,8 +367,9 @@ class SimRun {
   }
 
   private capturePause(d: SimDaemon, vmId: string, generation: bigint): void {
-    const h = d.current?.node.listVms().find((x) => x.id === vmId);
-    if (h) this.pauses.set(`${vmId}@${generation + 1n}`, { vm: h.vm, record: h.vm.pvclock.guestRead(0), t: this.now(), source: d.name });
+    const node = d.current?.node;
+    const h = node?.listVms().find((x) => x.id === vmId);
+    if (node && h) this.pauses.set(`${vmId}@${generation + 1n}`, { vm: h.vm, truth: node.truth, record: h.vm.pvclock.guestRead(0), t: this.now(), source: d.name });
   }
 
   // ---- process faults: stalls, crash sites, fenced timers ----------------------------------------------
@@ -811,7 +813,7 @@ function summarizeUnresolved(daemon: string, lines: readonly UnresolvedLine[]): 
  * report): the destination's journaled report beside what the source VM would read at the resume
  * had it never paused.
  */
-function restoredEvents(daemons: readonly SimDaemon[], pauses: ReadonlyMap<string, { vm: EmulatedVm; record: PvclockRecord; t: bigint; source: string }>, events: readonly ChaosEvent[]): ChaosEvent[] {
+function restoredEvents(daemons: readonly SimDaemon[], pauses: ReadonlyMap<string, { vm: HypervisorVm; truth: TruthProbe; record: PvclockRecord; t: bigint; source: string }>, events: readonly ChaosEvent[]): ChaosEvent[] {
   const out: ChaosEvent[] = [];
   for (const d of daemons)
     for (const m of d.journal.listMigrations({ role: "destination", decision: "committed" })) {
@@ -821,7 +823,7 @@ function restoredEvents(daemons: readonly SimDaemon[], pauses: ReadonlyMap<strin
       if (!p || r.resumedTrueNs <= 0n) continue;
       let st: Extract<ChaosEvent, { kind: "migrateStart" }> | undefined;
       for (const e of events) if (e.kind === "migrateStart" && e.vmId === m.vmId && e.trueNs <= p.t) st = e;
-      const ideal = p.vm.guestTscAt(0, r.resumedTrueNs);
+      const ideal = p.truth.guestTscAt(p.vm, 0, r.resumedTrueNs);
       out.push({
         kind: "restored",
         trueNs: r.resumedTrueNs,

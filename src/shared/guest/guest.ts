@@ -12,7 +12,7 @@ import { PVCLOCK_GUEST_STOPPED, PVCLOCK_TSC_STABLE_BIT, pvclockReadCycles, pvclo
 import { VMCLOCK_FLAG_TIME_MAXERROR_VALID } from "../kvm/vmclock.js";
 import { u64 } from "../kvm/u64.js";
 import type { Scheduler, Timer } from "../time/clock.js";
-import type { EmulatedVm } from "../hypervisor/vm.js";
+import type { HypervisorVm } from "../hypervisor/backend.js";
 import { adjtimexSync, bootNtpState, ditchSync, type NtpState, secondOverflow, STA_UNSYNC, NTP_PHASE_LIMIT_US } from "./ntp.js";
 
 export type Clocksource = "tsc" | "kvm-clock";
@@ -78,7 +78,7 @@ export interface GuestState {
 }
 
 export class Guest {
-  readonly vm: EmulatedVm;
+  readonly vm: HypervisorVm;
   private readonly opts: GuestOptions;
   private readonly scheduler: Scheduler;
   private state: GuestState;
@@ -91,7 +91,7 @@ export class Guest {
    * Boots a guest on `vm` (enables kvmclock on every vCPU, calibrates its TSC from pvclock as Linux
    * does, starts the VM), or, given `restored`, adopts a migrated guest without running the VM.
    */
-  constructor(vm: EmulatedVm, scheduler: Scheduler, opts: GuestOptions, restored?: GuestState) {
+  constructor(vm: HypervisorVm, scheduler: Scheduler, opts: GuestOptions, restored?: GuestState) {
     if (!CLOCKSOURCES.includes(opts.clocksource)) throw invalid("clocksource", `must be "tsc" or "kvm-clock"`);
     if (opts.handlingMode !== "ditch" && opts.handlingMode !== "widen") throw invalid("handlingMode", `must be "ditch" or "widen"`);
     // A zero period would re-arm the poll at the same instant forever.

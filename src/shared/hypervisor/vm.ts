@@ -19,20 +19,16 @@ import {
 } from "../kvm/pvclock.js";
 import { KVM_CLOCK_HOST_TSC, KVM_CLOCK_REALTIME, KVM_CLOCK_TSC_STABLE, setClockAdvance } from "../kvm/set-clock.js";
 import { newVmclockPage, vmclockUpdate, type VmclockPage } from "../kvm/vmclock.js";
-import type { HostInfo, KvmClockData, VmBackend } from "./backend.js";
+import type { HostClockPair, HostInfo, HypervisorVm, KvmClockData, VmSpec, VmState } from "./backend.js";
 import type { EmulatedHost } from "./host.js";
 
 const F_KVMCLOCK = 1; // guest wrote MSR_KVM_SYSTEM_TIME_NEW
 const F_STOP_REQ = 2; // pvclock_set_guest_stopped_request
 const F_UPDATE = 4; // KVM_REQ_CLOCK_UPDATE pending
 
-export interface VmOptions {
-  vcpus: number;
-  /** Guest TSC frequency; default the host's. */
-  guestTscKhz?: bigint;
-}
+export type VmOptions = VmSpec;
 
-export class EmulatedVm implements VmBackend {
+export class EmulatedVm implements HypervisorVm {
   readonly vcpuCount: number;
   readonly host: EmulatedHost;
   readonly pvclock: PvclockArea;
@@ -77,6 +73,19 @@ export class EmulatedVm implements VmBackend {
 
   get guestTscKhz(): bigint {
     return this.virtualKhz[0] as bigint;
+  }
+
+  get hostInfo(): HostInfo {
+    return this.host.info;
+  }
+
+  hostClocks(): HostClockPair {
+    const t = this.host.trueNs();
+    return { hostTsc: this.host.tscAt(t), realtimeNs: this.host.realtimeNsAt(t) };
+  }
+
+  hostRawNsOfTsc(hostTsc: bigint): bigint {
+    return this.host.rawNsOfTsc(hostTsc);
   }
 
   private decide(khz: bigint) {
@@ -191,8 +200,9 @@ export class EmulatedVm implements VmBackend {
     return { ratio: this.ratio[i] as bigint, fracBits: this.host.info.vendor.fracBits };
   }
 
-  /** Ratio without the ENXIO rule (the emulator's own reads). */
-  ratioOf(i: number): bigint {
+  /** The programmed ratio, without KVM_VCPU_TSC_SCALE's ENXIO rule (a host without scaling runs the default). */
+  getTscRatio(i: number): bigint {
+    this.checkVcpu(i);
     return this.ratio[i] as bigint;
   }
 
@@ -228,18 +238,13 @@ export class EmulatedVm implements VmBackend {
     this.requestAll();
   }
 
-  guestTscAtHostTsc(i: number, hostTsc: bigint): bigint {
+  private guestTscAtHostTsc(i: number, hostTsc: bigint): bigint {
     return u64(scaleTsc(hostTsc, this.ratio[i] as bigint, this.host.info.vendor.fracBits) + (this.tscOffset[i] as bigint));
   }
 
   readGuestTsc(i: number): bigint {
     this.checkVcpu(i);
     return this.guestTscAtHostTsc(i, this.host.tscAt(this.host.trueNs()));
-  }
-
-  /** Guest TSC of vCPU i at true time t (for the checker and the workload). */
-  guestTscAt(i: number, tNs: bigint): bigint {
-    return this.guestTscAtHostTsc(i, this.host.tscAt(tNs));
   }
 
   pause(): void {
@@ -334,7 +339,7 @@ export class EmulatedVm implements VmBackend {
   }
 
   /** Raw state for snapshots and the journal. */
-  exportState(): EmulatedVmState {
+  exportState(): VmState {
     return {
       vcpus: this.vcpuCount,
       tscOffset: BigUint64Array.from(this.tscOffset),
@@ -342,14 +347,14 @@ export class EmulatedVm implements VmBackend {
       virtualKhz: BigUint64Array.from(this.virtualKhz),
       flags: Uint8Array.from(this.flags),
       kvmclockOffset: this.kvmclockOffset,
-      pvclock: this.pvclock.bytes().slice(),
+      pvclock: this.pvclock.copyBytes(),
       vmclock: { ...this.page },
       running: this.isRunning,
     };
   }
 
   /** Restores raw state (daemon restart): the VM continues exactly where it was. */
-  importState(s: EmulatedVmState): void {
+  importState(s: VmState): void {
     if (s.vcpus !== this.vcpuCount) throw invalid("state.vcpus", "vCPU count mismatch");
     this.tscOffset.set(s.tscOffset);
     this.ratio.set(s.ratio);
@@ -368,18 +373,6 @@ export class EmulatedVm implements VmBackend {
   private refreshMasterClockKeepingKvmclock(): void {
     this.refreshMasterClock();
   }
-}
-
-export interface EmulatedVmState {
-  vcpus: number;
-  tscOffset: BigUint64Array;
-  ratio: BigUint64Array;
-  virtualKhz: BigUint64Array;
-  flags: Uint8Array;
-  kvmclockOffset: bigint;
-  pvclock: Uint8Array;
-  vmclock: VmclockPage;
-  running: boolean;
 }
 
 /**

@@ -180,6 +180,18 @@ export class PvclockArea {
     return new Uint8Array(this.buffer, this.byteOffset, this.count * PVCLOCK_RECORD_BYTES);
   }
 
+  /** Every record, copied (a snapshot's pvclock column). */
+  copyBytes(): Uint8Array {
+    return this.bytes().slice();
+  }
+
+  /** Overwrites every record with `bytes` (count × 32 of them: a restore, before any vCPU runs). */
+  loadBytes(bytes: Uint8Array): void {
+    if (!(bytes instanceof Uint8Array) || bytes.length !== this.count * PVCLOCK_RECORD_BYTES)
+      throw invalid("pvclock", `must be exactly ${this.count} × ${PVCLOCK_RECORD_BYTES} bytes`);
+    this.bytes().set(bytes);
+  }
+
   /** The guest-visible version of record `i` (odd while a host write is in progress). */
   version(i: number): number {
     return this.loadVersion(this.offset(i));

@@ -1,10 +1,9 @@
-// A VM as a daemon hosts it: the emulated hypervisor VM, its guest, and its ownership; and the
+// A VM as a daemon hosts it: the hypervisor's VM (any backend), its guest, and its ownership; and the
 // journal forms of a VM (running or migrating out, staged) with the structural checks a restarted
 // daemon runs on them before anything runs from them.
 
-import type { EmulatedVm, EmulatedVmState } from "../hypervisor/vm.js";
 import type { Guest, GuestState } from "../guest/guest.js";
-import type { HostInfo } from "../hypervisor/backend.js";
+import type { HostInfo, HypervisorVm, VmState } from "../hypervisor/backend.js";
 import type { VmRole } from "./journal.js";
 import type { PrepareReq } from "./messages.js";
 import type { Timer } from "../time/clock.js";
@@ -19,7 +18,7 @@ import { type Snapshot, validateSnapshot } from "./snapshot.js";
 
 export interface HostedVm {
   id: string;
-  vm: EmulatedVm;
+  vm: HypervisorVm;
   guest: Guest;
   /** Fencing generation: bumped by every migration; a daemon refuses traffic for older ones. */
   generation: bigint;
@@ -31,7 +30,7 @@ export interface HostedVm {
 
 /** Journal form of a VM: hypervisor state and guest state, 64-bit values as decimal strings. */
 export interface PersistedVm {
-  vm: EmulatedVmState;
+  vm: VmState;
   guest: GuestState;
 }
 
@@ -111,7 +110,7 @@ function asDamage(ref: RecordRef, prefix: string, check: () => void): void {
   }
 }
 
-function checkVmState(v: Partial<EmulatedVmState>, ref: RecordRef, host: HostInfo): void {
+function checkVmState(v: Partial<VmState>, ref: RecordRef, host: HostInfo): void {
   const bad = (field: string, problem: string): TscmigError => damagedRecord(ref, `${field} ${problem}`, `state.vm.${field}`);
   const n = v.vcpus;
   if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > LIMITS.vcpuCountMax) throw bad("vcpus", `must be an integer in 1..${LIMITS.vcpuCountMax}`);
@@ -133,7 +132,7 @@ function checkVmState(v: Partial<EmulatedVmState>, ref: RecordRef, host: HostInf
   if (typeof v.kvmclockOffset !== "bigint" || v.kvmclockOffset < I64_MIN || v.kvmclockOffset > U64_MAX) throw bad("kvmclockOffset", "is not a 64-bit integer");
   if (typeof v.running !== "boolean") throw bad("running", "is not a boolean");
   if (typeof v.vmclock !== "object" || v.vmclock === null) throw bad("vmclock", "is missing");
-  asDamage(ref, "state.vm", () => checkVmclockPage(v.vmclock as EmulatedVmState["vmclock"]));
+  asDamage(ref, "state.vm", () => checkVmclockPage(v.vmclock as VmState["vmclock"]));
 }
 
 function checkGuestState(g: Partial<GuestState>, ref: RecordRef): void {

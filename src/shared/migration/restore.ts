@@ -1,5 +1,5 @@
-// Restore on the destination (SPEC §2 phase 4), one pure function per policy over the emulated
-// hypervisor: no I/O, the caller supplies the blackout estimate, evaluated at the restore instant.
+// Restore on the destination (SPEC §2 phase 4), one pure function per policy over the hypervisor
+// seam (backend.ts, any backend): no I/O, the caller supplies the blackout estimate, evaluated at the restore instant.
 // Order (Firecracker, Cloud Hypervisor #7932): clocks first, then the stopped flag on every vCPU,
 // then the vmclock marker and the published bound under the page's seqlock. The caller rings the
 // doorbell and resumes.
@@ -21,7 +21,7 @@ import {
   VMCLOCK_STATUS_SYNCHRONIZED,
   VMCLOCK_STATUS_UNRELIABLE,
 } from "../kvm/vmclock.js";
-import type { EmulatedVm } from "../hypervisor/vm.js";
+import type { HostClockPair, HypervisorVm } from "../hypervisor/backend.js";
 import { type BlackoutEstimate, DRIFT_ALLOWANCE_PPM } from "./blackout.js";
 import { type Snapshot, snapshotRecord } from "./snapshot.js";
 
@@ -103,7 +103,7 @@ function drift(ns: bigint): bigint {
  * Restores `snap` into `vm` (paused, created with the snapshot's shape). Validates everything before
  * touching `vm`; on a thrown error the VM is unusable and the caller discards it.
  */
-export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOptions): RestoreResult {
+export function restoreSnapshot(vm: HypervisorVm, snap: Snapshot, opts: RestoreOptions): RestoreResult {
   parsePolicy(opts.policy); // an unknown name would otherwise fall through to freeze
   if (vm.running) throw invalid("vm", "restore needs the vCPUs paused");
   if (vm.vcpuCount !== snap.vcpuCount) throw invalid("snapshot.vcpuCount", `VM has ${vm.vcpuCount} vCPUs, snapshot ${snap.vcpuCount}`);
@@ -112,10 +112,10 @@ export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOpt
   const page = decodeVmclock(snap.vmclock);
   const kvmBaseNs = guestKvmclockAtSnapshot(snap); // reads every record: throws before vm is touched
   const n = snap.vcpuCount;
-  const fracDst = vm.host.info.vendor.fracBits;
+  const fracDst = vm.hostInfo.vendor.fracBits;
 
   // Guest-visible memory comes across as is: pvclock records (versions continue), vmclock page.
-  vm.pvclock.bytes().set(snap.pvclock);
+  vm.pvclock.loadBytes(snap.pvclock);
   vm.loadVmclock(page);
   if (snap.kvmclockEnabled) vm.guestEnableKvmclock();
 
@@ -123,11 +123,12 @@ export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOpt
   // the raw clock for one-sided) and the host TSC the offsets are computed against. Read at
   // different moments, the gap between them (a preemption on a busy host) would become guest error.
   const at = vm.getClock();
-  const nowNs = vm.host.trueNs(); // used only outside master-clock mode (getClock then gives no pair)
-  const hostTscNow = at.hostTsc !== 0n ? at.hostTsc : vm.host.tscAt(nowNs);
+  // Outside master-clock mode getClock gives no (realtime, TSC) pair: the VMM reads its host's own.
+  const own = at.hostTsc !== 0n && at.realtime !== 0n ? null : vm.hostClocks();
+  const hostTscNow = at.hostTsc !== 0n ? at.hostTsc : (own as HostClockPair).hostTsc;
   const estimate = opts.estimate({
-    destinationRealtimeNs: at.realtime !== 0n ? at.realtime : vm.host.realtimeNsAt(nowNs),
-    destinationRawNs: vm.host.rawNsOfTsc(hostTscNow),
+    destinationRealtimeNs: at.realtime !== 0n ? at.realtime : (own as HostClockPair).realtimeNs,
+    destinationRawNs: vm.hostRawNsOfTsc(hostTscNow),
   });
   // No refusal here however long the blackout was: the source has already handed the VM over, so
   // refusing would lose it. How far to advance is the policy's business (advance-capped).
@@ -176,13 +177,13 @@ export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOpt
     const after = vm.getClock();
     const guestDst = after.clock;
     const elapsed = u64(guestDst - kvmBaseNs); // ≥ 0: SET_CLOCK never steps backward
-    const hostTscDst = after.hostTsc !== 0n ? after.hostTsc : vm.host.tscAt(vm.host.trueNs());
+    const hostTscDst = after.hostTsc !== 0n ? after.hostTsc : vm.hostClocks().hostTsc;
     let lastOfs = -1n;
     let uniform = true;
     const ofs = new BigUint64Array(n);
     for (let i = 0; i < n; i++) {
       const rSrc = snap.ratio[i] as bigint;
-      const rDst = vm.ratioOf(i);
+      const rDst = vm.getTscRatio(i);
       // ofs_dst = ofs_src + (guest_dst − guest_src)·guest_freq + scale(tsc_src, r_src) − scale(tsc_dst, r_dst)
       const o = u64(
         (snap.tscOffset[i] as bigint) +
@@ -202,7 +203,7 @@ export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOpt
     // freeze (upstream QEMU): kvmclock and TSC resume where they stopped; the guest loses the
     // blackout, so its error is the blackout itself.
     vm.setClock({ clock: kvmBaseNs, flags: 0, realtime: 0n });
-    setOffsetsAdvanced(vm, snap, vm.host.tscAt(vm.host.trueNs()), 0n, fracDst);
+    setOffsetsAdvanced(vm, snap, vm.hostClocks().hostTsc, 0n, fracDst);
     errorBoundNs = est + estimate.boundNs + rateTerm;
   }
 
@@ -224,7 +225,7 @@ export function restoreSnapshot(vm: EmulatedVm, snap: Snapshot, opts: RestoreOpt
 }
 
 /** ofs_dst[i] = (tsc_src[i] + cycles(adv)) − scale(host_tsc_dst, ratio_dst[i]); uniform VMs in one write. */
-function setOffsetsAdvanced(vm: EmulatedVm, snap: Snapshot, hostTscDst: bigint, advNs: bigint, fracDst: FracBits): void {
+function setOffsetsAdvanced(vm: HypervisorVm, snap: Snapshot, hostTscDst: bigint, advNs: bigint, fracDst: FracBits): void {
   const n = snap.vcpuCount;
   let prevKey = -1n;
   let prevRatio = -1n;
@@ -233,7 +234,7 @@ function setOffsetsAdvanced(vm: EmulatedVm, snap: Snapshot, hostTscDst: bigint, 
   const ofs = new BigUint64Array(n);
   for (let i = 0; i < n; i++) {
     const rSrc = snap.ratio[i] as bigint;
-    const rDst = vm.ratioOf(i);
+    const rDst = vm.getTscRatio(i);
     const tsc = snap.tsc[i] as bigint;
     let o: bigint;
     if (tsc === prevKey && rSrc === prevRatio) o = prevOfs;

@@ -11,7 +11,7 @@ import { decodeVmclock, encodeVmclock } from "../kvm/vmclock.js";
 import { scaleTsc, SVM, VMX } from "../kvm/tsc.js";
 import { u64, U64_MAX } from "../kvm/u64.js";
 import type { Guest, GuestState } from "../guest/guest.js";
-import type { EmulatedVm } from "../hypervisor/vm.js";
+import type { HypervisorVm } from "../hypervisor/backend.js";
 import type { ProbeResult } from "./blackout.js";
 
 export const SNAPSHOT_FORMAT_VERSION = 1;
@@ -64,7 +64,7 @@ export interface CaptureMeta {
  * shows at the next entry: on the source only if it rolls back), reads the clock once, and every
  * vCPU's TSC state at that instant.
  */
-export function captureSnapshot(vm: EmulatedVm, guest: Guest, meta: CaptureMeta): Snapshot {
+export function captureSnapshot(vm: HypervisorVm, guest: Guest, meta: CaptureMeta): Snapshot {
   if (vm.running) throw invalid("vm", "capture needs the vCPUs paused");
   const n = vm.vcpuCount;
   for (let i = 0; i < n; i++) if (vm.kvmclockEnabled(i)) vm.kvmclockCtrl(i);
@@ -73,18 +73,22 @@ export function captureSnapshot(vm: EmulatedVm, guest: Guest, meta: CaptureMeta)
   let realtime = clock.realtime;
   if ((clock.flags & KVM_CLOCK_REALTIME) === 0) {
     // Not in master-clock mode: KVM gives no (realtime, TSC) pair; a VMM reads its own clocks.
-    const t = vm.host.trueNs();
-    hostTsc = vm.host.tscAt(t);
-    realtime = vm.host.realtimeNsAt(t);
+    const own = vm.hostClocks();
+    hostTsc = own.hostTsc;
+    realtime = own.realtimeNs;
   }
+  const fracBits = vm.hostInfo.vendor.fracBits;
   const tscOffset = new BigUint64Array(n);
   const ratio = new BigUint64Array(n);
   const tsc = new BigUint64Array(n);
   for (let i = 0; i < n; i++) {
     tscOffset[i] = vm.getTscOffset(i);
-    ratio[i] = vm.ratioOf(i);
+    ratio[i] = vm.getTscRatio(i);
     // Same ratio and offset as the previous vCPU: same guest TSC (the common, uniform VM).
-    tsc[i] = i > 0 && ratio[i] === ratio[i - 1] && tscOffset[i] === tscOffset[i - 1] ? (tsc[i - 1] as bigint) : vm.guestTscAtHostTsc(i, hostTsc);
+    tsc[i] =
+      i > 0 && ratio[i] === ratio[i - 1] && tscOffset[i] === tscOffset[i - 1]
+        ? (tsc[i - 1] as bigint)
+        : u64(scaleTsc(hostTsc, ratio[i] as bigint, fracBits) + (tscOffset[i] as bigint)); // the guest TSC at the clock read
   }
   return {
     formatVersion: SNAPSHOT_FORMAT_VERSION,
@@ -97,13 +101,13 @@ export function captureSnapshot(vm: EmulatedVm, guest: Guest, meta: CaptureMeta)
     hostTsc,
     hostRealtimeNs: realtime,
     clockFlags: clock.flags,
-    hostTscKhz: vm.host.info.tscKhz,
-    fracBits: vm.host.info.vendor.fracBits,
+    hostTscKhz: vm.hostInfo.tscKhz,
+    fracBits,
     hostMaxerrorNs: meta.hostMaxerrorNs,
     tscOffset,
     ratio,
     tsc,
-    pvclock: vm.pvclock.bytes().slice(),
+    pvclock: vm.pvclock.copyBytes(),
     vmclock: encodeVmclock(vm.vmclock()),
     guest: guest.exportState(),
     kvmclockEnabled: vm.kvmclockEnabled(0),

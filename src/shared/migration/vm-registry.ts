@@ -3,7 +3,7 @@
 // restored VM. The daemon's registry (src/daemon/hosted-vms.ts) implements it; the roles never see
 // how VMs are journaled, sampled or shown.
 
-import type { EmulatedVm } from "../hypervisor/vm.js";
+import type { HypervisorVm } from "../hypervisor/backend.js";
 import type { GuestState } from "../guest/guest.js";
 import type { HostedVm } from "./hosted-vm.js";
 
@@ -44,9 +44,10 @@ export interface VmRegistry {
   reclaim(migrationId: string): void;
   /**
    * A restored VM becomes this daemon's and runs (inside the transaction that journals the
-   * migration's decision: a rollback undoes it). Returns when it resumed, on the true clock.
+   * migration's decision: a rollback undoes it). Returns when it resumed, on the true clock and on
+   * this host's raw clock.
    */
-  adopt(vm: EmulatedVm, a: Adoption): { doorbellRung: boolean; resumedTrueNs: bigint };
+  adopt(vm: HypervisorVm, a: Adoption): { doorbellRung: boolean; resumedTrueNs: bigint; resumedRawNs: bigint };
 }
 
 /** One step of crash recovery a role asks the daemon's recovery loop to run (and retry with back-off). */
