@@ -33,6 +33,7 @@ import type {
 import { type PolicyName, parsePolicy, type RestoreResult } from "../shared/migration/restore.js";
 import { checkHostPort, checkId, type Snapshot } from "../shared/migration/snapshot.js";
 import { isDurableRefusal } from "../shared/migration/source-machine.js";
+import { destinationState } from "../shared/migration/destination-machine.js";
 import { toJson } from "../shared/serde.js";
 import type { Clock, Scheduler, Timer } from "../shared/time/clock.js";
 import type { Random } from "../shared/time/random.js";
@@ -346,7 +347,7 @@ export class TscmigNode {
       }
       this.destination.inbound.set(inboundKey(p.req.sourceName, p.req.migrationId), {
         req: p.req,
-        state: { phase: "staged" },
+        state: destinationState("staged", p.req),
         leaseFromRawNs: this.host.rawNs(),
         snapshot: p.snapshot,
         receiveRawNs: p.receiveRawNs,
@@ -357,7 +358,6 @@ export class TscmigNode {
         requestsToSendNs: [],
         holdNs: p.holdNs,
         decodeNs: p.decodeNs,
-        report: null,
       });
       return;
     }
