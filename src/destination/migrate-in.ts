@@ -1,6 +1,8 @@
 // The destination role: answers the source's calls through the destination state machine
 // (shared/migration/destination-machine.ts). Capability checks at Prepare, full validation at
-// Transfer (nothing is created before it passes), restore and resume only at Commit.
+// Transfer (nothing is created before it passes), restore and resume only at Commit. The machine
+// decides; this driver validates input, keeps what was received, and performs the step's effects
+// before memory follows: a step whose effects fail (a full disk) leaves the migration as it was.
 
 import { timingSafeEqual } from "node:crypto";
 import { invalid, isTscmigError, TscmigError } from "../shared/errors.js";
@@ -14,7 +16,18 @@ import { setTscKhzDecision } from "../shared/kvm/tsc.js";
 import { PVCLOCK_GUEST_STOPPED, pvclockReadCycles } from "../shared/kvm/pvclock.js";
 import { VMCLOCK_FLAG_TIME_MAXERROR_VALID } from "../shared/kvm/vmclock.js";
 import { type BlackoutEstimate, estimateBlackout } from "../shared/migration/blackout.js";
-import { type DestinationEffect, type DestinationEvent, type DestinationState, stepDestination } from "../shared/migration/destination-machine.js";
+import {
+  type CommitLegs,
+  type DestinationEffect,
+  type DestinationEvent,
+  type DestinationRecord,
+  type DestinationReply,
+  type DestinationState,
+  type DStep,
+  destinationState,
+  isDestinationNotAllowed,
+  stepDestination,
+} from "../shared/migration/destination-machine.js";
 import type { JournalStore } from "../shared/migration/journal.js";
 import type { StagedPayload } from "../shared/migration/hosted-vm.js";
 import type {
@@ -34,6 +47,9 @@ import { parsePolicy, restoreSnapshot, type RestoreResult } from "../shared/migr
 import { checkId, type Snapshot, validateSnapshot } from "../shared/migration/snapshot.js";
 import { DRIFT_ALLOWANCE_PPM, parseEstimator } from "../shared/migration/blackout.js";
 
+export type { CommitLegs };
+
+/** A migration held here: its machine state, and what the driver received for it. */
 export interface Inbound {
   req: PrepareReq;
   state: DestinationState;
@@ -52,7 +68,6 @@ export interface Inbound {
   requestsToSendNs: bigint[];
   holdNs: bigint;
   decodeNs: bigint;
-  report: RestoreReport | null;
 }
 
 /** The restore step (restoreSnapshot); a seam only the chaos tests fill with a broken one. */
@@ -85,16 +100,6 @@ export interface DestinationContext {
   restore?: RestoreFn;
 }
 
-/** What the Commit (or Resolve) that triggers a restore says about the Transfer's legs (one-sided). */
-export interface CommitLegs {
-  /** Source raw clock: Transfer sent → answered. */
-  transferRttNs: bigint;
-  /** Source raw clock: Transfer answer received → Commit sent; with `commitReceiveRawNs`, or neither. */
-  answerToCommitNs?: bigint;
-  /** This host's raw clock when the Commit arrived. */
-  commitReceiveRawNs?: bigint;
-}
-
 /** The inbound map's key: a migration is (source, id), ids are unique per source only. */
 export function inboundKey(sourceName: string, migrationId: string): string {
   return `${sourceName}\u0000${migrationId}`;
@@ -112,6 +117,23 @@ function foreign(sourceName: string, migrationId: string): TscmigError {
     field: "sourceKey",
     reason: "foreign_source",
   });
+}
+
+/** The step's refusal as the typed error the caller gets, if it refuses. */
+function refusalOf(step: DStep, ref: SourceRef, id: string): TscmigError | null {
+  const r = step.effects.find((x): x is Extract<DestinationEffect, { kind: "refuse" }> => x.kind === "refuse");
+  return r ? new TscmigError(r.code, `${r.message} (migration ${id} of ${ref.sourceName})`, { reason: r.reason }) : null;
+}
+
+/** Who a journal record is about besides what the machine decides: the source, its key, its address. */
+interface Counterpart {
+  sourceName: string;
+  sourceKey: string;
+  peer: string;
+}
+
+function counterpartOf(inb: Inbound): Counterpart {
+  return { sourceName: inb.req.sourceName, sourceKey: inb.req.sourceKey, peer: inb.req.sourceGrpc };
 }
 
 export class Destination {
@@ -140,38 +162,66 @@ export class Destination {
     const past = this.ctx.journal.getInboundMigration(ref.sourceName, id);
     if (!past || past.role !== "destination") return null;
     if (past.sourceKey && !sameKey(past.sourceKey, ref.sourceKey)) throw foreign(ref.sourceName, id);
-    if (past.decision === "committed") return { phase: "running" };
-    if (past.decision === "aborted") return { phase: "aborted" };
+    if (past.decision === "committed") return destinationState("running", past, past.report ? reportFromJson(past.report) : null);
+    if (past.decision === "aborted") return destinationState("aborted", past);
     return null;
   }
 
-  /**
-   * Steps the machine and journals what the step decided before memory follows: a journal write that
-   * fails (disk full) leaves the migration as it was, so nothing is answered that is not durable.
-   */
-  private fire(ref: SourceRef, id: string, inb: Inbound | null, e: DestinationEvent, journalEffects = true): DestinationEffect[] {
-    const step = stepDestination(inb ? inb.state : this.pastState(ref, id), e);
-    const refusal = step.effects.find((x) => x.kind === "refuse");
-    if (refusal && refusal.kind === "refuse") throw new TscmigError(refusal.code, `${refusal.message} (migration ${id})`, { reason: refusal.reason });
-    if (inb && journalEffects) for (const x of step.effects) if (x.kind === "journal") this.journal(inb, x.phase, x.decision);
-    if (inb && step.state) inb.state = step.state;
-    return step.effects;
+  /** Steps the machine of a held migration, or of what the journal says of one not held. */
+  private step(ref: SourceRef, id: string, inb: Inbound | null, e: DestinationEvent): DStep {
+    const r = stepDestination(inb ? inb.state : this.pastState(ref, id), e);
+    // Only the driver's own events (restored, leaseExpired…) can be out of phase: a bug here.
+    if (isDestinationNotAllowed(r)) throw new TscmigError("internal", `${r.event} is not allowed in phase ${r.phase} (migration ${id})`, { reason: "not_allowed" });
+    return r;
   }
 
-  private journal(inb: Inbound, phase: string, decision: "pending" | "committed" | "aborted"): void {
+  /**
+   * Performs a step's effects in order (the restore excepted: its callers run it) and returns its
+   * reply; a refusal is thrown once the effects before it (a fence's record) are durable. `inb`
+   * takes the step's state as soon as its journal record is written: memory follows the disk, so
+   * a write that fails (a full disk) leaves the migration as it was.
+   */
+  private perform(step: DStep, who: Counterpart, inb: Inbound | null, id: string): DestinationReply | null {
+    let reply: DestinationReply | null = null;
+    for (const x of step.effects) {
+      if (x.kind === "journal") {
+        this.journal(x.record, who);
+        if (inb && step.state) inb.state = step.state;
+      } else if (x.kind === "stage" && inb) this.ctx.stageDurably(inb);
+      else if (x.kind === "dropStaged" && inb) this.ctx.dropStaged(inb);
+      else if (x.kind === "reply") reply = x.reply;
+      else if (x.kind === "refuse") throw refusalOf(step, who, id) as TscmigError;
+    }
+    if (inb && step.state) inb.state = step.state;
+    return reply;
+  }
+
+  /** Performs the step on a held migration; an aborted one leaves memory (its journal answers for it). */
+  private apply(inb: Inbound, step: DStep): DestinationReply | null {
+    const reply = this.perform(step, counterpartOf(inb), inb, inb.req.migrationId);
+    if (inb.state.phase === "aborted") {
+      inb.snapshot = null;
+      this.inbound.delete(inboundKey(inb.req.sourceName, inb.req.migrationId));
+    }
+    return reply;
+  }
+
+  private journal(rec: DestinationRecord, who: Counterpart): void {
     this.ctx.journal.putMigration({
-      migrationId: inb.req.migrationId,
-      source: inb.req.sourceName,
-      sourceKey: inb.req.sourceKey,
-      vmId: inb.req.vmId,
+      migrationId: rec.migrationId,
+      source: who.sourceName,
+      sourceKey: who.sourceKey,
+      vmId: rec.vmId,
       role: "destination",
-      phase,
-      decision,
-      generation: inb.req.generation,
-      peer: inb.req.sourceGrpc,
-      ...(inb.report ? { report: reportToJson(inb.report) } : {}),
+      phase: rec.phase,
+      decision: rec.decision,
+      generation: rec.generation,
+      peer: who.peer,
+      ...(rec.report ? { report: reportToJson(rec.report) } : {}),
       updatedNs: this.ctx.host.trueNs(),
     });
+    if (rec.phase === "fenced")
+      this.ctx.log.warn({ event: "commit_fenced", migrationId: rec.migrationId, vmId: rec.vmId, source: who.sourceName }, "Commit for a migration never seen here: fenced");
   }
 
   prepare(req: PrepareReq): PrepareRes {
@@ -186,15 +236,41 @@ export class Destination {
       throw invalid("vcpuCount", `must be in 1..${LIMITS.vcpuCountMax}`);
     if (req.sourceFracBits !== 48 && req.sourceFracBits !== 32) throw invalid("sourceFracBits", "must be 48 or 32");
     if (req.advanceCapNs < 0n || req.advanceCapNs > LIMITS.blackoutNsMax) throw invalid("advanceCapNs", "out of range");
-    const key = inboundKey(req.sourceName, req.migrationId);
-    const existing = this.inbound.get(key);
-    if (existing) {
-      if (!sameKey(existing.req.sourceKey, req.sourceKey) || existing.req.vmId !== req.vmId || existing.req.generation !== req.generation)
-        throw new TscmigError("already_exists", `migration ${req.migrationId} of ${req.sourceName} is already prepared for another VM, generation or key`, { reason: "migration_id_reused" });
-      this.fire(req, req.migrationId, existing, { kind: "prepare" }); // a replayed Prepare
-      if (existing.state.phase === "prepared") existing.leaseFromRawNs = this.ctx.host.rawNs();
-      return this.capabilities(req);
-    }
+    const existing = this.inbound.get(inboundKey(req.sourceName, req.migrationId));
+    if (existing) return this.prepareAgain(existing, req);
+    this.admit(req);
+    const caps = this.capabilities(req); // throws a refusal before anything is recorded
+    const step = this.step(req, req.migrationId, null, { kind: "prepare", migrationId: req.migrationId, vmId: req.vmId, generation: req.generation });
+    const inb: Inbound = {
+      req,
+      state: step.state as DestinationState,
+      leaseFromRawNs: this.ctx.host.rawNs(),
+      snapshot: null,
+      receiveRawNs: 0n,
+      receiveTrueNs: 0n,
+      anchorsRawNs: [],
+      anchorsToSendNs: [],
+      requestsRawNs: [],
+      requestsToSendNs: [],
+      holdNs: 0n,
+      decodeNs: 0n,
+    };
+    this.perform(step, counterpartOf(inb), inb, req.migrationId);
+    this.inbound.set(inboundKey(req.sourceName, req.migrationId), inb); // only once durable: a refused or failed Prepare reserves nothing
+    return caps;
+  }
+
+  /** A Prepare for a migration held here: a replay (the lease renewed), or a reuse of its id. */
+  private prepareAgain(existing: Inbound, req: PrepareReq): PrepareRes {
+    if (!sameKey(existing.req.sourceKey, req.sourceKey))
+      throw new TscmigError("already_exists", `migration ${req.migrationId} of ${req.sourceName} is already prepared for another VM, generation or key`, { reason: "migration_id_reused" });
+    this.apply(existing, this.step(req, req.migrationId, existing, { kind: "prepare", migrationId: req.migrationId, vmId: req.vmId, generation: req.generation }));
+    existing.leaseFromRawNs = this.ctx.host.rawNs();
+    return this.capabilities(req);
+  }
+
+  /** Whether this daemon may take a new inbound migration of `req.vmId` at all (refusals are typed). */
+  private admit(req: PrepareReq): void {
     const past = this.ctx.journal.getInboundMigration(req.sourceName, req.migrationId);
     if (past) throw new TscmigError("already_exists", `migration ${req.migrationId} of ${req.sourceName} already used (${past.decision})`, { reason: "migration_id_reused" });
     const local = this.ctx.localVm(req.vmId);
@@ -209,25 +285,6 @@ export class Destination {
     if (this.ctx.vmCount() >= LIMITS.vmCountMax) throw new TscmigError("resource_exhausted", "this daemon hosts its maximum of VMs", { reason: "vm_limit" });
     if (this.ctx.inflight() >= LIMITS.migrationsInFlightMax)
       throw new TscmigError("resource_exhausted", "too many migrations in flight", { reason: "inflight_limit" });
-    const caps = this.capabilities(req); // throws a refusal before anything is recorded
-    const inb: Inbound = {
-      req,
-      state: { phase: "prepared" },
-      leaseFromRawNs: this.ctx.host.rawNs(),
-      snapshot: null,
-      receiveRawNs: 0n,
-      receiveTrueNs: 0n,
-      anchorsRawNs: [],
-      anchorsToSendNs: [],
-      requestsRawNs: [],
-      requestsToSendNs: [],
-      holdNs: 0n,
-      decodeNs: 0n,
-      report: null,
-    };
-    for (const e of stepDestination(null, { kind: "prepare" }).effects) if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
-    this.inbound.set(key, inb); // only once durable: a refused or failed Prepare reserves nothing
-    return caps;
   }
 
   /**
@@ -239,10 +296,9 @@ export class Destination {
   expireLeases(): number {
     const now = this.ctx.host.rawNs();
     let expired = 0;
-    for (const [key, inb] of this.inbound) {
+    for (const inb of [...this.inbound.values()]) {
       if (inb.state.phase !== "prepared" || now - inb.leaseFromRawNs < LIMITS.prepareLeaseNs) continue;
-      this.fire(inb.req, inb.req.migrationId, inb, { kind: "abort" });
-      this.inbound.delete(key);
+      this.apply(inb, this.step(inb.req, inb.req.migrationId, inb, { kind: "leaseExpired" }));
       expired++;
       this.ctx.log.warn({ event: "prepare_lease_expired", migrationId: inb.req.migrationId, vmId: inb.req.vmId, source: inb.req.sourceName }, "prepared migration expired before its Transfer");
     }
@@ -303,17 +359,36 @@ export class Destination {
   transfer(req: TransferReq, receiveRawNs: bigint, decodeNs: bigint): TransferRes {
     const s = req.snapshot;
     const inb = this.held(req, s.migrationId);
-    if (inb && inb.state.phase === "staged" && inb.snapshot) {
-      // A replayed Transfer of the same migration: idempotent.
-      this.fire(req, s.migrationId, inb, { kind: "transfer" });
-      return { destinationHoldNs: inb.holdNs };
+    if (!inb || inb.state.phase !== "prepared") {
+      // A replayed Transfer (idempotent), or one refused: not prepared here, or already decided.
+      this.perform(this.step(req, s.migrationId, inb, { kind: "transfer" }), inb ? counterpartOf(inb) : { sourceName: req.sourceName, sourceKey: req.sourceKey, peer: "" }, inb, s.migrationId);
+      return { destinationHoldNs: inb?.holdNs ?? 0n };
     }
-    if (!inb) {
-      this.fire(req, s.migrationId, null, { kind: "transfer" }); // refuses: not prepared, or decided
-      throw new TscmigError("internal", "unreachable");
-    }
+    this.validateTransfer(req, inb.req);
+    const step = this.step(req, s.migrationId, inb, { kind: "transfer" });
+    const sinceReceiveNs = this.ctx.host.rawNs() - receiveRawNs; // first: a stall in between dates it later, not earlier
+    const staged: Inbound = {
+      ...inb,
+      snapshot: s,
+      receiveRawNs,
+      receiveTrueNs: this.ctx.host.trueNs() - sinceReceiveNs,
+      anchorsToSendNs: req.sourceAnchorsToSendNs ?? [],
+      requestsToSendNs: req.sourceRequestsToSendNs ?? [],
+      decodeNs,
+    };
+    // The staged snapshot and the migration's phase land together (one transaction, one sync); not
+    // staged durably (a full disk) is not staged at all, or a Commit would run what a restart cannot know of.
+    this.ctx.journal.transaction(() => this.perform(step, counterpartOf(inb), staged, s.migrationId));
+    Object.assign(inb, staged);
+    crashPoint(this.ctx.faults, "crash.destination.afterStage");
+    inb.holdNs = this.ctx.host.rawNs() - receiveRawNs;
+    return { destinationHoldNs: inb.holdNs };
+  }
+
+  /** The Transfer must carry the snapshot its Prepare announced, with one-sided's legs in range. */
+  private validateTransfer(req: TransferReq, r: PrepareReq): void {
+    const s = req.snapshot;
     validateSnapshot(s);
-    const r = inb.req;
     if (s.vmId !== r.vmId) throw invalid("snapshot.vmId", `prepared for ${r.vmId}, got ${s.vmId}`);
     if (s.generation !== r.generation) throw invalid("snapshot.generation", `prepared generation ${r.generation}, got ${s.generation}`);
     if (s.vcpuCount !== r.vcpuCount) throw invalid("snapshot.vcpuCount", `prepared ${r.vcpuCount} vCPUs, got ${s.vcpuCount}`);
@@ -327,34 +402,6 @@ export class Destination {
     if (requests.length > LIMITS.anchorsMax) throw invalid("sourceRequestsToSendNs", `at most ${LIMITS.anchorsMax}`);
     if (requests.some((a) => a < 0n || a > LIMITS.blackoutNsMax)) throw invalid("sourceRequestsToSendNs", "out of range");
     this.refuseBeyondBlackoutLimit(r, s);
-    const prev = inb.state;
-    const effects = this.fire(req, s.migrationId, inb, { kind: "transfer" }, false);
-    inb.snapshot = s;
-    inb.receiveRawNs = receiveRawNs;
-    const sinceReceiveNs = this.ctx.host.rawNs() - receiveRawNs; // first: a stall in between dates it later, not earlier
-    inb.receiveTrueNs = this.ctx.host.trueNs() - sinceReceiveNs;
-    inb.anchorsToSendNs = anchors;
-    inb.requestsToSendNs = requests;
-    inb.decodeNs = decodeNs;
-    // The staged snapshot and the migration's phase land together (one transaction, one sync).
-    try {
-      this.ctx.journal.transaction(() => {
-        for (const e of effects) {
-          if (e.kind === "stage") this.ctx.stageDurably(inb);
-          if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
-        }
-      });
-    } catch (e) {
-      // Not staged durably (a full disk): not staged at all, or a Commit would run what a restart cannot know of.
-      if (!(e instanceof Error && e.name === "CrashSignal")) {
-        inb.state = prev;
-        inb.snapshot = null;
-      }
-      throw e;
-    }
-    crashPoint(this.ctx.faults, "crash.destination.afterStage");
-    inb.holdNs = this.ctx.host.rawNs() - receiveRawNs;
-    return { destinationHoldNs: inb.holdNs };
   }
 
   /**
@@ -380,83 +427,62 @@ export class Destination {
   commit(req: CommitReq, receiveRawNs: bigint): CommitRes {
     const inb = this.held(req, req.migrationId);
     if (!inb) return this.commitUnheld(req);
-    if (req.vmId !== inb.req.vmId || req.generation !== inb.req.generation)
-      throw new TscmigError("failed_precondition", `Commit for ${req.vmId}@${req.generation} does not match ${inb.req.vmId}@${inb.req.generation}`, {
-        reason: "stale_generation",
-        field: "generation",
-      });
-    if (req.transferRttNs < 0n || req.transferRttNs > LIMITS.blackoutNsMax) throw invalid("transferRttNs", "out of range");
-    if (req.answerToCommitNs !== undefined && (req.answerToCommitNs < 0n || req.answerToCommitNs > LIMITS.blackoutNsMax))
-      throw invalid("answerToCommitNs", "out of range");
-    const prev = inb.state;
-    const effects = this.fire(req, req.migrationId, inb, { kind: "commit" }, false);
-    if (effects.some((e) => e.kind === "replyStored")) {
-      // Never answer a replay with a report we do not have: the source would take it for a restore.
-      if (inb.report === null) throw new TscmigError("unavailable", `migration ${req.migrationId} is running here but its restore report is not recorded yet`, { reason: "restore_incomplete" });
-      return { report: inb.report, replay: true };
-    }
     const legs: CommitLegs = {
       transferRttNs: req.transferRttNs,
       ...(req.answerToCommitNs !== undefined ? { answerToCommitNs: req.answerToCommitNs, commitReceiveRawNs: receiveRawNs } : {}),
     };
-    return { report: this.restoreOrStayStaged(inb, prev, legs, effects), replay: false };
+    const step = this.step(req, req.migrationId, inb, { kind: "commit", migrationId: req.migrationId, vmId: req.vmId, generation: req.generation, legs });
+    const refusal = refusalOf(step, req, req.migrationId);
+    if (refusal) throw refusal;
+    if (req.transferRttNs < 0n || req.transferRttNs > LIMITS.blackoutNsMax) throw invalid("transferRttNs", "out of range");
+    if (req.answerToCommitNs !== undefined && (req.answerToCommitNs < 0n || req.answerToCommitNs > LIMITS.blackoutNsMax))
+      throw invalid("answerToCommitNs", "out of range");
+    return this.answerCommit(inb, step);
+  }
+
+  /** A Commit's step: a replay answered from the state's report, or the restore it asks for. */
+  private answerCommit(inb: Inbound, step: DStep): CommitRes {
+    const restore = step.effects.find((x) => x.kind === "restore");
+    if (restore) return { report: this.restoreStaged(inb, restore.legs), replay: false };
+    const reply = this.perform(step, counterpartOf(inb), inb, inb.req.migrationId);
+    if (reply?.kind !== "report") throw new TscmigError("internal", `Commit of migration ${inb.req.migrationId} got no report (phase ${inb.state.phase})`);
+    return { report: reply.report, replay: reply.replay };
   }
 
   /**
    * A Commit for a migration not held in memory: a replay of one committed here (answered from the
-   * journal), one aborted here (refused: durable, so its source may resume the VM), or one never seen.
-   * Never seen is made durable before it is answered — journaled as aborted, a fence — so that a late
-   * Prepare or Transfer of it is refused forever and the source may safely take its VM back.
+   * journal), one aborted here (refused: durable, so its source may resume the VM), or one never
+   * seen (fenced by the machine). One seen here but undecided, or not as a destination, is refused
+   * without a fence: its record stays what it is.
    */
   private commitUnheld(req: CommitReq): CommitRes {
     const past = this.ctx.journal.getInboundMigration(req.sourceName, req.migrationId);
-    if (past && past.role === "destination") {
-      if (past.sourceKey && !sameKey(past.sourceKey, req.sourceKey)) throw foreign(req.sourceName, req.migrationId);
-      if (past.decision === "committed" && past.report) {
-        if (req.vmId !== past.vmId || req.generation !== past.generation)
-          throw new TscmigError("failed_precondition", `Commit for ${req.vmId}@${req.generation} does not match ${past.vmId}@${past.generation}`, {
-            reason: "stale_generation",
-            field: "generation",
-          });
-        return { report: reportFromJson(past.report), replay: true };
-      }
-    }
-    if (!past) {
-      checkId(req.vmId, "vmId");
-      this.ctx.journal.putMigration({
-        migrationId: req.migrationId,
-        source: req.sourceName,
-        sourceKey: req.sourceKey,
-        vmId: req.vmId,
-        role: "destination",
-        phase: "fenced",
-        decision: "aborted",
-        generation: req.generation,
-        peer: "",
-        updatedNs: this.ctx.host.trueNs(),
-      });
-      this.ctx.log.warn({ event: "commit_fenced", migrationId: req.migrationId, vmId: req.vmId, source: req.sourceName }, "Commit for a migration never seen here: fenced");
-      throw new TscmigError("aborted", `migration ${req.migrationId} of ${req.sourceName} is not known here; it is now fenced (recorded as aborted), so its source may resume the VM`, {
-        reason: "migration_unknown",
-      });
-    }
-    this.fire(req, req.migrationId, null, { kind: "commit" }); // refuses: Commit after Abort, or undecided
-    throw new TscmigError("internal", "unreachable");
+    const state = this.pastState(req, req.migrationId);
+    if (past && state === null)
+      throw new TscmigError("failed_precondition", `Commit in phase none (migration ${req.migrationId} of ${req.sourceName})`, { reason: "unknown_migration" });
+    if (!past) checkId(req.vmId, "vmId");
+    const legs: CommitLegs = { transferRttNs: req.transferRttNs };
+    const r = stepDestination(state, { kind: "commit", migrationId: req.migrationId, vmId: req.vmId, generation: req.generation, legs });
+    if (isDestinationNotAllowed(r) || r.effects.some((x) => x.kind === "restore"))
+      throw new TscmigError("internal", `Commit of migration ${req.migrationId} not held here cannot restore`);
+    const reply = this.perform(r, { sourceName: req.sourceName, sourceKey: req.sourceKey, peer: "" }, null, req.migrationId);
+    if (reply?.kind !== "report") throw new TscmigError("internal", `Commit of migration ${req.migrationId} got no report`);
+    return { report: reply.report, replay: reply.replay };
   }
 
   /**
-   * Restores after the machine moved to `running`. A restore that throws before the VM was adopted
-   * has started nothing: the migration goes back to its previous phase (the snapshot is still
-   * journaled) so the next Commit or Resolve retries it, and the caller gets the typed error —
-   * never a success that hides a VM that runs nowhere.
+   * Restores a staged migration. A restore that throws before the VM was adopted has started
+   * nothing: the machine keeps it staged (the snapshot is still journaled) so the next Commit or
+   * Resolve retries it, and the caller gets the typed error — never a success that hides a VM that
+   * runs nowhere.
    */
-  private restoreOrStayStaged(inb: Inbound, prev: DestinationState, legs: CommitLegs, effects: DestinationEffect[]): RestoreReport {
+  private restoreStaged(inb: Inbound, legs: CommitLegs): RestoreReport {
     try {
-      return this.restoreAndResume(inb, legs, effects);
+      return this.restoreAndResume(inb, legs);
     } catch (e) {
       if (e instanceof Error && e.name === "CrashSignal") throw e;
       const adopted = this.ctx.localVm(inb.req.vmId) !== null;
-      if (!adopted) inb.state = prev;
+      this.apply(inb, this.step(inb.req, inb.req.migrationId, inb, { kind: "restoreFailed", adopted }));
       const err = isTscmigError(e) ? e : new TscmigError("internal", `restore of migration ${inb.req.migrationId} failed: ${e instanceof Error ? e.message : String(e)}`);
       this.ctx.log.error(
         { event: "restore_failed", migrationId: inb.req.migrationId, vmId: inb.req.vmId, adopted, err: err.toJSON() },
@@ -467,70 +493,76 @@ export class Destination {
   }
 
   /** The source's decision arrived (Commit or Resolve): restore, resume, journal. */
-  restoreAndResume(inb: Inbound, legs: CommitLegs, effects: DestinationEffect[]): RestoreReport {
-    // The decision is journaled with the adopted VM, in one transaction (below), not before: the
-    // source holds it durably already, so a restart in between finds the snapshot still staged and
-    // learns the decision by Resolve, as after any crash before the Commit (never runs it twice).
-    // One journal write less inside the blackout.
+  private restoreAndResume(inb: Inbound, legs: CommitLegs): RestoreReport {
+    // The decision is journaled with the adopted VM, in one transaction (adoptAndJournal), not
+    // before: the source holds it durably already, so a restart in between finds the snapshot still
+    // staged and learns the decision by Resolve, as after any crash before the Commit (never runs
+    // it twice). One journal write less inside the blackout.
     crashPoint(this.ctx.faults, "crash.destination.beforeRestore");
     const s = inb.snapshot as Snapshot;
     const r = inb.req;
     const t0 = this.ctx.host.rawNs();
     const vm = this.ctx.backend.createVm({ vcpus: s.vcpuCount, guestTscKhz: s.guestTscKhz });
-    const host = this.ctx.host;
     const result = (this.ctx.restore ?? restoreSnapshot)(vm, s, {
       policy: r.policy,
       capNs: r.advanceCapNs === 0n ? LIMITS.advanceCapNsDefault : r.advanceCapNs,
-      destinationMaxerrorNs: host.maxerrorNs(),
-      estimate: (at): BlackoutEstimate =>
-        estimateBlackout(r.estimator, {
-          sourceRealtimeNs: s.hostRealtimeNs,
-          sourceMaxerrorNs: s.hostMaxerrorNs,
-          destinationRealtimeNs: at.destinationRealtimeNs,
-          destinationMaxerrorNs: host.maxerrorNs(),
-          probe: s.probe,
-          oneSided: () => ({
-            sourcePauseToSendNs: s.sourcePauseToSendNs,
-            transferRttNs: legs.transferRttNs,
-            destinationHoldNs: inb.holdNs,
-            // to the restore instant the offsets are computed at, not to whenever this runs
-            destinationReceiveToNowNs: at.destinationRawNs > inb.receiveRawNs ? at.destinationRawNs - inb.receiveRawNs : 0n,
-            // Durations on this host's clock from instants of this process only (a restart loses them).
-            ...(legs.answerToCommitNs !== undefined && legs.commitReceiveRawNs !== undefined && legs.commitReceiveRawNs >= inb.receiveRawNs + inb.holdNs
-              ? { commit: { destinationAnswerToCommitNs: legs.commitReceiveRawNs - (inb.receiveRawNs + inb.holdNs), sourceAnswerToCommitNs: legs.answerToCommitNs } }
-              : {}),
-            requests: inb.requestsToSendNs.flatMap((sourceRequestToSendNs, i) => {
-              const got = inb.requestsRawNs[i];
-              return got !== undefined && inb.receiveRawNs >= got ? [{ destinationRequestToReceiveNs: inb.receiveRawNs - got, sourceRequestToSendNs }] : [];
-            }),
-            anchors: inb.anchorsToSendNs.flatMap((sourceAnswerToSendNs, i) => {
-              const sent = inb.anchorsRawNs[i];
-              return sent !== undefined && inb.receiveRawNs >= sent ? [{ destinationAnswerToReceiveNs: inb.receiveRawNs - sent, sourceAnswerToSendNs }] : [];
-            }),
-          }),
-        }),
+      destinationMaxerrorNs: this.ctx.host.maxerrorNs(),
+      estimate: (at) => this.estimate(inb, legs, at),
     });
-    // Adopting the VM (journaled as owner, running) and journaling the decision land in one journal
-    // transaction: a crash between the two must not leave a running VM whose migration the journal
-    // still calls undecided (a restart would abort the migration while running the VM, and refuse
-    // the source's Commit for good). All of it runs in one synchronous turn: nothing can observe the
-    // VM running before the transaction commits, and a crash inside rolls back to "staged".
+    const report = this.adoptAndJournal(inb, vm, result, t0);
+    inb.snapshot = null; // the VM holds the state now
+    crashPoint(this.ctx.faults, "crash.destination.afterRestore");
+    this.inbound.delete(inboundKey(r.sourceName, r.migrationId)); // decided and journaled with its report (replays read it back)
+    return report;
+  }
+
+  /** The blackout estimate at the restore instant `at`, from the staged snapshot and the legs. */
+  private estimate(inb: Inbound, legs: CommitLegs, at: { destinationRealtimeNs: bigint; destinationRawNs: bigint }): BlackoutEstimate {
+    const s = inb.snapshot as Snapshot;
+    const host = this.ctx.host;
+    return estimateBlackout(inb.req.estimator, {
+      sourceRealtimeNs: s.hostRealtimeNs,
+      sourceMaxerrorNs: s.hostMaxerrorNs,
+      destinationRealtimeNs: at.destinationRealtimeNs,
+      destinationMaxerrorNs: host.maxerrorNs(),
+      probe: s.probe,
+      oneSided: () => ({
+        sourcePauseToSendNs: s.sourcePauseToSendNs,
+        transferRttNs: legs.transferRttNs,
+        destinationHoldNs: inb.holdNs,
+        // to the restore instant the offsets are computed at, not to whenever this runs
+        destinationReceiveToNowNs: at.destinationRawNs > inb.receiveRawNs ? at.destinationRawNs - inb.receiveRawNs : 0n,
+        // Durations on this host's clock from instants of this process only (a restart loses them).
+        ...(legs.answerToCommitNs !== undefined && legs.commitReceiveRawNs !== undefined && legs.commitReceiveRawNs >= inb.receiveRawNs + inb.holdNs
+          ? { commit: { destinationAnswerToCommitNs: legs.commitReceiveRawNs - (inb.receiveRawNs + inb.holdNs), sourceAnswerToCommitNs: legs.answerToCommitNs } }
+          : {}),
+        requests: inb.requestsToSendNs.flatMap((sourceRequestToSendNs, i) => {
+          const got = inb.requestsRawNs[i];
+          return got !== undefined && inb.receiveRawNs >= got ? [{ destinationRequestToReceiveNs: inb.receiveRawNs - got, sourceRequestToSendNs }] : [];
+        }),
+        anchors: inb.anchorsToSendNs.flatMap((sourceAnswerToSendNs, i) => {
+          const sent = inb.anchorsRawNs[i];
+          return sent !== undefined && inb.receiveRawNs >= sent ? [{ destinationAnswerToReceiveNs: inb.receiveRawNs - sent, sourceAnswerToSendNs }] : [];
+        }),
+      }),
+    });
+  }
+
+  /**
+   * Adopting the VM (journaled as owner, running) and journaling the decision land in one journal
+   * transaction: a crash between the two must not leave a running VM whose migration the journal
+   * still calls undecided (a restart would abort the migration while running the VM, and refuse
+   * the source's Commit for good). All of it runs in one synchronous turn: nothing can observe the
+   * VM running before the transaction commits, and a crash inside rolls back to "staged".
+   */
+  private adoptAndJournal(inb: Inbound, vm: HypervisorVm, result: RestoreResult, t0: bigint): RestoreReport {
+    const host = this.ctx.host;
+    const done: Inbound = { ...inb };
     const report = this.ctx.journal.transaction((): RestoreReport => {
       const restoredRawNs = host.rawNs();
       const { doorbellRung, resumedTrueNs, resumedRawNs } = this.ctx.adopt(inb, vm, result);
       crashPoint(this.ctx.faults, "crash.destination.duringRestore");
-      // From the restore to the resume (journal writes, a stalled process) guest time ran on at this
-      // host's rate while the ideal ran at the source's: the two crystals may drift apart meanwhile, so
-      // the bound grows by it — in the report and on the published page, before the guest can read it.
-      let errorBoundNs = result.errorBoundNs;
-      const lateNs = resumedRawNs - restoredRawNs; // restore → resume, not what follows
-      if (lateNs > 0n) {
-        errorBoundNs += 2n * ((lateNs * DRIFT_ALLOWANCE_PPM + 999_999n) / 1_000_000n);
-        if ((vm.vmclock().flags & VMCLOCK_FLAG_TIME_MAXERROR_VALID) !== 0n)
-          vm.updateVmclock((p) => {
-            p.timeMaxerrorNanosec = errorBoundNs;
-          });
-      }
+      const errorBoundNs = this.widenForLateResume(vm, result.errorBoundNs, resumedRawNs - restoredRawNs);
       // One instant for both (the resume): the source compares tscAtResume with its own TSC at
       // resumedTrueNs, so a TSC read a moment later would count that moment as migration error.
       const tsc = this.ctx.truth.guestTscAt(vm, 0, resumedTrueNs);
@@ -549,54 +581,48 @@ export class Destination {
         stoppedVcpus: countStopped(vm),
         transferReceivedTrueNs: inb.receiveTrueNs,
       };
-      inb.report = rep; // journal() writes it with the decision: a replayed Commit answers from it
-      for (const e of effects) if (e.kind === "journal") this.journal(inb, e.phase, e.decision);
-      this.ctx.dropStaged(inb);
+      // The decision is journaled with the report: a replayed Commit answers from it.
+      this.perform(this.step(inb.req, inb.req.migrationId, inb, { kind: "restored", report: rep }), counterpartOf(inb), done, inb.req.migrationId);
       return rep;
     });
-    inb.snapshot = null; // the VM holds the state now
-    crashPoint(this.ctx.faults, "crash.destination.afterRestore");
-    this.inbound.delete(inboundKey(r.sourceName, r.migrationId)); // decided and journaled with its report (replays read it back)
+    inb.state = done.state; // memory follows once the transaction committed
     return report;
+  }
+
+  /**
+   * From the restore to the resume (journal writes, a stalled process) guest time ran on at this
+   * host's rate while the ideal ran at the source's: the two crystals may drift apart meanwhile, so
+   * the bound grows by it — in the report and on the published page, before the guest can read it.
+   */
+  private widenForLateResume(vm: HypervisorVm, errorBoundNs: bigint, lateNs: bigint): bigint {
+    if (lateNs <= 0n) return errorBoundNs;
+    const widened = errorBoundNs + 2n * ((lateNs * DRIFT_ALLOWANCE_PPM + 999_999n) / 1_000_000n);
+    if ((vm.vmclock().flags & VMCLOCK_FLAG_TIME_MAXERROR_VALID) !== 0n)
+      vm.updateVmclock((p) => {
+        p.timeMaxerrorNanosec = widened;
+      });
+    return widened;
   }
 
   /** The source decided to keep its VM. Only that source (its key) may say so, for that VM and generation. */
   abort(req: AbortReq): void {
     const inb = this.held(req, req.migrationId);
-    if (inb && (req.vmId !== inb.req.vmId || req.generation !== inb.req.generation))
-      throw new TscmigError("failed_precondition", `Abort for ${req.vmId}@${req.generation} does not match ${inb.req.vmId}@${inb.req.generation}`, {
-        reason: "stale_generation",
-        field: "generation",
-      });
-    const effects = this.fire(req, req.migrationId, inb, { kind: "abort" });
-    if (!inb) return;
-    for (const e of effects)
-      if (e.kind === "drop") {
-        inb.snapshot = null;
-        this.ctx.dropStaged(inb);
-      }
-    if (inb.state.phase === "aborted") this.inbound.delete(inboundKey(inb.req.sourceName, inb.req.migrationId));
+    const step = this.step(req, req.migrationId, inb, { kind: "abort", vmId: req.vmId, generation: req.generation });
+    if (!inb) {
+      this.perform(step, { sourceName: req.sourceName, sourceKey: req.sourceKey, peer: "" }, null, req.migrationId);
+      return;
+    }
+    this.apply(inb, step);
     this.ctx.log.info({ event: "migration_aborted", migrationId: req.migrationId, vmId: req.vmId, source: req.sourceName, reason: req.reason }, "source aborted");
   }
 
   /** The source answered Resolve for a migration we hold. */
   resolved(inb: Inbound, decision: "unknown" | "pending" | "committed" | "aborted", transferRttNs: bigint): void {
-    const prev = inb.state;
-    const step = stepDestination(inb.state, { kind: "resolved", decision });
-    if (step.effects.some((e) => e.kind === "restoreAndResume")) {
-      // The Commit was lost; the source decided and tells us the transfer round trip it measured.
-      if (step.state) inb.state = step.state;
-      this.restoreOrStayStaged(inb, prev, { transferRttNs }, step.effects);
-      return;
-    }
-    for (const e of step.effects) if (e.kind === "journal") this.journal(inb, e.phase, e.decision); // durable before memory follows
-    if (step.state) inb.state = step.state;
-    for (const e of step.effects)
-      if (e.kind === "drop") {
-        inb.snapshot = null;
-        this.ctx.dropStaged(inb);
-      }
-    if (inb.state.phase === "aborted") this.inbound.delete(inboundKey(inb.req.sourceName, inb.req.migrationId));
+    const step = this.step(inb.req, inb.req.migrationId, inb, { kind: "resolved", decision, transferRttNs });
+    // The Commit was lost; the source decided and tells us the Transfer round trip it measured.
+    const restore = step.effects.find((x) => x.kind === "restore");
+    if (restore) this.restoreStaged(inb, restore.legs);
+    else this.apply(inb, step);
   }
 
   pending(): Inbound[] {
@@ -607,7 +633,7 @@ export class Destination {
   restage(p: StagedPayload): void {
     this.inbound.set(inboundKey(p.req.sourceName, p.req.migrationId), {
       req: p.req,
-      state: { phase: "staged" },
+      state: destinationState("staged", p.req),
       leaseFromRawNs: this.ctx.host.rawNs(),
       snapshot: p.snapshot,
       receiveRawNs: p.receiveRawNs,
@@ -618,10 +644,10 @@ export class Destination {
       requestsToSendNs: [],
       holdNs: p.holdNs,
       decodeNs: p.decodeNs,
-      report: null,
     });
   }
 }
+
 
 export function reportToJson(r: RestoreReport): string {
   return JSON.stringify(r, (_k, v) => (typeof v === "bigint" ? v.toString() : v));

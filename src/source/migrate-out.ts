@@ -1,23 +1,36 @@
 // The source role: drives the source state machine (shared/migration/source-machine.ts) for one
-// migration, carrying out its effects — journal writes, gRPC calls through a PeerClient, pausing,
-// capturing and resuming the VM. The machine decides; this file only performs.
+// migration. The machine holds the migration and decides; this driver performs each effect —
+// journal writes, calls through a PeerClient or the Handover link, pausing, capturing and resuming
+// the VM — and feeds what it measured back as the next event.
 
 import { isTscmigError, TscmigError } from "../shared/errors.js";
 import { crashPoint, type Faults } from "../shared/faults.js";
 import type { HistorySink } from "../shared/history.js";
 import type { Logger } from "../shared/logger.js";
-import { LIMITS } from "../shared/limits.js";
 import type { EmulatedHost } from "../shared/hypervisor/host.js";
 import type { TruthProbe } from "../shared/hypervisor/truth.js";
 import { type EstimatorName, type ProbeExchange, probeOffset } from "../shared/migration/blackout.js";
 import type { HostedVm } from "../shared/migration/hosted-vm.js";
-import type { JournalStore, MigrationDecision } from "../shared/migration/journal.js";
-import type { HandoverLink, PeerClient, RestoreReport } from "../shared/migration/messages.js";
+import type { JournalStore } from "../shared/migration/journal.js";
+import type { HandoverLink, PeerClient, PrepareReq } from "../shared/migration/messages.js";
 import type { PolicyName } from "../shared/migration/restore.js";
-import { captureSnapshot, type Snapshot } from "../shared/migration/snapshot.js";
-import { initialSourceState, isDurableRefusal, type SourceEffect, type SourceEvent, type SourceState, stepSource } from "../shared/migration/source-machine.js";
+import { captureSnapshot } from "../shared/migration/snapshot.js";
+import {
+  initialSourceState,
+  isDurableRefusal,
+  isNotAllowed,
+  type PhaseTimings,
+  type SourceEffect,
+  type SourceEvent,
+  type SourceMessage,
+  type SourceRecord,
+  type SourceState,
+  stepSource,
+} from "../shared/migration/source-machine.js";
 import { pvclockReadCycles } from "../shared/kvm/pvclock.js";
 import { sleep, type Scheduler } from "../shared/time/clock.js";
+
+export type { PhaseTimings };
 
 export interface MigrateOptions {
   migrationId: string;
@@ -28,15 +41,6 @@ export interface MigrateOptions {
   advanceCapNs: bigint;
   /** This migration's secret (hex): every message after Prepare carries it (SourceRef). */
   sourceKey: string;
-}
-
-export interface PhaseTimings {
-  captureNs: bigint;
-  encodeNs: bigint;
-  transferNs: bigint;
-  decodeNs: bigint;
-  restoreNs: bigint;
-  commitNs: bigint;
 }
 
 export interface MigrationReport {
@@ -115,343 +119,384 @@ function errorOf(e: unknown): TscmigError {
 
 /** Runs one migration of `h` to `peer`; resolves with the report whatever the outcome. */
 export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClient, opts: MigrateOptions): Promise<MigrationReport> {
-  const log = ctx.log.child({ migrationId: opts.migrationId, vmId: h.id });
-  const generation = h.generation + 1n;
-  const vm = h.vm;
-  const report: MigrationReport = {
+  const driver = new SourceDriver(ctx, h, peer, opts);
+  try {
+    await driver.run(probesFor(ctx, peer, opts));
+  } finally {
+    driver.close();
+  }
+  return reportOf(driver.state, h, ctx, opts.destination);
+}
+
+/**
+ * Probes before the pause. One-sided sends a few too when the peer offers a Handover link: each
+ * answer is an anchor that caps the Transfer's forward leg (blackout.ts), for one link round trip.
+ */
+function probesFor(ctx: SourceContext, peer: PeerClient, opts: MigrateOptions): number {
+  if (opts.estimator === "probe") return Math.max(1, ctx.probeExchanges);
+  return opts.estimator === "one-sided" && peer.handover ? ONE_SIDED_ANCHOR_PROBES : 0;
+}
+
+function prepareReq(ctx: SourceContext, h: HostedVm, opts: MigrateOptions): PrepareReq {
+  return {
     migrationId: opts.migrationId,
     vmId: h.id,
-    source: ctx.name,
-    destination: opts.destination,
+    generation: h.generation + 1n,
+    vcpuCount: h.vm.vcpuCount,
+    guestTscKhz: h.vm.guestTscKhz,
+    sourceFracBits: h.vm.hostInfo.vendor.fracBits,
     policy: opts.policy,
     estimator: opts.estimator,
-    outcome: "aborted",
-    generation,
-    vcpus: vm.vcpuCount,
-    guestTscKhz: vm.guestTscKhz,
-    trueBlackoutNs: 0n,
-    estimatedBlackoutNs: 0n,
-    advancedNs: 0n,
-    errorBoundNs: 0n,
-    capped: false,
-    doorbellRung: false,
-    disruptionMarker: 0n,
-    tscBefore: 0n,
-    tscAfter: 0n,
-    tscIdeal: 0n,
-    kvmNsBefore: 0n,
-    kvmNsAfter: 0n,
-    kvmNsIdeal: 0n,
-    tscErrorNs: 0n,
-    kvmclockErrorNs: 0n,
-    stoppedVcpus: 0,
-    pauseTrueNs: 0n,
-    resumeTrueNs: 0n,
-    handover: false,
-    transferForwardNs: 0n,
-    transferBackNs: 0n,
-    phases: { captureNs: 0n, encodeNs: 0n, transferNs: 0n, decodeNs: 0n, restoreNs: 0n, commitNs: 0n },
+    doorbell: opts.doorbell,
+    advanceCapNs: opts.advanceCapNs,
+    sourceName: ctx.name,
+    sourceGrpc: ctx.grpcAdvertise,
+    sourceKey: opts.sourceKey,
   };
-  let state: SourceState = initialSourceState();
-  const exchanges: ProbeExchange[] = [];
-  let lastProbeRawNs = 0n;
-  let snapshot: Snapshot | null = null;
-  let captureError: TscmigError | null = null;
-  let transferRttNs = 0n;
-  /** Raw clock as each answer on the Handover link arrived before the pause, and the Transfer's answer (one-sided's legs). */
-  const anchorsRawNs: bigint[] = [];
-  /** Raw clock as the request of each of those answers left (same order): one-sided's lower limits. */
-  const requestsRawNs: bigint[] = [];
-  let answerRawNs = 0n;
-  /** True instants of the Transfer's send and answer, and the destination's hold (diagnostics). */
-  let transferSendTrueNs = 0n;
-  let transferAnswerTrueNs = 0n;
-  let destinationHoldNs = 0n;
-  let restore: RestoreReport | null = null;
-  let finished = false;
+}
+
+type Carrier = Pick<HandoverLink, "probe" | "transfer" | "commit">;
+
+/** Carries out the machine's effects for one migration; holds only transport resources of its own. */
+class SourceDriver {
+  state: SourceState;
+  private readonly log: Logger;
   /** Probes, Transfer and Commit ride this when the peer offers one (opened after Prepare, before the pause). */
-  let link: HandoverLink | null = null;
-  const via = (): Pick<HandoverLink, "probe" | "transfer" | "commit"> => (link?.live ? link : peer);
-  /** Set by the handOff effect, carried out once the Commit is on its way (see "handOff"). */
-  let handOffPending = false;
-  const handOffNow = () => {
-    if (!handOffPending) return;
-    handOffPending = false;
-    ctx.handOff(h, opts.migrationId);
-  };
+  private link: HandoverLink | null = null;
+  private finished = false;
 
-  const ref = { sourceName: ctx.name, sourceKey: opts.sourceKey };
-  const journal = (decision: MigrationDecision, phase: string) =>
-    ctx.journal.putMigration({
-      migrationId: opts.migrationId,
-      source: "",
-      sourceKey: opts.sourceKey,
-      vmId: h.id,
-      role: "source",
-      phase,
-      decision,
-      generation,
-      peer: opts.destination,
-      updatedNs: ctx.host.trueNs(),
-      report: JSON.stringify({ transferRttNs: transferRttNs.toString() }),
-    });
+  constructor(
+    private readonly ctx: SourceContext,
+    private readonly h: HostedVm,
+    private readonly peer: PeerClient,
+    private readonly opts: MigrateOptions,
+  ) {
+    this.log = ctx.log.child({ migrationId: opts.migrationId, vmId: h.id });
+    this.state = initialSourceState(prepareReq(ctx, h, opts));
+  }
 
-  // One event in, effects out, in order; async effects feed the next event.
-  // One-sided sends a few probes too when the peer offers a Handover link: each answer is an anchor
-  // that caps the Transfer's forward leg (blackout.ts), for one link round trip before the pause.
-  const probes = opts.estimator === "probe" ? Math.max(1, ctx.probeExchanges) : opts.estimator === "one-sided" && peer.handover ? ONE_SIDED_ANCHOR_PROBES : 0;
-  const queue: SourceEvent[] = [{ kind: "start", probes, retriesMax: ctx.retriesMax }];
-  try {
-    while (queue.length > 0 && !finished) {
+  /** One event in, effects out in order; an effect's result is the next event. */
+  async run(probes: number): Promise<void> {
+    const queue: SourceEvent[] = [{ kind: "start", probes, retriesMax: this.ctx.retriesMax }];
+    while (queue.length > 0 && !this.finished) {
       const ev = queue.shift() as SourceEvent;
-      const step = stepSource(state, ev);
-      state = step.state;
+      const step = stepSource(this.state, ev);
+      if (isNotAllowed(step)) {
+        this.log.error({ event: "illegal_event", evt: step.event, phase: step.phase }, "source machine rejected an event");
+        continue;
+      }
+      this.state = step.state;
       for (const eff of step.effects) {
-        const next = await perform(eff);
+        const next = await this.perform(eff);
         if (next) queue.push(next);
-        if (finished || next?.kind === "journalFailed") break; // the rest of the step stood on that write
+        if (this.finished || next?.kind === "journalFailed") break; // the rest of the step stood on that write
       }
     }
-  } finally {
-    (link as HandoverLink | null)?.close();
   }
-  return report;
 
-  async function perform(eff: SourceEffect): Promise<SourceEvent | null> {
+  close(): void {
+    this.link?.close();
+  }
+
+  private carrier(): Carrier {
+    return this.link?.live ? this.link : this.peer;
+  }
+
+  private async perform(eff: SourceEffect): Promise<SourceEvent | null> {
     switch (eff.kind) {
       case "journal":
-        try {
-          journal(eff.decision, eff.phase);
-        } catch (e) {
-          const error = errorOf(e);
-          // What comes next stands on a pending record or on the decision: stop. An abort's record
-          // (retried by the node's journal, and a restart aborts what stayed pending) or the phase
-          // after a delivered Commit (re-delivered by recovery) need not hold the migration up.
-          if (eff.decision === "pending" || eff.phase === "committing") return { kind: "journalFailed", error, mayHaveLanded: error.reason === "journal_io_error" };
-          log.warn({ event: "journal_write_failed", decision: eff.decision, phase: eff.phase, err: error.toJSON() }, "migration record not journaled; going on");
-          return null;
-        }
-        if (eff.decision === "committed" && eff.phase === "committing") crashPoint(ctx.faults, "crash.source.afterCommitJournal");
+        return this.journal(eff.record);
+      case "send":
+        return this.send(eff.message);
+      case "pauseVm":
+        return this.pauseVm();
+      case "capture":
+        return this.capture(eff.exchanges, eff.lastProbeRawNs);
+      case "resumeVm":
+        this.ctx.resumeVm(this.h);
         return null;
-      case "sendPrepare":
-        try {
-          await peer.prepare({
-            migrationId: opts.migrationId,
-            vmId: h.id,
-            generation,
-            vcpuCount: vm.vcpuCount,
-            guestTscKhz: vm.guestTscKhz,
-            sourceFracBits: vm.hostInfo.vendor.fracBits,
-            policy: opts.policy,
-            estimator: opts.estimator,
-            doorbell: opts.doorbell,
-            advanceCapNs: opts.advanceCapNs,
-            sourceName: ctx.name,
-            sourceGrpc: ctx.grpcAdvertise,
-            sourceKey: opts.sourceKey,
-          });
-          crashPoint(ctx.faults, "crash.source.afterPrepare");
-          if (peer.handover) {
-            const openRaw = ctx.host.rawNs();
-            link = await peer.handover({ migrationId: opts.migrationId, ...ref }).catch((e: unknown) => {
-              // E.g. a peer without Handover: the unary calls carry the migration, only slower.
-              log.debug({ event: "handover_unavailable", err: errorOf(e).message }, "no handover link; using unary calls");
-              return null;
-            });
-            if (link) {
-              anchorsRawNs.push(ctx.host.rawNs());
-              requestsRawNs.push(openRaw);
-            }
-          }
-          return { kind: "prepareOk" };
-        } catch (e) {
-          return { kind: "prepareFailed", error: errorOf(e) };
-        }
-      case "sendProbe":
-        try {
-          const t1 = ctx.host.realtimeNs();
-          const carrier = via();
-          const sentRaw = ctx.host.rawNs();
-          const r = await carrier.probe({ migrationId: opts.migrationId, t1RealtimeNs: t1, ...ref });
-          const t4 = ctx.host.realtimeNs();
-          lastProbeRawNs = ctx.host.rawNs();
-          if (carrier === link && anchorsRawNs.length < LIMITS.anchorsMax) {
-            anchorsRawNs.push(lastProbeRawNs);
-            requestsRawNs.push(sentRaw);
-          }
-          // One-sided's anchor probes only time the link; their realtime stamps are not used.
-          if (opts.estimator === "probe") exchanges.push({ t1, t2: r.t2RealtimeNs, t3: r.t3RealtimeNs, t4 });
-          return { kind: "probeOk" };
-        } catch (e) {
-          return { kind: "probeFailed", error: errorOf(e) };
-        }
-      case "pause":
-        try {
-          ctx.pauseVm(h); // journals the paused role first; a failed write leaves the VM running
-        } catch (e) {
-          return { kind: "journalFailed", error: errorOf(e), mayHaveLanded: false };
-        }
-        report.pauseTrueNs = ctx.host.trueNs();
-        report.tscBefore = vm.readGuestTsc(0);
-        report.kvmNsBefore = pvclockReadCycles(vm.pvclock.guestRead(0), report.tscBefore);
-        crashPoint(ctx.faults, "crash.source.afterPause");
+      case "reclaimVm":
+        this.ctx.reclaim(this.h, this.opts.migrationId);
         return null;
-      case "capture": {
-        const t0 = ctx.host.rawNs();
-        // The probe's drift window runs to the snapshot's clock read, not to the (earlier) pause.
-        try {
-          const probe = exchanges.length > 0 ? { ...probeOffset(exchanges), probeToPauseNs: t0 - lastProbeRawNs } : null;
-          snapshot = captureSnapshot(vm, h.guest, { migrationId: opts.migrationId, vmId: h.id, generation, hostMaxerrorNs: ctx.host.maxerrorNs(), probe });
-        } catch (e) {
-          // E.g. every probe exchange unusable (a clock stepped mid-probe): the VM is paused, so the
-          // failure must take the abort path (resume) rather than escape and leave it paused.
-          captureError = errorOf(e);
-        }
-        // The snapshot's TSC and kvmclock are those of its KVM_GET_CLOCK instant, later than the
-        // pause (the paused VM is journaled in between): one-sided durations must start there, or
-        // the destination advances the guest by the pause → capture gap too much.
-        report.phases.captureNs = ctx.host.rawNs() - t0;
+      case "finish":
+        this.finished = true;
+        this.logFinished();
         return null;
-      }
-      case "sendTransfer": {
-        if (captureError) return { kind: "transferFailed", error: captureError };
-        const snap = snapshot as Snapshot;
-        const sendRaw = ctx.host.rawNs();
-        // Source clock only (see blackout.ts). Measured from the snapshot's clock read, not from the
-        // pause: the guest TSC keeps running while paused (as on KVM) and the snapshot holds its
-        // value at that read, so the destination must add the time since the read. From the pause
-        // it would also add pause → read (capture, a GC pause, a busy host), an error the bound
-        // does not cover (10.9 ms against an 8.2 ms bound, 1024 vCPUs on a loaded 2-core host).
-        const readRaw = ctx.host.rawNsOfTsc(snap.hostTsc);
-        snap.sourcePauseToSendNs = sendRaw > readRaw ? sendRaw - readRaw : 0n;
-        try {
-          const carrier = via();
-          report.handover = carrier === link;
-          transferSendTrueNs = ctx.host.trueNs();
-          const r = await carrier.transfer({
-            snapshot: snap,
-            sourceAnchorsToSendNs: anchorsRawNs.map((a) => sendRaw - a),
-            sourceRequestsToSendNs: requestsRawNs.map((q) => sendRaw - q),
-            ...ref,
-          });
-          answerRawNs = ctx.host.rawNs();
-          transferRttNs = answerRawNs - sendRaw;
-          transferAnswerTrueNs = ctx.host.trueNs();
-          destinationHoldNs = r.destinationHoldNs;
-          report.phases.transferNs = transferRttNs;
-          report.phases.encodeNs = r.encodeNs ?? 0n;
-          crashPoint(ctx.faults, "crash.source.afterTransfer");
-          return { kind: "transferOk" };
-        } catch (e) {
-          return { kind: "transferFailed", error: errorOf(e) };
-        }
-      }
-      case "handOff":
-        // The decision is journaled (the effect before this one): the VM is paused and never runs
-        // here again, and a restart re-does the hand-off from the journal. So the hand-off (a
-        // journal write, a log line) waits until the Commit is on its way instead of delaying it.
-        handOffPending = true;
-        return null;
-      case "sendCommit":
-      case "retryCommit": {
-        if (eff.kind === "retryCommit") await sleep(ctx.scheduler, eff.delayNs);
-        const t0 = ctx.host.rawNs();
-        const carrier = via();
-        if (carrier !== link) report.handover = false;
-        const call = carrier.commit({ migrationId: opts.migrationId, vmId: h.id, generation, transferRttNs, answerToCommitNs: t0 - answerRawNs, ...ref });
-        // The call's frames leave when this turn of the event loop ends: hand off on a later one.
-        let handOffError: { e: unknown } | null = null;
-        const handedOff = handOffPending
-          ? sleep(ctx.scheduler, 0n)
-              .then(handOffNow)
-              .catch((e: unknown) => {
-                handOffError = { e };
-              })
-          : null;
-        let next: SourceEvent;
-        try {
-          const r = await call;
-          report.phases.commitNs = ctx.host.rawNs() - t0;
-          restore = r.report;
-          crashPoint(ctx.faults, "crash.source.afterCommit");
-          next = { kind: "commitOk" };
-        } catch (e) {
-          const err = errorOf(e);
-          // A destination that refuses Commit definitively (aborted/unknown) cannot be made to run
-          // the VM; the decision stands and the recovery loop reports it as in doubt.
-          log.warn({ event: "commit_failed", attempt: eff.attempt, code: err.code, err: err.message }, "commit failed");
-          next = isDurableRefusal(err) ? { kind: "commitRefused", error: err } : { kind: "commitFailed", error: err };
-        }
-        if (handedOff) await handedOff;
-        if (handOffError !== null) throw (handOffError as { e: unknown }).e;
-        return next;
-      }
-      case "resume":
-        ctx.resumeVm(h);
-        return null;
-      case "reclaim":
-        ctx.reclaim(h, opts.migrationId);
-        return null;
-      case "sendAbort":
-        peer.abort({ migrationId: opts.migrationId, vmId: h.id, generation, reason: eff.reason.slice(0, 512), ...ref }).catch(() => {
+    }
+  }
+
+  private journal(record: SourceRecord): SourceEvent | null {
+    const s = this.state.req;
+    try {
+      this.ctx.journal.putMigration({
+        migrationId: s.migrationId,
+        source: "",
+        sourceKey: s.sourceKey,
+        vmId: s.vmId,
+        role: "source",
+        phase: record.phase,
+        decision: record.decision,
+        generation: s.generation,
+        peer: this.opts.destination,
+        updatedNs: this.ctx.host.trueNs(),
+        report: JSON.stringify({ transferRttNs: record.transferRttNs.toString() }),
+      });
+    } catch (e) {
+      const error = errorOf(e);
+      // What comes next stands on a pending record or on the decision: stop. An abort's record
+      // (retried by the node's journal, and a restart aborts what stayed pending) or the phase
+      // after a delivered Commit (re-delivered by recovery) need not hold the migration up.
+      if (record.decision === "pending" || record.phase === "committing") return { kind: "journalFailed", error, mayHaveLanded: error.reason === "journal_io_error" };
+      this.log.warn({ event: "journal_write_failed", decision: record.decision, phase: record.phase, err: error.toJSON() }, "migration record not journaled; going on");
+      return null;
+    }
+    if (record.decision === "committed" && record.phase === "committing") crashPoint(this.ctx.faults, "crash.source.afterCommitJournal");
+    return null;
+  }
+
+  private async send(m: SourceMessage): Promise<SourceEvent | null> {
+    switch (m.kind) {
+      case "prepare":
+        return this.sendPrepare(m.req);
+      case "probe":
+        return this.sendProbe(m);
+      case "transfer":
+        return this.sendTransfer(m);
+      case "commit":
+        return this.sendCommit(m);
+      case "abort":
+        this.peer.abort(m.req).catch(() => {
           /* best effort: the destination also asks Resolve */
         });
         return null;
-      case "finish":
-        finished = true;
-        report.outcome = eff.outcome;
-        if (eff.error) report.error = eff.error.toJSON() as MigrationReport["error"];
-        if (restore) fillFromRestore(restore);
-        // A migration that did not commit (refused, aborted, in doubt) needs an operator's eye.
-        log[report.outcome === "committed" ? "info" : "warn"](
-          {
-            event: "migration_finished",
-            outcome: report.outcome,
-            trueBlackoutNs: report.trueBlackoutNs,
-            estimatedBlackoutNs: report.estimatedBlackoutNs,
-            errorBoundNs: report.errorBoundNs,
-            ...(report.error ? { error: report.error } : {}),
-          },
-          "migration finished",
-        );
-        return null;
-      case "reject":
-        log.error({ event: "illegal_event", evt: eff.event, phase: eff.phase }, "source machine rejected an event");
-        return null;
     }
   }
 
-  function fillFromRestore(r: RestoreReport): void {
-    report.estimatedBlackoutNs = r.estimatedBlackoutNs;
-    report.advancedNs = r.advancedNs;
-    report.errorBoundNs = r.errorBoundNs;
-    report.capped = r.capped;
-    report.doorbellRung = r.doorbellRung;
-    report.disruptionMarker = r.disruptionMarker;
-    report.phases.decodeNs = r.decodeNs;
-    report.phases.restoreNs = r.restoreNs;
-    report.resumeTrueNs = r.resumedTrueNs;
-    report.tscAfter = r.tscAtResume;
-    report.kvmNsAfter = r.kvmclockAtResumeNs;
-    report.stoppedVcpus = r.stoppedVcpus;
-    if (r.transferReceivedTrueNs > 0n && transferAnswerTrueNs > 0n) {
-      report.transferForwardNs = r.transferReceivedTrueNs - transferSendTrueNs;
-      report.transferBackNs = transferAnswerTrueNs - r.transferReceivedTrueNs - destinationHoldNs;
-    }
-    if (r.resumedTrueNs > 0n) {
-      report.trueBlackoutNs = r.resumedTrueNs - report.pauseTrueNs;
-      // The source VM was never touched after the pause: its TSC and kvmclock at the destination's
-      // resume instant are exactly what "had it never paused" means (shared truth only).
-      report.tscIdeal = ctx.truth.guestTscAt(vm, 0, r.resumedTrueNs);
-      report.kvmNsIdeal = pvclockReadCycles(snapshotRecord0(), report.tscIdeal);
-      const khz = vm.guestTscKhz;
-      report.tscErrorNs = ((r.tscAtResume - report.tscIdeal) * 1_000_000n) / khz;
-      report.kvmclockErrorNs = r.kvmclockAtResumeNs - report.kvmNsIdeal;
+  private async sendPrepare(req: PrepareReq): Promise<SourceEvent> {
+    try {
+      await this.peer.prepare(req);
+      crashPoint(this.ctx.faults, "crash.source.afterPrepare");
+      return { kind: "prepareOk", link: await this.openLink() };
+    } catch (e) {
+      return { kind: "prepareFailed", error: errorOf(e) };
     }
   }
 
-  function snapshotRecord0() {
-    return vm.pvclock.guestRead(0);
+  /** Opens the Handover link if the peer offers one; its opening exchange is the first anchor. */
+  private async openLink(): Promise<{ requestRawNs: bigint; answerRawNs: bigint } | null> {
+    if (!this.peer.handover) return null;
+    const requestRawNs = this.ctx.host.rawNs();
+    const s = this.state.req;
+    this.link = await this.peer.handover({ migrationId: s.migrationId, sourceName: s.sourceName, sourceKey: s.sourceKey }).catch((e: unknown) => {
+      // E.g. a peer without Handover: the unary calls carry the migration, only slower.
+      this.log.debug({ event: "handover_unavailable", err: errorOf(e).message }, "no handover link; using unary calls");
+      return null;
+    });
+    return this.link ? { requestRawNs, answerRawNs: this.ctx.host.rawNs() } : null;
+  }
+
+  private async sendProbe(m: Extract<SourceMessage, { kind: "probe" }>): Promise<SourceEvent> {
+    const host = this.ctx.host;
+    try {
+      const t1 = host.realtimeNs();
+      const carrier = this.carrier();
+      const sentRawNs = host.rawNs();
+      const r = await carrier.probe({ migrationId: m.migrationId, t1RealtimeNs: t1, ...m.ref });
+      const t4 = host.realtimeNs();
+      const exchange: ProbeExchange = { t1, t2: r.t2RealtimeNs, t3: r.t3RealtimeNs, t4 };
+      return { kind: "probeOk", exchange, sentRawNs, answerRawNs: host.rawNs(), viaLink: carrier === this.link };
+    } catch (e) {
+      return { kind: "probeFailed", error: errorOf(e) };
+    }
+  }
+
+  private pauseVm(): SourceEvent {
+    try {
+      this.ctx.pauseVm(this.h); // journals the paused role first; a failed write leaves the VM running
+    } catch (e) {
+      return { kind: "journalFailed", error: errorOf(e), mayHaveLanded: false };
+    }
+    const vm = this.h.vm;
+    const pauseTrueNs = this.ctx.host.trueNs();
+    const tscBefore = vm.readGuestTsc(0);
+    const kvmNsBefore = pvclockReadCycles(vm.pvclock.guestRead(0), tscBefore);
+    crashPoint(this.ctx.faults, "crash.source.afterPause");
+    return { kind: "paused", pauseTrueNs, tscBefore, kvmNsBefore };
+  }
+
+  private capture(exchanges: ProbeExchange[], lastProbeRawNs: bigint): SourceEvent {
+    const host = this.ctx.host;
+    const t0 = host.rawNs();
+    const s = this.state.req;
+    try {
+      // The probe's drift window runs to the snapshot's clock read, not to the (earlier) pause.
+      const probe = exchanges.length > 0 ? { ...probeOffset(exchanges), probeToPauseNs: t0 - lastProbeRawNs } : null;
+      const snapshot = captureSnapshot(this.h.vm, this.h.guest, { migrationId: s.migrationId, vmId: s.vmId, generation: s.generation, hostMaxerrorNs: host.maxerrorNs(), probe });
+      return { kind: "captured", snapshot, captureNs: host.rawNs() - t0 };
+    } catch (e) {
+      return { kind: "captureFailed", error: errorOf(e), captureNs: host.rawNs() - t0 };
+    }
+  }
+
+  private async sendTransfer(m: Extract<SourceMessage, { kind: "transfer" }>): Promise<SourceEvent> {
+    const host = this.ctx.host;
+    const sendRaw = host.rawNs();
+    // Source clock only (see blackout.ts). Measured from the snapshot's clock read, not from the
+    // pause: the guest TSC keeps running while paused (as on KVM) and the snapshot holds its
+    // value at that read, so the destination must add the time since the read. From the pause
+    // it would also add pause → read (capture, a GC pause, a busy host), an error the bound
+    // does not cover.
+    const readRaw = host.rawNsOfTsc(m.snapshot.hostTsc);
+    const snapshot = { ...m.snapshot, sourcePauseToSendNs: sendRaw > readRaw ? sendRaw - readRaw : 0n };
+    const carrier = this.carrier();
+    const viaLink = carrier === this.link;
+    try {
+      const sendTrueNs = host.trueNs();
+      const r = await carrier.transfer({
+        snapshot,
+        sourceAnchorsToSendNs: m.anchorsRawNs.map((a) => sendRaw - a),
+        sourceRequestsToSendNs: m.requestsRawNs.map((q) => sendRaw - q),
+        ...m.ref,
+      });
+      const answerRawNs = host.rawNs();
+      const timing = { rttNs: answerRawNs - sendRaw, answerRawNs, sendTrueNs, answerTrueNs: host.trueNs(), holdNs: r.destinationHoldNs };
+      crashPoint(this.ctx.faults, "crash.source.afterTransfer");
+      return { kind: "transferOk", timing, encodeNs: r.encodeNs ?? 0n, viaLink };
+    } catch (e) {
+      return { kind: "transferFailed", error: errorOf(e), viaLink };
+    }
+  }
+
+  /**
+   * The first Commit also hands the VM off: the decision is journaled, so the VM is paused and never
+   * runs here again, and a restart re-does the hand-off from the journal. The hand-off (a journal
+   * write, a log line) therefore waits until the Commit's frames left, on a later turn of the event
+   * loop, instead of delaying it.
+   */
+  private async sendCommit(m: Extract<SourceMessage, { kind: "commit" }>): Promise<SourceEvent> {
+    if (m.delayNs > 0n) await sleep(this.ctx.scheduler, m.delayNs);
+    const host = this.ctx.host;
+    const t0 = host.rawNs();
+    const carrier = this.carrier();
+    const viaLink = carrier === this.link;
+    const call = carrier.commit({ ...m.req, answerToCommitNs: t0 - m.answerRawNs });
+    let handOffError: { e: unknown } | null = null;
+    const handedOff = m.handOff
+      ? sleep(this.ctx.scheduler, 0n)
+          .then(() => this.ctx.handOff(this.h, this.opts.migrationId))
+          .catch((e: unknown) => {
+            handOffError = { e };
+          })
+      : null;
+    let next: SourceEvent;
+    try {
+      const r = await call;
+      const commitNs = host.rawNs() - t0;
+      crashPoint(this.ctx.faults, "crash.source.afterCommit");
+      next = { kind: "commitOk", report: r.report, commitNs, viaLink };
+    } catch (e) {
+      const error = errorOf(e);
+      // A destination that refuses Commit definitively (aborted/unknown) cannot be made to run
+      // the VM; it comes back here. Any other failure leaves the decision standing: retried.
+      this.log.warn({ event: "commit_failed", attempt: m.attempt, code: error.code, err: error.message }, "commit failed");
+      next = isDurableRefusal(error) ? { kind: "commitRefused", error, viaLink } : { kind: "commitFailed", error, viaLink };
+    }
+    if (handedOff) await handedOff;
+    if (handOffError !== null) throw (handOffError as { e: unknown }).e;
+    return next;
+  }
+
+  private logFinished(): void {
+    const report = reportOf(this.state, this.h, this.ctx, this.opts.destination);
+    // A migration that did not commit (refused, aborted, in doubt) needs an operator's eye.
+    this.log[report.outcome === "committed" ? "info" : "warn"](
+      {
+        event: "migration_finished",
+        outcome: report.outcome,
+        trueBlackoutNs: report.trueBlackoutNs,
+        estimatedBlackoutNs: report.estimatedBlackoutNs,
+        errorBoundNs: report.errorBoundNs,
+        ...(report.error ? { error: report.error } : {}),
+      },
+      "migration finished",
+    );
+  }
+}
+
+/** The report of a migration, from the machine's state (and the untouched source VM as truth). */
+function reportOf(s: SourceState, h: HostedVm, ctx: Pick<SourceContext, "name" | "truth">, destination: string): MigrationReport {
+  const r = s.req;
+  const report: MigrationReport = {
+    migrationId: r.migrationId,
+    vmId: r.vmId,
+    source: ctx.name,
+    destination,
+    policy: r.policy,
+    estimator: r.estimator,
+    outcome: s.outcome ?? "aborted",
+    generation: r.generation,
+    vcpus: r.vcpuCount,
+    guestTscKhz: r.guestTscKhz,
+    ...EMPTY_RESTORE_FIGURES,
+    tscBefore: s.pause?.tscBefore ?? 0n,
+    kvmNsBefore: s.pause?.kvmNsBefore ?? 0n,
+    pauseTrueNs: s.pause?.pauseTrueNs ?? 0n,
+    handover: s.handover,
+    transferForwardNs: 0n,
+    transferBackNs: 0n,
+    phases: { ...s.timings },
+  };
+  if (s.error) report.error = s.error.toJSON() as MigrationReport["error"];
+  if (s.restore) fillFromRestore(report, s, h, ctx.truth);
+  return report;
+}
+
+const EMPTY_RESTORE_FIGURES = {
+  trueBlackoutNs: 0n,
+  estimatedBlackoutNs: 0n,
+  advancedNs: 0n,
+  errorBoundNs: 0n,
+  capped: false,
+  doorbellRung: false,
+  disruptionMarker: 0n,
+  tscAfter: 0n,
+  tscIdeal: 0n,
+  kvmNsAfter: 0n,
+  kvmNsIdeal: 0n,
+  tscErrorNs: 0n,
+  kvmclockErrorNs: 0n,
+  stoppedVcpus: 0,
+  resumeTrueNs: 0n,
+} as const;
+
+function fillFromRestore(report: MigrationReport, s: SourceState, h: HostedVm, truth: TruthProbe): void {
+  const r = s.restore as NonNullable<SourceState["restore"]>;
+  report.estimatedBlackoutNs = r.estimatedBlackoutNs;
+  report.advancedNs = r.advancedNs;
+  report.errorBoundNs = r.errorBoundNs;
+  report.capped = r.capped;
+  report.doorbellRung = r.doorbellRung;
+  report.disruptionMarker = r.disruptionMarker;
+  report.phases.decodeNs = r.decodeNs;
+  report.phases.restoreNs = r.restoreNs;
+  report.resumeTrueNs = r.resumedTrueNs;
+  report.tscAfter = r.tscAtResume;
+  report.kvmNsAfter = r.kvmclockAtResumeNs;
+  report.stoppedVcpus = r.stoppedVcpus;
+  const t = s.transfer;
+  if (t && r.transferReceivedTrueNs > 0n && t.answerTrueNs > 0n) {
+    report.transferForwardNs = r.transferReceivedTrueNs - t.sendTrueNs;
+    report.transferBackNs = t.answerTrueNs - r.transferReceivedTrueNs - t.holdNs;
+  }
+  if (r.resumedTrueNs > 0n) {
+    report.trueBlackoutNs = r.resumedTrueNs - report.pauseTrueNs;
+    // The source VM was never touched after the pause: its TSC and kvmclock at the destination's
+    // resume instant are exactly what "had it never paused" means (shared truth only).
+    const vm = h.vm;
+    report.tscIdeal = truth.guestTscAt(vm, 0, r.resumedTrueNs);
+    report.kvmNsIdeal = pvclockReadCycles(vm.pvclock.guestRead(0), report.tscIdeal);
+    report.tscErrorNs = ((r.tscAtResume - report.tscIdeal) * 1_000_000n) / vm.guestTscKhz;
+    report.kvmclockErrorNs = r.kvmclockAtResumeNs - report.kvmNsIdeal;
   }
 }
 

@@ -1,13 +1,18 @@
 // The source side of a migration as a pure state machine (STYLE 6): step(state, event) returns the
-// next state and the effects the driver must carry out, in order. No I/O here; illegal events are
-// answered with a `reject` effect, never thrown.
+// next state and the effects the driver must carry out, in order. The state is the migration: its
+// request, what the probes and the Handover link measured, the snapshot, the Transfer's timings,
+// the decision and the outcome. Effects carry everything the driver needs (the record to journal,
+// the message to send); the driver (src/source/migrate-out.ts) performs them and feeds each
+// result back as an event. No I/O here; an event a phase does not take is answered with a typed
+// `NotAllowed` value, never thrown.
 //
 //   idle ──start──▶ preparing ──prepareOk──▶ probing ──probeOk×N──▶ transferring
-//                      │                        │ probeFailed            │  (pause, capture, send)
-//                 prepareFailed                 ▼                        ├─transferOk──▶ committing
-//                      ▼                     aborted                     │   (journal COMMIT first,
-//                   refused                                              │    hand off, send Commit)
-//                                                                        └─transferFailed──▶ aborted
+//                      │                        │ probeFailed           │ paused, captured
+//                 prepareFailed                 ▼                       │ (pause, capture, send)
+//                      ▼                     aborted                    ├─transferOk──▶ committing
+//                   refused                                             │   (journal COMMIT first,
+//                                                                       │    send Commit, hand off)
+//                                                                       └─transferFailed──▶ aborted
 //   committing ──commitOk──▶ committed          (journal ABORT first, resume: TSC as if never paused)
 //   committing ──commitFailed──▶ committing (retry with backoff; the decision is already durable)
 //   committing ──commitRefused──▶ aborted    (the destination durably aborted or fenced the migration:
@@ -22,82 +27,188 @@
 // the snapshot but may not run it, so aborting is always safe; after it, only commit is possible.
 
 import type { TscmigError } from "../errors.js";
+import { LIMITS } from "../limits.js";
+import type { ProbeExchange } from "./blackout.js";
+import type { AbortReq, CommitReq, PrepareReq, RestoreReport, SourceRef } from "./messages.js";
+import type { Snapshot } from "./snapshot.js";
 
-export type SourcePhase = "idle" | "preparing" | "probing" | "transferring" | "committing" | "committed" | "aborted" | "refused" | "reclaimed";
+export const SOURCE_PHASES = ["idle", "preparing", "probing", "transferring", "committing", "committed", "aborted", "refused"] as const;
+export type SourcePhase = (typeof SOURCE_PHASES)[number];
 export type Decision = "pending" | "committed" | "aborted";
+export type SourceOutcome = "committed" | "aborted" | "refused" | "in-doubt";
+
+/** The source's durations, each on its own raw clock. */
+export interface PhaseTimings {
+  captureNs: bigint;
+  encodeNs: bigint;
+  transferNs: bigint;
+  decodeNs: bigint;
+  restoreNs: bigint;
+  commitNs: bigint;
+}
+
+/** The source's view of the pause: true time (diagnostics) and vCPU 0's clocks at that instant. */
+export interface PauseReading {
+  pauseTrueNs: bigint;
+  tscBefore: bigint;
+  kvmNsBefore: bigint;
+}
+
+/** The Transfer round trip as the source measured it. */
+export interface TransferTiming {
+  /** Source raw clock: sent → answered (one-sided's round trip; journaled with the decision). */
+  rttNs: bigint;
+  /** Source raw clock when the answer arrived (the Commit's `answerToCommitNs` starts here). */
+  answerRawNs: bigint;
+  /** Shared true clock at send and answer, and the destination's hold: diagnostics only. */
+  sendTrueNs: bigint;
+  answerTrueNs: bigint;
+  holdNs: bigint;
+}
 
 export interface SourceState {
   phase: SourcePhase;
+  /** The Prepare this migration opens with: ids, the VM's clock facts, policy, estimator, key. */
+  req: PrepareReq;
   probesWanted: number;
   probesDone: number;
-  commitAttempts: number;
   retriesMax: number;
+  commitAttempts: number;
+  decision: Decision;
+  /** Probe-estimator exchanges, and the source raw clock at the last probe's answer. */
+  exchanges: ProbeExchange[];
+  lastProbeRawNs: bigint;
+  /** Raw clock as each answer on the Handover link arrived before the pause (one-sided's anchors)… */
+  anchorsRawNs: bigint[];
+  /** …and as the request of each of those answers left (same order): one-sided's lower limits. */
+  requestsRawNs: bigint[];
+  pause: PauseReading | null;
+  snapshot: Snapshot | null;
+  transfer: TransferTiming | null;
+  timings: PhaseTimings;
+  /** Transfer and every Commit rode the Handover link. */
+  handover: boolean;
+  restore: RestoreReport | null;
+  outcome: SourceOutcome | null;
+  error: TscmigError | null;
+}
+
+/** A call's answer arrived on the Handover link (true) or on a unary call (false). */
+interface Carried {
+  viaLink: boolean;
 }
 
 export type SourceEvent =
   | { kind: "start"; probes: number; retriesMax: number }
-  | { kind: "prepareOk" }
+  /** Prepare answered; `link` is the Handover link's opening exchange when one opened. */
+  | { kind: "prepareOk"; link: { requestRawNs: bigint; answerRawNs: bigint } | null }
   | { kind: "prepareFailed"; error: TscmigError }
-  | { kind: "probeOk" }
+  | ({ kind: "probeOk"; exchange: ProbeExchange; sentRawNs: bigint; answerRawNs: bigint } & Carried)
   | { kind: "probeFailed"; error: TscmigError }
-  | { kind: "transferOk" }
-  | { kind: "transferFailed"; error: TscmigError }
-  | { kind: "commitOk" }
-  | { kind: "commitFailed"; error: TscmigError }
+  | ({ kind: "paused" } & PauseReading)
+  | { kind: "captured"; snapshot: Snapshot; captureNs: bigint }
+  | { kind: "captureFailed"; error: TscmigError; captureNs: bigint }
+  | ({ kind: "transferOk"; timing: TransferTiming; encodeNs: bigint } & Carried)
+  | ({ kind: "transferFailed"; error: TscmigError } & Carried)
+  | ({ kind: "commitOk"; report: RestoreReport; commitNs: bigint } & Carried)
+  | ({ kind: "commitFailed"; error: TscmigError } & Carried)
   /** The destination answered the Commit with a durable refusal: it aborted (or never knew) the migration. */
-  | { kind: "commitRefused"; error: TscmigError }
+  | ({ kind: "commitRefused"; error: TscmigError } & Carried)
   | { kind: "journalFailed"; error: TscmigError; mayHaveLanded: boolean }
   | { kind: "recover"; decision: Decision };
 
+export const SOURCE_EVENT_KINDS = [
+  "start",
+  "prepareOk",
+  "prepareFailed",
+  "probeOk",
+  "probeFailed",
+  "paused",
+  "captured",
+  "captureFailed",
+  "transferOk",
+  "transferFailed",
+  "commitOk",
+  "commitFailed",
+  "commitRefused",
+  "journalFailed",
+  "recover",
+] as const satisfies readonly SourceEvent["kind"][];
+
+/** The migration's journal record as the machine decides it; the driver adds the write's time stamp. */
+export interface SourceRecord {
+  decision: Decision;
+  phase: string;
+  transferRttNs: bigint;
+}
+
+/** A message to the destination; instants (`…RawNs`) become durations as the message leaves. */
+export type SourceMessage =
+  | { kind: "prepare"; req: PrepareReq }
+  | { kind: "probe"; migrationId: string; ref: SourceRef }
+  | { kind: "transfer"; snapshot: Snapshot; anchorsRawNs: bigint[]; requestsRawNs: bigint[]; ref: SourceRef }
+  /** `handOff`: the VM is handed off once this Commit is on its way (the decision is durable). */
+  | { kind: "commit"; req: Omit<CommitReq, "answerToCommitNs">; answerRawNs: bigint; attempt: number; delayNs: bigint; handOff: boolean }
+  /** Best effort, not awaited: a destination that misses it asks Resolve. */
+  | { kind: "abort"; req: AbortReq };
+
 export type SourceEffect =
-  | { kind: "journal"; decision: Decision; phase: SourcePhase }
-  | { kind: "sendPrepare" }
-  | { kind: "sendProbe" }
-  | { kind: "pause" }
-  | { kind: "capture" }
-  | { kind: "sendTransfer" }
-  | { kind: "handOff" }
-  | { kind: "sendCommit"; attempt: number }
-  | { kind: "retryCommit"; attempt: number; delayNs: bigint }
-  | { kind: "resume" }
+  | { kind: "journal"; record: SourceRecord }
+  | { kind: "send"; message: SourceMessage }
+  /** Pause the VM (the node journals its paused role first; a failed write leaves it running). */
+  | { kind: "pauseVm" }
+  | { kind: "capture"; exchanges: ProbeExchange[]; lastProbeRawNs: bigint }
+  | { kind: "resumeVm" }
   /** The handed-off VM comes back: it runs here again, at the generation it was handed off with. */
-  | { kind: "reclaim" }
-  | { kind: "sendAbort"; reason: string }
-  | { kind: "finish"; outcome: "committed" | "aborted" | "refused" | "in-doubt"; error?: TscmigError }
-  | { kind: "reject"; event: SourceEvent["kind"]; phase: SourcePhase };
+  | { kind: "reclaimVm" }
+  | { kind: "finish"; outcome: SourceOutcome; error: TscmigError | null };
 
 export interface Step<S, E> {
   state: S;
   effects: E[];
 }
 
-export function initialSourceState(): SourceState {
-  return { phase: "idle", probesWanted: 0, probesDone: 0, commitAttempts: 0, retriesMax: 0 };
+/** The answer to an event the phase does not take (Firecracker's `NotAllowed`): nothing changes. */
+export interface NotAllowed<P, K> {
+  kind: "not_allowed";
+  phase: P;
+  event: K;
+}
+
+export type SourceStep = Step<SourceState, SourceEffect> | NotAllowed<SourcePhase, SourceEvent["kind"]>;
+
+export function isNotAllowed<S, E, P, K>(r: Step<S, E> | NotAllowed<P, K>): r is NotAllowed<P, K> {
+  return (r as NotAllowed<P, K>).kind === "not_allowed";
+}
+
+export function initialSourceState(req: PrepareReq): SourceState {
+  return {
+    phase: "idle",
+    req,
+    probesWanted: 0,
+    probesDone: 0,
+    retriesMax: 0,
+    commitAttempts: 0,
+    decision: "pending",
+    exchanges: [],
+    lastProbeRawNs: 0n,
+    anchorsRawNs: [],
+    requestsRawNs: [],
+    pause: null,
+    snapshot: null,
+    transfer: null,
+    timings: { captureNs: 0n, encodeNs: 0n, transferNs: 0n, decodeNs: 0n, restoreNs: 0n, commitNs: 0n },
+    handover: false,
+    restore: null,
+    outcome: null,
+    error: null,
+  };
 }
 
 /** Backoff between Commit attempts: 10 ms doubling, at most 2 s. */
 export function commitBackoffNs(attempt: number): bigint {
   const ms = Math.min(2000, 10 * 2 ** Math.min(attempt, 8));
   return BigInt(ms) * 1_000_000n;
-}
-
-function pauseAndSend(s: SourceState): Step<SourceState, SourceEffect> {
-  return {
-    state: { ...s, phase: "transferring" },
-    effects: [{ kind: "journal", decision: "pending", phase: "transferring" }, { kind: "pause" }, { kind: "capture" }, { kind: "sendTransfer" }],
-  };
-}
-
-function abortAfterPause(s: SourceState, error: TscmigError): Step<SourceState, SourceEffect> {
-  return {
-    state: { ...s, phase: "aborted" },
-    effects: [
-      { kind: "journal", decision: "aborted", phase: "aborted" },
-      { kind: "resume" },
-      { kind: "sendAbort", reason: error.message },
-      { kind: "finish", outcome: "aborted", error },
-    ],
-  };
 }
 
 /**
@@ -108,77 +219,98 @@ export function isDurableRefusal(e: TscmigError): boolean {
   return e.code === "aborted" && (e.reason === "migration_aborted" || e.reason === "migration_unknown");
 }
 
-export function stepSource(s: SourceState, e: SourceEvent): Step<SourceState, SourceEffect> {
-  const reject = (): Step<SourceState, SourceEffect> => ({ state: s, effects: [{ kind: "reject", event: e.kind, phase: s.phase }] });
-  switch (e.kind) {
-    case "start":
-      if (s.phase !== "idle") return reject();
-      return {
-        state: { ...s, phase: "preparing", probesWanted: e.probes, retriesMax: e.retriesMax },
-        effects: [{ kind: "journal", decision: "pending", phase: "preparing" }, { kind: "sendPrepare" }],
-      };
-    case "prepareOk":
-      if (s.phase !== "preparing") return reject();
-      if (s.probesWanted > 0) return { state: { ...s, phase: "probing" }, effects: [{ kind: "sendProbe" }] };
-      return pauseAndSend(s);
-    case "prepareFailed":
-      if (s.phase !== "preparing") return reject();
-      return {
-        state: { ...s, phase: "refused" },
-        effects: [{ kind: "journal", decision: "aborted", phase: "refused" }, { kind: "sendAbort", reason: e.error.message }, { kind: "finish", outcome: "refused", error: e.error }],
-      };
-    case "probeOk": {
-      if (s.phase !== "probing") return reject();
-      const done = s.probesDone + 1;
-      if (done < s.probesWanted) return { state: { ...s, probesDone: done }, effects: [{ kind: "sendProbe" }] };
-      return pauseAndSend({ ...s, probesDone: done });
-    }
-    case "probeFailed":
-      if (s.phase !== "probing") return reject();
-      // The VM never paused: nothing to roll back.
-      return {
-        state: { ...s, phase: "aborted" },
-        effects: [{ kind: "journal", decision: "aborted", phase: "aborted" }, { kind: "sendAbort", reason: e.error.message }, { kind: "finish", outcome: "aborted", error: e.error }],
-      };
-    case "transferOk":
-      if (s.phase !== "transferring") return reject();
-      return {
-        state: { ...s, phase: "committing", commitAttempts: 1 },
-        effects: [{ kind: "journal", decision: "committed", phase: "committing" }, { kind: "handOff" }, { kind: "sendCommit", attempt: 1 }],
-      };
-    case "transferFailed":
-      if (s.phase !== "transferring") return reject();
-      return abortAfterPause(s, e.error);
-    case "commitOk":
-      if (s.phase !== "committing") return reject();
-      return { state: { ...s, phase: "committed" }, effects: [{ kind: "journal", decision: "committed", phase: "committed" }, { kind: "finish", outcome: "committed" }] };
-    case "commitFailed": {
-      if (s.phase !== "committing") return reject();
-      const attempt = s.commitAttempts + 1;
-      if (attempt > s.retriesMax)
-        // Decision stands; the recovery loop keeps delivering it. The caller learns it is in doubt.
-        return { state: s, effects: [{ kind: "finish", outcome: "in-doubt", error: e.error }] };
-      return { state: { ...s, commitAttempts: attempt }, effects: [{ kind: "retryCommit", attempt, delayNs: commitBackoffNs(attempt) }] };
-    }
-    case "commitRefused":
-      if (s.phase !== "committing") return reject();
-      return {
-        state: { ...s, phase: "aborted" },
-        effects: [{ kind: "journal", decision: "aborted", phase: "reclaimed" }, { kind: "reclaim" }, { kind: "finish", outcome: "aborted", error: e.error }],
-      };
-    case "journalFailed":
-      return journalFailed(s, e.error, e.mayHaveLanded) ?? reject();
-    case "recover":
-      if (s.phase !== "idle") return reject();
-      if (e.decision === "committed")
-        return { state: { ...s, phase: "committing", commitAttempts: 1, retriesMax: Number.MAX_SAFE_INTEGER }, effects: [{ kind: "sendCommit", attempt: 1 }] };
-      if (e.decision === "aborted") return { state: { ...s, phase: "aborted" }, effects: [{ kind: "resume" }, { kind: "sendAbort", reason: "source recovered an aborted migration" }] };
-      // Undecided when the source died: decide abort now (safe, Commit was never sent).
-      return {
-        state: { ...s, phase: "aborted" },
-        effects: [{ kind: "journal", decision: "aborted", phase: "aborted" }, { kind: "resume" }, { kind: "sendAbort", reason: "source restarted before deciding" }],
-      };
+// ---- effect builders ----------------------------------------------------------------------------
+
+function ref(s: SourceState): SourceRef {
+  return { sourceName: s.req.sourceName, sourceKey: s.req.sourceKey };
+}
+
+function journal(s: SourceState, decision: Decision, phase: string): SourceEffect {
+  return { kind: "journal", record: { decision, phase, transferRttNs: s.transfer?.rttNs ?? 0n } };
+}
+
+function sendAbort(s: SourceState, reason: string): SourceEffect {
+  const r = s.req;
+  return { kind: "send", message: { kind: "abort", req: { migrationId: r.migrationId, vmId: r.vmId, generation: r.generation, reason: reason.slice(0, 512), ...ref(s) } } };
+}
+
+function sendCommit(s: SourceState, attempt: number, delayNs: bigint, handOff: boolean): SourceEffect {
+  const r = s.req;
+  const req = { migrationId: r.migrationId, vmId: r.vmId, generation: r.generation, transferRttNs: s.transfer?.rttNs ?? 0n, ...ref(s) };
+  return { kind: "send", message: { kind: "commit", req, answerRawNs: s.transfer?.answerRawNs ?? 0n, attempt, delayNs, handOff } };
+}
+
+function sendProbe(s: SourceState): SourceEffect {
+  return { kind: "send", message: { kind: "probe", migrationId: s.req.migrationId, ref: ref(s) } };
+}
+
+function finish(s: SourceState, outcome: SourceOutcome, error: TscmigError | null, phase: SourcePhase = s.phase): Step<SourceState, SourceEffect> {
+  return { state: { ...s, phase, outcome, error }, effects: [{ kind: "finish", outcome, error }] };
+}
+
+// ---- transitions --------------------------------------------------------------------------------
+
+function pauseAndSend(s: SourceState): Step<SourceState, SourceEffect> {
+  return { state: { ...s, phase: "transferring" }, effects: [journal(s, "pending", "transferring"), { kind: "pauseVm" }] };
+}
+
+function abortAfterPause(s: SourceState, error: TscmigError): Step<SourceState, SourceEffect> {
+  const next: SourceState = { ...s, phase: "aborted", decision: "aborted", outcome: "aborted", error };
+  return { state: next, effects: [journal(s, "aborted", "aborted"), { kind: "resumeVm" }, sendAbort(s, error.message), { kind: "finish", outcome: "aborted", error }] };
+}
+
+/** Aborted before the pause: nothing to roll back, the destination is told. */
+function abortUnpaused(s: SourceState, error: TscmigError, phase: "aborted" | "refused"): Step<SourceState, SourceEffect> {
+  const outcome = phase === "refused" ? "refused" : "aborted";
+  const next: SourceState = { ...s, phase, decision: "aborted", outcome, error };
+  return { state: next, effects: [journal(s, "aborted", phase), sendAbort(s, error.message), { kind: "finish", outcome, error }] };
+}
+
+function linked(s: SourceState, link: { requestRawNs: bigint; answerRawNs: bigint } | null): SourceState {
+  if (!link) return s;
+  return { ...s, anchorsRawNs: [...s.anchorsRawNs, link.answerRawNs], requestsRawNs: [...s.requestsRawNs, link.requestRawNs] };
+}
+
+function probed(s: SourceState, e: Extract<SourceEvent, { kind: "probeOk" }>): SourceState {
+  const anchor = e.viaLink && s.anchorsRawNs.length < LIMITS.anchorsMax;
+  return {
+    ...s,
+    probesDone: s.probesDone + 1,
+    lastProbeRawNs: e.answerRawNs,
+    anchorsRawNs: anchor ? [...s.anchorsRawNs, e.answerRawNs] : s.anchorsRawNs,
+    requestsRawNs: anchor ? [...s.requestsRawNs, e.sentRawNs] : s.requestsRawNs,
+    // One-sided's anchor probes only time the link; their realtime stamps are not used.
+    exchanges: s.req.estimator === "probe" ? [...s.exchanges, e.exchange] : s.exchanges,
+  };
+}
+
+function transferred(s: SourceState, e: Extract<SourceEvent, { kind: "transferOk" }>): Step<SourceState, SourceEffect> {
+  const timings = { ...s.timings, transferNs: e.timing.rttNs, encodeNs: e.encodeNs };
+  const next: SourceState = { ...s, phase: "committing", decision: "committed", commitAttempts: 1, transfer: e.timing, timings, handover: e.viaLink };
+  return { state: next, effects: [journal(next, "committed", "committing"), sendCommit(next, 1, 0n, true)] };
+}
+
+function commitFailed(s: SourceState, error: TscmigError): Step<SourceState, SourceEffect> {
+  const attempt = s.commitAttempts + 1;
+  // Decision stands; the recovery loop keeps delivering it. The caller learns it is in doubt.
+  if (attempt > s.retriesMax) return finish(s, "in-doubt", error);
+  return { state: { ...s, commitAttempts: attempt }, effects: [sendCommit(s, attempt, commitBackoffNs(attempt), false)] };
+}
+
+function reclaimed(s: SourceState, error: TscmigError): Step<SourceState, SourceEffect> {
+  const next: SourceState = { ...s, phase: "aborted", decision: "aborted", outcome: "aborted", error };
+  return { state: next, effects: [journal(s, "aborted", "reclaimed"), { kind: "reclaimVm" }, { kind: "finish", outcome: "aborted", error }] };
+}
+
+function recovered(s: SourceState, decision: Decision): Step<SourceState, SourceEffect> {
+  if (decision === "committed") {
+    const next: SourceState = { ...s, phase: "committing", decision, commitAttempts: 1, retriesMax: Number.MAX_SAFE_INTEGER };
+    return { state: next, effects: [sendCommit(next, 1, 0n, false)] };
   }
+  const next: SourceState = { ...s, phase: "aborted", decision: "aborted" };
+  if (decision === "aborted") return { state: next, effects: [{ kind: "resumeVm" }, sendAbort(s, "source recovered an aborted migration")] };
+  // Undecided when the source died: decide abort now (safe, Commit was never sent).
+  return { state: next, effects: [journal(s, "aborted", "aborted"), { kind: "resumeVm" }, sendAbort(s, "source restarted before deciding")] };
 }
 
 /**
@@ -191,16 +323,67 @@ export function stepSource(s: SourceState, e: SourceEvent): Step<SourceState, So
 function journalFailed(s: SourceState, error: TscmigError, mayHaveLanded: boolean): Step<SourceState, SourceEffect> | null {
   switch (s.phase) {
     case "preparing":
-      return { state: { ...s, phase: "refused" }, effects: [{ kind: "finish", outcome: "refused", error }] };
+      return finish(s, "refused", error, "refused");
     case "transferring":
-      return {
-        state: { ...s, phase: "aborted" },
-        effects: [{ kind: "journal", decision: "aborted", phase: "aborted" }, { kind: "sendAbort", reason: error.message }, { kind: "finish", outcome: "aborted", error }],
-      };
+      // The pending record before the pause, or the paused role: the VM never paused.
+      return s.pause ? null : abortUnpaused(s, error, "aborted");
     case "committing":
-      if (s.commitAttempts !== 1) return null;
-      return mayHaveLanded ? { state: s, effects: [{ kind: "finish", outcome: "in-doubt", error }] } : abortAfterPause(s, error);
+      if (s.commitAttempts !== 1 || s.outcome !== null) return null;
+      return mayHaveLanded ? finish(s, "in-doubt", error) : abortAfterPause(s, error);
     default:
       return null;
   }
+}
+
+type Handler = (s: SourceState, e: SourceEvent) => Step<SourceState, SourceEffect> | null;
+
+/** Per event: its transition, or null where the phase does not take it. */
+const HANDLERS: { [K in SourceEvent["kind"]]: (s: SourceState, e: Extract<SourceEvent, { kind: K }>) => Step<SourceState, SourceEffect> | null } = {
+  start: (s, e) => {
+    if (s.phase !== "idle") return null;
+    const next: SourceState = { ...s, phase: "preparing", probesWanted: e.probes, retriesMax: e.retriesMax };
+    return { state: next, effects: [journal(s, "pending", "preparing"), { kind: "send", message: { kind: "prepare", req: s.req } }] };
+  },
+  prepareOk: (s, e) => {
+    if (s.phase !== "preparing") return null;
+    const next = linked(s, e.link);
+    return next.probesWanted > 0 ? { state: { ...next, phase: "probing" }, effects: [sendProbe(next)] } : pauseAndSend(next);
+  },
+  prepareFailed: (s, e) => (s.phase === "preparing" ? abortUnpaused(s, e.error, "refused") : null),
+  probeOk: (s, e) => {
+    if (s.phase !== "probing") return null;
+    const next = probed(s, e);
+    return next.probesDone < next.probesWanted ? { state: next, effects: [sendProbe(next)] } : pauseAndSend(next);
+  },
+  probeFailed: (s, e) => (s.phase === "probing" ? abortUnpaused(s, e.error, "aborted") : null),
+  paused: (s, e) => {
+    if (s.phase !== "transferring" || s.pause) return null;
+    const next: SourceState = { ...s, pause: { pauseTrueNs: e.pauseTrueNs, tscBefore: e.tscBefore, kvmNsBefore: e.kvmNsBefore } };
+    return { state: next, effects: [{ kind: "capture", exchanges: s.exchanges, lastProbeRawNs: s.lastProbeRawNs }] };
+  },
+  captured: (s, e) => {
+    if (s.phase !== "transferring" || !s.pause || s.snapshot) return null;
+    const next: SourceState = { ...s, snapshot: e.snapshot, timings: { ...s.timings, captureNs: e.captureNs } };
+    const message: SourceMessage = { kind: "transfer", snapshot: e.snapshot, anchorsRawNs: s.anchorsRawNs, requestsRawNs: s.requestsRawNs, ref: ref(s) };
+    return { state: next, effects: [{ kind: "send", message }] };
+  },
+  // E.g. every probe exchange unusable (a clock stepped mid-probe): the VM is paused, so the
+  // failure takes the abort path (resume) rather than leave it paused.
+  captureFailed: (s, e) => (s.phase === "transferring" && s.pause && !s.snapshot ? abortAfterPause({ ...s, timings: { ...s.timings, captureNs: e.captureNs } }, e.error) : null),
+  transferOk: (s, e) => (s.phase === "transferring" && s.snapshot ? transferred(s, e) : null),
+  transferFailed: (s, e) => (s.phase === "transferring" && s.snapshot ? abortAfterPause({ ...s, handover: e.viaLink }, e.error) : null),
+  commitOk: (s, e) => {
+    if (s.phase !== "committing") return null;
+    const next: SourceState = { ...s, phase: "committed", restore: e.report, handover: s.handover && e.viaLink, timings: { ...s.timings, commitNs: e.commitNs } };
+    return { state: { ...next, outcome: "committed" }, effects: [journal(next, "committed", "committed"), { kind: "finish", outcome: "committed", error: null }] };
+  },
+  commitFailed: (s, e) => (s.phase === "committing" ? commitFailed({ ...s, handover: s.handover && e.viaLink }, e.error) : null),
+  commitRefused: (s, e) => (s.phase === "committing" ? reclaimed({ ...s, handover: s.handover && e.viaLink }, e.error) : null),
+  journalFailed: (s, e) => journalFailed(s, e.error, e.mayHaveLanded),
+  recover: (s, e) => (s.phase === "idle" ? recovered(s, e.decision) : null),
+};
+
+export function stepSource(s: SourceState, e: SourceEvent): SourceStep {
+  const step = (HANDLERS[e.kind] as Handler)(s, e);
+  return step ?? { kind: "not_allowed", phase: s.phase, event: e.kind };
 }
