@@ -667,7 +667,7 @@ class SimRun {
   private endWhenQuiet(): void {
     if (this.ended) return;
     const since = this.now() - this.healedAt;
-    const quiet = this.driversLeft === 0 && this.liveness !== "running" && ownersAt(this.tracked, this.daemons).every((o) => o.daemons.length === 1) && unresolvedAt(this.daemons).length === 0;
+    const quiet = this.driversLeft === 0 && this.liveness !== "running" && ownersAt(this.tracked, this.daemons).every((o) => o.daemons.length === 1) && !anyUnresolved(this.daemons);
     if (quiet || since >= this.scen.recoveryBoundNs) this.finish();
     else this.sched.after(250n * MS, () => this.endWhenQuiet());
   }
@@ -767,6 +767,22 @@ function unresolvedAt(daemons: readonly SimDaemon[]): string[] {
     else out.push(...summarizeUnresolved(d.name, unresolvedLines(d, c)));
   }
   return out;
+}
+
+/**
+ * Whether anything `unresolvedAt` would list is left: the same three questions, answered at the
+ * first yes and without the lines (asked every 250 ms of simulated time after healing, while a
+ * flood can leave hundreds of Prepares pending).
+ */
+function anyUnresolved(daemons: readonly SimDaemon[]): boolean {
+  for (const d of daemons) {
+    const c = d.current;
+    if (!c) return true;
+    if (d.journal.listMigrations({ decision: "pending" }).length > 0) return true;
+    for (const m of d.journal.listMigrations({ role: "source", decision: "committed" })) if (m.phase !== "committed") return true;
+    if (c.node.destination.pending().length > 0) return true;
+  }
+  return false;
 }
 
 interface UnresolvedLine {
