@@ -27,7 +27,7 @@ import type { Scheduler, Timer } from "../../shared/time/clock.js";
 import { offsetAt } from "../../shared/time/offset-model.js";
 import { SeededRandom, type Random } from "../../shared/time/random.js";
 import { flushMicrotasks, SimClock, SimScheduler } from "../../shared/time/sim.js";
-import { drainMicrotasks } from "./drain.js";
+import { settleEach } from "./drain.js";
 import { DEFAULT_GUEST, defaultNodeConfig, type MigrateRequest, type NodeConfig, TscmigNode } from "../../daemon/node.js";
 import type { EstimatorName } from "../../shared/migration/blackout.js";
 import type { PolicyName } from "../../shared/migration/restore.js";
@@ -693,31 +693,40 @@ class SimRun {
     const stackTraceLimit = Error.stackTraceLimit;
     Error.stackTraceLimit = 0;
     try {
-      await this.stepUntilEnded(this.opts.eventLimit ?? 5_000_000, this.opts.drainWithImmediate ? flushMicrotasks : drainMicrotasks);
+      const limit = this.opts.eventLimit ?? 5_000_000;
+      if (this.opts.drainWithImmediate) await this.stepUntilEnded(limit, flushMicrotasks);
+      else await settleEach(() => this.stepOnce(limit));
     } finally {
       Error.stackTraceLimit = stackTraceLimit;
     }
   }
 
+  /** Runs the next scheduler event; false once the run has ended or cannot go on. */
+  private stepOnce(limit: number): boolean {
+    if (this.ended) return false;
+    let ran: boolean;
+    try {
+      ran = this.sched.step();
+    } catch (e) {
+      this.error("harness", `scheduler event threw ${describe(e)}`);
+      return false;
+    }
+    if (!ran) {
+      this.error("harness", "the simulation ran out of events before the end");
+      return false;
+    }
+    if (++this.stats.events > limit) {
+      this.error("harness", `the run exceeded ${limit} events without ending`);
+      return false;
+    }
+    return true;
+  }
+
+  /** The same loop over an awaited `drain` (setImmediate: a full event-loop turn per event). */
   private async stepUntilEnded(limit: number, drain: () => Promise<void>): Promise<void> {
-    while (!this.ended) {
+    for (;;) {
       await drain();
-      if (this.ended) break;
-      let ran: boolean;
-      try {
-        ran = this.sched.step();
-      } catch (e) {
-        this.error("harness", `scheduler event threw ${describe(e)}`);
-        break;
-      }
-      if (!ran) {
-        this.error("harness", "the simulation ran out of events before the end");
-        break;
-      }
-      if (++this.stats.events > limit) {
-        this.error("harness", `the run exceeded ${limit} events without ending`);
-        break;
-      }
+      if (!this.stepOnce(limit)) break;
     }
   }
 }
