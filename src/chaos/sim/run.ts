@@ -787,8 +787,8 @@ function anyUnresolved(daemons: readonly SimDaemon[]): boolean {
   for (const d of daemons) {
     const c = d.current;
     if (!c) return true;
-    if (d.journal.listMigrations({ decision: "pending" }).length > 0) return true;
-    for (const m of d.journal.listMigrations({ role: "source", decision: "committed" })) if (m.phase !== "committed") return true;
+    if (d.journal.hasMigration({ decision: "pending" })) return true;
+    if (d.journal.hasMigration({ role: "source", decision: "committed" }, (m) => m.phase !== "committed")) return true;
     if (c.node.destination.pending().length > 0) return true;
   }
   return false;
