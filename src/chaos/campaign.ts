@@ -17,6 +17,7 @@ import { checkDeterminism } from "./check/invariants.js";
 import { checkHistory } from "./checker.js";
 import { canonicalText } from "./history.js";
 import { hashUnit } from "../shared/time/random.js";
+import { flushMicrotasks } from "../shared/time/sim.js";
 import type { RestoreFn } from "../destination/migrate-in.js";
 import { type MigrationPlot, type MigrationStat, outcomeOf, type RunOutcome } from "./run-outcome.js";
 import { runSimulation } from "./sim/run.js";
@@ -244,31 +245,55 @@ function workerUrl(): URL {
   return new URL(import.meta.url.endsWith(".ts") ? "./worker.ts" : "./worker.js", import.meta.url);
 }
 
+/** Runs sent to a worker ahead of its results, so it never waits for this thread to hand it the next one. */
+const WORKER_RUNS_AHEAD = 2;
+
+/**
+ * `jobs` − 1 worker threads and this thread: a worker starts cold (its first runs cost about twice
+ * a warm run while the JIT catches up), this thread has loaded and often warmed the code already.
+ * Each job takes the next run index when it is free.
+ */
 async function runPool(o: CampaignOptions, agg: Aggregate): Promise<void> {
   const task: SimTaskOptions = { seed: o.seed, scenario: o.scenario, determinismCheck: o.determinismCheck, plotRuns: o.plotRuns };
   const { first, end } = rangeOf(o);
   const jobs = Math.max(1, Math.min(o.jobs, end - first));
   let next = first;
   let done = 0;
-  await new Promise<void>((resolve, reject) => {
-    let alive = jobs;
-    for (let j = 0; j < jobs; j++) {
-      const w = new Worker(workerUrl(), { workerData: task });
-      const feed = () => {
-        if (next < end) w.postMessage(next++);
-        else void w.terminate();
-      };
-      w.on("message", (m: RunOutcome) => {
-        agg.add(m);
-        o.onRun?.(m, ++done);
-        feed();
-      });
-      w.on("error", reject);
-      w.on("exit", () => {
-        if (--alive === 0) resolve();
-      });
-      feed();
+  const record = (m: RunOutcome) => {
+    agg.add(m);
+    o.onRun?.(m, ++done);
+  };
+  const workers = Array.from({ length: jobs - 1 }, () => runWorker(task, () => (next < end ? next++ : null), record));
+  const here = async () => {
+    for (let i = next; i < end; i = next) {
+      next++;
+      record(await runSimTask(i, task));
+      await flushMicrotasks(); // one event-loop turn: the workers' results come in and they get their next runs
     }
+  };
+  await Promise.all([...workers, here()]);
+}
+
+/** One worker thread fed run indices from `take` until it yields null; resolves when the worker has exited. */
+function runWorker(task: SimTaskOptions, take: () => number | null, record: (m: RunOutcome) => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const w = new Worker(workerUrl(), { workerData: task });
+    let outstanding = 0;
+    const feed = () => {
+      const i = take();
+      if (i !== null) {
+        outstanding++;
+        w.postMessage(i);
+      } else if (outstanding === 0) void w.terminate();
+    };
+    w.on("message", (m: RunOutcome) => {
+      outstanding--;
+      record(m);
+      feed();
+    });
+    w.on("error", reject);
+    w.on("exit", () => resolve());
+    for (let k = 0; k < WORKER_RUNS_AHEAD; k++) feed();
   });
 }
 

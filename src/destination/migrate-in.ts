@@ -294,10 +294,12 @@ export class Destination {
    * source may already have decided to commit, and only its answer (Commit or Resolve) settles them.
    */
   expireLeases(): number {
-    const now = this.ctx.host.rawNs();
+    // Leases from after `cutoff` still run. One bigint for the pass, not one per migration held
+    // (this runs on every Prepare, and a flood holds hundreds).
+    const cutoff = this.ctx.host.rawNs() - LIMITS.prepareLeaseNs;
     let expired = 0;
-    for (const inb of [...this.inbound.values()]) {
-      if (inb.state.phase !== "prepared" || now - inb.leaseFromRawNs < LIMITS.prepareLeaseNs) continue;
+    for (const inb of this.inbound.values()) {
+      if (inb.state.phase !== "prepared" || inb.leaseFromRawNs > cutoff) continue;
       this.apply(inb, this.step(inb.req, inb.req.migrationId, inb, { kind: "leaseExpired" }));
       expired++;
       this.ctx.log.warn({ event: "prepare_lease_expired", migrationId: inb.req.migrationId, vmId: inb.req.vmId, source: inb.req.sourceName }, "prepared migration expired before its Transfer");

@@ -1,5 +1,6 @@
-// Goal: the simulator's in-memory journal keeps SQLite's transaction semantics: all or nothing.
-// Method: puts and deletes inside a transaction that throws must leave every record as it was.
+// Goal: the simulator's in-memory journal keeps SQLite's transaction semantics: all or nothing; its
+// `hasMigration` answers what `listMigrations` would. Method: puts and deletes inside a transaction
+// that throws must leave every record as it was; hasMigration against listMigrations on one journal.
 import { describe, expect, it } from "vitest";
 import { MemoryJournal, type MigrationRecord, type VmRecord } from "../../src/shared/migration/journal.js";
 
@@ -46,5 +47,16 @@ describe("MemoryJournal", () => {
     expect(j.getVm("a")?.generation).toBe(3n);
     j.transaction(() => j.deleteVm("a"));
     expect(j.listVms()).toEqual([]);
+  });
+
+  it("hasMigration answers whether listMigrations would list a match", () => {
+    const j = new MemoryJournal();
+    j.putMigration(mig("m1", "committed"));
+    j.putMigration({ ...mig("m2", "pending"), role: "destination", source: "s" });
+    const filters = [{}, { decision: "pending" }, { decision: "aborted" }, { role: "source" }, { role: "destination", decision: "committed" }] as const;
+    for (const f of filters) expect(j.hasMigration(f)).toBe(j.listMigrations(f).length > 0);
+    expect(j.hasMigration({ role: "source", decision: "committed" }, (m) => m.phase !== "p")).toBe(false);
+    expect(j.hasMigration({ role: "source", decision: "committed" }, (m) => m.phase === "p")).toBe(true);
+    expect(j.hasMigration({ decision: "pending" }, (m) => m.source === "s")).toBe(true);
   });
 });

@@ -197,6 +197,19 @@ export class MemoryJournal implements JournalStore {
       if ((filter.decision === undefined || s.rec.decision === filter.decision) && (filter.role === undefined || s.rec.role === filter.role)) out.push(readMigration(s));
     return out;
   }
+  /**
+   * Whether a stored migration matches `filter` and `pred`, without copying every match as
+   * `listMigrations` does (the simulator asks this every 250 ms of a run's settling, while a Prepare
+   * flood keeps hundreds pending). The match found is checked as a read would check it.
+   */
+  hasMigration(filter: MigrationFilter, pred: (r: Readonly<MigrationRecord>) => boolean = () => true): boolean {
+    for (const s of this.migrations.values())
+      if ((filter.decision === undefined || s.rec.decision === filter.decision) && (filter.role === undefined || s.rec.role === filter.role) && pred(s.rec)) {
+        checkMigrationRecord(s.rec, s.checksum);
+        return true;
+      }
+    return false;
+  }
   transaction<T>(fn: () => T): T {
     if (this.undo !== null) return fn();
     const undo: (() => void)[] = [];

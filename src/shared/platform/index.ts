@@ -35,6 +35,12 @@ export function hardDeadline(delayMs: number, fn: () => void): Timer {
   return { cancel: () => clearTimeout(handle) };
 }
 
+/** CPU time this process has used so far, user and system, every thread (workers, V8's GC and compiler threads), ns. */
+export function processCpuNs(): bigint {
+  const u = process.cpuUsage();
+  return BigInt(u.user + u.system) * 1000n;
+}
+
 /** A Random seeded from the OS, or from `seed` when given (replays). */
 export function realRandom(seed?: bigint): SeededRandom {
   return new SeededRandom(seed ?? randomBytes(8).readBigUInt64LE());

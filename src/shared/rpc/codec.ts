@@ -123,8 +123,24 @@ function str(v: string, field: string, max: number = LIMITS.idLengthMax): string
 export const SOURCE_KEY_BYTES_MIN = 16;
 export const SOURCE_KEY_BYTES_MAX = 64;
 
+/** Each ASCII code's hex digit value, -1 for what is not one. */
+const HEX_DIGIT = (() => {
+  const t = new Int8Array(128).fill(-1);
+  for (let i = 0; i < 10; i++) t[48 + i] = i;
+  for (let i = 0; i < 6; i++) t[97 + i] = t[65 + i] = 10 + i;
+  return t;
+})();
+
+/** Hex → bytes without Buffer's two copies (every message after Prepare carries the key); anything but pairs of hex digits is read as Buffer reads it. */
 export function keyToPb(hex: string): Uint8Array {
-  return Uint8Array.from(Buffer.from(hex, "hex"));
+  const out = new Uint8Array(hex.length >> 1);
+  for (let i = 0; i < out.length; i++) {
+    const hi = HEX_DIGIT[hex.charCodeAt(2 * i)] ?? -1;
+    const lo = HEX_DIGIT[hex.charCodeAt(2 * i + 1)] ?? -1;
+    if (hi < 0 || lo < 0) return Uint8Array.from(Buffer.from(hex, "hex"));
+    out[i] = (hi << 4) | lo;
+  }
+  return out;
 }
 
 export function keyFromPb(b: Uint8Array, field: string): string {

@@ -24,11 +24,17 @@ export class SimClock implements Clock {
   }
 }
 
-interface Event {
-  at: bigint;
-  seq: number;
-  fn: () => void;
-  cancelled: boolean;
+/** A scheduled event is its own Timer (one object per `after`, the simulator's commonest allocation). */
+class Event implements Timer {
+  cancelled = false;
+  constructor(
+    readonly at: bigint,
+    readonly seq: number,
+    readonly fn: () => void,
+  ) {}
+  cancel(): void {
+    this.cancelled = true;
+  }
 }
 
 /** Binary min-heap keyed by (at, seq). */
@@ -38,13 +44,9 @@ export class SimScheduler implements Scheduler {
   constructor(readonly clock: SimClock) {}
 
   after(delayNs: bigint, fn: () => void): Timer {
-    const ev: Event = { at: this.clock.monotonicNs() + (delayNs > 0n ? delayNs : 0n), seq: this.seq++, fn, cancelled: false };
+    const ev = new Event(delayNs > 0n ? this.clock.monotonicNs() + delayNs : this.clock.monotonicNs(), this.seq++, fn);
     this.push(ev);
-    return {
-      cancel: () => {
-        ev.cancelled = true;
-      },
-    };
+    return ev;
   }
 
   get pending(): number {
@@ -108,7 +110,7 @@ export class SimScheduler implements Scheduler {
     while (i > 0) {
       const p = (i - 1) >> 1;
       if (!this.less(h[i] as Event, h[p] as Event)) break;
-      [h[i], h[p]] = [h[p] as Event, h[i] as Event];
+      swap(h, i, p);
       i = p;
     }
   }
@@ -127,12 +129,18 @@ export class SimScheduler implements Scheduler {
         if (l < h.length && this.less(h[l] as Event, h[m] as Event)) m = l;
         if (r < h.length && this.less(h[r] as Event, h[m] as Event)) m = r;
         if (m === i) break;
-        [h[i], h[m]] = [h[m] as Event, h[i] as Event];
+        swap(h, i, m);
         i = m;
       }
     }
     return top;
   }
+}
+
+function swap(h: Event[], i: number, j: number): void {
+  const x = h[i] as Event;
+  h[i] = h[j] as Event;
+  h[j] = x;
 }
 
 /** Resolves after every queued microtask (promise continuation) has run. */
