@@ -41,12 +41,13 @@ export * from "./shared/kvm/index.js";
 export type { Clock, Scheduler, Timer } from "./shared/time/clock.js";
 export { NS_PER_MS, NS_PER_S, NS_PER_US } from "./shared/time/clock.js";
 export { SimClock, SimScheduler } from "./shared/time/sim.js";
+export { SkewController, type SkewState, type SkewUpdate } from "./shared/time/skew.js";
 export { type OffsetModel, offsetAt, maxAbsOffsetNs, sum as sumOffsetModels, ZERO_MODEL } from "./shared/time/offset-model.js";
 
 // ---- the emulated hypervisor and guest -----------------------------------------------------------
 export type { HostInfo, KvmClockData, VmBackend } from "./shared/hypervisor/backend.js";
 export { EmulatedHost, type HostOptions } from "./shared/hypervisor/host.js";
-export { EmulatedVm, type VmOptions } from "./shared/hypervisor/vm.js";
+export { EmulatedVm, type EmulatedVmState, type VmOptions } from "./shared/hypervisor/vm.js";
 export {
   Guest,
   type BoundedNow,
@@ -121,5 +122,5 @@ export {
 } from "./chaos/checker.js";
 
 // ---- errors and limits ---------------------------------------------------------------------------
-export { TscmigError, isTscmigError, type ErrorCode, type Errno, type ErrorDetails } from "./shared/errors.js";
+export { ERROR_CODES, TscmigError, isTscmigError, type ErrorCode, type Errno, type ErrorDetails } from "./shared/errors.js";
 export { LIMITS } from "./shared/limits.js";
