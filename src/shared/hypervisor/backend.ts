@@ -1,4 +1,4 @@
-// The hypervisor seam (SPEC §7): every KVM-like operation the daemons use sits behind these
+// The hypervisor seam (docs/architecture.md#seams): every KVM-like operation the daemons use sits behind these
 // interfaces. The emulated backend (emulated.ts) is the default; a native backend driving /dev/kvm
 // ioctls can implement the same surface later, so the emulator's predictions can be checked against
 // the kernel itself. Operations fail the way the ioctls do (TscmigError with an errno).
