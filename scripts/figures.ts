@@ -1,7 +1,7 @@
 // `npm run docs:figures`: regenerates docs/figures/*.svg from the simulator (scripts/figures/).
 // `--check` writes nothing and exits 1 when a checked-in figure differs or is missing.
 
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { renderFigures } from "./figures/figures.js";
 
@@ -12,13 +12,7 @@ if (!check) mkdirSync(dir, { recursive: true });
 for (const [name, svg] of renderFigures()) {
   const path = join(dir, name);
   if (check) {
-    let old = "";
-    try {
-      old = readFileSync(path, "utf8");
-    } catch {
-      // missing: reported below
-    }
-    if (old !== svg) stale.push(name);
+    if (!existsSync(path) || readFileSync(path, "utf8") !== svg) stale.push(name);
   } else {
     writeFileSync(path, svg);
     process.stdout.write(`wrote docs/figures/${name}\n`);

@@ -46,7 +46,7 @@ describe("the package, installed from a tarball", () => {
       run(process.execPath, [join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.json"], consumer);
     } catch (e) {
       const x = e as { stdout?: string; stderr?: string };
-      throw new Error(`the example does not type-check against the packed declarations:\n${x.stdout ?? ""}${x.stderr ?? ""}`);
+      throw new Error(`the example does not type-check against the packed declarations:\n${x.stdout ?? ""}${x.stderr ?? ""}`, { cause: e });
     }
     const output = run(process.execPath, [join(consumer, "out", "migrate-and-check.js")], consumer);
     const [upstream, advance] = output.split(/\n(?=advance \+ one-sided)/);

@@ -18,12 +18,12 @@ describe("docs/api", () => {
   afterAll(() => rmSync(out, { recursive: true, force: true }));
 
   it("is what TypeDoc generates now, with no warning", () => {
-    let log = "";
+    let log: string;
     try {
       log = execFileSync(process.execPath, [TYPEDOC, "--out", out, "--treatWarningsAsErrors"], { cwd: ROOT, encoding: "utf8", stdio: "pipe", timeout: 110_000 });
     } catch (e) {
       const x = e as { stdout?: string; stderr?: string };
-      throw new Error(`typedoc failed:\n${x.stdout ?? ""}${x.stderr ?? ""}`);
+      throw new Error(`typedoc failed:\n${x.stdout ?? ""}${x.stderr ?? ""}`, { cause: e });
     }
     expect(log).not.toMatch(/warning/i);
     const generated = readdirSync(out, { recursive: true, encoding: "utf8" }).sort();

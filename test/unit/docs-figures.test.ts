@@ -3,7 +3,7 @@
 // Method: render every figure from scripts/figures/ in memory and compare with the checked-in SVG;
 // then check the facts the docs read off them on the same simulated runs: each policy's error at
 // resume under 5 ms of host skew, and no estimator's error over its reported bound.
-import { readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
@@ -21,14 +21,9 @@ describe("docs/figures", () => {
   it("every checked-in figure equals a fresh rendering, and there is no other", () => {
     const stale: string[] = [];
     for (const [name, svg] of rendered) {
-      let old = "";
-      try {
-        old = readFileSync(join(DIR, name), "utf8");
-      } catch {
-        stale.push(`${name} (missing)`);
-        continue;
-      }
-      if (old !== svg) stale.push(name);
+      const path = join(DIR, name);
+      if (!existsSync(path)) stale.push(`${name} (missing)`);
+      else if (readFileSync(path, "utf8") !== svg) stale.push(name);
     }
     expect(stale, `stale figures: regenerate with \`${REGENERATE}\` and commit them`).toEqual([]);
     const extra = readdirSync(DIR).filter((f) => !rendered.has(f));
