@@ -17,7 +17,7 @@
 # topologies that happen to share an X cannot interfere.
 #
 # Both namespaces share the host kernel: one CLOCK_MONOTONIC and one /proc/stat btime, which the
-# project takes as true time (SPEC §1), exactly as for the two containers of docker-compose.yml.
+# project takes as true time (docs/time-across-migration.md#the-time-model), exactly as for the two containers of docker-compose.yml.
 # Needs root and iproute2. The kernel here has no netem: shape with tbf/htb or drop with nft inside
 # a namespace (`exec src tc ...`), and put delay/loss/reordering in a userspace proxy.
 set -eu

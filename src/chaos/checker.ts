@@ -1,4 +1,4 @@
-// The checker (SPEC §3): reads one run's history — every guest sample with true time, every
+// The checker (docs/invariants.md): reads one run's history — every guest sample with true time, every
 // run/stop/handled/migration event, and the harness's facts about hosts, VMs and faults — and proves
 // I1–I9 or names each violation with the VM, vCPU, daemons, instants and values involved.
 //

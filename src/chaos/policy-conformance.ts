@@ -1,5 +1,5 @@
-// I9, policy conformance: at resume, each policy's guest clocks match its definition (SPEC §2
-// "Policies", §3 I9). I3 asks whether a restore's error stayed within the bound it reported; I9 asks
+// I9, policy conformance: at resume, each policy's guest clocks match its definition (docs/time-across-migration.md#the-four-policies,
+// docs/invariants.md). I3 asks whether a restore's error stayed within the bound it reported; I9 asks
 // whether it did what its policy says at all — a `freeze` that quietly advances the TSC, or an
 // `advance` whose kvmclock moves by something else than its TSC, stays inside a generous bound and
 // passes I3. Checked per restore from what the harness saw at the hypervisor seam (`restoreClocks`):

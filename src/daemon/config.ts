@@ -1,5 +1,5 @@
 // Configuration: flags, then environment (`TSCMIG_*`), then defaults; unknown keys are errors
-// (SPEC §4). A schema declares each key once (its flag, its variable, its parser, its default, its
+// (docs/operations.md#configuration). A schema declares each key once (its flag, its variable, its parser, its default, its
 // documentation) and the loader, the --help text and the error messages all come from it. The loader
 // reads nothing itself: the daemon's main passes `env()` from the platform module, tests pass records.
 

@@ -1,6 +1,6 @@
 // The configuration of one daemon (each of the two roles runs the same daemon). Everything a
 // deployment varies is here, as a flag and a `TSCMIG_*` variable, so the same binary runs locally,
-// in compose and as a Kubernetes DaemonSet with state under `--data` (SPEC §7).
+// in compose and as a Kubernetes DaemonSet with state under `--data` (docs/architecture.md#seams).
 
 import { join } from "node:path";
 import { TscmigError } from "../shared/errors.js";

@@ -3,7 +3,7 @@
 // events into the stream's typed events, and builds the `state` event that opens a fresh stream.
 // It never changes the node: controls go through the ordinary control API.
 //
-// Errors are against true time, the deployment's shared reference (SPEC §1): for a guest,
+// Errors are against true time, the deployment's shared reference (docs/time-across-migration.md#the-time-model): for a guest,
 // `guest realtime − (epoch + true ns)`, and its bounded clock's [earliest, latest] the same way,
 // so the band contains zero exactly when the guest's claim is honest (I4). Where daemons share no
 // truth these figures mean nothing, and the dashboard says what they are measured against.

@@ -8,7 +8,7 @@
 //   queue, and a client past the bound is cut (it reconnects and resumes, or resets).
 // - Streams are few and long-lived: their count is limited, a heartbeat keeps proxies from timing
 //   them out and tells a viewer the daemon is alive, and shutdown ends each with a `bye`.
-// Frames are JSON with 64-bit values as decimal strings (SPEC §4), serialised once per event.
+// Frames are JSON with 64-bit values as decimal strings (docs/operations.md#interfaces), serialised once per event.
 
 import { TscmigError } from "../shared/errors.js";
 import { bigintReplacer } from "../shared/json-safe.js";

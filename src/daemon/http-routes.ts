@@ -1,4 +1,4 @@
-// The control API of SPEC §4 over a TscmigNode: one fastify plugin, a JSON schema on every route,
+// The control API (docs/operations.md#interfaces) over a TscmigNode: one fastify plugin, a JSON schema on every route,
 // 64-bit values as decimal strings both ways. Handlers only translate; the node decides.
 
 import type { FastifyInstance } from "fastify";

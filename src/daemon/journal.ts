@@ -1,6 +1,6 @@
 // The durable journal of one daemon: every decision about a VM's ownership and every migration's
 // outcome, so that a daemon killed at any instant (kill -9 included) and restarted resolves each VM
-// to exactly one owner (SPEC §2 step 5, invariants I6 and I7).
+// to exactly one owner (docs/protocol.md#ownership-fencing-and-recovery; invariants I6 and I7).
 //
 // Why it is shaped this way:
 // - SQLite in WAL mode with `synchronous = FULL` (default): a transaction that returned is on disk,

@@ -1,4 +1,4 @@
-// How daemons authenticate each other on the data plane (SPEC §5). Any client that reaches a gRPC
+// How daemons authenticate each other on the data plane (docs/operations.md#security-tls-peer-tokens-the-control-api-token). Any client that reaches a gRPC
 // port must not be able to feed, commit or abort migrations, nor migrate in a VM that runs
 // elsewhere: peers prove who they are by mutual TLS (the server requires a client certificate from
 // the deployment's CA), or, where TLS is off, by a peer token every call carries in its metadata —

@@ -2,7 +2,7 @@
 // event stream (`GET /v1/events`) and the stream's session cookie. Registered by the daemon with
 // one call; everything else the page does goes through the ordinary control API.
 //
-// The token (SPEC §5), when the daemon has one:
+// The token (docs/operations.md#security-tls-peer-tokens-the-control-api-token), when the daemon has one:
 // - The page and its assets are public: static code, no data, nothing of the token.
 // - The page asks for the token once (or takes it from the URL fragment, `/ui/#token=…`, which a
 //   browser never sends to a server, so it appears in no log), keeps it in the tab's

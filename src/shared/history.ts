@@ -1,4 +1,4 @@
-// What the checker reads (SPEC §1 workload, §3): every guest sample and every ownership change,
+// What the checker reads (docs/invariants.md): every guest sample and every ownership change,
 // stamped with true time. Daemons keep a bounded ring; the simulator records everything.
 
 import type { BoundedNow, HandledEvent } from "./guest/guest.js";

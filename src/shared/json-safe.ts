@@ -1,4 +1,4 @@
-// 64-bit values leave the process as decimal strings (SPEC §1): JSON has no bigint, JSON.stringify
+// 64-bit values leave the process as decimal strings (docs/time-across-migration.md#the-time-model): JSON has no bigint, JSON.stringify
 // throws on one, and pino prints it as a bare number that every JSON parser rounds to a double.
 
 /**

@@ -4,7 +4,7 @@
 import { assert } from "./errors.js";
 
 export const LIMITS = {
-  /** KVM_MAX_VCPUS on x86 is far larger; 1024 is the product's contract (SPEC §1). */
+  /** KVM_MAX_VCPUS on x86 is far larger; 1024 is the product's contract (docs/time-across-migration.md#the-time-model). */
   vcpuCountMax: 1024,
   /** Lowest and highest TSC frequency we emulate, in kHz (1 MHz .. 0x7fffffff kHz, KVM's cap). */
   tscKhzMin: 1_000n,
@@ -37,7 +37,7 @@ export const LIMITS = {
   retriesMax: 20,
   /** Length of an id (VM, migration, daemon name). */
   idLengthMax: 128,
-  /** Cap of `advance-capped` unless the request gives one (1 s, SPEC §2). */
+  /** Cap of `advance-capped` unless the request gives one (1 s, docs/time-across-migration.md#advance-capped--advance-up-to-a-point). */
   advanceCapNsDefault: 1_000_000_000n,
   /** NTP_PHASE_LIMIT in µs (kernel/time/ntp.c). */
   ntpPhaseLimitUs: 16_000_000n,

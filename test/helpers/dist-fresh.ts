@@ -8,6 +8,12 @@ import { join, relative } from "node:path";
 import { ROOT } from "./daemons.js";
 
 function staleFile(): string | undefined {
+  // The library's type declarations (a dist built before they were emitted has none).
+  try {
+    statSync(join(ROOT, "dist", "src", "index.d.ts"));
+  } catch {
+    return join(ROOT, "src", "index.ts");
+  }
   const walk = (dir: string): string | undefined => {
     for (const e of readdirSync(dir, { withFileTypes: true })) {
       const p = join(dir, e.name);

@@ -103,7 +103,7 @@ export function timelineArb(o: TimelineArbOptions = {}): fc.Arbitrary<Timeline> 
 export interface ScenarioArbOptions extends HostArbOptions, TimelineArbOptions {
   policies?: readonly PolicyName[];
   estimators?: readonly EstimatorName[];
-  /** Hosts claim a maxerror that covers their whole skew over the run (SPEC §2 "honest"). */
+  /** Hosts claim a maxerror that covers their whole skew over the run (docs/estimators.md#wallclock--the-kvm-documented-way). */
   honest?: boolean;
   /** Hosts without TSC scaling appear too (then only guest rates they can run are kept). */
   withoutScaling?: boolean;

@@ -1,4 +1,4 @@
-// Goal: bad input never crashes a daemon and never changes its state (SPEC §5): garbage, truncated
+// Goal: bad input never crashes a daemon and never changes its state (docs/operations.md#bad-input-and-limits): garbage, truncated
 // and oversized protobuf; snapshots with each inconsistent field; replayed migration ids; stale
 // generations; unknown VMs and migrations; two migrations of one VM at once; a destination that
 // cannot run the guest's TSC frequency; malformed, mistyped, unknown-field and huge HTTP bodies; a
@@ -170,7 +170,7 @@ describe("gRPC: undecodable requests", () => {
   });
 });
 
-describe("gRPC: snapshots with inconsistent fields (SPEC §5)", () => {
+describe("gRPC: snapshots with inconsistent fields (docs/operations.md#bad-input-and-limits)", () => {
   const MIG = "bi-snap";
   const VM = "bi-snap-vm";
 

@@ -1,5 +1,5 @@
 // Goal: every constructor and operation of the core rejects impossible values with a typed
-// TscmigError naming the field, and nothing is half-applied (SPEC §5). Method: one valid object per
+// TscmigError naming the field, and nothing is half-applied (docs/operations.md#bad-input-and-limits). Method: one valid object per
 // component (on a SimClock), then each field broken in turn; state is compared before and after.
 
 import { describe, expect, it } from "vitest";
@@ -248,7 +248,7 @@ function withRecord(s: Snapshot, i: number, mutate: (r: ReturnType<typeof snapsh
   return { ...s, pvclock };
 }
 
-describe("validateSnapshot rejects each inconsistent field of SPEC §5", () => {
+describe("validateSnapshot rejects each inconsistent field of docs/operations.md#bad-input-and-limits", () => {
   const cases: [string, (s: Snapshot) => Snapshot, string | RegExp][] = [
     ["an unknown format version", (s) => ({ ...s, formatVersion: 2 }), "snapshot.formatVersion"],
     ["zero vCPUs", (s) => ({ ...s, vcpuCount: 0 }), "snapshot.vcpuCount"],

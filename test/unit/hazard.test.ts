@@ -129,7 +129,7 @@ class World {
 /** Where a guest whose last NTP poll was at 16 s gets migrated (its maxerror is still ~100 µs). */
 const MIGRATE_AT_NS = 16n * S + 500n * MS;
 
-describe("the hazard (SPEC I4): a synchronized guest migrated across a 5 ms realtime skew", () => {
+describe("the hazard (I4, docs/invariants.md): a synchronized guest migrated across a 5 ms realtime skew", () => {
   it("with migration handling off, reports synchronized with bounds that exclude true time", () => {
     const w = new World({ handling: false, clocksource: "kvm-clock", watchVmclock: true });
     w.runUntil(MIGRATE_AT_NS);

@@ -1,4 +1,4 @@
-// Goal: SPEC invariants I1, I2, I3 and I8 hold for every policy and estimator where the SPEC says
+// Goal: invariants I1, I2, I3 and I8 (docs/invariants.md) hold for every policy and estimator where they
 // they must, and each policy errs exactly as it is defined to. Method: fast-check over whole
 // migrations on a SimClock (test/helpers/sim-migration.ts) between random hosts (1–5 GHz, VMX/SVM,
 // crystals ±500 ppm, realtime skews up to ±10 s with drift), comparing every vCPU's clocks at resume

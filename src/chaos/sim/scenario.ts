@@ -56,7 +56,7 @@ export const FAULT_KIND_DOCS: Record<FaultKind, string> = {
 export interface ScenarioOptions {
   policies: readonly PolicyName[];
   estimators: readonly EstimatorName[];
-  /** Guest migration handling (SPEC's extension) on, or off as Linux is today. */
+  /** Guest migration handling (this project's extension: docs/time-across-migration.md#what-the-guest-is-told) on, or off as Linux is today. */
   handling: boolean;
   /** Largest magnitude of any one skew component. */
   skewMaxNs: bigint;

@@ -1,4 +1,4 @@
-// A small guest kernel (SPEC §1 "Guest"): a clocksource (`tsc` or `kvm-clock`), realtime =
+// A small guest kernel (docs/time-across-migration.md#the-time-model): a clocksource (`tsc` or `kvm-clock`), realtime =
 // clocksource ns + wall offset disciplined by an NTP client, Linux's NTP error state, migration
 // handling that acts exactly once per migration, and a ClockBound-style bounded clock.
 //
@@ -31,7 +31,7 @@ export interface NtpReading {
 
 export interface GuestOptions {
   clocksource: Clocksource;
-  /** Guest migration handling on (SPEC's extension) or off (Linux today: watchdogs only). */
+  /** Guest migration handling on (this project's extension: docs/time-across-migration.md#what-the-guest-is-told) or off (Linux today: watchdogs only). */
   migrationHandling: boolean;
   /** Ditch sync, or widen the bound by the destination's published error (falls back to ditch). */
   handlingMode: HandlingMode;

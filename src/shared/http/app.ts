@@ -38,7 +38,7 @@ export interface HttpAppOptions {
 /**
  * Builds the app; listens nowhere. Async because the OpenAPI plugin must be loaded before any route is
  * declared, or it misses them: every route added to the returned app, directly or by plugin, is in
- * `GET /openapi.json`. Every route must declare a response schema (SPEC §4): one that does not is
+ * `GET /openapi.json`. Every route must declare a response schema (docs/operations.md#interfaces): one that does not is
  * refused when it is added.
  */
 export async function buildHttpApp(opts: HttpAppOptions): Promise<FastifyInstance> {

@@ -1,4 +1,4 @@
-// The control API's token (SPEC §5): with a token configured, every route requires
+// The control API's token (docs/operations.md#security-tls-peer-tokens-the-control-api-token): with a token configured, every route requires
 // `Authorization: Bearer <token>` except those marked `config: { public: true }` (health, readiness,
 // metrics, the OpenAPI document). Unknown routes are not public: they answer 401 before 404, so an
 // unauthenticated caller learns nothing about what exists.

@@ -1,4 +1,4 @@
-// JSON-schema fragments shared by every route. 64-bit values travel as decimal strings (SPEC §4):
+// JSON-schema fragments shared by every route. 64-bit values travel as decimal strings (docs/operations.md#interfaces):
 // a JSON number loses precision past 2^53, and fastify answers 500 on a bigint unless the response
 // schema types that field as a string (it then writes the bigint's decimal form).
 

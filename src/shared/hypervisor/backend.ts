@@ -1,8 +1,8 @@
-// The hypervisor seam: every KVM-like operation the daemons use sits behind these interfaces, and
-// capture, restore, the guest, the roles and the node are written against them alone. The emulated
-// backend (emulated-backend.ts) is the default; another one (real KVM, a test double) implements
-// `HypervisorBackend` and is handed to the node through its dependencies (`NodeDeps.backend`).
-// Operations fail the way the ioctls do (TscmigError with an errno).
+// The hypervisor seam (docs/architecture.md#seams): every KVM-like operation the daemons use sits
+// behind these interfaces, and capture, restore, the guest, the roles and the VM registry are written
+// against them alone. The emulated backend (emulated-backend.ts) is the default; another one (real
+// KVM, a test double) implements `HypervisorBackend` and is handed to the node through its
+// dependencies (`NodeDeps.backend`). Operations fail the way the ioctls do (TscmigError with an errno).
 //
 // What is not here on purpose: true time. A backend reports what a hypervisor can know (its host's
 // clocks, its VMs' state); what the deployment's reference clock says is the truth probe's

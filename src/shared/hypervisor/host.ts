@@ -1,4 +1,4 @@
-// An emulated host (SPEC §1): a TSC crystal, the kernel's raw monotonic clock derived from it with
+// An emulated host (docs/time-across-migration.md#the-time-model): a TSC crystal, the kernel's raw monotonic clock derived from it with
 // the nominal calibration, and an NTP-disciplined realtime clock with an injected error. All three
 // are pure functions of the deployment's true time, read through the injected Clock.
 //

@@ -76,7 +76,7 @@ export function loadPersistedVm(text: string, ref: RecordRef, host: HostInfo): P
   return o as PersistedVm;
 }
 
-/** A staged snapshot's journal form: its Prepare, then every rule of SPEC §5 on the snapshot. */
+/** A staged snapshot's journal form: its Prepare, then every rule of docs/operations.md#bad-input-and-limits on the snapshot. */
 export function loadStagedPayload(text: string, ref: RecordRef, generation: bigint): StagedPayload {
   const p = parseState<Partial<StagedPayload>>(text, ref);
   if (typeof p !== "object" || p === null || typeof p.req !== "object" || p.req === null || typeof p.snapshot !== "object" || p.snapshot === null)

@@ -1,4 +1,4 @@
-// What a daemon journals durably (SPEC §2 phase 5): every VM's role and generation, and every
+// What a daemon journals durably (docs/protocol.md#ownership-fencing-and-recovery): every VM's role and generation, and every
 // migration's decision. The daemon uses the SQLite store (daemon/journal.ts); the simulator uses
 // the in-memory one below, which survives simulated crashes because the simulator keeps it.
 

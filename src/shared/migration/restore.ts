@@ -1,5 +1,6 @@
-// Restore on the destination (SPEC §2 phase 4), one pure function per policy over the hypervisor
-// seam (backend.ts, any backend): no I/O, the caller supplies the blackout estimate, evaluated at the restore instant.
+// Restore on the destination (docs/time-across-migration.md#restore-in-order), one pure function per
+// policy over the hypervisor seam (backend.ts, any backend): no I/O, the caller supplies the blackout
+// estimate, evaluated at the restore instant.
 // Order (Firecracker, Cloud Hypervisor #7932): clocks first, then the stopped flag on every vCPU,
 // then the vmclock marker and the published bound under the page's seqlock. The caller rings the
 // doorbell and resumes.

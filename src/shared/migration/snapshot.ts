@@ -1,4 +1,4 @@
-// The snapshot: everything the destination needs to continue a VM's time (SPEC §2 phase 3), taken
+// The snapshot: everything the destination needs to continue a VM's time (docs/time-across-migration.md#the-snapshot), taken
 // while the vCPUs are paused from one KVM_GET_CLOCK instant: kvm ns, host TSC, host realtime, and
 // per vCPU the TSC offset and ratio, from which each vCPU's guest TSC at that instant follows.
 // A domain value, not a wire message: the codec (rpc/codec.ts) converts and validates.
@@ -122,7 +122,7 @@ export function snapshotRecord(s: Snapshot, i: number): PvclockRecord {
 }
 
 /**
- * Every consistency rule of SPEC §5 on a decoded snapshot; throws naming the first bad field.
+ * Every consistency rule of docs/operations.md#bad-input-and-limits on a decoded snapshot; throws naming the first bad field.
  * Nothing is applied before this passes.
  */
 export function validateSnapshot(s: Snapshot): void {
