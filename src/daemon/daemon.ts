@@ -1,6 +1,7 @@
 // The composition root of one daemon (STYLE 12): build({clock, scheduler, random, log, config, ...})
 // wires the emulated host, the journal, the node, the gRPC data plane and the HTTP control API.
-// It listens only when `listen()` is called; `main.ts` alone touches process, signals and ports.
+// It listens only when `listen()` is called (or, for a daemon reached only in process, takes work
+// on `start()` without any port); `main.ts` alone touches process, signals and ports.
 //
 // Start order (listen): recover from the journal, bind the control API, bind gRPC last. Until all
 // of it succeeded nothing takes work: the gRPC port is not open, the control API refuses every
@@ -31,6 +32,7 @@ import { Journal } from "./journal.js";
 import { type PeerAuth, resolvePeerAuth } from "./peer-auth.js";
 import { defaultNodeConfig, type NodeConfig, TscmigNode } from "./node.js";
 import type { JournalStore } from "../shared/migration/journal.js";
+import type { PeerDialer } from "../shared/migration/messages.js";
 
 export interface DaemonDeps {
   clock: Clock;
@@ -45,6 +47,10 @@ export interface DaemonDeps {
   tune?: (cfg: NodeConfig) => void;
   /** Test seam (fault injection at the journal, e.g. a full disk): wraps the journal the node writes through. Never set in production. */
   wrapJournal?: (journal: JournalStore) => JournalStore;
+  /** The journal itself, for a daemon that lives in process only (a MemoryJournal). Default: SQLite under `config.data`, locked. */
+  journal?: JournalStore;
+  /** How the node reaches its peers. Default: gRPC. In process: rpc/direct-transport.ts's dialer, with no port at all. */
+  dialer?: PeerDialer;
   version?: string;
 }
 
@@ -56,6 +62,11 @@ export interface Daemon {
   history: RingHistory;
   /** Binds both listeners; returns the addresses actually bound (port 0 resolved). */
   listen(): Promise<{ http: string; grpc: string }>;
+  /**
+   * Recovers from the journal and takes work without binding a port: for a daemon reached only in
+   * process, its control API through `http.inject()` and its peers through `deps.dialer`.
+   */
+  start(): Promise<void>;
   /** Graceful, bounded: stop taking work, finish in-flight calls for up to `graceMs`, close the journal. */
   close(graceMs?: number): Promise<void>;
 }
@@ -78,7 +89,7 @@ export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
     ? { certPem: readTlsFile(c.tlsCert, "--tls-cert"), keyPem: readTlsFile(c.tlsKey, "--tls-key"), caPem: readTlsFile(c.tlsCa, "--tls-ca") }
     : undefined;
   const peerAuth = resolvePeerAuth({ peerAuth: c.peerAuth, peerToken: c.peerToken, peerTokenFile: c.peerTokenFile, tls: tls !== undefined, grpcHost: c.grpc.host });
-  const journal = Journal.open(c.data, { synchronous: c.journalSync as "full" | "normal" });
+  const journal = deps.journal ?? Journal.open(c.data, { synchronous: c.journalSync as "full" | "normal" });
   try {
     return await assemble(deps, host, journal, tls, peerAuth);
   } catch (e) {
@@ -89,11 +100,12 @@ export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
 
 type TlsFiles = { certPem: Buffer; keyPem: Buffer; caPem: Buffer };
 
-async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: Journal, tls: TlsFiles | undefined, peerAuth: PeerAuth): Promise<Daemon> {
+async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: JournalStore, tls: TlsFiles | undefined, peerAuth: PeerAuth): Promise<Daemon> {
   const c = deps.config;
   const log = deps.log;
   const history = new RingHistory(LIMITS.historySamplesMax);
-  const dialer = new GrpcDialer({ clock: deps.clock, headers: peerAuth.headers, ...(tls ? { tls } : {}) });
+  const grpcDialer = deps.dialer ? null : new GrpcDialer({ clock: deps.clock, headers: peerAuth.headers, ...(tls ? { tls } : {}) });
+  const dialer: PeerDialer = deps.dialer ?? (grpcDialer as GrpcDialer);
   const grpcAddress = formatHostPort(c.grpc);
   const nodeCfg = defaultNodeConfig(c.name, c.advertise ? formatHostPort(c.advertise) : grpcAddress);
   nodeCfg.sampleIntervalNs = 100_000_000n;
@@ -145,6 +157,19 @@ async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: Journal, 
     log: (obj, msg) => log.error(obj, msg),
   });
 
+  const takeWork = () => {
+    phase = "ready";
+    metrics.vms.set(node.listVms().length);
+    metrics.vcpus.set(node.vcpuTotal());
+  };
+  const release = async (graceMs: number) => {
+    phase = "closing";
+    node.stop();
+    await Promise.allSettled([http.close(), rpc.shutdown(graceMs)]);
+    grpcDialer?.close();
+    journal.close();
+  };
+
   return {
     node,
     http,
@@ -160,30 +185,28 @@ async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: Journal, 
         if (c.grpc.port === 0 && !c.advertise) (node.cfg as { grpcAdvertise: string }).grpcAdvertise = grpcBound;
         const a = http.server.address();
         const httpPort = typeof a === "object" && a !== null ? a.port : c.http.port;
-        phase = "ready";
-        metrics.vms.set(node.listVms().length);
-        metrics.vcpus.set(node.vcpuTotal());
+        takeWork();
         const out = { http: formatHostPort({ host: c.http.host, port: httpPort }), grpc: grpcBound };
         logListening(log, { ...out, data: c.data, peerAuth: peerAuth.mode });
         if (peerAuth.mode === "none" || peerAuth.mode === "none (loopback)")
           log.warn({ event: "peer_auth_off", mode: peerAuth.mode }, "peers are not authenticated: any process that reaches the gRPC port can drive migrations");
         return out;
       } catch (e) {
-        phase = "closing";
-        node.stop();
-        await Promise.allSettled([http.close(), rpc.shutdown(0)]);
-        dialer.close();
-        journal.close();
+        await release(0);
         throw e;
       }
     },
-    async close(graceMs = 2000) {
-      phase = "closing";
-      node.stop();
-      await Promise.allSettled([http.close(), rpc.shutdown(graceMs)]);
-      dialer.close();
-      journal.close();
+    async start() {
+      try {
+        node.start();
+        await http.ready();
+      } catch (e) {
+        await release(0);
+        throw e;
+      }
+      takeWork();
     },
+    close: (graceMs = 2000) => release(graceMs),
   };
 }
 
