@@ -23,17 +23,6 @@ export interface HostInfo {
   tscScaling: boolean;
 }
 
-/** What a doorbell carries: which disruption the guest is told about (one-method Trigger). */
-export interface DoorbellEvent {
-  vmId: string;
-  marker: bigint;
-  errorBoundNs: bigint;
-}
-
-export interface Doorbell {
-  ring(event: DoorbellEvent): void;
-}
-
 /** A VM's hypervisor-side operations (VM and vCPU ioctls). */
 export interface VmBackend {
   readonly vcpuCount: number;
