@@ -475,7 +475,6 @@ export class Destination {
     const result = (this.ctx.restore ?? restoreSnapshot)(vm, s, {
       policy: r.policy,
       capNs: r.advanceCapNs === 0n ? LIMITS.advanceCapNsDefault : r.advanceCapNs,
-      destinationMaxerrorNs: host.maxerrorNs(),
       estimate: (at): BlackoutEstimate =>
         estimateBlackout(r.estimator, {
           sourceRealtimeNs: s.hostRealtimeNs,

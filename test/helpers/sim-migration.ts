@@ -299,7 +299,6 @@ export function migrateGuest(scheduler: SimScheduler, from: Live, dstHost: Emula
   const result = restoreSnapshot(vm, snapshot, {
     policy: o.policy,
     ...(o.capNs !== undefined ? { capNs: o.capNs } : {}),
-    destinationMaxerrorNs: dst.maxerrorNs(),
     estimate: (at): BlackoutEstimate =>
       estimateBlackout(o.estimator, {
         sourceRealtimeNs: snapshot.hostRealtimeNs,

@@ -292,7 +292,7 @@ describe("restoreSnapshot and captureSnapshot refuse before touching the VM", ()
     const s = validSnapshot();
     const vm = new EmulatedVm(dstHost(), { vcpus: 3, guestTscKhz: 3_000_000n });
     const before = vm.exportState();
-    rejects(() => restoreSnapshot(vm, s, { policy: "teleport" as PolicyName, estimate, destinationMaxerrorNs: 0n }), "policy");
+    rejects(() => restoreSnapshot(vm, s, { policy: "teleport" as PolicyName, estimate }), "policy");
     expect(vm.exportState()).toEqual(before);
   });
 
@@ -300,7 +300,7 @@ describe("restoreSnapshot and captureSnapshot refuse before touching the VM", ()
     const s = withRecord(validSnapshot(), 2, (r) => (r.version = 9));
     const vm = new EmulatedVm(dstHost(), { vcpus: 3, guestTscKhz: 3_000_000n });
     const before = vm.exportState();
-    rejects(() => restoreSnapshot(vm, s, { policy: "kvm-realtime", estimate, destinationMaxerrorNs: 0n }), "snapshot.vcpus.pvclockRecords[2].version");
+    rejects(() => restoreSnapshot(vm, s, { policy: "kvm-realtime", estimate }), "snapshot.vcpus.pvclockRecords[2].version");
     expect(vm.exportState()).toEqual(before);
   });
 
@@ -308,12 +308,12 @@ describe("restoreSnapshot and captureSnapshot refuse before touching the VM", ()
     const s = validSnapshot();
     const small = new EmulatedVm(dstHost(), { vcpus: 2, guestTscKhz: 3_000_000n });
     const before = small.exportState();
-    rejects(() => restoreSnapshot(small, s, { policy: "advance", estimate, destinationMaxerrorNs: 0n }), "snapshot.vcpuCount");
+    rejects(() => restoreSnapshot(small, s, { policy: "advance", estimate }), "snapshot.vcpuCount");
     expect(small.exportState()).toEqual(before);
     const vm = new EmulatedVm(dstHost(), { vcpus: 3, guestTscKhz: 3_000_000n });
-    rejects(() => restoreSnapshot(vm, s, { policy: "advance-capped", capNs: -1n, estimate, destinationMaxerrorNs: 0n }), "advanceCapNs");
+    rejects(() => restoreSnapshot(vm, s, { policy: "advance-capped", capNs: -1n, estimate }), "advanceCapNs");
     vm.resume();
-    rejects(() => restoreSnapshot(vm, s, { policy: "advance", estimate, destinationMaxerrorNs: 0n }), "vm");
+    rejects(() => restoreSnapshot(vm, s, { policy: "advance", estimate }), "vm");
   });
 
   it("capture refuses a running VM", () => {
