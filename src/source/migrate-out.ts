@@ -440,15 +440,11 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
       // The source VM was never touched after the pause: its TSC and kvmclock at the destination's
       // resume instant are exactly what "had it never paused" means (shared truth only).
       report.tscIdeal = vm.guestTscAt(0, r.resumedTrueNs);
-      report.kvmNsIdeal = pvclockReadCycles(snapshotRecord0(), report.tscIdeal);
+      report.kvmNsIdeal = pvclockReadCycles(vm.pvclock.guestRead(0), report.tscIdeal); // the paused VM's own record, not the snapshot's copy
       const khz = vm.guestTscKhz;
       report.tscErrorNs = ((r.tscAtResume - report.tscIdeal) * 1_000_000n) / khz;
       report.kvmclockErrorNs = r.kvmclockAtResumeNs - report.kvmNsIdeal;
     }
-  }
-
-  function snapshotRecord0() {
-    return vm.pvclock.guestRead(0);
   }
 }
 
