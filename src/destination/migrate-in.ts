@@ -483,7 +483,7 @@ export class Destination {
           destinationMaxerrorNs: host.maxerrorNs(),
           probe: s.probe,
           oneSided: () => ({
-            sourcePauseToSendNs: s.sourcePauseToSendNs,
+            sourceCaptureToSendNs: s.sourceCaptureToSendNs,
             transferRttNs: legs.transferRttNs,
             destinationHoldNs: inb.holdNs,
             // to the restore instant the offsets are computed at, not to whenever this runs

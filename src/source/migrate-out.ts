@@ -318,9 +318,9 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
         // pause: the guest TSC keeps running while paused (as on KVM) and the snapshot holds its
         // value at that read, so the destination must add the time since the read. From the pause
         // it would also add pause → read (capture, a GC pause, a busy host), an error the bound
-        // does not cover (10.9 ms against an 8.2 ms bound, 1024 vCPUs on a loaded 2-core host).
+        // does not cover.
         const readRaw = ctx.host.rawNsOfTsc(snap.hostTsc);
-        snap.sourcePauseToSendNs = sendRaw > readRaw ? sendRaw - readRaw : 0n;
+        snap.sourceCaptureToSendNs = sendRaw > readRaw ? sendRaw - readRaw : 0n;
         try {
           const carrier = via();
           report.handover = carrier === link;

@@ -264,7 +264,7 @@ export function migrateGuest(scheduler: SimScheduler, from: Live, dstHost: Emula
   const tSend = tCapture + tl.captureToSendNs;
   scheduler.runUntil(tSend);
   const sendRaw = src.rawNs();
-  snapshot.sourcePauseToSendNs = sendRaw - captureRawNs;
+  snapshot.sourceCaptureToSendNs = sendRaw - captureRawNs;
   const tRecv = tSend + tl.transitNs;
   scheduler.runUntil(tRecv);
   const receiveRawNs = dst.rawNs();
@@ -307,7 +307,7 @@ export function migrateGuest(scheduler: SimScheduler, from: Live, dstHost: Emula
         destinationMaxerrorNs: dst.maxerrorNs(),
         probe: snapshot.probe,
         oneSided: () => ({
-          sourcePauseToSendNs: snapshot.sourcePauseToSendNs,
+          sourceCaptureToSendNs: snapshot.sourceCaptureToSendNs,
           transferRttNs,
           destinationHoldNs: holdNs,
           destinationReceiveToNowNs: dst.rawNs() - receiveRawNs,
