@@ -4,7 +4,7 @@
 
 import { timingSafeEqual } from "node:crypto";
 import { invalid, isTscmigError, TscmigError } from "../shared/errors.js";
-import { crashPoint, type Faults } from "../shared/faults.js";
+import { CrashSignal, crashPoint, type Faults } from "../shared/faults.js";
 import type { Logger } from "../shared/logger.js";
 import { LIMITS } from "../shared/limits.js";
 import type { EmulatedHost } from "../shared/hypervisor/host.js";
@@ -340,7 +340,7 @@ export class Destination {
       });
     } catch (e) {
       // Not staged durably (a full disk): not staged at all, or a Commit would run what a restart cannot know of.
-      if (!(e instanceof Error && e.name === "CrashSignal")) {
+      if (!(e instanceof CrashSignal)) {
         inb.state = prev;
         inb.snapshot = null;
       }
@@ -448,7 +448,7 @@ export class Destination {
     try {
       return this.restoreAndResume(inb, legs, effects);
     } catch (e) {
-      if (e instanceof Error && e.name === "CrashSignal") throw e;
+      if (e instanceof CrashSignal) throw e;
       const adopted = this.ctx.localVm(inb.req.vmId) !== null;
       if (!adopted) inb.state = prev;
       const err = isTscmigError(e) ? e : new TscmigError("internal", `restore of migration ${inb.req.migrationId} failed: ${e instanceof Error ? e.message : String(e)}`);

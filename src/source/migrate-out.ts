@@ -3,7 +3,7 @@
 // capturing and resuming the VM. The machine decides; this file only performs.
 
 import { isTscmigError, TscmigError } from "../shared/errors.js";
-import { crashPoint, type Faults } from "../shared/faults.js";
+import { CrashSignal, crashPoint, type Faults } from "../shared/faults.js";
 import type { HistorySink } from "../shared/history.js";
 import type { Logger } from "../shared/logger.js";
 import { LIMITS } from "../shared/limits.js";
@@ -106,7 +106,7 @@ export interface SourceContext {
 
 function errorOf(e: unknown): TscmigError {
   if (isTscmigError(e)) return e;
-  if (e instanceof Error && e.name === "CrashSignal") throw e;
+  if (e instanceof CrashSignal) throw e;
   return new TscmigError("internal", e instanceof Error ? e.message : String(e));
 }
 
