@@ -17,7 +17,7 @@ import { createMetrics, type Metrics } from "../shared/http/metrics.js";
 import { RingHistory } from "../shared/history.js";
 import { EmulatedHost } from "../shared/hypervisor/host.js";
 import { LIMITS } from "../shared/limits.js";
-import { logListening, type Logger } from "../shared/log.js";
+import { logListening, type PinoLogger } from "../shared/log.js";
 import type { Faults } from "../shared/faults.js";
 import { createRpcServer, type RpcServer } from "../shared/rpc/index.js";
 import type { Clock, Scheduler } from "../shared/time/clock.js";
@@ -38,7 +38,7 @@ export interface DaemonDeps {
   clock: Clock;
   scheduler: Scheduler;
   random: Random;
-  log: Logger;
+  log: PinoLogger;
   config: DaemonConfig;
   /** Wall-clock instant of true time zero, shared by every daemon of a deployment. */
   trueEpochNs: bigint;

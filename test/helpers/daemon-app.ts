@@ -10,7 +10,7 @@ import { Writable } from "node:stream";
 import { buildDaemon, type Daemon, type DaemonDeps } from "../../src/daemon/daemon.js";
 import { loadDaemonConfig } from "../../src/daemon/daemon-config.js";
 import type { InjectOptions, LightMyRequestResponse } from "fastify";
-import { createLogger, type Logger } from "../../src/shared/log.js";
+import { createLogger, type PinoLogger } from "../../src/shared/log.js";
 import { MemoryJournal } from "../../src/shared/migration/journal.js";
 import { DirectNetwork } from "../../src/shared/rpc/direct-transport.js";
 import { SeededRandom } from "../../src/shared/time/random.js";
@@ -75,7 +75,7 @@ export class InProcessDaemons {
   }
 
   /** A daemon named `name` over `journal`; unless `start: false`, recovered and taking work. */
-  async daemon(name: string, o: { flags?: Record<string, string>; journal?: MemoryJournal; seed?: bigint; log?: Logger; start?: boolean } = {}): Promise<Daemon> {
+  async daemon(name: string, o: { flags?: Record<string, string>; journal?: MemoryJournal; seed?: bigint; log?: PinoLogger; start?: boolean } = {}): Promise<Daemon> {
     const address = InProcessDaemons.address(name);
     const config = loadDaemonConfig({
       flags: { name, http: "127.0.0.1:0", grpc: "127.0.0.1:0", advertise: address, data: join(tmpdir(), "tscmig-in-process-unused", name), ...o.flags },
