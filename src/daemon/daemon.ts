@@ -110,8 +110,8 @@ async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: JournalSt
   const nodeCfg = defaultNodeConfig(c.name, c.advertise ? formatHostPort(c.advertise) : grpcAddress);
   nodeCfg.sampleIntervalNs = 100_000_000n;
   nodeCfg.sampleVcpusMax = 64;
-  // 10 Hz per VM up to 100 VMs, then spread: 1000 idle VMs sampled at 10 Hz each took 20% of a core
-  // and ~80 MB of RSS in garbage, and overwrote the 4096-sample history ring every 0.4 s.
+  // 10 Hz per VM up to 100 VMs, then spread: sampling's cost (CPU, garbage) would otherwise grow
+  // with the VM count, and a thousand VMs would overwrite the history ring within a second.
   nodeCfg.samplesPerSecondMax = 1000;
   deps.tune?.(nodeCfg);
   const node = new TscmigNode(nodeCfg, {

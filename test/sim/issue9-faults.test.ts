@@ -1,4 +1,4 @@
-// Goal: issue 9's fault kinds (collide, hostile, disk-full, damage) are named in --faults, drawn per
+// Goal: the operational and hostile fault kinds (collide, hostile, disk-full, damage) are named in --faults, drawn per
 // run by seed and counted in the report's faults; what they break is flagged by the checker whatever
 // the daemons do; and today's daemons fail the seeds listed below, which must pass once the daemons
 // are fixed and the kind is folded into FAULT_KINDS (`--faults all`).

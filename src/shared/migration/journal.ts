@@ -97,7 +97,7 @@ function migrationKey(migrationId: string, source: string): string {
 /**
  * Durable across simulated crashes (the simulator holds it); a copy on every read and write. A
  * transaction keeps an undo log of the entries it overwrote, so its cost does not grow with the
- * number of records (it used to copy both maps: quadratic over a long simulated run).
+ * number of records (copying both maps would make a long simulated run quadratic).
  *
  * Every read checks the record as the SQLite journal checks its rows (journal-integrity.ts), so a
  * damaged record reaches the node through the same path in simulation as on a disk.
