@@ -1,11 +1,12 @@
-// Goal: the operational and hostile fault kinds also run against real daemon processes — colliding migration ids and a
-// crash armed at crash.source.afterCommitJournal through real gRPC, a foreign Prepare flood and the
-// liveness check after it, an outsider migrating in a VM that runs elsewhere, a port taken at
-// restart, a full disk on a small tmpfs — and the checker
-// flags what today's daemons do with them. Once the daemons are fixed and a kind is folded into
-// FAULT_KINDS, the same seed must pass instead. Method: one live run per kind on loopback (daemons
-// from the TypeScript sources), each printing the command that replays it; the disk needs root and
-// a tmpfs, and is skipped with the reason otherwise.
+// Goal: the operational and hostile fault kinds also run against real daemon processes — colliding
+// migration ids and a crash armed at crash.source.afterCommitJournal through real gRPC, a foreign
+// Prepare flood and the liveness check after it, an outsider migrating in a VM that runs elsewhere,
+// a port taken at restart, a full disk on a small tmpfs — and the checker flags what today's
+// daemons do with them. Once the daemons are fixed and a kind is folded into FAULT_KINDS, the same
+// seed must pass instead.
+// Method: one live run per kind on loopback (daemons from the TypeScript sources), each printing
+// the command that replays it; the disk needs root and a tmpfs, and is skipped with the reason
+// otherwise.
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmdirSync } from "node:fs";
 import { tmpdir } from "node:os";
