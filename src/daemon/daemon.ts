@@ -126,29 +126,8 @@ async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: JournalSt
     ...(deps.faults ? { faults: deps.faults } : {}),
   });
   const metrics = createMetrics();
-  let phase: "starting" | "ready" | "closing" = "starting";
-  const http = await buildHttpApp({
-    log,
-    title: "tscmig control API",
-    version: deps.version ?? "0.1.0",
-    metrics,
-    ready: () => readiness(phase, node),
-    ...(c.token !== undefined ? { token: c.token } : {}),
-  });
-  // Nothing but health before the daemon is whole (the journal recovered, both ports bound).
-  http.addHook("onRequest", async (req) => {
-    if (phase === "starting" && req.routeOptions.config.public !== true)
-      throw new TscmigError("unavailable", "the daemon is starting: not taking work yet", { reason: "starting" });
-  });
-  controlRoutes(http, { node, metrics, history });
-  uiRoutes(http, { node, history, clock: deps.clock, scheduler: deps.scheduler, log, peers: c.peers, streamId: deps.random.fork("events").u32().toString(36), ...(c.token !== undefined ? { token: c.token } : {}) });
-  // Gauges are read at scrape time: VMs arrive by migration too, not only through this API.
-  http.addHook("onRequest", async (req) => {
-    if (req.url === "/metrics") {
-      metrics.vms.set(node.listVms().length);
-      metrics.vcpus.set(node.vcpuTotal());
-    }
-  });
+  const state: { phase: Phase } = { phase: "starting" };
+  const http = await controlApi(deps, node, metrics, history, state);
   const rpc = createRpcServer({
     services: [migrationService(node, () => host.rawNs(), peerAuth.authorize)],
     ...(tls ? { tls: { ...tls, requireClientCert: true } } : {}),
@@ -156,40 +135,85 @@ async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: JournalSt
     scheduler: deps.scheduler,
     log: (obj, msg) => log.error(obj, msg),
   });
+  const parts = { c, log, node, http, rpc, metrics, journal, grpcDialer, peerAuth, grpcAddress, state };
+  return { node, http, rpc, metrics, history, ...lifecycle(parts) };
+}
 
+type Phase = "starting" | "ready" | "closing";
+
+/** The HTTP control API over `node`: nothing but health while the daemon is `starting`. */
+async function controlApi(deps: DaemonDeps, node: TscmigNode, metrics: Metrics, history: RingHistory, state: { phase: Phase }): Promise<FastifyInstance> {
+  const c = deps.config;
+  const http = await buildHttpApp({
+    log: deps.log,
+    title: "tscmig control API",
+    version: deps.version ?? "0.1.0",
+    metrics,
+    ready: () => readiness(state.phase, node),
+    ...(c.token !== undefined ? { token: c.token } : {}),
+  });
+  // Nothing but health before the daemon is whole (the journal recovered, both ports bound).
+  http.addHook("onRequest", async (req) => {
+    if (state.phase === "starting" && req.routeOptions.config.public !== true)
+      throw new TscmigError("unavailable", "the daemon is starting: not taking work yet", { reason: "starting" });
+  });
+  controlRoutes(http, { node, metrics, history });
+  uiRoutes(http, { node, history, clock: deps.clock, scheduler: deps.scheduler, log: deps.log, peers: c.peers, streamId: deps.random.fork("events").u32().toString(36), ...(c.token !== undefined ? { token: c.token } : {}) });
+  // Gauges are read at scrape time: VMs arrive by migration too, not only through this API.
+  http.addHook("onRequest", async (req) => {
+    if (req.url === "/metrics") {
+      metrics.vms.set(node.listVms().length);
+      metrics.vcpus.set(node.vcpuTotal());
+    }
+  });
+  return http;
+}
+
+interface Parts {
+  c: DaemonConfig;
+  log: PinoLogger;
+  node: TscmigNode;
+  http: FastifyInstance;
+  rpc: RpcServer;
+  metrics: Metrics;
+  journal: JournalStore;
+  /** The dialer this daemon made (none when one was given): closed with it. */
+  grpcDialer: GrpcDialer | null;
+  peerAuth: PeerAuth;
+  grpcAddress: string;
+  state: { phase: Phase };
+}
+
+/** listen, start and close over the assembled parts; a start that fails undoes all of it. */
+function lifecycle(p: Parts): Pick<Daemon, "listen" | "start" | "close"> {
+  const { c, log, node, http, rpc, metrics } = p;
   const takeWork = () => {
-    phase = "ready";
+    p.state.phase = "ready";
     metrics.vms.set(node.listVms().length);
     metrics.vcpus.set(node.vcpuTotal());
   };
   const release = async (graceMs: number) => {
-    phase = "closing";
+    p.state.phase = "closing";
     node.stop();
     await Promise.allSettled([http.close(), rpc.shutdown(graceMs)]);
-    grpcDialer?.close();
-    journal.close();
+    p.grpcDialer?.close();
+    p.journal.close();
   };
-
   return {
-    node,
-    http,
-    rpc,
-    metrics,
-    history,
     async listen() {
       try {
         node.start(); // recovery first: a damaged journal stops here, before any port is open
         await bindHttp(http, c.http);
-        const grpcPort = await bindGrpc(rpc, grpcAddress);
+        const grpcPort = await bindGrpc(rpc, p.grpcAddress);
         const grpcBound = formatHostPort({ host: c.grpc.host, port: grpcPort });
         if (c.grpc.port === 0 && !c.advertise) (node.cfg as { grpcAdvertise: string }).grpcAdvertise = grpcBound;
         const a = http.server.address();
         const httpPort = typeof a === "object" && a !== null ? a.port : c.http.port;
         takeWork();
         const out = { http: formatHostPort({ host: c.http.host, port: httpPort }), grpc: grpcBound };
-        logListening(log, { ...out, data: c.data, peerAuth: peerAuth.mode });
-        if (peerAuth.mode === "none" || peerAuth.mode === "none (loopback)")
-          log.warn({ event: "peer_auth_off", mode: peerAuth.mode }, "peers are not authenticated: any process that reaches the gRPC port can drive migrations");
+        logListening(log, { ...out, data: c.data, peerAuth: p.peerAuth.mode });
+        if (p.peerAuth.mode === "none" || p.peerAuth.mode === "none (loopback)")
+          log.warn({ event: "peer_auth_off", mode: p.peerAuth.mode }, "peers are not authenticated: any process that reaches the gRPC port can drive migrations");
         return out;
       } catch (e) {
         await release(0);
@@ -210,7 +234,7 @@ async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: JournalSt
   };
 }
 
-function readiness(phase: "starting" | "ready" | "closing", node: TscmigNode): Readiness {
+function readiness(phase: Phase, node: TscmigNode): Readiness {
   if (phase === "starting") return { ready: false, reason: "starting", message: "recovering the journal and binding ports" };
   if (phase === "closing") return { ready: false, reason: "shutting_down", message: "shutting down" };
   const j = node.durable.health();
