@@ -101,14 +101,13 @@ export function migrateAndRecord(c: Case): ChaosHistory {
   const captureRawNs = src.rawNsOfTsc(snap.hostTsc);
   const [tSend, tRecv, tReply, tAck] = [tPause + 20n * MS, tPause + 21n * MS, tPause + 21_300_000n, tPause + 21_800_000n];
   const tResume = tAck + 600_000n;
-  snap.sourcePauseToSendNs = src.rawNsAt(tSend) - captureRawNs;
+  snap.sourceCaptureToSendNs = src.rawNsAt(tSend) - captureRawNs;
   sched.runUntil(tResume);
 
   // Destination: restore under the policy, with the blackout measured by the estimator, then resume.
   const vm = new EmulatedVm(dst, { vcpus: snap.vcpuCount, guestTscKhz: snap.guestTscKhz });
   const result = restoreSnapshot(vm, snap, {
     policy: c.policy,
-    destinationMaxerrorNs: dst.maxerrorNs(),
     estimate: (now) =>
       estimateBlackout(c.estimator, {
         sourceRealtimeNs: snap.hostRealtimeNs,
@@ -117,7 +116,7 @@ export function migrateAndRecord(c: Case): ChaosHistory {
         destinationMaxerrorNs: dst.maxerrorNs(),
         probe: null,
         oneSided: () => ({
-          sourcePauseToSendNs: snap.sourcePauseToSendNs,
+          sourceCaptureToSendNs: snap.sourceCaptureToSendNs,
           transferRttNs: src.rawNsAt(tAck) - src.rawNsAt(tSend),
           destinationHoldNs: dst.rawNsAt(tReply) - dst.rawNsAt(tRecv),
           destinationReceiveToNowNs: now.destinationRawNs - dst.rawNsAt(tRecv),

@@ -174,14 +174,13 @@ export function simulate(s: Setup): Run {
   const tReply = tRecv + n.holdNs;
   const tAck = tReply + n.backNs;
   const tResume = tAck + n.commitGapNs + n.commitTransitNs;
-  snap.sourcePauseToSendNs = src.rawNsAt(tSend) - src.rawNsOfTsc(snap.hostTsc);
+  snap.sourceCaptureToSendNs = src.rawNsAt(tSend) - src.rawNsOfTsc(snap.hostTsc);
   sched.runUntil(tResume);
 
   const vm = new EmulatedVm(dst, { vcpus: snap.vcpuCount, guestTscKhz: snap.guestTscKhz });
   const result = restoreSnapshot(vm, snap, {
     policy: s.policy,
     ...(s.capNs !== undefined ? { capNs: s.capNs } : {}),
-    destinationMaxerrorNs: dst.maxerrorNs(),
     estimate: (at) =>
       estimateBlackout(s.estimator, {
         sourceRealtimeNs: snap.hostRealtimeNs,
@@ -190,7 +189,7 @@ export function simulate(s: Setup): Run {
         destinationMaxerrorNs: dst.maxerrorNs(),
         probe: snap.probe,
         oneSided: () => ({
-          sourcePauseToSendNs: snap.sourcePauseToSendNs,
+          sourceCaptureToSendNs: snap.sourceCaptureToSendNs,
           transferRttNs: src.rawNsAt(tAck) - src.rawNsAt(tSend),
           destinationHoldNs: dst.rawNsAt(tReply) - dst.rawNsAt(tRecv),
           destinationReceiveToNowNs: at.destinationRawNs - dst.rawNsAt(tRecv),

@@ -1,4 +1,4 @@
-// Same-run baselines (issue 5 §1, issue 14 §0): the daemons' empty tscmig.v1.MigrationService/Ping
+// Same-run baselines: the daemons' empty tscmig.v1.MigrationService/Ping
 // (through the same adapter every migration call goes through, served by a daemon that also runs
 // its HTTP API, sampling and journal), a bare grpc-js unary echo and a raw TCP echo, each of the
 // last two served by its own otherwise idle process. Each is a sequence of one-at-a-time round trips timed

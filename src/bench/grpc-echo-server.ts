@@ -1,7 +1,7 @@
 // A bare grpc-js unary echo server, run as its own idle process by the benchmark (`node
 // grpc-echo-server.js`): what one gRPC unary round trip costs with nothing of the daemons around it
 // (no adapter, no protobuf, no journal, no HTTP API, no sampling) — the honest denominator of the
-// blackout ratios (issue 14 §0). Prints {"port": N} on its first stdout line.
+// blackout ratios. Prints {"port": N} on its first stdout line.
 
 import * as grpc from "@grpc/grpc-js";
 import { ECHO_SERVICE } from "./grpc-echo.js";

@@ -1,4 +1,4 @@
-// The bare grpc-js echo method the benchmark's baseline calls (issue 14 §0): raw bytes in, the same
+// The bare grpc-js echo method the benchmark's baseline calls: raw bytes in, the same
 // bytes out, no protobuf, served by grpc-echo-server.ts in its own process.
 
 import type * as grpc from "@grpc/grpc-js";

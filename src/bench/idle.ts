@@ -1,11 +1,11 @@
-// Bench section `idleVms` (issue 14 item 4): a daemon hosting many idle VMs must stay as quick to
+// Bench section `idleVms`: a daemon hosting many idle VMs must stay as quick to
 // answer and as quiet as an empty one. Two daemons of the same build in the same run: one empty,
 // one with N idle 1-vCPU VMs (their guests poll NTP every 16 s and the workload sampler runs at its
 // cap, as in production). Measured:
 // - idle CPU share of each process over a quiet window (no requests at all): user + system time
 //   from /proc/PID/stat over the window's wall time, in cores (1.0 = one core busy);
 // - `/healthz` latency, probed alternately on both daemons every `probeGapMs` over a window, so a
-//   periodic stall in the loaded daemon (the old 10 s re-persist of every VM) shows in its p99 and
+//   periodic stall in the loaded daemon (e.g. a re-persist of every VM at once) shows in its p99 and
 //   max; the target is the loaded p99 within 2× the empty one's, measured in the same run.
 // Real time is read only through the platform module (STYLE 2).
 

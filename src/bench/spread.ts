@@ -1,5 +1,5 @@
-// The spread of several `tscmig bench --json` results (issue 14 §5: "report the spread over five
-// runs"): one row per run with the figures the targets are judged on, then the range of each
+// The spread of several `tscmig bench --json` results (BENCHMARKS.md reports it over five runs):
+// one row per run with the figures the targets are judged on, then the range of each
 // column. Run it as `node dist/scripts/bench-spread.js run1.json run2.json …`. Reads only the JSON
 // the bench wrote (64-bit values as decimal strings); a missing section shows as "-".
 

@@ -1,4 +1,4 @@
-// Campaigns beyond one machine (issue 14 §3). `tscmig chaos --shard i/N` runs shard i (0-based, as
+// Campaigns beyond one machine. `tscmig chaos --shard i/N` runs shard i (0-based, as
 // a Kubernetes Indexed Job's completion index) of N: the contiguous block of run indices
 // [⌊i·R/N⌋, ⌊(i+1)·R/N⌋) of an R-run campaign, each run j with the whole campaign's seed S+j and the
 // whole campaign's determinism sample, so every run is exactly the run an unsharded campaign makes.

@@ -1,6 +1,7 @@
 // The composition root of one daemon (STYLE 12): build({clock, scheduler, random, log, config, ...})
 // wires the emulated host, the journal, the node, the gRPC data plane and the HTTP control API.
-// It listens only when `listen()` is called; `main.ts` alone touches process, signals and ports.
+// It listens only when `listen()` is called (or, for a daemon reached only in process, takes work
+// on `start()` without any port); `main.ts` alone touches process, signals and ports.
 //
 // Start order (listen): recover from the journal, bind the control API, bind gRPC last. Until all
 // of it succeeded nothing takes work: the gRPC port is not open, the control API refuses every
@@ -17,7 +18,7 @@ import { RingHistory } from "../shared/history.js";
 import type { HypervisorBackend } from "../shared/hypervisor/backend.js";
 import { EmulatedHost } from "../shared/hypervisor/host.js";
 import { LIMITS } from "../shared/limits.js";
-import { logListening, type Logger } from "../shared/log.js";
+import { logListening, type PinoLogger } from "../shared/log.js";
 import type { Faults } from "../shared/faults.js";
 import { createRpcServer, type RpcServer } from "../shared/rpc/index.js";
 import type { Clock, Scheduler } from "../shared/time/clock.js";
@@ -32,12 +33,13 @@ import { Journal } from "./journal.js";
 import { type PeerAuth, resolvePeerAuth } from "./peer-auth.js";
 import { defaultNodeConfig, type NodeConfig, TscmigNode } from "./node.js";
 import type { JournalStore } from "../shared/migration/journal.js";
+import type { PeerDialer } from "../shared/migration/messages.js";
 
 export interface DaemonDeps {
   clock: Clock;
   scheduler: Scheduler;
   random: Random;
-  log: Logger;
+  log: PinoLogger;
   config: DaemonConfig;
   /** Wall-clock instant of true time zero, shared by every daemon of a deployment. */
   trueEpochNs: bigint;
@@ -48,6 +50,10 @@ export interface DaemonDeps {
   backend?: (host: EmulatedHost) => HypervisorBackend;
   /** Test seam (fault injection at the journal, e.g. a full disk): wraps the journal the node writes through. Never set in production. */
   wrapJournal?: (journal: JournalStore) => JournalStore;
+  /** The journal itself, for a daemon that lives in process only (a MemoryJournal). Default: SQLite under `config.data`, locked. */
+  journal?: JournalStore;
+  /** How the node reaches its peers. Default: gRPC. In process: rpc/direct-transport.ts's dialer, with no port at all. */
+  dialer?: PeerDialer;
   version?: string;
 }
 
@@ -59,6 +65,11 @@ export interface Daemon {
   history: RingHistory;
   /** Binds both listeners; returns the addresses actually bound (port 0 resolved). */
   listen(): Promise<{ http: string; grpc: string }>;
+  /**
+   * Recovers from the journal and takes work without binding a port: for a daemon reached only in
+   * process, its control API through `http.inject()` and its peers through `deps.dialer`.
+   */
+  start(): Promise<void>;
   /** Graceful, bounded: stop taking work, finish in-flight calls for up to `graceMs`, close the journal. */
   close(graceMs?: number): Promise<void>;
 }
@@ -81,7 +92,7 @@ export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
     ? { certPem: readTlsFile(c.tlsCert, "--tls-cert"), keyPem: readTlsFile(c.tlsKey, "--tls-key"), caPem: readTlsFile(c.tlsCa, "--tls-ca") }
     : undefined;
   const peerAuth = resolvePeerAuth({ peerAuth: c.peerAuth, peerToken: c.peerToken, peerTokenFile: c.peerTokenFile, tls: tls !== undefined, grpcHost: c.grpc.host });
-  const journal = Journal.open(c.data, { synchronous: c.journalSync as "full" | "normal" });
+  const journal = deps.journal ?? Journal.open(c.data, { synchronous: c.journalSync as "full" | "normal" });
   try {
     return await assemble(deps, host, journal, tls, peerAuth);
   } catch (e) {
@@ -92,17 +103,18 @@ export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
 
 type TlsFiles = { certPem: Buffer; keyPem: Buffer; caPem: Buffer };
 
-async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: Journal, tls: TlsFiles | undefined, peerAuth: PeerAuth): Promise<Daemon> {
+async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: JournalStore, tls: TlsFiles | undefined, peerAuth: PeerAuth): Promise<Daemon> {
   const c = deps.config;
   const log = deps.log;
   const history = new RingHistory(LIMITS.historySamplesMax);
-  const dialer = new GrpcDialer({ clock: deps.clock, headers: peerAuth.headers, ...(tls ? { tls } : {}) });
+  const grpcDialer = deps.dialer ? null : new GrpcDialer({ clock: deps.clock, headers: peerAuth.headers, ...(tls ? { tls } : {}) });
+  const dialer: PeerDialer = deps.dialer ?? (grpcDialer as GrpcDialer);
   const grpcAddress = formatHostPort(c.grpc);
   const nodeCfg = defaultNodeConfig(c.name, c.advertise ? formatHostPort(c.advertise) : grpcAddress);
   nodeCfg.sampleIntervalNs = 100_000_000n;
   nodeCfg.sampleVcpusMax = 64;
-  // 10 Hz per VM up to 100 VMs, then spread: 1000 idle VMs sampled at 10 Hz each took 20% of a core
-  // and ~80 MB of RSS in garbage, and overwrote the 4096-sample history ring every 0.4 s.
+  // 10 Hz per VM up to 100 VMs, then spread: sampling's cost (CPU, garbage) would otherwise grow
+  // with the VM count, and a thousand VMs would overwrite the history ring within a second.
   nodeCfg.samplesPerSecondMax = 1000;
   deps.tune?.(nodeCfg);
   const node = new TscmigNode(nodeCfg, {
@@ -118,29 +130,8 @@ async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: Journal, 
     ...(deps.backend ? { backend: deps.backend(host) } : {}),
   });
   const metrics = createMetrics();
-  let phase: "starting" | "ready" | "closing" = "starting";
-  const http = await buildHttpApp({
-    log,
-    title: "tscmig control API",
-    version: deps.version ?? "0.1.0",
-    metrics,
-    ready: () => readiness(phase, node),
-    ...(c.token !== undefined ? { token: c.token } : {}),
-  });
-  // Nothing but health before the daemon is whole (the journal recovered, both ports bound).
-  http.addHook("onRequest", async (req) => {
-    if (phase === "starting" && req.routeOptions.config.public !== true)
-      throw new TscmigError("unavailable", "the daemon is starting: not taking work yet", { reason: "starting" });
-  });
-  controlRoutes(http, { node, metrics, history });
-  uiRoutes(http, { node, history, clock: deps.clock, scheduler: deps.scheduler, log, peers: c.peers, streamId: deps.random.fork("events").u32().toString(36), ...(c.token !== undefined ? { token: c.token } : {}) });
-  // Gauges are read at scrape time: VMs arrive by migration too, not only through this API.
-  http.addHook("onRequest", async (req) => {
-    if (req.url === "/metrics") {
-      metrics.vms.set(node.listVms().length);
-      metrics.vcpus.set(node.vcpuTotal());
-    }
-  });
+  const state: { phase: Phase } = { phase: "starting" };
+  const http = await controlApi(deps, node, metrics, history, state);
   const rpc = createRpcServer({
     services: [migrationService(node.peer, () => host.rawNs(), peerAuth.authorize)],
     ...(tls ? { tls: { ...tls, requireClientCert: true } } : {}),
@@ -148,50 +139,106 @@ async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: Journal, 
     scheduler: deps.scheduler,
     log: (obj, msg) => log.error(obj, msg),
   });
+  const parts = { c, log, node, http, rpc, metrics, journal, grpcDialer, peerAuth, grpcAddress, state };
+  return { node, http, rpc, metrics, history, ...lifecycle(parts) };
+}
 
-  return {
-    node,
-    http,
-    rpc,
+type Phase = "starting" | "ready" | "closing";
+
+/** The HTTP control API over `node`: nothing but health while the daemon is `starting`. */
+async function controlApi(deps: DaemonDeps, node: TscmigNode, metrics: Metrics, history: RingHistory, state: { phase: Phase }): Promise<FastifyInstance> {
+  const c = deps.config;
+  const http = await buildHttpApp({
+    log: deps.log,
+    title: "tscmig control API",
+    version: deps.version ?? "0.1.0",
     metrics,
-    history,
+    ready: () => readiness(state.phase, node),
+    ...(c.token !== undefined ? { token: c.token } : {}),
+  });
+  // Nothing but health before the daemon is whole (the journal recovered, both ports bound).
+  http.addHook("onRequest", async (req) => {
+    if (state.phase === "starting" && req.routeOptions.config.public !== true)
+      throw new TscmigError("unavailable", "the daemon is starting: not taking work yet", { reason: "starting" });
+  });
+  controlRoutes(http, { node, metrics, history });
+  uiRoutes(http, { node, history, clock: deps.clock, scheduler: deps.scheduler, log: deps.log, peers: c.peers, streamId: deps.random.fork("events").u32().toString(36), ...(c.token !== undefined ? { token: c.token } : {}) });
+  // Gauges are read at scrape time: VMs arrive by migration too, not only through this API.
+  http.addHook("onRequest", async (req) => {
+    if (req.url === "/metrics") {
+      metrics.vms.set(node.listVms().length);
+      metrics.vcpus.set(node.vcpuTotal());
+    }
+  });
+  return http;
+}
+
+interface Parts {
+  c: DaemonConfig;
+  log: PinoLogger;
+  node: TscmigNode;
+  http: FastifyInstance;
+  rpc: RpcServer;
+  metrics: Metrics;
+  journal: JournalStore;
+  /** The dialer this daemon made (none when one was given): closed with it. */
+  grpcDialer: GrpcDialer | null;
+  peerAuth: PeerAuth;
+  grpcAddress: string;
+  state: { phase: Phase };
+}
+
+/** listen, start and close over the assembled parts; a start that fails undoes all of it. */
+function lifecycle(p: Parts): Pick<Daemon, "listen" | "start" | "close"> {
+  const { c, log, node, http, rpc, metrics } = p;
+  const takeWork = () => {
+    p.state.phase = "ready";
+    metrics.vms.set(node.listVms().length);
+    metrics.vcpus.set(node.vcpuTotal());
+  };
+  const release = async (graceMs: number) => {
+    p.state.phase = "closing";
+    node.stop();
+    await Promise.allSettled([http.close(), rpc.shutdown(graceMs)]);
+    p.grpcDialer?.close();
+    p.journal.close();
+  };
+  return {
     async listen() {
       try {
         node.start(); // recovery first: a damaged journal stops here, before any port is open
         await bindHttp(http, c.http);
-        const grpcPort = await bindGrpc(rpc, grpcAddress);
+        const grpcPort = await bindGrpc(rpc, p.grpcAddress);
         const grpcBound = formatHostPort({ host: c.grpc.host, port: grpcPort });
         if (c.grpc.port === 0 && !c.advertise) (node.cfg as { grpcAdvertise: string }).grpcAdvertise = grpcBound;
         const a = http.server.address();
         const httpPort = typeof a === "object" && a !== null ? a.port : c.http.port;
-        phase = "ready";
-        metrics.vms.set(node.listVms().length);
-        metrics.vcpus.set(node.vcpuTotal());
+        takeWork();
         const out = { http: formatHostPort({ host: c.http.host, port: httpPort }), grpc: grpcBound };
-        logListening(log, { ...out, data: c.data, peerAuth: peerAuth.mode });
-        if (peerAuth.mode === "none" || peerAuth.mode === "none (loopback)")
-          log.warn({ event: "peer_auth_off", mode: peerAuth.mode }, "peers are not authenticated: any process that reaches the gRPC port can drive migrations");
+        logListening(log, { ...out, data: c.data, peerAuth: p.peerAuth.mode });
+        if (p.peerAuth.mode === "none" || p.peerAuth.mode === "none (loopback)")
+          log.warn({ event: "peer_auth_off", mode: p.peerAuth.mode }, "peers are not authenticated: any process that reaches the gRPC port can drive migrations");
         return out;
       } catch (e) {
-        phase = "closing";
-        node.stop();
-        await Promise.allSettled([http.close(), rpc.shutdown(0)]);
-        dialer.close();
-        journal.close();
+        await release(0);
         throw e;
       }
     },
-    async close(graceMs = 2000) {
-      phase = "closing";
-      node.stop();
-      await Promise.allSettled([http.close(), rpc.shutdown(graceMs)]);
-      dialer.close();
-      journal.close();
+    async start() {
+      try {
+        node.start();
+        await http.ready();
+      } catch (e) {
+        await release(0);
+        throw e;
+      }
+      takeWork();
     },
+    close: (graceMs = 2000) => release(graceMs),
   };
 }
 
-function readiness(phase: "starting" | "ready" | "closing", node: TscmigNode): Readiness {
+function readiness(phase: Phase, node: TscmigNode): Readiness {
   if (phase === "starting") return { ready: false, reason: "starting", message: "recovering the journal and binding ports" };
   if (phase === "closing") return { ready: false, reason: "shutting_down", message: "shutting down" };
   const j = node.durable.health();

@@ -21,6 +21,7 @@
 // journals it must not keep it running when that transaction fails).
 
 import { TscmigError } from "../shared/errors.js";
+import { CrashSignal } from "../shared/faults.js";
 import { LIMITS } from "../shared/limits.js";
 import type { Logger } from "../shared/logger.js";
 import { type DurableStore, isStorageError, type JournalStore, type MigrationRecord, type StorageReason, type VmRecord } from "../shared/migration/journal.js";
@@ -161,7 +162,7 @@ export class DurableJournal implements DurableStore {
     } catch (e) {
       this.rollbacks = null;
       // A simulated crash kills the process: nothing of it acts any more, undo included.
-      if (!(e instanceof Error && e.name === "CrashSignal")) for (let i = hooks.length - 1; i >= 0; i--) (hooks[i] as () => void)();
+      if (!(e instanceof CrashSignal)) for (let i = hooks.length - 1; i >= 0; i--) (hooks[i] as () => void)();
       throw e;
     } finally {
       this.rollbacks = null;

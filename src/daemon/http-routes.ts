@@ -132,6 +132,7 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
   app.delete(
     "/v1/vms/:id",
     {
+      config: { fields: { id: "params.id" } },
       schema: {
         summary: "Delete a VM: its guest stops, a tombstone keeps its generation (refused with 409 while it migrates)",
         operationId: "deleteVm",

@@ -21,7 +21,7 @@ import { TscmigError } from "../shared/errors.js";
 import type { RingHistory } from "../shared/history.js";
 import { errorResponses } from "../shared/http/json-schemas.js";
 import { LIMITS } from "../shared/limits.js";
-import type { Logger } from "../shared/log.js";
+import type { Logger } from "../shared/logger.js";
 import type { Clock, Scheduler } from "../shared/time/clock.js";
 import { offsetModelToJson } from "../shared/time/offset-model.js";
 import { webAssetsDir } from "../shared/web-assets.js";

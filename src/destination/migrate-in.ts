@@ -6,7 +6,7 @@
 
 import { timingSafeEqual } from "node:crypto";
 import { invalid, isTscmigError, TscmigError } from "../shared/errors.js";
-import { crashPoint, type Faults } from "../shared/faults.js";
+import { CrashSignal, crashPoint, type Faults } from "../shared/faults.js";
 import type { Logger } from "../shared/logger.js";
 import { LIMITS } from "../shared/limits.js";
 import type { EmulatedHost } from "../shared/hypervisor/host.js";
@@ -482,7 +482,7 @@ export class Destination {
     try {
       return this.restoreAndResume(inb, legs);
     } catch (e) {
-      if (e instanceof Error && e.name === "CrashSignal") throw e;
+      if (e instanceof CrashSignal) throw e;
       const adopted = this.ctx.localVm(inb.req.vmId) !== null;
       this.apply(inb, this.step(inb.req, inb.req.migrationId, inb, { kind: "restoreFailed", adopted }));
       const err = isTscmigError(e) ? e : new TscmigError("internal", `restore of migration ${inb.req.migrationId} failed: ${e instanceof Error ? e.message : String(e)}`);
@@ -508,7 +508,6 @@ export class Destination {
     const result = (this.ctx.restore ?? restoreSnapshot)(vm, s, {
       policy: r.policy,
       capNs: r.advanceCapNs === 0n ? LIMITS.advanceCapNsDefault : r.advanceCapNs,
-      destinationMaxerrorNs: this.ctx.host.maxerrorNs(),
       estimate: (at) => this.estimate(inb, legs, at),
     });
     const report = this.adoptAndJournal(inb, vm, result, t0);
@@ -529,7 +528,7 @@ export class Destination {
       destinationMaxerrorNs: host.maxerrorNs(),
       probe: s.probe,
       oneSided: () => ({
-        sourcePauseToSendNs: s.sourcePauseToSendNs,
+        sourceCaptureToSendNs: s.sourceCaptureToSendNs,
         transferRttNs: legs.transferRttNs,
         destinationHoldNs: inb.holdNs,
         // to the restore instant the offsets are computed at, not to whenever this runs

@@ -1,11 +1,12 @@
-// The project's logger: pino, JSON lines, passed in to every component (STYLE 13). pino prints a
+// Loggers made with pino: JSON lines, passed in to every component (STYLE 13). pino prints a
 // bigint as a bare number, which JSON parsers round to a double, so every bigint in a log line or
 // in a child's bindings is written as a decimal string instead.
 
 import { pino } from "pino";
 import { toJsonSafe } from "./json-safe.js";
 
-export type Logger = pino.Logger;
+/** pino's logger: a Logger (logger.ts) and all of pino's API, which the fastify app needs. */
+export type PinoLogger = pino.Logger;
 export type LogLevel = pino.LevelWithSilent;
 
 export const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -18,7 +19,7 @@ export interface LoggerOptions {
   destination?: pino.DestinationStream;
 }
 
-export function createLogger(opts: LoggerOptions): Logger {
+export function createLogger(opts: LoggerOptions): PinoLogger {
   const options: pino.LoggerOptions = {
     level: opts.level,
     name: opts.name,
@@ -34,7 +35,7 @@ export function createLogger(opts: LoggerOptions): Logger {
  * A component's logger: every line carries `bindings` (e.g. `{ component, vmId, migrationId }`).
  * Use this rather than `log.child()`: pino applies the bindings formatter to the root logger only.
  */
-export function child(log: Logger, bindings: pino.Bindings): Logger {
+export function child(log: PinoLogger, bindings: pino.Bindings): PinoLogger {
   return log.child(toJsonSafe(bindings) as pino.Bindings);
 }
 
@@ -43,7 +44,7 @@ export function child(log: Logger, bindings: pino.Bindings): Logger {
  * runner, tests) read the bound addresses from it. Logged at info whatever the daemon's level (a
  * `--log-level warn` daemon must still say where it listens), as one of the daemon's JSON lines.
  */
-export function logListening(log: Logger, where: { http: string; grpc: string; data: string } & Record<string, unknown>): void {
+export function logListening(log: PinoLogger, where: { http: string; grpc: string; data: string } & Record<string, unknown>): void {
   log.child({}, { level: "info" }).info({ event: "listening", ...where }, "daemon listening");
 }
 
@@ -63,7 +64,7 @@ export function listeningOf(line: string): { http: string; grpc: string } | unde
  * grpc-js writes its diagnostics with console.error unless given a logger: this one makes them
  * log lines of `log` (component "grpc-js"), so a daemon's output stays JSON lines only.
  */
-export function grpcJsLogger(log: Logger): Pick<Console, "error" | "info" | "debug"> {
+export function grpcJsLogger(log: PinoLogger): Pick<Console, "error" | "info" | "debug"> {
   const grpcLog = log.child({ component: "grpc-js" });
   const text = (args: unknown[]) => args.map((a) => (typeof a === "string" ? a : a instanceof Error ? a.message : JSON.stringify(a))).join(" ");
   return {

@@ -1,4 +1,5 @@
-// The logger surface the shared code needs; pino satisfies it (STYLE 13: passed in, never global).
+// The project's one Logger: the surface every component logs through, passed in, never global
+// (STYLE 13). log.ts makes them with pino; the fastify app takes pino's own (PinoLogger).
 export interface Logger {
   debug(obj: object, msg?: string): void;
   info(obj: object, msg?: string): void;

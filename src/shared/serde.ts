@@ -2,8 +2,8 @@
 // so they round-trip exactly (journal payloads; not a wire format).
 //
 // A BigUint64Array is written as the base64 of its little-endian bytes (`$u64le`): a 1024-vCPU
-// column is one 11 KB string instead of 1024 decimal strings, which made staging and persisting a
-// large VM cost milliseconds (see BENCHMARKS.md). The older `$u64` (decimal strings) still reads.
+// column is one 11 KB string instead of 1024 decimal strings, so staging and persisting a large VM
+// stays cheap (BENCHMARKS.md). A journal may also hold `$u64` (a decimal string per element): it reads.
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
@@ -24,9 +24,9 @@ function u64FromBase64(text: string): BigUint64Array {
 }
 
 /**
- * The same text as `toJsonReference`, written by one walk instead of JSON.stringify calling a
- * replacer for every key (and allocating a tag object per bigint): persisting a VM's state on every
- * guest sync was a tenth of a chaos campaign's time. Plain data only, as stored here: objects,
+ * JSON.stringify's text with the tags above, written by one walk instead of JSON.stringify calling a
+ * replacer for every key (and allocating a tag object per bigint): a VM's state is persisted on
+ * every guest sync, a hot path of every chaos campaign. Plain data only, as stored here: objects,
  * arrays, strings, numbers, booleans, null, bigint, Uint8Array (Buffer included), BigUint64Array;
  * anything with its own toJSON (other than bytes) is handed to it, as JSON.stringify would.
  */
@@ -69,20 +69,6 @@ function write(v: unknown, inArray: boolean): string | undefined {
     first = false;
   }
   return out + "}";
-}
-
-/** The definition `toJson` must match, byte for byte (kept for the tests). */
-export function toJsonReference(value: unknown): string {
-  return JSON.stringify(value, function (this: Record<string, unknown>, k, v: unknown) {
-    // The holder's own value, before toJSON: a Buffer (bytes decoded from the wire are Buffer
-    // views) would otherwise arrive here as {type: "Buffer", data: [...]}, a slow number array
-    // that reads back as a plain object, not bytes.
-    const raw = this[k];
-    if (typeof v === "bigint") return { $b: v.toString() };
-    if (v instanceof BigUint64Array) return { $u64le: u64ToBase64(v) };
-    if (raw instanceof Uint8Array) return { $bytes: Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("base64") };
-    return v;
-  });
 }
 
 export function fromJson<T>(text: string): T {

@@ -4,7 +4,7 @@
 // the VM — and feeds what it measured back as the next event.
 
 import { isTscmigError, TscmigError } from "../shared/errors.js";
-import { crashPoint, type Faults } from "../shared/faults.js";
+import { CrashSignal, crashPoint, type Faults } from "../shared/faults.js";
 import type { HistorySink } from "../shared/history.js";
 import type { Logger } from "../shared/logger.js";
 import type { EmulatedHost } from "../shared/hypervisor/host.js";
@@ -113,7 +113,7 @@ export interface SourceContext {
 
 function errorOf(e: unknown): TscmigError {
   if (isTscmigError(e)) return e;
-  if (e instanceof Error && e.name === "CrashSignal") throw e;
+  if (e instanceof CrashSignal) throw e;
   return new TscmigError("internal", e instanceof Error ? e.message : String(e));
 }
 
@@ -347,7 +347,7 @@ class SourceDriver {
     // it would also add pause → read (capture, a GC pause, a busy host), an error the bound
     // does not cover.
     const readRaw = host.rawNsOfTsc(m.snapshot.hostTsc);
-    const snapshot = { ...m.snapshot, sourcePauseToSendNs: sendRaw > readRaw ? sendRaw - readRaw : 0n };
+    const snapshot = { ...m.snapshot, sourceCaptureToSendNs: sendRaw > readRaw ? sendRaw - readRaw : 0n };
     const carrier = this.carrier();
     const viaLink = carrier === this.link;
     try {

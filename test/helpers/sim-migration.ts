@@ -265,7 +265,7 @@ export function migrateGuest(scheduler: SimScheduler, from: Live, dstHost: Emula
   const tSend = tCapture + tl.captureToSendNs;
   scheduler.runUntil(tSend);
   const sendRaw = src.rawNs();
-  snapshot.sourcePauseToSendNs = sendRaw - captureRawNs;
+  snapshot.sourceCaptureToSendNs = sendRaw - captureRawNs;
   const tRecv = tSend + tl.transitNs;
   scheduler.runUntil(tRecv);
   const receiveRawNs = dst.rawNs();
@@ -300,7 +300,6 @@ export function migrateGuest(scheduler: SimScheduler, from: Live, dstHost: Emula
   const result = restoreSnapshot(vm, snapshot, {
     policy: o.policy,
     ...(o.capNs !== undefined ? { capNs: o.capNs } : {}),
-    destinationMaxerrorNs: dst.maxerrorNs(),
     estimate: (at): BlackoutEstimate =>
       estimateBlackout(o.estimator, {
         sourceRealtimeNs: snapshot.hostRealtimeNs,
@@ -309,7 +308,7 @@ export function migrateGuest(scheduler: SimScheduler, from: Live, dstHost: Emula
         destinationMaxerrorNs: dst.maxerrorNs(),
         probe: snapshot.probe,
         oneSided: () => ({
-          sourcePauseToSendNs: snapshot.sourcePauseToSendNs,
+          sourceCaptureToSendNs: snapshot.sourceCaptureToSendNs,
           transferRttNs,
           destinationHoldNs: holdNs,
           destinationReceiveToNowNs: dst.rawNs() - receiveRawNs,

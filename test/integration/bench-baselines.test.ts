@@ -1,5 +1,5 @@
 // Goal: the bench's same-run baselines are real round trips to servers in their own processes — the
-// raw TCP echo and the bare grpc-js unary echo (issue 14 §0) answer every call, and the echo method
+// raw TCP echo and the bare grpc-js unary echo answer every call, and the echo method
 // returns the bytes it was sent. Method: start both servers from dist/ exactly as `tscmig bench`
 // does, time a few sequential calls, check the counts and that each sample is a positive duration;
 // then call the bare echo with grpc-js directly and compare the bytes. No timing is asserted.

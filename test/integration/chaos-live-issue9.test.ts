@@ -1,11 +1,12 @@
-// Goal: issue 9's fault kinds also run against real daemon processes — colliding migration ids and a
-// crash armed at crash.source.afterCommitJournal through real gRPC, a foreign Prepare flood and the
-// liveness check after it, an outsider migrating in a VM that runs elsewhere, a port taken at
-// restart, a full disk on a small tmpfs — and the checker
-// flags what today's daemons do with them. Once the daemons are fixed and a kind is folded into
-// FAULT_KINDS, the same seed must pass instead. Method: one live run per kind on loopback (daemons
-// from the TypeScript sources), each printing the command that replays it; the disk needs root and
-// a tmpfs, and is skipped with the reason otherwise.
+// Goal: the operational and hostile fault kinds also run against real daemon processes — colliding
+// migration ids and a crash armed at crash.source.afterCommitJournal through real gRPC, a foreign
+// Prepare flood and the liveness check after it, an outsider migrating in a VM that runs elsewhere,
+// a port taken at restart, a full disk on a small tmpfs — and the checker flags what today's
+// daemons do with them. Once the daemons are fixed and a kind is folded into FAULT_KINDS, the same
+// seed must pass instead.
+// Method: one live run per kind on loopback (daemons from the TypeScript sources), each printing
+// the command that replays it; the disk needs root and a tmpfs, and is skipped with the reason
+// otherwise.
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmdirSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,7 +22,7 @@ const entry = [join(ROOT, "bin", "tscmig.js")];
 // The daemons run from dist/ (the test setup rebuilds it when src is newer): they start in a fraction
 // of the time the TypeScript sources take. I4 is left out where a fixed daemon must pass: on a loaded
 // machine live guests on hosts that claim 100 µs sometimes read a few ms off true time without any
-// fault (`--faults kill --seed 5` shows it on today's code too); that is its own finding, not issue 9's.
+// fault (`--faults kill --seed 5` shows it too); that is its own finding, not one of these kinds'.
 
 /** Whether this machine lets us mount a small tmpfs (root, and mount works here). */
 function tmpfsAvailable(): string | null {

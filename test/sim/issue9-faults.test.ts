@@ -1,7 +1,7 @@
-// Goal: issue 9's fault kinds (collide, hostile, disk-full, damage) are named in --faults, drawn per
-// run by seed and counted in the report's faults; what they break is flagged by the checker whatever
-// the daemons do; and today's daemons fail the seeds listed below, which must pass once the daemons
-// are fixed and the kind is folded into FAULT_KINDS (`--faults all`).
+// Goal: the operational and hostile fault kinds (collide, hostile, disk-full, damage) are named in
+// --faults, drawn per run by seed and counted in the report's faults; what they break is flagged by
+// the checker whatever the daemons do; and today's daemons fail the seeds listed below, which must
+// pass once the daemons are fixed and the kind is folded into FAULT_KINDS (`--faults all`).
 // Method: seeded campaigns through the campaign runner (each assertion prints the command that
 // replays its seed), and one fact edited into a real recorded history for each new check.
 import { describe, expect, it } from "vitest";

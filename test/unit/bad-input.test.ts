@@ -14,6 +14,7 @@ import { SVM, VMX } from "../../src/shared/kvm/tsc.js";
 import { SILENT_LOGGER } from "../../src/shared/logger.js";
 import { estimateBlackout, oneSidedEstimate, parseEstimator, probeEstimate, probeOffset, wallclockEstimate } from "../../src/shared/migration/blackout.js";
 import { MemoryJournal } from "../../src/shared/migration/journal.js";
+import { loadStagedPayload } from "../../src/shared/migration/hosted-vm.js";
 import type { PeerDialer } from "../../src/shared/migration/messages.js";
 import { parsePolicy, type PolicyName, restoreSnapshot } from "../../src/shared/migration/restore.js";
 import { captureSnapshot, type Snapshot, snapshotRecord, validateSnapshot } from "../../src/shared/migration/snapshot.js";
@@ -21,6 +22,7 @@ import { type OffsetModel, offsetModelToJson, parseOffsetModel, validateOffsetMo
 import { SeededRandom } from "../../src/shared/time/random.js";
 import { SimClock, SimScheduler } from "../../src/shared/time/sim.js";
 import { SkewController, type SkewUpdate } from "../../src/shared/time/skew.js";
+import { toJson } from "../../src/shared/serde.js";
 import { EPOCH_NS, quietGuestOptions } from "../helpers/sim-migration.js";
 
 /** Runs `fn`, expecting a TscmigError whose field is `field` (or starts with it, for indexed paths). */
@@ -273,7 +275,7 @@ describe("validateSnapshot rejects each inconsistent field of docs/operations.md
     ["a vmclock page with a bad magic", (s) => ({ ...s, vmclock: Uint8Array.from(s.vmclock, (b, i) => (i === 0 ? b ^ 0xff : b)) }), "snapshot.vmclock.magic"],
     ["a bad migration id", (s) => ({ ...s, migrationId: "../etc" }), "snapshot.migrationId"],
     ["generation 0", (s) => ({ ...s, generation: 0n }), "snapshot.generation"],
-    ["a negative pause-to-send duration", (s) => ({ ...s, sourcePauseToSendNs: -1n }), "snapshot.sourcePauseToSendNs"],
+    ["a negative pause-to-send duration", (s) => ({ ...s, sourceCaptureToSendNs: -1n }), "snapshot.sourceCaptureToSendNs"],
     ["a guest maxerror beyond 16 s", (s) => ({ ...s, guest: { ...s.guest, ntp: { ...s.guest.ntp, maxerrorUs: 16_000_001n } } }), "snapshot.guest.maxerrorUs"],
   ];
   for (const [what, mutate, field] of cases) it(`rejects ${what}`, () => rejects(() => validateSnapshot(mutate(validSnapshot())), field));
@@ -281,6 +283,29 @@ describe("validateSnapshot rejects each inconsistent field of docs/operations.md
   it("rejects a ratio at the SVM maximum on an AMD-like snapshot", () => {
     const s = validSnapshot(1, "svm");
     rejects(() => validateSnapshot({ ...s, ratio: BigUint64Array.from([SVM.maxRatio]) }), "snapshot.vcpus.ratio[0]");
+  });
+});
+
+describe("a staged snapshot read back from the journal", () => {
+  const ref = { table: "vms", key: "vm-1", vmId: "vm-1" } as const;
+  const staged = (mutate: (snap: Record<string, unknown>) => void): string => {
+    const snapshot = validSnapshot(1) as unknown as Record<string, unknown>;
+    mutate(snapshot);
+    return toJson({ req: { migrationId: "m-1", vmId: "vm-1", generation: 1n, sourceGrpc: "src:7001" }, snapshot, receiveRawNs: 1n, holdNs: 1n, decodeNs: 0n });
+  };
+
+  it("takes the capture → send duration under its 0.1.0 name too", () => {
+    const text = staged((s) => {
+      s.sourcePauseToSendNs = 42n;
+      delete s.sourceCaptureToSendNs;
+    });
+    const p = loadStagedPayload(text, ref, 1n);
+    expect(p.snapshot.sourceCaptureToSendNs).toBe(42n);
+    expect("sourcePauseToSendNs" in p.snapshot).toBe(false);
+  });
+
+  it("is damaged, naming the field, without it", () => {
+    rejects(() => loadStagedPayload(staged((s) => delete s.sourceCaptureToSendNs), ref, 1n), /state\.snapshot\.sourceCaptureToSendNs$/);
   });
 });
 
@@ -292,7 +317,7 @@ describe("restoreSnapshot and captureSnapshot refuse before touching the VM", ()
     const s = validSnapshot();
     const vm = new EmulatedVm(dstHost(), { vcpus: 3, guestTscKhz: 3_000_000n });
     const before = vm.exportState();
-    rejects(() => restoreSnapshot(vm, s, { policy: "teleport" as PolicyName, estimate, destinationMaxerrorNs: 0n }), "policy");
+    rejects(() => restoreSnapshot(vm, s, { policy: "teleport" as PolicyName, estimate }), "policy");
     expect(vm.exportState()).toEqual(before);
   });
 
@@ -300,7 +325,7 @@ describe("restoreSnapshot and captureSnapshot refuse before touching the VM", ()
     const s = withRecord(validSnapshot(), 2, (r) => (r.version = 9));
     const vm = new EmulatedVm(dstHost(), { vcpus: 3, guestTscKhz: 3_000_000n });
     const before = vm.exportState();
-    rejects(() => restoreSnapshot(vm, s, { policy: "kvm-realtime", estimate, destinationMaxerrorNs: 0n }), "snapshot.vcpus.pvclockRecords[2].version");
+    rejects(() => restoreSnapshot(vm, s, { policy: "kvm-realtime", estimate }), "snapshot.vcpus.pvclockRecords[2].version");
     expect(vm.exportState()).toEqual(before);
   });
 
@@ -308,12 +333,12 @@ describe("restoreSnapshot and captureSnapshot refuse before touching the VM", ()
     const s = validSnapshot();
     const small = new EmulatedVm(dstHost(), { vcpus: 2, guestTscKhz: 3_000_000n });
     const before = small.exportState();
-    rejects(() => restoreSnapshot(small, s, { policy: "advance", estimate, destinationMaxerrorNs: 0n }), "snapshot.vcpuCount");
+    rejects(() => restoreSnapshot(small, s, { policy: "advance", estimate }), "snapshot.vcpuCount");
     expect(small.exportState()).toEqual(before);
     const vm = new EmulatedVm(dstHost(), { vcpus: 3, guestTscKhz: 3_000_000n });
-    rejects(() => restoreSnapshot(vm, s, { policy: "advance-capped", capNs: -1n, estimate, destinationMaxerrorNs: 0n }), "advanceCapNs");
+    rejects(() => restoreSnapshot(vm, s, { policy: "advance-capped", capNs: -1n, estimate }), "advanceCapNs");
     vm.resume();
-    rejects(() => restoreSnapshot(vm, s, { policy: "advance", estimate, destinationMaxerrorNs: 0n }), "vm");
+    rejects(() => restoreSnapshot(vm, s, { policy: "advance", estimate }), "vm");
   });
 
   it("capture refuses a running VM", () => {
@@ -327,7 +352,7 @@ describe("restoreSnapshot and captureSnapshot refuse before touching the VM", ()
 
 describe("blackout estimators", () => {
   it("one-sided names the negative duration", () => {
-    const ok = { sourcePauseToSendNs: 1n, transferRttNs: 2n, destinationHoldNs: 1n, destinationReceiveToNowNs: 3n };
+    const ok = { sourceCaptureToSendNs: 1n, transferRttNs: 2n, destinationHoldNs: 1n, destinationReceiveToNowNs: 3n };
     for (const k of Object.keys(ok) as (keyof typeof ok)[]) rejects(() => oneSidedEstimate({ ...ok, [k]: -1n }), k);
   });
   it("probe needs at least one usable exchange", () => {
@@ -341,7 +366,7 @@ describe("blackout estimators", () => {
     let assembled = 0;
     const inputs = {
       sourceRealtimeNs: 0n, sourceMaxerrorNs: 1n, destinationRealtimeNs: 5n, destinationMaxerrorNs: 2n, probe: null,
-      oneSided: () => (assembled++, { sourcePauseToSendNs: 1n, transferRttNs: 2n, destinationHoldNs: 1n, destinationReceiveToNowNs: 3n }),
+      oneSided: () => (assembled++, { sourceCaptureToSendNs: 1n, transferRttNs: 2n, destinationHoldNs: 1n, destinationReceiveToNowNs: 3n }),
     };
     rejects(() => estimateBlackout("probe", inputs), "snapshot.probe");
     expect(estimateBlackout("wallclock", inputs)).toEqual(wallclockEstimate(inputs));

@@ -1,5 +1,5 @@
 // Goal: over a Handover link the two role drivers hand one-sided every leg it can use — the earlier
-// answers (anchors) and, since issue 14, the earlier requests — so that when the Transfer and the
+// answers (anchors) and the earlier requests — so that when the Transfer and the
 // Commit both stall on their way to the destination (a destination that went idle), the error and
 // the bound stay at what the quick probe exchanges allow instead of half a stall.
 // Method: two TscmigNodes on one SimClock, the peer protocol over a transport with no network whose

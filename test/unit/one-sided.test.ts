@@ -30,7 +30,7 @@ function estimate(l: Legs, srcPpm: bigint, dstPpm: bigint, parts: { commit: bool
   const s = (d: bigint) => measure(d, srcPpm);
   const d = (x: bigint) => measure(x, dstPpm);
   return oneSidedEstimate({
-    sourcePauseToSendNs: 0n,
+    sourceCaptureToSendNs: 0n,
     transferRttNs: s(l.answerIn - l.send),
     destinationHoldNs: d(l.answerOut - l.recv),
     destinationReceiveToNowNs: d(l.commitIn - l.recv),
@@ -141,7 +141,7 @@ describe("one-sided estimator", () => {
   });
 
   it("ignores a commit or anchor leg the clocks cannot explain, instead of trusting it", () => {
-    const base = { sourcePauseToSendNs: 0n, transferRttNs: 2n * MS, destinationHoldNs: 0n, destinationReceiveToNowNs: 0n };
+    const base = { sourceCaptureToSendNs: 0n, transferRttNs: 2n * MS, destinationHoldNs: 0n, destinationReceiveToNowNs: 0n };
     const plain = oneSidedEstimate(base);
     // The destination claims the Commit came 1 ms after its answer, the source that it sent it 2 ms after the answer arrived.
     expect(oneSidedEstimate({ ...base, commit: { destinationAnswerToCommitNs: 1n * MS, sourceAnswerToCommitNs: 2n * MS } })).toEqual(plain);
@@ -151,7 +151,7 @@ describe("one-sided estimator", () => {
   });
 
   it("limits that contradict each other fall back to the round trip alone", () => {
-    const base = { sourcePauseToSendNs: 0n, transferRttNs: 2n * MS, destinationHoldNs: 0n, destinationReceiveToNowNs: 0n };
+    const base = { sourceCaptureToSendNs: 0n, transferRttNs: 2n * MS, destinationHoldNs: 0n, destinationReceiveToNowNs: 0n };
     const plain = oneSidedEstimate(base);
     // Each alone fits in [0, 2 ms]; together f ≥ 1.5 ms and f ≤ 0.5 ms: a clock broke its allowance.
     const both = oneSidedEstimate({

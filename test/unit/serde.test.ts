@@ -3,7 +3,23 @@
 // views (what the gRPC codec hands the destination) and the older decimal u64 column form.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { fromJson, toJson, toJsonReference } from "../../src/shared/serde.js";
+import { fromJson, toJson } from "../../src/shared/serde.js";
+
+/** The definition `toJson` must match, byte for byte: JSON.stringify with a tagging replacer. */
+function toJsonReference(value: unknown): string {
+  return JSON.stringify(value, function (this: Record<string, unknown>, k, v: unknown) {
+    // The holder's own value, before toJSON: a Buffer would otherwise arrive as {type: "Buffer", data: [...]}.
+    const raw = this[k];
+    if (typeof v === "bigint") return { $b: v.toString() };
+    if (v instanceof BigUint64Array) {
+      const le = Buffer.alloc(v.byteLength);
+      v.forEach((x, i) => le.writeBigUInt64LE(x, i * 8));
+      return { $u64le: le.toString("base64") };
+    }
+    if (raw instanceof Uint8Array) return { $bytes: Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("base64") };
+    return v;
+  });
+}
 
 describe("serde", () => {
   it("round-trips bigints, u64 arrays, Uint8Arrays and Buffers (also as views into a larger buffer)", () => {

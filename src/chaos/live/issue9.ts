@@ -1,4 +1,4 @@
-// Issue 9's fault kinds as a live run carries them out against real daemons:
+// The operational and hostile fault kinds as a live run carries them out against real daemons:
 //
 //   collide      two sources migrate their own VMs to one destination under one migration id
 //                (the first crashed at crash.source.afterCommitJournal, or they race)

@@ -1,4 +1,4 @@
-// Issue 9's faults against real daemon processes (live mode), the parts that need the machine:
+// Operational faults against real daemon processes (live mode), the parts that need the machine:
 //
 //   a port taken   something else listens on a daemon's HTTP or gRPC port when it restarts: it must
 //                  exit non-zero at once and release everything (its other port, its journal lock)

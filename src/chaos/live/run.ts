@@ -2,7 +2,7 @@
 // loopback (cluster.ts: each behind a fault-injecting TCP proxy, supervised, its history pulled).
 // Skew goes through the daemons' start flags and the control API (PUT /v1/host/clock), crashes are
 // SIGKILL and a restart with the same --data. One VM migrates back and forth a few times with one
-// fault each; then issue 9's kinds (issue9.ts), healing, and the final ownership I7 checks.
+// fault each; then the operational and hostile kinds (issue9.ts), healing, and the final ownership I7 checks.
 
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";

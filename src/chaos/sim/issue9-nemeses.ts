@@ -1,4 +1,4 @@
-// Issue 9's fault kinds, as the simulated run carries them out (the plans are drawn in scenario.ts):
+// The operational and hostile fault kinds, as the simulated run carries them out (the plans are drawn in scenario.ts):
 //
 //   collide     sources migrate their own VMs to one destination with one caller-given migration
 //               id, racing, or after the first source crashed at crash.source.afterCommitJournal

@@ -1,4 +1,4 @@
-// Operational faults at the journal seam of a simulated daemon (issue 9's `disk-full` and `damage`
+// Operational faults at the journal seam of a simulated daemon (the `disk-full` and `damage`
 // kinds). The simulator's "disk" is each daemon's MemoryJournal, which outlives its incarnations.
 //
 //   disk full  while a window is open every journal write throws what the SQLite store throws on

@@ -158,7 +158,7 @@ type MigrateResult = Awaited<ReturnType<TscmigNode["migrate"]>>;
 /**
  * One run's world and what happens in it. The order in which `run` sets things up is part of the
  * run's determinism (timers due at one instant fire in the order they were set): hosts and daemons,
- * VMs, issue 9's nemeses, kills, the healing deadline, then the migration drivers.
+ * VMs, the operational and hostile nemeses, kills, the healing deadline, then the migration drivers.
  */
 class SimRun {
   private readonly root: SeededRandom;
@@ -606,7 +606,7 @@ class SimRun {
     if (--this.driversLeft === 0) this.heal();
   }
 
-  /** What the run lends issue 9's nemeses (collide, hostile, disk-full, damage). */
+  /** What the run lends the operational and hostile nemeses (collide, hostile, disk-full, damage). */
   private world(): SimWorld {
     return {
       scen: this.scen,

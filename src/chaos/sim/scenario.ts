@@ -20,9 +20,9 @@ import type { NetConfig, Partition } from "./network.js";
 /** The kinds `--faults all` (and the default campaign) draw from. */
 export const FAULT_KINDS = ["delay", "reorder", "loss", "dup", "partition", "reset", "crash", "kill", "stall", "doorbell", "skew", "crystal", "collide", "hostile", "disk-full", "damage", "port-taken"] as const;
 /**
- * Issue 9's operational and hostile fault kinds. Named in `--faults` and drawn per run like the
- * others, but kept out of `all` while today's daemons still fail them (test/sim/issue9-faults.test.ts
- * lists seeds that do): once the daemons are fixed, fold them into FAULT_KINDS.
+ * The operational and hostile fault kinds. Named in `--faults` and drawn per run like the others,
+ * but kept out of `all` while the daemons fail some of their seeds (test/sim/issue9-faults.test.ts
+ * lists them); they join FAULT_KINDS when none fails.
  */
 export const ISSUE9_FAULT_KINDS = ["collide", "hostile", "disk-full", "damage", "port-taken"] as const;
 /** Kinds only a live run can inject (a simulated daemon has no ports); the simulator never draws them. */
@@ -455,7 +455,7 @@ function probeVm(r: Random, s: Scenario, o: ScenarioOptions, target: number): nu
   return vm;
 }
 
-/** Issue 9's kinds, each from its own stream: a run without them draws nothing here. */
+/** The operational and hostile kinds, each from its own stream: a run without them draws nothing here. */
 function drawIssue9Faults(root: Random, o: ScenarioOptions, s: Scenario, x: { on: (k: FaultKind) => boolean; collideSources: number; horizonNs: bigint }): void {
   const n = s.hosts.length;
   if (x.on("collide")) {

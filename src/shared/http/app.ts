@@ -6,7 +6,7 @@ import swagger from "@fastify/swagger";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import { assert } from "../errors.js";
 import { bigintReplacer } from "../json-safe.js";
-import type { Logger } from "../log.js";
+import type { PinoLogger } from "../log.js";
 import { installBearerAuth } from "./bearer-auth.js";
 import { installErrorHandlers } from "./error-handler.js";
 import { healthRoutes, type Readiness } from "./health.js";
@@ -23,7 +23,7 @@ export function requestIdOf(header: string | string[] | undefined): string | und
 }
 
 export interface HttpAppOptions {
-  log: Logger;
+  log: PinoLogger;
   /** When set, every route not marked public requires `Authorization: Bearer <token>`. */
   token?: string;
   /** OpenAPI `info`. */

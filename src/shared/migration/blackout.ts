@@ -93,8 +93,8 @@ export function wallclockEstimate(o: {
  * negative leg beyond the drift) is ignored; limits that contradict each other fall back to [0, R].
  */
 export function oneSidedEstimate(o: {
-  /** Source clock: the snapshot's clock read (not the pause) → the instant the Transfer round trip started. */
-  sourcePauseToSendNs: bigint;
+  /** Source clock: the snapshot's clock read (its KVM_GET_CLOCK, after the pause) → the instant the Transfer round trip started. */
+  sourceCaptureToSendNs: bigint;
   /** Source clock: Transfer call sent → answer received. */
   transferRttNs: bigint;
   /** Destination clock: Transfer received → answered. */
@@ -142,14 +142,14 @@ export function oneSidedEstimate(o: {
   }
   const t = intersect(base, limits);
   const mid = (t.lo + t.hi) / 2n; // rounds down: hi − mid ≥ mid − lo, so the bound below covers both ends
-  const est = o.sourcePauseToSendNs + mid + o.destinationReceiveToNowNs;
-  const bound = t.hi - mid + drift(o.sourcePauseToSendNs) + drift(o.destinationReceiveToNowNs);
+  const est = o.sourceCaptureToSendNs + mid + o.destinationReceiveToNowNs;
+  const bound = t.hi - mid + drift(o.sourceCaptureToSendNs) + drift(o.destinationReceiveToNowNs);
   return { estimator: "one-sided", estimatedNs: est, boundNs: bound };
 }
 
 function checkDurations(o: Parameters<typeof oneSidedEstimate>[0]): void {
   const durations: [string, bigint][] = [
-    ["sourcePauseToSendNs", o.sourcePauseToSendNs],
+    ["sourceCaptureToSendNs", o.sourceCaptureToSendNs],
     ["transferRttNs", o.transferRttNs],
     ["destinationHoldNs", o.destinationHoldNs],
     ["destinationReceiveToNowNs", o.destinationReceiveToNowNs],

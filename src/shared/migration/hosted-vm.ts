@@ -86,10 +86,17 @@ export function loadStagedPayload(text: string, ref: RecordRef, generation: bigi
     throw damagedRecord(ref, "staged Prepare does not match the record (VM, generation, migration or source)", "state.req");
   if (p.snapshot.migrationId !== req.migrationId || p.snapshot.vmId !== ref.vmId || p.snapshot.generation !== generation)
     throw damagedRecord(ref, "staged snapshot is not the one its Prepare announced", "state.snapshot");
+  renameEarlierFields(p.snapshot as Snapshot & { sourcePauseToSendNs?: bigint });
   for (const k of ["receiveRawNs", "holdNs", "decodeNs"] as const)
     if (typeof p[k] !== "bigint" || (p[k] as bigint) < 0n || (p[k] as bigint) > U64_MAX) throw damagedRecord(ref, `${k} is not a u64`, `state.${k}`);
   asDamage(ref, "state", () => validateSnapshot(p.snapshot as Snapshot));
   return p as StagedPayload;
+}
+
+/** A snapshot staged by 0.1.0 names the capture → send duration `sourcePauseToSendNs`. */
+function renameEarlierFields(s: Snapshot & { sourcePauseToSendNs?: bigint }): void {
+  if (s.sourceCaptureToSendNs === undefined && s.sourcePauseToSendNs !== undefined) s.sourceCaptureToSendNs = s.sourcePauseToSendNs;
+  delete s.sourcePauseToSendNs;
 }
 
 function parseState<T>(text: string, ref: RecordRef): T {

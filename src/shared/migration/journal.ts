@@ -142,14 +142,14 @@ function migrationKey(migrationId: string, source: string): string {
 /**
  * Durable across simulated crashes (the simulator holds it); a copy on every read and write. A
  * transaction keeps an undo log of the entries it overwrote, so its cost does not grow with the
- * number of records (it used to copy both maps: quadratic over a long simulated run).
+ * number of records (copying both maps would make a long simulated run quadratic).
  *
  * Every read checks the record as the SQLite journal checks its rows (journal-integrity.ts), so a
  * damaged record reaches the node through the same path in simulation as on a disk.
  * `corruptVm` and `corruptMigration` damage a stored record the way an edit in place would: the
  * record changes and its checksum (taken just before) does not — the simulator's "damaged record
  * at restart" fault. A record nobody damaged is what was put, so its checksum is only computed
- * when it is damaged (hashing every put cost the simulator a few per cent).
+ * when it is damaged: every put stays off the hash, on the simulator's hot path.
  */
 export class MemoryJournal implements JournalStore {
   private readonly vms = new Map<string, Stored<VmRecord>>();

@@ -46,8 +46,6 @@ export interface RestoreOptions {
   /** Evaluated once, at the restore instant (after the destination's KVM_GET_CLOCK). */
   estimate: (at: RestoreInstant) => BlackoutEstimate;
   capNs?: bigint;
-  /** Whether the estimator is `wallclock` (kvm-realtime then hands KVM the source realtime as is). */
-  destinationMaxerrorNs: bigint;
 }
 
 export interface RestoreResult {

@@ -44,10 +44,10 @@ export interface Snapshot {
   kvmclockEnabled: boolean;
   /**
    * Source clock: this snapshot's clock read (its KVM_GET_CLOCK, after the pause) → the start of the
-   * Transfer round trip. Filled just before sending. (The name predates the distinction: measuring
-   * from the pause itself would add the pause → capture gap to the advance.)
+   * Transfer round trip. Filled just before sending. Not from the pause: that would add the
+   * pause → capture gap to the advance.
    */
-  sourcePauseToSendNs: bigint;
+  sourceCaptureToSendNs: bigint;
   probe: (ProbeResult & { probeToPauseNs: bigint }) | null;
 }
 
@@ -111,7 +111,7 @@ export function captureSnapshot(vm: HypervisorVm, guest: Guest, meta: CaptureMet
     vmclock: encodeVmclock(vm.vmclock()),
     guest: guest.exportState(),
     kvmclockEnabled: vm.kvmclockEnabled(0),
-    sourcePauseToSendNs: 0n,
+    sourceCaptureToSendNs: 0n,
     probe: meta.probe,
   };
 }
@@ -160,8 +160,8 @@ export function validateSnapshot(s: Snapshot): void {
     if ((rec.flags & ~(PVCLOCK_GUEST_STOPPED | 1)) !== 0) throw invalid(`snapshot.vcpus.pvclockRecords[${i}].flags`, `unknown flags ${rec.flags}`);
   }
   decodeVmclock(s.vmclock, "snapshot.vmclock"); // throws naming the field
-  if (s.sourcePauseToSendNs < 0n || s.sourcePauseToSendNs > LIMITS.blackoutNsMax)
-    throw invalid("snapshot.sourcePauseToSendNs", "out of range");
+  if (typeof s.sourceCaptureToSendNs !== "bigint" || s.sourceCaptureToSendNs < 0n || s.sourceCaptureToSendNs > LIMITS.blackoutNsMax)
+    throw invalid("snapshot.sourceCaptureToSendNs", "missing, or out of range");
   if (s.probe !== null && (s.probe.boundNs < 0n || s.probe.probeToPauseNs < 0n)) throw invalid("snapshot.probe", "negative bound or duration");
   const g = s.guest;
   if (g.ntp.maxerrorUs < 0n || g.ntp.maxerrorUs > LIMITS.ntpPhaseLimitUs) throw invalid("snapshot.guest.maxerrorUs", "must be within 0..16 s");

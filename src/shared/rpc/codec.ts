@@ -342,7 +342,7 @@ export function snapshotToPb(s: Snapshot): MessageInitShape<typeof SnapshotSchem
     }),
     vmclockPage: s.vmclock,
     guest: create(GuestStateSchema, guestToPb(s.guest)),
-    sourcePauseToSendNs: s.sourcePauseToSendNs,
+    sourceCaptureToSendNs: s.sourceCaptureToSendNs,
     probeValid: s.probe !== null,
     probeOffsetNs: s.probe?.offsetNs ?? 0n,
     probeBoundNs: s.probe?.boundNs ?? 0n,
@@ -406,7 +406,7 @@ export function snapshotFromPb(m: PbSnapshot | undefined): Snapshot {
     vmclock: m.vmclockPage,
     guest: guestFromPb(m.guest),
     kvmclockEnabled: m.kvmclockEnabled,
-    sourcePauseToSendNs: m.sourcePauseToSendNs,
+    sourceCaptureToSendNs: m.sourceCaptureToSendNs,
     probe: m.probeValid ? { offsetNs: m.probeOffsetNs, boundNs: m.probeBoundNs, probeToPauseNs: m.probeToPauseNs } : null,
   };
 }
