@@ -31,7 +31,7 @@ const REQ: PrepareReq = {
   vcpuCount: 2,
   guestTscKhz: 2_000_000n,
   sourceFracBits: 48,
-  policy: "ideal",
+  policy: "advance",
   estimator: "probe",
   doorbell: true,
   advanceCapNs: 0n,
