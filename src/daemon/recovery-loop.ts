@@ -60,7 +60,10 @@ export class RecoveryLoop {
     const tasks = this.deps.tasks();
     const open = new Set(tasks.map((t) => t.key));
     for (const key of this.retries.keys()) if (!open.has(key)) this.retries.delete(key);
-    await Promise.all(tasks.map((t) => this.attempt(t)));
+    // Steps still backing off are skipped before any promise is made: a flood leaves hundreds open.
+    const now = this.deps.clock.monotonicNs();
+    const due = tasks.filter((t) => !((this.retries.get(t.key)?.nextNs ?? now) > now));
+    await Promise.all(due.map((t) => this.attempt(t)));
   }
 
   /** Attempts so far and the last error of the step under `key` (none while it has not failed). */
@@ -69,9 +72,7 @@ export class RecoveryLoop {
   }
 
   private async attempt(t: RecoveryTask): Promise<void> {
-    const now = this.deps.clock.monotonicNs();
     const st = this.retries.get(t.key);
-    if (st && now < st.nextNs) return;
     try {
       await t.run();
       this.retries.delete(t.key);
