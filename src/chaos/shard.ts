@@ -11,7 +11,8 @@
 
 import { invalid } from "../shared/errors.js";
 import { type CampaignResult, finalizeResult, plotCandidates } from "./campaign.js";
-import type { MigrationStat } from "./run-outcome.js";
+import { type MigrationStat, zeroPaths } from "./run-outcome.js";
+import { MIGRATION_PATHS } from "../shared/history.js";
 
 /** Largest N: shards are Kubernetes Job completions (its own limit is 100,000 indexes). */
 export const SHARDS_MAX = 100_000;
@@ -131,6 +132,7 @@ export function decodeFold(raw: unknown, where: string): CampaignResult {
     timelines.set(pair[0] as number, pair[1] as string);
   });
   determinismOf(o.determinism, v.at("determinism"));
+  pathsOf(o.migrationsByPath, v.at("migrationsByPath"));
   const unknown = Object.keys(o).filter((k) => !(MERGED_KEYS as readonly string[]).includes(k));
   if (unknown.length > 0) throw v.at(unknown[0] as string).fail("no such field (a report from a newer tscmig?)");
   return { ...(o as unknown as CampaignResult), stats: v.at("stats").array(o.stats, statOf), timelines };
@@ -144,6 +146,13 @@ function totalsOf(x: unknown, c: Checker): void {
     if (k === "simNs") c.at(k).bigint(n);
     else c.at(k).count(n);
   }
+}
+
+/** A count for each path, and no other key. */
+function pathsOf(x: unknown, c: Checker): void {
+  const o = c.counts(x);
+  for (const p of MIGRATION_PATHS) if (o[p] === undefined) throw c.at(p).fail("a count");
+  for (const k of Object.keys(o)) c.at(k).oneOf(k, MIGRATION_PATHS);
 }
 
 function violationOf(x: unknown, c: Checker): void {
@@ -274,6 +283,7 @@ export const MERGED_KEYS = [
   "faultSites",
   "faultKinds",
   "outcomes",
+  "migrationsByPath",
   "determinism",
 ] as const satisfies readonly (keyof CampaignResult)[];
 
@@ -306,6 +316,7 @@ export class FoldMerger {
       faultSites: {},
       faultKinds: {},
       outcomes: {},
+      migrationsByPath: zeroPaths(),
       determinism: { checked: 0, mismatches: [] },
     };
   }
@@ -321,6 +332,7 @@ export class FoldMerger {
     for (const k of ["violationsByInvariant", "hostFaultsByClass", "faultSites", "faultKinds", "outcomes"] as const) {
       for (const [key, n] of Object.entries(f[k])) r[k][key] = (r[k][key] ?? 0) + n;
     }
+    for (const p of MIGRATION_PATHS) r.migrationsByPath[p] += f.migrationsByPath[p];
     r.determinism.checked += f.determinism.checked;
     append(r.determinism.mismatches, f.determinism.mismatches);
     r.plots = plotCandidates(r.plots);

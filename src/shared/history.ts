@@ -22,6 +22,10 @@ export interface GuestSample {
   guestTscKhz: bigint;
 }
 
+/** What carried a migration's Transfer and Commit: one Handover call, or the unary calls. */
+export type MigrationPath = "handover" | "unary";
+export const MIGRATION_PATHS: readonly MigrationPath[] = ["handover", "unary"];
+
 export type HistoryEvent =
   | { kind: "run"; trueNs: bigint; daemon: string; vmId: string; generation: bigint }
   | { kind: "stop"; trueNs: bigint; daemon: string; vmId: string; generation: bigint; why: string }
@@ -51,8 +55,7 @@ export type HistoryEvent =
       kvmclockIdealAtResume: bigint;
       guestTscKhz: bigint;
       hostsHonest: boolean;
-      /** What carried Transfer and Commit: one Handover call, or the unary calls. */
-      path: "handover" | "unary";
+      path: MigrationPath;
     }
   | { kind: "fault"; trueNs: bigint; site: string; detail: string };
 
