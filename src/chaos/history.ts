@@ -10,6 +10,33 @@
 import { createHash } from "node:crypto";
 import type { GuestSample, HistoryEvent } from "../shared/history.js";
 import type { OffsetModel } from "../shared/time/offset-model.js";
+import type { MigrationReport } from "../shared/migration/report.js";
+
+/** The fields of a source's report the harness can tell of a restore without the source. */
+export const RESTORED_FIELDS = [
+  "migrationId",
+  "vmId",
+  "source",
+  "destination",
+  "capped",
+  "pauseTrueNs",
+  "resumeTrueNs",
+  "estimatedBlackoutNs",
+  "errorBoundNs",
+  "tscAtResume",
+  "tscIdealAtResume",
+  "kvmclockAtResumeNs",
+  "kvmclockIdealAtResumeNs",
+  "guestTscKhz",
+] as const satisfies readonly (keyof MigrationReport)[];
+
+/**
+ * A committed restore as the destination journaled it, with what the source's VM would have read
+ * at that instant had it never paused (sim: the harness keeps the source VM's TSC function from the
+ * pause). Covers I3 for migrations whose source never lived to receive the report. Named as the
+ * report names them; the policy and estimator are "unknown" where the harness did not start it.
+ */
+export type RestoredEvent = { kind: "restored"; trueNs: bigint; policy: string; estimator: string } & Pick<MigrationReport, (typeof RESTORED_FIELDS)[number]>;
 
 /** Harness-side facts, interleaved with the nodes' events in true-time order. */
 export type HarnessEvent =
@@ -35,26 +62,7 @@ export type HarnessEvent =
    * at that instant had it never paused (sim: the harness keeps the source VM's TSC function from the
    * pause). Covers I3 for migrations whose source never lived to receive the report.
    */
-  | {
-      kind: "restored";
-      trueNs: bigint;
-      migrationId: string;
-      vmId: string;
-      source: string;
-      destination: string;
-      policy: string;
-      estimator: string;
-      capped: boolean;
-      pauseTrueNs: bigint;
-      resumeTrueNs: bigint;
-      estimatedBlackoutNs: bigint;
-      errorBoundNs: bigint;
-      tscAtResume: bigint;
-      tscIdealAtResume: bigint;
-      kvmclockAtResume: bigint;
-      kvmclockIdealAtResume: bigint;
-      guestTscKhz: bigint;
-    }
+  | RestoredEvent
   /**
    * What one restore did to a VM's clocks (I9's input), observed by the harness at the hypervisor
    * seam rather than taken from the restore's own account: where the clocks stopped (the snapshot

@@ -5,6 +5,7 @@
 // test/integration/openapi.test.ts.
 
 import { LIMITS } from "../shared/limits.js";
+import { MIGRATION_PATHS } from "../shared/migration/report.js";
 import { i64String, u64String } from "../shared/http/json-schemas.js";
 
 const u64 = (description: string, example?: string) => ({ ...u64String, description, ...(example !== undefined ? { examples: [example] } : {}) });
@@ -112,18 +113,18 @@ const migrationReport = {
     capped: { type: "boolean", description: "advance-capped froze beyond its cap" },
     doorbellRung: { type: "boolean" },
     disruptionMarker: u64("the vmclock disruption marker after the restore"),
-    tscBefore: u64("vCPU 0's TSC at the pause"),
-    tscAfter: u64("vCPU 0's TSC at the resume"),
-    tscIdeal: u64("what vCPU 0's TSC would read at the resume had the VM never paused"),
-    kvmNsBefore: u64("kvmclock at the pause"),
-    kvmNsAfter: u64("kvmclock at the resume"),
-    kvmNsIdeal: u64("kvmclock had the VM never paused"),
-    tscErrorNs: i64("introduced error: (tscAfter − tscIdeal) in ns of guest time", "-171363"),
+    tscAtPause: u64("vCPU 0's TSC at the pause"),
+    tscAtResume: u64("vCPU 0's TSC at the resume"),
+    tscIdealAtResume: u64("what vCPU 0's TSC would read at the resume had the VM never paused"),
+    kvmclockAtPauseNs: u64("vCPU 0's kvmclock at the pause"),
+    kvmclockAtResumeNs: u64("vCPU 0's kvmclock at the resume"),
+    kvmclockIdealAtResumeNs: u64("vCPU 0's kvmclock at the resume had the VM never paused"),
+    tscErrorNs: i64("introduced error: (tscAtResume − tscIdealAtResume) in ns of guest time", "-171363"),
     kvmclockErrorNs: i64("introduced kvmclock error, ns"),
     stoppedVcpus: { type: "integer", description: "vCPUs that showed PVCLOCK_GUEST_STOPPED at resume" },
     pauseTrueNs: u64("true time of the pause"),
     resumeTrueNs: u64("true time of the resume"),
-    handover: { type: "boolean", description: "Transfer and Commit rode one Handover call" },
+    path: { type: "string", enum: MIGRATION_PATHS, description: "what carried Transfer and Commit: one Handover call, or the unary calls" },
     transferForwardNs: u64("the Transfer's forward leg on the shared true clock (diagnostics)"),
     transferBackNs: u64("the Transfer's return leg (diagnostics)"),
     phases,

@@ -182,7 +182,7 @@ export function outboundEvent(r: MigrationReport): Record<string, unknown> {
     doorbellRung: r.doorbellRung,
     disruptionMarker: toStr(r.disruptionMarker),
     stoppedVcpus: r.stoppedVcpus,
-    handover: r.handover,
+    path: r.path,
     transferForwardNs: toStr(r.transferForwardNs),
     phases: {
       captureNs: toStr(r.phases.captureNs),
@@ -216,7 +216,7 @@ export function inboundEvent(m: InboundMigration): Record<string, unknown> {
     updatedNs: toStr(m.updatedNs),
     ...(r
       ? {
-          resumeTrueNs: toStr(r.resumedTrueNs),
+          resumeTrueNs: toStr(r.resumeTrueNs),
           transferReceivedTrueNs: toStr(r.transferReceivedTrueNs),
           estimatedBlackoutNs: toStr(r.estimatedBlackoutNs),
           advancedNs: toStr(r.advancedNs),

@@ -4,7 +4,8 @@
 
 import { invalid, isTscmigError, TscmigError } from "../shared/errors.js";
 import { type Faults, NO_FAULTS } from "../shared/faults.js";
-import type { HistorySink } from "../shared/history.js";
+import { type HistorySink, migrationEventOf } from "../shared/history.js";
+import { sourceNoteFromJournal } from "../shared/migration/report.js";
 import type { Logger } from "../shared/logger.js";
 import { LIMITS } from "../shared/limits.js";
 import type { EmulatedHost } from "../shared/hypervisor/host.js";
@@ -761,32 +762,7 @@ export class TscmigNode {
   }
 
   private recordMigration(r: MigrationReport): void {
-    this.deps.history?.event({
-      kind: "migration",
-      trueNs: this.host.trueNs(),
-      migrationId: r.migrationId,
-      vmId: r.vmId,
-      source: r.source,
-      destination: r.destination,
-      outcome: r.outcome,
-      policy: r.policy,
-      estimator: r.estimator,
-      pauseTrueNs: r.pauseTrueNs,
-      resumeTrueNs: r.resumeTrueNs,
-      estimatedBlackoutNs: r.estimatedBlackoutNs,
-      advancedNs: r.advancedNs,
-      errorBoundNs: r.errorBoundNs,
-      capped: r.capped,
-      marker: r.disruptionMarker,
-      tscAtPause: r.tscBefore,
-      tscAtResume: r.tscAfter,
-      tscIdealAtResume: r.tscIdeal,
-      kvmclockAtResume: r.kvmNsAfter,
-      kvmclockIdealAtResume: r.kvmNsIdeal,
-      guestTscKhz: r.guestTscKhz,
-      hostsHonest: true,
-      path: r.handover ? "handover" : "unary",
-    });
+    this.deps.history?.event(migrationEventOf(r, this.host.trueNs()));
   }
 
   // ---- destination role (inbound RPCs) ------------------------------------------------------------
@@ -1037,10 +1013,5 @@ export class TscmigNode {
 
 /** The Transfer round trip a source journaled with its decision (0 when absent or unreadable). */
 function journaledRtt(report: string | undefined): bigint {
-  try {
-    const v = (JSON.parse(report ?? "{}") as { transferRttNs?: unknown }).transferRttNs;
-    return typeof v === "string" && /^\d{1,20}$/.test(v) ? BigInt(v) : 0n;
-  } catch {
-    return 0n;
-  }
+  return sourceNoteFromJournal(report).transferRttNs;
 }

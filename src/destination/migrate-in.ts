@@ -28,6 +28,7 @@ import type {
   TransferReq,
   TransferRes,
 } from "../shared/migration/messages.js";
+import { restoreReportFromJournal, restoreReportToJournal } from "../shared/migration/report.js";
 import { parsePolicy, restoreSnapshot, type RestoreResult } from "../shared/migration/restore.js";
 import { checkId, type Snapshot, validateSnapshot } from "../shared/migration/snapshot.js";
 import { DRIFT_ALLOWANCE_PPM, parseEstimator } from "../shared/migration/blackout.js";
@@ -163,7 +164,7 @@ export class Destination {
       decision,
       generation: inb.req.generation,
       peer: inb.req.sourceGrpc,
-      ...(inb.report ? { report: reportToJson(inb.report) } : {}),
+      ...(inb.report ? { report: restoreReportToJournal(inb.report) } : {}),
       updatedNs: this.ctx.host.trueNs(),
     });
   }
@@ -412,7 +413,7 @@ export class Destination {
             reason: "stale_generation",
             field: "generation",
           });
-        return { report: reportFromJson(past.report), replay: true };
+        return { report: restoreReportFromJournal(past.report), replay: true };
       }
     }
     if (!past) {
@@ -535,7 +536,7 @@ export class Destination {
         capped: result.capped,
         doorbellRung,
         disruptionMarker: result.marker,
-        resumedTrueNs,
+        resumeTrueNs: resumedTrueNs,
         decodeNs: inb.decodeNs,
         restoreNs: host.rawNs() - t0,
         tscAtResume: tsc,
@@ -596,30 +597,6 @@ export class Destination {
   pending(): Inbound[] {
     return [...this.inbound.values()].filter((i) => i.state.phase === "prepared" || i.state.phase === "staged");
   }
-}
-
-export function reportToJson(r: RestoreReport): string {
-  return JSON.stringify(r, (_k, v) => (typeof v === "bigint" ? v.toString() : v));
-}
-
-export function reportFromJson(text: string): RestoreReport {
-  const o = JSON.parse(text) as Record<string, string | boolean>;
-  const b = (k: string) => BigInt((o[k] as string) ?? "0");
-  return {
-    estimatedBlackoutNs: b("estimatedBlackoutNs"),
-    advancedNs: b("advancedNs"),
-    errorBoundNs: b("errorBoundNs"),
-    capped: o.capped === true,
-    doorbellRung: o.doorbellRung === true,
-    disruptionMarker: b("disruptionMarker"),
-    resumedTrueNs: b("resumedTrueNs"),
-    decodeNs: b("decodeNs"),
-    restoreNs: b("restoreNs"),
-    tscAtResume: b("tscAtResume"),
-    kvmclockAtResumeNs: b("kvmclockAtResumeNs"),
-    stoppedVcpus: Number(o.stoppedVcpus ?? 0),
-    transferReceivedTrueNs: b("transferReceivedTrueNs"),
-  };
 }
 
 function countStopped(vm: EmulatedVm): number {

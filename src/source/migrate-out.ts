@@ -11,7 +11,8 @@ import type { EmulatedHost } from "../shared/hypervisor/host.js";
 import { type EstimatorName, type ProbeExchange, probeOffset } from "../shared/migration/blackout.js";
 import type { HostedVm } from "../shared/migration/hosted-vm.js";
 import type { JournalStore, MigrationDecision } from "../shared/migration/journal.js";
-import type { HandoverLink, PeerClient, RestoreReport } from "../shared/migration/messages.js";
+import type { HandoverLink, PeerClient } from "../shared/migration/messages.js";
+import { type MigrationReport, type RestoreReport, sourceNoteToJournal } from "../shared/migration/report.js";
 import type { PolicyName } from "../shared/migration/restore.js";
 import { captureSnapshot, type Snapshot } from "../shared/migration/snapshot.js";
 import { initialSourceState, isDurableRefusal, type SourceEffect, type SourceEvent, type SourceState, stepSource } from "../shared/migration/source-machine.js";
@@ -29,61 +30,7 @@ export interface MigrateOptions {
   sourceKey: string;
 }
 
-export interface PhaseTimings {
-  captureNs: bigint;
-  encodeNs: bigint;
-  transferNs: bigint;
-  decodeNs: bigint;
-  restoreNs: bigint;
-  commitNs: bigint;
-}
-
-export interface MigrationReport {
-  migrationId: string;
-  vmId: string;
-  source: string;
-  destination: string;
-  policy: PolicyName;
-  estimator: EstimatorName;
-  outcome: "committed" | "aborted" | "refused" | "in-doubt";
-  error?: { code: string; message: string; field?: string; reason?: string };
-  generation: bigint;
-  vcpus: number;
-  guestTscKhz: bigint;
-  /** True time from the source's pause to the destination's resume (shared truth). */
-  trueBlackoutNs: bigint;
-  estimatedBlackoutNs: bigint;
-  advancedNs: bigint;
-  errorBoundNs: bigint;
-  capped: boolean;
-  doorbellRung: boolean;
-  disruptionMarker: bigint;
-  tscBefore: bigint;
-  tscAfter: bigint;
-  /** What vCPU 0's TSC would read at resume had the source never paused. */
-  tscIdeal: bigint;
-  kvmNsBefore: bigint;
-  kvmNsAfter: bigint;
-  kvmNsIdeal: bigint;
-  /** (tscAfter − tscIdeal) in ns of guest time; the introduced error the bound must cover. */
-  tscErrorNs: bigint;
-  kvmclockErrorNs: bigint;
-  /** vCPUs that showed PVCLOCK_GUEST_STOPPED at resume. */
-  stoppedVcpus: number;
-  pauseTrueNs: bigint;
-  resumeTrueNs: bigint;
-  /** Transfer and Commit rode one Handover call (false: the unary calls carried one or both). */
-  handover: boolean;
-  /**
-   * The Transfer round trip's two legs on the shared true clock (0 where there is none): source send
-   * → destination receipt, and destination answer → source receipt. From the round trip alone
-   * one-sided could only take half their sum and err by half their difference; the Commit and the
-   * Handover answers narrow that (blackout.ts). Diagnostics: no estimator reads them.
-   */
-  transferForwardNs: bigint;
-  transferBackNs: bigint;
-  phases: PhaseTimings;
-}
+export type { MigrationReport, PhaseTimings } from "../shared/migration/report.js";
 
 export interface SourceContext {
   name: string;
@@ -133,18 +80,18 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
     capped: false,
     doorbellRung: false,
     disruptionMarker: 0n,
-    tscBefore: 0n,
-    tscAfter: 0n,
-    tscIdeal: 0n,
-    kvmNsBefore: 0n,
-    kvmNsAfter: 0n,
-    kvmNsIdeal: 0n,
+    tscAtPause: 0n,
+    tscAtResume: 0n,
+    tscIdealAtResume: 0n,
+    kvmclockAtPauseNs: 0n,
+    kvmclockAtResumeNs: 0n,
+    kvmclockIdealAtResumeNs: 0n,
     tscErrorNs: 0n,
     kvmclockErrorNs: 0n,
     stoppedVcpus: 0,
     pauseTrueNs: 0n,
     resumeTrueNs: 0n,
-    handover: false,
+    path: "unary",
     transferForwardNs: 0n,
     transferBackNs: 0n,
     phases: { captureNs: 0n, encodeNs: 0n, transferNs: 0n, decodeNs: 0n, restoreNs: 0n, commitNs: 0n },
@@ -190,7 +137,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
       generation,
       peer: opts.destination,
       updatedNs: ctx.host.trueNs(),
-      report: JSON.stringify({ transferRttNs: transferRttNs.toString() }),
+      report: sourceNoteToJournal({ transferRttNs }),
     });
 
   // One event in, effects out, in order; async effects feed the next event.
@@ -289,8 +236,8 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
           return { kind: "journalFailed", error: errorOf(e), mayHaveLanded: false };
         }
         report.pauseTrueNs = ctx.host.trueNs();
-        report.tscBefore = vm.readGuestTsc(0);
-        report.kvmNsBefore = pvclockReadCycles(vm.pvclock.guestRead(0), report.tscBefore);
+        report.tscAtPause = vm.readGuestTsc(0);
+        report.kvmclockAtPauseNs = pvclockReadCycles(vm.pvclock.guestRead(0), report.tscAtPause);
         crashPoint(ctx.faults, "crash.source.afterPause");
         return null;
       case "capture": {
@@ -323,7 +270,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
         snap.sourcePauseToSendNs = sendRaw > readRaw ? sendRaw - readRaw : 0n;
         try {
           const carrier = via();
-          report.handover = carrier === link;
+          report.path = carrier === link ? "handover" : "unary";
           transferSendTrueNs = ctx.host.trueNs();
           const r = await carrier.transfer({
             snapshot: snap,
@@ -354,7 +301,7 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
         if (eff.kind === "retryCommit") await sleep(ctx.scheduler, eff.delayNs);
         const t0 = ctx.host.rawNs();
         const carrier = via();
-        if (carrier !== link) report.handover = false;
+        if (carrier !== link) report.path = "unary";
         const call = carrier.commit({ migrationId: opts.migrationId, vmId: h.id, generation, transferRttNs, answerToCommitNs: t0 - answerRawNs, ...ref });
         // The call's frames leave when this turn of the event loop ends: hand off on a later one.
         let handOffError: { e: unknown } | null = null;
@@ -427,23 +374,23 @@ export async function migrateOut(ctx: SourceContext, h: HostedVm, peer: PeerClie
     report.disruptionMarker = r.disruptionMarker;
     report.phases.decodeNs = r.decodeNs;
     report.phases.restoreNs = r.restoreNs;
-    report.resumeTrueNs = r.resumedTrueNs;
-    report.tscAfter = r.tscAtResume;
-    report.kvmNsAfter = r.kvmclockAtResumeNs;
+    report.resumeTrueNs = r.resumeTrueNs;
+    report.tscAtResume = r.tscAtResume;
+    report.kvmclockAtResumeNs = r.kvmclockAtResumeNs;
     report.stoppedVcpus = r.stoppedVcpus;
     if (r.transferReceivedTrueNs > 0n && transferAnswerTrueNs > 0n) {
       report.transferForwardNs = r.transferReceivedTrueNs - transferSendTrueNs;
       report.transferBackNs = transferAnswerTrueNs - r.transferReceivedTrueNs - destinationHoldNs;
     }
-    if (r.resumedTrueNs > 0n) {
-      report.trueBlackoutNs = r.resumedTrueNs - report.pauseTrueNs;
+    if (r.resumeTrueNs > 0n) {
+      report.trueBlackoutNs = r.resumeTrueNs - report.pauseTrueNs;
       // The source VM was never touched after the pause: its TSC and kvmclock at the destination's
       // resume instant are exactly what "had it never paused" means (shared truth only).
-      report.tscIdeal = vm.guestTscAt(0, r.resumedTrueNs);
-      report.kvmNsIdeal = pvclockReadCycles(snapshotRecord0(), report.tscIdeal);
+      report.tscIdealAtResume = vm.guestTscAt(0, r.resumeTrueNs);
+      report.kvmclockIdealAtResumeNs = pvclockReadCycles(snapshotRecord0(), report.tscIdealAtResume);
       const khz = vm.guestTscKhz;
-      report.tscErrorNs = ((r.tscAtResume - report.tscIdeal) * 1_000_000n) / khz;
-      report.kvmclockErrorNs = r.kvmclockAtResumeNs - report.kvmNsIdeal;
+      report.tscErrorNs = ((r.tscAtResume - report.tscIdealAtResume) * 1_000_000n) / khz;
+      report.kvmclockErrorNs = r.kvmclockAtResumeNs - report.kvmclockIdealAtResumeNs;
     }
   }
 
