@@ -227,7 +227,7 @@ type Harness<K extends HarnessEvent["kind"]> = Extract<HarnessEvent, { kind: K }
 
 const kind = <const K extends string>(k: K): Codec<K> => oneOf([k]);
 
-const offsetModelCodec = custom<OffsetModel>({ kind: "object", fields: {} }, (m) => offsetModelToJson(m) as never, (j, at) => parseOffsetModel(j, at));
+const offsetModelCodec = custom<OffsetModel>("offsetModel", (m) => offsetModelToJson(m) as never, (j, at) => parseOffsetModel(j, at));
 
 const restoreClocksCodec = obj<Harness<"restoreClocks">>({
   kind: kind("restoreClocks"),
@@ -288,7 +288,7 @@ export const chaosEventCodec: Codec<ChaosEvent> = {
 };
 
 const scenarioValueCodec = custom<string | number | boolean>(
-  { kind: "enum", values: [] },
+  "scalar",
   (v) => v,
   (j, at) => {
     if (typeof j === "string" || typeof j === "number" || typeof j === "boolean") return j;

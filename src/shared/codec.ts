@@ -37,7 +37,9 @@ export type Shape =
   | { kind: "nullable"; inner: Shape }
   | { kind: "object"; fields: Readonly<Record<string, Shape>> }
   | { kind: "union"; tag: string; variants: Readonly<Record<string, Shape>> }
-  | { kind: "record"; value: Shape };
+  | { kind: "record"; value: Shape }
+  /** A type with its own parser (`custom`), named. */
+  | { kind: "custom"; name: string };
 
 export interface Codec<T> {
   readonly shape: Shape;
@@ -237,9 +239,9 @@ export function union<K extends string, T extends Tagged<K>>(tag: K, variants: {
   };
 }
 
-/** A type with its own parser (validated elsewhere), carried as plain JSON (no bigints inside). */
-export function custom<T>(shape: Shape, encode: (v: T) => Json, decode: (j: unknown, at: string) => T): Codec<T> {
-  return { shape, encode: (v) => encode(v), decode: (j, _s, at) => decode(j, at) };
+/** A type with its own writer and parser, whose JSON holds 64-bit values as decimal strings (history files and the API only). */
+export function custom<T>(name: string, encode: (v: T) => Json, decode: (j: unknown, at: string) => T): Codec<T> {
+  return { shape: { kind: "custom", name }, encode: (v) => encode(v), decode: (j, _s, at) => decode(j, at) };
 }
 
 /** Text of `v`, e.g. a journal column or an HTTP body. */
