@@ -97,13 +97,14 @@ export function int(min = Number.MIN_SAFE_INTEGER, max = Number.MAX_SAFE_INTEGER
 
 const NON_FINITE = ["Infinity", "-Infinity", "NaN"];
 
-/** Any double; the non-finite ones (which JSON lacks) as the strings "Infinity", "-Infinity", "NaN". */
+/** Any double; the non-finite ones (which JSON lacks) as `{"$num": "Infinity"}` (or "-Infinity", "NaN"). */
 export const float: Codec<number> = {
   shape: { kind: "number" },
-  encode: (v) => (Number.isFinite(v) ? v : String(v)),
+  encode: (v) => (Number.isFinite(v) ? v : { $num: String(v) }),
   decode(j, _s, at) {
     if (typeof j === "number") return j;
-    if (typeof j === "string" && NON_FINITE.includes(j)) return Number(j);
+    const n = j !== null && typeof j === "object" ? (j as { $num?: unknown }).$num : undefined;
+    if (typeof n === "string" && NON_FINITE.includes(n)) return Number(n);
     throw invalid(at, "expected a number");
   },
 };

@@ -15,6 +15,10 @@ import { migrationReportCodec, restoreReportCodec, restoreReportFromJournal, res
 import { runSimulation } from "../../src/chaos/sim/run.js";
 import { DEFAULT_SCENARIO } from "../../src/chaos/sim/scenario.js";
 import { isTscmigError } from "../../src/shared/errors.js";
+import { foldCodec } from "../../src/chaos/shard.js";
+
+/** Doubles with every non-finite one; -0 is 0 in JSON. */
+const double = () => fc.double().map((x) => (Object.is(x, -0) ? 0 : x));
 
 const CUSTOM: Record<string, fc.Arbitrary<unknown>> = {
   offsetModel: fc.oneof(
@@ -22,6 +26,17 @@ const CUSTOM: Record<string, fc.Arbitrary<unknown>> = {
     fc.record({ atNs: fc.bigInt({ min: 0n, max: 10n ** 12n }), stepNs: fc.bigInt({ min: -1_000_000_000n, max: 1_000_000_000n }) }).map((r) => ({ kind: "step", ...r })),
   ),
   scalar: fc.oneof(fc.string(), fc.integer(), fc.boolean()),
+  value: fc.oneof(fc.string(), double(), fc.boolean()),
+  statRow: fc.record({
+    policy: fc.string(),
+    estimator: fc.string(),
+    capped: fc.boolean(),
+    absErrorNs: double(),
+    errorOverBound: double(),
+    blackoutNs: double(),
+    hostFault: fc.constantFrom(null, "lying-clock", "stepped-clock"),
+  }),
+  timelines: fc.array(fc.tuple(fc.nat(), fc.string()), { maxLength: 3 }).map((pairs) => new Map(pairs)),
 };
 
 /** Values of the type a codec describes, from its shape alone (a new field is generated too). */
@@ -32,7 +47,7 @@ function arbitraryOf(s: Shape): fc.Arbitrary<unknown> {
     case "integer":
       return fc.bigInt({ min: BigInt(s.min), max: BigInt(s.max) }).map(Number);
     case "number":
-      return fc.double().map((x) => (Object.is(x, -0) ? 0 : x));
+      return double();
     case "string":
       return fc.string();
     case "boolean":
@@ -67,6 +82,7 @@ const CODECS: [string, Codec<unknown>][] = [
   ["HistoryEvent", historyEventCodec as Codec<unknown>],
   ["ChaosEvent", chaosEventCodec as Codec<unknown>],
   ["ChaosMeta", chaosMetaCodec as Codec<unknown>],
+  ["a shard's fold (CampaignResult)", foldCodec as Codec<unknown>],
 ];
 
 /** Every bigint as the boundary writes it, in the JSON text. */
