@@ -47,7 +47,7 @@ export function observeReport(metrics: Metrics, r: MigrationReport): void {
     outcome: r.outcome,
     policy: r.policy,
     estimator: r.estimator,
-    ...(committed ? { blackoutNs: r.trueBlackoutNs, introducedErrorNs: r.tscErrorNs, errorBoundNs: r.errorBoundNs } : {}),
+    ...(committed ? { blackoutNs: r.trueBlackoutNs, tscErrorNs: r.tscErrorNs, errorBoundNs: r.errorBoundNs } : {}),
     phasesNs: { capture: r.phases.captureNs, encode: r.phases.encodeNs, transfer: r.phases.transferNs, decode: r.phases.decodeNs, restore: r.phases.restoreNs, commit: r.phases.commitNs },
   });
 }
