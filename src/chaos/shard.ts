@@ -9,7 +9,7 @@
 // every count map with the same keys in the same order) and hands the result to the same report
 // writers: the JSON, JUnit and HTML an unsharded run writes, save wall-clock time (`timing`).
 
-import { arrayOf, bool, custom, encodeJson, float, i64, int, type Json, nullable, obj, oneOf, optional, recordOf, str, u64 } from "../shared/codec.js";
+import { arrayOf, bool, BOUNDARY, custom, encodeJson, float, i64, int, type Json, nullable, obj, oneOf, optional, recordOf, str, u64 } from "../shared/codec.js";
 import { invalid, isTscmigError } from "../shared/errors.js";
 import { MIGRATION_PATHS, type MigrationPath } from "../shared/history.js";
 import { type CampaignResult, type CampaignTotals, finalizeResult, plotCandidates, type RunRow } from "./campaign.js";
@@ -203,7 +203,7 @@ export const foldCodec = obj<CampaignResult>({
   }),
 });
 
-const FOLD_STYLE = "decimal";
+const FOLD_STYLE = BOUNDARY.report;
 
 export function encodeFold(r: CampaignResult): unknown {
   return encodeJson(foldCodec, r, FOLD_STYLE);

@@ -6,7 +6,8 @@
 // codec writes that form wherever the type holds a bigint:
 // - "decimal": decimal strings. The control API, its event stream and history, and chaos history
 //   files: what any JSON reader can take without rounding to a double.
-// - "tagged": `{"$b": "digits"}`, as serde.ts writes the VM state beside it: the journal.
+// - "tagged": `{"$b": "digits"}`, as serde.ts writes the VM state beside it: the journal. Its reader
+//   also takes the decimal strings older daemons wrote into the report column.
 
 import { invalid } from "./errors.js";
 
@@ -22,6 +23,8 @@ export const BOUNDARY = {
   journal: "tagged",
   /** `tscmig chaos --history` files. */
   historyFile: "decimal",
+  /** Chaos JSON reports, a shard's fold included. */
+  report: "decimal",
 } as const satisfies Record<string, BigintStyle>;
 
 /** What a codec reads and writes, as data: error messages, and tests that derive values from it. */
