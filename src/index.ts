@@ -97,7 +97,8 @@ export {
 } from "./shared/migration/blackout.js";
 
 // ---- the checker over a recorded history ---------------------------------------------------------
-export type { GuestSample, HistoryEvent } from "./shared/history.js";
+export { type GuestSample, type HistoryEvent, MIGRATION_EVENT_FIELDS, type MigrationEvent } from "./shared/history.js";
+export { MIGRATION_OUTCOMES, type MigrationError, type MigrationOutcome, type MigrationPath, type MigrationReport, type PhaseTimings, type RestoreReport } from "./shared/migration/report.js";
 export {
   emptyHistory,
   canonicalText,
@@ -107,6 +108,8 @@ export {
   type ChaosMeta,
   type DaemonMeta,
   type HarnessEvent,
+  type RestoredEvent,
+  RESTORED_FIELDS,
 } from "./chaos/history.js";
 export {
   checkHistory,

@@ -19,7 +19,8 @@ import { canonicalText } from "./history.js";
 import { hashUnit } from "../shared/time/random.js";
 import { flushMicrotasks } from "../shared/time/sim.js";
 import type { RestoreFn } from "../destination/migrate-in.js";
-import { type MigrationPlot, type MigrationStat, outcomeOf, type RunOutcome } from "./run-outcome.js";
+import { type MigrationPlot, type MigrationStat, outcomeOf, type RunOutcome, zeroPaths } from "./run-outcome.js";
+import type { MigrationPath } from "../shared/history.js";
 import { runSimulation } from "./sim/run.js";
 import { DEFAULT_SCENARIO, type ScenarioOptions } from "./sim/scenario.js";
 
@@ -79,6 +80,8 @@ export interface CampaignResult {
   faultSites: Record<string, number>;
   faultKinds: Record<string, number>;
   outcomes: Record<string, number>;
+  /** Committed migrations the sources reported, per path (Handover call or unary calls). */
+  migrationsByPath: Record<MigrationPath, number>;
   determinism: { checked: number; mismatches: { run: number; seed: bigint; hash: string; rerunHash: string }[] };
 }
 
@@ -161,6 +164,7 @@ class Aggregate {
       faultSites: {},
       faultKinds: {},
       outcomes: {},
+      migrationsByPath: zeroPaths(),
       determinism: { checked: 0, mismatches: [] },
     };
   }
@@ -205,6 +209,7 @@ class Aggregate {
       for (const [k, n] of Object.entries(o.faultSites)) bump(r.faultSites, k, n);
       for (const k of o.active) bump(r.faultKinds, k);
       for (const [k, n] of Object.entries(o.outcomes)) bump(r.outcomes, k, n);
+      for (const [k, n] of Object.entries(o.migrationsByPath)) bump(r.migrationsByPath, k, n);
       if (o.rerunHash !== undefined) {
         r.determinism.checked++;
         if (o.rerunHash !== o.hash) r.determinism.mismatches.push({ run: o.run, seed: o.seed, hash: o.hash ?? "", rerunHash: o.rerunHash });

@@ -8,8 +8,39 @@
 // (FoundationDB's "unseed" check compares exactly this).
 
 import { createHash } from "node:crypto";
+import { invalid } from "../shared/errors.js";
 import type { GuestSample, HistoryEvent } from "../shared/history.js";
 import type { OffsetModel } from "../shared/time/offset-model.js";
+import { arrayOf, bool, BOUNDARY, type Codec, custom, float, i64, int, obj, oneOf, pick, recordOf, type Shape, str, u64, union } from "../shared/codec.js";
+import { type MigrationReport, migrationReportCodec } from "../shared/migration/report.js";
+import { guestSampleCodec, historyEventCodec } from "../shared/history.js";
+import { offsetModelToJson, parseOffsetModel } from "../shared/time/offset-model.js";
+
+/** The fields of a source's report the harness can tell of a restore without the source. */
+export const RESTORED_FIELDS = [
+  "migrationId",
+  "vmId",
+  "source",
+  "destination",
+  "capped",
+  "pauseTrueNs",
+  "resumeTrueNs",
+  "estimatedBlackoutNs",
+  "errorBoundNs",
+  "tscAtResume",
+  "tscIdealAtResume",
+  "kvmclockAtResumeNs",
+  "kvmclockIdealAtResumeNs",
+  "guestTscKhz",
+] as const satisfies readonly (keyof MigrationReport)[];
+
+/**
+ * A committed restore as the destination journaled it, with what the source's VM would have read
+ * at that instant had it never paused (sim: the harness keeps the source VM's TSC function from the
+ * pause). Covers I3 for migrations whose source never lived to receive the report. Named as the
+ * report names them; the policy and estimator are "unknown" where the harness did not start it.
+ */
+export type RestoredEvent = { kind: "restored"; trueNs: bigint; policy: string; estimator: string } & Pick<MigrationReport, (typeof RESTORED_FIELDS)[number]>;
 
 /** Harness-side facts, interleaved with the nodes' events in true-time order. */
 export type HarnessEvent =
@@ -35,26 +66,7 @@ export type HarnessEvent =
    * at that instant had it never paused (sim: the harness keeps the source VM's TSC function from the
    * pause). Covers I3 for migrations whose source never lived to receive the report.
    */
-  | {
-      kind: "restored";
-      trueNs: bigint;
-      migrationId: string;
-      vmId: string;
-      source: string;
-      destination: string;
-      policy: string;
-      estimator: string;
-      capped: boolean;
-      pauseTrueNs: bigint;
-      resumeTrueNs: bigint;
-      estimatedBlackoutNs: bigint;
-      errorBoundNs: bigint;
-      tscAtResume: bigint;
-      tscIdealAtResume: bigint;
-      kvmclockAtResume: bigint;
-      kvmclockIdealAtResume: bigint;
-      guestTscKhz: bigint;
-    }
+  | RestoredEvent
   /**
    * What one restore did to a VM's clocks (I9's input), observed by the harness at the hypervisor
    * seam rather than taken from the restore's own account: where the clocks stopped (the snapshot
@@ -207,6 +219,108 @@ export function historyHash(h: ChaosHistory): string {
     hash.update("\n");
   }
   return hash.digest("hex");
+}
+
+// ---- codecs (history files) ------------------------------------------------------------------------
+
+type Harness<K extends HarnessEvent["kind"]> = Extract<HarnessEvent, { kind: K }>;
+
+const kind = <const K extends string>(k: K): Codec<K> => oneOf([k]);
+
+const offsetModelCodec = custom<OffsetModel>("offsetModel", (m) => offsetModelToJson(m) as never, (j, at) => parseOffsetModel(j, at));
+
+const restoreClocksCodec = obj<Harness<"restoreClocks">>({
+  kind: kind("restoreClocks"),
+  trueNs: u64,
+  daemon: str,
+  migrationId: str,
+  vmId: str,
+  generation: u64,
+  policy: str,
+  estimator: str,
+  capNs: u64,
+  estimatedBlackoutNs: i64,
+  advancedNs: i64,
+  capped: bool,
+  sourceHostTscKhz: u64,
+  sourceFracBits: int(0, 64),
+  sourceRatio: arrayOf(u64),
+  stoppedTsc: arrayOf(u64),
+  stoppedKvmclockNs: u64,
+  stoppedKvmclockSpreadNs: u64,
+  sourceRealtimeNs: i64,
+  restoreStartNs: u64,
+  restoreEndNs: u64,
+  destinationRealtimeNs: i64,
+  restoredTsc: arrayOf(u64),
+  restoredKvmclockNs: u64,
+  setClock: arrayOf(obj<Harness<"restoreClocks">["setClock"][number]>({ trueNs: u64, clockNs: u64, flags: int(0), realtimeNs: i64, destinationRealtimeNs: i64 })),
+  tscAtResume: arrayOf(u64),
+  pvclockVcpus: arrayOf(int(0)),
+  pvclockKvmclockNs: arrayOf(u64),
+  kvmclockAtResumeNs: u64,
+});
+
+const harnessEventCodec = union<"kind", HarnessEvent>("kind", {
+  hostClock: obj<Harness<"hostClock">>({ kind: kind("hostClock"), trueNs: u64, daemon: str, model: offsetModelCodec, maxerrorNs: u64 }),
+  vm: obj<Harness<"vm">>({ kind: kind("vm"), trueNs: u64, daemon: str, vmId: str, vcpus: int(0), guestTscKhz: u64, clocksource: str, migrationHandling: bool, handlingMode: str }),
+  migrateStart: obj<Harness<"migrateStart">>({ kind: kind("migrateStart"), trueNs: u64, vmId: str, source: str, destination: str, policy: str, estimator: str, doorbell: bool }),
+  restart: obj<Harness<"restart">>({ kind: kind("restart"), trueNs: u64, daemon: str, incarnation: int(0) }),
+  restored: obj<RestoredEvent>({ kind: kind("restored"), trueNs: u64, policy: str, estimator: str, ...pick(migrationReportCodec.fields, RESTORED_FIELDS) }),
+  restoreClocks: restoreClocksCodec,
+  liveness: obj<Harness<"liveness">>({ kind: kind("liveness"), trueNs: u64, what: str, ok: bool, attempts: int(0), detail: str }),
+  heal: obj<Harness<"heal">>({ kind: kind("heal"), trueNs: u64, recoveryBoundNs: u64 }),
+  final: obj<Harness<"final">>({ kind: kind("final"), trueNs: u64, owners: arrayOf(obj<Harness<"final">["owners"][number]>({ vmId: str, daemons: arrayOf(str), generation: str })), unresolved: arrayOf(str) }),
+  error: obj<Harness<"error">>({ kind: kind("error"), trueNs: u64, daemon: str, message: str }),
+});
+
+const variantsOf = (c: Codec<unknown>): Readonly<Record<string, Shape>> => (c.shape.kind === "union" ? c.shape.variants : {});
+const HISTORY_KINDS = Object.keys(variantsOf(historyEventCodec as Codec<unknown>));
+
+/** A node's event or a harness event: told apart by `kind`, each with its own codec. */
+export const chaosEventCodec: Codec<ChaosEvent> = {
+  shape: { kind: "union", tag: "kind", variants: { ...variantsOf(historyEventCodec as Codec<unknown>), ...variantsOf(harnessEventCodec as Codec<unknown>) } },
+  encode: (e, style) => (HISTORY_KINDS.includes(e.kind) ? historyEventCodec.encode(e as HistoryEvent, style) : harnessEventCodec.encode(e as HarnessEvent, style)),
+  decode(j, style, at) {
+    const k = j !== null && typeof j === "object" ? (j as { kind?: unknown }).kind : undefined;
+    return typeof k === "string" && HISTORY_KINDS.includes(k) ? historyEventCodec.decode(j, style, at) : harnessEventCodec.decode(j, style, at);
+  },
+};
+
+const scenarioValueCodec = custom<string | number | boolean>(
+  "scalar",
+  (v) => v,
+  (j, at) => {
+    if (typeof j === "string" || typeof j === "number" || typeof j === "boolean") return j;
+    throw invalid(at, "expected a string, number or boolean");
+  },
+);
+
+export const chaosMetaCodec = obj<ChaosMeta>({
+  mode: oneOf(["sim", "live"] as const),
+  seed: u64,
+  epochNs: i64,
+  daemons: arrayOf(obj<DaemonMeta>({ name: str, tscKhz: u64, crystalSlopePpm: float })),
+  ntpSource: oneOf(["reference", "host"] as const),
+  sampleIntervalNs: u64,
+  scenario: recordOf(scenarioValueCodec),
+});
+
+/** One line of a history file, read back (`at` names the file and line in errors). */
+export function historyLineOf(line: string, h: ChaosHistory, at: string): void {
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    throw invalid("history", `${at} is not JSON`);
+  }
+  const style = BOUNDARY.historyFile;
+  if (o === null || typeof o !== "object") throw invalid("history", `${at} is not an object`);
+  if ("meta" in o) h.meta = chaosMetaCodec.decode(o.meta, style, `${at}: meta`);
+  else if ("sample" in o) h.samples.push(guestSampleCodec.decode(o.sample, style, `${at}: sample`));
+  else if ("event" in o) h.events.push(chaosEventCodec.decode(o.event, style, `${at}: event`));
+  else if ("order" in o) h.order = arrayOf(int(0)).decode(o.order, style, `${at}: order`);
+  else throw invalid("history", `${at} is neither meta, sample, event nor order`);
 }
 
 /** JSON-safe copy (bigints as decimal strings) for reports and `--history` dumps. */

@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { TscmigError } from "../shared/errors.js";
 import { readWebAsset } from "../shared/web-assets.js";
 import { type CheckResult, checkHistory } from "./checker.js";
-import type { ChaosEvent, ChaosHistory } from "./history.js";
+import { type ChaosEvent, type ChaosHistory, historyLineOf } from "./history.js";
 import { runTimeline } from "./report/timeline.js";
 import type { NetTrace } from "./sim/network.js";
 import { runSimulation } from "./sim/run.js";
@@ -113,15 +113,6 @@ export function replaySteps(h: ChaosHistory, check: CheckResult, messages: reado
 
 // ---- history files ---------------------------------------------------------------------------------
 
-/** Fields that hold text even when the text is all digits; every other all-digit string is a 64-bit value. */
-const TEXT_FIELDS = new Set(["vmId", "migrationId", "daemon", "source", "destination", "name", "site", "detail", "message", "kind", "why", "via", "mode", "status", "policy", "estimator", "outcome", "clocksource", "handlingMode", "unresolved", "daemons", "ntpSource"]);
-
-function revive(key: string, v: unknown): unknown {
-  if (typeof v === "string" && /^-?\d{1,20}$/.test(v) && !TEXT_FIELDS.has(key)) return BigInt(v);
-  if (Array.isArray(v) && !TEXT_FIELDS.has(key)) return v.map((x) => (typeof x === "string" && /^-?\d{1,20}$/.test(x) ? BigInt(x) : x));
-  return v;
-}
-
 /** Reads a `--history` file (canonical JSON lines) back into a history the checker takes. */
 export function readHistoryFile(path: string): ChaosHistory {
   let text: string;
@@ -132,20 +123,9 @@ export function readHistoryFile(path: string): ChaosHistory {
   }
   const h: ChaosHistory = { meta: undefined as unknown as ChaosHistory["meta"], samples: [], events: [] };
   text.split("\n").forEach((line, i) => {
-    if (line.trim() === "") return;
-    let o: Record<string, unknown>;
-    try {
-      o = JSON.parse(line, (k, v: unknown) => revive(k, v)) as Record<string, unknown>;
-    } catch {
-      throw new TscmigError("invalid_argument", `--history ${path}: line ${i + 1} is not JSON`, { field: "history" });
-    }
-    if ("meta" in o) h.meta = o.meta as ChaosHistory["meta"];
-    else if ("sample" in o) h.samples.push(o.sample as ChaosHistory["samples"][number]);
-    else if ("event" in o) h.events.push(o.event as ChaosEvent);
-    else if ("order" in o) h.order = (o.order as (number | bigint)[]).map(Number);
-    else throw new TscmigError("invalid_argument", `--history ${path}: line ${i + 1} is neither meta, sample, event nor order`, { field: "history" });
+    if (line.trim() !== "") historyLineOf(line, h, `--history ${path}: line ${i + 1}`);
   });
-  if (h.meta === undefined || typeof h.meta.epochNs !== "bigint" || !Array.isArray(h.meta.daemons))
+  if (h.meta === undefined)
     throw new TscmigError("invalid_argument", `--history ${path}: no meta line (write one with tscmig chaos --history FILE)`, { field: "history" });
   return h;
 }

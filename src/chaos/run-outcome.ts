@@ -5,6 +5,7 @@
 
 import { type CheckCounts, type CheckResult, type FaultClass, type MigrationRow, type Violation } from "./checker.js";
 import type { ChaosHistory } from "./history.js";
+import { MIGRATION_PATHS, type MigrationPath } from "../shared/history.js";
 import { runTimeline, TIMELINES_KEPT_MAX } from "./report/timeline.js";
 
 export interface MigrationStat {
@@ -61,6 +62,8 @@ export interface RunOutcome {
   simNs: bigint;
   faultSites: Record<string, number>;
   outcomes: Record<string, number>;
+  /** Committed migrations the sources reported, by what carried them (a campaign shows both ran). */
+  migrationsByPath: Record<MigrationPath, number>;
   active: string[];
   /** The run's compact timeline for the report (report/timeline.ts), as JSON text. */
   timelineJson?: string;
@@ -134,6 +137,17 @@ export function plotsOf(h: ChaosHistory, check: CheckResult, run: number, seed: 
   });
 }
 
+/** Committed migrations in the history's `migration` events (sim and live alike), per path. */
+export function migrationsByPath(h: ChaosHistory): Record<MigrationPath, number> {
+  const out = zeroPaths();
+  for (const e of h.events) if (e.kind === "migration" && e.outcome === "committed") out[e.path]++;
+  return out;
+}
+
+export function zeroPaths(): Record<MigrationPath, number> {
+  return Object.fromEntries(MIGRATION_PATHS.map((p) => [p, 0])) as Record<MigrationPath, number>;
+}
+
 export function outcomeOf(run: number, seed: bigint, h: ChaosHistory, check: CheckResult, extra: Pick<RunOutcome, "events" | "simNs" | "faultSites" | "outcomes" | "active">, plotsMax: number): RunOutcome {
   const stamp = (v: Violation): Violation => ({ ...v, run, seed });
   const failing = check.violations.length > 0 || check.hostFaults.length > 0;
@@ -145,6 +159,7 @@ export function outcomeOf(run: number, seed: bigint, h: ChaosHistory, check: Che
     counts: check.counts,
     checked: check.checked,
     stats: migrationStats(check.migrations),
+    migrationsByPath: migrationsByPath(h),
     plots: plotsOf(h, check, run, seed, failing ? Math.max(plotsMax, 1) : plotsMax),
     ...(failing || run < TIMELINES_KEPT_MAX ? { timelineJson: JSON.stringify(runTimeline(h, check, run, seed)) } : {}),
     ...extra,

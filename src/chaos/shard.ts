@@ -9,15 +9,18 @@
 // every count map with the same keys in the same order) and hands the result to the same report
 // writers: the JSON, JUnit and HTML an unsharded run writes, save wall-clock time (`timing`).
 
-import { invalid } from "../shared/errors.js";
-import { type CampaignResult, finalizeResult, plotCandidates } from "./campaign.js";
-import type { MigrationStat } from "./run-outcome.js";
+import { arrayOf, bool, BOUNDARY, custom, encodeJson, float, i64, int, type Json, nullable, obj, oneOf, optional, recordOf, str, u64 } from "../shared/codec.js";
+import { invalid, isTscmigError } from "../shared/errors.js";
+import { MIGRATION_PATHS, type MigrationPath } from "../shared/history.js";
+import { type CampaignResult, type CampaignTotals, finalizeResult, plotCandidates, type RunRow } from "./campaign.js";
+import { CHECKS, type Value, type Violation } from "./checker.js";
+import { type MigrationPlot, type MigrationStat, type PlotPoint, zeroPaths } from "./run-outcome.js";
 
 /** Largest N: shards are Kubernetes Job completions (its own limit is 100,000 indexes). */
 export const SHARDS_MAX = 100_000;
 
-/** Version of the `shard` section; a merge refuses any other. */
-export const SHARD_FORMAT = 1;
+/** Version of the `shard` section; a merge refuses any other (2: the fold's 64-bit values are decimal strings). */
+export const SHARD_FORMAT = 2;
 
 export interface Shard {
   index: number;
@@ -68,141 +71,156 @@ export interface ShardSection {
 
 // ---- lossless JSON of a fold ----
 
-/** bigint and non-finite numbers survive (JSON has neither); stats ride as rows, not objects. */
-export function encodeFold(r: CampaignResult): unknown {
-  // The timelines are JSON text by run: a list of [run, text] pairs (a Map has no JSON).
-  const packed = { ...r, stats: r.stats.map(packStat), timelines: [...r.timelines] };
-  return JSON.parse(JSON.stringify(packed, (_k, v: unknown) => (typeof v === "bigint" ? { $b: v.toString() } : typeof v === "number" && !Number.isFinite(v) ? { $num: String(v) } : v)));
-}
+const count = int(0);
+const counts = recordOf(count);
+const FAULT_CLASSES = ["lying-clock", "stepped-clock"] as const;
+const faultClassCodec = oneOf(FAULT_CLASSES);
+
+/** A violation's values: text, numbers (as `float` writes them) and flags. */
+const valueCodec = custom<Value>(
+  "value",
+  (v) => (typeof v === "number" ? encodeJson(float, v, "decimal") : v),
+  (j, at) => (typeof j === "string" || typeof j === "boolean" ? j : float.decode(j, "decimal", at)),
+);
+
+const violationCodec = obj<Violation>({
+  invariant: oneOf(CHECKS),
+  message: str,
+  vmId: optional(str),
+  vcpu: optional(count),
+  daemon: optional(str),
+  trueNs: optional(i64),
+  values: recordOf(valueCodec),
+  faultClass: optional(faultClassCodec),
+  run: optional(count),
+  seed: optional(u64),
+});
 
 type StatRow = [policy: string, estimator: string, capped: 0 | 1, absErrorNs: number, errorOverBound: number, blackoutNs: number, hostFault: MigrationStat["hostFault"]];
+const STAT_ROW = "a row of 7: policy, estimator, capped, absErrorNs, errorOverBound, blackoutNs, hostFault";
 
-function packStat(s: MigrationStat): StatRow {
-  return [s.policy, s.estimator, s.capped ? 1 : 0, s.absErrorNs, s.errorOverBound, s.blackoutNs, s.hostFault];
+/** Stats ride as rows, not objects: a campaign has one per committed migration. */
+const statCodec = custom<MigrationStat>(
+  "statRow",
+  (s) => {
+    const num = (v: number) => encodeJson(float, v, "decimal");
+    return [s.policy, s.estimator, s.capped ? 1 : 0, num(s.absErrorNs), num(s.errorOverBound), num(s.blackoutNs), s.hostFault] satisfies Json[];
+  },
+  (j, at) => {
+    if (!Array.isArray(j) || j.length !== 7) throw invalid(at, `expected ${STAT_ROW}`);
+    const r = j as unknown[];
+    const num = (i: number) => float.decode(r[i], "decimal", `${at}[${i}]`);
+    return {
+      policy: str.decode(r[0], "decimal", `${at}[0]`),
+      estimator: str.decode(r[1], "decimal", `${at}[1]`),
+      capped: oneOf([0, 1] as const).decode(r[2], "decimal", `${at}[2]`) === 1,
+      absErrorNs: num(3),
+      errorOverBound: num(4),
+      blackoutNs: num(5),
+      hostFault: nullable(faultClassCodec).decode(r[6], "decimal", `${at}[6]`),
+    };
+  },
+);
+export type { StatRow };
+
+const plotCodec = obj<MigrationPlot>({
+  run: count,
+  seed: u64,
+  migrationId: str,
+  vmId: str,
+  policy: str,
+  estimator: str,
+  source: str,
+  destination: str,
+  blackoutNs: float,
+  tscErrorNs: float,
+  errorBoundNs: float,
+  hostFault: nullable(faultClassCodec),
+  flagged: bool,
+  points: arrayOf(obj<PlotPoint>({ tNs: float, errorNs: float, halfNs: float, status: str, daemon: str })),
+});
+
+/** A Map has no JSON: [run, timeline JSON text] pairs, in run order. */
+const timelinesCodec = custom<Map<number, string>>(
+  "timelines",
+  (m) => [...m].map(([run, text]) => [run, text]),
+  (j, at) => {
+    if (!Array.isArray(j)) throw invalid(at, "expected an array");
+    return new Map(
+      j.map((x, i) => {
+        if (!Array.isArray(x) || x.length !== 2) throw invalid(`${at}[${i}]`, "expected a [run, timeline JSON] pair");
+        return [count.decode(x[0], "decimal", `${at}[${i}][0]`), str.decode(x[1], "decimal", `${at}[${i}][1]`)];
+      }),
+    );
+  },
+);
+
+const totalsCodec = obj<CampaignTotals>({
+  runs: count,
+  events: count,
+  simNs: u64,
+  samples: count,
+  vcpuReadings: count,
+  migrations: count,
+  migrationsCommitted: count,
+  migrationsStarted: count,
+  faults: count,
+  vms: count,
+  handled: count,
+  ratePairs: count,
+  restores: count,
+  livenessChecks: count,
+});
+
+const seedRun = { run: count, seed: u64 };
+
+/** A campaign's fold as a shard report carries it: the report's one 64-bit form (decimal strings). */
+export const foldCodec = obj<CampaignResult>({
+  mode: oneOf(["sim", "live"] as const),
+  seed: u64,
+  runs: count,
+  totals: totalsCodec,
+  violations: arrayOf(violationCodec),
+  hostFaults: arrayOf(violationCodec),
+  violationsByInvariant: counts,
+  hostFaultsByClass: counts,
+  violationCount: count,
+  hostFaultCount: count,
+  failingRuns: arrayOf(obj<CampaignResult["failingRuns"][number]>({ ...seedRun, invariants: arrayOf(str) })),
+  stats: arrayOf(statCodec),
+  plots: arrayOf(plotCodec),
+  timelines: timelinesCodec,
+  runRows: arrayOf(
+    obj<RunRow>({ ...seedRun, migrationsStarted: count, migrationsCommitted: count, faults: count, active: arrayOf(str), violations: count, hostFaults: count, invariants: arrayOf(str) }),
+  ),
+  faultSites: counts,
+  faultKinds: counts,
+  outcomes: counts,
+  migrationsByPath: obj<Record<MigrationPath, number>>({ handover: count, unary: count }),
+  determinism: obj<CampaignResult["determinism"]>({
+    checked: count,
+    mismatches: arrayOf(obj<CampaignResult["determinism"]["mismatches"][number]>({ ...seedRun, hash: str, rerunHash: str })),
+  }),
+});
+
+const FOLD_STYLE = BOUNDARY.report;
+
+export function encodeFold(r: CampaignResult): unknown {
+  return encodeJson(foldCodec, r, FOLD_STYLE);
 }
 
-/** Tagged values back to bigint and non-finite numbers. */
-function untag(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(untag);
-  if (v === null || typeof v !== "object") return v;
-  const o = v as Record<string, unknown>;
-  const keys = Object.keys(o);
-  if (keys.length === 1 && typeof o.$b === "string" && /^-?\d{1,40}$/.test(o.$b)) return BigInt(o.$b);
-  if (keys.length === 1 && (o.$num === "Infinity" || o.$num === "-Infinity" || o.$num === "NaN")) return Number(o.$num);
-  const out: Record<string, unknown> = {};
-  for (const k of keys) out[k] = untag(o[k]);
-  return out;
-}
-
-/**
- * A fold read back from a shard report, every field checked (`where` names the file in errors).
- * Objects keep the key order they were written with: a writer that serialises one whole (a
- * violation, a plot) writes the same text as from the unsharded run.
- */
+/** A fold read back from a shard report, every field checked (`where` names the file in errors). */
 export function decodeFold(raw: unknown, where: string): CampaignResult {
-  const v = new Checker(where, "shard.fold");
-  const o = v.object(untag(raw));
-  v.at("mode").oneOf(o.mode, ["sim", "live"] as const);
-  v.at("seed").bigint(o.seed);
-  v.at("runs").count(o.runs);
-  totalsOf(o.totals, v.at("totals"));
-  for (const k of ["violations", "hostFaults"]) v.at(k).array(o[k], violationOf);
-  for (const k of ["violationsByInvariant", "hostFaultsByClass", "faultSites", "faultKinds", "outcomes"]) v.at(k).counts(o[k]);
-  for (const k of ["violationCount", "hostFaultCount"]) v.at(k).count(o[k]);
-  v.at("failingRuns").array(o.failingRuns, (x, c) => {
-    const f = c.object(x);
-    c.at("run").count(f.run);
-    c.at("seed").bigint(f.seed);
-    c.at("invariants").array(f.invariants, (s, cc) => cc.string(s));
-  });
-  v.at("plots").array(o.plots, plotOf);
-  v.at("runRows").array(o.runRows, (x, c) => {
-    const row = c.object(x);
-    for (const k of ["run", "migrationsStarted", "migrationsCommitted", "faults", "violations", "hostFaults"]) c.at(k).count(row[k]);
-    c.at("seed").bigint(row.seed);
-    for (const k of ["active", "invariants"]) c.at(k).array(row[k], (s2, cc) => cc.string(s2));
-  });
-  const timelines = new Map<number, string>();
-  v.at("timelines").array(o.timelines, (x, c) => {
-    if (!Array.isArray(x) || x.length !== 2) throw c.fail("a [run, timeline JSON] pair");
-    const pair = x as unknown[];
-    c.at("0").count(pair[0]);
-    c.at("1").string(pair[1]);
-    timelines.set(pair[0] as number, pair[1] as string);
-  });
-  determinismOf(o.determinism, v.at("determinism"));
-  const unknown = Object.keys(o).filter((k) => !(MERGED_KEYS as readonly string[]).includes(k));
-  if (unknown.length > 0) throw v.at(unknown[0] as string).fail("no such field (a report from a newer tscmig?)");
-  return { ...(o as unknown as CampaignResult), stats: v.at("stats").array(o.stats, statOf), timelines };
-}
-
-/** Every total is a count, but simNs (a bigint). */
-function totalsOf(x: unknown, c: Checker): void {
-  const t = c.object(x);
-  if (t.runs === undefined) throw c.at("runs").fail("a count");
-  for (const [k, n] of Object.entries(t)) {
-    if (k === "simNs") c.at(k).bigint(n);
-    else c.at(k).count(n);
+  try {
+    return foldCodec.decode(raw, FOLD_STYLE, "shard.fold");
+  } catch (e) {
+    if (isTscmigError(e) && e.field !== undefined) throw invalid(e.field, `${where}: ${e.message.slice(e.field.length + 2)}`);
+    throw e;
   }
 }
 
-function violationOf(x: unknown, c: Checker): void {
-  const o = c.object(x);
-  c.at("invariant").string(o.invariant);
-  c.at("message").string(o.message);
-  const values = c.at("values").object(o.values);
-  for (const [k, val] of Object.entries(values)) if (!["string", "number", "boolean"].includes(typeof val)) throw c.at(`values.${k}`).fail("a string, number or boolean");
-  const opt = (k: string, check: (v: unknown, cc: Checker) => unknown) => o[k] !== undefined && check(o[k], c.at(k));
-  for (const k of ["vmId", "daemon"]) opt(k, (v, cc) => cc.string(v));
-  for (const k of ["vcpu", "run"]) opt(k, (v, cc) => cc.count(v));
-  for (const k of ["trueNs", "seed"]) opt(k, (v, cc) => cc.bigint(v));
-  opt("faultClass", (v, cc) => cc.oneOf(v, FAULT_CLASSES));
-}
-
-const FAULT_CLASSES = ["lying-clock", "stepped-clock"] as const;
-
-function statOf(x: unknown, c: Checker): MigrationStat {
-  const r = c.array(x, (v) => v);
-  if (r.length !== 7) throw c.fail("a row of 7: policy, estimator, capped, absErrorNs, errorOverBound, blackoutNs, hostFault");
-  return {
-    policy: c.at("0").string(r[0]),
-    estimator: c.at("1").string(r[1]),
-    capped: c.at("2").oneOf(r[2], [0, 1] as const) === 1,
-    absErrorNs: c.at("3").number(r[3]),
-    errorOverBound: c.at("4").number(r[4]),
-    blackoutNs: c.at("5").number(r[5]),
-    hostFault: r[6] === null ? null : c.at("6").oneOf(r[6], FAULT_CLASSES),
-  };
-}
-
-function plotOf(x: unknown, c: Checker): void {
-  const o = c.object(x);
-  c.at("run").count(o.run);
-  c.at("seed").bigint(o.seed);
-  for (const k of ["migrationId", "vmId", "policy", "estimator", "source", "destination"]) c.at(k).string(o[k]);
-  for (const k of ["blackoutNs", "tscErrorNs", "errorBoundNs"]) c.at(k).number(o[k]);
-  if (o.hostFault !== null) c.at("hostFault").oneOf(o.hostFault, FAULT_CLASSES);
-  c.at("flagged").boolean(o.flagged);
-  c.at("points").array(o.points, (p, cc) => {
-    const q = cc.object(p);
-    for (const k of ["tNs", "errorNs", "halfNs"]) cc.at(k).number(q[k]);
-    for (const k of ["status", "daemon"]) cc.at(k).string(q[k]);
-  });
-}
-
-function determinismOf(x: unknown, c: Checker): void {
-  const o = c.object(x);
-  c.at("checked").count(o.checked);
-  c.at("mismatches").array(o.mismatches, (m, cc) => {
-    const q = cc.object(m);
-    cc.at("run").count(q.run);
-    cc.at("seed").bigint(q.seed);
-    for (const k of ["hash", "rerunHash"]) cc.at(k).string(q[k]);
-  });
-}
-
 /** Reads one field of untrusted data; its errors name the file and the field's path. */
-export class Checker {
+class Checker {
   constructor(
     private readonly where: string,
     private readonly path: string,
@@ -217,65 +235,25 @@ export class Checker {
     if (v === null || typeof v !== "object" || Array.isArray(v)) throw this.fail("an object");
     return v as Record<string, unknown>;
   }
-  array<T>(v: unknown, each: (x: unknown, c: Checker) => T): T[] {
-    if (!Array.isArray(v)) throw this.fail("an array");
-    return v.map((x, i) => each(x, this.at(String(i))));
-  }
   string(v: unknown): string {
     if (typeof v !== "string") throw this.fail("a string");
-    return v;
-  }
-  boolean(v: unknown): boolean {
-    if (typeof v !== "boolean") throw this.fail("true or false");
-    return v;
-  }
-  number(v: unknown): number {
-    if (typeof v !== "number") throw this.fail("a number");
     return v;
   }
   count(v: unknown): number {
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw this.fail("a count (a non-negative integer)");
     return v;
   }
-  bigint(v: unknown): bigint {
-    if (typeof v !== "bigint") throw this.fail('a 64-bit integer ({"$b": "digits"})');
-    return v;
-  }
   oneOf<T extends string | number>(v: unknown, all: readonly T[]): T {
     if (!(all as readonly unknown[]).includes(v)) throw this.fail(`one of ${all.map((x) => JSON.stringify(x)).join(", ")}`);
     return v as T;
   }
-  counts(v: unknown): Record<string, number> {
-    const o = this.object(v);
-    for (const [k, n] of Object.entries(o)) this.at(k).count(n);
-    return o as Record<string, number>;
-  }
+
 }
 
 // ---- merge ----
 
-/** The keys of CampaignResult that mergeFolds combines: a test fails when the result grows one it does not know. */
-export const MERGED_KEYS = [
-  "mode",
-  "seed",
-  "runs",
-  "totals",
-  "violations",
-  "hostFaults",
-  "violationsByInvariant",
-  "hostFaultsByClass",
-  "violationCount",
-  "hostFaultCount",
-  "failingRuns",
-  "stats",
-  "plots",
-  "timelines",
-  "runRows",
-  "faultSites",
-  "faultKinds",
-  "outcomes",
-  "determinism",
-] as const satisfies readonly (keyof CampaignResult)[];
+/** The keys of CampaignResult, in the order a campaign builds them: a test fails when mergeFolds has not been taught a new one. */
+export const MERGED_KEYS = Object.keys(foldCodec.fields) as (keyof CampaignResult)[];
 
 /** Folds of consecutive blocks of one campaign's runs, in run order, into the result of the whole campaign. */
 export function mergeFolds(folds: readonly CampaignResult[], whole: { mode: "sim" | "live"; seed: bigint; runs: number }): CampaignResult {
@@ -306,6 +284,7 @@ export class FoldMerger {
       faultSites: {},
       faultKinds: {},
       outcomes: {},
+      migrationsByPath: zeroPaths(),
       determinism: { checked: 0, mismatches: [] },
     };
   }
@@ -321,6 +300,7 @@ export class FoldMerger {
     for (const k of ["violationsByInvariant", "hostFaultsByClass", "faultSites", "faultKinds", "outcomes"] as const) {
       for (const [key, n] of Object.entries(f[k])) r[k][key] = (r[k][key] ?? 0) + n;
     }
+    for (const p of MIGRATION_PATHS) r.migrationsByPath[p] += f.migrationsByPath[p];
     r.determinism.checked += f.determinism.checked;
     append(r.determinism.mismatches, f.determinism.mismatches);
     r.plots = plotCandidates(r.plots);

@@ -106,9 +106,9 @@ function ntpLine(v: Json | null): string {
 export function renderDemo(id: string, o: DemoOptions, skew: HostSkew, before: Json, r: Json, after: Json | null, settled: Json | null): string {
   const v0 = (v: Json | null) => ((v?.vcpu as Json[] | undefined)?.[0] ?? {}) as Json;
   const rows: [string, string, string][] = [
-    ["guest TSC (vCPU 0)", String(r.tscBefore ?? "-"), String(r.tscAfter ?? "-")],
-    ["kvmclock (vCPU 0)", fmtNs(r.kvmNsBefore), fmtNs(r.kvmNsAfter)],
-    ["TSC had it never paused", "", String(r.tscIdeal ?? "-")],
+    ["guest TSC (vCPU 0)", String(r.tscAtPause ?? "-"), String(r.tscAtResume ?? "-")],
+    ["kvmclock (vCPU 0)", fmtNs(r.kvmclockAtPauseNs), fmtNs(r.kvmclockAtResumeNs)],
+    ["TSC had it never paused", "", String(r.tscIdealAtResume ?? "-")],
     ["pvclock flags (vCPU 0)", String(((v0(before).pvclock as Json | undefined)?.flags) ?? "-"), `GUEST_STOPPED on ${r.stoppedVcpus}/${r.vcpus} vCPUs at resume`],
     ["vmclock disruption marker", String((before.vmclock as Json).disruptionMarker), String(r.disruptionMarker)],
     ["guest NTP / bounded clock", ntpLine(before), ntpLine(after)],
@@ -129,7 +129,7 @@ export function renderDemo(id: string, o: DemoOptions, skew: HostSkew, before: J
     `introduced error: TSC ${fmtNs(r.tscErrorNs)}, kvmclock ${fmtNs(r.kvmclockErrorNs)}; reported bound ±${fmtNs(r.errorBoundNs)}`,
     ...honesty(r),
     `doorbell: ${r.doorbellRung ? "rung" : "not rung"}; guest acted on the migration ${after ? String(settled?.handledMigrations ?? after.handledMigrations) : "-"} time(s)`,
-    `phases: capture ${fmtNs((r.phases as Json).captureNs)}, encode ${fmtNs((r.phases as Json).encodeNs)}, transfer RTT ${fmtNs((r.phases as Json).transferNs)}, decode ${fmtNs((r.phases as Json).decodeNs)}, restore ${fmtNs((r.phases as Json).restoreNs)}, commit ${fmtNs((r.phases as Json).commitNs)}; ${r.handover === true ? "Transfer and Commit on one Handover call" : "Transfer and Commit as unary calls"}`,
+    `phases: capture ${fmtNs((r.phases as Json).captureNs)}, encode ${fmtNs((r.phases as Json).encodeNs)}, transfer RTT ${fmtNs((r.phases as Json).transferNs)}, decode ${fmtNs((r.phases as Json).decodeNs)}, restore ${fmtNs((r.phases as Json).restoreNs)}, commit ${fmtNs((r.phases as Json).commitNs)}; ${r.path === "handover" ? "Transfer and Commit on one Handover call" : "Transfer and Commit as unary calls"}`,
   ];
   return `${lines.join("\n")}\n`;
 }

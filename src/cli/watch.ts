@@ -134,10 +134,10 @@ export function migrationLine(m: Obj): string {
   const base = `${String(m.migrationId)} ${String(m.vmId)} ${dir} ${String(m.policy ?? "?")}/${String(m.estimator ?? "?")} ${String(m.outcome)}`;
   if (m.outcome !== "committed") return base;
   if (m.direction === "out") {
-    const err = BigInt(String(m.introducedErrorNs));
+    const err = BigInt(String(m.tscErrorNs));
     const bound = BigInt(String(m.errorBoundNs));
     const within = (err < 0n ? -err : err) <= bound;
-    return `${base} blackout ${fmtNs(String(m.trueBlackoutNs))} (est. ${fmtNs(String(m.estimatedBlackoutNs))}) error ${fmtNs(String(m.introducedErrorNs))} of ±${fmtNs(String(m.errorBoundNs))}${within ? "" : " PAST THE BOUND"}`;
+    return `${base} blackout ${fmtNs(String(m.trueBlackoutNs))} (est. ${fmtNs(String(m.estimatedBlackoutNs))}) error ${fmtNs(String(m.tscErrorNs))} of ±${fmtNs(String(m.errorBoundNs))}${within ? "" : " PAST THE BOUND"}`;
   }
   return `${base} blackout ≈ ${fmtNs(String(m.estimatedBlackoutNs))} (estimated here) bound ±${fmtNs(String(m.errorBoundNs))}`;
 }

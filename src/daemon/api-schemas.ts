@@ -5,7 +5,8 @@
 // test/integration/openapi.test.ts.
 
 import { LIMITS } from "../shared/limits.js";
-import { i64String, u64String } from "../shared/http/json-schemas.js";
+import { type MigrationReport, migrationReportCodec, type PhaseTimings } from "../shared/migration/report.js";
+import { type FieldDoc, i64String, schemaOf, u64String } from "../shared/http/json-schemas.js";
 
 const u64 = (description: string, example?: string) => ({ ...u64String, description, ...(example !== undefined ? { examples: [example] } : {}) });
 const i64 = (description: string, example?: string) => ({ ...i64String, description, ...(example !== undefined ? { examples: [example] } : {}) });
@@ -80,54 +81,54 @@ const deletedVm = {
   examples: [{ id: "web-1", deleted: true, generation: "1" }],
 } as const;
 
-const phases = {
-  type: "object",
-  additionalProperties: true,
-  description: "each timed phase of the migration, ns (transfer: the source's round trip)",
-  properties: Object.fromEntries(["captureNs", "encodeNs", "transferNs", "decodeNs", "restoreNs", "commitNs"].map((k) => [k, u64(k.replace(/Ns$/, ""))])),
-} as const;
+/** What the OpenAPI document says of each report field beside its type (the codec's): every field, or it does not compile. */
+const REPORT_DOCS: { [K in keyof MigrationReport | keyof PhaseTimings]-?: FieldDoc } = {
+  migrationId: { example: "mig-a-a79dda5ce7de4ebc" },
+  vmId: { example: "web-1" },
+  source: { description: "the source daemon's name" },
+  destination: { description: "the destination's gRPC address", example: "destination:7071" },
+  policy: {},
+  estimator: {},
+  outcome: {},
+  error: { description: "why it did not commit (code, message, field, reason)" },
+  generation: { description: "the VM's generation on the destination" },
+  vcpus: {},
+  guestTscKhz: { description: "guest TSC frequency, kHz" },
+  trueBlackoutNs: { description: "true time from the source's pause to the destination's resume", example: "16729000" },
+  estimatedBlackoutNs: { description: "the blackout as the estimator measured it", example: "20292000" },
+  advancedNs: { description: "how far the restore advanced guest time" },
+  errorBoundNs: { description: "the error bound the restore reported", example: "231067" },
+  capped: { description: "advance-capped froze beyond its cap" },
+  doorbellRung: {},
+  disruptionMarker: { description: "the vmclock disruption marker after the restore" },
+  tscAtPause: { description: "vCPU 0's TSC at the pause" },
+  tscAtResume: { description: "vCPU 0's TSC at the resume" },
+  tscIdealAtResume: { description: "what vCPU 0's TSC would read at the resume had the VM never paused" },
+  kvmclockAtPauseNs: { description: "vCPU 0's kvmclock at the pause" },
+  kvmclockAtResumeNs: { description: "vCPU 0's kvmclock at the resume" },
+  kvmclockIdealAtResumeNs: { description: "vCPU 0's kvmclock at the resume had the VM never paused" },
+  tscErrorNs: { description: "introduced error: (tscAtResume − tscIdealAtResume) in ns of guest time", example: "-171363" },
+  kvmclockErrorNs: { description: "introduced kvmclock error, ns" },
+  stoppedVcpus: { description: "vCPUs that showed PVCLOCK_GUEST_STOPPED at resume" },
+  pauseTrueNs: { description: "true time of the pause" },
+  resumeTrueNs: { description: "true time of the resume" },
+  path: { description: "what carried Transfer and Commit: one Handover call, or the unary calls" },
+  transferForwardNs: { description: "the Transfer's forward leg on the shared true clock (diagnostics)" },
+  transferBackNs: { description: "the Transfer's return leg (diagnostics)" },
+  phases: { description: "each timed phase of the migration, ns (transfer: the source's round trip)" },
+  captureNs: { description: "capture" },
+  encodeNs: { description: "encode" },
+  transferNs: { description: "transfer" },
+  decodeNs: { description: "decode" },
+  restoreNs: { description: "restore" },
+  commitNs: { description: "commit" },
+};
 
 const migrationReport = {
   $id: "MigrationReport",
-  type: "object",
-  additionalProperties: true,
+  ...schemaOf(migrationReportCodec.shape, REPORT_DOCS),
   description: "What a migration did to the guest's time, measured against true time.",
   required: ["migrationId", "vmId", "source", "destination", "policy", "estimator", "outcome"],
-  properties: {
-    migrationId: { type: "string", examples: ["mig-a-a79dda5ce7de4ebc"] },
-    vmId: { type: "string", examples: ["web-1"] },
-    source: { type: "string", description: "the source daemon's name" },
-    destination: { type: "string", description: "the destination's gRPC address", examples: ["destination:7071"] },
-    policy: { type: "string", enum: POLICIES },
-    estimator: { type: "string", enum: ESTIMATORS },
-    outcome: { type: "string", enum: ["committed", "aborted", "refused", "in-doubt"] },
-    error: { $ref: "ErrorDetail#" },
-    generation: u64("the VM's generation on the destination"),
-    vcpus: { type: "integer" },
-    guestTscKhz: u64("guest TSC frequency, kHz"),
-    trueBlackoutNs: u64("true time from the source's pause to the destination's resume", "16729000"),
-    estimatedBlackoutNs: u64("the blackout as the estimator measured it", "20292000"),
-    advancedNs: u64("how far the restore advanced guest time"),
-    errorBoundNs: u64("the error bound the restore reported", "231067"),
-    capped: { type: "boolean", description: "advance-capped froze beyond its cap" },
-    doorbellRung: { type: "boolean" },
-    disruptionMarker: u64("the vmclock disruption marker after the restore"),
-    tscBefore: u64("vCPU 0's TSC at the pause"),
-    tscAfter: u64("vCPU 0's TSC at the resume"),
-    tscIdeal: u64("what vCPU 0's TSC would read at the resume had the VM never paused"),
-    kvmNsBefore: u64("kvmclock at the pause"),
-    kvmNsAfter: u64("kvmclock at the resume"),
-    kvmNsIdeal: u64("kvmclock had the VM never paused"),
-    tscErrorNs: i64("introduced error: (tscAfter − tscIdeal) in ns of guest time", "-171363"),
-    kvmclockErrorNs: i64("introduced kvmclock error, ns"),
-    stoppedVcpus: { type: "integer", description: "vCPUs that showed PVCLOCK_GUEST_STOPPED at resume" },
-    pauseTrueNs: u64("true time of the pause"),
-    resumeTrueNs: u64("true time of the resume"),
-    handover: { type: "boolean", description: "Transfer and Commit rode one Handover call" },
-    transferForwardNs: u64("the Transfer's forward leg on the shared true clock (diagnostics)"),
-    transferBackNs: u64("the Transfer's return leg (diagnostics)"),
-    phases,
-  },
 } as const;
 
 const inboundMigration = {

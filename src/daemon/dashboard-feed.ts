@@ -9,9 +9,9 @@
 // truth these figures mean nothing, and the dashboard says what they are measured against.
 
 import type { GuestSample, HistoryEvent, HistorySink, RingHistory } from "../shared/history.js";
-import type { RestoreReport } from "../shared/migration/messages.js";
+import { BOUNDARY, encodeJson } from "../shared/codec.js";
+import { type MigrationReport, migrationReportCodec, type RestoreReport } from "../shared/migration/report.js";
 import type { Scheduler, Timer } from "../shared/time/clock.js";
-import type { MigrationReport } from "../source/migrate-out.js";
 import type { EventHub } from "./events.js";
 
 /** A daemon this one knows: configured, or met through a migration. */
@@ -157,42 +157,9 @@ export function vmEvent(v: VmPeek, last: Record<string, unknown> | undefined): R
   };
 }
 
+/** A sourced migration: its report as the control API serves it. */
 export function outboundEvent(r: MigrationReport): Record<string, unknown> {
-  return {
-    direction: "out",
-    migrationId: r.migrationId,
-    vmId: r.vmId,
-    source: r.source,
-    destination: r.destination,
-    policy: r.policy,
-    estimator: r.estimator,
-    outcome: r.outcome,
-    ...(r.error ? { error: r.error } : {}),
-    generation: toStr(r.generation),
-    vcpus: r.vcpus,
-    pauseTrueNs: toStr(r.pauseTrueNs),
-    resumeTrueNs: toStr(r.resumeTrueNs),
-    trueBlackoutNs: toStr(r.trueBlackoutNs),
-    estimatedBlackoutNs: toStr(r.estimatedBlackoutNs),
-    advancedNs: toStr(r.advancedNs),
-    errorBoundNs: toStr(r.errorBoundNs),
-    introducedErrorNs: toStr(r.tscErrorNs),
-    kvmclockErrorNs: toStr(r.kvmclockErrorNs),
-    capped: r.capped,
-    doorbellRung: r.doorbellRung,
-    disruptionMarker: toStr(r.disruptionMarker),
-    stoppedVcpus: r.stoppedVcpus,
-    handover: r.handover,
-    transferForwardNs: toStr(r.transferForwardNs),
-    phases: {
-      captureNs: toStr(r.phases.captureNs),
-      encodeNs: toStr(r.phases.encodeNs),
-      transferNs: toStr(r.phases.transferNs),
-      decodeNs: toStr(r.phases.decodeNs),
-      restoreNs: toStr(r.phases.restoreNs),
-      commitNs: toStr(r.phases.commitNs),
-    },
-  };
+  return { direction: "out", ...(encodeJson(migrationReportCodec, r, BOUNDARY.api) as Record<string, unknown>) };
 }
 
 /**
@@ -216,7 +183,7 @@ export function inboundEvent(m: InboundMigration): Record<string, unknown> {
     updatedNs: toStr(m.updatedNs),
     ...(r
       ? {
-          resumeTrueNs: toStr(r.resumedTrueNs),
+          resumeTrueNs: toStr(r.resumeTrueNs),
           transferReceivedTrueNs: toStr(r.transferReceivedTrueNs),
           estimatedBlackoutNs: toStr(r.estimatedBlackoutNs),
           advancedNs: toStr(r.advancedNs),

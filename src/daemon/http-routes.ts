@@ -7,10 +7,12 @@ import { errorResponses, i64Of, i64String, u64Of, u64String } from "../shared/ht
 import { bindScrapeGauges, observeMigration, type Metrics } from "../shared/http/metrics.js";
 import { toJsonSafe } from "../shared/json-safe.js";
 import { LIMITS } from "../shared/limits.js";
-import type { RingHistory } from "../shared/history.js";
+import { BOUNDARY, encodeJson } from "../shared/codec.js";
+import { historyPageCodec, type RingHistory } from "../shared/history.js";
+import { migrationReportCodec } from "../shared/migration/report.js";
 import { offsetModelToJson } from "../shared/time/offset-model.js";
 import type { SkewUpdate } from "../shared/time/skew.js";
-import type { MigrationReport } from "../source/migrate-out.js";
+import type { MigrationReport } from "../shared/migration/report.js";
 import type { TscmigNode } from "./node.js";
 import { API_SCHEMAS, ESTIMATORS, ID_PATTERN, POLICIES, ref } from "./api-schemas.js";
 
@@ -36,7 +38,7 @@ export interface RoutesOptions {
 }
 
 export function reportJson(r: MigrationReport): unknown {
-  return toJsonSafe(r);
+  return encodeJson(migrationReportCodec, r, BOUNDARY.api);
 }
 
 export function observeReport(metrics: Metrics, r: MigrationReport): void {
@@ -45,7 +47,7 @@ export function observeReport(metrics: Metrics, r: MigrationReport): void {
     outcome: r.outcome,
     policy: r.policy,
     estimator: r.estimator,
-    ...(committed ? { blackoutNs: r.trueBlackoutNs, introducedErrorNs: r.tscErrorNs, errorBoundNs: r.errorBoundNs } : {}),
+    ...(committed ? { blackoutNs: r.trueBlackoutNs, tscErrorNs: r.tscErrorNs, errorBoundNs: r.errorBoundNs } : {}),
     phasesNs: { capture: r.phases.captureNs, encode: r.phases.encodeNs, transfer: r.phases.transferNs, decode: r.phases.decodeNs, restore: r.phases.restoreNs, commit: r.phases.commitNs },
   });
 }
@@ -293,10 +295,8 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
       const q = req.query as { sinceNs?: string; limit?: string };
       const since = q.sinceNs !== undefined ? u64Of(q.sinceNs, "query.sinceNs") : 0n;
       const limit = q.limit !== undefined ? countOf(q.limit, "query.limit", 1, HISTORY_LIMIT_MAX) : 10000;
-      return {
-        samples: history.samples.filter((s) => s.trueNs > since).slice(-limit).map((s) => toJsonSafe(s)),
-        events: history.events.filter((e) => e.trueNs > since).slice(-limit).map((e) => toJsonSafe(e)),
-      };
+      const page = { samples: history.samples.filter((s) => s.trueNs > since).slice(-limit), events: history.events.filter((e) => e.trueNs > since).slice(-limit) };
+      return encodeJson(historyPageCodec, page, BOUNDARY.api);
     },
   );
 }

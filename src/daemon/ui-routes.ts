@@ -25,7 +25,7 @@ import type { Logger } from "../shared/logger.js";
 import type { Clock, Scheduler } from "../shared/time/clock.js";
 import { offsetModelToJson } from "../shared/time/offset-model.js";
 import { webAssetsDir } from "../shared/web-assets.js";
-import { reportFromJson } from "../destination/migrate-in.js";
+import { restoreReportFromJournal } from "../shared/migration/report.js";
 import { PVCLOCK_GUEST_STOPPED } from "../shared/kvm/pvclock.js";
 import { type DashboardSource, DashboardFeed, type InboundMigration, type PeerInfo } from "./dashboard-feed.js";
 import { EventHub, type FrameSink } from "./events.js";
@@ -65,7 +65,7 @@ export function nodeDashboardSource(node: TscmigNode, peers: readonly Configured
     sourceGrpc: rec.peer,
     phase: rec.phase,
     decision: rec.decision,
-    ...(rec.report ? { report: reportFromJson(rec.report) } : {}),
+    ...(rec.report ? { report: restoreReportFromJournal(rec.report) } : {}),
     updatedNs: rec.updatedNs,
   });
   return {

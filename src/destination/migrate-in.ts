@@ -30,6 +30,7 @@ import {
 } from "../shared/migration/destination-machine.js";
 import type { JournalStore } from "../shared/migration/journal.js";
 import type { StagedPayload } from "../shared/migration/hosted-vm.js";
+import { restoreReportFromJournal, restoreReportToJournal } from "../shared/migration/report.js";
 import type {
   AbortReq,
   CommitReq,
@@ -162,7 +163,7 @@ export class Destination {
     const past = this.ctx.journal.getInboundMigration(ref.sourceName, id);
     if (!past || past.role !== "destination") return null;
     if (past.sourceKey && !sameKey(past.sourceKey, ref.sourceKey)) throw foreign(ref.sourceName, id);
-    if (past.decision === "committed") return destinationState("running", past, past.report ? reportFromJson(past.report) : null);
+    if (past.decision === "committed") return destinationState("running", past, past.report ? restoreReportFromJournal(past.report) : null);
     if (past.decision === "aborted") return destinationState("aborted", past);
     return null;
   }
@@ -217,7 +218,7 @@ export class Destination {
       decision: rec.decision,
       generation: rec.generation,
       peer: who.peer,
-      ...(rec.report ? { report: reportToJson(rec.report) } : {}),
+      ...(rec.report ? { report: restoreReportToJournal(rec.report) } : {}),
       updatedNs: this.ctx.host.trueNs(),
     });
     if (rec.phase === "fenced")
@@ -574,7 +575,7 @@ export class Destination {
         capped: result.capped,
         doorbellRung,
         disruptionMarker: result.marker,
-        resumedTrueNs,
+        resumeTrueNs: resumedTrueNs,
         decodeNs: inb.decodeNs,
         restoreNs: host.rawNs() - t0,
         tscAtResume: tsc,
@@ -647,31 +648,6 @@ export class Destination {
       decodeNs: p.decodeNs,
     });
   }
-}
-
-
-export function reportToJson(r: RestoreReport): string {
-  return JSON.stringify(r, (_k, v) => (typeof v === "bigint" ? v.toString() : v));
-}
-
-export function reportFromJson(text: string): RestoreReport {
-  const o = JSON.parse(text) as Record<string, string | boolean>;
-  const b = (k: string) => BigInt((o[k] as string) ?? "0");
-  return {
-    estimatedBlackoutNs: b("estimatedBlackoutNs"),
-    advancedNs: b("advancedNs"),
-    errorBoundNs: b("errorBoundNs"),
-    capped: o.capped === true,
-    doorbellRung: o.doorbellRung === true,
-    disruptionMarker: b("disruptionMarker"),
-    resumedTrueNs: b("resumedTrueNs"),
-    decodeNs: b("decodeNs"),
-    restoreNs: b("restoreNs"),
-    tscAtResume: b("tscAtResume"),
-    kvmclockAtResumeNs: b("kvmclockAtResumeNs"),
-    stoppedVcpus: Number(o.stoppedVcpus ?? 0),
-    transferReceivedTrueNs: b("transferReceivedTrueNs"),
-  };
 }
 
 function countStopped(vm: HypervisorVm): number {

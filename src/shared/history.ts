@@ -2,6 +2,10 @@
 // stamped with true time. Daemons keep a bounded ring; the simulator records everything.
 
 import type { BoundedNow, HandledEvent } from "./guest/guest.js";
+import { arrayOf, bool, type Codec, int, obj, oneOf, optional, pick, str, u64, union } from "./codec.js";
+import { type MigrationReport, migrationReportCodec } from "./migration/report.js";
+
+export { MIGRATION_PATHS, type MigrationPath } from "./migration/report.js";
 
 export interface GuestSample {
   /**
@@ -22,39 +26,47 @@ export interface GuestSample {
   guestTscKhz: bigint;
 }
 
+/** The fields of a source's report its `migration` event carries, named as the report names them. */
+export const MIGRATION_EVENT_FIELDS = [
+  "migrationId",
+  "vmId",
+  "source",
+  "destination",
+  "outcome",
+  "policy",
+  "estimator",
+  "pauseTrueNs",
+  "resumeTrueNs",
+  "estimatedBlackoutNs",
+  "advancedNs",
+  "errorBoundNs",
+  "capped",
+  "disruptionMarker",
+  "tscAtPause",
+  "tscAtResume",
+  "tscIdealAtResume",
+  "kvmclockAtResumeNs",
+  "kvmclockIdealAtResumeNs",
+  "guestTscKhz",
+  "path",
+] as const satisfies readonly (keyof MigrationReport)[];
+
+/** A migration as its source reported it (MigrationReport's own fields). */
+export type MigrationEvent = { kind: "migration"; trueNs: bigint; hostsHonest: boolean } & Pick<MigrationReport, (typeof MIGRATION_EVENT_FIELDS)[number]>;
+
 export type HistoryEvent =
   | { kind: "run"; trueNs: bigint; daemon: string; vmId: string; generation: bigint }
   | { kind: "stop"; trueNs: bigint; daemon: string; vmId: string; generation: bigint; why: string }
   | ({ kind: "handled"; trueNs: bigint; daemon: string; vmId: string } & HandledEvent)
-  | {
-      kind: "migration";
-      trueNs: bigint;
-      migrationId: string;
-      vmId: string;
-      source: string;
-      destination: string;
-      outcome: string;
-      policy: string;
-      estimator: string;
-      pauseTrueNs: bigint;
-      resumeTrueNs: bigint;
-      estimatedBlackoutNs: bigint;
-      advancedNs: bigint;
-      errorBoundNs: bigint;
-      capped: boolean;
-      marker: bigint;
-      /** Guest TSC of vCPU 0 at pause and at resume, and what the source would read at resume. */
-      tscAtPause: bigint;
-      tscAtResume: bigint;
-      tscIdealAtResume: bigint;
-      kvmclockAtResume: bigint;
-      kvmclockIdealAtResume: bigint;
-      guestTscKhz: bigint;
-      hostsHonest: boolean;
-      /** What carried Transfer and Commit: one Handover call, or the unary calls. */
-      path: "handover" | "unary";
-    }
+  | MigrationEvent
   | { kind: "fault"; trueNs: bigint; site: string; detail: string };
+
+/** The `migration` event of a report, recorded at `trueNs`. */
+export function migrationEventOf(r: MigrationReport, trueNs: bigint): MigrationEvent {
+  const e = { kind: "migration", trueNs, hostsHonest: true } as MigrationEvent;
+  for (const k of MIGRATION_EVENT_FIELDS) (e as Record<string, unknown>)[k] = r[k];
+  return e;
+}
 
 export interface HistorySink {
   sample(s: GuestSample): void;
@@ -88,3 +100,55 @@ export class RingHistory implements HistorySink {
     return () => this.listeners.delete(listener);
   }
 }
+
+// ---- codecs (the control API's GET /v1/history and the chaos history files) -------------------------
+
+const boundedNowCodec = obj<BoundedNow>({
+  earliestNs: u64,
+  latestNs: u64,
+  realtimeNs: u64,
+  status: oneOf(["synchronized", "freeRunning", "unknown", "disrupted"] as const),
+});
+
+export const guestSampleCodec = obj<GuestSample>({
+  trueNs: u64,
+  trueSpanNs: optional(u64),
+  daemon: str,
+  vmId: str,
+  generation: u64,
+  vcpus: arrayOf(int(0)),
+  tsc: arrayOf(u64),
+  kvmclockNs: arrayOf(u64),
+  bounded: boundedNowCodec,
+  guestTscKhz: u64,
+});
+
+type Of<K extends HistoryEvent["kind"]> = Extract<HistoryEvent, { kind: K }>;
+
+const kind = <const K extends string>(k: K): Codec<K> => oneOf([k]);
+
+export const historyEventCodec: Codec<HistoryEvent> = union<"kind", HistoryEvent>("kind", {
+  run: obj<Of<"run">>({ kind: kind("run"), trueNs: u64, daemon: str, vmId: str, generation: u64 }),
+  stop: obj<Of<"stop">>({ kind: kind("stop"), trueNs: u64, daemon: str, vmId: str, generation: u64, why: str }),
+  handled: obj<Of<"handled">>({
+    kind: kind("handled"),
+    trueNs: u64,
+    daemon: str,
+    vmId: str,
+    via: oneOf(["flag", "marker", "doorbell"] as const),
+    marker: u64,
+    mode: oneOf(["ditch", "widen", "ditch-fallback"] as const),
+    handledCount: u64,
+    widenedByNs: u64,
+  }),
+  migration: obj<MigrationEvent>({ kind: kind("migration"), trueNs: u64, hostsHonest: bool, ...pick(migrationReportCodec.fields, MIGRATION_EVENT_FIELDS) }),
+  fault: obj<Of<"fault">>({ kind: kind("fault"), trueNs: u64, site: str, detail: str }),
+});
+
+/** GET /v1/history's body. */
+export interface HistoryPage {
+  samples: GuestSample[];
+  events: HistoryEvent[];
+}
+
+export const historyPageCodec = obj<HistoryPage>({ samples: arrayOf(guestSampleCodec), events: arrayOf(historyEventCodec) });

@@ -28,9 +28,10 @@ import {
   stepSource,
 } from "../shared/migration/source-machine.js";
 import { pvclockReadCycles } from "../shared/kvm/pvclock.js";
+import type { MigrationReport } from "../shared/migration/report.js";
 import { sleep, type Scheduler } from "../shared/time/clock.js";
 
-export type { PhaseTimings };
+export type { MigrationReport, PhaseTimings };
 
 export interface MigrateOptions {
   migrationId: string;
@@ -43,52 +44,6 @@ export interface MigrateOptions {
   sourceKey: string;
 }
 
-export interface MigrationReport {
-  migrationId: string;
-  vmId: string;
-  source: string;
-  destination: string;
-  policy: PolicyName;
-  estimator: EstimatorName;
-  outcome: "committed" | "aborted" | "refused" | "in-doubt";
-  error?: { code: string; message: string; field?: string; reason?: string };
-  generation: bigint;
-  vcpus: number;
-  guestTscKhz: bigint;
-  /** True time from the source's pause to the destination's resume (shared truth). */
-  trueBlackoutNs: bigint;
-  estimatedBlackoutNs: bigint;
-  advancedNs: bigint;
-  errorBoundNs: bigint;
-  capped: boolean;
-  doorbellRung: boolean;
-  disruptionMarker: bigint;
-  tscBefore: bigint;
-  tscAfter: bigint;
-  /** What vCPU 0's TSC would read at resume had the source never paused. */
-  tscIdeal: bigint;
-  kvmNsBefore: bigint;
-  kvmNsAfter: bigint;
-  kvmNsIdeal: bigint;
-  /** (tscAfter − tscIdeal) in ns of guest time; the introduced error the bound must cover. */
-  tscErrorNs: bigint;
-  kvmclockErrorNs: bigint;
-  /** vCPUs that showed PVCLOCK_GUEST_STOPPED at resume. */
-  stoppedVcpus: number;
-  pauseTrueNs: bigint;
-  resumeTrueNs: bigint;
-  /** Transfer and Commit rode one Handover call (false: the unary calls carried one or both). */
-  handover: boolean;
-  /**
-   * The Transfer round trip's two legs on the shared true clock (0 where there is none): source send
-   * → destination receipt, and destination answer → source receipt. From the round trip alone
-   * one-sided could only take half their sum and err by half their difference; the Commit and the
-   * Handover answers narrow that (blackout.ts). Diagnostics: no estimator reads them.
-   */
-  transferForwardNs: bigint;
-  transferBackNs: bigint;
-  phases: PhaseTimings;
-}
 
 export interface SourceContext {
   name: string;
@@ -318,10 +273,10 @@ class SourceDriver {
     }
     const vm = this.h.vm;
     const pauseTrueNs = this.ctx.host.trueNs();
-    const tscBefore = vm.readGuestTsc(0);
-    const kvmNsBefore = pvclockReadCycles(vm.pvclock.guestRead(0), tscBefore);
+    const tscAtPause = vm.readGuestTsc(0);
+    const kvmclockAtPauseNs = pvclockReadCycles(vm.pvclock.guestRead(0), tscAtPause);
     crashPoint(this.ctx.faults, "crash.source.afterPause");
-    return { kind: "paused", pauseTrueNs, tscBefore, kvmNsBefore };
+    return { kind: "paused", pauseTrueNs, tscAtPause, kvmclockAtPauseNs };
   }
 
   private capture(exchanges: ProbeExchange[], lastProbeRawNs: bigint): SourceEvent {
@@ -438,10 +393,10 @@ function reportOf(s: SourceState, h: HostedVm, ctx: Pick<SourceContext, "name" |
     vcpus: r.vcpuCount,
     guestTscKhz: r.guestTscKhz,
     ...EMPTY_RESTORE_FIGURES,
-    tscBefore: s.pause?.tscBefore ?? 0n,
-    kvmNsBefore: s.pause?.kvmNsBefore ?? 0n,
+    tscAtPause: s.pause?.tscAtPause ?? 0n,
+    kvmclockAtPauseNs: s.pause?.kvmclockAtPauseNs ?? 0n,
     pauseTrueNs: s.pause?.pauseTrueNs ?? 0n,
-    handover: s.handover,
+    path: s.handover ? "handover" : "unary",
     transferForwardNs: 0n,
     transferBackNs: 0n,
     phases: { ...s.timings },
@@ -459,10 +414,10 @@ const EMPTY_RESTORE_FIGURES = {
   capped: false,
   doorbellRung: false,
   disruptionMarker: 0n,
-  tscAfter: 0n,
-  tscIdeal: 0n,
-  kvmNsAfter: 0n,
-  kvmNsIdeal: 0n,
+  tscAtResume: 0n,
+  tscIdealAtResume: 0n,
+  kvmclockAtResumeNs: 0n,
+  kvmclockIdealAtResumeNs: 0n,
   tscErrorNs: 0n,
   kvmclockErrorNs: 0n,
   stoppedVcpus: 0,
@@ -479,24 +434,24 @@ function fillFromRestore(report: MigrationReport, s: SourceState, h: HostedVm, t
   report.disruptionMarker = r.disruptionMarker;
   report.phases.decodeNs = r.decodeNs;
   report.phases.restoreNs = r.restoreNs;
-  report.resumeTrueNs = r.resumedTrueNs;
-  report.tscAfter = r.tscAtResume;
-  report.kvmNsAfter = r.kvmclockAtResumeNs;
+  report.resumeTrueNs = r.resumeTrueNs;
+  report.tscAtResume = r.tscAtResume;
+  report.kvmclockAtResumeNs = r.kvmclockAtResumeNs;
   report.stoppedVcpus = r.stoppedVcpus;
   const t = s.transfer;
   if (t && r.transferReceivedTrueNs > 0n && t.answerTrueNs > 0n) {
     report.transferForwardNs = r.transferReceivedTrueNs - t.sendTrueNs;
     report.transferBackNs = t.answerTrueNs - r.transferReceivedTrueNs - t.holdNs;
   }
-  if (r.resumedTrueNs > 0n) {
-    report.trueBlackoutNs = r.resumedTrueNs - report.pauseTrueNs;
+  if (r.resumeTrueNs > 0n) {
+    report.trueBlackoutNs = r.resumeTrueNs - report.pauseTrueNs;
     // The source VM was never touched after the pause: its TSC and kvmclock at the destination's
     // resume instant are exactly what "had it never paused" means (shared truth only).
     const vm = h.vm;
-    report.tscIdeal = truth.guestTscAt(vm, 0, r.resumedTrueNs);
-    report.kvmNsIdeal = pvclockReadCycles(vm.pvclock.guestRead(0), report.tscIdeal);
-    report.tscErrorNs = ((r.tscAtResume - report.tscIdeal) * 1_000_000n) / vm.guestTscKhz;
-    report.kvmclockErrorNs = r.kvmclockAtResumeNs - report.kvmNsIdeal;
+    report.tscIdealAtResume = truth.guestTscAt(vm, 0, r.resumeTrueNs);
+    report.kvmclockIdealAtResumeNs = pvclockReadCycles(vm.pvclock.guestRead(0), report.tscIdealAtResume);
+    report.tscErrorNs = ((r.tscAtResume - report.tscIdealAtResume) * 1_000_000n) / vm.guestTscKhz;
+    report.kvmclockErrorNs = r.kvmclockAtResumeNs - report.kvmclockIdealAtResumeNs;
   }
 }
 

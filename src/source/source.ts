@@ -5,7 +5,7 @@
 
 import { invalid, isTscmigError, TscmigError } from "../shared/errors.js";
 import type { Faults } from "../shared/faults.js";
-import type { HistorySink } from "../shared/history.js";
+import { type HistorySink, migrationEventOf } from "../shared/history.js";
 import type { Logger } from "../shared/logger.js";
 import { LIMITS } from "../shared/limits.js";
 import type { EmulatedHost } from "../shared/hypervisor/host.js";
@@ -154,32 +154,7 @@ export class Source {
   }
 
   private record(r: MigrationReport): void {
-    this.deps.history?.event({
-      kind: "migration",
-      trueNs: this.deps.host.trueNs(),
-      migrationId: r.migrationId,
-      vmId: r.vmId,
-      source: r.source,
-      destination: r.destination,
-      outcome: r.outcome,
-      policy: r.policy,
-      estimator: r.estimator,
-      pauseTrueNs: r.pauseTrueNs,
-      resumeTrueNs: r.resumeTrueNs,
-      estimatedBlackoutNs: r.estimatedBlackoutNs,
-      advancedNs: r.advancedNs,
-      errorBoundNs: r.errorBoundNs,
-      capped: r.capped,
-      marker: r.disruptionMarker,
-      tscAtPause: r.tscBefore,
-      tscAtResume: r.tscAfter,
-      tscIdealAtResume: r.tscIdeal,
-      kvmclockAtResume: r.kvmNsAfter,
-      kvmclockIdealAtResume: r.kvmNsIdeal,
-      guestTscKhz: r.guestTscKhz,
-      hostsHonest: true,
-      path: r.handover ? "handover" : "unary",
-    });
+    this.deps.history?.event(migrationEventOf(r, this.deps.host.trueNs()));
   }
 
   /** A destination asks what this source decided; only the one that holds the migration's key is told. */

@@ -316,9 +316,9 @@ export interface ReportJson {
   errorBoundNs: string;
   doorbellRung: boolean;
   disruptionMarker: string;
-  tscBefore: string;
-  tscAfter: string;
-  tscIdeal: string;
+  tscAtPause: string;
+  tscAtResume: string;
+  tscIdealAtResume: string;
   tscErrorNs: string;
   kvmclockErrorNs: string;
   stoppedVcpus: number;

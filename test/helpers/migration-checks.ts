@@ -102,7 +102,7 @@ export async function migrateAndCheck(src: TestDaemon, dst: TestDaemon, vmId: st
   expect(res.status, res.text).toBe(200);
   const r = res.body;
   expect(r.outcome, JSON.stringify(r.error)).toBe("committed");
-  expect(r.handover, "Transfer and Commit rode one Handover call").toBe(true);
+  expect(r.path, "Transfer and Commit rode one Handover call").toBe("handover");
   const after = await dst.api.vm(vmId);
   const n = before.vcpus;
 
@@ -116,11 +116,11 @@ export async function migrateAndCheck(src: TestDaemon, dst: TestDaemon, vmId: st
   expect(blackout > 0n).toBe(true);
   expect(abs(BigInt(r.tscErrorNs)) <= bound, `tscErrorNs ${r.tscErrorNs} within ${r.errorBoundNs}`).toBe(true);
   expect(abs(BigInt(r.kvmclockErrorNs)) <= bound, `kvmclockErrorNs ${r.kvmclockErrorNs} within ${r.errorBoundNs}`).toBe(true);
-  // tscAfter against source TSC + true blackout × frequency (vCPU 0, from the report alone).
+  // tscAtResume against source TSC + true blackout × frequency (vCPU 0, from the report alone).
   const khz = BigInt(r.guestTscKhz);
-  const idealFromBlackout = BigInt(r.tscBefore) + (blackout * khz) / 1_000_000n;
-  const pauseReadSlackNs = 1_000_000n; // tscBefore is read a moment after pauseTrueNs is stamped
-  expect(abs(cyclesToNs(BigInt(r.tscAfter) - idealFromBlackout, khz)) <= bound + pauseReadSlackNs).toBe(true);
+  const idealFromBlackout = BigInt(r.tscAtPause) + (blackout * khz) / 1_000_000n;
+  const pauseReadSlackNs = 1_000_000n; // tscAtPause is read a moment after pauseTrueNs is stamped
+  expect(abs(cyclesToNs(BigInt(r.tscAtResume) - idealFromBlackout, khz)) <= bound + pauseReadSlackNs).toBe(true);
 
   // The destination runs it at the new generation; every vCPU continues the source's TSC.
   expect(after.running).toBe(true);

@@ -89,6 +89,8 @@ describe("chaos replay", () => {
     await expect(runReplay(flags({ history: join(dir, "nope.jsonl") }), () => {})).rejects.toThrow(/--history/);
     const junk = join(dir, "junk.jsonl");
     writeFileSync(junk, '{"meta":{"seed":"1"}}\nnot json\n');
+    await expect(runReplay(flags({ history: junk }), () => {})).rejects.toThrow(/line 1: meta\.mode: expected one of "sim", "live"/);
+    writeFileSync(junk, '{"meta":{"daemons":[],"epochNs":"0","mode":"sim","ntpSource":"reference","sampleIntervalNs":"1","scenario":{},"seed":"1"}}\nnot json\n');
     await expect(runReplay(flags({ history: junk }), () => {})).rejects.toThrow(/line 2 is not JSON/);
     await expect(runReplay(flags({ policy: "warp" }), () => {})).rejects.toThrow(/--policy/);
   });

@@ -43,7 +43,7 @@ describe("a VM migrated through inject()", () => {
 
     const m = await call(a, "POST", "/v1/vms/web-1/migrate", { destination: B, migrationId: "m-1", policy: "advance", estimator: "one-sided" });
     expect(m.status).toBe(200);
-    expect(m.body).toMatchObject({ migrationId: "m-1", vmId: "web-1", source: "a", destination: B, outcome: "committed", generation: "1", vcpus: 2, handover: true, stoppedVcpus: 2 });
+    expect(m.body).toMatchObject({ migrationId: "m-1", vmId: "web-1", source: "a", destination: B, outcome: "committed", generation: "1", vcpus: 2, path: "handover", stoppedVcpus: 2 });
     // The transport's 200 µs out and 300 µs back, and the blackout they make, as simulated time has them.
     expect(m.body).toMatchObject({ transferForwardNs: "200000", transferBackNs: "300000" });
     expect(BigInt(m.body.trueBlackoutNs)).toBeGreaterThan(0n);
@@ -73,10 +73,10 @@ describe("a VM migrated through inject()", () => {
     await call(a, "POST", "/v1/vms", { id: "db-1", vcpus: 1 });
     await world.advance(S);
     const out = await call(a, "POST", "/v1/vms/db-1/migrate", { destination: B, estimator: "probe" });
-    expect(out.body).toMatchObject({ outcome: "committed", handover: false, estimator: "probe", generation: "1" });
+    expect(out.body).toMatchObject({ outcome: "committed", path: "unary", estimator: "probe", generation: "1" });
     await world.advance(S);
     const back = await call(b, "POST", "/v1/vms/db-1/migrate", { destination: A, policy: "kvm-realtime" });
-    expect(back.body).toMatchObject({ outcome: "committed", handover: false, source: "b", policy: "kvm-realtime", generation: "2" });
+    expect(back.body).toMatchObject({ outcome: "committed", path: "unary", source: "b", policy: "kvm-realtime", generation: "2" });
     expect((await call(a, "GET", "/v1/vms/db-1")).body).toMatchObject({ generation: "2", role: "owner", handledMigrations: "2" });
     expect(ids(await call(b, "GET", "/v1/vms"))).toEqual([]);
   });

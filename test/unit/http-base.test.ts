@@ -187,7 +187,7 @@ describe("health, readiness, metrics, OpenAPI", () => {
 
   it("serves the daemon's metrics as Prometheus text", async () => {
     const metrics = createMetrics({ defaultMetrics: false });
-    observeMigration(metrics, { outcome: "committed", policy: "advance", estimator: "one-sided", blackoutNs: 42_000_000n, introducedErrorNs: -3_000n, errorBoundNs: 2_000n });
+    observeMigration(metrics, { outcome: "committed", policy: "advance", estimator: "one-sided", blackoutNs: 42_000_000n, tscErrorNs: -3_000n, errorBoundNs: 2_000n });
     metrics.vms.set(2);
     metrics.vcpus.set(8);
     const app = await build({ metrics });

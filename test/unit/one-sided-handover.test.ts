@@ -67,7 +67,7 @@ describe("one-sided over a Handover link", () => {
     sched.runUntil(1_000n * MS);
     const r = await run(sched, a.migrate(vm.id, { destination: "b", policy: "advance", estimator: "one-sided" }));
     expect(r.outcome, JSON.stringify(r.error)).toBe("committed");
-    expect(r.handover).toBe(true);
+    expect(r.path).toBe("handover");
     expect(abs(r.tscErrorNs), `error ${r.tscErrorNs} bound ${r.errorBoundNs}`).toBeLessThanOrEqual(r.errorBoundNs);
     // f ∈ [f − 50 µs, f + 50 µs] from the probes, plus drift slack; without the requests' lower
     // limits the Commit's 3 ms would leave f ∈ [f − 3 ms, f + 50 µs]: a bound of 1.5 ms.

@@ -52,7 +52,7 @@ const SAMPLES: { [K in SourceEvent["kind"]]: Extract<SourceEvent, { kind: K }> }
   prepareFailed: { kind: "prepareFailed", error: ERR },
   probeOk: { kind: "probeOk", exchange: { t1: 1n, t2: 2n, t3: 3n, t4: 4n }, sentRawNs: 3n, answerRawNs: 4n, viaLink: true },
   probeFailed: { kind: "probeFailed", error: ERR },
-  paused: { kind: "paused", pauseTrueNs: 100n, tscBefore: 200n, kvmNsBefore: 300n },
+  paused: { kind: "paused", pauseTrueNs: 100n, tscAtPause: 200n, kvmclockAtPauseNs: 300n },
   captured: { kind: "captured", snapshot: SNAPSHOT, captureNs: 7n },
   captureFailed: { kind: "captureFailed", error: ERR, captureNs: 7n },
   transferOk: { kind: "transferOk", timing: TIMING, encodeNs: 8n, viaLink: true },

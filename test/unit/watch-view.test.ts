@@ -15,7 +15,7 @@ const out = (err: string) => ({
   outcome: "committed",
   trueBlackoutNs: "8000000",
   estimatedBlackoutNs: "13000000",
-  introducedErrorNs: err,
+  tscErrorNs: err,
   errorBoundNs: "200000",
 });
 

@@ -77,7 +77,7 @@ export interface MigrationEvent {
   estimatedBlackoutNs?: string;
   advancedNs?: string;
   errorBoundNs?: string;
-  introducedErrorNs?: string;
+  tscErrorNs?: string;
   capped?: boolean;
   doorbellRung?: boolean;
   disruptionMarker?: string;

@@ -118,10 +118,10 @@ export function gantt(m: MigrationEvent): HTMLElement {
 /** |introduced error| against the bound: green within, red past it. */
 export function errorVsBound(m: MigrationEvent): HTMLElement {
   const bound = Number(m.errorBoundNs ?? "0");
-  if (m.introducedErrorNs === undefined) {
+  if (m.tscErrorNs === undefined) {
     return h("span", { class: "muted" }, `bound ${fmtNs(bound)}; the introduced error is known at the source (it holds the truth of the pause)`);
   }
-  const err = Number(m.introducedErrorNs);
+  const err = Number(m.tscErrorNs);
   const within = Math.abs(err) <= bound;
   const frac = bound > 0 ? Math.min(1, Math.abs(err) / bound) : 1;
   const bar = h("div", {});

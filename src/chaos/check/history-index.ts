@@ -9,8 +9,8 @@
 // plus the harness's facts that invariants look up: migration starts, restores, heal and final.
 // Nothing here judges; the invariants in invariants.ts do.
 
-import type { GuestSample } from "../../shared/history.js";
-import type { ChaosEvent, ChaosHistory } from "../history.js";
+import type { GuestSample, MigrationEvent } from "../../shared/history.js";
+import type { ChaosEvent, ChaosHistory, RESTORED_FIELDS } from "../history.js";
 import { type FaultClass, HostClocks } from "./host-clocks.js";
 
 export type EventOf<K extends ChaosEvent["kind"]> = Extract<ChaosEvent, { kind: K }>;
@@ -54,26 +54,7 @@ export interface VmTrack {
 }
 
 /** What the checker needs of a migration's report (`migration`) or the harness's account of its restore (`restored`). */
-export type MigrationAccount = Pick<
-  EventOf<"migration">,
-  | "migrationId"
-  | "vmId"
-  | "source"
-  | "destination"
-  | "outcome"
-  | "policy"
-  | "estimator"
-  | "capped"
-  | "pauseTrueNs"
-  | "resumeTrueNs"
-  | "estimatedBlackoutNs"
-  | "errorBoundNs"
-  | "tscAtResume"
-  | "tscIdealAtResume"
-  | "kvmclockAtResume"
-  | "kvmclockIdealAtResume"
-  | "guestTscKhz"
->;
+export type MigrationAccount = Pick<MigrationEvent, (typeof RESTORED_FIELDS)[number] | "outcome"> & { policy: string; estimator: string };
 
 /** A migration's error at resume against truth and against the bound it reported. */
 export interface MigrationError {
@@ -158,7 +139,7 @@ export class HistoryIndex {
     const committed = a.outcome === "committed" && a.resumeTrueNs > 0n;
     const khz = a.guestTscKhz > 0n ? a.guestTscKhz : 1n;
     const tscErrorCycles = a.tscAtResume - a.tscIdealAtResume;
-    const kvmclockErrorNs = committed ? a.kvmclockAtResume - a.kvmclockIdealAtResume : 0n;
+    const kvmclockErrorNs = committed ? a.kvmclockAtResumeNs - a.kvmclockIdealAtResumeNs : 0n;
     // Exact: |Δcycles|/kHz·10^6 ns > bound.
     const tscOverBound = committed && abs(tscErrorCycles) * 1_000_000n > a.errorBoundNs * khz;
     const kvmclockOverBound = committed && abs(kvmclockErrorNs) > a.errorBoundNs;

@@ -10,7 +10,8 @@
 
 import { ApiClient } from "../../client/api.js";
 import { type LocalDaemon, spawnDaemon } from "../../client/local-daemons.js";
-import type { GuestSample } from "../../shared/history.js";
+import { BOUNDARY, toJsonText } from "../../shared/codec.js";
+import { type GuestSample, historyEventCodec, type HistoryPage, historyPageCodec } from "../../shared/history.js";
 import { RealClock, RealScheduler } from "../../shared/platform/index.js";
 import { sleep } from "../../shared/time/clock.js";
 import { parseOffsetModel } from "../../shared/time/offset-model.js";
@@ -26,41 +27,6 @@ export type Json = Record<string, unknown>;
 export const clock = new RealClock();
 const sched = new RealScheduler();
 export const wait = (ns: bigint) => sleep(sched, ns);
-
-const BIG_KEYS = new Set([
-  "trueSpanNs",
-  "trueNs",
-  "generation",
-  "marker",
-  "handledCount",
-  "widenedByNs",
-  "pauseTrueNs",
-  "resumeTrueNs",
-  "estimatedBlackoutNs",
-  "advancedNs",
-  "errorBoundNs",
-  "tscAtPause",
-  "tscAtResume",
-  "tscIdealAtResume",
-  "kvmclockAtResume",
-  "kvmclockIdealAtResume",
-  "guestTscKhz",
-  "earliestNs",
-  "latestNs",
-  "realtimeNs",
-]);
-
-/** JSON from GET /v1/history (64-bit values as decimal strings) back to domain values. */
-function revive(v: unknown, key = ""): unknown {
-  if (Array.isArray(v)) return key === "tsc" || key === "kvmclockNs" ? v.map((x) => BigInt(x as string)) : v.map((x) => revive(x));
-  if (v !== null && typeof v === "object") {
-    const out: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v as Json)) out[k] = revive(x, k);
-    return out;
-  }
-  if (BIG_KEYS.has(key) && (typeof v === "string" || typeof v === "number")) return BigInt(v);
-  return v;
-}
 
 export interface LiveDaemon {
   name: string;
@@ -120,16 +86,22 @@ export class LiveCluster {
   /** Adds what the daemon's history ring holds that the harness has not seen yet. */
   async pull(d: LiveDaemon): Promise<void> {
     if (!d.api) return;
+    let body: unknown;
     try {
-      const h = await d.api.call<{ samples: unknown[]; events: unknown[] }>("GET", "/v1/history?limit=100000", undefined, 10_000);
-      for (const s of h.samples) {
-        const g = revive(s) as GuestSample;
-        if (this.firstSight(`s:${g.daemon}:${g.vmId}:${g.trueNs}`)) this.samples.push(g);
-      }
-      for (const e of h.events) if (this.firstSight(`e:${JSON.stringify(e)}`)) this.events.push(revive(e) as ChaosEvent);
+      body = await d.api.call<unknown>("GET", "/v1/history?limit=100000", undefined, 10_000);
     } catch {
-      // a daemon that cannot answer has nothing more to give
+      return; // a daemon that cannot answer has nothing more to give
     }
+    let h: HistoryPage;
+    try {
+      h = historyPageCodec.decode(body, BOUNDARY.api, "history");
+    } catch (e) {
+      // A daemon serving a history its own schema does not describe is a bug, not a fault.
+      this.events.push({ kind: "error", trueNs: clock.monotonicNs(), daemon: d.name, message: `GET /v1/history: ${e instanceof Error ? e.message : String(e)}` });
+      return;
+    }
+    for (const g of h.samples) if (this.firstSight(`s:${g.daemon}:${g.vmId}:${g.trueNs}`)) this.samples.push(g);
+    for (const e of h.events) if (this.firstSight(`e:${toJsonText(historyEventCodec, e, BOUNDARY.api)}`)) this.events.push(e);
   }
 
   private firstSight(key: string): boolean {

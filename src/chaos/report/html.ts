@@ -128,6 +128,7 @@ function countsSection(r: CampaignResult, j: ReturnType<typeof buildJsonReport>)
     [c.runs, "runs", "seeded runs, each replayable alone"],
     [c.migrationsStarted, "migrations started", "migrate calls the harness made"],
     [c.migrationsCommitted, "migrations committed", "new VM generations that ran: counted from ownership, so it includes migrations whose source died before reporting"],
+    [`${j.migrationsByPath.handover} / ${j.migrationsByPath.unary}`, "Handover / unary", "committed migrations the sources reported, by what carried Transfer and Commit: one Handover call, or the unary calls"],
     [c.migrations, "checked against their bound (I3)", "committed, reported by the source, under advance, kvm-realtime or advance-capped below its cap"],
     [c.samples, "guest samples", `${c.vcpuReadings} vCPU readings in them`],
     [c.faults, "faults injected", "crashes, kills, lost, duplicated, reset or blackholed messages, stalls, lost doorbells"],

@@ -119,6 +119,8 @@ export function buildJsonReport(r: CampaignResult, ctx: ReportContext) {
     distributions: distributions(r.stats),
     faultsInjected: { bySite: r.faultSites, runsWithKind: r.faultKinds },
     outcomes: r.outcomes,
+    migrationsByPath: r.migrationsByPath,
+    migrationsByPathNote: "committed migrations the sources reported, by what carried Transfer and Commit: one Handover call, or the unary calls (the fallback when a Handover exchange fails)",
     determinism: {
       checked: r.determinism.checked,
       mismatches: r.determinism.mismatches.map((m) => ({ run: m.run, seed: m.seed.toString(), hash: m.hash, rerunHash: m.rerunHash })),

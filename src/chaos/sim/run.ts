@@ -19,7 +19,8 @@ import { EmulatedHost } from "../../shared/hypervisor/host.js";
 import { isTscmigError } from "../../shared/errors.js";
 import { SILENT_LOGGER } from "../../shared/logger.js";
 import { type JournalStore, MemoryJournal } from "../../shared/migration/journal.js";
-import { reportFromJson, type RestoreFn } from "../../destination/migrate-in.js";
+import type { RestoreFn } from "../../destination/migrate-in.js";
+import { restoreReportFromJournal } from "../../shared/migration/report.js";
 import { restoreSnapshot } from "../../shared/migration/restore.js";
 import type { HypervisorVm } from "../../shared/hypervisor/backend.js";
 import { emulatedTruth, type TruthProbe } from "../../shared/hypervisor/truth.js";
@@ -843,15 +844,15 @@ function restoredEvents(daemons: readonly SimDaemon[], pauses: ReadonlyMap<strin
   for (const d of daemons)
     for (const m of d.journal.listMigrations({ role: "destination", decision: "committed" })) {
       if (!m.report) continue;
-      const r = reportFromJson(m.report);
+      const r = restoreReportFromJournal(m.report);
       const p = pauses.get(`${m.vmId}@${m.generation}`);
-      if (!p || r.resumedTrueNs <= 0n) continue;
+      if (!p || r.resumeTrueNs <= 0n) continue;
       let st: Extract<ChaosEvent, { kind: "migrateStart" }> | undefined;
       for (const e of events) if (e.kind === "migrateStart" && e.vmId === m.vmId && e.trueNs <= p.t) st = e;
-      const ideal = p.truth.guestTscAt(p.vm, 0, r.resumedTrueNs);
+      const ideal = p.truth.guestTscAt(p.vm, 0, r.resumeTrueNs);
       out.push({
         kind: "restored",
-        trueNs: r.resumedTrueNs,
+        trueNs: r.resumeTrueNs,
         migrationId: m.migrationId,
         vmId: m.vmId,
         source: p.source,
@@ -860,13 +861,13 @@ function restoredEvents(daemons: readonly SimDaemon[], pauses: ReadonlyMap<strin
         estimator: st?.estimator ?? "unknown",
         capped: r.capped,
         pauseTrueNs: p.t,
-        resumeTrueNs: r.resumedTrueNs,
+        resumeTrueNs: r.resumeTrueNs,
         estimatedBlackoutNs: r.estimatedBlackoutNs,
         errorBoundNs: r.errorBoundNs,
         tscAtResume: r.tscAtResume,
         tscIdealAtResume: ideal,
-        kvmclockAtResume: r.kvmclockAtResumeNs,
-        kvmclockIdealAtResume: pvclockReadCycles(p.record, ideal),
+        kvmclockAtResumeNs: r.kvmclockAtResumeNs,
+        kvmclockIdealAtResumeNs: pvclockReadCycles(p.record, ideal),
         guestTscKhz: p.vm.guestTscKhz,
       });
     }

@@ -2,6 +2,7 @@
 // a JSON number loses precision past 2^53, and fastify answers 500 on a bigint unless the response
 // schema types that field as a string (it then writes the bigint's decimal form).
 
+import type { Shape } from "../codec.js";
 import { ERROR_CODES, invalid } from "../errors.js";
 
 /** An unsigned 64-bit integer as a decimal string. The pattern bounds the length; `u64Of` the value. */
@@ -56,3 +57,52 @@ export const errorResponses = {
   "4xx": { description: "the request was refused: error.code, error.field and error.reason say why", $ref: "Error#" },
   "5xx": { description: "the daemon could not answer (unavailable, deadline_exceeded, internal)", $ref: "Error#" },
 } as const;
+
+/** What a route documents of one field beside what its codec says: a description, an example. */
+export interface FieldDoc {
+  description?: string;
+  example?: string | number;
+}
+
+/**
+ * The JSON schema of what `shape` (a codec's) writes at the control API: 64-bit values as decimal
+ * strings, objects open. `docs` describes an object's fields, keyed by name at any depth.
+ */
+export function schemaOf(shape: Shape, docs: Readonly<Record<string, FieldDoc>> = {}): Record<string, unknown> {
+  switch (shape.kind) {
+    case "bigint":
+      return shape.min < 0n ? { ...i64String } : { ...u64String };
+    case "integer":
+      return { type: "integer", ...(shape.min > Number.MIN_SAFE_INTEGER ? { minimum: shape.min } : {}) };
+    case "number":
+      return { type: "number" };
+    case "string":
+      return { type: "string" };
+    case "boolean":
+      return { type: "boolean" };
+    case "enum":
+      return { type: typeof shape.values[0], enum: [...shape.values] };
+    case "array":
+      return { type: "array", items: schemaOf(shape.item, docs) };
+    case "optional":
+    case "nullable":
+      return { ...schemaOf(shape.inner, docs), ...(shape.kind === "nullable" ? { nullable: true } : {}) };
+    case "object":
+      return { type: "object", additionalProperties: true, properties: propertiesOf(shape.fields, docs) };
+    case "record":
+      return { type: "object", additionalProperties: schemaOf(shape.value, docs) };
+    case "union":
+      return { type: "object", additionalProperties: true, required: [shape.tag] };
+    case "custom":
+      return {};
+  }
+}
+
+function propertiesOf(fields: Readonly<Record<string, Shape>>, docs: Readonly<Record<string, FieldDoc>>): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(fields).map(([k, s]) => {
+      const d = docs[k];
+      return [k, { ...schemaOf(s, docs), ...(d?.description !== undefined ? { description: d.description } : {}), ...(d?.example !== undefined ? { examples: [d.example] } : {}) }];
+    }),
+  );
+}

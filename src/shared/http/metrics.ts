@@ -138,7 +138,7 @@ export interface ObservedMigration {
   estimator: string;
   /** Committed migrations only: what the restore did and what it cost. */
   blackoutNs?: bigint;
-  introducedErrorNs?: bigint;
+  tscErrorNs?: bigint;
   errorBoundNs?: bigint;
   phasesNs?: Partial<Record<Phase, bigint>>;
 }
@@ -148,7 +148,7 @@ export function observeMigration(metrics: Metrics, m: ObservedMigration): void {
   const labels = { policy: m.policy, estimator: m.estimator };
   metrics.migrationsTotal.inc({ outcome: m.outcome, ...labels });
   if (m.blackoutNs !== undefined) metrics.blackoutSeconds.observe(labels, secondsOf(m.blackoutNs));
-  const error = m.introducedErrorNs === undefined ? undefined : m.introducedErrorNs < 0n ? -m.introducedErrorNs : m.introducedErrorNs;
+  const error = m.tscErrorNs === undefined ? undefined : m.tscErrorNs < 0n ? -m.tscErrorNs : m.tscErrorNs;
   if (error !== undefined) metrics.introducedErrorSeconds.observe(labels, secondsOf(error));
   if (m.errorBoundNs !== undefined) metrics.errorBoundSeconds.observe(labels, secondsOf(m.errorBoundNs));
   if (error !== undefined && m.errorBoundNs !== undefined) {

@@ -3,6 +3,7 @@
 // the in-memory one below, which survives simulated crashes because the simulator keeps it.
 
 import { TscmigError } from "../errors.js";
+import { sourceNoteFromJournal } from "./report.js";
 import { checkMigrationRecord, checkVmRecord, migrationChecksum, vmChecksum } from "./journal-integrity.js";
 
 export type VmRole =
@@ -126,12 +127,7 @@ export function journalAbortOnRecovery(journal: JournalStore, m: MigrationRecord
 
 /** The Transfer round trip a source journaled with its decision (0 when absent or unreadable). */
 export function journaledRtt(report: string | undefined): bigint {
-  try {
-    const v = (JSON.parse(report ?? "{}") as { transferRttNs?: unknown }).transferRttNs;
-    return typeof v === "string" && /^\d{1,20}$/.test(v) ? BigInt(v) : 0n;
-  } catch {
-    return 0n;
-  }
+  return sourceNoteFromJournal(report).transferRttNs;
 }
 
 /** One string per (source, migration id): ids never contain NUL. */

@@ -3,7 +3,10 @@
 import type { EstimatorName } from "./blackout.js";
 import type { Clocksource } from "../guest/guest.js";
 import type { PolicyName } from "./restore.js";
+import type { RestoreReport } from "./report.js";
 import type { Snapshot } from "./snapshot.js";
+
+export type { RestoreReport } from "./report.js";
 
 /**
  * Who a message after Prepare speaks for: the migration's source and the secret it chose for this
@@ -74,26 +77,6 @@ export interface CommitReq extends SourceRef {
   transferRttNs: bigint;
   /** Source raw clock: Transfer answer received → this Commit sent (see blackout.ts, one-sided). */
   answerToCommitNs?: bigint;
-}
-
-export interface RestoreReport {
-  estimatedBlackoutNs: bigint;
-  advancedNs: bigint;
-  errorBoundNs: bigint;
-  capped: boolean;
-  doorbellRung: boolean;
-  disruptionMarker: bigint;
-  /** True time at resume (0 where there is no shared truth). */
-  resumedTrueNs: bigint;
-  decodeNs: bigint;
-  restoreNs: bigint;
-  /** vCPU 0's guest TSC and kvmclock at resume. */
-  tscAtResume: bigint;
-  kvmclockAtResumeNs: bigint;
-  /** vCPUs whose pvclock showed PVCLOCK_GUEST_STOPPED at resume. */
-  stoppedVcpus: number;
-  /** True time the Transfer arrived (0 where there is no shared truth); diagnostics only. */
-  transferReceivedTrueNs: bigint;
 }
 
 export interface CommitRes {

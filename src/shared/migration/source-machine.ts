@@ -29,7 +29,10 @@
 import type { TscmigError } from "../errors.js";
 import { LIMITS } from "../limits.js";
 import type { ProbeExchange } from "./blackout.js";
-import type { AbortReq, CommitReq, PrepareReq, RestoreReport, SourceRef } from "./messages.js";
+import type { AbortReq, CommitReq, PrepareReq, SourceRef } from "./messages.js";
+import type { PhaseTimings, RestoreReport } from "./report.js";
+
+export type { PhaseTimings } from "./report.js";
 import type { Snapshot } from "./snapshot.js";
 
 export const SOURCE_PHASES = ["idle", "preparing", "probing", "transferring", "committing", "committed", "aborted", "refused"] as const;
@@ -37,21 +40,11 @@ export type SourcePhase = (typeof SOURCE_PHASES)[number];
 export type Decision = "pending" | "committed" | "aborted";
 export type SourceOutcome = "committed" | "aborted" | "refused" | "in-doubt";
 
-/** The source's durations, each on its own raw clock. */
-export interface PhaseTimings {
-  captureNs: bigint;
-  encodeNs: bigint;
-  transferNs: bigint;
-  decodeNs: bigint;
-  restoreNs: bigint;
-  commitNs: bigint;
-}
-
 /** The source's view of the pause: true time (diagnostics) and vCPU 0's clocks at that instant. */
 export interface PauseReading {
   pauseTrueNs: bigint;
-  tscBefore: bigint;
-  kvmNsBefore: bigint;
+  tscAtPause: bigint;
+  kvmclockAtPauseNs: bigint;
 }
 
 /** The Transfer round trip as the source measured it. */
@@ -358,7 +351,7 @@ const HANDLERS: { [K in SourceEvent["kind"]]: (s: SourceState, e: Extract<Source
   probeFailed: (s, e) => (s.phase === "probing" ? abortUnpaused(s, e.error, "aborted") : null),
   paused: (s, e) => {
     if (s.phase !== "transferring" || s.pause) return null;
-    const next: SourceState = { ...s, pause: { pauseTrueNs: e.pauseTrueNs, tscBefore: e.tscBefore, kvmNsBefore: e.kvmNsBefore } };
+    const next: SourceState = { ...s, pause: { pauseTrueNs: e.pauseTrueNs, tscAtPause: e.tscAtPause, kvmclockAtPauseNs: e.kvmclockAtPauseNs } };
     return { state: next, effects: [{ kind: "capture", exchanges: s.exchanges, lastProbeRawNs: s.lastProbeRawNs }] };
   },
   captured: (s, e) => {

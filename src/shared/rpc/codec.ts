@@ -237,7 +237,8 @@ export function resolveReqFromPb(m: ResolveRequest): ResolveReq {
 }
 
 export function restoreReportToPb(r: RestoreReport): MessageInitShape<typeof RestoreReportSchema> {
-  return { ...r };
+  const { resumeTrueNs, ...rest } = r;
+  return { ...rest, resumedTrueNs: resumeTrueNs };
 }
 
 export function restoreReportFromPb(m: PbRestoreReport | undefined): RestoreReport {
@@ -249,7 +250,7 @@ export function restoreReportFromPb(m: PbRestoreReport | undefined): RestoreRepo
     capped: m.capped,
     doorbellRung: m.doorbellRung,
     disruptionMarker: m.disruptionMarker,
-    resumedTrueNs: m.resumedTrueNs,
+    resumeTrueNs: m.resumedTrueNs,
     decodeNs: m.decodeNs,
     restoreNs: m.restoreNs,
     tscAtResume: m.tscAtResume,
