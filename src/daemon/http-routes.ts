@@ -170,7 +170,7 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
             estimator: { type: "string", enum: ESTIMATORS, description: "how the destination measures the blackout (default one-sided)" },
             doorbell: { type: "boolean", description: "ring the guest's doorbell after the restore" },
             advanceCapNs: { ...u64String, description: "cap of advance-capped, ns (default 1 s)" },
-            migrationId: { type: "string", pattern: idPattern, description: "default: generated; a retry with the same id is idempotent" },
+            migrationId: { type: "string", pattern: idPattern, description: "default: generated. An id this source already used is refused (409 migration_id_reused): the outcome of an earlier migration is in GET /v1/migrations" },
           },
           examples: [{ destination: "destination:7071", policy: "kvm-realtime", estimator: "probe", doorbell: true }],
         },

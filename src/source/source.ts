@@ -16,7 +16,7 @@ import type { HostedVm } from "../shared/migration/hosted-vm.js";
 import { type DurableStore, journalAbortOnRecovery, journaledRtt, type MigrationRecord } from "../shared/migration/journal.js";
 import type { PeerDialer, ResolveReq, ResolveRes } from "../shared/migration/messages.js";
 import { type PolicyName, parsePolicy } from "../shared/migration/restore.js";
-import { checkId } from "../shared/migration/snapshot.js";
+import { checkHostPort, checkId } from "../shared/migration/snapshot.js";
 import { isDurableRefusal } from "../shared/migration/source-machine.js";
 import type { RecoveryTask, VmRegistry } from "../shared/migration/vm-registry.js";
 import type { Scheduler } from "../shared/time/clock.js";
@@ -111,6 +111,10 @@ export class Source {
     if (h.lock !== null) throw new TscmigError("aborted", `VM ${vmId} is already migrating (${h.lock})`, { reason: "migration_in_progress" });
     if (this.outbound.size >= LIMITS.migrationsInFlightMax) throw new TscmigError("resource_exhausted", "too many migrations in flight", { reason: "inflight_limit" });
     if (typeof req.destination !== "string" || req.destination.length === 0 || req.destination.length > 256) throw invalid("destination", "must be HOST:PORT");
+    // An address the transport cannot dial is bad input, refused before a migration id is spent on it.
+    const { dialer } = this.deps;
+    if (dialer.checkAddress) dialer.checkAddress(req.destination, "destination");
+    else checkHostPort(req.destination, "destination");
     checkMigrationTarget({ vmId, generation: h.generation, destination: req.destination, selfName: this.cfg.name, selfGrpc: this.cfg.grpcAdvertise });
     this.deps.journal.requireWritable("migrate a VM out");
     return h;

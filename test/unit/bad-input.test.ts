@@ -427,4 +427,18 @@ describe("a daemon core (TscmigNode) on bad requests", () => {
     expect(node.journal.listMigrations()).toEqual([]);
     expect(node.destination.pending()).toEqual([]);
   });
+
+  it("migrate refuses a destination no transport could dial (a port past 65535) before spending a migration id", async () => {
+    const h = node.createVm({ vcpus: 1, id: "vm-dest" });
+    for (const destination of ["127.0.0.1:99999", "127.0.0.1:0", "no-port", "[::1]"]) {
+      const e = await node.migrate(h.id, { destination, migrationId: "m-bad" }).then(
+        () => null,
+        (x: unknown) => x,
+      );
+      expect(e, destination).toMatchObject({ code: "invalid_argument", field: "destination" });
+    }
+    expect(node.journal.listMigrations()).toEqual([]);
+    expect(node.getVm(h.id).lock).toBeNull();
+    node.deleteVm(h.id);
+  });
 });
