@@ -165,13 +165,15 @@ export class LiveCluster {
   /** SIGKILLs `d` after pulling its history; the VMs it ran stop there. */
   async kill(d: LiveDaemon, why: string): Promise<void> {
     if (!d.proc || !d.api) return;
-    await this.pull(d);
     let running: { id: string; generation: string }[];
     try {
       running = (await d.api.call<{ vms: VmRow[] }>("GET", "/v1/vms", undefined, 2000)).vms.filter((v) => v.running);
     } catch {
       running = [];
     }
+    // Pulled after the listing: reading a VM reads its guest's clock, which can make the guest act
+    // on a migration just then, and that handling must not die unseen with the process.
+    await this.pull(d);
     const child = d.proc.child;
     const exited = new Promise<void>((ok) => (child.exitCode !== null || child.signalCode !== null ? ok() : child.once("exit", () => ok())));
     d.stopping = true;
