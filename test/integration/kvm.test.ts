@@ -7,7 +7,9 @@
 // (no wall-clock sleeps); skipped with the reason where /dev/kvm does not open.
 
 import { execFileSync } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeClockData, decodeClockData } from "../../src/shared/hypervisor/kvm/abi.js";
@@ -66,6 +68,9 @@ describe.skipIf(problem !== null)("real KVM", () => {
   it("kvm info names an absent device and a forbidden one", async () => {
     const absent = await kvmInfo({ device: "/nonexistent/kvm" });
     expect(absent).toMatchObject({ available: false, problem: "absent" });
+    // A device this process may not open: a copy of /dev/kvm's node with no permission bits, opened
+    // by root without capabilities (setpriv). Dropping to another user instead would also need that
+    // user to reach the checkout, which a private temporary clone (mode 0700) does not allow.
     const setpriv = (() => {
       try {
         execFileSync("setpriv", ["--version"], { stdio: "ignore" });
@@ -75,12 +80,19 @@ describe.skipIf(problem !== null)("real KVM", () => {
       }
     })();
     if (!setpriv) return console.warn("kvm info permission case skipped: needs root and setpriv");
+    const dir = mkdtempSync(join(tmpdir(), "tscmig-kvm-"));
+    const device = join(dir, "kvm");
     const bin = fileURLToPath(new URL("../../bin/tscmig.js", import.meta.url));
     let text: string;
     try {
-      text = execFileSync("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, bin, "kvm", "info", "--json"], { encoding: "utf8" });
+      execFileSync("mknod", [device, "c", "10", "232"]); // misc device 10, KVM_MINOR 232 (include/linux/miscdevice.h)
+      chmodSync(device, 0);
+      const dropCaps = ["--securebits=+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked", "--inh-caps=-all", "--bounding-set=-all"];
+      text = execFileSync("setpriv", [...dropCaps, process.execPath, bin, "kvm", "info", "--json", "--device", device], { encoding: "utf8" });
     } catch (e) {
       text = String((e as { stdout?: string }).stdout ?? "");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
     expect(JSON.parse(text)).toMatchObject({ available: false, problem: "permission" });
   });
