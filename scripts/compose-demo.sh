@@ -242,6 +242,10 @@ if [ "$RUN_TEST" = 1 ]; then
     fail "test/e2e/compose-up.test.ts failed against this engine (output above)"
   fi
   grep -E '✓|Tests|skip' "$WORK/e2e.log" | sed 's/^/  | /'
+  # Handed an engine and an image, the test must run: a skip here is a failure, not a pass.
+  if grep -qE 'skipped|skip:' "$WORK/e2e.log"; then
+    fail "test/e2e/compose-up.test.ts skipped against this engine (output above): it must run here"
+  fi
 
   say "compose end-to-end test passed in $(took "$t")"
 fi

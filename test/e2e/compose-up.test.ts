@@ -24,7 +24,8 @@ function detect(): { dockerHost: string } | { reason: string } {
   if (dockerHost === undefined || dockerHost === "")
     return { reason: "no container engine given: scripts/compose-demo.sh sets one up (podman's Docker API), builds the image and runs this test against it" };
   if (V1 === undefined) return { reason: "docker-compose is not installed (scripts/ci-deps.sh installs it)" };
-  const probe = spawnSync(V1, ["-f", COMPOSE_FILE, "ps"], { encoding: "utf8", timeout: 30_000, env: childEnv({ DOCKER_HOST: dockerHost }) });
+  // The compose file refuses to interpolate without a peer token: the probe needs one like every step.
+  const probe = spawnSync(V1, ["-f", COMPOSE_FILE, "ps"], { encoding: "utf8", timeout: 30_000, env: childEnv({ DOCKER_HOST: dockerHost, TSCMIG_PEER_TOKEN: "probe" }) });
   if (probe.status !== 0) return { reason: `the engine at ${dockerHost} does not answer: ${(probe.stderr || String(probe.error)).trim().split("\n").slice(-1)[0]}` };
   return { dockerHost };
 }
