@@ -141,32 +141,37 @@ export interface RunRow {
   invariants: string[];
 }
 
+/** A campaign's result before any run is folded in. */
+export function emptyResult(whole: { mode: "sim" | "live"; seed: bigint; runs: number }): CampaignResult {
+  return {
+    mode: whole.mode,
+    seed: whole.seed,
+    runs: whole.runs,
+    totals: { runs: 0, events: 0, simNs: 0n, samples: 0, vcpuReadings: 0, migrations: 0, migrationsCommitted: 0, migrationsStarted: 0, faults: 0, vms: 0, handled: 0, ratePairs: 0, restores: 0, livenessChecks: 0 },
+    violations: [],
+    hostFaults: [],
+    violationsByInvariant: {},
+    hostFaultsByClass: {},
+    violationCount: 0,
+    hostFaultCount: 0,
+    failingRuns: [],
+    stats: [],
+    plots: [],
+    timelines: new Map(),
+    runRows: [],
+    faultSites: {},
+    faultKinds: {},
+    outcomes: {},
+    migrationsByPath: zeroPaths(),
+    determinism: { checked: 0, mismatches: [] },
+  };
+}
+
 class Aggregate {
   readonly result: CampaignResult;
   private readonly outcomes: (RunOutcome | undefined)[] = [];
   constructor(o: CampaignOptions) {
-    this.result = {
-      mode: o.mode,
-      seed: o.seed,
-      runs: o.runs,
-      totals: { runs: 0, events: 0, simNs: 0n, samples: 0, vcpuReadings: 0, migrations: 0, migrationsCommitted: 0, migrationsStarted: 0, faults: 0, vms: 0, handled: 0, ratePairs: 0, restores: 0, livenessChecks: 0 },
-      violations: [],
-      hostFaults: [],
-      violationsByInvariant: {},
-      hostFaultsByClass: {},
-      violationCount: 0,
-      hostFaultCount: 0,
-      failingRuns: [],
-      stats: [],
-      plots: [],
-      timelines: new Map(),
-      runRows: [],
-      faultSites: {},
-      faultKinds: {},
-      outcomes: {},
-      migrationsByPath: zeroPaths(),
-      determinism: { checked: 0, mismatches: [] },
-    };
+    this.result = emptyResult(o);
   }
   add(o: RunOutcome): void {
     this.outcomes[o.run] = o;

@@ -12,9 +12,9 @@
 import { arrayOf, bool, BOUNDARY, custom, encodeJson, float, i64, int, type Json, nullable, obj, oneOf, optional, recordOf, str, u64 } from "../shared/codec.js";
 import { invalid, isTscmigError } from "../shared/errors.js";
 import { MIGRATION_PATHS, type MigrationPath } from "../shared/history.js";
-import { type CampaignResult, type CampaignTotals, finalizeResult, plotCandidates, type RunRow } from "./campaign.js";
+import { type CampaignResult, type CampaignTotals, emptyResult, finalizeResult, plotCandidates, type RunRow } from "./campaign.js";
 import { CHECKS, type Value, type Violation } from "./checker.js";
-import { type MigrationPlot, type MigrationStat, type PlotPoint, zeroPaths } from "./run-outcome.js";
+import type { MigrationPlot, MigrationStat, PlotPoint } from "./run-outcome.js";
 
 /** Largest N: shards are Kubernetes Job completions (its own limit is 100,000 indexes). */
 export const SHARDS_MAX = 100_000;
@@ -267,26 +267,7 @@ export class FoldMerger {
   private readonly r: CampaignResult;
   private first = true;
   constructor(whole: { mode: "sim" | "live"; seed: bigint; runs: number }) {
-    this.r = {
-      ...whole,
-      totals: zeroTotals(undefined),
-      violations: [],
-      hostFaults: [],
-      violationsByInvariant: {},
-      hostFaultsByClass: {},
-      violationCount: 0,
-      hostFaultCount: 0,
-      failingRuns: [],
-      stats: [],
-      plots: [],
-      timelines: new Map(),
-      runRows: [],
-      faultSites: {},
-      faultKinds: {},
-      outcomes: {},
-      migrationsByPath: zeroPaths(),
-      determinism: { checked: 0, mismatches: [] },
-    };
+    this.r = emptyResult(whole);
   }
   /** The next block's fold, in run order. */
   add(f: CampaignResult): void {
@@ -313,9 +294,7 @@ export class FoldMerger {
 type Totals = CampaignResult["totals"];
 
 /** Zeros with the keys of `like` in its order (every total a fold has is summed, whatever the checker counts). */
-function zeroTotals(like: Totals | undefined): Totals {
-  const base: Totals = { runs: 0, events: 0, simNs: 0n, samples: 0, vcpuReadings: 0, migrations: 0, migrationsCommitted: 0, migrationsStarted: 0, faults: 0, vms: 0, handled: 0, ratePairs: 0, restores: 0, livenessChecks: 0 };
-  if (!like) return base;
+function zeroTotals(like: Totals): Totals {
   return Object.fromEntries(Object.entries(like).map(([k, v]) => [k, typeof v === "bigint" ? 0n : 0])) as unknown as Totals;
 }
 
