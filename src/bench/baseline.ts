@@ -65,17 +65,11 @@ export async function tcpEchoRtts(clock: Clock, port: number, n: number, warmup:
       };
       socket.write(msg);
     });
-  const out: bigint[] = [];
   try {
-    for (let i = 0; i < warmup + n; i++) {
-      const t0 = clock.monotonicNs();
-      await once();
-      if (i >= warmup) out.push(clock.monotonicNs() - t0);
-    }
+    return await timedRounds(clock, n, warmup, once);
   } finally {
     socket.destroy();
   }
-  return out;
 }
 
 /**
@@ -92,11 +86,16 @@ export async function grpcUnaryRtts(
   paced?: { scheduler: Scheduler; gapNs: bigint },
 ): Promise<bigint[]> {
   const peer = dialer.dial(address);
+  return timedRounds(clock, n, warmup, () => peer.ping(), paced ? () => sleep(paced.scheduler, paced.gapNs) : undefined);
+}
+
+/** `warmup + n` calls of `once`, one after another (each after `before`, untimed); the last `n` durations. */
+async function timedRounds(clock: Clock, n: number, warmup: number, once: () => Promise<void>, before?: () => Promise<void>): Promise<bigint[]> {
   const out: bigint[] = [];
   for (let i = 0; i < warmup + n; i++) {
-    if (paced) await sleep(paced.scheduler, paced.gapNs);
+    if (before) await before();
     const t0 = clock.monotonicNs();
-    await peer.ping();
+    await once();
     if (i >= warmup) out.push(clock.monotonicNs() - t0);
   }
   return out;
@@ -114,15 +113,9 @@ export async function grpcBareRtts(clock: Clock, port: number, n: number, warmup
     new Promise<void>((ok, fail) => {
       client.makeUnaryRequest(ECHO_PATH, identity, identity, msg, (err) => (err ? fail(new TscmigError("unavailable", `grpc echo: ${err.message}`)) : ok()));
     });
-  const out: bigint[] = [];
   try {
-    for (let i = 0; i < warmup + n; i++) {
-      const t0 = clock.monotonicNs();
-      await once();
-      if (i >= warmup) out.push(clock.monotonicNs() - t0);
-    }
+    return await timedRounds(clock, n, warmup, once);
   } finally {
     client.close();
   }
-  return out;
 }
