@@ -92,7 +92,7 @@ export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
     ? { certPem: readTlsFile(c.tlsCert, "--tls-cert"), keyPem: readTlsFile(c.tlsKey, "--tls-key"), caPem: readTlsFile(c.tlsCa, "--tls-ca") }
     : undefined;
   const peerAuth = resolvePeerAuth({ peerAuth: c.peerAuth, peerToken: c.peerToken, peerTokenFile: c.peerTokenFile, tls: tls !== undefined, grpcHost: c.grpc.host });
-  const journal = deps.journal ?? Journal.open(c.data, { synchronous: c.journalSync as "full" | "normal" });
+  const journal = deps.journal ?? Journal.open(c.data, { synchronous: c.journalSync as "full" | "normal", owner: c.name });
   try {
     return await assemble(deps, host, journal, tls, peerAuth);
   } catch (e) {

@@ -107,6 +107,8 @@ const MIGRATIONS: readonly (string | ((db: Database.Database) => void))[] = [
     for (const row of db.prepare<[], MigrationRow>("SELECT * FROM migrations").all())
       setMigration.run(migrationChecksum(migrationOf(row, false)), row.source, row.migration_id);
   },
+  // v4: the name of the daemon the journal belongs to (its decisions were taken under that name).
+  `CREATE TABLE owner (name TEXT NOT NULL) STRICT;`,
 ];
 export const JOURNAL_SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -152,9 +154,11 @@ export class Journal {
    * Throws `failed_precondition` when another process holds it (reason `journal_locked`), when it
    * was written by a newer tscmig (reason `journal_schema_newer`), when `dir` cannot be a data
    * directory (reason `data_dir_unusable`: a file, no permission, a full disk) or the file in it is
-   * not a journal (reason `journal_unreadable`).
+   * not a journal (reason `journal_unreadable`), and when `opts.owner` is given and the journal
+   * belongs to a daemon of another name (reason `journal_owner_mismatch`; a journal without an owner
+   * takes `opts.owner` as its own).
    */
-  static open(dir: string, opts: { synchronous?: JournalSync } = {}): Journal {
+  static open(dir: string, opts: { synchronous?: JournalSync; owner?: string } = {}): Journal {
     const path = join(dir, FILE_NAME);
     let db: Database.Database;
     try {
@@ -169,6 +173,7 @@ export class Journal {
       db.pragma("journal_mode = WAL");
       db.pragma(`synchronous = ${opts.synchronous === "normal" ? "NORMAL" : "FULL"}`);
       migrate(db, path);
+      if (opts.owner !== undefined) claimOwner(db, path, opts.owner);
     } catch (e) {
       db.close();
       if (!(e instanceof Database.SqliteError)) throw e;
@@ -354,6 +359,25 @@ function migrate(db: Database.Database, path: string): void {
     if (row === undefined) db.prepare("INSERT INTO schema_version (version) VALUES (?)").run(JOURNAL_SCHEMA_VERSION);
     else db.prepare("UPDATE schema_version SET version = ?").run(JOURNAL_SCHEMA_VERSION);
   }).immediate();
+}
+
+/**
+ * A daemon's decisions are recorded under its name (peers know it by that name, and its recovery
+ * tells its own migrations from others' by it): the same journal under another name would override
+ * them. The first daemon to open a journal owns it.
+ */
+function claimOwner(db: Database.Database, path: string, name: string): void {
+  const row = db.prepare<[], { name: string }>("SELECT name FROM owner").get();
+  if (row === undefined) {
+    db.prepare("INSERT INTO owner (name) VALUES (?)").run(name);
+    return;
+  }
+  if (row.name !== name)
+    throw new TscmigError(
+      "failed_precondition",
+      `journal ${path} belongs to the daemon named ${JSON.stringify(row.name)}, not ${JSON.stringify(name)}: start it with --name ${row.name}, or give this daemon its own --data`,
+      { field: "name", reason: "journal_owner_mismatch" },
+    );
 }
 
 function dataDirError(dir: string, e: unknown): TscmigError {

@@ -142,6 +142,17 @@ describe("a daemon that cannot start", () => {
     expect(o.stderr[0]).not.toMatch(/EEXIST/);
   });
 
+  it("exits when its --data belongs to a daemon of another name, naming both; the journal is untouched", async () => {
+    const d = await TestDaemon.start({ name: "first" });
+    expect((await d.api.send("POST", "/v1/vms", { id: "vm-kept", vcpus: 1 })).status).toBe(201);
+    await d.stop();
+    const o = await runToExit(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--data", d.data]);
+    expectCleanFailure(o, /belongs to the daemon named "first", not "s": start it with --name first.*journal_owner_mismatch/);
+    const j = Journal.open(d.data, { owner: "first" });
+    expect(j.getVm("vm-kept")).toBeDefined();
+    j.close();
+  });
+
   it("exits when another daemon holds the journal, saying which", async () => {
     const d = await TestDaemon.start({ name: "holder" });
     const o = await runToExit(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--data", d.data]);

@@ -199,6 +199,21 @@ describe("journal file", () => {
     journal = Journal.open(join(dir, "other")); // for afterEach
   });
 
+  it("belongs to the daemon that first opened it under a name, and refuses a daemon of another name", () => {
+    journal.putMigration(migration({ decision: "committed" }));
+    journal.close();
+    journal = Journal.open(join(dir, "data"), { owner: "d0" }); // an owner-less journal takes its first name
+    journal.close();
+    journal = Journal.open(join(dir, "data"), { owner: "d0" });
+    journal.close();
+    const e = errorOf(() => Journal.open(join(dir, "data"), { owner: "d1" }));
+    expect(e.code).toBe("failed_precondition");
+    expect(e.reason).toBe("journal_owner_mismatch");
+    expect(e.message).toMatch(/belongs to the daemon named "d0", not "d1": start it with --name d0/);
+    journal = Journal.open(join(dir, "data"), { owner: "d0" }); // the refusal changed nothing and released the lock
+    expect(journal.getMigration("m-1")?.decision).toBe("committed");
+  });
+
   it("refuses a file that is not a journal", () => {
     const other = join(dir, "garbage");
     mkdirSync(other);
