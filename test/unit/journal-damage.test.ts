@@ -173,9 +173,9 @@ describe("schema upgrade", () => {
     j.putVm({ vmId: "old", generation: 18_446_744_073_709_551_615n, role: "handed-off", state: "", updatedNs: 5n });
     j.putMigration({ migrationId: "m-old", vmId: "old", role: "source", phase: "committed", decision: "committed", generation: 4n, peer: "x:1", report: "{}", updatedNs: 6n });
     j.close();
-    // Back to what version 1 wrote: no checksum columns, no probe row.
+    // Back to what version 1 wrote: no checksum columns, no probe row, no owner.
     const db = new Database(join(data, "tscmig.db"));
-    db.exec("ALTER TABLE vms DROP COLUMN checksum; ALTER TABLE migrations DROP COLUMN checksum; DROP TABLE meta; UPDATE schema_version SET version = 1");
+    db.exec("ALTER TABLE vms DROP COLUMN checksum; ALTER TABLE migrations DROP COLUMN checksum; DROP TABLE meta; DROP TABLE owner; UPDATE schema_version SET version = 1");
     db.close();
     const up = Journal.open(data);
     expect(up.getVm("old")).toMatchObject({ generation: 18_446_744_073_709_551_615n, role: "handed-off" });

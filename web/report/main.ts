@@ -5,33 +5,7 @@
 import { fill, h } from "../shared/dom.js";
 import { type Column, type Mark, type SeriesSpec, type Span, TimeChart } from "../shared/time-chart.js";
 import { fmtNs } from "../shared/units.js";
-
-interface Timeline {
-  run: number;
-  seed: string;
-  endMs: number;
-  healMs: number | null;
-  hosts: { name: string; tMs: number[]; skewUs: number[]; maxerrorUs: number[] }[];
-  vms: { id: string; tMs: number[]; errorUs: number[]; halfUs: (number | null)[]; host: number[] }[];
-  faults: { site: string; fromMs: number; toMs: number; detail: string }[];
-  faultsOmitted: Record<string, number>;
-  migrations: {
-    id: string;
-    vmId: string;
-    source: string;
-    destination: string;
-    policy: string;
-    estimator: string;
-    outcome: string;
-    startMs: number | null;
-    pauseMs: number | null;
-    resumeMs: number | null;
-    errorUs: number | null;
-    boundUs: number | null;
-    hostFault: string | null;
-  }[];
-  verdicts: { invariant: string; tMs: number | null; vmId: string | null; daemon: string | null; message: string; hostFault: string | null }[];
-}
+import type { RunTimeline as Timeline } from "../../src/chaos/report/timeline-types.js";
 
 interface ReportData {
   rows: (string | number)[][];
