@@ -7,11 +7,11 @@
 // epoch. A live run is aborted once its daemons listen; their pids must be gone when it returns. A
 // forked launcher spawns a daemon and calls process.exit; the daemon's pid must go away (polled
 // against a deadline, never a fixed sleep).
-import { readFileSync } from "node:fs";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import type { ChaosHistory } from "../../src/chaos/history.js";
 import { LiveCluster, type LiveDaemon } from "../../src/chaos/live/cluster.js";
 import { FaultProxy } from "../../src/chaos/live/proxy.js";
 import { runLive } from "../../src/chaos/live/run.js";
@@ -84,7 +84,9 @@ describe("live harness: no daemon outlives its campaign", () => {
     const ac = new AbortController();
     teardown = async () => ac.abort();
     const before = new Set(runningDaemonPids());
-    const run = runLive(0, 11n, { ...DEFAULT_SCENARIO, faults: ["kill"], skewMaxNs: 0n }, { entry, migrations: 4, signal: ac.signal, trueEpochNs: PINNED });
+    let history: ChaosHistory | null = null;
+    const live = { entry, migrations: 4, signal: ac.signal, trueEpochNs: PINNED, onHistory: (h: ChaosHistory) => (history = h) };
+    const run = runLive(0, 11n, { ...DEFAULT_SCENARIO, faults: ["kill"], skewMaxNs: 0n }, live);
     const ours = () => runningDaemonPids().filter((p) => !before.has(p));
     await until("the run's two daemons listen", () => ours().length >= 2, 60_000);
     const pids = ours();
@@ -96,6 +98,9 @@ describe("live harness: no daemon outlives its campaign", () => {
     const messages = out.violations.map((v) => v.message).join("\n");
     expect(messages).toMatch(/live run failed: .*abort/i);
     expect(messages).not.toMatch(/exited on its own/);
+    // And it went no further: no migration, no restart after the abort (a run left going would start four).
+    const kinds = (history as ChaosHistory | null)?.events.map((e) => e.kind) ?? [];
+    expect(kinds.filter((k) => k === "migrateStart" || k === "restart")).toEqual([]);
   });
 
   it("a launcher that exits without stopping its daemon takes the daemon with it", { timeout: 120_000 }, async () => {
