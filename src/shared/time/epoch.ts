@@ -1,11 +1,11 @@
 // The true epoch: the wall-clock instant (ns since the Unix epoch) of CLOCK_MONOTONIC's zero, which
-// turns true time (the kernel's monotonic clock, SPEC §1) into true realtime. Every daemon that is
-// checked against one truth must use the same value: the launcher that starts them pins it
-// (TSCMIG_TRUE_EPOCH_NS); a daemon started alone measures it.
+// turns true time (the kernel's monotonic clock, docs/time-across-migration.md#the-time-model) into
+// true realtime. Every daemon checked against one truth must use the same value: the launcher that
+// starts them pins it (TSCMIG_TRUE_EPOCH_NS); a daemon started alone measures it.
 //
 // Why not /proc/stat `btime`: it is CLOCK_REALTIME − CLOCK_BOOTTIME truncated to whole seconds, so a
 // kernel realtime offset near a second boundary (ours sat 70 ms above one) flips it by a full second
-// when the offset moves by a few ms, and two daemons started on either side of that move disagree
+// when the offset moves across it, and two daemons started on either side of that move disagree
 // about realtime by 1 s. Node has no sub-millisecond realtime read, but Date.now() (the kernel's
 // realtime floored to the ms) ticks at an exact millisecond boundary: catching a tick between two
 // monotonic reads brackets realtime − monotonic to the width of that bracket (µs, not 1 s).
