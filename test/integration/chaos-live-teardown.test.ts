@@ -1,13 +1,15 @@
 // Goal: the live harness runs every daemon of a campaign on the one true epoch it pinned (every
 // start and restart, supervised or not), and no daemon outlives its campaign: an aborted run (a
-// test's teardown after a timeout) SIGKILLs its daemons and starts none again, and a launcher that
-// exits without stopping its daemons takes them with it.
+// test's teardown after a timeout) SIGKILLs its daemons and starts none again, SIGTERM to a live
+// `tscmig chaos` does the same, and a launcher that exits without stopping its daemons takes them
+// with it.
 // Method: real daemons from dist/ on loopback. A LiveCluster pinned to an epoch no kernel would
 // measure (…123456789 ns) starts, kills and restarts a daemon, and each GET /v1/host must imply that
 // epoch. A live run is aborted once its daemons listen; their pids must be gone when it returns. A
 // forked launcher spawns a daemon and calls process.exit; the daemon's pid must go away (polled
 // against a deadline, never a fixed sleep).
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -35,6 +37,22 @@ function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** The daemons `parent` runs now (its children whose command line is `… tscmig.js daemon …`). */
+function daemonChildren(parent: number): number[] {
+  const pids: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === parent && readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0").includes("daemon")) pids.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
 }
 
 async function until(what: string, ok: () => boolean, deadlineMs: number): Promise<void> {
@@ -101,6 +119,30 @@ describe("live harness: no daemon outlives its campaign", () => {
     // And it went no further: no migration, no restart after the abort (a run left going would start four).
     const kinds = (history as ChaosHistory | null)?.events.map((e) => e.kind) ?? [];
     expect(kinds.filter((k) => k === "migrateStart" || k === "restart")).toEqual([]);
+  });
+
+  it("SIGTERM to `tscmig chaos --mode live` ends the run under way with its daemons, and starts no other", { timeout: 120_000 }, async () => {
+    const cli = spawn(process.execPath, [join(ROOT, "bin", "tscmig.js"), "chaos", "--mode", "live", "--seed", "11", "--runs", "3", "--faults", "kill", "--quiet"], { stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    cli.stdout.on("data", (b: Buffer) => (output += b.toString()));
+    cli.stderr.on("data", (b: Buffer) => (output += b.toString()));
+    const exited = new Promise<number | null>((ok) => cli.once("exit", (code) => ok(code)));
+    const seen = new Set<number>();
+    teardown = async () => {
+      cli.kill("SIGKILL");
+      for (const pid of seen) if (alive(pid)) process.kill(pid, "SIGKILL");
+    };
+    await until("the campaign's daemons run", () => {
+      for (const pid of daemonChildren(cli.pid as number)) seen.add(pid);
+      return seen.size >= 2;
+    }, 60_000);
+    cli.kill("SIGTERM");
+    const code = await exited;
+    expect([...seen].filter(alive), output).toEqual([]);
+    expect(output).toMatch(/SIGTERM: stopping the live run and its daemons/);
+    expect(output).toMatch(/violation/); // the aborted run is reported as failed, with a summary
+    expect(output).toMatch(/ 1 runs from seed 11 /); // not 3: no run starts after the signal
+    expect(code).toBe(1);
   });
 
   it("a launcher that exits without stopping its daemon takes the daemon with it", { timeout: 120_000 }, async () => {
