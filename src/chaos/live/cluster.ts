@@ -83,11 +83,13 @@ export class LiveCluster {
   constructor(private readonly o: ClusterOptions) {
     this.epochNs = o.trueEpochNs;
     // Before spawnDaemon's own listeners SIGKILL them (registered later, so called later): those
-    // exits are the harness's doing, not crashes.
-    o.signal?.addEventListener("abort", () => {
-      for (const d of this.daemons) d.stopping = true;
-    }, { once: true });
+    // exits are the harness's doing, not crashes. Removed by stopAll (one signal spans a campaign).
+    o.signal?.addEventListener("abort", this.onAbort, { once: true });
   }
+
+  private readonly onAbort = () => {
+    for (const d of this.daemons) d.stopping = true;
+  };
 
   fault(site: string, detail: string): void {
     this.faultSites[site] = (this.faultSites[site] ?? 0) + 1;
@@ -189,7 +191,7 @@ export class LiveCluster {
           data: d.data,
           args: d.args,
           readyTimeoutNs: 15n * S,
-          env: { TSCMIG_LOG_LEVEL: this.o.echo ? "info" : "warn", [TRUE_EPOCH_ENV]: String(this.epochNs), ...env },
+          env: { TSCMIG_LOG_LEVEL: this.o.echo ? "info" : "warn", ...env, [TRUE_EPOCH_ENV]: String(this.epochNs) },
           ...(this.o.signal ? { signal: this.o.signal } : {}),
           ...(this.o.echo ? { echo: true } : {}),
           ...(this.o.entry ? { entry: this.o.entry } : {}),
@@ -316,6 +318,7 @@ export class LiveCluster {
   /** Stops every daemon (after any start under way has listened or failed) and closes every proxy. */
   async stopAll(): Promise<void> {
     await Promise.all([...this.starting]);
+    this.o.signal?.removeEventListener("abort", this.onAbort);
     await Promise.allSettled(
       this.daemons.map(async (d) => {
         d.stopping = true;
