@@ -16,8 +16,9 @@
 # mod 256; they exist only inside these two namespaces (the host has no route to them), so two
 # topologies that happen to share an X cannot interfere.
 #
-# Both namespaces share the host kernel: one CLOCK_MONOTONIC and one /proc/stat btime, which the
-# project takes as true time (docs/time-across-migration.md#the-time-model), exactly as for the two containers of docker-compose.yml.
+# Both namespaces share the host kernel: one CLOCK_MONOTONIC, which the project takes as true time
+# (docs/time-across-migration.md#the-time-model), exactly as for the two containers of docker-compose.yml;
+# give both daemons one TSCMIG_TRUE_EPOCH_NS and they agree on true realtime exactly.
 # Needs root and iproute2. The kernel here has no netem: shape with tbf/htb or drop with nft inside
 # a namespace (`exec src tc ...`), and put delay/loss/reordering in a userspace proxy.
 set -eu

@@ -322,7 +322,7 @@ export async function runCampaignFold(o: CampaignOptions): Promise<CampaignResul
   const { first, end } = rangeOf(o);
   if (o.mode === "live") {
     const { runLive } = await import("./live/run.js");
-    for (let i = first; i < end; i++) {
+    for (let i = first; i < end && !o.live?.signal?.aborted; i++) {
       const out = await runLive(i, runSeed(o.seed, i), o.scenario, o.live ?? {});
       agg.add(out);
       o.onRun?.(out, i - first + 1);

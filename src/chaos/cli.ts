@@ -166,6 +166,7 @@ export async function runChaos(f: ChaosFlags, out: (s: string) => void, extra: P
     const file = f.history;
     o.onHistory = (text) => writeFileSync(file, text);
   }
+  const stopLive = o.mode === "live" ? stopOnSignals(o) : () => {};
   const fold = await runCampaignFold({
     ...o,
     onRun: (run, done) => {
@@ -176,7 +177,10 @@ export async function runChaos(f: ChaosFlags, out: (s: string) => void, extra: P
       } else if (!f.quiet && o.mode === "live") out(`run ${run.run} (seed ${run.seed}): ${Object.entries(run.counts).filter(([k]) => !k.includes("/")).reduce((a, [, n]) => a + n, 0)} violation(s)\n`);
       o.onRun?.(run, done);
     },
-  }).finally(() => bar?.stop());
+  }).finally(() => {
+    bar?.stop();
+    stopLive();
+  });
   const result = finalizeResult(fold);
   const identity: CampaignIdentity = {
     mode: o.mode,
@@ -193,6 +197,28 @@ export async function runChaos(f: ChaosFlags, out: (s: string) => void, extra: P
   writeReports(f, result, ctx, range, section);
   if (!f.quiet || result.violationCount > 0) out((shard ? `shard ${shard.index}/${shard.count}: runs ${range.first}–${range.end - 1} of ${o.runs}\n` : "") + summaryText(result, ctx));
   return result.violationCount === 0 ? 0 : 1;
+}
+
+/**
+ * SIGINT or SIGTERM during a live campaign aborts it: the run under way SIGKILLs its daemons and no
+ * run starts after it, then the campaign reports what it ran (a daemon must not outlive it). Returns
+ * the function that removes the handlers.
+ */
+function stopOnSignals(o: CampaignOptions): () => void {
+  const ac = new AbortController();
+  const outer = o.live?.signal;
+  outer?.addEventListener("abort", () => ac.abort(), { once: true });
+  o.live = { ...o.live, signal: ac.signal };
+  const onSignal = (signal: NodeJS.Signals) => {
+    process.stderr.write(`tscmig chaos: ${signal}: stopping the live run and its daemons\n`);
+    ac.abort();
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  return () => {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  };
 }
 
 /** The report context of a campaign (without its wall-clock figures). */

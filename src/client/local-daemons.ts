@@ -10,7 +10,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { TscmigError } from "../shared/errors.js";
 import { listeningOf } from "../shared/log.js";
-import { RealScheduler } from "../shared/platform/index.js";
+import { RealScheduler, TRUE_EPOCH_ENV, trueEpochNs } from "../shared/platform/index.js";
 import type { Scheduler } from "../shared/time/clock.js";
 
 /** How long a daemon has to exit after SIGTERM before it is killed (its own grace is 3 s + 2 s backstop). */
@@ -48,6 +48,33 @@ export interface SpawnDaemonOptions {
   entry?: string[];
   /** Give up on a daemon that neither listens nor exits this long after the spawn: SIGKILL it and reject (default: wait). */
   readyTimeoutNs?: bigint;
+  /** The daemon lives no longer than this: on abort it is SIGKILLed, whether it has started listening or not. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Every daemon this process started that has not exited yet. They go with it: a launcher that ends
+ * (process.exit, the end of the event loop, a test runner tearing a worker down) without stopping
+ * its daemons must not leave them running, holding ports and journal locks.
+ */
+const running = new Set<ChildProcess>();
+let exitHookSet = false;
+
+function own(child: ChildProcess): void {
+  running.add(child);
+  child.once("exit", () => running.delete(child));
+  if (exitHookSet) return;
+  exitHookSet = true;
+  // Synchronous, as an "exit" listener must be: SIGTERM lets each journal close (a daemon's own
+  // backstop ends it within its shutdown grace).
+  process.once("exit", () => {
+    for (const c of running) c.kill("SIGTERM");
+  });
+}
+
+/** The daemons this process started that are still running (their pids), for tests and diagnostics. */
+export function runningDaemonPids(): number[] {
+  return [...running].flatMap((c) => (c.pid === undefined ? [] : [c.pid]));
 }
 
 export async function spawnDaemon(o: SpawnDaemonOptions): Promise<LocalDaemon> {
@@ -55,9 +82,17 @@ export async function spawnDaemon(o: SpawnDaemonOptions): Promise<LocalDaemon> {
   const args = [...(o.nodeArgs ?? []), ...(o.entry ?? [binPath()]), "daemon", "--name", o.name, "--http", o.http ?? "127.0.0.1:0", "--grpc", o.grpc ?? "127.0.0.1:0", "--data", data, ...(o.args ?? [])];
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("TSCMIG_")) env[k] = v;
-  for (const k of ["TSCMIG_TRUE_EPOCH_NS", "TSCMIG_LOG_LEVEL"]) if (process.env[k]) env[k] = process.env[k] as string;
+  if (process.env.TSCMIG_LOG_LEVEL) env.TSCMIG_LOG_LEVEL = process.env.TSCMIG_LOG_LEVEL;
+  // One true epoch for every daemon this process starts (this process's own: pinned in its
+  // environment, or measured once), so they agree on true realtime exactly; a caller may pin another.
+  env[TRUE_EPOCH_ENV] = String(trueEpochNs());
   Object.assign(env, o.env ?? {});
+  if (o.signal?.aborted) throw new TscmigError("aborted", `daemon ${o.name} not started: its launcher was aborted`, { reason: "aborted" });
   const child = spawn(process.execPath, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+  own(child);
+  const onAbort = () => child.kill("SIGKILL");
+  o.signal?.addEventListener("abort", onAbort, { once: true });
+  child.once("exit", () => o.signal?.removeEventListener("abort", onAbort));
   const logs: string[] = [];
   const keep = (line: string) => {
     logs.push(line);
@@ -69,7 +104,8 @@ export async function spawnDaemon(o: SpawnDaemonOptions): Promise<LocalDaemon> {
   const listening = await new Promise<{ http: string; grpc: string }>((ok, fail) => {
     const onExit = (code: number | null) => {
       timer?.cancel();
-      fail(new TscmigError("unavailable", `daemon ${o.name} exited (${code}) before listening:\n${logs.slice(-20).join("\n")}`, { reason: "exited" }));
+      if (o.signal?.aborted) fail(new TscmigError("aborted", `daemon ${o.name} killed before it listened: its launcher was aborted`, { reason: "aborted" }));
+      else fail(new TscmigError("unavailable", `daemon ${o.name} exited (${code}) before listening:\n${logs.slice(-20).join("\n")}`, { reason: "exited" }));
     };
     child.once("exit", onExit);
     const limitNs = o.readyTimeoutNs;

@@ -211,16 +211,18 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
   const hostJson = () => {
     const h = node.host;
     const s = h.skew.state;
+    // One instant for every clock, so realtime − true − skew is the host's epoch exactly (the live harness checks it).
+    const t = h.trueNs();
     return toJsonSafe({
       name: h.info.name,
       tscKhz: h.info.tscKhz,
       vendor: h.info.vendor.name,
       fracBits: h.info.vendor.fracBits,
       tscScaling: h.info.tscScaling,
-      trueNs: h.trueNs(),
-      realtimeNs: h.realtimeNs(),
-      rawNs: h.rawNs(),
-      skewNs: h.skew.offsetAt(h.trueNs()),
+      trueNs: t,
+      realtimeNs: h.realtimeNsAt(t),
+      rawNs: h.rawNsAt(t),
+      skewNs: h.skew.offsetAt(t),
       maxerrorNs: s.maxerrorNs,
       skewModel: offsetModelToJson(s.model),
     });

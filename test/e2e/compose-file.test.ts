@@ -135,7 +135,9 @@ describe("docker-compose.yml structure", () => {
         }
         // The peer token comes from the shell and is required: the daemons listen off loopback.
         expect(env.TSCMIG_PEER_TOKEN, "TSCMIG_PEER_TOKEN").toMatch(/^\$\{TSCMIG_PEER_TOKEN:\?.+\}$/);
-        const unknown = Object.keys(env).filter((k) => k.startsWith("TSCMIG_") && !SKEW_KEYS.includes(k) && k !== "TSCMIG_PEER_TOKEN");
+        // One true epoch for both when the shell pins one (empty: each daemon measures its own).
+        expect(env.TSCMIG_TRUE_EPOCH_NS, "TSCMIG_TRUE_EPOCH_NS").toBe("${TSCMIG_TRUE_EPOCH_NS:-}");
+        const unknown = Object.keys(env).filter((k) => k.startsWith("TSCMIG_") && !SKEW_KEYS.includes(k) && k !== "TSCMIG_PEER_TOKEN" && k !== "TSCMIG_TRUE_EPOCH_NS");
         expect(unknown, "TSCMIG_* keys the daemon is not known to accept").toEqual([]);
       });
 
@@ -306,7 +308,7 @@ describe.skipIf(!hasV1)("Debian's docker-compose (v1) accepts the file", () => {
     expect(dst.TSCMIG_SKEW_OFFSET_NS).toBe("5000000"); // its default: 5 ms ahead of a source at 0
     expect(dst.TSCMIG_SKEW_DRIFT_PPM).toBe("20");
     expect(src.TSCMIG_SKEW_DRIFT_PPM).toBe("0");
-    expect(Object.keys(src).sort()).toEqual([...SKEW_KEYS, "TSCMIG_PEER_TOKEN"].sort());
+    expect(Object.keys(src).sort()).toEqual([...SKEW_KEYS, "TSCMIG_PEER_TOKEN", "TSCMIG_TRUE_EPOCH_NS"].sort());
     expect(JSON.stringify(resolved.services.destination?.ports)).toContain("17080");
   });
 });

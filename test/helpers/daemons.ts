@@ -15,6 +15,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { request } from "undici";
 import { listeningOf } from "../../src/shared/log.js";
+import { TRUE_EPOCH_ENV, trueEpochNs } from "../../src/shared/platform/index.js";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 /** The daemon under test; TSCMIG_TEST_BIN runs these tests against another build (e.g. an older one). */
@@ -53,10 +54,11 @@ function installExitHook(): void {
   });
 }
 
+/** The test process's environment without its TSCMIG_*, and one true epoch for every daemon it starts. */
 function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("TSCMIG_")) env[k] = v;
-  return { ...env, ...extra };
+  return { ...env, [TRUE_EPOCH_ENV]: String(trueEpochNs()), ...extra };
 }
 
 export class TestDaemon {

@@ -11,7 +11,7 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { defaultCampaign, runCampaign } from "../../src/chaos/campaign.js";
 import type { ChaosEvent, ChaosHistory } from "../../src/chaos/history.js";
 import { DEFAULT_SCENARIO, FAULT_KINDS, type FaultKind } from "../../src/chaos/sim/scenario.js";
@@ -34,11 +34,18 @@ function tmpfsAvailable(): string | null {
   return m.status === 0 ? null : `mount -t tmpfs failed: ${(m.stderr || "").trim()}`;
 }
 
+// A run still going when its test times out is aborted here: its daemons die with the test.
+let ac = new AbortController();
+afterEach(() => {
+  ac.abort();
+  ac = new AbortController();
+});
+
 async function liveRun(kind: FaultKind, faults: FaultKind[], seed: bigint, migrations: number) {
   const histories: ChaosHistory[] = [];
   const replay = `tscmig chaos --mode live --seed ${seed} --runs 1 --faults ${faults.join(",")} (this test runs ${migrations} migration(s), the command 4)`;
   process.stdout.write(`live ${kind}: ${replay}\n`);
-  const r = await runCampaign(defaultCampaign({ mode: "live", seed, runs: 1, scenario: { ...DEFAULT_SCENARIO, faults, skewMaxNs: 0n }, determinismCheck: 0, live: { entry, migrations, onHistory: (h) => histories.push(h) } }));
+  const r = await runCampaign(defaultCampaign({ mode: "live", seed, runs: 1, scenario: { ...DEFAULT_SCENARIO, faults, skewMaxNs: 0n }, determinismCheck: 0, live: { entry, migrations, signal: ac.signal, onHistory: (h) => histories.push(h) } }));
   const faults9 = (histories[0]?.events ?? []).filter((e): e is Extract<ChaosEvent, { kind: "fault" }> => e.kind === "fault");
   const found = Object.keys(r.violationsByInvariant).filter((k) => (r.violationsByInvariant[k] ?? 0) > 0);
   const how = `replay: ${replay}\nfound: ${r.violations.slice(0, 4).map((v) => `${v.invariant} ${v.message}`).join("\n  ")}`;

@@ -5,7 +5,7 @@
 // sources; then the proxy on its own: delay, stall and reset as a gRPC client sees them.
 import { fileURLToPath } from "node:url";
 import { createServer, type Socket, connect } from "node:net";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { defaultCampaign, runCampaign } from "../../src/chaos/campaign.js";
 import { FaultProxy } from "../../src/chaos/live/proxy.js";
 import { DEFAULT_SCENARIO } from "../../src/chaos/sim/scenario.js";
@@ -19,11 +19,17 @@ const entry = [
 ];
 
 describe("live chaos campaign", () => {
+  // A run still going when its test times out is aborted here: its daemons die with the test.
+  let ac = new AbortController();
+  afterEach(() => {
+    ac.abort();
+    ac = new AbortController();
+  });
   it("two runs against real daemons behind fault proxies: I1–I9 hold, every migration accounted for", async () => {
     const seed = BigInt(process.env.TSCMIG_CHAOS_SEED ?? "3");
     process.stdout.write(`live chaos campaign: seed ${seed}; replay: tscmig chaos --mode live --seed ${seed} --runs 2\n`);
     const r = await runCampaign(
-      defaultCampaign({ mode: "live", seed, runs: 2, scenario: { ...DEFAULT_SCENARIO, skewMaxNs: 5_000_000_000n }, determinismCheck: 0, live: { entry, migrations: 3 } }),
+      defaultCampaign({ mode: "live", seed, runs: 2, scenario: { ...DEFAULT_SCENARIO, skewMaxNs: 5_000_000_000n }, determinismCheck: 0, live: { entry, migrations: 3, signal: ac.signal } }),
     );
     const detail = r.violations.map((v) => `${v.invariant} run ${v.run}: ${v.message}`).join("\n");
     expect(r.violationCount, detail).toBe(0);

@@ -3,7 +3,9 @@
 // crosses a proxy the harness controls), supervised here — started, SIGKILLed, restarted with the
 // same --data — and its history pulled through GET /v1/history. True time is the machine's
 // CLOCK_MONOTONIC, shared by every process, so events the harness records and events the daemons
-// record line up directly.
+// record line up directly. True realtime is that plus one epoch the campaign pins and hands every
+// daemon at every start (TSCMIG_TRUE_EPOCH_NS): the harness checks each host report against it, so
+// a daemon on another epoch fails the run as a harness error instead of passing for guest error.
 //
 // A killed daemon's in-memory history ring dies with it: the cluster pulls the history (and which
 // VMs run there) just before each kill and records the kill as a stop of those VMs.
@@ -12,7 +14,7 @@ import { ApiClient } from "../../client/api.js";
 import { type LocalDaemon, spawnDaemon } from "../../client/local-daemons.js";
 import { BOUNDARY, toJsonText } from "../../shared/codec.js";
 import { type GuestSample, historyEventCodec, type HistoryPage, historyPageCodec } from "../../shared/history.js";
-import { RealClock, RealScheduler } from "../../shared/platform/index.js";
+import { RealClock, RealScheduler, TRUE_EPOCH_ENV } from "../../shared/platform/index.js";
 import { sleep } from "../../shared/time/clock.js";
 import { parseOffsetModel } from "../../shared/time/offset-model.js";
 import type { SkewUpdate } from "../../shared/time/skew.js";
@@ -50,9 +52,16 @@ export interface ClusterOptions {
   echo?: boolean;
   /** Every VM created with guest migration handling on or off. */
   handling: boolean;
+  /** Wall-clock instant of true time 0 that every daemon is started with, and reports are checked against. */
+  trueEpochNs: bigint;
+  /** The daemons live no longer than this: on abort every one is SIGKILLed and no more start. */
+  signal?: AbortSignal;
 }
 
 type VmRow = { id: string; running: boolean; role: string; generation: string; migrating: string | null };
+
+/** The harness itself went wrong (not a daemon): already recorded as an error event when thrown. */
+export class HarnessError extends Error {}
 
 export class LiveCluster {
   readonly daemons: LiveDaemon[] = [];
@@ -60,27 +69,50 @@ export class LiveCluster {
   readonly samples: GuestSample[] = [];
   readonly faultSites: Record<string, number> = {};
   readonly outcomes: Record<string, number> = {};
-  /** Wall-clock instant of true time 0, from the last host reading. */
-  epochNs = 0n;
+  /** Wall-clock instant of true time 0, pinned for every daemon of the run. */
+  readonly epochNs: bigint;
   /** Where the harness last saw each VM run (a daemon that dies on its own takes those with it). */
   readonly lastSeenOn = new Map<string, { daemon: string; generation: string }>();
   /** VMs I7 requires at the end, and their vCPU counts. */
   readonly vmIds = ["vm0"];
   readonly vcpusOf = new Map<string, number>();
   private readonly seen = new Set<string>();
+  /** Spawns under way (settled either way). */
+  private readonly starting = new Set<Promise<void>>();
 
-  constructor(private readonly o: ClusterOptions) {}
+  constructor(private readonly o: ClusterOptions) {
+    this.epochNs = o.trueEpochNs;
+    // Before spawnDaemon's own listeners SIGKILL them (registered later, so called later): those
+    // exits are the harness's doing, not crashes. Removed by stopAll (one signal spans a campaign).
+    o.signal?.addEventListener("abort", this.onAbort, { once: true });
+  }
+
+  private readonly onAbort = () => {
+    for (const d of this.daemons) d.stopping = true;
+  };
 
   fault(site: string, detail: string): void {
     this.faultSites[site] = (this.faultSites[site] ?? 0) + 1;
     this.events.push({ kind: "fault", trueNs: clock.monotonicNs(), site, detail });
   }
 
-  /** Records a daemon's clock as GET /v1/host or PUT /v1/host/clock reported it. */
+  /**
+   * Records a daemon's clock as GET /v1/host or PUT /v1/host/clock reported it, after checking the
+   * epoch it implies (realtime − true − skew, all of one instant) against the pinned one. A daemon
+   * on another epoch has every realtime off by the difference while its skew says otherwise: that is
+   * the harness's failure, recorded as one (E, naming both values) and thrown, so the run stops
+   * before any guest sample of that daemon reaches the bound checks.
+   */
   recordHost(d: LiveDaemon, h: Json): void {
+    const trueNs = BigInt(h.trueNs as string);
+    const impliedNs = BigInt(h.realtimeNs as string) - trueNs - BigInt(h.skewNs as string);
+    if (impliedNs !== this.epochNs) {
+      const message = `harness error: ${d.name} runs on true epoch ${impliedNs} ns, not the ${this.epochNs} ns the harness pinned (${impliedNs - this.epochNs} ns apart): its clocks cannot be checked against true time`;
+      this.events.push({ kind: "error", trueNs, daemon: "harness", message });
+      throw new HarnessError(message);
+    }
     const model = parseOffsetModel(h.skewModel, "skewModel");
-    this.events.push({ kind: "hostClock", trueNs: BigInt(h.trueNs as string), daemon: d.name, model, maxerrorNs: BigInt(h.maxerrorNs as string) });
-    this.epochNs = BigInt(h.realtimeNs as string) - BigInt(h.trueNs as string) - BigInt(h.skewNs as string);
+    this.events.push({ kind: "hostClock", trueNs, daemon: d.name, model, maxerrorNs: BigInt(h.maxerrorNs as string) });
   }
 
   /** Adds what the daemon's history ring holds that the harness has not seen yet. */
@@ -124,6 +156,7 @@ export class LiveCluster {
 
   /** Starts `d` (retrying while its old ports close), waits until it is healthy, and gives it its skew. */
   async start(d: LiveDaemon, env: Record<string, string> = {}): Promise<void> {
+    this.o.signal?.throwIfAborted();
     d.stopping = false;
     d.proc = await this.spawn(d, env);
     this.watchExit(d, d.proc);
@@ -136,7 +169,19 @@ export class LiveCluster {
     if (d.skewUpdate) this.recordHost(d, await d.api.call<Json>("PUT", "/v1/host/clock", skewUpdateBody(d.skewUpdate)));
   }
 
-  private async spawn(d: LiveDaemon, env: Record<string, string>): Promise<LocalDaemon> {
+  /** Spawns `d`; stopAll() waits for it, so a run that gives up mid-start leaves no process behind. */
+  private spawn(d: LiveDaemon, env: Record<string, string>): Promise<LocalDaemon> {
+    const p = this.spawnRetrying(d, env);
+    const settled = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.starting.add(settled);
+    void settled.then(() => this.starting.delete(settled));
+    return p;
+  }
+
+  private async spawnRetrying(d: LiveDaemon, env: Record<string, string>): Promise<LocalDaemon> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await spawnDaemon({
@@ -146,12 +191,13 @@ export class LiveCluster {
           data: d.data,
           args: d.args,
           readyTimeoutNs: 15n * S,
-          env: { TSCMIG_LOG_LEVEL: this.o.echo ? "info" : "warn", ...env },
+          env: { TSCMIG_LOG_LEVEL: this.o.echo ? "info" : "warn", ...env, [TRUE_EPOCH_ENV]: String(this.epochNs) },
+          ...(this.o.signal ? { signal: this.o.signal } : {}),
           ...(this.o.echo ? { echo: true } : {}),
           ...(this.o.entry ? { entry: this.o.entry } : {}),
         });
       } catch (e) {
-        if (attempt >= 20) throw e;
+        if (attempt >= 20 || this.o.signal?.aborted) throw e;
         await wait(100n * MS); // the old process's ports may still be closing
       }
     }
@@ -159,7 +205,17 @@ export class LiveCluster {
 
   /** Spawns `d` once more with its own flags, outside the cluster's supervision (a start expected to fail). */
   spawnUnsupervised(d: LiveDaemon): Promise<LocalDaemon> {
-    return spawnDaemon({ name: d.name, http: d.http, grpc: d.grpc, data: d.data, args: d.args, readyTimeoutNs: 15n * S, ...(this.o.entry ? { entry: this.o.entry } : {}) });
+    return spawnDaemon({
+      name: d.name,
+      http: d.http,
+      grpc: d.grpc,
+      data: d.data,
+      args: d.args,
+      readyTimeoutNs: 15n * S,
+      env: { [TRUE_EPOCH_ENV]: String(this.epochNs) },
+      ...(this.o.signal ? { signal: this.o.signal } : {}),
+      ...(this.o.entry ? { entry: this.o.entry } : {}),
+    });
   }
 
   /** SIGKILLs `d` after pulling its history; the VMs it ran stop there. */
@@ -259,8 +315,10 @@ export class LiveCluster {
     return { owners: [...held].map(([vmId, h]) => ({ vmId, ...h })), unresolved };
   }
 
-  /** Stops every daemon and closes every proxy. */
+  /** Stops every daemon (after any start under way has listened or failed) and closes every proxy. */
   async stopAll(): Promise<void> {
+    await Promise.all([...this.starting]);
+    this.o.signal?.removeEventListener("abort", this.onAbort);
     await Promise.allSettled(
       this.daemons.map(async (d) => {
         d.stopping = true;

@@ -129,7 +129,7 @@ export async function outsiderMigrateIn(x: Issue9Context): Promise<void> {
   const seen = x.c.lastSeenOn.get("vm0");
   const target = x.c.daemons.slice(0, 2).find((d) => d.name !== seen?.daemon && d.proc);
   if (!seen || !target) return;
-  const answer = await migrateIn(target.grpc, { vmId: "vm0", generation: BigInt(seen.generation), vcpus: x.c.vcpusOf.get("vm0") ?? 1, guestTscKhz: 2_000_000n }, `x${x.run}`);
+  const answer = await migrateIn(target.grpc, { vmId: "vm0", generation: BigInt(seen.generation), vcpus: x.c.vcpusOf.get("vm0") ?? 1, guestTscKhz: 2_000_000n }, `x${x.run}`, x.c.epochNs);
   x.c.fault("hostile.migrate-in", `a crafted snapshot of vm0 (running on ${seen.daemon} at generation ${seen.generation}) migrated into ${target.name} over gRPC, without credentials: ${answer}`);
   // If the daemon took it, it runs the VM too: the harness sees it there from now on.
   await wait(x.sampleIntervalNs * 3n);

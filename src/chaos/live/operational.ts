@@ -20,7 +20,7 @@ import { Guest } from "../../shared/guest/guest.js";
 import { EmulatedHost } from "../../shared/hypervisor/host.js";
 import { EmulatedVm } from "../../shared/hypervisor/vm.js";
 import { captureSnapshot } from "../../shared/migration/snapshot.js";
-import { RealClock, RealScheduler, trueEpochNs } from "../../shared/platform/index.js";
+import { RealClock, RealScheduler } from "../../shared/platform/index.js";
 
 const clock = new RealClock();
 
@@ -147,8 +147,8 @@ export async function floodPrepares(grpcAddress: string, count: number, guestTsc
  * VM that runs elsewhere at `generation` (observable): what any client that reaches a gRPC port can
  * try when peers do not authenticate. Resolves with the daemon's answer.
  */
-export function migrateIn(grpcAddress: string, vm: { vmId: string; generation: bigint; vcpus: number; guestTscKhz: bigint }, tag: string): Promise<string> {
-  const host = new EmulatedHost({ name: "x0", clock, epochNs: trueEpochNs(), tscKhz: vm.guestTscKhz });
+export function migrateIn(grpcAddress: string, vm: { vmId: string; generation: bigint; vcpus: number; guestTscKhz: bigint }, tag: string, epochNs: bigint): Promise<string> {
+  const host = new EmulatedHost({ name: "x0", clock, epochNs, tscKhz: vm.guestTscKhz });
   const fake = new EmulatedVm(host, { vcpus: vm.vcpus });
   const guest = new Guest(fake, new RealScheduler(), {
     clocksource: "kvm-clock",

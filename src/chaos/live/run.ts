@@ -15,7 +15,8 @@ import type { ChaosEvent, ChaosHistory } from "../history.js";
 import { daemonSkewSettings, drawSkewModel, jepsenBumpNs, LIVE_SKEW_PARTS } from "../host-skew.js";
 import { outcomeOf, type RunOutcome } from "../run-outcome.js";
 import type { ScenarioOptions } from "../sim/scenario.js";
-import { clock, type Json, LiveCluster, type LiveDaemon, MS, S, wait } from "./cluster.js";
+import { trueEpochNs } from "../../shared/platform/index.js";
+import { clock, HarnessError, type Json, LiveCluster, type LiveDaemon, MS, S, wait } from "./cluster.js";
 import { collide, diskFullEnd, diskFullWindow, flood, type Issue9Context, liveness, outsiderMigrateIn, startWithPortTaken } from "./issue9.js";
 import { foreignAbort, smallDisk } from "./operational.js";
 import { FaultProxy } from "./proxy.js";
@@ -31,6 +32,10 @@ export interface LiveOptions {
   recoveryBoundNs?: bigint;
   /** Hands each run's history over before it is checked (tests, debugging). */
   onHistory?: (h: ChaosHistory) => void;
+  /** Wall-clock instant of true time 0 for every daemon of every run (default: this process's, measured once). */
+  trueEpochNs?: bigint;
+  /** Ends the run: every daemon is SIGKILLed at once and none starts again (a test's teardown). */
+  signal?: AbortSignal;
 }
 
 /** Reasons a kind was skipped on this machine, printed once per process. */
@@ -71,7 +76,13 @@ class LiveRun {
     this.r = new SeededRandom(seed);
     this.rf = this.r.fork("faults");
     this.allowed = new Set(scen.faults);
-    this.c = new LiveCluster({ ...(o.entry ? { entry: o.entry } : {}), ...(o.echo ? { echo: true } : {}), handling: scen.handling });
+    this.c = new LiveCluster({
+      ...(o.entry ? { entry: o.entry } : {}),
+      ...(o.echo ? { echo: true } : {}),
+      ...(o.signal ? { signal: o.signal } : {}),
+      handling: scen.handling,
+      trueEpochNs: o.trueEpochNs ?? trueEpochNs(),
+    });
     this.skewCapNs = scen.skewMaxNs < 50n * S ? scen.skewMaxNs : 50n * S;
     this.x = { c: this.c, run: runIndex, rand: this.r.fork("issue9"), sampleIntervalNs: scen.sampleIntervalNs, peerToken: this.peerToken(), disk: null };
   }
@@ -86,7 +97,7 @@ class LiveRun {
       await this.healAndSettle(flooded);
       for (const d of this.c.daemons) await this.c.pull(d);
     } catch (e) {
-      this.c.events.push({ kind: "error", trueNs: clock.monotonicNs(), daemon: "harness", message: `live run failed: ${e instanceof Error ? e.message : String(e)}` });
+      if (!(e instanceof HarnessError)) this.c.events.push({ kind: "error", trueNs: clock.monotonicNs(), daemon: "harness", message: `live run failed: ${e instanceof Error ? e.message : String(e)}` });
     } finally {
       await this.c.stopAll();
       if (this.x.disk?.ok) this.x.disk.unmount();

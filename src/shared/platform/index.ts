@@ -2,8 +2,8 @@
 // receives a Clock, a Scheduler and a Random built here (or simulated ones in tests).
 
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
 import type { Clock, Scheduler, Timer } from "../time/clock.js";
+import { measureEpochNs, parseTrueEpochNs } from "../time/epoch.js";
 import { SeededRandom } from "../time/random.js";
 
 /** CLOCK_MONOTONIC (shared by every process on the machine, and by containers on one kernel). */
@@ -49,23 +49,23 @@ export function realRandom(seed?: bigint): SeededRandom {
 /** Read by trueEpochNs(); the daemons' configuration loader accepts it as a known `TSCMIG_*` variable. */
 export const TRUE_EPOCH_ENV = "TSCMIG_TRUE_EPOCH_NS";
 
+let measuredEpochNs: bigint | null = null;
+
 /**
- * The wall-clock instant (ns since the Unix epoch) of CLOCK_MONOTONIC's zero, identical for every
- * process on this kernel: boot time from /proc/stat. Daemons on one machine thus agree on true
- * realtime exactly, and any disagreement between their emulated hosts is injected skew only.
- * Falls back to Date.now() − hrtime rounded to the second where /proc is absent.
+ * The wall-clock instant (ns since the Unix epoch) of CLOCK_MONOTONIC's zero: true realtime is
+ * this plus true time. TSCMIG_TRUE_EPOCH_NS when set (a launcher starting several daemons pins one
+ * value for all, so they agree on true realtime exactly and any disagreement between their emulated
+ * hosts is injected skew only); otherwise realtime − monotonic measured once per process to a few
+ * µs (time/epoch.ts), so daemons on one kernel started apart agree to within what the kernel's
+ * realtime was stepped between their starts. Not /proc/stat `btime`: whole seconds, it puts two
+ * daemons 1 s apart whenever the kernel's offset moves across a second boundary.
+ * Throws invalid_argument on a malformed TSCMIG_TRUE_EPOCH_NS (an empty one counts as unset).
  */
 export function trueEpochNs(): bigint {
   const fromEnv = process.env[TRUE_EPOCH_ENV];
-  if (fromEnv !== undefined && /^\d{1,20}$/.test(fromEnv)) return BigInt(fromEnv);
-  try {
-    const m = /^btime (\d+)$/m.exec(readFileSync("/proc/stat", "utf8"));
-    if (m) return BigInt(m[1] as string) * 1_000_000_000n;
-  } catch {
-    // no /proc: fall through
-  }
-  const approx = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
-  return (approx / 1_000_000_000n) * 1_000_000_000n;
+  if (fromEnv !== undefined && fromEnv !== "") return parseTrueEpochNs(fromEnv, TRUE_EPOCH_ENV);
+  measuredEpochNs ??= measureEpochNs({ monotonicNs: () => process.hrtime.bigint(), realtimeMs: () => Date.now() });
+  return measuredEpochNs;
 }
 
 export function env(): NodeJS.ProcessEnv {

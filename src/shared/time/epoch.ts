@@ -1,0 +1,64 @@
+// The true epoch: the wall-clock instant (ns since the Unix epoch) of CLOCK_MONOTONIC's zero, which
+// turns true time (the kernel's monotonic clock, docs/time-across-migration.md#the-time-model) into
+// true realtime. Every daemon checked against one truth must use the same value: the launcher that
+// starts them pins it (TSCMIG_TRUE_EPOCH_NS); a daemon started alone measures it.
+//
+// Why not /proc/stat `btime`: it is CLOCK_REALTIME − CLOCK_BOOTTIME truncated to whole seconds, so a
+// kernel realtime offset near a second boundary (ours sat 70 ms above one) flips it by a full second
+// when the offset moves across it, and two daemons started on either side of that move disagree
+// about realtime by 1 s. Node has no sub-millisecond realtime read, but Date.now() (the kernel's
+// realtime floored to the ms) ticks at an exact millisecond boundary: catching a tick between two
+// monotonic reads brackets realtime − monotonic to the width of that bracket (µs, not 1 s).
+
+import { invalid } from "../errors.js";
+
+/** The two clock reads the measurement takes (process.hrtime.bigint and Date.now in production). */
+export interface EpochClocks {
+  monotonicNs(): bigint;
+  realtimeMs(): number;
+}
+
+/** Ticks of the millisecond clock to catch; the narrowest bracket wins (a preempted read only widens one). */
+export const EPOCH_TICKS = 3;
+/** Give up catching ticks after this much monotonic time (a realtime clock that stands still). */
+export const EPOCH_BUDGET_NS = 20_000_000n;
+
+const MS_NS = 1_000_000n;
+
+/**
+ * realtime − monotonic, ns: the midpoint of the narrowest bracket around a tick of `realtimeMs`,
+ * taken over up to `EPOCH_TICKS` ticks within `EPOCH_BUDGET_NS`. Without any tick in the budget,
+ * one millisecond read (the error is then below 1 ms).
+ */
+export function measureEpochNs(c: EpochClocks): bigint {
+  let best: { lowNs: bigint; highNs: bigint } | null = null;
+  let ticks = 0;
+  const startNs = c.monotonicNs();
+  let beforeNs = startNs;
+  let ms = c.realtimeMs();
+  while (ticks < EPOCH_TICKS) {
+    const a = c.monotonicNs();
+    const next = c.realtimeMs();
+    const b = c.monotonicNs();
+    if (next > ms) {
+      // Realtime reached `next` ms after the previous read (after `beforeNs`) and before this one (before `b`).
+      const atNs = BigInt(next) * MS_NS;
+      const bracket = { lowNs: atNs - b, highNs: atNs - beforeNs };
+      if (!best || bracket.highNs - bracket.lowNs < best.highNs - best.lowNs) best = bracket;
+      ticks++;
+    }
+    ms = next; // a step back is no tick: catch the next one from here
+    beforeNs = a;
+    if (b - startNs > EPOCH_BUDGET_NS) break;
+  }
+  if (!best) return BigInt(c.realtimeMs()) * MS_NS - c.monotonicNs();
+  return best.lowNs + (best.highNs - best.lowNs) / 2n;
+}
+
+/** A pinned epoch as the environment carries it: decimal ns since the Unix epoch, a u64. */
+export function parseTrueEpochNs(text: string, field: string): bigint {
+  if (!/^\d{1,20}$/.test(text)) throw invalid(field, `must be a decimal count of ns since the Unix epoch, not ${JSON.stringify(text.slice(0, 40))}`);
+  const v = BigInt(text);
+  if (v > 0xffff_ffff_ffff_ffffn) throw invalid(field, `must fit 64 bits, not ${text}`);
+  return v;
+}
