@@ -10,7 +10,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { TscmigError } from "../shared/errors.js";
 import { listeningOf } from "../shared/log.js";
-import { RealScheduler, TRUE_EPOCH_ENV, trueEpochNs } from "../shared/platform/index.js";
+import { PARENT_PID_ENV, RealScheduler, TRUE_EPOCH_ENV, trueEpochNs } from "../shared/platform/index.js";
 import type { Scheduler } from "../shared/time/clock.js";
 
 /** How long a daemon has to exit after SIGTERM before it is killed (its own grace is 3 s + 2 s backstop). */
@@ -86,6 +86,7 @@ export async function spawnDaemon(o: SpawnDaemonOptions): Promise<LocalDaemon> {
   // One true epoch for every daemon this process starts (this process's own: pinned in its
   // environment, or measured once), so they agree on true realtime exactly; a caller may pin another.
   env[TRUE_EPOCH_ENV] = String(trueEpochNs());
+  env[PARENT_PID_ENV] = String(process.pid); // it ends with this process, however this one ends
   Object.assign(env, o.env ?? {});
   if (o.signal?.aborted) throw new TscmigError("aborted", `daemon ${o.name} not started: its launcher was aborted`, { reason: "aborted" });
   const child = spawn(process.execPath, args, { env, stdio: ["ignore", "pipe", "pipe"] });

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { TscmigError } from "../shared/errors.js";
 import { LIMITS } from "../shared/limits.js";
 import { LOG_LEVELS } from "../shared/log.js";
-import { TRUE_EPOCH_ENV } from "../shared/platform/index.js";
+import { PARENT_PID_ENV, TRUE_EPOCH_ENV } from "../shared/platform/index.js";
 import type { FaultSite } from "../shared/faults.js";
 import { type Config, type ConfigInput, defineConfig, loadConfig, optional } from "./config.js";
 import {
@@ -171,7 +171,7 @@ const TLS_KEYS = ["tlsCert", "tlsKey", "tlsCa"] as const;
  * the platform module's `env()`; it also supplies XDG_STATE_HOME and HOME for the data directory.
  */
 export function loadDaemonConfig(input: Pick<ConfigInput, "flags" | "env">): DaemonConfig {
-  const config = loadConfig(DAEMON_CONFIG, { ...input, reservedEnv: [TRUE_EPOCH_ENV, "TSCMIG_VECTORS_DIR"] });
+  const config = loadConfig(DAEMON_CONFIG, { ...input, reservedEnv: [TRUE_EPOCH_ENV, PARENT_PID_ENV, "TSCMIG_VECTORS_DIR"] });
   const given = TLS_KEYS.filter((k) => config[k] !== undefined);
   if (given.length > 0 && given.length < TLS_KEYS.length) {
     const missing = TLS_KEYS.filter((k) => config[k] === undefined);

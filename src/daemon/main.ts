@@ -4,8 +4,8 @@
 import { setLogger as setGrpcLogger } from "@grpc/grpc-js";
 import { pino } from "pino";
 import { createLogger, grpcJsLogger } from "../shared/log.js";
-import { env, hardDeadline, platform, trueEpochNs } from "../shared/platform/index.js";
-import { isTscmigError } from "../shared/errors.js";
+import { env, hardDeadline, PARENT_PID_ENV, platform, trueEpochNs, watchParent } from "../shared/platform/index.js";
+import { isTscmigError, TscmigError } from "../shared/errors.js";
 import { buildDaemon, type Daemon } from "./daemon.js";
 import { loadDaemonConfig } from "./daemon-config.js";
 import { liveFaults } from "./live-faults.js";
@@ -34,7 +34,9 @@ export async function runDaemon(flags: Record<string, string | undefined>): Prom
       : undefined;
   if (faults) log.warn({ event: "faults_armed", sites: config.faults }, "TEST ONLY: fault sites armed");
   let daemon: Daemon;
+  let parentPid: number | undefined;
   try {
+    parentPid = parentPidOf(env()[PARENT_PID_ENV]);
     // Each step undoes itself when it fails (ports closed, journal lock released): exiting is all that is left.
     daemon = await buildDaemon({ clock, scheduler, random, log, config, trueEpochNs: trueEpochNs(), ...(faults ? { faults } : {}) });
     // Logs the `listening` line (shared/log.ts logListening) that tools parse for the bound addresses.
@@ -51,6 +53,8 @@ export async function runDaemon(flags: Record<string, string | undefined>): Prom
     hardDeadline(SHUTDOWN_GRACE_MS + 2000, () => process.exit(1)); // backstop if close() hangs
     void daemon.close(SHUTDOWN_GRACE_MS).then(() => process.exit(0));
   };
+  // A launcher killed outright (SIGKILL, a crashed test runner) cannot stop its daemons: they notice.
+  if (parentPid !== undefined) watchParent(parentPid, () => shutdown("parent exited"));
   process.on("SIGINT", () => shutdown("SIGINT"));
   process.on("SIGTERM", () => shutdown("SIGTERM"));
   process.on("unhandledRejection", (e) => {
@@ -59,6 +63,13 @@ export async function runDaemon(flags: Record<string, string | undefined>): Prom
   });
 }
 
+/** The launcher's pid from `TSCMIG_EXIT_WITH_PARENT`, if set. */
+function parentPidOf(raw: string | undefined): number | undefined {
+  if (raw === undefined || raw === "") return undefined;
+  if (!/^[1-9]\d{0,9}$/.test(raw) || Number(raw) > 4_194_304)
+    throw new TscmigError("invalid_argument", `${PARENT_PID_ENV} must be a process id (1..4194304), got ${JSON.stringify(raw.slice(0, 40))}`, { field: PARENT_PID_ENV });
+  return Number(raw);
+}
 
 /** One line: which daemon, that it did not start, and the typed error's own words (they name the port, file or record). */
 export function startFailureLine(name: string, e: unknown): string {

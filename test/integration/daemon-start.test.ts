@@ -57,9 +57,9 @@ interface Outcome {
 }
 
 /** Runs `tscmig daemon` to its exit (killed if it is still up after the deadline: that is a failure). */
-async function runToExit(args: string[]): Promise<Outcome> {
+async function runToExit(args: string[], env: Record<string, string> = {}): Promise<Outcome> {
   const started = performance.now();
-  const child = spawn(process.execPath, [BIN, "daemon", "--name", "s", ...args], { stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "" } });
+  const child = spawn(process.execPath, [BIN, "daemon", "--name", "s", ...args], { stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "", ...env } });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
@@ -151,6 +151,11 @@ describe("a daemon that cannot start", () => {
     const j = Journal.open(d.data, { owner: "first" });
     expect(j.getVm("vm-kept")).toBeDefined();
     j.close();
+  });
+
+  it("exits on a launcher pid that is not a process id, naming the variable", async () => {
+    const o = await runToExit(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--data", join(dir, "d")], { TSCMIG_EXIT_WITH_PARENT: "12ab" });
+    expectCleanFailure(o, /TSCMIG_EXIT_WITH_PARENT must be a process id .*"12ab".*invalid_argument/);
   });
 
   it("exits when another daemon holds the journal, saying which", async () => {

@@ -35,6 +35,24 @@ export function hardDeadline(delayMs: number, fn: () => void): Timer {
   return { cancel: () => clearTimeout(handle) };
 }
 
+/** Read by the daemon: the pid of the launcher it must not outlive (set by client/local-daemons.ts). */
+export const PARENT_PID_ENV = "TSCMIG_EXIT_WITH_PARENT";
+
+/**
+ * Calls `onGone` once when this process's parent is no longer `parentPid` (it exited, however it
+ * died: the kernel re-parents the orphan), polling every `periodMs`. The timer never keeps the
+ * process alive on its own.
+ */
+export function watchParent(parentPid: number, onGone: () => void, periodMs = 500): Timer {
+  const handle = setInterval(() => {
+    if (process.ppid === parentPid) return;
+    clearInterval(handle);
+    onGone();
+  }, periodMs);
+  handle.unref();
+  return { cancel: () => clearInterval(handle) };
+}
+
 /** CPU time this process has used so far, user and system, every thread (workers, V8's GC and compiler threads), ns. */
 export function processCpuNs(): bigint {
   const u = process.cpuUsage();
