@@ -58,11 +58,18 @@ export class RecoveryLoop {
   async runOnce(): Promise<void> {
     this.deps.beforePass();
     const tasks = this.deps.tasks();
-    const open = new Set(tasks.map((t) => t.key));
-    for (const key of this.retries.keys()) if (!open.has(key)) this.retries.delete(key);
+    if (this.retries.size > 0) {
+      const open = new Set<string>();
+      for (const t of tasks) open.add(t.key);
+      for (const key of this.retries.keys()) if (!open.has(key)) this.retries.delete(key);
+    }
     // Steps still backing off are skipped before any promise is made: a flood leaves hundreds open.
     const now = this.deps.clock.monotonicNs();
-    const due = tasks.filter((t) => !((this.retries.get(t.key)?.nextNs ?? now) > now));
+    const due: RecoveryTask[] = [];
+    for (const t of tasks) {
+      const r = this.retries.get(t.key);
+      if (r === undefined || r.nextNs <= now) due.push(t);
+    }
     await Promise.all(due.map((t) => this.attempt(t)));
   }
 

@@ -50,7 +50,7 @@ export class HostileActor {
   constructor(private readonly ctx: HostileContext) {
     this.trusted = ctx.net.dialer(HOSTILE_ADDRESS, this.fence, PEER_CREDENTIAL);
     this.outsider = ctx.net.dialer(HOSTILE_ADDRESS, this.fence, null);
-    ctx.net.tap = (m) => this.observe(m);
+    ctx.net.tap = { wants: (from) => from !== HOSTILE_ADDRESS && this.fence.alive, see: (m) => this.observe(m) };
   }
 
   stop(): void {
