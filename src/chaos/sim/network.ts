@@ -176,8 +176,15 @@ export class SimNetwork {
 
   /** The dialer of one incarnation of daemon `from` (or another actor), carrying `credential` (null: none). */
   dialer(from: string, fence: Fence, credential: string | null = PEER_CREDENTIAL): PeerDialer {
+    // A client holds nothing but its transport: one per address, not one per call (recovery asks an
+    // unreachable source again and again through a flood's hundreds of Prepares).
+    const clients = new Map<string, ReturnType<typeof peerClient>>();
     return {
-      dial: (address: string) => peerClient(this.transport(from, address, fence, credential), this.now),
+      dial: (address: string) => {
+        let c = clients.get(address);
+        if (!c) clients.set(address, (c = peerClient(this.transport(from, address, fence, credential), this.now)));
+        return c;
+      },
       // Simulated daemons are addressed by name; any name is dialable (an unknown one refuses).
       checkAddress: (address: string, field: string) => checkId(address, field),
     };
