@@ -262,8 +262,11 @@ function workerUrl(): URL {
  */
 const WORKER_YOUNG_GENERATION_MB = 192;
 
-/** Runs sent to a worker ahead of its results, so it never waits for this thread to hand it the next one. */
-const WORKER_RUNS_AHEAD = 2;
+/**
+ * Runs sent to a worker ahead of its results, so it never waits for this thread to hand it the next
+ * one: this thread feeds it only between its own runs, and one run can take 100 ms (a flood).
+ */
+const WORKER_RUNS_AHEAD = 4;
 
 /**
  * `jobs` − 1 worker threads and this thread: a worker starts cold (its first runs cost about twice
