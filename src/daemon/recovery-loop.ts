@@ -77,7 +77,8 @@ export class RecoveryLoop {
 
   /** Attempts so far and the last error of the step under `key` (none while it has not failed). */
   retryOf(key: string): { attempts: number; lastError: string } | undefined {
-    return this.retries.get(key);
+    const r = this.retries.get(key);
+    return r && { attempts: r.attempts, nextNs: r.nextNs, lastError: r.lastError };
   }
 
   private async attempt(t: RecoveryTask): Promise<void> {
