@@ -75,8 +75,8 @@ export class RecoveryLoop {
     await Promise.all(due.map((t) => this.attempt(t)));
   }
 
-  /** Attempts so far and the last error of the step under `key` (none while it has not failed). */
-  retryOf(key: string): { attempts: number; lastError: string } | undefined {
+  /** Attempts so far, the next try and the last error of the step under `key` (none while it has not failed). */
+  retryOf(key: string): { attempts: number; nextNs: bigint; lastError: string } | undefined {
     const r = this.retries.get(key);
     return r && { attempts: r.attempts, nextNs: r.nextNs, lastError: r.lastError };
   }
