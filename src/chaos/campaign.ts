@@ -255,8 +255,18 @@ function workerUrl(): URL {
   return new URL(import.meta.url.endsWith(".ts") ? "./worker.ts" : "./worker.js", import.meta.url);
 }
 
-/** Runs sent to a worker ahead of its results, so it never waits for this thread to hand it the next one. */
-const WORKER_RUNS_AHEAD = 2;
+/**
+ * A worker's young generation (V8: two semi-spaces and a third for large objects): 64 MiB
+ * semi-spaces instead of 16. A run allocates ~5 MB, nearly all of it dead by the end of its event,
+ * so fewer scavenges promote less (measured: ~8% less CPU per run).
+ */
+const WORKER_YOUNG_GENERATION_MB = 192;
+
+/**
+ * Runs sent to a worker ahead of its results, so it never waits for this thread to hand it the next
+ * one: this thread feeds it only between its own runs, and one run can take 100 ms (a flood).
+ */
+const WORKER_RUNS_AHEAD = 4;
 
 /**
  * `jobs` − 1 worker threads and this thread: a worker starts cold (its first runs cost about twice
@@ -287,7 +297,7 @@ async function runPool(o: CampaignOptions, agg: Aggregate): Promise<void> {
 /** One worker thread fed run indices from `take` until it yields null; resolves when the worker has exited. */
 function runWorker(task: SimTaskOptions, take: () => number | null, record: (m: RunOutcome) => void): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    const w = new Worker(workerUrl(), { workerData: task });
+    const w = new Worker(workerUrl(), { workerData: task, resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB } });
     let outstanding = 0;
     const feed = () => {
       const i = take();

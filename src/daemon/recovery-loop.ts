@@ -21,6 +21,8 @@ interface RetryState {
   attempts: number;
   nextNs: bigint;
   lastError: string;
+  /** The last pass that found this step still open. */
+  pass: number;
 }
 
 export interface RecoveryLoopDeps {
@@ -39,6 +41,7 @@ export class RecoveryLoop {
   private readonly retries = new Map<string, RetryState>();
   private timer: Timer | null = null;
   private stopped = false;
+  private passes = 0;
 
   constructor(private readonly deps: RecoveryLoopDeps) {}
 
@@ -58,17 +61,24 @@ export class RecoveryLoop {
   async runOnce(): Promise<void> {
     this.deps.beforePass();
     const tasks = this.deps.tasks();
-    const open = new Set(tasks.map((t) => t.key));
-    for (const key of this.retries.keys()) if (!open.has(key)) this.retries.delete(key);
     // Steps still backing off are skipped before any promise is made: a flood leaves hundreds open.
+    // One lookup per task marks its back-off as still open; the ones not marked are forgotten.
+    const pass = ++this.passes;
     const now = this.deps.clock.monotonicNs();
-    const due = tasks.filter((t) => !((this.retries.get(t.key)?.nextNs ?? now) > now));
+    const due: RecoveryTask[] = [];
+    for (const t of tasks) {
+      const r = this.retries.get(t.key);
+      if (r !== undefined) r.pass = pass;
+      if (r === undefined || r.nextNs <= now) due.push(t);
+    }
+    for (const [key, r] of this.retries) if (r.pass !== pass) this.retries.delete(key);
     await Promise.all(due.map((t) => this.attempt(t)));
   }
 
-  /** Attempts so far and the last error of the step under `key` (none while it has not failed). */
-  retryOf(key: string): { attempts: number; lastError: string } | undefined {
-    return this.retries.get(key);
+  /** Attempts so far, the next try and the last error of the step under `key` (none while it has not failed). */
+  retryOf(key: string): { attempts: number; nextNs: bigint; lastError: string } | undefined {
+    const r = this.retries.get(key);
+    return r && { attempts: r.attempts, nextNs: r.nextNs, lastError: r.lastError };
   }
 
   private async attempt(t: RecoveryTask): Promise<void> {
@@ -79,7 +89,7 @@ export class RecoveryLoop {
     } catch (e) {
       const attempts = (st?.attempts ?? 0) + 1;
       const err = isTscmigError(e) ? e : new TscmigError("internal", e instanceof Error ? e.message : String(e));
-      this.retries.set(t.key, { attempts, nextNs: this.deps.clock.monotonicNs() + recoveryBackoffNs(attempts), lastError: `${err.code}: ${err.message}` });
+      this.retries.set(t.key, { attempts, nextNs: this.deps.clock.monotonicNs() + recoveryBackoffNs(attempts), lastError: `${err.code}: ${err.message}`, pass: this.passes });
       // A peer that is down is expected: debug at first, a warning once it keeps failing.
       const expected = err.code === "unavailable" || err.code === "deadline_exceeded";
       this.deps.log[expected && attempts < 5 ? "debug" : "warn"](

@@ -50,6 +50,8 @@ export interface DestinationDeps {
 
 export class DestinationRole {
   private readonly core: Destination;
+  /** Each held migration's recovery task, made once: a flood holds hundreds, asked for every pass. */
+  private readonly tasks = new WeakMap<Inbound, RecoveryTask>();
 
   constructor(private readonly deps: DestinationDeps) {
     const { vms, dialer } = deps;
@@ -82,7 +84,7 @@ export class DestinationRole {
       },
       stageDurably: (inb) => this.stageDurably(inb),
       dropStaged: (inb) => this.dropStaged(inb),
-      inflight: () => deps.outboundInFlight() + this.core.pending().length,
+      inflight: () => deps.outboundInFlight() + this.core.pendingCount(),
       ...(deps.restore ? { restore: deps.restore } : {}),
     });
   }
@@ -138,7 +140,7 @@ export class DestinationRole {
 
   /** The undecided migration of this VM, if one is held here. */
   pendingFor(vmId: string): Inbound | undefined {
-    return this.core.pending().find((i) => i.req.vmId === vmId);
+    return this.core.pendingFor(vmId);
   }
 
   /** The migration of this VM at this generation held in memory here (undecided, or deciding now). */
@@ -208,8 +210,13 @@ export class DestinationRole {
   /** One task per undecided migration: ask its source what it decided (Resolve). */
   recoveryTasks(): RecoveryTask[] {
     return this.core.pending().map((inb) => {
-      const r = inb.req;
-      return { key: destinationRecoveryKey(r.sourceName, r.migrationId), step: "resolve", migrationId: r.migrationId, vmId: r.vmId, run: () => this.askSource(inb) };
+      let t = this.tasks.get(inb);
+      if (!t) {
+        const r = inb.req;
+        t = { key: destinationRecoveryKey(r.sourceName, r.migrationId), step: "resolve", migrationId: r.migrationId, vmId: r.vmId, run: () => this.askSource(inb) };
+        this.tasks.set(inb, t);
+      }
+      return t;
     });
   }
 

@@ -137,6 +137,49 @@ function counterpartOf(inb: Inbound): Counterpart {
   return { sourceName: inb.req.sourceName, sourceKey: inb.req.sourceKey, peer: inb.req.sourceGrpc };
 }
 
+/**
+ * The held migrations by `inboundKey`, indexed by VM as well: admission asks "is this VM already
+ * migrating in?" on every Prepare, and a Prepare flood holds hundreds (a scan made it quadratic).
+ */
+export class InboundTable extends Map<string, Inbound> {
+  private readonly byVm = new Map<string, Set<Inbound>>();
+
+  override set(key: string, inb: Inbound): this {
+    const old = super.get(key);
+    if (old) this.unindex(old);
+    super.set(key, inb);
+    const held = this.byVm.get(inb.req.vmId);
+    if (held) held.add(inb);
+    else this.byVm.set(inb.req.vmId, new Set([inb]));
+    return this;
+  }
+
+  override delete(key: string): boolean {
+    const old = super.get(key);
+    if (old) this.unindex(old);
+    return super.delete(key);
+  }
+
+  override clear(): void {
+    this.byVm.clear();
+    super.clear();
+  }
+
+  /** The held migrations of `vmId` (any phase). */
+  ofVm(vmId: string): ReadonlySet<Inbound> | undefined {
+    return this.byVm.get(vmId);
+  }
+
+  private unindex(inb: Inbound): void {
+    const held = this.byVm.get(inb.req.vmId);
+    if (!held) return;
+    held.delete(inb);
+    if (held.size === 0) this.byVm.delete(inb.req.vmId);
+  }
+}
+
+const undecided = (i: Inbound): boolean => i.state.phase === "prepared" || i.state.phase === "staged";
+
 export class Destination {
   /**
    * Migrations still undecided here (prepared or staged), keyed by `inboundKey`. A decided one is
@@ -144,7 +187,12 @@ export class Destination {
    * the journal (pastState, commit replays), so neither memory nor the scans over this map grow with
    * every migration.
    */
-  readonly inbound = new Map<string, Inbound>();
+  readonly inbound = new InboundTable();
+  /**
+   * At most the lease start of every prepared migration held (leases only move later, new ones
+   * start now): while the lease cutoff is below it, nothing can expire and the pass is skipped.
+   */
+  private leaseFloorRawNs: bigint | null = null;
 
   constructor(private readonly ctx: DestinationContext) {}
 
@@ -258,6 +306,7 @@ export class Destination {
     };
     this.perform(step, counterpartOf(inb), inb, req.migrationId);
     this.inbound.set(inboundKey(req.sourceName, req.migrationId), inb); // only once durable: a refused or failed Prepare reserves nothing
+    if (this.leaseFloorRawNs === null || inb.leaseFromRawNs < this.leaseFloorRawNs) this.leaseFloorRawNs = inb.leaseFromRawNs;
     return caps;
   }
 
@@ -280,8 +329,8 @@ export class Destination {
     if (tomb !== null && req.generation <= tomb)
       throw new TscmigError("failed_precondition", `stale generation ${req.generation}: VM ${req.vmId} left here at generation ${tomb}`, { reason: "stale_generation", field: "generation" });
     this.expireLeases();
-    for (const other of this.inbound.values())
-      if (other.req.vmId === req.vmId && (other.state.phase === "prepared" || other.state.phase === "staged"))
+    for (const other of this.inbound.ofVm(req.vmId) ?? [])
+      if (undecided(other))
         throw new TscmigError("aborted", `VM ${req.vmId} is already migrating in (${other.req.migrationId} of ${other.req.sourceName})`, { reason: "migration_in_progress" });
     if (this.ctx.vmCount() >= LIMITS.vmCountMax) throw new TscmigError("resource_exhausted", "this daemon hosts its maximum of VMs", { reason: "vm_limit" });
     if (this.ctx.inflight() >= LIMITS.migrationsInFlightMax)
@@ -298,13 +347,20 @@ export class Destination {
     // Leases from after `cutoff` still run. One bigint for the pass, not one per migration held
     // (this runs on every Prepare, and a flood holds hundreds).
     const cutoff = this.ctx.host.rawNs() - LIMITS.prepareLeaseNs;
+    if (this.leaseFloorRawNs === null || this.leaseFloorRawNs > cutoff) return 0;
     let expired = 0;
+    let floor: bigint | null = null;
     for (const inb of this.inbound.values()) {
-      if (inb.state.phase !== "prepared" || inb.leaseFromRawNs > cutoff) continue;
+      if (inb.state.phase !== "prepared") continue;
+      if (inb.leaseFromRawNs > cutoff) {
+        if (floor === null || inb.leaseFromRawNs < floor) floor = inb.leaseFromRawNs;
+        continue;
+      }
       this.apply(inb, this.step(inb.req, inb.req.migrationId, inb, { kind: "leaseExpired" }));
       expired++;
       this.ctx.log.warn({ event: "prepare_lease_expired", migrationId: inb.req.migrationId, vmId: inb.req.vmId, source: inb.req.sourceName }, "prepared migration expired before its Transfer");
     }
+    this.leaseFloorRawNs = floor;
     return expired;
   }
 
@@ -628,7 +684,20 @@ export class Destination {
   }
 
   pending(): Inbound[] {
-    return [...this.inbound.values()].filter((i) => i.state.phase === "prepared" || i.state.phase === "staged");
+    return [...this.inbound.values()].filter(undecided);
+  }
+
+  /** How many `pending()` would list, without the list (every Prepare asks, for the in-flight limit). */
+  pendingCount(): number {
+    let n = 0;
+    for (const i of this.inbound.values()) if (undecided(i)) n++;
+    return n;
+  }
+
+  /** The undecided migration of `vmId` held here, if any. */
+  pendingFor(vmId: string): Inbound | undefined {
+    for (const i of this.inbound.ofVm(vmId) ?? []) if (undecided(i)) return i;
+    return undefined;
   }
 
   /** A snapshot staged before a restart, held again: it waits for its source's decision (Commit or Resolve). */

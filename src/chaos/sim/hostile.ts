@@ -38,6 +38,14 @@ export interface HostileContext {
   tscKhzOf: (daemon: string) => bigint;
 }
 
+/** Two hex digits per byte value: a forged key per flood Prepare, hundreds a flood. */
+const HEX_BYTE = Array.from({ length: 256 }, (_v, b) => b.toString(16).padStart(2, "0"));
+
+/** `u.toString(16).padStart(8, "0")` for an unsigned 32-bit `u`, from the table. */
+export function hex32(u: number): string {
+  return (HEX_BYTE[u >>> 24] as string) + (HEX_BYTE[(u >>> 16) & 0xff] as string) + (HEX_BYTE[(u >>> 8) & 0xff] as string) + (HEX_BYTE[u & 0xff] as string);
+}
+
 export class HostileActor {
   /** Down once faults stop: it sends nothing more and hears nothing back. */
   readonly fence: Fence = { alive: true };
@@ -50,7 +58,7 @@ export class HostileActor {
   constructor(private readonly ctx: HostileContext) {
     this.trusted = ctx.net.dialer(HOSTILE_ADDRESS, this.fence, PEER_CREDENTIAL);
     this.outsider = ctx.net.dialer(HOSTILE_ADDRESS, this.fence, null);
-    ctx.net.tap = (m) => this.observe(m);
+    ctx.net.tap = { wants: (from) => from !== HOSTILE_ADDRESS && this.fence.alive, see: (m) => this.observe(m) };
   }
 
   stop(): void {
@@ -69,7 +77,7 @@ export class HostileActor {
    */
   private forged(sourceName: string): { sourceName: string; sourceKey: string } {
     let sourceKey = "";
-    for (let i = 0; i < 4; i++) sourceKey += this.ctx.rand.u32().toString(16).padStart(8, "0");
+    for (let i = 0; i < 4; i++) sourceKey += hex32(this.ctx.rand.u32());
     return { sourceName, sourceKey };
   }
 

@@ -106,6 +106,12 @@ export type Tapped = { from: string; to: string } & (
   | { method: "Abort"; req: AbortReq }
 );
 
+/** An on-path observer: it decodes only what it wants to see (not its own Prepare flood, say). */
+export interface Tap {
+  wants(from: string): boolean;
+  see(m: Tapped): void;
+}
+
 function decodeTapped(from: string, to: string, method: string, b: Uint8Array): Tapped | null {
   switch (method) {
     case "Prepare":
@@ -145,7 +151,7 @@ export class SimNetwork {
   faultsOn = true;
   readonly stats: NetStats = { messages: 0, lost: 0, duplicated: 0, resets: 0, partitioned: 0, unauthenticated: 0 };
   /** Sees every authenticated request as it is delivered (a hostile observer); none by default. */
-  tap: ((m: Tapped) => void) | null = null;
+  tap: Tap | null = null;
 
   constructor(
     private readonly sched: Scheduler,
@@ -170,8 +176,15 @@ export class SimNetwork {
 
   /** The dialer of one incarnation of daemon `from` (or another actor), carrying `credential` (null: none). */
   dialer(from: string, fence: Fence, credential: string | null = PEER_CREDENTIAL): PeerDialer {
+    // A client holds nothing but its transport: one per address, not one per call (recovery asks an
+    // unreachable source again and again through a flood's hundreds of Prepares).
+    const clients = new Map<string, ReturnType<typeof peerClient>>();
     return {
-      dial: (address: string) => peerClient(this.transport(from, address, fence, credential), this.now),
+      dial: (address: string) => {
+        let c = clients.get(address);
+        if (!c) clients.set(address, (c = peerClient(this.transport(from, address, fence, credential), this.now)));
+        return c;
+      },
       // Simulated daemons are addressed by name; any name is dialable (an unknown one refuses).
       checkAddress: (address: string, field: string) => checkId(address, field),
     };
@@ -221,9 +234,9 @@ export class SimNetwork {
     const a = this.endpoints.get(to) as Attached;
     try {
       if (credential !== PEER_CREDENTIAL) return { err: { code: "unauthenticated", message: `${method} to ${to}: the caller presented no valid peer credential` } };
-      if (observe && this.tap) {
+      if (observe && this.tap?.wants(from)) {
         const seen = decodeTapped(from, to, method, bytes);
-        if (seen) this.tap(seen);
+        if (seen) this.tap.see(seen);
       }
       const ok = run(a);
       return ok.length > LIMITS.messageBytesMax ? { err: { code: "internal", message: `${method}: reply too large` } } : { ok };

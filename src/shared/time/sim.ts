@@ -24,16 +24,22 @@ export class SimClock implements Clock {
   }
 }
 
+const NOTHING = (): void => {};
+
 /** A scheduled event is its own Timer (one object per `after`, the simulator's commonest allocation). */
 class Event implements Timer {
   cancelled = false;
   constructor(
     readonly at: bigint,
     readonly seq: number,
-    readonly fn: () => void,
+    public fn: () => void,
   ) {}
   cancel(): void {
     this.cancelled = true;
+    // A cancelled event stays in the heap until its time (a call's deadline: seconds after the
+    // answer came). Letting go of its callback frees what that closes over (the call's promise,
+    // its bytes) at once, instead of carrying it through every young-generation collection.
+    this.fn = NOTHING;
   }
 }
 
