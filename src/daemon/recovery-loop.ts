@@ -1,7 +1,9 @@
 // Crash recovery while a daemon runs: every interval, the roles say what is still open (a Commit
 // to re-deliver, a source to ask), and each step runs on its own back-off, so a peer that is gone
-// costs a call every 30 s, not two a second. What is open is also what `GET /v1/migrations` lists
-// as in doubt, with what recovery is doing about it.
+// costs a call every 30 s, not two a second. A peer that cannot be reached backs off as a whole:
+// one step probes it for all the steps that call it, so a dead source (or a Prepare flood naming
+// one) costs one call per back-off, not one per migration it left. What is open is also what
+// `GET /v1/migrations` lists as in doubt, with what recovery is doing about it.
 
 import { isTscmigError, TscmigError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
@@ -36,9 +38,16 @@ export interface RecoveryLoopDeps {
   tasks: () => RecoveryTask[];
 }
 
+/** A transport failure: the peer was not reached (or did not answer), so its other steps would fail alike. */
+function unreachable(e: TscmigError): boolean {
+  return e.code === "unavailable" || e.code === "deadline_exceeded";
+}
+
 export class RecoveryLoop {
   /** Back-off per open migration (by task key): attempts, next try, last error. */
   private readonly retries = new Map<string, RetryState>();
+  /** Back-off per unreachable peer (by address); `probing` while one step is trying it. */
+  private readonly peers = new Map<string, RetryState & { probing: boolean }>();
   private timer: Timer | null = null;
   private stopped = false;
   private passes = 0;
@@ -69,9 +78,17 @@ export class RecoveryLoop {
     for (const t of tasks) {
       const r = this.retries.get(t.key);
       if (r !== undefined) r.pass = pass;
-      if (r === undefined || r.nextNs <= now) due.push(t);
+      const p = this.peers.get(t.peer);
+      if (p !== undefined) p.pass = pass;
+      if (r !== undefined && r.nextNs > now) continue;
+      if (p !== undefined) {
+        if (p.probing || p.nextNs > now) continue;
+        p.probing = true; // this step probes the peer; the others wait for its outcome
+      }
+      due.push(t);
     }
     for (const [key, r] of this.retries) if (r.pass !== pass) this.retries.delete(key);
+    for (const [peer, p] of this.peers) if (p.pass !== pass && !p.probing) this.peers.delete(peer);
     await Promise.all(due.map((t) => this.attempt(t)));
   }
 
@@ -81,22 +98,43 @@ export class RecoveryLoop {
     return r && { attempts: r.attempts, nextNs: r.nextNs, lastError: r.lastError };
   }
 
+  /** The back-off of the peer at `address` while it cannot be reached (undefined once it answers). */
+  peerRetryOf(address: string): { attempts: number; nextNs: bigint; lastError: string } | undefined {
+    const p = this.peers.get(address);
+    return p && { attempts: p.attempts, nextNs: p.nextNs, lastError: p.lastError };
+  }
+
   private async attempt(t: RecoveryTask): Promise<void> {
     const st = this.retries.get(t.key);
     try {
       await t.run();
       this.retries.delete(t.key);
+      this.peers.delete(t.peer);
     } catch (e) {
       const attempts = (st?.attempts ?? 0) + 1;
       const err = isTscmigError(e) ? e : new TscmigError("internal", e instanceof Error ? e.message : String(e));
-      this.retries.set(t.key, { attempts, nextNs: this.deps.clock.monotonicNs() + recoveryBackoffNs(attempts), lastError: `${err.code}: ${err.message}`, pass: this.passes });
+      const now = this.deps.clock.monotonicNs();
+      const lastError = `${err.code}: ${err.message}`;
+      this.retries.set(t.key, { attempts, nextNs: now + recoveryBackoffNs(attempts), lastError, pass: this.passes });
+      this.peerFailed(t.peer, unreachable(err), now, lastError);
       // A peer that is down is expected: debug at first, a warning once it keeps failing.
-      const expected = err.code === "unavailable" || err.code === "deadline_exceeded";
-      this.deps.log[expected && attempts < 5 ? "debug" : "warn"](
+      this.deps.log[unreachable(err) && attempts < 5 ? "debug" : "warn"](
         { event: "recovery_step_failed", step: t.step, migrationId: t.migrationId, vmId: t.vmId, attempts, err: err.toJSON() },
         "recovery step failed; retrying after a back-off",
       );
     }
+  }
+
+  /** After a failed step: an unreachable peer backs off as a whole (once per probe, not per step); one that answered is up. */
+  private peerFailed(peer: string, down: boolean, now: bigint, lastError: string): void {
+    const p = this.peers.get(peer);
+    if (!down) {
+      this.peers.delete(peer);
+      return;
+    }
+    if (p !== undefined && !p.probing && p.nextNs > now) return; // a sibling step of this pass already counted it
+    const attempts = (p?.attempts ?? 0) + 1;
+    this.peers.set(peer, { attempts, nextNs: now + recoveryBackoffNs(attempts), lastError, pass: this.passes, probing: false });
   }
 }
 
@@ -126,7 +164,7 @@ export function inDoubtMigrations(
   for (const m of o.journal.listMigrations()) {
     const undelivered = m.role === "source" && m.decision === "committed" && m.phase !== "committed";
     if (m.decision !== "pending" && !undelivered) continue;
-    const retry = o.loop.retryOf(m.role === "source" ? sourceRecoveryKey(m.migrationId) : destinationRecoveryKey(m.source ?? "", m.migrationId));
+    const retry = o.loop.retryOf(m.role === "source" ? sourceRecoveryKey(m.migrationId) : destinationRecoveryKey(m.source ?? "", m.migrationId)) ?? o.loop.peerRetryOf(m.peer);
     out.push({
       migrationId: m.migrationId,
       role: m.role,

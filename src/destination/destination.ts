@@ -213,7 +213,7 @@ export class DestinationRole {
       let t = this.tasks.get(inb);
       if (!t) {
         const r = inb.req;
-        t = { key: destinationRecoveryKey(r.sourceName, r.migrationId), step: "resolve", migrationId: r.migrationId, vmId: r.vmId, run: () => this.askSource(inb) };
+        t = { key: destinationRecoveryKey(r.sourceName, r.migrationId), step: "resolve", migrationId: r.migrationId, vmId: r.vmId, peer: r.sourceGrpc, run: () => this.askSource(inb) };
         this.tasks.set(inb, t);
       }
       return t;

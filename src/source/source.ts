@@ -207,7 +207,7 @@ export class Source {
         this.undelivered.delete(id);
         continue;
       }
-      tasks.push({ key: sourceRecoveryKey(id), step: "commit", migrationId: id, vmId: m.vmId, run: () => this.redeliverCommit(m) });
+      tasks.push({ key: sourceRecoveryKey(id), step: "commit", migrationId: id, vmId: m.vmId, peer: m.peer, run: () => this.redeliverCommit(m) });
     }
     return tasks;
   }

@@ -1,6 +1,7 @@
 // Goal: the recovery loop retries each open step on its own back-off (0.5 s doubling to 30 s), a
-// success clears the step's failures, a step no role reports any more is forgotten, and the in-doubt
-// listing shows attempts and the last error per migration. Method: a RecoveryLoop on simulated time
+// success clears the step's failures, a step no role reports any more is forgotten, a peer that
+// cannot be reached is probed by one step for all of its steps, and the in-doubt listing shows
+// attempts and the last error per migration. Method: a RecoveryLoop on simulated time
 // with scripted tasks, passes driven by hand.
 
 import { describe, expect, it } from "vitest";
@@ -20,8 +21,8 @@ function rig(tasks: () => RecoveryTask[]) {
   return { clock, scheduler, loop, passes: () => passes };
 }
 
-function task(key: string, run: () => Promise<void>): RecoveryTask {
-  return { key, step: "commit", migrationId: key, vmId: "vm", run };
+function task(key: string, run: () => Promise<void>, peer = `peer-of-${key}`): RecoveryTask {
+  return { key, step: "commit", migrationId: key, vmId: "vm", peer, run };
 }
 
 describe("the recovery loop", () => {
@@ -74,6 +75,47 @@ describe("the recovery loop", () => {
     open = false;
     await r.loop.runOnce();
     expect(r.loop.retryOf("s")).toBeUndefined();
+  });
+
+  it("an unreachable peer is probed by one step per back-off, not by each of its steps; when it answers, all of them run again", async () => {
+    let up = false;
+    const calls = new Map<string, number>();
+    const r = rig(() =>
+      Array.from({ length: 50 }, (_, i) =>
+        task(`m${i}`, async () => {
+          calls.set(`m${i}`, (calls.get(`m${i}`) ?? 0) + 1);
+          if (!up) throw new TscmigError("unavailable", "connection refused");
+        }, "dead:7071"),
+      ),
+    );
+    const total = () => [...calls.values()].reduce((a, b) => a + b, 0);
+    await r.loop.runOnce(); // nothing known yet: every step finds out
+    expect(total()).toBe(50);
+    expect(r.loop.peerRetryOf("dead:7071")).toMatchObject({ attempts: 1, lastError: "unavailable: connection refused" });
+    for (let k = 1; k <= 6; k++) {
+      r.clock.advanceTo(r.clock.monotonicNs() + recoveryBackoffNs(k));
+      await r.loop.runOnce();
+      expect(total(), `after back-off ${k}`).toBe(50 + k); // one probe per back-off
+      expect(r.loop.peerRetryOf("dead:7071")?.attempts).toBe(k + 1);
+    }
+    up = true;
+    r.clock.advanceTo(r.clock.monotonicNs() + recoveryBackoffNs(7));
+    await r.loop.runOnce(); // the probe succeeds: the peer is up again
+    expect(r.loop.peerRetryOf("dead:7071")).toBeUndefined();
+    r.clock.advanceTo(r.clock.monotonicNs() + recoveryBackoffNs(7));
+    await r.loop.runOnce();
+    expect(total()).toBe(50 + 6 + 1 + 50); // the probe that found it up, then every step
+  });
+
+  it("a peer that answers with a refusal is not backed off as a whole: its other steps still run", async () => {
+    let n = 0;
+    const r = rig(() => [0, 1, 2].map((i) => task(`m${i}`, async () => {
+      n++;
+      throw new TscmigError("not_found", "unknown migration");
+    }, "up:7071")));
+    await r.loop.runOnce();
+    expect(n).toBe(3);
+    expect(r.loop.peerRetryOf("up:7071")).toBeUndefined();
   });
 
   it("the back-off doubles from 0.5 s and stops at 30 s", () => {

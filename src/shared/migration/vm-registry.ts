@@ -57,5 +57,7 @@ export interface RecoveryTask {
   step: "commit" | "resolve";
   migrationId: string;
   vmId: string;
+  /** The peer's address the step calls: while it is unreachable, one step probes it for all of them. */
+  peer: string;
   run(): Promise<void>;
 }
