@@ -21,6 +21,8 @@ import type {
   PrepareRes,
   ProbeReq,
   ProbeRes,
+  ResolveReq,
+  ResolveRes,
   SourceRef,
   TransferReq,
   TransferRes,
@@ -46,6 +48,8 @@ export interface DestinationDeps {
   outboundInFlight: () => number;
   /** Test seam (chaos sensitivity tests): replaces the restore. Never set in production. */
   restore?: RestoreFn;
+  /** Test seam (chaos sensitivity tests): a fencing Resolve answers without fencing. Never set in production. */
+  brokenFence?: boolean;
 }
 
 export class DestinationRole {
@@ -84,6 +88,7 @@ export class DestinationRole {
       dropStaged: (inb) => this.dropStaged(inb),
       inflight: () => deps.outboundInFlight() + this.core.pending().length,
       ...(deps.restore ? { restore: deps.restore } : {}),
+      ...(deps.brokenFence ? { brokenFence: true } : {}),
     });
   }
 
@@ -122,6 +127,11 @@ export class DestinationRole {
 
   abort(req: AbortReq): void {
     this.core.abort(req);
+  }
+
+  /** An on-receipt source asks what became of its Transfer; anything but "committed" is fenced first. */
+  resolveForSource(req: ResolveReq & { fence: NonNullable<ResolveReq["fence"]> }): ResolveRes {
+    return this.core.resolveForSource(req);
   }
 
   // ---- what it holds ----------------------------------------------------------------------------------

@@ -39,6 +39,8 @@ import type {
   PrepareRes,
   ProbeReq,
   ProbeRes,
+  ResolveReq,
+  ResolveRes,
   RestoreReport,
   SourceRef,
   TransferReq,
@@ -99,6 +101,8 @@ export interface DestinationContext {
   inflight(): number;
   /** Test seam: replaces restoreSnapshot (the checker's sensitivity tests); production leaves it unset. */
   restore?: RestoreFn;
+  /** Test seam: a fencing Resolve answers without fencing (the checker's sensitivity); production leaves it unset. */
+  brokenFence?: boolean;
 }
 
 /** The inbound map's key: a migration is (source, id), ids are unique per source only. */
@@ -241,7 +245,9 @@ export class Destination {
     if (existing) return this.prepareAgain(existing, req);
     this.admit(req);
     const caps = this.capabilities(req); // throws a refusal before anything is recorded
-    const step = this.step(req, req.migrationId, null, { kind: "prepare", migrationId: req.migrationId, vmId: req.vmId, generation: req.generation });
+    const arrivedRawNs = this.ctx.host.rawNs(); // after the real arrival: a weaker lower limit, still a limit
+    const onReceipt = req.switchover === "on-receipt";
+    const step = this.step(req, req.migrationId, null, { kind: "prepare", migrationId: req.migrationId, vmId: req.vmId, generation: req.generation, ...(onReceipt ? { onReceipt } : {}) });
     const inb: Inbound = {
       req,
       state: step.state as DestinationState,
@@ -258,6 +264,12 @@ export class Destination {
     };
     this.perform(step, counterpartOf(inb), inb, req.migrationId);
     this.inbound.set(inboundKey(req.sourceName, req.migrationId), inb); // only once durable: a refused or failed Prepare reserves nothing
+    if (onReceipt) {
+      // On receipt one-sided has no Transfer round trip: the Prepare's answer is its first anchor
+      // (the source counts it first too). Taken before the answer leaves: a looser cap, still a cap.
+      inb.requestsRawNs.push(arrivedRawNs);
+      inb.anchorsRawNs.push(this.ctx.host.rawNs());
+    }
     return caps;
   }
 
@@ -369,6 +381,7 @@ export class Destination {
     }
     this.validateTransfer(req, inb.req);
     const step = this.step(req, s.migrationId, inb, { kind: "transfer" });
+    const onReceipt = step.effects.find((x) => x.kind === "restore");
     const sinceReceiveNs = this.ctx.host.rawNs() - receiveRawNs; // first: a stall in between dates it later, not earlier
     const staged: Inbound = {
       ...inb,
@@ -379,6 +392,7 @@ export class Destination {
       requestsToSendNs: req.sourceRequestsToSendNs ?? [],
       decodeNs,
     };
+    if (onReceipt) return this.adoptOnReceipt(inb, staged, onReceipt.legs);
     // The staged snapshot and the migration's phase land together (one transaction, one sync); not
     // staged durably (a full disk) is not staged at all, or a Commit would run what a restart cannot know of.
     this.ctx.journal.transaction(() => this.perform(step, counterpartOf(inb), staged, s.migrationId));
@@ -386,6 +400,52 @@ export class Destination {
     crashPoint(this.ctx.faults, "crash.destination.afterStage");
     inb.holdNs = this.ctx.host.rawNs() - receiveRawNs;
     return { destinationHoldNs: inb.holdNs };
+  }
+
+  /**
+   * On-receipt switchover: the Transfer is the decision. Nothing is staged; the restore runs now and
+   * the adopted VM and the decision are journaled in one transaction before it resumes
+   * (adoptAndJournal), and the Transfer is answered with the report. A restore that fails leaves
+   * the migration prepared (the source's fencing Resolve then aborts it for good).
+   */
+  private adoptOnReceipt(inb: Inbound, received: Inbound, legs: CommitLegs): TransferRes {
+    Object.assign(inb, received);
+    const report = this.restoreStaged(inb, legs);
+    inb.holdNs = this.ctx.host.rawNs() - inb.receiveRawNs;
+    return { destinationHoldNs: inb.holdNs, report };
+  }
+
+  /**
+   * An on-receipt source asks what became of its Transfer. Unless the VM runs here, the answer is
+   * made durable first — a fence: that Transfer (and any Prepare of the migration) is refused for
+   * good — so a source told aborted or unknown may resume its VM without it ever running twice.
+   */
+  resolveForSource(req: ResolveReq & { fence: NonNullable<ResolveReq["fence"]> }): ResolveRes {
+    const ref: SourceRef = { sourceName: req.fence.sourceName, sourceKey: req.sourceKey };
+    checkId(req.migrationId, "migrationId");
+    checkId(req.vmId, "vmId");
+    checkId(ref.sourceName, "sourceName");
+    const inb = this.held(ref, req.migrationId);
+    const state = inb ? inb.state : this.pastState(ref, req.migrationId);
+    if (!inb && state === null && this.ctx.journal.getInboundMigration(ref.sourceName, req.migrationId))
+      return { decision: "pending", generation: 0n, transferRttNs: 0n }; // seen but undecided, not held: a restart settles it
+    const step = stepDestination(state, { kind: "fence", migrationId: req.migrationId, vmId: req.vmId, generation: req.fence.generation });
+    if (isDestinationNotAllowed(step)) throw new TscmigError("internal", `fence not allowed in phase ${step.phase}`);
+    if (this.ctx.brokenFence && step.effects.some((x) => x.kind === "journal")) return this.brokenFenceAnswer(step);
+    const who = inb ? counterpartOf(inb) : { sourceName: ref.sourceName, sourceKey: ref.sourceKey, peer: "" };
+    const reply = inb ? this.apply(inb, step) : this.perform(step, who, null, req.migrationId);
+    if (step.effects.some((x) => x.kind === "journal")) {
+      crashPoint(this.ctx.faults, "crash.destination.afterFence");
+      this.ctx.log.warn({ event: "transfer_fenced", migrationId: req.migrationId, vmId: req.vmId, source: ref.sourceName }, "on-receipt source resolved: its Transfer is fenced here for good");
+    }
+    if (reply?.kind !== "resolved") throw new TscmigError("internal", `Resolve of migration ${req.migrationId} got no answer`);
+    return { decision: reply.decision, generation: state?.generation ?? req.fence.generation, transferRttNs: 0n };
+  }
+
+  /** Test seam only (the checker's sensitivity): answers as a fence would, without fencing anything. */
+  private brokenFenceAnswer(step: DStep): ResolveRes {
+    const reply = step.effects.find((x): x is Extract<DestinationEffect, { kind: "reply" }> => x.kind === "reply");
+    return { decision: reply?.reply.kind === "resolved" ? reply.reply.decision : "unknown", generation: 0n, transferRttNs: 0n };
   }
 
   /** The Transfer must carry the snapshot its Prepare announced, with one-sided's legs in range. */
