@@ -417,6 +417,7 @@ function reportOf(s: SourceState, h: HostedVm, ctx: Pick<SourceContext, "name" |
     destination,
     policy: r.policy,
     estimator: r.estimator,
+    switchover: r.switchover ?? "two-phase",
     outcome: s.outcome ?? "aborted",
     generation: r.generation,
     vcpus: r.vcpuCount,
