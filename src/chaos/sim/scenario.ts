@@ -10,6 +10,7 @@
 
 import type { EstimatorName } from "../../shared/migration/blackout.js";
 import type { PolicyName } from "../../shared/migration/restore.js";
+import { SWITCHOVER_MODES, type SwitchoverMode } from "../../shared/migration/messages.js";
 import type { Clocksource, HandlingMode } from "../../shared/guest/guest.js";
 import { setTscKhzDecision, SVM, VMX } from "../../shared/kvm/tsc.js";
 import { maxAbsOffsetNs, maxSlopePpm, type OffsetModel, sum, ZERO_MODEL } from "../../shared/time/offset-model.js";
@@ -77,6 +78,8 @@ export interface ScenarioOptions {
   handlingMode?: HandlingMode;
   /** Force every VM's clocksource (default: seeded per VM). */
   clocksource?: Clocksource;
+  /** Switchover modes drawn per migration (default: both, by seed). */
+  switchovers?: readonly SwitchoverMode[];
 }
 
 export const DEFAULT_SCENARIO: ScenarioOptions = {
@@ -126,6 +129,7 @@ export interface MigrationPlan {
   estimator: EstimatorName;
   doorbell: boolean;
   advanceCapNs?: bigint;
+  switchover: SwitchoverMode;
 }
 
 /** collide: sources migrate their own VMs to one destination with one caller-given migration id. */
@@ -268,6 +272,9 @@ export function drawScenario(root: Random, o: ScenarioOptions): Scenario {
   const nVms = rw.int(1, Math.max(1, o.vmsMax));
   const nMigrations = rw.int(o.migrationsMin, Math.max(o.migrationsMin, o.migrationsMax));
   const plans: MigrationPlan[][] = Array.from({ length: nVms }, () => []);
+  // Its own stream: drawing the mode shifts nothing the workload drew before modes existed.
+  const rs = root.fork("switchover");
+  const modes = o.switchovers ?? SWITCHOVER_MODES;
   for (let i = 0; i < nMigrations; i++) {
     const vm = rw.int(0, nVms - 1);
     const plan: MigrationPlan = {
@@ -276,6 +283,7 @@ export function drawScenario(root: Random, o: ScenarioOptions): Scenario {
       policy: rw.pick(o.policies),
       estimator: rw.pick(o.estimators),
       doorbell: o.doorbell ?? rw.chance(0.5),
+      switchover: rs.pick(modes),
     };
     if (plan.policy === "advance-capped" && rw.chance(0.5)) plan.advanceCapNs = logUniform(rw, MS, S);
     (plans[vm] as MigrationPlan[]).push(plan);
