@@ -173,6 +173,9 @@ export class DestinationRole {
       receiveRawNs: inb.receiveRawNs,
       holdNs: inb.holdNs,
       decodeNs: inb.decodeNs,
+      ...(inb.req.switchover === "on-receipt"
+        ? { legs: { anchorsRawNs: inb.anchorsRawNs, anchorsToSendNs: inb.anchorsToSendNs, requestsRawNs: inb.requestsRawNs, requestsToSendNs: inb.requestsToSendNs } }
+        : {}),
     };
     this.deps.journal.putVm({ vmId: inb.req.vmId, generation: inb.req.generation, role: "staged", state: toJson(payload), updatedNs: this.deps.host.trueNs() });
   }
@@ -225,6 +228,11 @@ export class DestinationRole {
 
   private async askSource(inb: Inbound): Promise<void> {
     const r = inb.req;
+    // On receipt, staged means decided here: restore it, whatever the source (which waits for us) would say.
+    if (inb.state.phase === "staged" && inb.state.onReceipt) {
+      this.core.restoreDecided(inb);
+      return;
+    }
     const answer = await this.deps.dialer.dial(r.sourceGrpc).resolve({ migrationId: r.migrationId, vmId: r.vmId, sourceKey: r.sourceKey });
     if (answer.decision === "pending") return;
     if (answer.decision === "committed" && inb.state.phase !== "staged") return;

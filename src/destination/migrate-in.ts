@@ -380,8 +380,9 @@ export class Destination {
       return { destinationHoldNs: inb?.holdNs ?? 0n };
     }
     this.validateTransfer(req, inb.req);
+    this.refuseUncappedOnReceipt(req, inb);
     const step = this.step(req, s.migrationId, inb, { kind: "transfer" });
-    const onReceipt = step.effects.find((x) => x.kind === "restore");
+
     const sinceReceiveNs = this.ctx.host.rawNs() - receiveRawNs; // first: a stall in between dates it later, not earlier
     const staged: Inbound = {
       ...inb,
@@ -392,24 +393,25 @@ export class Destination {
       requestsToSendNs: req.sourceRequestsToSendNs ?? [],
       decodeNs,
     };
-    if (onReceipt) return this.adoptOnReceipt(inb, staged, onReceipt.legs);
     // The staged snapshot and the migration's phase land together (one transaction, one sync); not
     // staged durably (a full disk) is not staged at all, or a Commit would run what a restart cannot know of.
     this.ctx.journal.transaction(() => this.perform(step, counterpartOf(inb), staged, s.migrationId));
     Object.assign(inb, staged);
     crashPoint(this.ctx.faults, "crash.destination.afterStage");
+    const onReceipt = step.effects.find((x) => x.kind === "restore");
+    if (onReceipt) return this.adoptOnReceipt(inb, onReceipt.legs);
     inb.holdNs = this.ctx.host.rawNs() - receiveRawNs;
     return { destinationHoldNs: inb.holdNs };
   }
 
   /**
-   * On-receipt switchover: the Transfer is the decision. Nothing is staged; the restore runs now and
-   * the adopted VM and the decision are journaled in one transaction before it resumes
-   * (adoptAndJournal), and the Transfer is answered with the report. A restore that fails leaves
-   * the migration prepared (the source's fencing Resolve then aborts it for good).
+   * On-receipt switchover: the Transfer is the decision, already journaled with the staged snapshot
+   * (journaling first: a crash from here on restores it again after the restart, never aborts it).
+   * The restore runs now, the adopted VM is journaled as it resumes (adoptAndJournal), and the
+   * Transfer is answered with the report. A restore that fails leaves it staged and decided: the
+   * recovery loop retries it.
    */
-  private adoptOnReceipt(inb: Inbound, received: Inbound, legs: CommitLegs): TransferRes {
-    Object.assign(inb, received);
+  private adoptOnReceipt(inb: Inbound, legs: CommitLegs): TransferRes {
     const report = this.restoreStaged(inb, legs);
     inb.holdNs = this.ctx.host.rawNs() - inb.receiveRawNs;
     return { destinationHoldNs: inb.holdNs, report };
@@ -446,6 +448,17 @@ export class Destination {
   private brokenFenceAnswer(step: DStep): ResolveRes {
     const reply = step.effects.find((x): x is Extract<DestinationEffect, { kind: "reply" }> => x.kind === "reply");
     return { decision: reply?.reply.kind === "resolved" ? reply.reply.decision : "unknown", generation: 0n, transferRttNs: 0n };
+  }
+
+  /**
+   * On receipt, one-sided caps the Transfer's transit only by an earlier answer of this destination
+   * (there is no round trip yet): refused here, before the decision, when none pairs up, or the
+   * restore could never run and a decided migration would hold the VM nowhere.
+   */
+  private refuseUncappedOnReceipt(req: TransferReq, inb: Inbound): void {
+    if (inb.req.switchover !== "on-receipt" || inb.req.estimator !== "one-sided") return;
+    if ((req.sourceAnchorsToSendNs ?? []).length > 0 && inb.anchorsRawNs.length > 0) return;
+    throw new TscmigError("failed_precondition", "one-sided on receipt needs the source's Prepare answer as an anchor (sourceAnchorsToSendNs is empty)", { field: "sourceAnchorsToSendNs", reason: "anchor_missing" });
   }
 
   /** The Transfer must carry the snapshot its Prepare announced, with one-sided's legs in range. */
@@ -691,22 +704,32 @@ export class Destination {
     return [...this.inbound.values()].filter((i) => i.state.phase === "prepared" || i.state.phase === "staged");
   }
 
-  /** A snapshot staged before a restart, held again: it waits for its source's decision (Commit or Resolve). */
+  /**
+   * A snapshot staged before a restart, held again: it waits for its source's decision (Commit or
+   * Resolve), or on receipt (decided here already) for the recovery loop to restore it.
+   */
   restage(p: StagedPayload): void {
+    const onReceipt = p.req.switchover === "on-receipt";
     this.inbound.set(inboundKey(p.req.sourceName, p.req.migrationId), {
       req: p.req,
-      state: destinationState("staged", p.req),
+      state: { ...destinationState("staged", p.req), ...(onReceipt ? { onReceipt } : {}) },
       leaseFromRawNs: this.ctx.host.rawNs(),
       snapshot: p.snapshot,
       receiveRawNs: p.receiveRawNs,
       receiveTrueNs: 0n, // diagnostics only, not kept across a restart
-      anchorsRawNs: [],
-      anchorsToSendNs: [],
-      requestsRawNs: [],
-      requestsToSendNs: [],
+      // One-sided's legs on this host's raw clock, which a daemon restart does not reset (as receiveRawNs).
+      anchorsRawNs: p.legs?.anchorsRawNs ?? [],
+      anchorsToSendNs: p.legs?.anchorsToSendNs ?? [],
+      requestsRawNs: p.legs?.requestsRawNs ?? [],
+      requestsToSendNs: p.legs?.requestsToSendNs ?? [],
       holdNs: p.holdNs,
       decodeNs: p.decodeNs,
     });
+  }
+
+  /** A staged migration decided here (on receipt) but not running yet: restored without asking its source. */
+  restoreDecided(inb: Inbound): void {
+    if (inb.state.phase === "staged" && inb.state.onReceipt) this.restoreStaged(inb, { transferRttNs: null });
   }
 }
 

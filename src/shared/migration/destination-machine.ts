@@ -16,12 +16,16 @@
 //   (none) ──commit──▶ aborted, journaled as "fenced": the source may take its VM back, and a late
 //                      Prepare or Transfer of that migration is refused for good
 //
-// On-receipt switchover (Prepare said so): the Transfer is the decision.
-//   prepared ──transfer──▶ (restore at once) ──restored──▶ running: journaled with the adopted VM,
-//                          the Transfer answered with the report; restoreFailed: stays prepared
+// On-receipt switchover (Prepare said so): the Transfer is the decision, journaled first.
+//   prepared ──transfer──▶ staged, decided: the snapshot and "committed" land in one transaction
+//                          (journaling first), then the restore at once ──restored──▶ running, the
+//                          Transfer answered with the report. restoreFailed or a crash before the
+//                          VM was adopted: still staged and decided, the restore is retried (recovery)
+//                          without asking the source; Abort and the source's answers no longer move it.
 //   fence (the source's Resolve after it lost the Transfer's answer):
 //     (none) ──▶ aborted, journaled "fenced", answered unknown   prepared ──▶ aborted, "fenced", answered aborted
-//     running ──▶ answered committed   aborted ──▶ answered aborted   staged (two-phase) ──▶ answered pending
+//     running or staged on receipt ──▶ answered committed   aborted ──▶ answered aborted
+//     staged (two-phase) ──▶ answered pending
 //   Either fence is durable before the answer leaves: the Transfer it speaks of is refused for good,
 //   so a source told aborted/unknown may resume its VM.
 
@@ -169,7 +173,10 @@ function prepare(s: DestinationState | null, e: Extract<DestinationEvent, { kind
 
 function transfer(s: DestinationState | null): DStep {
   if (s === null) return refuse(s, "failed_precondition", "not_prepared", "Transfer before Prepare");
-  if (s.phase === "prepared" && s.onReceipt) return { state: s, effects: [{ kind: "restore", legs: { transferRttNs: null } }] };
+  if (s.phase === "prepared" && s.onReceipt) {
+    const next: DestinationState = { ...s, phase: "staged" };
+    return { state: next, effects: [{ kind: "stage" }, journal(next, "committed"), { kind: "restore", legs: { transferRttNs: null } }] };
+  }
   if (s.phase === "prepared") {
     const next: DestinationState = { ...s, phase: "staged" };
     return { state: next, effects: [{ kind: "stage" }, journal(next, "pending"), OK] };
@@ -217,7 +224,8 @@ function fence(s: DestinationState | null, e: Extract<DestinationEvent, { kind: 
     case "prepared":
       return { state: { ...s, phase: "aborted" }, effects: [fenceRecord(s), { kind: "dropStaged" }, answer("aborted")] };
     case "staged":
-      return { state: s, effects: [answer("pending")] }; // two-phase: the source's Commit or Abort decides
+      // On receipt the decision is journaled here already; two-phase: the source's Commit or Abort decides.
+      return { state: s, effects: [answer(s.onReceipt ? "committed" : "pending")] };
     case "running":
       return { state: s, effects: [answer("committed")] };
     case "aborted":
@@ -228,12 +236,13 @@ function fence(s: DestinationState | null, e: Extract<DestinationEvent, { kind: 
 function abort(s: DestinationState | null, e: Extract<DestinationEvent, { kind: "abort" }>): DStep {
   if (s === null || s.phase === "aborted") return { state: s, effects: [OK] };
   if (s.phase === "running") return refuse(s, "failed_precondition", "already_running", "Abort after Commit: the destination owns the VM");
+  if (s.onReceipt && s.phase === "staged") return refuse(s, "failed_precondition", "already_running", "Abort after an on-receipt Transfer: the destination decided to run the VM");
   return mismatch(s, e, "Abort") ?? aborted(s, true);
 }
 
 function resolved(s: DestinationState | null, e: Extract<DestinationEvent, { kind: "resolved" }>): DStep {
-  // Late or repeated answers about a decided migration change nothing.
-  if (s === null || (s.phase !== "staged" && s.phase !== "prepared")) return { state: s, effects: [] };
+  // Late or repeated answers about a decided migration change nothing (on receipt, staged is decided).
+  if (s === null || (s.phase !== "staged" && s.phase !== "prepared") || (s.onReceipt && s.phase === "staged")) return { state: s, effects: [] };
   if (e.decision === "committed" && s.phase === "staged") return { state: s, effects: [{ kind: "restore", legs: { transferRttNs: e.transferRttNs } }] };
   if (e.decision === "aborted" || e.decision === "unknown") return aborted(s, false);
   return { state: s, effects: [] };
@@ -268,7 +277,7 @@ export function stepDestination(state: DestinationState | null, e: DestinationEv
   }
 }
 
-/** Where a restore can run: a staged migration (two-phase), or a prepared one on receipt. */
+/** Where a restore can run: a staged migration. */
 function restoring(s: DestinationState | null): s is DestinationState {
-  return s !== null && (s.phase === "staged" || (s.phase === "prepared" && s.onReceipt === true));
+  return s !== null && s.phase === "staged";
 }
