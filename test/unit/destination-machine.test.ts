@@ -37,11 +37,12 @@ const SAMPLES: { [K in DestinationEvent["kind"]]: Extract<DestinationEvent, { ki
   fence: { kind: "fence", ...IDS },
 };
 
-type Row = DestinationPhase | "none" | "prepared (on receipt)";
+type Row = DestinationPhase | "none" | "prepared (on receipt)" | "staged (on receipt)";
 const STATES: Record<Row, DestinationState | null> = {
   none: null,
   prepared: destinationState("prepared", IDS),
   "prepared (on receipt)": { ...destinationState("prepared", IDS), onReceipt: true },
+  "staged (on receipt)": { ...destinationState("staged", IDS), onReceipt: true },
   staged: destinationState("staged", IDS),
   running: destinationState("running", IDS, REPORT),
   aborted: destinationState("aborted", IDS),
@@ -75,15 +76,27 @@ const TABLE: Record<Row, Record<DestinationEvent["kind"], Expected>> = {
   },
   "prepared (on receipt)": {
     prepare: ["prepared", "reply:ok"],
-    // The Transfer is the decision: restored at once, nothing staged.
-    transfer: ["prepared", "restore"],
+    // The Transfer is the decision: staged and journaled committed first, then restored at once.
+    transfer: ["staged", "stage", "journal:staged:committed", "restore"],
     commit: ["prepared", "refuse:failed_precondition:not_staged"],
-    restored: ["running", "journal:running:committed", "dropStaged", "reply:report"],
-    restoreFailed: ["prepared"],
+    restored: "no",
+    restoreFailed: "no",
     abort: ["aborted", "journal:aborted:aborted", "dropStaged", "reply:ok"],
     leaseExpired: ["aborted", "journal:aborted:aborted"],
     resolved: ["aborted", "journal:aborted:aborted", "dropStaged"],
     fence: ["aborted", "journal:fenced:aborted", "dropStaged", "resolved:aborted"],
+  },
+  "staged (on receipt)": {
+    prepare: ["staged", "refuse:already_exists:migration_id_reused"],
+    transfer: ["staged", "reply:ok"],
+    commit: ["staged", "restore"],
+    restored: ["running", "journal:running:committed", "dropStaged", "reply:report"],
+    restoreFailed: ["staged"],
+    // Decided here: neither the source's Abort nor its answers move it.
+    abort: ["staged", "refuse:failed_precondition:already_running"],
+    leaseExpired: "no",
+    resolved: ["staged"],
+    fence: ["staged", "resolved:committed"],
   },
   staged: {
     prepare: ["staged", "refuse:already_exists:migration_id_reused"],
@@ -208,9 +221,13 @@ describe("destination machine: decisions that stand on the state's data", () => 
     expect(answer(stepDestination(STATES["prepared (on receipt)"], { ...SAMPLES.fence, generation: 9n }))).toEqual(["prepared", "refuse:failed_precondition:stale_generation"]);
   });
 
-  it("restores an on-receipt Transfer without a round trip (the answer has not left)", () => {
+  it("journals an on-receipt Transfer as decided with its snapshot, then restores without a round trip", () => {
     const r = stepDestination(STATES["prepared (on receipt)"], SAMPLES.transfer);
-    expect(!isDestinationNotAllowed(r) && r.effects).toEqual([{ kind: "restore", legs: { transferRttNs: null } }]);
+    expect(!isDestinationNotAllowed(r) && r.effects).toEqual([
+      { kind: "stage" },
+      { kind: "journal", record: { ...IDS, phase: "staged", decision: "committed", report: null } },
+      { kind: "restore", legs: { transferRttNs: null } },
+    ]);
     const p = stepDestination(null, { ...SAMPLES.prepare, onReceipt: true });
     expect(!isDestinationNotAllowed(p) && p.state).toMatchObject({ phase: "prepared", onReceipt: true });
   });

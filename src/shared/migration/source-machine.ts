@@ -347,7 +347,8 @@ function resolvedThere(s: SourceState, decision: ResolveDecision): Step<SourceSt
   if (decision === "committed") return adoptedThere(s, null);
   if (decision === "pending") return resolveAgain(s, new TscmigError("unavailable", "the destination holds the migration undecided", { reason: "resolve_pending" }));
   // Fenced there for good before it answered: the Transfer can never run, so the VM resumes here.
-  const error = s.error ?? new TscmigError("aborted", `the destination ${decision === "unknown" ? "never saw" : "aborted"} the Transfer and fenced it`, { reason: "transfer_fenced" });
+  const why = s.error ? ` (the Transfer failed: ${s.error.message})` : "";
+  const error = new TscmigError("aborted", `the destination ${decision === "unknown" ? "never saw" : "did not run"} the Transfer and fenced it for good${why}`, { reason: "transfer_fenced" });
   const next: SourceState = { ...s, phase: "aborted", decision: "aborted", outcome: "aborted", error };
   return { state: next, effects: [journal(s, "aborted", "aborted"), { kind: "resumeVm" }, { kind: "finish", outcome: "aborted", error }] };
 }
