@@ -19,7 +19,7 @@ import { drawSkewModel } from "../host-skew.js";
 import type { NetConfig, Partition } from "./network.js";
 
 /** The kinds `--faults all` (and the default campaign) draw from. */
-export const FAULT_KINDS = ["delay", "reorder", "loss", "dup", "partition", "reset", "crash", "kill", "stall", "doorbell", "skew", "crystal", "collide", "hostile", "disk-full", "damage", "port-taken"] as const;
+export const FAULT_KINDS = ["delay", "reorder", "loss", "dup", "partition", "reset", "crash", "kill", "stall", "doorbell", "skew", "crystal", "collide", "hostile", "disk-full", "damage", "port-taken", "late"] as const;
 /**
  * The operational and hostile fault kinds. Named in `--faults` and drawn per run like the others,
  * but kept out of `all` while the daemons fail some of their seeds (test/sim/issue9-faults.test.ts
@@ -51,6 +51,7 @@ export const FAULT_KIND_DOCS: Record<FaultKind, string> = {
     "a non-daemon peer on the network: calls without credentials (refused by the transport), and with a peer's credentials foreign Abort/Commit/Transfer for migrations it sees, replays of old messages, a Prepare flood at one destination (real migrations must succeed again after healing)",
   "disk-full": "a daemon's journal writes fail with ENOSPC for a window (a VM create is tried meanwhile), sometimes followed by an operator restart",
   damage: "a VM record edited in place while its daemon is down (TSC offset, ratio, vCPU count, generation): refused or quarantined, never run; the operator then restores the record from a backup",
+  late: "requests that reach their server only after the caller's deadline (the caller gave up; the server still runs them, unary or on a Handover call): a Transfer after its source already resolved it",
   "port-taken": "live only: a daemon restarts with its HTTP or gRPC port taken; it must exit non-zero at once and release everything, then restarts with the port free",
 };
 
@@ -385,6 +386,8 @@ export function drawScenario(root: Random, o: ScenarioOptions): Scenario {
     resetP: on("reset") ? 0.005 + rn.float() * 0.045 : 0,
     deadlineNs,
     partitions,
+    // Its own stream: a run without this kind draws what it drew before the kind existed.
+    ...(on("late") ? { lateP: 0.005 + root.fork("net:late").float() * 0.045 } : {}),
   };
 
   // Processes and doorbells.
