@@ -151,7 +151,7 @@ describe("on-receipt switchover: a lost Transfer is resolved, and fenced", () =>
 
 describe("on-receipt switchover: a crash at every site it passes through", () => {
   const sites: { site: FaultSite; who: "a" | "c"; owner: "a" | "c" }[] = [
-    // Journaled handing-off, nothing sent: the restart asks C, which fences it: A resumes.
+    // Journaled handing-off before the pause, nothing sent: the restart asks C, which fences it: A resumes.
     { site: "crash.source.afterHandingOffJournal", who: "a", owner: "a" },
     // C runs it already; A learns so from C after its restart.
     { site: "crash.source.afterTransfer", who: "a", owner: "c" },

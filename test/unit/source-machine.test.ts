@@ -174,7 +174,6 @@ const TABLE: Record<keyof typeof FIXTURES, Record<SourceEvent["kind"], Expected>
     // The destination staged it (no report): two-phase from here.
     transferOk: ["committing", "journal:committed:committing", "send:commit"],
     transferFailed: ["resolving", "send:resolve"],
-    journalFailed: ABORT_PAUSED,
   },
   "resolving (first attempt)": {
     ...NONE,
@@ -233,8 +232,12 @@ describe("source machine: every phase × every event", () => {
 });
 
 describe("source machine: on-receipt switchover", () => {
-  it("journals handing-off before the Transfer leaves, and sends it only then", () => {
-    expect(answer(stepSource(rCaptured, SAMPLES.captured))).toEqual(["handing-off", "journal:pending:handing-off", "send:transfer"]);
+  it("journals handing-off before the pause (no write inside the blackout), and sends the Transfer on capture", () => {
+    const probing = walk(rIdle, "start", "prepareOk", "probeOk");
+    expect(answer(stepSource(probing, SAMPLES.probeOk))).toEqual(["transferring", "journal:pending:handing-off", "pauseVm"]);
+    expect(answer(stepSource(rCaptured, SAMPLES.captured))).toEqual(["handing-off", "send:transfer"]);
+    // A failed write of that record stops before the pause, as any: aborted, nothing to resume.
+    expect(answer(stepSource(walk(probing, "probeOk"), SAMPLES.journalFailed))).toEqual(["aborted", "journal:aborted:aborted", "send:abort", "finish:aborted"]);
   });
 
   it("takes the destination's report as the outcome: journaled committed, handed off, never resumed", () => {

@@ -28,7 +28,9 @@
 //
 // On-receipt switchover (req.switchover): the destination runs the VM as soon as the Transfer
 // arrives, so the send itself is the point of no return and the source cannot decide alone:
-//   transferring ──captured──▶ handing-off (journal "handing-off" first, then send the Transfer)
+//   the record before the pause says "handing-off" (not "transferring"): from it, a restart asks the
+//   destination instead of aborting — safe whether or not the Transfer left, and no write in the blackout
+//   transferring ──captured──▶ handing-off (send the Transfer)
 //   handing-off ──transferOk(report)──▶ committed (journal COMMITTED, hand the VM off; it runs there)
 //   handing-off ──transferOk(no report)──▶ committing (a destination that staged it: two-phase from here)
 //   handing-off ──transferFailed──▶ resolving: ask the destination (Resolve with fence), never resume
@@ -36,7 +38,6 @@
 //       (the destination durably refuses that Transfer forever before it answers so: resume is safe)
 //   resolving ──resolveOk(pending) | resolveFailed──▶ resolving (backoff) … in doubt past retriesMax,
 //       VM still paused; the node's recovery loop keeps asking
-//   handing-off ──journalFailed──▶ aborted and resumed (the write failed before the Transfer left)
 
 import { TscmigError } from "../errors.js";
 import { LIMITS } from "../limits.js";
@@ -278,7 +279,10 @@ function finish(s: SourceState, outcome: SourceOutcome, error: TscmigError | nul
 // ---- transitions --------------------------------------------------------------------------------
 
 function pauseAndSend(s: SourceState): Step<SourceState, SourceEffect> {
-  return { state: { ...s, phase: "transferring" }, effects: [journal(s, "pending", "transferring"), { kind: "pauseVm" }] };
+  // On receipt the record says "handing off" before the pause: a restart then asks the destination
+  // (which fences a Transfer it did not get) instead of aborting on its own.
+  const phase = s.req.switchover === "on-receipt" ? "handing-off" : "transferring";
+  return { state: { ...s, phase: "transferring" }, effects: [journal(s, "pending", phase), { kind: "pauseVm" }] };
 }
 
 function abortAfterPause(s: SourceState, error: TscmigError): Step<SourceState, SourceEffect> {
@@ -317,11 +321,11 @@ function transferred(s: SourceState, e: Extract<SourceEvent, { kind: "transferOk
   return { state: next, effects: [journal(next, "committed", "committing"), sendCommit(next, 1, 0n, true)] };
 }
 
-/** On-receipt: "handing off" is durable before the Transfer leaves; from then on only the destination's word decides. */
+/** On-receipt: "handing off" was durable before the pause; from the send on only the destination's word decides. */
 function handOffAndSend(s: SourceState, snapshot: Snapshot, captureNs: bigint): Step<SourceState, SourceEffect> {
   const next: SourceState = { ...s, phase: "handing-off", snapshot, timings: { ...s.timings, captureNs } };
   const message: SourceMessage = { kind: "transfer", snapshot, anchorsRawNs: s.anchorsRawNs, requestsRawNs: s.requestsRawNs, ref: ref(s) };
-  return { state: next, effects: [journal(s, "pending", "handing-off"), { kind: "send", message }] };
+  return { state: next, effects: [{ kind: "send", message }] };
 }
 
 /** The VM runs on the destination (its answer or its Resolve says so): the source only records it. */
@@ -390,10 +394,6 @@ function journalFailed(s: SourceState, error: TscmigError, mayHaveLanded: boolea
     case "transferring":
       // The pending record before the pause, or the paused role: the VM never paused.
       return s.pause ? null : abortUnpaused(s, error, "aborted");
-    case "handing-off":
-      // The "handing off" record did not land (or may have): the Transfer never left, so the VM
-      // resumes here. A record that did land is settled by a restart's Resolve (fenced: aborted).
-      return abortAfterPause(s, error);
     case "committing":
       if (s.commitAttempts !== 1 || s.outcome !== null) return null;
       return mayHaveLanded ? finish(s, "in-doubt", error) : abortAfterPause(s, error);
