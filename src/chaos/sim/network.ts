@@ -61,8 +61,9 @@ export interface NetConfig {
   deadlineNs: bigint;
   partitions: Partition[];
   /**
-   * A request reaches its server only after its caller's deadline (the caller gave up; the server
-   * still runs it, and its answer goes nowhere), unary or on a Handover call. 0 or absent: never.
+   * A request reaches its server only after its caller's deadline, by two one-way delays: often after
+   * what the caller sent next once it gave up (the server still runs it, and its answer goes
+   * nowhere), unary or on a Handover call. 0 or absent: never.
    */
   lateP?: number;
 }
@@ -333,7 +334,7 @@ export class SimNetwork {
         this.injected("lost", "net.loss", `${from}→${to} ${method} request lost`);
       } else if (this.isLate()) {
         this.injected("late", "net.late", `${from}→${to} ${method} request delivered after its caller's deadline`);
-        this.sched.after(this.cfg.deadlineNs + this.delay(), () => deliver(true)); // as a copy: its answer goes nowhere
+        this.sched.after(this.cfg.deadlineNs + this.delay() + this.delay(), () => deliver(true)); // as a copy: its answer goes nowhere
       } else {
         this.sched.after(this.delay(), () => deliver(false));
       }
@@ -408,7 +409,7 @@ class SimExchange implements ByteExchange {
       if (this.net.isLate()) {
         // The stream dies at the deadline, but this message still reaches the server's session.
         this.net.injected("late", "net.late", `${from}→${to} Handover request delivered after its caller's deadline`);
-        this.sched.after(this.cfg.deadlineNs + this.net.oneWay(), () => this.deliverLate(bytes));
+        this.sched.after(this.cfg.deadlineNs + this.net.oneWay() + this.net.oneWay(), () => this.deliverLate(bytes));
         return;
       }
       this.sched.after(this.transit(from, to, "request"), () => this.deliver(bytes, done));

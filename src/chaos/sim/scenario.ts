@@ -260,7 +260,9 @@ export function drawScenario(root: Random, o: ScenarioOptions): Scenario {
   const allowed = new Set(o.faults);
   const rk = root.fork("kinds");
   // New kinds come last, so a campaign without them draws exactly what it drew before they existed.
-  const active = KNOWN_FAULT_KINDS.filter((k) => allowed.has(k) && !LIVE_ONLY_FAULT_KINDS.includes(k) && rk.chance(k === "skew" ? 0.8 : k === "crystal" ? 0.7 : 0.5));
+  // `late` draws from a stream of its own: naming or leaving out the kinds before it shifts nothing.
+  const rl = root.fork("kinds:late");
+  const active = KNOWN_FAULT_KINDS.filter((k) => allowed.has(k) && !LIVE_ONLY_FAULT_KINDS.includes(k) && (k === "late" ? rl.chance(0.5) : rk.chance(k === "skew" ? 0.8 : k === "crystal" ? 0.7 : 0.5)));
   const on = (k: FaultKind) => active.includes(k);
   const rc = root.fork("collide");
   const collideSources = on("collide") ? (rc.chance(0.3) ? 3 : 2) : 0;
@@ -387,7 +389,7 @@ export function drawScenario(root: Random, o: ScenarioOptions): Scenario {
     deadlineNs,
     partitions,
     // Its own stream: a run without this kind draws what it drew before the kind existed.
-    ...(on("late") ? { lateP: 0.005 + root.fork("net:late").float() * 0.045 } : {}),
+    ...(on("late") ? { lateP: 0.02 + root.fork("net:late").float() * 0.1 } : {}),
   };
 
   // Processes and doorbells.
