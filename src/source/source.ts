@@ -241,8 +241,9 @@ export class Source {
     crashPoint(this.deps.faults, "crash.source.afterResolve");
     if (answer.decision === "pending") throw new TscmigError("unavailable", `destination ${m.peer} holds migration ${m.migrationId} undecided`, { reason: "resolve_pending" });
     const committed = answer.decision === "committed";
-    this.deps.journal.putMigration({ ...m, decision: committed ? "committed" : "aborted", phase: committed ? "committed" : "aborted", updatedNs: this.deps.host.trueNs() });
-    this.unresolved.delete(m.migrationId);
+    // The VM first, the record after: the destination's answer is durable (a fence, or the VM runs
+    // there), so a write that fails — or lands and then reports failure — is redone on the next pass
+    // from the same answer, and the VM is acted on once (its lock is gone after).
     const h = this.deps.vms.find(m.vmId);
     if (h && h.lock === m.migrationId) {
       if (committed) {
@@ -250,6 +251,8 @@ export class Source {
         this.deps.vms.release(m.migrationId);
       } else this.deps.vms.resume(h);
     }
+    this.deps.journal.putMigration({ ...m, decision: committed ? "committed" : "aborted", phase: committed ? "committed" : "aborted", updatedNs: this.deps.host.trueNs() });
+    this.unresolved.delete(m.migrationId);
     this.deps.log.warn({ event: "handoff_resolved", migrationId: m.migrationId, vmId: m.vmId, decision: answer.decision }, "handed-off migration resolved with its destination");
   }
 

@@ -153,6 +153,8 @@ describe("on-receipt switchover: a crash at every site it passes through", () =>
   const sites: { site: FaultSite; who: "a" | "c"; owner: "a" | "c" }[] = [
     // Journaled handing-off before the pause, nothing sent: the restart asks C, which fences it: A resumes.
     { site: "crash.source.afterHandingOffJournal", who: "a", owner: "a" },
+    // Paused, nothing sent: the same, from a paused VM.
+    { site: "crash.source.afterPause", who: "a", owner: "a" },
     // C runs it already; A learns so from C after its restart.
     { site: "crash.source.afterTransfer", who: "a", owner: "c" },
     { site: "crash.destination.afterStage", who: "c", owner: "c" },
@@ -175,6 +177,29 @@ describe("on-receipt switchover: a crash at every site it passes through", () =>
       await runWatching(w, () => nodes, 12n * S);
       expect(owners(nodes, "vm")).toEqual([s.owner]);
     });
+
+  it("a restarted source whose record of the destination's answer lands but reports a full disk still resumes the VM, once", async () => {
+    // Paused and handing off when it died: only the destination's answer may resume the VM.
+    const f = crashAt("crash.source.afterPause");
+    const { w, a, c, ja } = pair({ faults: { a: f } });
+    await w.settle(a.migrate("vm", { destination: "c", switchover: "on-receipt" }).catch((e: unknown) => e));
+    w.drop("a");
+    // The write of the outcome lands, then fails as SQLite does on a full disk (the sim's disk-full fault).
+    let failed = false;
+    const put = ja.putMigration.bind(ja);
+    ja.putMigration = (rec) => {
+      put(rec);
+      if (rec.role === "source" && rec.phase === "aborted" && !failed) {
+        failed = true;
+        throw Object.assign(new Error("database or disk is full"), { name: "SqliteError", code: "SQLITE_FULL" });
+      }
+    };
+    const back = w.node("a", ja);
+    back.start();
+    await runWatching(w, () => [back, c], 12n * S);
+    expect(failed).toBe(true);
+    expect(owners([back, c], "vm")).toEqual(["a"]);
+  });
 
   it("crash.source.afterResolve and crash.destination.afterFence: the answer is lost with the crash, the fence stands, the VM resumes at A once", async () => {
     for (const site of ["crash.source.afterResolve", "crash.destination.afterFence"] as const) {
