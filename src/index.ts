@@ -99,6 +99,7 @@ export {
 // ---- the checker over a recorded history ---------------------------------------------------------
 export { type GuestSample, type HistoryEvent, MIGRATION_EVENT_FIELDS, type MigrationEvent } from "./shared/history.js";
 export { MIGRATION_OUTCOMES, type MigrationError, type MigrationOutcome, type MigrationPath, type MigrationReport, type PhaseTimings, type RestoreReport } from "./shared/migration/report.js";
+export { SWITCHOVER_MODES, type SwitchoverMode } from "./shared/migration/messages.js";
 export {
   emptyHistory,
   canonicalText,

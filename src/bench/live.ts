@@ -92,13 +92,14 @@ export async function createVm(side: Side, id: string, vcpus: number): Promise<v
 export interface MigrateOpts {
   policy?: string;
   estimator?: string;
+  switchover?: "two-phase" | "on-receipt";
 }
 
 export async function migrate(from: Side, to: Side, id: string, o: MigrateOpts = {}): Promise<Migrated> {
   const j = await from.api.call<Record<string, unknown>>(
     "POST",
     `/v1/vms/${encodeURIComponent(id)}/migrate`,
-    { destination: to.grpc, ...(o.policy ? { policy: o.policy } : {}), ...(o.estimator ? { estimator: o.estimator } : {}) },
+    { destination: to.grpc, ...(o.policy ? { policy: o.policy } : {}), ...(o.estimator ? { estimator: o.estimator } : {}), ...(o.switchover ? { switchover: o.switchover } : {}) },
     60_000,
   );
   return parseReport(j);
@@ -110,6 +111,8 @@ export class Bouncer {
   constructor(
     private readonly sides: readonly [Side, Side],
     readonly id: string,
+    /** Options every migration of this VM takes (a call's own override them). */
+    private readonly defaults: MigrateOpts = {},
   ) {}
   /** Source and destination of the next migration. */
   next(): { from: Side; to: Side } {
@@ -117,7 +120,7 @@ export class Bouncer {
   }
   async migrate(o: MigrateOpts = {}): Promise<Migrated> {
     const { from, to } = this.next();
-    const r = await migrate(from, to, this.id, o);
+    const r = await migrate(from, to, this.id, { ...this.defaults, ...o });
     if (r.outcome === "committed") this.here = this.here === 0 ? 1 : 0;
     else throw new TscmigError("internal", `migration of ${this.id} ${from.name} → ${to.name}: ${r.outcome} ${r.error ?? ""}`);
     return r;

@@ -83,6 +83,8 @@ export function planOf(o: BenchOptions): Plan {
 
 type PhaseName = keyof Migrated["phases"];
 const PHASES: readonly PhaseName[] = ["captureNs", "encodeNs", "transferNs", "decodeNs", "restoreNs", "commitNs"];
+/** vCPU sizes the on-receipt blackout row measures (of those the blackout section measures). */
+const ON_RECEIPT_SIZES: readonly number[] = [1, 1024];
 
 export interface BlackoutResult extends Summary {
   /** Mean of each phase over the mean blackout (transfer contains encode and decode; commit contains restore). */
@@ -104,6 +106,8 @@ export interface BenchResult {
     tcpEcho: Summary & { rounds: Summary[] };
   };
   blackout: Record<string, BlackoutResult>;
+  /** The same migrations with on-receipt switchover (vCPU sizes 1 and 1024 when measured): same rounds, same baselines. */
+  blackoutOnReceipt: Record<string, BlackoutResult>;
   throughput: Record<string, { vms: number; vcpusPerVm: number; totalNs: bigint; perSec: number; blackoutP50Ns: bigint; blackoutP99Ns: bigint; committed: number; failed: number }>;
   error: Record<
     string,
@@ -241,6 +245,7 @@ function emptyResult(o: BenchOptions, x: { plan: Plan; clock: RealClock; journal
     },
     baseline: { grpcUnary: { ...summarize([]), rounds: [] }, grpcBare: { ...summarize([]), rounds: [] }, grpcUnaryPaced: { ...summarize([]), rounds: [], gapNs: PACED_GAP_NS }, tcpEcho: { ...summarize([]), rounds: [] } },
     blackout: {},
+    blackoutOnReceipt: {},
     throughput: {},
     error: {},
     sim: null,
@@ -345,17 +350,25 @@ interface BlackoutSubjects {
   bouncers: Map<number, Bouncer>;
   all: Map<number, Migrated[]>;
   perRound: Map<number, Migrated[][]>;
+  /** On-receipt switchover, per size (1 and 1024 of the sizes measured), on the measured pair. */
+  onReceipt: Map<number, { bouncer: Bouncer; all: Migrated[]; rounds: Migrated[][] }>;
   other: { bouncer: Bouncer; all: Migrated[]; rounds: Migrated[][] } | null;
 }
 
 async function blackoutSubjects(b: BenchContext, rig: LiveRig): Promise<BlackoutSubjects> {
-  const s: BlackoutSubjects = { bouncers: new Map(), all: new Map(), perRound: new Map(), other: null };
+  const s: BlackoutSubjects = { bouncers: new Map(), all: new Map(), perRound: new Map(), onReceipt: new Map(), other: null };
   if (!b.want.has("blackout")) return s;
   for (const n of b.sizes) {
     await createVm(rig.pair[0], `bo-${n}`, n);
     s.bouncers.set(n, new Bouncer(rig.pair, `bo-${n}`));
     s.all.set(n, []);
     s.perRound.set(n, []);
+  }
+  for (const n of b.sizes.filter((x) => ON_RECEIPT_SIZES.includes(x))) {
+    await createVm(rig.pair[0], `or-${n}`, n);
+    const bouncer = new Bouncer(rig.pair, `or-${n}`, { switchover: "on-receipt" });
+    for (let i = 0; i < 10; i++) await bouncer.migrate();
+    s.onReceipt.set(n, { bouncer, all: [], rounds: [] });
   }
   b.say(`starting a comparison pair with --journal-sync ${b.otherSync}`);
   rig.other = await startPair(pairOptions(b.o, b.otherSync));
@@ -384,6 +397,7 @@ async function baselineAndBlackoutRounds(b: BenchContext, rig: LiveRig): Promise
   result.baseline.grpcBare = { ...summarize(pooled.grpcBare), rounds: base.grpcBare.rounds };
   result.baseline.grpcUnaryPaced = { ...summarize(pooled.grpcUnaryPaced), rounds: base.grpcUnaryPaced.rounds, gapNs: PACED_GAP_NS };
   for (const [n, ms] of subjects.all) result.blackout[String(n)] = blackoutResult(ms, subjects.perRound.get(n) ?? [], result.baseline);
+  for (const [n, x] of subjects.onReceipt) result.blackoutOnReceipt[String(n)] = blackoutResult(x.all, x.rounds, result.baseline);
   const other = subjects.other;
   if (other && other.all.length > 0) result.blackout[`1-journal-${b.otherSync}`] = blackoutResult(other.all, other.rounds, result.baseline);
 }
@@ -420,6 +434,14 @@ async function blackoutRound(b: BenchContext, s: BlackoutSubjects, r: number): P
     for (let i = 0; i < count; i++) got.push(await bn.migrate());
     s.all.get(n)?.push(...got);
     s.perRound.get(n)?.push(got);
+    const or = s.onReceipt.get(n);
+    if (!or) continue;
+    b.say(`round ${r + 1}/${plan.rounds}: ${count} migrations of a ${n}-vCPU VM, switchover on-receipt`);
+    for (let i = 0; i < plan.warmupPerSize; i++) await or.bouncer.migrate();
+    const onr: Migrated[] = [];
+    for (let i = 0; i < count; i++) onr.push(await or.bouncer.migrate());
+    or.all.push(...onr);
+    or.rounds.push(onr);
   }
   if (s.other) {
     b.say(`round ${r + 1}/${plan.rounds}: ${count} migrations of a 1-vCPU VM, journal ${b.otherSync}`);
@@ -593,6 +615,15 @@ function targets(r: BenchResult, plan: Plan): BenchResult["targets"] {
     out.push({ name: "1 vCPU blackout p50 ≤ 2.5 × bare grpc-js unary p50", value: `${p50.toFixed(2)}×`, limit: "2.5×", holds: p50 <= 2.5, basis: basis("p50Ns") });
     out.push({ name: "1 vCPU blackout p99 ≤ 3 × bare grpc-js unary p99", value: `${p99.toFixed(2)}×`, limit: "3×", holds: p99 <= 3, basis: basis("p99Ns") });
   }
+  const o1 = r.blackoutOnReceipt["1"];
+  if (o1 && bare.length === o1.rounds.length && ping.length === o1.rounds.length && bare.length > 0) {
+    const per = (base: readonly Summary[]) => median(o1.rounds.map((x, i) => ratio(x.p50Ns, (base[i] as Summary).p50Ns)));
+    const toPing = per(ping);
+    const toBare = per(bare);
+    const basis = `median of ${bare.length} per-round ratios; pooled ${o1.ratios.p50ToPing.toFixed(2)}× Ping, ${o1.ratios.p50ToBare.toFixed(2)}× bare`;
+    out.push({ name: "1 vCPU on-receipt blackout p50 ≤ 1.0 × same-run gRPC unary (Ping) p50", value: `${toPing.toFixed(2)}×`, limit: "1.0×", holds: toPing <= 1.0, basis });
+    out.push({ name: "1 vCPU on-receipt blackout p50 ≤ 1.5 × bare grpc-js unary p50", value: `${toBare.toFixed(2)}×`, limit: "1.5×", holds: toBare <= 1.5, basis });
+  }
   const b1024 = r.blackout["1024"];
   if (b1024 && b1024.rounds.length > 0) {
     const p50 = median(b1024.rounds.map((x) => Number(x.p50Ns)));
@@ -682,6 +713,17 @@ export function renderBench(r: BenchResult): string {
     }
     parts.push(table(rows));
     parts.push("phase shares: mean phase / mean blackout; transfer (source round trip) contains encode and decode, commit (round trip) contains restore.\n");
+  }
+  const onr = Object.keys(r.blackoutOnReceipt ?? {});
+  if (onr.length > 0) {
+    parts.push("\nBlackout, on-receipt switchover (same rounds and baselines: the destination resumes the VM when the snapshot arrives; no Commit)\n");
+    const rows: string[][] = [["vCPUs", "p50", "p99", "max", "count", "p50/bare", "p99/bare", "p50/Ping", "p99/Ping", "capture", "encode", "decode", "restore"]];
+    for (const n of onr) {
+      const b = r.blackoutOnReceipt[n] as BlackoutResult;
+      rows.push([n, fmtNs(b.p50Ns), fmtNs(b.p99Ns), fmtNs(b.maxNs), String(b.count), `${b.ratios.p50ToBare.toFixed(2)}×`, `${b.ratios.p99ToBare.toFixed(2)}×`, `${b.ratios.p50ToPing.toFixed(2)}×`, `${b.ratios.p99ToPing.toFixed(2)}×`, ...(["captureNs", "encodeNs", "decodeNs", "restoreNs"] as const).map((p) => pct(b.phaseShare[p]))]);
+    }
+    parts.push(table(rows));
+    parts.push("the price: once the source has sent the snapshot it cannot roll back on its own; it learns the outcome from the Transfer's answer or from the destination (Resolve, which fences a Transfer that did not run).\n");
   }
   const ks = Object.keys(r.throughput);
   if (ks.length > 0) {

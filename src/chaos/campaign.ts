@@ -82,6 +82,8 @@ export interface CampaignResult {
   outcomes: Record<string, number>;
   /** Committed migrations the sources reported, per path (Handover call or unary calls). */
   migrationsByPath: Record<MigrationPath, number>;
+  /** Migrations per switchover mode the runs drew: "mode:started", "mode:outcome". */
+  migrationsBySwitchover: Record<string, number>;
   determinism: { checked: number; mismatches: { run: number; seed: bigint; hash: string; rerunHash: string }[] };
 }
 
@@ -116,6 +118,7 @@ export async function runSimTask(i: number, o: SimTaskOptions, restoreHook?: Res
     simNs: r.stats.simNs,
     faultSites: r.stats.faultSites,
     outcomes: r.stats.outcomes,
+    migrationsBySwitchover: r.stats.switchovers,
     active: r.stats.active,
   }, i < o.plotRuns ? 2 : 0);
   if (rerunPicked(o.seed, i, o.determinismCheck)) {
@@ -163,6 +166,7 @@ export function emptyResult(whole: { mode: "sim" | "live"; seed: bigint; runs: n
     faultKinds: {},
     outcomes: {},
     migrationsByPath: zeroPaths(),
+    migrationsBySwitchover: {},
     determinism: { checked: 0, mismatches: [] },
   };
 }
@@ -215,6 +219,7 @@ class Aggregate {
       for (const k of o.active) bump(r.faultKinds, k);
       for (const [k, n] of Object.entries(o.outcomes)) bump(r.outcomes, k, n);
       for (const [k, n] of Object.entries(o.migrationsByPath)) bump(r.migrationsByPath, k, n);
+      for (const [k, n] of Object.entries(o.migrationsBySwitchover)) bump(r.migrationsBySwitchover, k, n);
       if (o.rerunHash !== undefined) {
         r.determinism.checked++;
         if (o.rerunHash !== o.hash) r.determinism.mismatches.push({ run: o.run, seed: o.seed, hash: o.hash ?? "", rerunHash: o.rerunHash });

@@ -130,6 +130,9 @@ export function summaryText(r: CampaignResult, ctx: ReportContext): string {
     `checked: ${t.samples} guest samples (${t.vcpuReadings} vCPU readings), ${t.migrationsStarted} migrations started, ${t.migrationsCommitted} committed, ${t.migrations} checked against their bound, ${t.faults} faults injected, ${t.handled} migrations handled by guests, ${t.restores} restores checked against their policy`,
   );
   lines.push(`paths of the committed migrations sources reported: ${r.migrationsByPath.handover} over a Handover call, ${r.migrationsByPath.unary} over the unary calls`);
+  const modes = r.migrationsBySwitchover;
+  if (Object.keys(modes).length > 0)
+    lines.push(`switchover modes: ${["two-phase", "on-receipt"].map((m) => `${m} ${modes[`${m}:started`] ?? 0} started, ${modes[`${m}:committed`] ?? 0} committed`).join("; ")}`);
   if (r.mode === "sim") lines.push(`determinism: ${r.determinism.checked} runs rerun, ${r.determinism.mismatches.length} mismatches`);
   const hf = Object.entries(r.hostFaultsByClass);
   if (hf.length > 0) lines.push(`host clock faults (reported apart, not bugs): ${hf.map(([k, n]) => `${k} ×${n}`).join(", ")}`);

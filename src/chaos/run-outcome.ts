@@ -64,6 +64,8 @@ export interface RunOutcome {
   outcomes: Record<string, number>;
   /** Committed migrations the sources reported, by what carried them (a campaign shows both ran). */
   migrationsByPath: Record<MigrationPath, number>;
+  /** Migrations per switchover mode: "mode:started", "mode:outcome" (sim runs; live runs leave it empty). */
+  migrationsBySwitchover: Record<string, number>;
   active: string[];
   /** The run's compact timeline for the report (report/timeline.ts), as JSON text. */
   timelineJson?: string;
@@ -148,7 +150,7 @@ export function zeroPaths(): Record<MigrationPath, number> {
   return Object.fromEntries(MIGRATION_PATHS.map((p) => [p, 0])) as Record<MigrationPath, number>;
 }
 
-export function outcomeOf(run: number, seed: bigint, h: ChaosHistory, check: CheckResult, extra: Pick<RunOutcome, "events" | "simNs" | "faultSites" | "outcomes" | "active">, plotsMax: number): RunOutcome {
+export function outcomeOf(run: number, seed: bigint, h: ChaosHistory, check: CheckResult, extra: Pick<RunOutcome, "events" | "simNs" | "faultSites" | "outcomes" | "active"> & Partial<Pick<RunOutcome, "migrationsBySwitchover">>, plotsMax: number): RunOutcome {
   const stamp = (v: Violation): Violation => ({ ...v, run, seed });
   const failing = check.violations.length > 0 || check.hostFaults.length > 0;
   return {
@@ -160,6 +162,7 @@ export function outcomeOf(run: number, seed: bigint, h: ChaosHistory, check: Che
     checked: check.checked,
     stats: migrationStats(check.migrations),
     migrationsByPath: migrationsByPath(h),
+    migrationsBySwitchover: {},
     plots: plotsOf(h, check, run, seed, failing ? Math.max(plotsMax, 1) : plotsMax),
     ...(failing || run < TIMELINES_KEPT_MAX ? { timelineJson: JSON.stringify(runTimeline(h, check, run, seed)) } : {}),
     ...extra,

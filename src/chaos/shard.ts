@@ -197,6 +197,7 @@ export const foldCodec = obj<CampaignResult>({
   faultKinds: counts,
   outcomes: counts,
   migrationsByPath: obj<Record<MigrationPath, number>>({ handover: count, unary: count }),
+  migrationsBySwitchover: counts,
   determinism: obj<CampaignResult["determinism"]>({
     checked: count,
     mismatches: arrayOf(obj<CampaignResult["determinism"]["mismatches"][number]>({ ...seedRun, hash: str, rerunHash: str })),
@@ -278,7 +279,7 @@ export class FoldMerger {
     // Lists concatenate and maps sum in block order, so each key lands where one process would first have put it.
     for (const k of ["violations", "hostFaults", "failingRuns", "stats", "plots", "runRows"] as const) append(r[k] as unknown[], f[k] as unknown[]);
     for (const [run, text] of f.timelines) r.timelines.set(run, text);
-    for (const k of ["violationsByInvariant", "hostFaultsByClass", "faultSites", "faultKinds", "outcomes"] as const) {
+    for (const k of ["violationsByInvariant", "hostFaultsByClass", "faultSites", "faultKinds", "outcomes", "migrationsBySwitchover"] as const) {
       for (const [key, n] of Object.entries(f[k])) r[k][key] = (r[k][key] ?? 0) + n;
     }
     for (const p of MIGRATION_PATHS) r.migrationsByPath[p] += f.migrationsByPath[p];

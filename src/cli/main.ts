@@ -243,11 +243,16 @@ function migrateCommand(program: Command): void {
     .addOption(estimatorOption("one-sided"))
     .option("--doorbell", "ring the doorbell after the restore (default: off)")
     .addOption(new Option("--cap <duration>", "cap of advance-capped, with a unit, e.g. 1s (default: 1s)").argParser(durationFlag(DURATION)))
+    .addOption(
+      new Option("--switchover <mode>", "when the destination runs the VM: two-phase (after the source's durable decision) or on-receipt (as soon as the snapshot arrives: shorter blackout, but once sent the source cannot roll back on its own)")
+        .choices(["two-phase", "on-receipt"])
+        .default("two-phase"),
+    )
     .option("--json", "print the full migration report as JSON")
-    .action(async (id: string, o: { api: string; token?: string; to: string; policy: string; estimator: string; doorbell?: boolean; cap?: bigint; json?: boolean }) => {
+    .action(async (id: string, o: { api: string; token?: string; to: string; policy: string; estimator: string; doorbell?: boolean; cap?: bigint; switchover: string; json?: boolean }) => {
       const doorbell = o.doorbell === true;
-      if (!o.json) out(`migrating VM ${id} from ${o.api} to ${o.to}: policy ${o.policy}, estimator ${o.estimator}, doorbell ${doorbell ? "on" : "off"}\n`);
-      const body = { destination: o.to, policy: o.policy, estimator: o.estimator, doorbell, ...(o.cap !== undefined ? { advanceCapNs: o.cap.toString() } : {}) };
+      if (!o.json) out(`migrating VM ${id} from ${o.api} to ${o.to}: policy ${o.policy}, estimator ${o.estimator}, switchover ${o.switchover}, doorbell ${doorbell ? "on" : "off"}\n`);
+      const body = { destination: o.to, policy: o.policy, estimator: o.estimator, doorbell, switchover: o.switchover, ...(o.cap !== undefined ? { advanceCapNs: o.cap.toString() } : {}) };
       const r = await api(o).call<Record<string, unknown>>("POST", `/v1/vms/${encodeURIComponent(id)}/migrate`, body);
       if (o.json) print(r);
       else out(renderMigration(r));
@@ -256,6 +261,7 @@ function migrateCommand(program: Command): void {
   examples(migrate, [
     "tscmig migrate web-1 --to 127.0.0.1:7081",
     "tscmig migrate web-1 --api http://127.0.0.1:7070 --to 127.0.0.1:7081 --policy kvm-realtime --estimator probe --doorbell --json",
+    "tscmig migrate web-1 --to 127.0.0.1:7081 --switchover on-receipt",
   ]);
 }
 

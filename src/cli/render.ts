@@ -28,7 +28,7 @@ export function renderMigration(r: Json): string {
   if (r.outcome === "committed") {
     const ok = withinBound(r);
     lines.push(
-      `policy ${String(r.policy)}, estimator ${String(r.estimator)}, doorbell ${r.doorbellRung ? "rung" : "not rung"}${r.capped ? ", advance capped" : ""}`,
+      `policy ${String(r.policy)}, estimator ${String(r.estimator)}, switchover ${String(r.switchover ?? "two-phase")}, doorbell ${r.doorbellRung ? "rung" : "not rung"}${r.capped ? ", advance capped" : ""}`,
       `blackout: true ${fmtNs(r.trueBlackoutNs)}, estimated ${fmtNs(r.estimatedBlackoutNs)}; advanced ${fmtNs(r.advancedNs)}`,
       `introduced error: TSC ${fmtNs(r.tscErrorNs)}, kvmclock ${fmtNs(r.kvmclockErrorNs)}; reported bound ±${fmtNs(r.errorBoundNs)}${ok === undefined ? "" : ok ? " (within)" : " (EXCEEDED)"}`,
     );

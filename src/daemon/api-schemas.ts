@@ -89,6 +89,7 @@ const REPORT_DOCS: { [K in keyof MigrationReport | keyof PhaseTimings]-?: FieldD
   destination: { description: "the destination's gRPC address", example: "destination:7071" },
   policy: {},
   estimator: {},
+  switchover: { description: "two-phase: the destination ran the VM after the source's durable decision; on-receipt: as soon as the snapshot arrived (the source could not roll back on its own once it sent it)" },
   outcome: {},
   error: { description: "why it did not commit (code, message, field, reason)" },
   generation: { description: "the VM's generation on the destination" },

@@ -10,6 +10,7 @@ import { LIMITS } from "../shared/limits.js";
 import { BOUNDARY, encodeJson } from "../shared/codec.js";
 import { historyPageCodec, type RingHistory } from "../shared/history.js";
 import { migrationReportCodec } from "../shared/migration/report.js";
+import { parseSwitchover, SWITCHOVER_MODES } from "../shared/migration/messages.js";
 import { offsetModelToJson } from "../shared/time/offset-model.js";
 import type { SkewUpdate } from "../shared/time/skew.js";
 import type { MigrationReport } from "../shared/migration/report.js";
@@ -154,7 +155,7 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
   app.post(
     "/v1/vms/:id/migrate",
     {
-      config: { fields: { id: "params.id", ...inBody("destination", "policy", "estimator", "doorbell", "advanceCapNs", "migrationId") } },
+      config: { fields: { id: "params.id", ...inBody("destination", "policy", "estimator", "doorbell", "advanceCapNs", "migrationId", "switchover") } },
       schema: {
         summary: "Migrate a VM to another daemon; answers with the migration report (outcome committed, aborted, refused or in-doubt)",
         operationId: "migrateVm",
@@ -170,6 +171,12 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
             estimator: { type: "string", enum: ESTIMATORS, description: "how the destination measures the blackout (default one-sided)" },
             doorbell: { type: "boolean", description: "ring the guest's doorbell after the restore" },
             advanceCapNs: { ...u64String, description: "cap of advance-capped, ns (default 1 s)" },
+            switchover: {
+              type: "string",
+              enum: SWITCHOVER_MODES,
+              description:
+                "when the destination runs the VM (default two-phase: after the source's durable decision). on-receipt: as soon as the snapshot arrives, a shorter blackout; the price is that once the source sent it, it cannot roll back on its own and waits for the destination's word",
+            },
             migrationId: { type: "string", pattern: idPattern, description: "default: generated. An id this source already used is refused (409 migration_id_reused): the outcome of an earlier migration is in GET /v1/migrations" },
           },
           examples: [{ destination: "destination:7071", policy: "kvm-realtime", estimator: "probe", doorbell: true }],
@@ -179,7 +186,7 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
     },
     async (req) => {
       const { id } = req.params as { id: string };
-      const b = req.body as { destination: string; policy?: string; estimator?: string; doorbell?: boolean; advanceCapNs?: string; migrationId?: string };
+      const b = req.body as { destination: string; policy?: string; estimator?: string; doorbell?: boolean; advanceCapNs?: string; migrationId?: string; switchover?: string };
       const report = await node.migrate(id, {
         destination: b.destination,
         ...(b.policy !== undefined ? { policy: b.policy as never } : {}),
@@ -187,6 +194,7 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
         ...(b.doorbell !== undefined ? { doorbell: b.doorbell } : {}),
         ...(b.advanceCapNs !== undefined ? { advanceCapNs: u64Of(b.advanceCapNs, "body.advanceCapNs") } : {}),
         ...(b.migrationId !== undefined ? { migrationId: b.migrationId } : {}),
+        ...(b.switchover !== undefined ? { switchover: parseSwitchover(b.switchover, "body.switchover") } : {}),
       });
       observeReport(metrics, report);
       gauges();

@@ -62,6 +62,8 @@ export interface NodeDeps {
   truth?: TruthProbe;
   /** Test seam (chaos sensitivity tests): replaces the destination's restore. Never set in production. */
   restore?: RestoreFn;
+  /** Test seam (chaos sensitivity tests): a fencing Resolve answers without fencing. Never set in production. */
+  brokenFence?: boolean;
 }
 
 export class TscmigNode {
@@ -102,6 +104,7 @@ export class TscmigNode {
       vms: this.vms,
       outboundInFlight: () => this.source.inFlight,
       ...(deps.restore ? { restore: deps.restore } : {}),
+      ...(deps.brokenFence ? { brokenFence: true } : {}),
     });
     this.peer = peerHandler(this.destination, this.source);
     this.recovery = new RecoveryLoop({
@@ -198,7 +201,7 @@ export class TscmigNode {
   }
 }
 
-/** The peer protocol served by a daemon: every inbound call is the destination's but Resolve, the source's. */
+/** The peer protocol served by a daemon: every inbound call is the destination's but Resolve, the source's (unless it fences). */
 function peerHandler(destination: DestinationRole, source: Source): PeerHandler {
   return {
     prepare: (req) => destination.prepare(req),
@@ -206,7 +209,8 @@ function peerHandler(destination: DestinationRole, source: Source): PeerHandler 
     transfer: (req, arrivedAt, decodeNs) => destination.transfer(req, arrivedAt, decodeNs),
     commit: (req, arrivedAt) => destination.commit(req, arrivedAt),
     abort: (req) => destination.abort(req),
-    resolve: (req) => source.resolve(req),
+    // A fencing Resolve is an on-receipt source asking this daemon as its destination.
+    resolve: (req) => (req.fence ? destination.resolveForSource({ ...req, fence: req.fence }) : source.resolve(req)),
     handoverOpen: (ref, id) => destination.handoverOpen(ref, id),
     handoverAnswering: (ref, id, at) => destination.handoverAnswering(ref, id, at),
   };

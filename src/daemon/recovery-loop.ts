@@ -183,6 +183,7 @@ export function inDoubtMigrations(
 }
 
 function inDoubtState(role: "source" | "destination", phase: string, undelivered: boolean, inFlight: boolean): string {
+  if (role === "source" && phase === "handing-off" && !inFlight) return "handed off on receipt; asking the destination what became of the Transfer (Resolve)";
   if (role === "source") return undelivered ? "decided to commit; delivering the Commit" : inFlight ? "in flight" : "undecided";
   return phase === "staged" ? "staged; waiting for the source's decision (Commit or Resolve)" : "prepared; waiting for the Transfer (lease)";
 }

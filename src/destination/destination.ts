@@ -21,6 +21,8 @@ import type {
   PrepareRes,
   ProbeReq,
   ProbeRes,
+  ResolveReq,
+  ResolveRes,
   SourceRef,
   TransferReq,
   TransferRes,
@@ -46,6 +48,8 @@ export interface DestinationDeps {
   outboundInFlight: () => number;
   /** Test seam (chaos sensitivity tests): replaces the restore. Never set in production. */
   restore?: RestoreFn;
+  /** Test seam (chaos sensitivity tests): a fencing Resolve answers without fencing. Never set in production. */
+  brokenFence?: boolean;
 }
 
 export class DestinationRole {
@@ -86,6 +90,7 @@ export class DestinationRole {
       dropStaged: (inb) => this.dropStaged(inb),
       inflight: () => deps.outboundInFlight() + this.core.pendingCount(),
       ...(deps.restore ? { restore: deps.restore } : {}),
+      ...(deps.brokenFence ? { brokenFence: true } : {}),
     });
   }
 
@@ -124,6 +129,11 @@ export class DestinationRole {
 
   abort(req: AbortReq): void {
     this.core.abort(req);
+  }
+
+  /** An on-receipt source asks what became of its Transfer; anything but "committed" is fenced first. */
+  resolveForSource(req: ResolveReq & { fence: NonNullable<ResolveReq["fence"]> }): ResolveRes {
+    return this.core.resolveForSource(req);
   }
 
   // ---- what it holds ----------------------------------------------------------------------------------
@@ -165,6 +175,9 @@ export class DestinationRole {
       receiveRawNs: inb.receiveRawNs,
       holdNs: inb.holdNs,
       decodeNs: inb.decodeNs,
+      ...(inb.req.switchover === "on-receipt"
+        ? { legs: { anchorsRawNs: inb.anchorsRawNs, anchorsToSendNs: inb.anchorsToSendNs, requestsRawNs: inb.requestsRawNs, requestsToSendNs: inb.requestsToSendNs } }
+        : {}),
     };
     this.deps.journal.putVm({ vmId: inb.req.vmId, generation: inb.req.generation, role: "staged", state: toJson(payload), updatedNs: this.deps.host.trueNs() });
   }
@@ -222,6 +235,11 @@ export class DestinationRole {
 
   private async askSource(inb: Inbound): Promise<void> {
     const r = inb.req;
+    // On receipt, staged means decided here: restore it, whatever the source (which waits for us) would say.
+    if (inb.state.phase === "staged" && inb.state.onReceipt) {
+      this.core.restoreDecided(inb);
+      return;
+    }
     const answer = await this.deps.dialer.dial(r.sourceGrpc).resolve({ migrationId: r.migrationId, vmId: r.vmId, sourceKey: r.sourceKey });
     if (answer.decision === "pending") return;
     if (answer.decision === "committed" && inb.state.phase !== "staged") return;

@@ -39,6 +39,8 @@ import type {
   PrepareRes,
   ProbeReq,
   ProbeRes,
+  ResolveReq,
+  ResolveRes,
   RestoreReport,
   SourceRef,
   TransferReq,
@@ -99,6 +101,8 @@ export interface DestinationContext {
   inflight(): number;
   /** Test seam: replaces restoreSnapshot (the checker's sensitivity tests); production leaves it unset. */
   restore?: RestoreFn;
+  /** Test seam: a fencing Resolve answers without fencing (the checker's sensitivity); production leaves it unset. */
+  brokenFence?: boolean;
 }
 
 /** The inbound map's key: a migration is (source, id), ids are unique per source only. */
@@ -289,7 +293,9 @@ export class Destination {
     if (existing) return this.prepareAgain(existing, req);
     this.admit(req);
     const caps = this.capabilities(req); // throws a refusal before anything is recorded
-    const step = this.step(req, req.migrationId, null, { kind: "prepare", migrationId: req.migrationId, vmId: req.vmId, generation: req.generation });
+    const arrivedRawNs = this.ctx.host.rawNs(); // after the real arrival: a weaker lower limit, still a limit
+    const onReceipt = req.switchover === "on-receipt";
+    const step = this.step(req, req.migrationId, null, { kind: "prepare", migrationId: req.migrationId, vmId: req.vmId, generation: req.generation, ...(onReceipt ? { onReceipt } : {}) });
     const inb: Inbound = {
       req,
       state: step.state as DestinationState,
@@ -307,6 +313,12 @@ export class Destination {
     this.perform(step, counterpartOf(inb), inb, req.migrationId);
     this.inbound.set(inboundKey(req.sourceName, req.migrationId), inb); // only once durable: a refused or failed Prepare reserves nothing
     if (this.leaseFloorRawNs === null || inb.leaseFromRawNs < this.leaseFloorRawNs) this.leaseFloorRawNs = inb.leaseFromRawNs;
+    if (onReceipt) {
+      // On receipt one-sided has no Transfer round trip: the Prepare's answer is its first anchor
+      // (the source counts it first too). Taken before the answer leaves: a looser cap, still a cap.
+      inb.requestsRawNs.push(arrivedRawNs);
+      inb.anchorsRawNs.push(this.ctx.host.rawNs());
+    }
     return caps;
   }
 
@@ -424,7 +436,9 @@ export class Destination {
       return { destinationHoldNs: inb?.holdNs ?? 0n };
     }
     this.validateTransfer(req, inb.req);
+    this.refuseUncappedOnReceipt(req, inb);
     const step = this.step(req, s.migrationId, inb, { kind: "transfer" });
+
     const sinceReceiveNs = this.ctx.host.rawNs() - receiveRawNs; // first: a stall in between dates it later, not earlier
     const staged: Inbound = {
       ...inb,
@@ -440,8 +454,67 @@ export class Destination {
     this.ctx.journal.transaction(() => this.perform(step, counterpartOf(inb), staged, s.migrationId));
     Object.assign(inb, staged);
     crashPoint(this.ctx.faults, "crash.destination.afterStage");
+    const onReceipt = step.effects.find((x) => x.kind === "restore");
+    if (onReceipt) return this.adoptOnReceipt(inb, onReceipt.legs);
     inb.holdNs = this.ctx.host.rawNs() - receiveRawNs;
     return { destinationHoldNs: inb.holdNs };
+  }
+
+  /**
+   * On-receipt switchover: the Transfer is the decision, already journaled with the staged snapshot
+   * (journaling first: a crash from here on restores it again after the restart, never aborts it).
+   * The restore runs now, the adopted VM is journaled as it resumes (adoptAndJournal), and the
+   * Transfer is answered with the report. A restore that fails leaves it staged and decided: the
+   * recovery loop retries it.
+   */
+  private adoptOnReceipt(inb: Inbound, legs: CommitLegs): TransferRes {
+    const report = this.restoreStaged(inb, legs);
+    inb.holdNs = this.ctx.host.rawNs() - inb.receiveRawNs;
+    return { destinationHoldNs: inb.holdNs, report };
+  }
+
+  /**
+   * An on-receipt source asks what became of its Transfer. Unless the VM runs here, the answer is
+   * made durable first — a fence: that Transfer (and any Prepare of the migration) is refused for
+   * good — so a source told aborted or unknown may resume its VM without it ever running twice.
+   */
+  resolveForSource(req: ResolveReq & { fence: NonNullable<ResolveReq["fence"]> }): ResolveRes {
+    const ref: SourceRef = { sourceName: req.fence.sourceName, sourceKey: req.sourceKey };
+    checkId(req.migrationId, "migrationId");
+    checkId(req.vmId, "vmId");
+    checkId(ref.sourceName, "sourceName");
+    const inb = this.held(ref, req.migrationId);
+    const state = inb ? inb.state : this.pastState(ref, req.migrationId);
+    if (!inb && state === null && this.ctx.journal.getInboundMigration(ref.sourceName, req.migrationId))
+      return { decision: "pending", generation: 0n, transferRttNs: 0n }; // seen but undecided, not held: a restart settles it
+    const step = stepDestination(state, { kind: "fence", migrationId: req.migrationId, vmId: req.vmId, generation: req.fence.generation });
+    if (isDestinationNotAllowed(step)) throw new TscmigError("internal", `fence not allowed in phase ${step.phase}`);
+    if (this.ctx.brokenFence && step.effects.some((x) => x.kind === "journal")) return this.brokenFenceAnswer(step);
+    const who = inb ? counterpartOf(inb) : { sourceName: ref.sourceName, sourceKey: ref.sourceKey, peer: "" };
+    const reply = inb ? this.apply(inb, step) : this.perform(step, who, null, req.migrationId);
+    if (step.effects.some((x) => x.kind === "journal")) {
+      crashPoint(this.ctx.faults, "crash.destination.afterFence");
+      this.ctx.log.warn({ event: "transfer_fenced", migrationId: req.migrationId, vmId: req.vmId, source: ref.sourceName }, "on-receipt source resolved: its Transfer is fenced here for good");
+    }
+    if (reply?.kind !== "resolved") throw new TscmigError("internal", `Resolve of migration ${req.migrationId} got no answer`);
+    return { decision: reply.decision, generation: state?.generation ?? req.fence.generation, transferRttNs: 0n };
+  }
+
+  /** Test seam only (the checker's sensitivity): answers as a fence would, without fencing anything. */
+  private brokenFenceAnswer(step: DStep): ResolveRes {
+    const reply = step.effects.find((x): x is Extract<DestinationEffect, { kind: "reply" }> => x.kind === "reply");
+    return { decision: reply?.reply.kind === "resolved" ? reply.reply.decision : "unknown", generation: 0n, transferRttNs: 0n };
+  }
+
+  /**
+   * On receipt, one-sided caps the Transfer's transit only by an earlier answer of this destination
+   * (there is no round trip yet): refused here, before the decision, when none pairs up, or the
+   * restore could never run and a decided migration would hold the VM nowhere.
+   */
+  private refuseUncappedOnReceipt(req: TransferReq, inb: Inbound): void {
+    if (inb.req.switchover !== "on-receipt" || inb.req.estimator !== "one-sided") return;
+    if ((req.sourceAnchorsToSendNs ?? []).length > 0 && inb.anchorsRawNs.length > 0) return;
+    throw new TscmigError("failed_precondition", "one-sided on receipt needs the source's Prepare answer as an anchor (sourceAnchorsToSendNs is empty)", { field: "sourceAnchorsToSendNs", reason: "anchor_missing" });
   }
 
   /** The Transfer must carry the snapshot its Prepare announced, with one-sided's legs in range. */
@@ -700,22 +773,32 @@ export class Destination {
     return undefined;
   }
 
-  /** A snapshot staged before a restart, held again: it waits for its source's decision (Commit or Resolve). */
+  /**
+   * A snapshot staged before a restart, held again: it waits for its source's decision (Commit or
+   * Resolve), or on receipt (decided here already) for the recovery loop to restore it.
+   */
   restage(p: StagedPayload): void {
+    const onReceipt = p.req.switchover === "on-receipt";
     this.inbound.set(inboundKey(p.req.sourceName, p.req.migrationId), {
       req: p.req,
-      state: destinationState("staged", p.req),
+      state: { ...destinationState("staged", p.req), ...(onReceipt ? { onReceipt } : {}) },
       leaseFromRawNs: this.ctx.host.rawNs(),
       snapshot: p.snapshot,
       receiveRawNs: p.receiveRawNs,
       receiveTrueNs: 0n, // diagnostics only, not kept across a restart
-      anchorsRawNs: [],
-      anchorsToSendNs: [],
-      requestsRawNs: [],
-      requestsToSendNs: [],
+      // One-sided's legs on this host's raw clock, which a daemon restart does not reset (as receiveRawNs).
+      anchorsRawNs: p.legs?.anchorsRawNs ?? [],
+      anchorsToSendNs: p.legs?.anchorsToSendNs ?? [],
+      requestsRawNs: p.legs?.requestsRawNs ?? [],
+      requestsToSendNs: p.legs?.requestsToSendNs ?? [],
       holdNs: p.holdNs,
       decodeNs: p.decodeNs,
     });
+  }
+
+  /** A staged migration decided here (on receipt) but not running yet: restored without asking its source. */
+  restoreDecided(inb: Inbound): void {
+    if (inb.state.phase === "staged" && inb.state.onReceipt) this.restoreStaged(inb, { transferRttNs: null });
   }
 }
 

@@ -8,11 +8,16 @@ export const FAULT_SITES = [
   "crash.source.afterTransfer",
   "crash.source.afterCommitJournal",
   "crash.source.afterCommit",
+  // on-receipt switchover: "handing off" journaled, Transfer not sent; the destination's Resolve answered
+  "crash.source.afterHandingOffJournal",
+  "crash.source.afterResolve",
   "crash.destination.afterStage",
   "crash.destination.beforeRestore",
   // restored and adopted (running, journaled as owner), the decision not yet journaled
   "crash.destination.duringRestore",
   "crash.destination.afterRestore",
+  // on-receipt switchover: a fence journaled, the Resolve not answered yet
+  "crash.destination.afterFence",
   // doorbell delivery
   "doorbell.lose",
 ] as const;

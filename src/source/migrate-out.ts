@@ -12,7 +12,7 @@ import type { TruthProbe } from "../shared/hypervisor/truth.js";
 import { type EstimatorName, type ProbeExchange, probeOffset } from "../shared/migration/blackout.js";
 import type { HostedVm } from "../shared/migration/hosted-vm.js";
 import type { JournalStore } from "../shared/migration/journal.js";
-import type { HandoverLink, PeerClient, PrepareReq } from "../shared/migration/messages.js";
+import type { HandoverLink, PeerClient, PrepareReq, SwitchoverMode } from "../shared/migration/messages.js";
 import type { PolicyName } from "../shared/migration/restore.js";
 import { captureSnapshot } from "../shared/migration/snapshot.js";
 import {
@@ -42,6 +42,7 @@ export interface MigrateOptions {
   advanceCapNs: bigint;
   /** This migration's secret (hex): every message after Prepare carries it (SourceRef). */
   sourceKey: string;
+  switchover?: SwitchoverMode;
 }
 
 
@@ -64,6 +65,8 @@ export interface SourceContext {
   handOff(h: HostedVm, migrationId: string): void;
   /** The destination durably refused the Commit: the handed-off VM runs here again. */
   reclaim(h: HostedVm, migrationId: string): void;
+  /** The destination acknowledged the VM: the state held since the hand-off is dropped. */
+  release(migrationId: string): void;
 }
 
 function errorOf(e: unknown): TscmigError {
@@ -107,6 +110,7 @@ function prepareReq(ctx: SourceContext, h: HostedVm, opts: MigrateOptions): Prep
     sourceName: ctx.name,
     sourceGrpc: ctx.grpcAdvertise,
     sourceKey: opts.sourceKey,
+    ...(opts.switchover === "on-receipt" ? { switchover: "on-receipt" as const } : {}),
   };
 }
 
@@ -173,6 +177,10 @@ class SourceDriver {
       case "reclaimVm":
         this.ctx.reclaim(this.h, this.opts.migrationId);
         return null;
+      case "handOffVm":
+        this.ctx.handOff(this.h, this.opts.migrationId);
+        this.ctx.release(this.opts.migrationId);
+        return null;
       case "finish":
         this.finished = true;
         this.logFinished();
@@ -202,10 +210,13 @@ class SourceDriver {
       // (retried by the node's journal, and a restart aborts what stayed pending) or the phase
       // after a delivered Commit (re-delivered by recovery) need not hold the migration up.
       if (record.decision === "pending" || record.phase === "committing") return { kind: "journalFailed", error, mayHaveLanded: error.reason === "journal_io_error" };
+      // On-receipt, "committed" only records what the destination said: the VM runs there whatever
+      // this write did, and a restart that reads "handing-off" asks it again (Resolve).
       this.log.warn({ event: "journal_write_failed", decision: record.decision, phase: record.phase, err: error.toJSON() }, "migration record not journaled; going on");
       return null;
     }
     if (record.decision === "committed" && record.phase === "committing") crashPoint(this.ctx.faults, "crash.source.afterCommitJournal");
+    if (record.phase === "handing-off") crashPoint(this.ctx.faults, "crash.source.afterHandingOffJournal");
     return null;
   }
 
@@ -224,14 +235,18 @@ class SourceDriver {
           /* best effort: the destination also asks Resolve */
         });
         return null;
+      case "resolve":
+        return this.sendResolve(m);
     }
   }
 
   private async sendPrepare(req: PrepareReq): Promise<SourceEvent> {
     try {
+      const requestRawNs = this.ctx.host.rawNs();
       await this.peer.prepare(req);
+      const exchange = { requestRawNs, answerRawNs: this.ctx.host.rawNs() };
       crashPoint(this.ctx.faults, "crash.source.afterPrepare");
-      return { kind: "prepareOk", link: await this.openLink() };
+      return { kind: "prepareOk", link: await this.openLink(), exchange };
     } catch (e) {
       return { kind: "prepareFailed", error: errorOf(e) };
     }
@@ -316,7 +331,7 @@ class SourceDriver {
       const answerRawNs = host.rawNs();
       const timing = { rttNs: answerRawNs - sendRaw, answerRawNs, sendTrueNs, answerTrueNs: host.trueNs(), holdNs: r.destinationHoldNs };
       crashPoint(this.ctx.faults, "crash.source.afterTransfer");
-      return { kind: "transferOk", timing, encodeNs: r.encodeNs ?? 0n, viaLink };
+      return { kind: "transferOk", timing, encodeNs: r.encodeNs ?? 0n, viaLink, ...(r.report ? { report: r.report } : {}) };
     } catch (e) {
       return { kind: "transferFailed", error: errorOf(e), viaLink };
     }
@@ -361,6 +376,20 @@ class SourceDriver {
     return next;
   }
 
+  /** On-receipt: what became of the Transfer, asked of the destination (which fences it unless it runs the VM). */
+  private async sendResolve(m: Extract<SourceMessage, { kind: "resolve" }>): Promise<SourceEvent> {
+    if (m.delayNs > 0n) await sleep(this.ctx.scheduler, m.delayNs);
+    try {
+      const r = await this.peer.resolve(m.req);
+      crashPoint(this.ctx.faults, "crash.source.afterResolve");
+      return { kind: "resolveOk", decision: r.decision };
+    } catch (e) {
+      const error = errorOf(e);
+      this.log.warn({ event: "resolve_failed", attempt: m.attempt, code: error.code, err: error.message }, "resolve of a handed-off migration failed");
+      return { kind: "resolveFailed", error };
+    }
+  }
+
   private logFinished(): void {
     const report = reportOf(this.state, this.h, this.ctx, this.opts.destination);
     // A migration that did not commit (refused, aborted, in doubt) needs an operator's eye.
@@ -388,6 +417,7 @@ function reportOf(s: SourceState, h: HostedVm, ctx: Pick<SourceContext, "name" |
     destination,
     policy: r.policy,
     estimator: r.estimator,
+    switchover: r.switchover ?? "two-phase",
     outcome: s.outcome ?? "aborted",
     generation: r.generation,
     vcpus: r.vcpuCount,

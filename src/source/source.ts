@@ -4,7 +4,7 @@
 // re-delivered by the daemon's recovery loop).
 
 import { invalid, isTscmigError, TscmigError } from "../shared/errors.js";
-import type { Faults } from "../shared/faults.js";
+import { crashPoint, type Faults } from "../shared/faults.js";
 import { type HistorySink, migrationEventOf } from "../shared/history.js";
 import type { Logger } from "../shared/logger.js";
 import { LIMITS } from "../shared/limits.js";
@@ -14,7 +14,7 @@ import { checkMigrationTarget } from "../shared/migration/admission.js";
 import { type EstimatorName, parseEstimator } from "../shared/migration/blackout.js";
 import type { HostedVm } from "../shared/migration/hosted-vm.js";
 import { type DurableStore, journalAbortOnRecovery, journaledRtt, type MigrationRecord } from "../shared/migration/journal.js";
-import type { PeerDialer, ResolveReq, ResolveRes } from "../shared/migration/messages.js";
+import { type PeerDialer, parseSwitchover, type ResolveReq, type ResolveRes, type SwitchoverMode } from "../shared/migration/messages.js";
 import { type PolicyName, parsePolicy } from "../shared/migration/restore.js";
 import { checkHostPort, checkId } from "../shared/migration/snapshot.js";
 import { isDurableRefusal } from "../shared/migration/source-machine.js";
@@ -30,6 +30,8 @@ export interface MigrateRequest {
   doorbell?: boolean;
   advanceCapNs?: bigint;
   migrationId?: string;
+  /** Default `two-phase`; `on-receipt` trades the source's own roll-back for a shorter blackout. */
+  switchover?: SwitchoverMode;
 }
 
 export interface SourceConfig {
@@ -65,6 +67,8 @@ export class Source {
    * migration ever journaled twice a second).
    */
   private readonly undelivered = new Set<string>();
+  /** On-receipt migrations handed off whose outcome this source has not learned: what recovery asks the destination. */
+  private readonly unresolved = new Set<string>();
   readonly reports: MigrationReport[] = [];
 
   constructor(
@@ -88,11 +92,12 @@ export class Source {
     const estimator = parseEstimator(req.estimator ?? "one-sided");
     const advanceCapNs = req.advanceCapNs ?? LIMITS.advanceCapNsDefault;
     if (advanceCapNs < 0n || advanceCapNs > LIMITS.blackoutNsMax) throw invalid("advanceCapNs", "out of range");
+    const switchover = parseSwitchover(req.switchover ?? "two-phase");
     const migrationId = req.migrationId ?? `mig-${this.cfg.name}-${this.hex(2)}`;
     checkId(migrationId, "migrationId");
     if (this.deps.journal.getMigration(migrationId))
       throw new TscmigError("already_exists", `migration id ${migrationId} already used by ${this.cfg.name}`, { field: "migrationId", reason: "migration_id_reused" });
-    const opts = { migrationId, destination: req.destination, policy, estimator, doorbell: req.doorbell ?? false, advanceCapNs, sourceKey: this.hex(4) };
+    const opts = { migrationId, destination: req.destination, policy, estimator, doorbell: req.doorbell ?? false, advanceCapNs, sourceKey: this.hex(4), switchover };
     h.lock = opts.migrationId;
     const run = migrateOut(this.context(req.destination), h, this.deps.dialer.dial(req.destination), opts).finally(() => this.settled(h, opts.migrationId));
     this.outbound.set(opts.migrationId, run);
@@ -145,6 +150,7 @@ export class Source {
       resumeVm: (h) => vms.resume(h),
       handOff: (h, id) => vms.handOff(h, id, destination),
       reclaim: (_h, id) => vms.reclaim(id),
+      release: (id) => vms.release(id),
     };
   }
 
@@ -155,6 +161,7 @@ export class Source {
     const m = this.deps.journal.getMigration(migrationId);
     if (m?.decision === "committed" && m.phase === "committed") this.deps.vms.release(migrationId);
     else if (m?.decision === "committed") this.undelivered.add(migrationId);
+    else if (m?.decision === "pending" && m.phase === HANDING_OFF) this.unresolved.add(migrationId);
   }
 
   private record(r: MigrationReport): void {
@@ -174,7 +181,9 @@ export class Source {
   recover(migrations: readonly MigrationRecord[]): void {
     for (const m of migrations) {
       if (m.role !== "source") continue;
-      if (m.decision === "pending") this.abortUndecided(m);
+      // Handed off on receipt: the destination may run it; only its answer decides (recoveryTasks).
+      if (m.decision === "pending" && m.phase === HANDING_OFF) this.unresolved.add(m.migrationId);
+      else if (m.decision === "pending") this.abortUndecided(m);
       else if (m.decision === "committed") {
         if (m.phase !== "committed") this.undelivered.add(m.migrationId);
         const h = this.deps.vms.find(m.vmId);
@@ -209,7 +218,42 @@ export class Source {
       }
       tasks.push({ key: sourceRecoveryKey(id), step: "commit", migrationId: id, vmId: m.vmId, peer: m.peer, run: () => this.redeliverCommit(m) });
     }
+    for (const id of this.unresolved) {
+      if (this.outbound.has(id)) continue;
+      const m = this.deps.journal.getMigration(id);
+      if (!m || m.role !== "source" || m.decision !== "pending" || m.phase !== HANDING_OFF) {
+        this.unresolved.delete(id);
+        continue;
+      }
+      tasks.push({ key: sourceRecoveryKey(id), step: "resolve", migrationId: id, vmId: m.vmId, peer: m.peer, run: () => this.resolveHandedOff(m) });
+    }
     return tasks;
+  }
+
+  /**
+   * An on-receipt migration whose outcome this source never learned: the destination says. It fences
+   * the Transfer durably before it answers anything but committed, so resuming on aborted/unknown
+   * cannot run the VM twice; on committed the VM is the destination's.
+   */
+  private async resolveHandedOff(m: MigrationRecord): Promise<void> {
+    const req = { migrationId: m.migrationId, vmId: m.vmId, sourceKey: m.sourceKey ?? "", fence: { sourceName: this.cfg.name, generation: m.generation } };
+    const answer = await this.deps.dialer.dial(m.peer).resolve(req);
+    crashPoint(this.deps.faults, "crash.source.afterResolve");
+    if (answer.decision === "pending") throw new TscmigError("unavailable", `destination ${m.peer} holds migration ${m.migrationId} undecided`, { reason: "resolve_pending" });
+    const committed = answer.decision === "committed";
+    // The VM first, the record after: the destination's answer is durable (a fence, or the VM runs
+    // there), so a write that fails — or lands and then reports failure — is redone on the next pass
+    // from the same answer, and the VM is acted on once (its lock is gone after).
+    const h = this.deps.vms.find(m.vmId);
+    if (h && h.lock === m.migrationId) {
+      if (committed) {
+        this.deps.vms.handOff(h, m.migrationId, m.peer);
+        this.deps.vms.release(m.migrationId);
+      } else this.deps.vms.resume(h);
+    }
+    this.deps.journal.putMigration({ ...m, decision: committed ? "committed" : "aborted", phase: committed ? "committed" : "aborted", updatedNs: this.deps.host.trueNs() });
+    this.unresolved.delete(m.migrationId);
+    this.deps.log.warn({ event: "handoff_resolved", migrationId: m.migrationId, vmId: m.vmId, decision: answer.decision }, "handed-off migration resolved with its destination");
   }
 
   private async redeliverCommit(m: MigrationRecord): Promise<void> {
@@ -230,6 +274,9 @@ export class Source {
     this.deps.log.info({ event: "commit_redelivered", migrationId: m.migrationId, vmId: m.vmId }, "commit delivered after recovery");
   }
 }
+
+/** The journal phase of an on-receipt migration between "handing off" and learning the outcome. */
+export const HANDING_OFF = "handing-off";
 
 /** The recovery loop's key for this daemon's outbound migration `migrationId`. */
 export function sourceRecoveryKey(migrationId: string): string {

@@ -44,6 +44,8 @@ export interface WorldOptions {
   deadlineNs?: bigint;
   /** Every node's workload sampling period (default 100 ms; 0: none). */
   sampleIntervalNs?: bigint;
+  /** Whether peers offer the Handover exchange (default true; false: the unary calls only). */
+  exchange?: boolean;
 }
 
 export interface NodeOptions {
@@ -57,6 +59,8 @@ export interface NodeOptions {
   seed?: bigint;
   /** The hypervisor backend over the node's host (default: emulated VMs). */
   backend?: (host: EmulatedHost) => HypervisorBackend;
+  /** Test seam: a fencing Resolve answers without fencing (the checker's sensitivity). */
+  brokenFence?: boolean;
 }
 
 export class World {
@@ -68,7 +72,7 @@ export class World {
   private readonly sampleIntervalNs: bigint;
 
   constructor(o: WorldOptions = {}) {
-    this.net = new DirectNetwork(this.sched, { outNs: o.outNs ?? 200_000n, backNs: o.backNs ?? 300_000n, deadlineNs: o.deadlineNs ?? 5_000n * MS });
+    this.net = new DirectNetwork(this.sched, { outNs: o.outNs ?? 200_000n, backNs: o.backNs ?? 300_000n, deadlineNs: o.deadlineNs ?? 5_000n * MS, ...(o.exchange === false ? { exchange: false } : {}) });
     this.sampleIntervalNs = o.sampleIntervalNs ?? 100n * MS;
   }
 
@@ -106,6 +110,7 @@ export class World {
       dialer: this.net.dialer(name),
       ...(o.faults ? { faults: o.faults } : {}),
       ...(o.history ? { history: o.history } : {}),
+      ...(o.brokenFence ? { brokenFence: true } : {}),
     });
     this.nodes.set(name, n);
     this.net.attach(name, n.peer, () => n.host.rawNs());

@@ -106,12 +106,12 @@ describe("against daemons", () => {
     expect(r.stderr).toContain(`connection refused: is a daemon running at http://127.0.0.1:${port}? (\`tscmig up\` starts a pair)`);
   });
 
-  it("migrate shows its policy, estimator and doorbell; exit 0 when committed, 1 when not", async () => {
+  it("migrate shows its policy, estimator, switchover and doorbell; exit 0 when committed, 1 when not", async () => {
     const [src, dst] = await startDaemons({ name: "cli-src" }, { name: "cli-dst" });
     await src.api.createVm({ id: "vm-cli", vcpus: 2 });
     const ok = await tscmig(["migrate", "vm-cli", "--api", src.http, "--to", dst.grpc]);
     expect(ok.code, ok.stderr).toBe(0);
-    expect(ok.stdout).toContain(`migrating VM vm-cli from ${src.http} to ${dst.grpc}: policy advance, estimator one-sided, doorbell off`);
+    expect(ok.stdout).toContain(`migrating VM vm-cli from ${src.http} to ${dst.grpc}: policy advance, estimator one-sided, switchover two-phase, doorbell off`);
     expect(ok.stdout).toMatch(/^outcome: committed/m);
     expect(ok.stdout).toMatch(/reported bound ±.* \(within\)/);
     // Back again, to a port where nothing listens: the migration cannot commit.

@@ -61,6 +61,35 @@ describe("broken builds are caught", () => {
   });
 });
 
+describe("a broken on-receipt fence is caught", () => {
+  /** A small campaign of on-receipt migrations with late requests, checked run by run; totals of I6 and committed migrations. */
+  async function onReceiptCampaign(brokenFence: boolean): Promise<{ i6: number; violations: number; committed: number; message: string }> {
+    const scenario: ScenarioOptions = { ...DEFAULT_SCENARIO, faults: ["late"], switchovers: ["on-receipt"] };
+    let i6 = 0;
+    let violations = 0;
+    let committed = 0;
+    let message = "";
+    for (let seed = 4242n; seed < 4242n + 96n; seed++) {
+      const r = await runSimulation(seed, { ...scenario, ...(brokenFence ? { brokenFence } : {}) });
+      const c = checkHistory(r.history);
+      i6 += c.counts.I6 ?? 0;
+      violations += c.violations.length;
+      committed += r.stats.switchovers["on-receipt:committed"] ?? 0;
+      message ||= c.violations.find((v) => v.invariant === "I6")?.message ?? "";
+    }
+    return { i6, violations, committed, message };
+  }
+
+  it("a destination that answers a source's Resolve without fencing runs the late Transfer after the source resumed (I6); the real fence passes the same runs", async () => {
+    const control = await onReceiptCampaign(false);
+    expect(control.violations).toBe(0);
+    expect(control.committed).toBeGreaterThan(20);
+    const broken = await onReceiptCampaign(true);
+    expect(broken.i6).toBeGreaterThan(0);
+    expect(broken.message).not.toBe("");
+  });
+});
+
 describe("I9: a restore that does not do what its policy says is caught", () => {
   it("the real restore conforms under every policy and estimator, with every fault kind", async () => {
     const r = await campaign({ ...DEFAULT_SCENARIO, faults: FAULT_KINDS, policies: POLICIES, estimators: ESTIMATORS }, { runs: 48 });

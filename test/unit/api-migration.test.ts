@@ -81,6 +81,23 @@ describe("a VM migrated through inject()", () => {
     expect(ids(await call(b, "GET", "/v1/vms"))).toEqual([]);
   });
 
+  it("switches over on receipt when asked (validated, default two-phase), and says so in the report", async () => {
+    world = new InProcessDaemons();
+    const a = await world.daemon("a");
+    const b = await world.daemon("b");
+    expect((await call(a, "POST", "/v1/vms", { id: "web-1", vcpus: 1 })).status).toBe(201);
+    await world.advance(2n * S);
+    const bad = await call(a, "POST", "/v1/vms/web-1/migrate", { destination: B, switchover: "eventually" });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error).toMatchObject({ code: "invalid_argument", field: "body.switchover" });
+    expect(ids(await call(a, "GET", "/v1/vms"))).toEqual(["web-1"]);
+    const m = await call(a, "POST", "/v1/vms/web-1/migrate", { destination: B, migrationId: "m-r", switchover: "on-receipt" });
+    expect(m.body).toMatchObject({ outcome: "committed", switchover: "on-receipt", path: "handover", phases: { commitNs: "0" } });
+    expect(BigInt(m.body.tscErrorNs) < 0n ? -BigInt(m.body.tscErrorNs) : BigInt(m.body.tscErrorNs)).toBeLessThanOrEqual(BigInt(m.body.errorBoundNs));
+    const back = await call(b, "POST", "/v1/vms/web-1/migrate", { destination: A, migrationId: "m-back" });
+    expect(back.body).toMatchObject({ outcome: "committed", switchover: "two-phase" });
+  });
+
   it("is still on the destination after that daemon restarts from its journal", async () => {
     world = new InProcessDaemons();
     const a = await world.daemon("a");

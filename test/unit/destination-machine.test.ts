@@ -34,19 +34,22 @@ const SAMPLES: { [K in DestinationEvent["kind"]]: Extract<DestinationEvent, { ki
   abort: { kind: "abort", vmId: IDS.vmId, generation: IDS.generation },
   leaseExpired: { kind: "leaseExpired" },
   resolved: { kind: "resolved", decision: "aborted", transferRttNs: 500n },
+  fence: { kind: "fence", ...IDS },
 };
 
-type Row = DestinationPhase | "none";
+type Row = DestinationPhase | "none" | "prepared (on receipt)" | "staged (on receipt)";
 const STATES: Record<Row, DestinationState | null> = {
   none: null,
   prepared: destinationState("prepared", IDS),
+  "prepared (on receipt)": { ...destinationState("prepared", IDS), onReceipt: true },
+  "staged (on receipt)": { ...destinationState("staged", IDS), onReceipt: true },
   staged: destinationState("staged", IDS),
   running: destinationState("running", IDS, REPORT),
   aborted: destinationState("aborted", IDS),
 };
 
 /** "no": NotAllowed; otherwise the next phase ("none": still unknown) and the effects' signatures. */
-type Expected = "no" | [Row, ...string[]];
+type Expected = "no" | [DestinationPhase | "none", ...string[]];
 
 const TABLE: Record<Row, Record<DestinationEvent["kind"], Expected>> = {
   none: {
@@ -58,6 +61,7 @@ const TABLE: Record<Row, Record<DestinationEvent["kind"], Expected>> = {
     abort: ["none", "reply:ok"],
     leaseExpired: "no",
     resolved: ["none"],
+    fence: ["aborted", "journal:fenced:aborted", "resolved:unknown"],
   },
   prepared: {
     prepare: ["prepared", "reply:ok"],
@@ -68,6 +72,31 @@ const TABLE: Record<Row, Record<DestinationEvent["kind"], Expected>> = {
     abort: ["aborted", "journal:aborted:aborted", "dropStaged", "reply:ok"],
     leaseExpired: ["aborted", "journal:aborted:aborted"],
     resolved: ["aborted", "journal:aborted:aborted", "dropStaged"],
+    fence: ["aborted", "journal:fenced:aborted", "dropStaged", "resolved:aborted"],
+  },
+  "prepared (on receipt)": {
+    prepare: ["prepared", "reply:ok"],
+    // The Transfer is the decision: staged and journaled committed first, then restored at once.
+    transfer: ["staged", "stage", "journal:staged:committed", "restore"],
+    commit: ["prepared", "refuse:failed_precondition:not_staged"],
+    restored: "no",
+    restoreFailed: "no",
+    abort: ["aborted", "journal:aborted:aborted", "dropStaged", "reply:ok"],
+    leaseExpired: ["aborted", "journal:aborted:aborted"],
+    resolved: ["aborted", "journal:aborted:aborted", "dropStaged"],
+    fence: ["aborted", "journal:fenced:aborted", "dropStaged", "resolved:aborted"],
+  },
+  "staged (on receipt)": {
+    prepare: ["staged", "refuse:already_exists:migration_id_reused"],
+    transfer: ["staged", "reply:ok"],
+    commit: ["staged", "restore"],
+    restored: ["running", "journal:running:committed", "dropStaged", "reply:report"],
+    restoreFailed: ["staged"],
+    // Decided here: neither the source's Abort nor its answers move it.
+    abort: ["staged", "refuse:failed_precondition:already_running"],
+    leaseExpired: "no",
+    resolved: ["staged"],
+    fence: ["staged", "resolved:committed"],
   },
   staged: {
     prepare: ["staged", "refuse:already_exists:migration_id_reused"],
@@ -78,6 +107,7 @@ const TABLE: Record<Row, Record<DestinationEvent["kind"], Expected>> = {
     abort: ["aborted", "journal:aborted:aborted", "dropStaged", "reply:ok"],
     leaseExpired: "no",
     resolved: ["aborted", "journal:aborted:aborted", "dropStaged"],
+    fence: ["staged", "resolved:pending"],
   },
   running: {
     prepare: ["running", "refuse:already_exists:migration_id_reused"],
@@ -88,6 +118,7 @@ const TABLE: Record<Row, Record<DestinationEvent["kind"], Expected>> = {
     abort: ["running", "refuse:failed_precondition:already_running"],
     leaseExpired: "no",
     resolved: ["running"],
+    fence: ["running", "resolved:committed"],
   },
   aborted: {
     prepare: ["aborted", "refuse:already_exists:migration_id_reused"],
@@ -98,6 +129,7 @@ const TABLE: Record<Row, Record<DestinationEvent["kind"], Expected>> = {
     abort: ["aborted", "reply:ok"],
     leaseExpired: "no",
     resolved: ["aborted"],
+    fence: ["aborted", "resolved:aborted"],
   },
 };
 
@@ -108,6 +140,7 @@ function signature(e: DestinationEffect): string {
     case "refuse":
       return `refuse:${e.code}:${e.reason}`;
     case "reply":
+      if (e.reply.kind === "resolved") return `resolved:${e.reply.decision}`;
       return e.reply.kind === "ok" ? "reply:ok" : `reply:report${e.reply.replay ? ":replay" : ""}`;
     default:
       return e.kind;
@@ -120,7 +153,7 @@ function answer(r: DestinationStep): Expected {
 
 describe("destination machine: every phase × every event", () => {
   it("has a row for every phase and a sample for every event kind", () => {
-    expect(Object.keys(STATES).sort()).toEqual(["none", ...DESTINATION_PHASES].sort());
+    expect([...new Set(Object.values(STATES).map((x) => x?.phase ?? "none"))].sort()).toEqual(["none", ...DESTINATION_PHASES].sort());
     expect(Object.keys(SAMPLES).sort()).toEqual([...DESTINATION_EVENT_KINDS].sort());
     // An event no phase takes is dead code, or a row the table has not classified yet.
     const taken = new Set(Object.values(TABLE).flatMap((row) => DESTINATION_EVENT_KINDS.filter((k) => row[k] !== "no")));
@@ -134,7 +167,7 @@ describe("destination machine: every phase × every event", () => {
         expect(expected, `classify ${kind} in ${row} in the table`).toBeDefined();
         const r = stepDestination(state, SAMPLES[kind]);
         expect(answer(r)).toEqual(expected);
-        if (isDestinationNotAllowed(r)) expect(r).toEqual({ kind: "not_allowed", phase: row, event: kind });
+        if (isDestinationNotAllowed(r)) expect(r).toEqual({ kind: "not_allowed", phase: state?.phase ?? "none", event: kind });
       });
 });
 
@@ -173,6 +206,30 @@ describe("destination machine: decisions that stand on the state's data", () => 
     expect(answer(stepDestination(STATES.staged, { kind: "resolved", decision: "pending", transferRttNs: 0n }))).toEqual(["staged"]);
     expect(answer(stepDestination(STATES.prepared, { kind: "resolved", decision: "committed", transferRttNs: 0n }))).toEqual(["prepared"]);
     expect(answer(stepDestination(STATES.staged, { kind: "resolved", decision: "unknown", transferRttNs: 0n }))).toEqual(["aborted", "journal:aborted:aborted", "dropStaged"]);
+  });
+
+  it("fences on a source's Resolve durably before answering, and refuses a Transfer for good after", () => {
+    const f = stepDestination(null, SAMPLES.fence);
+    if (isDestinationNotAllowed(f)) throw new Error("not allowed");
+    expect(f.effects[0]).toEqual({ kind: "journal", record: { ...IDS, phase: "fenced", decision: "aborted", report: null } });
+    expect(answer(stepDestination(f.state, SAMPLES.transfer))).toEqual(["aborted", "refuse:aborted:migration_aborted"]);
+    expect(answer(stepDestination(f.state, SAMPLES.prepare))).toEqual(["aborted", "refuse:already_exists:migration_id_reused"]);
+    const p = stepDestination(STATES["prepared (on receipt)"], SAMPLES.fence);
+    if (isDestinationNotAllowed(p)) throw new Error("not allowed");
+    expect(answer(stepDestination(p.state, SAMPLES.transfer))).toEqual(["aborted", "refuse:aborted:migration_aborted"]);
+    // About another generation: refused, nothing fenced.
+    expect(answer(stepDestination(STATES["prepared (on receipt)"], { ...SAMPLES.fence, generation: 9n }))).toEqual(["prepared", "refuse:failed_precondition:stale_generation"]);
+  });
+
+  it("journals an on-receipt Transfer as decided with its snapshot, then restores without a round trip", () => {
+    const r = stepDestination(STATES["prepared (on receipt)"], SAMPLES.transfer);
+    expect(!isDestinationNotAllowed(r) && r.effects).toEqual([
+      { kind: "stage" },
+      { kind: "journal", record: { ...IDS, phase: "staged", decision: "committed", report: null } },
+      { kind: "restore", legs: { transferRttNs: null } },
+    ]);
+    const p = stepDestination(null, { ...SAMPLES.prepare, onReceipt: true });
+    expect(!isDestinationNotAllowed(p) && p.state).toMatchObject({ phase: "prepared", onReceipt: true });
   });
 
   it("a restore that failed after the VM was adopted leaves it running, without a report to replay", () => {

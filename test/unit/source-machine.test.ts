@@ -60,6 +60,8 @@ const SAMPLES: { [K in SourceEvent["kind"]]: Extract<SourceEvent, { kind: K }> }
   commitOk: { kind: "commitOk", report: REPORT, commitNs: 9n, viaLink: true },
   commitFailed: { kind: "commitFailed", error: ERR, viaLink: true },
   commitRefused: { kind: "commitRefused", error: REFUSED, viaLink: true },
+  resolveOk: { kind: "resolveOk", decision: "unknown" },
+  resolveFailed: { kind: "resolveFailed", error: ERR },
   journalFailed: { kind: "journalFailed", error: ERR, mayHaveLanded: false },
   recover: { kind: "recover", decision: "committed" },
 };
@@ -82,6 +84,19 @@ const captured = walk(paused, "captured");
 const committing = walk(captured, "transferOk");
 const retrying = walk(committing, "commitFailed");
 
+// On-receipt switchover: the same walk up to the capture, then "handing off" (one retry allowed).
+const rIdle = initialSourceState({ ...REQ, switchover: "on-receipt" });
+const rCaptured = walk(rIdle, "start", "prepareOk", "probeOk", "probeOk", "paused");
+const handingOff = walk(rCaptured, "captured");
+const resolving = walk(handingOff, "transferFailed");
+const resolvingAgain = walk(resolving, "resolveFailed");
+const ADOPTED: SourceEvent = { ...SAMPLES.transferOk, report: REPORT };
+function after(s: SourceState, e: SourceEvent): SourceState {
+  const r = stepSource(s, e);
+  if (isNotAllowed(r)) throw new Error(`fixture walk: ${e.kind} not allowed in ${r.phase}`);
+  return r.state;
+}
+
 /** Each fixture: a state the driver can hold, and the phase it is in. */
 const FIXTURES: Record<string, SourceState> = {
   idle,
@@ -96,6 +111,11 @@ const FIXTURES: Record<string, SourceState> = {
   "aborted (after the pause)": walk(captured, "transferFailed"),
   "aborted (reclaimed)": walk(committing, "commitRefused"),
   refused: walk(preparing, "prepareFailed"),
+  "handing-off": handingOff,
+  "resolving (first attempt)": resolving,
+  "resolving (last attempt)": resolvingAgain,
+  "committed (on receipt)": after(handingOff, ADOPTED),
+  "aborted (fenced there)": walk(resolving, "resolveOk"),
 };
 
 /** The answer expected: "no" for NotAllowed, else the next phase and the effects' signatures in order. */
@@ -149,6 +169,24 @@ const TABLE: Record<keyof typeof FIXTURES, Record<SourceEvent["kind"], Expected>
     commitFailed: ["committing", "finish:in-doubt"],
     commitRefused: ["aborted", "journal:aborted:reclaimed", "reclaimVm", "finish:aborted"],
   },
+  "handing-off": {
+    ...NONE,
+    // The destination staged it (no report): two-phase from here.
+    transferOk: ["committing", "journal:committed:committing", "send:commit"],
+    transferFailed: ["resolving", "send:resolve"],
+  },
+  "resolving (first attempt)": {
+    ...NONE,
+    resolveOk: ["aborted", "journal:aborted:aborted", "resumeVm", "finish:aborted"],
+    resolveFailed: ["resolving", "send:resolve"],
+  },
+  "resolving (last attempt)": {
+    ...NONE,
+    resolveOk: ["aborted", "journal:aborted:aborted", "resumeVm", "finish:aborted"],
+    resolveFailed: ["resolving", "finish:in-doubt"],
+  },
+  "committed (on receipt)": NONE,
+  "aborted (fenced there)": NONE,
   committed: NONE,
   "aborted (after the pause)": NONE,
   "aborted (reclaimed)": NONE,
@@ -191,6 +229,54 @@ describe("source machine: every phase × every event", () => {
         expect(answer(r)).toEqual(expected);
         if (isNotAllowed(r)) expect(r).toEqual({ kind: "not_allowed", phase: state.phase, event: kind });
       });
+});
+
+describe("source machine: on-receipt switchover", () => {
+  it("journals handing-off before the pause (no write inside the blackout), and sends the Transfer on capture", () => {
+    const probing = walk(rIdle, "start", "prepareOk", "probeOk");
+    expect(answer(stepSource(probing, SAMPLES.probeOk))).toEqual(["transferring", "journal:pending:handing-off", "pauseVm"]);
+    expect(answer(stepSource(rCaptured, SAMPLES.captured))).toEqual(["handing-off", "send:transfer"]);
+    // A failed write of that record stops before the pause, as any: aborted, nothing to resume.
+    expect(answer(stepSource(walk(probing, "probeOk"), SAMPLES.journalFailed))).toEqual(["aborted", "journal:aborted:aborted", "send:abort", "finish:aborted"]);
+  });
+
+  it("takes the destination's report as the outcome: journaled committed, handed off, never resumed", () => {
+    const r = stepSource(handingOff, ADOPTED);
+    expect(answer(r)).toEqual(["committed", "journal:committed:committed", "handOffVm", "finish:committed"]);
+    if (isNotAllowed(r)) throw new Error("not allowed");
+    expect(r.state).toMatchObject({ restore: REPORT, outcome: "committed", decision: "committed", timings: { transferNs: 500n } });
+  });
+
+  it("never resumes on a lost Transfer: it asks the destination to fence it", () => {
+    const r = stepSource(handingOff, SAMPLES.transferFailed);
+    if (isNotAllowed(r)) throw new Error("not allowed");
+    expect(r.effects.some((e) => e.kind === "resumeVm")).toBe(false);
+    const send = r.effects[0];
+    expect(send?.kind === "send" && send.message.kind === "resolve" && send.message).toMatchObject({
+      attempt: 1,
+      delayNs: 0n,
+      req: { migrationId: "m1", vmId: "vm1", sourceKey: REQ.sourceKey, fence: { sourceName: "a", generation: 3n } },
+    });
+  });
+
+  it("resumes only on the destination's fenced answer; committed hands off; pending asks again", () => {
+    expect(answer(stepSource(resolving, { kind: "resolveOk", decision: "aborted" }))).toEqual(["aborted", "journal:aborted:aborted", "resumeVm", "finish:aborted"]);
+    expect(answer(stepSource(resolving, { kind: "resolveOk", decision: "committed" }))).toEqual(["committed", "journal:committed:committed", "handOffVm", "finish:committed"]);
+    expect(answer(stepSource(resolving, { kind: "resolveOk", decision: "pending" }))).toEqual(["resolving", "send:resolve"]);
+    const again = stepSource(resolving, SAMPLES.resolveFailed);
+    if (isNotAllowed(again)) throw new Error("not allowed");
+    const send = again.effects[0];
+    expect(send?.kind === "send" && send.message.kind === "resolve" && send.message).toMatchObject({ attempt: 2, delayNs: commitBackoffNs(2) });
+  });
+
+  it("counts the Prepare's answer as the first anchor, before the link's", () => {
+    const s = after(walk(rIdle, "start"), { kind: "prepareOk", link: { requestRawNs: 1n, answerRawNs: 2n }, exchange: { requestRawNs: 0n, answerRawNs: 1n } });
+    expect(s.anchorsRawNs).toEqual([1n, 2n]);
+    expect(s.requestsRawNs).toEqual([0n, 1n]);
+    // Two-phase leaves the Prepare out (its destination does not count it).
+    const t = after(preparing, { kind: "prepareOk", link: { requestRawNs: 1n, answerRawNs: 2n }, exchange: { requestRawNs: 0n, answerRawNs: 1n } });
+    expect(t.anchorsRawNs).toEqual([2n]);
+  });
 });
 
 describe("source machine: the state carries the migration", () => {

@@ -121,6 +121,8 @@ export function buildJsonReport(r: CampaignResult, ctx: ReportContext) {
     outcomes: r.outcomes,
     migrationsByPath: r.migrationsByPath,
     migrationsByPathNote: "committed migrations the sources reported, by what carried Transfer and Commit: one Handover call, or the unary calls (the fallback when a Handover exchange fails)",
+    migrationsBySwitchover: r.migrationsBySwitchover,
+    migrationsBySwitchoverNote: "migrations per switchover mode drawn by seed (two-phase, on-receipt): \"mode:started\" and \"mode:outcome\" (committed, aborted, refused, in-doubt) as the sources reported them",
     determinism: {
       checked: r.determinism.checked,
       mismatches: r.determinism.mismatches.map((m) => ({ run: m.run, seed: m.seed.toString(), hash: m.hash, rerunHash: m.rerunHash })),

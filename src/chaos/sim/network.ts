@@ -60,6 +60,12 @@ export interface NetConfig {
   /** Every call's deadline (the gRPC client's default, shortened for simulation). */
   deadlineNs: bigint;
   partitions: Partition[];
+  /**
+   * A request reaches its server only after its caller's deadline, by two one-way delays: often after
+   * what the caller sent next once it gave up (the server still runs it, and its answer goes
+   * nowhere), unary or on a Handover call. 0 or absent: never.
+   */
+  lateP?: number;
 }
 
 /** One process lifetime of a daemon: when it dies, everything it owned goes inert. */
@@ -86,6 +92,8 @@ type ReplyError = { code: ErrorCode; message: string; field?: string; reason?: s
 type Reply = { ok: Uint8Array } | { err: ReplyError };
 
 export interface NetStats {
+  /** Requests delivered after their caller's deadline (`late`); absent until one was. */
+  late?: number;
   messages: number;
   lost: number;
   duplicated: number;
@@ -224,7 +232,7 @@ export class SimNetwork {
   }
 
   /** @internal Counts and records an injected fault. */
-  injected(kind: "lost" | "duplicated" | "resets" | "partitioned" | "unauthenticated", site: string | null, detail: string): void {
+  injected(kind: "lost" | "duplicated" | "resets" | "partitioned" | "unauthenticated" | "late", site: string | null, detail: string): void {
     this.stats[kind]++;
     if (site) this.onFault(site, detail);
   }
@@ -258,6 +266,12 @@ export class SimNetwork {
   /** @internal Whether messages from `from` to `to` are blackholed now. */
   isCut(from: string, to: string): boolean {
     return this.cut(from, to);
+  }
+
+  /** @internal Whether this request arrives only after its caller gave up (`late`; draws only when that kind is on). */
+  isLate(): boolean {
+    const p = this.cfg.lateP ?? 0;
+    return this.faultsOn && p > 0 && this.rand.chance(p);
   }
 
   /** @internal One message's one-way delay. */
@@ -331,6 +345,9 @@ export class SimNetwork {
       }
       if (faulty && this.cfg.lossP > 0 && this.rand.chance(this.cfg.lossP)) {
         this.injected("lost", "net.loss", `${from}→${to} ${method} request lost`);
+      } else if (this.isLate()) {
+        this.injected("late", "net.late", `${from}→${to} ${method} request delivered after its caller's deadline`);
+        this.sched.after(this.cfg.deadlineNs + this.delay() + this.delay(), () => deliver(true)); // as a copy: its answer goes nowhere
       } else {
         this.sched.after(this.delay(), () => deliver(false));
       }
@@ -402,6 +419,12 @@ class SimExchange implements ByteExchange {
       this.net.traced({ trueNs: this.now(), what: "send", from, to, method: "Handover", bytes: bytes.length });
       if (bytes.length > LIMITS.messageBytesMax) return this.fail(new TscmigError("resource_exhausted", `Handover: message of ${bytes.length} bytes exceeds ${LIMITS.messageBytesMax}`));
       if (this.resetNow("request")) return;
+      if (this.net.isLate()) {
+        // The stream dies at the deadline, but this message still reaches the server's session.
+        this.net.injected("late", "net.late", `${from}→${to} Handover request delivered after its caller's deadline`);
+        this.sched.after(this.cfg.deadlineNs + this.net.oneWay() + this.net.oneWay(), () => this.deliverLate(bytes));
+        return;
+      }
       this.sched.after(this.transit(from, to, "request"), () => this.deliver(bytes, done));
     });
   }
@@ -453,6 +476,17 @@ class SimExchange implements ByteExchange {
     this.net.traced({ trueNs: this.now(), what: "reply", from: to, to: from, method: "Handover", bytes: "ok" in reply ? reply.ok.length : 0, result: "ok" in reply ? "ok" : reply.err.code });
     // A refused message ends the call with that refusal, after its answer's transit.
     this.sched.after(this.transit(to, from, "answer"), () => ("ok" in reply ? done(reply) : this.fail(errorOf(reply))));
+  }
+
+  /** A message that arrives after the call failed: the server's session still runs it; its answer goes nowhere. */
+  private deliverLate(bytes: Uint8Array): void {
+    const { from, to, credential } = this.who;
+    const a = this.net.endpointAt(to);
+    if (!a || (this.server !== null && a !== this.server)) return;
+    this.server = a;
+    const session = (this.session ??= a.server.handover());
+    this.net.traced({ trueNs: this.now(), what: "deliver", from, to, method: "Handover", bytes: bytes.length });
+    this.net.serve(from, to, "Handover", bytes, credential, true, (x) => session.step(bytes, x.rawNs()));
   }
 
   private fail(e: TscmigError): void {

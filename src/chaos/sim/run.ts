@@ -53,6 +53,12 @@ export interface SimRunOptions extends ScenarioOptions {
    * subtracts two hosts' realtime where it must not).
    */
   restoreHook?: RestoreFn;
+  /**
+   * Test seam (never used by production code): every destination answers an on-receipt source's
+   * Resolve without fencing the Transfer, so tests can prove the checker catches a late Transfer
+   * run after its source resumed the VM (I6).
+   */
+  brokenFence?: boolean;
   /** Stop after this many scheduler events (a run that does not converge is a finding). */
   eventLimit?: number;
   /** Sees every simulated message (`tscmig chaos replay`); tracing draws no randomness, so the run is the same. */
@@ -70,6 +76,8 @@ export interface SimRunStats {
   outcomes: Record<string, number>;
   /** Why migrations did not commit: "outcome:reason" → count. */
   reasons: Record<string, number>;
+  /** Per switchover mode: "mode:started" and "mode:outcome" → count. */
+  switchovers: Record<string, number>;
   crashes: number;
   kills: number;
   restarts: number;
@@ -350,6 +358,7 @@ class SimRun {
           if (fence.alive) this.rec.event(e);
         },
       }),
+      ...(this.opts.brokenFence ? { brokenFence: true } : {}),
     });
   }
 
@@ -560,11 +569,15 @@ class SimRun {
   private async migrateOnce(o: { d: SimDaemon; inc: Incarnation }, vmId: string, dst: SimDaemon, req: HarnessMigrateRequest): Promise<MigrateResult | null> {
     const stats = this.stats;
     stats.migrationsStarted++;
+    const mode = req.switchover ?? "two-phase";
+    const bumpMode = (what: string) => (stats.switchovers[`${mode}:${what}`] = (stats.switchovers[`${mode}:${what}`] ?? 0) + 1);
+    bumpMode("started");
     this.rec.event({ kind: "migrateStart", trueNs: this.now(), vmId, source: o.d.name, destination: dst.name, policy: req.policy, estimator: req.estimator, doorbell: req.doorbell });
     try {
       const r = await Promise.race([o.inc.node.migrate(vmId, req), o.inc.dead.then(() => null)]);
       if (r) {
         stats.outcomes[r.outcome] = (stats.outcomes[r.outcome] ?? 0) + 1;
+        bumpMode(r.outcome);
         if (r.error) {
           const why = `${r.outcome}:${r.error.reason ?? r.error.code}`;
           stats.reasons[why] = (stats.reasons[why] ?? 0) + 1;
@@ -597,6 +610,7 @@ class SimRun {
         policy: p.policy,
         estimator: p.estimator,
         doorbell: p.doorbell,
+        switchover: p.switchover,
         ...(p.advanceCapNs !== undefined ? { advanceCapNs: p.advanceCapNs } : {}),
       });
     }
@@ -747,6 +761,7 @@ function emptyStats(scen: Scenario): SimRunStats {
     migrationsStarted: 0,
     outcomes: {},
     reasons: {},
+    switchovers: {},
     crashes: 0,
     kills: 0,
     restarts: 0,

@@ -10,6 +10,7 @@
 
 import type { EstimatorName } from "../../shared/migration/blackout.js";
 import type { PolicyName } from "../../shared/migration/restore.js";
+import { SWITCHOVER_MODES, type SwitchoverMode } from "../../shared/migration/messages.js";
 import type { Clocksource, HandlingMode } from "../../shared/guest/guest.js";
 import { setTscKhzDecision, SVM, VMX } from "../../shared/kvm/tsc.js";
 import { maxAbsOffsetNs, maxSlopePpm, type OffsetModel, sum, ZERO_MODEL } from "../../shared/time/offset-model.js";
@@ -18,7 +19,7 @@ import { drawSkewModel } from "../host-skew.js";
 import type { NetConfig, Partition } from "./network.js";
 
 /** The kinds `--faults all` (and the default campaign) draw from. */
-export const FAULT_KINDS = ["delay", "reorder", "loss", "dup", "partition", "reset", "crash", "kill", "stall", "doorbell", "skew", "crystal", "collide", "hostile", "disk-full", "damage", "port-taken"] as const;
+export const FAULT_KINDS = ["delay", "reorder", "loss", "dup", "partition", "reset", "crash", "kill", "stall", "doorbell", "skew", "crystal", "collide", "hostile", "disk-full", "damage", "port-taken", "late"] as const;
 /**
  * The operational and hostile fault kinds. Named in `--faults` and drawn per run like the others,
  * but kept out of `all` while the daemons fail some of their seeds (test/sim/issue9-faults.test.ts
@@ -50,6 +51,7 @@ export const FAULT_KIND_DOCS: Record<FaultKind, string> = {
     "a non-daemon peer on the network: calls without credentials (refused by the transport), and with a peer's credentials foreign Abort/Commit/Transfer for migrations it sees, replays of old messages, a Prepare flood at one destination (real migrations must succeed again after healing)",
   "disk-full": "a daemon's journal writes fail with ENOSPC for a window (a VM create is tried meanwhile), sometimes followed by an operator restart",
   damage: "a VM record edited in place while its daemon is down (TSC offset, ratio, vCPU count, generation): refused or quarantined, never run; the operator then restores the record from a backup",
+  late: "requests that reach their server only after the caller's deadline (the caller gave up; the server still runs them, unary or on a Handover call): a Transfer after its source already resolved it",
   "port-taken": "live only: a daemon restarts with its HTTP or gRPC port taken; it must exit non-zero at once and release everything, then restarts with the port free",
 };
 
@@ -77,6 +79,8 @@ export interface ScenarioOptions {
   handlingMode?: HandlingMode;
   /** Force every VM's clocksource (default: seeded per VM). */
   clocksource?: Clocksource;
+  /** Switchover modes drawn per migration (default: both, by seed). */
+  switchovers?: readonly SwitchoverMode[];
 }
 
 export const DEFAULT_SCENARIO: ScenarioOptions = {
@@ -126,6 +130,7 @@ export interface MigrationPlan {
   estimator: EstimatorName;
   doorbell: boolean;
   advanceCapNs?: bigint;
+  switchover: SwitchoverMode;
 }
 
 /** collide: sources migrate their own VMs to one destination with one caller-given migration id. */
@@ -255,7 +260,9 @@ export function drawScenario(root: Random, o: ScenarioOptions): Scenario {
   const allowed = new Set(o.faults);
   const rk = root.fork("kinds");
   // New kinds come last, so a campaign without them draws exactly what it drew before they existed.
-  const active = KNOWN_FAULT_KINDS.filter((k) => allowed.has(k) && !LIVE_ONLY_FAULT_KINDS.includes(k) && rk.chance(k === "skew" ? 0.8 : k === "crystal" ? 0.7 : 0.5));
+  // `late` draws from a stream of its own: naming or leaving out the kinds before it shifts nothing.
+  const rl = root.fork("kinds:late");
+  const active = KNOWN_FAULT_KINDS.filter((k) => allowed.has(k) && !LIVE_ONLY_FAULT_KINDS.includes(k) && (k === "late" ? rl.chance(0.5) : rk.chance(k === "skew" ? 0.8 : k === "crystal" ? 0.7 : 0.5)));
   const on = (k: FaultKind) => active.includes(k);
   const rc = root.fork("collide");
   const collideSources = on("collide") ? (rc.chance(0.3) ? 3 : 2) : 0;
@@ -268,6 +275,9 @@ export function drawScenario(root: Random, o: ScenarioOptions): Scenario {
   const nVms = rw.int(1, Math.max(1, o.vmsMax));
   const nMigrations = rw.int(o.migrationsMin, Math.max(o.migrationsMin, o.migrationsMax));
   const plans: MigrationPlan[][] = Array.from({ length: nVms }, () => []);
+  // Its own stream: drawing the mode shifts nothing the workload drew before modes existed.
+  const rs = root.fork("switchover");
+  const modes = o.switchovers ?? SWITCHOVER_MODES;
   for (let i = 0; i < nMigrations; i++) {
     const vm = rw.int(0, nVms - 1);
     const plan: MigrationPlan = {
@@ -276,6 +286,7 @@ export function drawScenario(root: Random, o: ScenarioOptions): Scenario {
       policy: rw.pick(o.policies),
       estimator: rw.pick(o.estimators),
       doorbell: o.doorbell ?? rw.chance(0.5),
+      switchover: rs.pick(modes),
     };
     if (plan.policy === "advance-capped" && rw.chance(0.5)) plan.advanceCapNs = logUniform(rw, MS, S);
     (plans[vm] as MigrationPlan[]).push(plan);
@@ -377,6 +388,8 @@ export function drawScenario(root: Random, o: ScenarioOptions): Scenario {
     resetP: on("reset") ? 0.005 + rn.float() * 0.045 : 0,
     deadlineNs,
     partitions,
+    // Its own stream: a run without this kind draws what it drew before the kind existed.
+    ...(on("late") ? { lateP: 0.02 + root.fork("net:late").float() * 0.1 } : {}),
   };
 
   // Processes and doorbells.

@@ -95,8 +95,11 @@ export function wallclockEstimate(o: {
 export function oneSidedEstimate(o: {
   /** Source clock: the snapshot's clock read (its KVM_GET_CLOCK, after the pause) → the instant the Transfer round trip started. */
   sourceCaptureToSendNs: bigint;
-  /** Source clock: Transfer call sent → answer received. */
-  transferRttNs: bigint;
+  /**
+   * Source clock: Transfer call sent → answer received. null on receipt (on-receipt switchover: the
+   * destination restores before it answers): the anchors alone then cap the forward leg.
+   */
+  transferRttNs: bigint | null;
   /** Destination clock: Transfer received → answered. */
   destinationHoldNs: bigint;
   /** Destination clock: Transfer received → now (resume). */
@@ -124,6 +127,7 @@ export function oneSidedEstimate(o: {
 }): BlackoutEstimate {
   checkDurations(o);
   const drift = (d: bigint) => driftAllowance(d, DRIFT_ALLOWANCE_PPM);
+  if (o.transferRttNs === null) return onReceiptEstimate(o, drift);
   const residualNs = o.transferRttNs - o.destinationHoldNs; // R on two clocks: within residualDrift of the true R
   const residualDrift = drift(o.transferRttNs) + drift(o.destinationHoldNs);
   const base: Interval = { lo: 0n, hi: maxOf(residualNs, 0n) + residualDrift };
@@ -147,10 +151,36 @@ export function oneSidedEstimate(o: {
   return { estimator: "one-sided", estimatedNs: est, boundNs: bound };
 }
 
+/**
+ * One-sided before the Transfer's round trip is known (on receipt): no R, so the forward leg is
+ * capped only by the anchors (an earlier answer of the destination: the Prepare's, Handover's
+ * `opened`, a probe's) and bounded below by the earlier requests. Without an anchor there is no cap
+ * and no honest bound: refused (the destination refuses the Transfer; the source resolves).
+ */
+function onReceiptEstimate(o: OneSidedInputs, drift: (d: bigint) => bigint): BlackoutEstimate {
+  let hi: bigint | null = null;
+  for (const a of o.anchors ?? []) {
+    const x = crossDifference(a.destinationAnswerToReceiveNs, a.sourceAnswerToSendNs);
+    const cap = maxOf(x.ns + x.slack, 0n);
+    hi = hi === null ? cap : minOf(hi, cap);
+  }
+  if (hi === null) throw invalid("sourceAnchorsToSendNs", "one-sided on receipt needs an earlier answer of the destination to cap the Transfer's transit; none arrived");
+  const base: Interval = { lo: 0n, hi };
+  const limits = (o.requests ?? []).map((r): Interval => {
+    const x = crossDifference(r.destinationRequestToReceiveNs, r.sourceRequestToSendNs);
+    return { lo: x.ns - x.slack, hi };
+  });
+  const t = intersect(base, limits);
+  const mid = (t.lo + t.hi) / 2n;
+  const est = o.sourceCaptureToSendNs + mid + o.destinationReceiveToNowNs;
+  const bound = t.hi - mid + drift(o.sourceCaptureToSendNs) + drift(o.destinationReceiveToNowNs);
+  return { estimator: "one-sided", estimatedNs: est, boundNs: bound };
+}
+
 function checkDurations(o: Parameters<typeof oneSidedEstimate>[0]): void {
   const durations: [string, bigint][] = [
     ["sourceCaptureToSendNs", o.sourceCaptureToSendNs],
-    ["transferRttNs", o.transferRttNs],
+    ["transferRttNs", o.transferRttNs ?? 0n],
     ["destinationHoldNs", o.destinationHoldNs],
     ["destinationReceiveToNowNs", o.destinationReceiveToNowNs],
     ...(o.commit ? Object.entries(o.commit).map(([k, v]): [string, bigint] => [`commit.${k}`, v]) : []),

@@ -15,8 +15,21 @@
 //   staged ──resolved(committed)──▶ (restore) (the Commit was lost; the source decided)
 //   (none) ──commit──▶ aborted, journaled as "fenced": the source may take its VM back, and a late
 //                      Prepare or Transfer of that migration is refused for good
+//
+// On-receipt switchover (Prepare said so): the Transfer is the decision, journaled first.
+//   prepared ──transfer──▶ staged, decided: the snapshot and "committed" land in one transaction
+//                          (journaling first), then the restore at once ──restored──▶ running, the
+//                          Transfer answered with the report. restoreFailed or a crash before the
+//                          VM was adopted: still staged and decided, the restore is retried (recovery)
+//                          without asking the source; Abort and the source's answers no longer move it.
+//   fence (the source's Resolve after it lost the Transfer's answer):
+//     (none) ──▶ aborted, journaled "fenced", answered unknown   prepared ──▶ aborted, "fenced", answered aborted
+//     running or staged on receipt ──▶ answered committed   aborted ──▶ answered aborted
+//     staged (two-phase) ──▶ answered pending
+//   Either fence is durable before the answer leaves: the Transfer it speaks of is refused for good,
+//   so a source told aborted/unknown may resume its VM.
 
-import type { RestoreReport } from "./messages.js";
+import type { ResolveDecision, RestoreReport } from "./messages.js";
 
 export const DESTINATION_PHASES = ["prepared", "staged", "running", "aborted"] as const;
 export type DestinationPhase = (typeof DESTINATION_PHASES)[number];
@@ -28,6 +41,8 @@ export interface DestinationState {
   generation: bigint;
   /** The restore's report once running (null until then): a replayed Commit is answered from it. */
   report: RestoreReport | null;
+  /** Prepared for on-receipt switchover: the Transfer restores and resumes at once. */
+  onReceipt?: boolean;
 }
 
 /** Which VM and generation a message speaks of: a mismatch with the migration's is refused. */
@@ -38,8 +53,8 @@ interface About {
 
 /** What the Commit (or Resolve) that triggers a restore says about the Transfer's legs (one-sided). */
 export interface CommitLegs {
-  /** Source raw clock: Transfer sent → answered. */
-  transferRttNs: bigint;
+  /** Source raw clock: Transfer sent → answered; null on receipt (the answer has not left yet). */
+  transferRttNs: bigint | null;
   /** Source raw clock: Transfer answer received → Commit sent; with `commitReceiveRawNs`, or neither. */
   answerToCommitNs?: bigint;
   /** This host's raw clock when the Commit arrived. */
@@ -47,7 +62,7 @@ export interface CommitLegs {
 }
 
 export type DestinationEvent =
-  | ({ kind: "prepare"; migrationId: string } & About)
+  | ({ kind: "prepare"; migrationId: string; onReceipt?: boolean } & About)
   | { kind: "transfer" }
   | ({ kind: "commit"; migrationId: string; legs: CommitLegs } & About)
   /** The restore ran and the VM is adopted; its report is journaled with the decision. */
@@ -57,7 +72,9 @@ export type DestinationEvent =
   | ({ kind: "abort" } & About)
   /** A prepared reservation's lease ran out before its Transfer. */
   | { kind: "leaseExpired" }
-  | { kind: "resolved"; decision: "pending" | "committed" | "aborted" | "unknown"; transferRttNs: bigint };
+  | { kind: "resolved"; decision: "pending" | "committed" | "aborted" | "unknown"; transferRttNs: bigint }
+  /** An on-receipt source asks what became of its Transfer (Resolve with fence). */
+  | ({ kind: "fence"; migrationId: string } & About);
 
 export const DESTINATION_EVENT_KINDS = [
   "prepare",
@@ -68,6 +85,7 @@ export const DESTINATION_EVENT_KINDS = [
   "abort",
   "leaseExpired",
   "resolved",
+  "fence",
 ] as const satisfies readonly DestinationEvent["kind"][];
 
 export type RefusalCode = "failed_precondition" | "aborted" | "already_exists" | "unavailable";
@@ -83,7 +101,7 @@ export interface DestinationRecord {
   report: RestoreReport | null;
 }
 
-export type DestinationReply = { kind: "ok" } | { kind: "report"; report: RestoreReport; replay: boolean };
+export type DestinationReply = { kind: "ok" } | { kind: "report"; report: RestoreReport; replay: boolean } | { kind: "resolved"; decision: ResolveDecision };
 
 export type DestinationEffect =
   | { kind: "journal"; record: DestinationRecord }
@@ -144,7 +162,7 @@ function aborted(s: DestinationState, reply: boolean): DStep {
 
 function prepare(s: DestinationState | null, e: Extract<DestinationEvent, { kind: "prepare" }>): DStep {
   if (s === null) {
-    const next = destinationState("prepared", e);
+    const next: DestinationState = { ...destinationState("prepared", e), ...(e.onReceipt ? { onReceipt: true } : {}) };
     return { state: next, effects: [journal(next, "pending"), OK] };
   }
   if (s.phase !== "prepared") return refuse(s, "already_exists", "migration_id_reused", `migration already ${s.phase}`);
@@ -155,6 +173,10 @@ function prepare(s: DestinationState | null, e: Extract<DestinationEvent, { kind
 
 function transfer(s: DestinationState | null): DStep {
   if (s === null) return refuse(s, "failed_precondition", "not_prepared", "Transfer before Prepare");
+  if (s.phase === "prepared" && s.onReceipt) {
+    const next: DestinationState = { ...s, phase: "staged" };
+    return { state: next, effects: [{ kind: "stage" }, journal(next, "committed"), { kind: "restore", legs: { transferRttNs: null } }] };
+  }
   if (s.phase === "prepared") {
     const next: DestinationState = { ...s, phase: "staged" };
     return { state: next, effects: [{ kind: "stage" }, journal(next, "pending"), OK] };
@@ -187,15 +209,40 @@ function restored(s: DestinationState, report: RestoreReport): DStep {
   return { state: next, effects: [journal(next, "committed"), { kind: "dropStaged" }, { kind: "reply", reply: { kind: "report", report, replay: false } }] };
 }
 
+/** The fence record: this migration is aborted here for good (a late Prepare or Transfer is refused). */
+function fenceRecord(m: { migrationId: string; vmId: string; generation: bigint }): DestinationEffect {
+  return { kind: "journal", record: { migrationId: m.migrationId, vmId: m.vmId, generation: m.generation, phase: "fenced", decision: "aborted", report: null } };
+}
+
+const answer = (decision: ResolveDecision): DestinationEffect => ({ kind: "reply", reply: { kind: "resolved", decision } });
+
+function fence(s: DestinationState | null, e: Extract<DestinationEvent, { kind: "fence" }>): DStep {
+  if (s === null) return { state: destinationState("aborted", e), effects: [fenceRecord(e), answer("unknown")] };
+  const stale = s.phase === "aborted" ? null : mismatch(s, e, "Resolve");
+  if (stale) return stale;
+  switch (s.phase) {
+    case "prepared":
+      return { state: { ...s, phase: "aborted" }, effects: [fenceRecord(s), { kind: "dropStaged" }, answer("aborted")] };
+    case "staged":
+      // On receipt the decision is journaled here already; two-phase: the source's Commit or Abort decides.
+      return { state: s, effects: [answer(s.onReceipt ? "committed" : "pending")] };
+    case "running":
+      return { state: s, effects: [answer("committed")] };
+    case "aborted":
+      return { state: s, effects: [answer("aborted")] };
+  }
+}
+
 function abort(s: DestinationState | null, e: Extract<DestinationEvent, { kind: "abort" }>): DStep {
   if (s === null || s.phase === "aborted") return { state: s, effects: [OK] };
   if (s.phase === "running") return refuse(s, "failed_precondition", "already_running", "Abort after Commit: the destination owns the VM");
+  if (s.onReceipt && s.phase === "staged") return refuse(s, "failed_precondition", "already_running", "Abort after an on-receipt Transfer: the destination decided to run the VM");
   return mismatch(s, e, "Abort") ?? aborted(s, true);
 }
 
 function resolved(s: DestinationState | null, e: Extract<DestinationEvent, { kind: "resolved" }>): DStep {
-  // Late or repeated answers about a decided migration change nothing.
-  if (s === null || (s.phase !== "staged" && s.phase !== "prepared")) return { state: s, effects: [] };
+  // Late or repeated answers about a decided migration change nothing (on receipt, staged is decided).
+  if (s === null || (s.phase !== "staged" && s.phase !== "prepared") || (s.onReceipt && s.phase === "staged")) return { state: s, effects: [] };
   if (e.decision === "committed" && s.phase === "staged") return { state: s, effects: [{ kind: "restore", legs: { transferRttNs: e.transferRttNs } }] };
   if (e.decision === "aborted" || e.decision === "unknown") return aborted(s, false);
   return { state: s, effects: [] };
@@ -212,9 +259,9 @@ export function stepDestination(state: DestinationState | null, e: DestinationEv
     case "commit":
       return commit(state, e);
     case "restored":
-      return state?.phase === "staged" ? restored(state, e.report) : notAllowed();
+      return restoring(state) ? restored(state, e.report) : notAllowed();
     case "restoreFailed":
-      if (state?.phase !== "staged") return notAllowed();
+      if (!restoring(state)) return notAllowed();
       return { state: e.adopted ? { ...state, phase: "running" } : state, effects: [] };
     case "abort":
       return abort(state, e);
@@ -225,5 +272,12 @@ export function stepDestination(state: DestinationState | null, e: DestinationEv
     }
     case "resolved":
       return resolved(state, e);
+    case "fence":
+      return fence(state, e);
   }
+}
+
+/** Where a restore can run: a staged migration. */
+function restoring(s: DestinationState | null): s is DestinationState {
+  return s !== null && s.phase === "staged";
 }

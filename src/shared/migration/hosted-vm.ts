@@ -41,6 +41,11 @@ export interface StagedPayload {
   receiveRawNs: bigint;
   holdNs: bigint;
   decodeNs: bigint;
+  /**
+   * On-receipt switchover with one-sided: the anchors' instants (this host's raw clock) and the
+   * source's durations, so a restore after a restart can still cap the Transfer's transit.
+   */
+  legs?: { anchorsRawNs: bigint[]; anchorsToSendNs: bigint[]; requestsRawNs: bigint[]; requestsToSendNs: bigint[] };
 }
 
 export function persistVm(h: HostedVm): string {
@@ -90,7 +95,17 @@ export function loadStagedPayload(text: string, ref: RecordRef, generation: bigi
   for (const k of ["receiveRawNs", "holdNs", "decodeNs"] as const)
     if (typeof p[k] !== "bigint" || (p[k] as bigint) < 0n || (p[k] as bigint) > U64_MAX) throw damagedRecord(ref, `${k} is not a u64`, `state.${k}`);
   asDamage(ref, "state", () => validateSnapshot(p.snapshot as Snapshot));
+  if (p.legs !== undefined) checkStagedLegs(p.legs, ref);
   return p as StagedPayload;
+}
+
+function checkStagedLegs(legs: unknown, ref: RecordRef): void {
+  const l = legs as Record<string, unknown>;
+  for (const k of ["anchorsRawNs", "anchorsToSendNs", "requestsRawNs", "requestsToSendNs"] as const) {
+    const a = typeof l === "object" && l !== null ? l[k] : undefined;
+    if (!Array.isArray(a) || a.length > LIMITS.anchorsMax || a.some((x) => typeof x !== "bigint" || x < 0n || x > U64_MAX))
+      throw damagedRecord(ref, `legs.${k} is not a list of at most ${LIMITS.anchorsMax} u64`, `state.legs.${k}`);
+  }
 }
 
 /** A snapshot staged by 0.1.0 names the capture → send duration `sourcePauseToSendNs`. */

@@ -1,5 +1,6 @@
 // The migration protocol's messages as domain values (the codec maps them to tscmig.v1 on the wire).
 
+import { invalid } from "../errors.js";
 import type { EstimatorName } from "./blackout.js";
 import type { Clocksource } from "../guest/guest.js";
 import type { PolicyName } from "./restore.js";
@@ -18,6 +19,19 @@ export interface SourceRef {
   sourceKey: string;
 }
 
+/**
+ * When the destination may run the VM (docs/protocol.md#switchover-modes). `two-phase`: after the
+ * source's durable decision (Commit). `on-receipt`: as soon as the Transfer arrives; the source,
+ * journaled "handing off" before it sent, cannot roll back on its own from then on.
+ */
+export type SwitchoverMode = "two-phase" | "on-receipt";
+export const SWITCHOVER_MODES: readonly SwitchoverMode[] = ["two-phase", "on-receipt"];
+
+export function parseSwitchover(v: unknown, field = "switchover"): SwitchoverMode {
+  if (typeof v === "string" && (SWITCHOVER_MODES as readonly string[]).includes(v)) return v as SwitchoverMode;
+  throw invalid(field, `unknown switchover mode ${JSON.stringify(v)} (one of ${SWITCHOVER_MODES.join(", ")})`);
+}
+
 export interface PrepareReq {
   migrationId: string;
   vmId: string;
@@ -33,6 +47,8 @@ export interface PrepareReq {
   sourceGrpc: string;
   /** The source's secret for this migration (hex, 16..64 bytes). */
   sourceKey: string;
+  /** Absent: `two-phase` (what a Prepare from before the modes, or a staged record, meant). */
+  switchover?: SwitchoverMode;
 }
 
 export interface PrepareRes {
@@ -68,6 +84,8 @@ export interface TransferReq extends SourceRef {
 
 export interface TransferRes {
   destinationHoldNs: bigint;
+  /** On-receipt switchover: the VM already runs on the destination, restored as this reports. */
+  report?: RestoreReport;
 }
 
 export interface CommitReq extends SourceRef {
@@ -96,6 +114,11 @@ export interface ResolveReq {
   vmId: string;
   /** The key of the migration asked about: a source answers only the destination it prepared. */
   sourceKey: string;
+  /**
+   * Set when an on-receipt source asks its destination what became of the Transfer: unless the VM
+   * runs there, the destination durably fences that Transfer before it answers (aborted, unknown).
+   */
+  fence?: { sourceName: string; generation: bigint };
 }
 
 export type ResolveDecision = "unknown" | "pending" | "committed" | "aborted";

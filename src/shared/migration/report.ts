@@ -8,6 +8,7 @@
 import { arrayOf, bool, BOUNDARY, type Codec, fromJsonText, i64, int, obj, oneOf, optional, str, toJsonText, u64 } from "../codec.js";
 import { ESTIMATORS, type EstimatorName } from "./blackout.js";
 import { POLICIES, type PolicyName } from "./restore.js";
+import { SWITCHOVER_MODES, type SwitchoverMode } from "./messages.js";
 
 /** What carried a migration's Transfer and Commit: one Handover call, or the unary calls. */
 export type MigrationPath = "handover" | "unary";
@@ -103,6 +104,8 @@ export interface MigrationReport {
   destination: string;
   policy: PolicyName;
   estimator: EstimatorName;
+  /** When the destination could run the VM: after the source's decision, or on receipt of the snapshot. */
+  switchover: SwitchoverMode;
   outcome: MigrationOutcome;
   error?: MigrationError;
   generation: bigint;
@@ -159,6 +162,7 @@ export const migrationReportCodec = obj<MigrationReport>({
   destination: str,
   policy: policyCodec,
   estimator: estimatorCodec,
+  switchover: oneOf(SWITCHOVER_MODES),
   outcome: oneOf(MIGRATION_OUTCOMES),
   error: optional(migrationErrorCodec),
   generation: u64,

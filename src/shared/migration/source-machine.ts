@@ -25,17 +25,30 @@
 //
 // The decision point is the journal write before Commit is sent: until then the destination holds
 // the snapshot but may not run it, so aborting is always safe; after it, only commit is possible.
+//
+// On-receipt switchover (req.switchover): the destination runs the VM as soon as the Transfer
+// arrives, so the send itself is the point of no return and the source cannot decide alone:
+//   the record before the pause says "handing-off" (not "transferring"): from it, a restart asks the
+//   destination instead of aborting — safe whether or not the Transfer left, and no write in the blackout
+//   transferring ──captured──▶ handing-off (send the Transfer)
+//   handing-off ──transferOk(report)──▶ committed (journal COMMITTED, hand the VM off; it runs there)
+//   handing-off ──transferOk(no report)──▶ committing (a destination that staged it: two-phase from here)
+//   handing-off ──transferFailed──▶ resolving: ask the destination (Resolve with fence), never resume
+//   resolving ──resolveOk(committed)──▶ committed      resolving ──resolveOk(aborted|unknown)──▶ aborted
+//       (the destination durably refuses that Transfer forever before it answers so: resume is safe)
+//   resolving ──resolveOk(pending) | resolveFailed──▶ resolving (backoff) … in doubt past retriesMax,
+//       VM still paused; the node's recovery loop keeps asking
 
-import type { TscmigError } from "../errors.js";
+import { TscmigError } from "../errors.js";
 import { LIMITS } from "../limits.js";
 import type { ProbeExchange } from "./blackout.js";
-import type { AbortReq, CommitReq, PrepareReq, SourceRef } from "./messages.js";
+import type { AbortReq, CommitReq, PrepareReq, ResolveDecision, ResolveReq, SourceRef } from "./messages.js";
 import type { PhaseTimings, RestoreReport } from "./report.js";
 
 export type { PhaseTimings } from "./report.js";
 import type { Snapshot } from "./snapshot.js";
 
-export const SOURCE_PHASES = ["idle", "preparing", "probing", "transferring", "committing", "committed", "aborted", "refused"] as const;
+export const SOURCE_PHASES = ["idle", "preparing", "probing", "transferring", "handing-off", "resolving", "committing", "committed", "aborted", "refused"] as const;
 export type SourcePhase = (typeof SOURCE_PHASES)[number];
 export type Decision = "pending" | "committed" | "aborted";
 export type SourceOutcome = "committed" | "aborted" | "refused" | "in-doubt";
@@ -67,6 +80,8 @@ export interface SourceState {
   probesDone: number;
   retriesMax: number;
   commitAttempts: number;
+  /** On-receipt: Resolve attempts after a Transfer whose answer did not come. */
+  resolveAttempts: number;
   decision: Decision;
   /** Probe-estimator exchanges, and the source raw clock at the last probe's answer. */
   exchanges: ProbeExchange[];
@@ -93,20 +108,27 @@ interface Carried {
 
 export type SourceEvent =
   | { kind: "start"; probes: number; retriesMax: number }
-  /** Prepare answered; `link` is the Handover link's opening exchange when one opened. */
-  | { kind: "prepareOk"; link: { requestRawNs: bigint; answerRawNs: bigint } | null }
+  /**
+   * Prepare answered; `link` is the Handover link's opening exchange when one opened; `exchange` the
+   * Prepare's own (on receipt it is one-sided's first anchor, on either path).
+   */
+  | { kind: "prepareOk"; link: { requestRawNs: bigint; answerRawNs: bigint } | null; exchange?: { requestRawNs: bigint; answerRawNs: bigint } }
   | { kind: "prepareFailed"; error: TscmigError }
   | ({ kind: "probeOk"; exchange: ProbeExchange; sentRawNs: bigint; answerRawNs: bigint } & Carried)
   | { kind: "probeFailed"; error: TscmigError }
   | ({ kind: "paused" } & PauseReading)
   | { kind: "captured"; snapshot: Snapshot; captureNs: bigint }
   | { kind: "captureFailed"; error: TscmigError; captureNs: bigint }
-  | ({ kind: "transferOk"; timing: TransferTiming; encodeNs: bigint } & Carried)
+  /** `report`: on-receipt, the destination adopted the VM and restored it as this says. */
+  | ({ kind: "transferOk"; timing: TransferTiming; encodeNs: bigint; report?: RestoreReport } & Carried)
   | ({ kind: "transferFailed"; error: TscmigError } & Carried)
   | ({ kind: "commitOk"; report: RestoreReport; commitNs: bigint } & Carried)
   | ({ kind: "commitFailed"; error: TscmigError } & Carried)
   /** The destination answered the Commit with a durable refusal: it aborted (or never knew) the migration. */
   | ({ kind: "commitRefused"; error: TscmigError } & Carried)
+  /** On-receipt: the destination's answer to Resolve (it fenced the Transfer unless committed). */
+  | { kind: "resolveOk"; decision: ResolveDecision }
+  | { kind: "resolveFailed"; error: TscmigError }
   | { kind: "journalFailed"; error: TscmigError; mayHaveLanded: boolean }
   | { kind: "recover"; decision: Decision };
 
@@ -124,6 +146,8 @@ export const SOURCE_EVENT_KINDS = [
   "commitOk",
   "commitFailed",
   "commitRefused",
+  "resolveOk",
+  "resolveFailed",
   "journalFailed",
   "recover",
 ] as const satisfies readonly SourceEvent["kind"][];
@@ -143,7 +167,9 @@ export type SourceMessage =
   /** `handOff`: the VM is handed off once this Commit is on its way (the decision is durable). */
   | { kind: "commit"; req: Omit<CommitReq, "answerToCommitNs">; answerRawNs: bigint; attempt: number; delayNs: bigint; handOff: boolean }
   /** Best effort, not awaited: a destination that misses it asks Resolve. */
-  | { kind: "abort"; req: AbortReq };
+  | { kind: "abort"; req: AbortReq }
+  /** On-receipt: ask the destination what became of the Transfer, fencing it unless it arrived. */
+  | { kind: "resolve"; req: ResolveReq; attempt: number; delayNs: bigint };
 
 export type SourceEffect =
   | { kind: "journal"; record: SourceRecord }
@@ -154,6 +180,8 @@ export type SourceEffect =
   | { kind: "resumeVm" }
   /** The handed-off VM comes back: it runs here again, at the generation it was handed off with. */
   | { kind: "reclaimVm" }
+  /** On-receipt: the destination runs the VM (it said so): hand it off here, nothing left to deliver. */
+  | { kind: "handOffVm" }
   | { kind: "finish"; outcome: SourceOutcome; error: TscmigError | null };
 
 export interface Step<S, E> {
@@ -182,6 +210,7 @@ export function initialSourceState(req: PrepareReq): SourceState {
     probesDone: 0,
     retriesMax: 0,
     commitAttempts: 0,
+    resolveAttempts: 0,
     decision: "pending",
     exchanges: [],
     lastProbeRawNs: 0n,
@@ -233,6 +262,12 @@ function sendCommit(s: SourceState, attempt: number, delayNs: bigint, handOff: b
   return { kind: "send", message: { kind: "commit", req, answerRawNs: s.transfer?.answerRawNs ?? 0n, attempt, delayNs, handOff } };
 }
 
+function sendResolve(s: SourceState, attempt: number, delayNs: bigint): SourceEffect {
+  const r = s.req;
+  const req: ResolveReq = { migrationId: r.migrationId, vmId: r.vmId, sourceKey: r.sourceKey, fence: { sourceName: r.sourceName, generation: r.generation } };
+  return { kind: "send", message: { kind: "resolve", req, attempt, delayNs } };
+}
+
 function sendProbe(s: SourceState): SourceEffect {
   return { kind: "send", message: { kind: "probe", migrationId: s.req.migrationId, ref: ref(s) } };
 }
@@ -244,7 +279,10 @@ function finish(s: SourceState, outcome: SourceOutcome, error: TscmigError | nul
 // ---- transitions --------------------------------------------------------------------------------
 
 function pauseAndSend(s: SourceState): Step<SourceState, SourceEffect> {
-  return { state: { ...s, phase: "transferring" }, effects: [journal(s, "pending", "transferring"), { kind: "pauseVm" }] };
+  // On receipt the record says "handing off" before the pause: a restart then asks the destination
+  // (which fences a Transfer it did not get) instead of aborting on its own.
+  const phase = s.req.switchover === "on-receipt" ? "handing-off" : "transferring";
+  return { state: { ...s, phase: "transferring" }, effects: [journal(s, "pending", phase), { kind: "pauseVm" }] };
 }
 
 function abortAfterPause(s: SourceState, error: TscmigError): Step<SourceState, SourceEffect> {
@@ -281,6 +319,42 @@ function transferred(s: SourceState, e: Extract<SourceEvent, { kind: "transferOk
   const timings = { ...s.timings, transferNs: e.timing.rttNs, encodeNs: e.encodeNs };
   const next: SourceState = { ...s, phase: "committing", decision: "committed", commitAttempts: 1, transfer: e.timing, timings, handover: e.viaLink };
   return { state: next, effects: [journal(next, "committed", "committing"), sendCommit(next, 1, 0n, true)] };
+}
+
+/** On-receipt: "handing off" was durable before the pause; from the send on only the destination's word decides. */
+function handOffAndSend(s: SourceState, snapshot: Snapshot, captureNs: bigint): Step<SourceState, SourceEffect> {
+  const next: SourceState = { ...s, phase: "handing-off", snapshot, timings: { ...s.timings, captureNs } };
+  const message: SourceMessage = { kind: "transfer", snapshot, anchorsRawNs: s.anchorsRawNs, requestsRawNs: s.requestsRawNs, ref: ref(s) };
+  return { state: next, effects: [{ kind: "send", message }] };
+}
+
+/** The VM runs on the destination (its answer or its Resolve says so): the source only records it. */
+function adoptedThere(s: SourceState, restore: RestoreReport | null): Step<SourceState, SourceEffect> {
+  const next: SourceState = { ...s, phase: "committed", decision: "committed", restore, outcome: "committed", error: null };
+  return { state: next, effects: [journal(next, "committed", "committed"), { kind: "handOffVm" }, { kind: "finish", outcome: "committed", error: null }] };
+}
+
+function receivedThere(s: SourceState, e: Extract<SourceEvent, { kind: "transferOk" }>): Step<SourceState, SourceEffect> {
+  if (!e.report) return transferred(s, e); // staged, not adopted: it waits for a Commit, as under two-phase
+  const timings = { ...s.timings, transferNs: e.timing.rttNs, encodeNs: e.encodeNs };
+  return adoptedThere({ ...s, transfer: e.timing, timings, handover: e.viaLink }, e.report);
+}
+
+function resolveAgain(s: SourceState, error: TscmigError): Step<SourceState, SourceEffect> {
+  const attempt = s.resolveAttempts + 1;
+  // Still paused, still undecided here: the recovery loop keeps asking. The caller learns it is in doubt.
+  if (attempt > s.retriesMax) return finish({ ...s, resolveAttempts: attempt }, "in-doubt", error);
+  return { state: { ...s, resolveAttempts: attempt }, effects: [sendResolve(s, attempt, commitBackoffNs(attempt))] };
+}
+
+function resolvedThere(s: SourceState, decision: ResolveDecision): Step<SourceState, SourceEffect> {
+  if (decision === "committed") return adoptedThere(s, null);
+  if (decision === "pending") return resolveAgain(s, new TscmigError("unavailable", "the destination holds the migration undecided", { reason: "resolve_pending" }));
+  // Fenced there for good before it answered: the Transfer can never run, so the VM resumes here.
+  const why = s.error ? ` (the Transfer failed: ${s.error.message})` : "";
+  const error = new TscmigError("aborted", `the destination ${decision === "unknown" ? "never saw" : "did not run"} the Transfer and fenced it for good${why}`, { reason: "transfer_fenced" });
+  const next: SourceState = { ...s, phase: "aborted", decision: "aborted", outcome: "aborted", error };
+  return { state: next, effects: [journal(s, "aborted", "aborted"), { kind: "resumeVm" }, { kind: "finish", outcome: "aborted", error }] };
 }
 
 function commitFailed(s: SourceState, error: TscmigError): Step<SourceState, SourceEffect> {
@@ -339,7 +413,8 @@ const HANDLERS: { [K in SourceEvent["kind"]]: (s: SourceState, e: Extract<Source
   },
   prepareOk: (s, e) => {
     if (s.phase !== "preparing") return null;
-    const next = linked(s, e.link);
+    // On receipt the destination counts its Prepare answer as the first anchor (migrate-in.ts): so does the source.
+    const next = linked(s.req.switchover === "on-receipt" ? linked(s, e.exchange ?? null) : s, e.link);
     return next.probesWanted > 0 ? { state: { ...next, phase: "probing" }, effects: [sendProbe(next)] } : pauseAndSend(next);
   },
   prepareFailed: (s, e) => (s.phase === "preparing" ? abortUnpaused(s, e.error, "refused") : null),
@@ -356,6 +431,7 @@ const HANDLERS: { [K in SourceEvent["kind"]]: (s: SourceState, e: Extract<Source
   },
   captured: (s, e) => {
     if (s.phase !== "transferring" || !s.pause || s.snapshot) return null;
+    if (s.req.switchover === "on-receipt") return handOffAndSend(s, e.snapshot, e.captureNs);
     const next: SourceState = { ...s, snapshot: e.snapshot, timings: { ...s.timings, captureNs: e.captureNs } };
     const message: SourceMessage = { kind: "transfer", snapshot: e.snapshot, anchorsRawNs: s.anchorsRawNs, requestsRawNs: s.requestsRawNs, ref: ref(s) };
     return { state: next, effects: [{ kind: "send", message }] };
@@ -363,8 +439,15 @@ const HANDLERS: { [K in SourceEvent["kind"]]: (s: SourceState, e: Extract<Source
   // E.g. every probe exchange unusable (a clock stepped mid-probe): the VM is paused, so the
   // failure takes the abort path (resume) rather than leave it paused.
   captureFailed: (s, e) => (s.phase === "transferring" && s.pause && !s.snapshot ? abortAfterPause({ ...s, timings: { ...s.timings, captureNs: e.captureNs } }, e.error) : null),
-  transferOk: (s, e) => (s.phase === "transferring" && s.snapshot ? transferred(s, e) : null),
-  transferFailed: (s, e) => (s.phase === "transferring" && s.snapshot ? abortAfterPause({ ...s, handover: e.viaLink }, e.error) : null),
+  transferOk: (s, e) => {
+    if (s.phase === "handing-off") return receivedThere(s, e);
+    return s.phase === "transferring" && s.snapshot ? transferred(s, e) : null;
+  },
+  transferFailed: (s, e) => {
+    // On-receipt: the destination may run it already; only its answer to Resolve says it will not.
+    if (s.phase === "handing-off") return { state: { ...s, phase: "resolving", resolveAttempts: 1, handover: e.viaLink, error: e.error }, effects: [sendResolve(s, 1, 0n)] };
+    return s.phase === "transferring" && s.snapshot ? abortAfterPause({ ...s, handover: e.viaLink }, e.error) : null;
+  },
   commitOk: (s, e) => {
     if (s.phase !== "committing") return null;
     const next: SourceState = { ...s, phase: "committed", restore: e.report, handover: s.handover && e.viaLink, timings: { ...s.timings, commitNs: e.commitNs } };
@@ -372,6 +455,8 @@ const HANDLERS: { [K in SourceEvent["kind"]]: (s: SourceState, e: Extract<Source
   },
   commitFailed: (s, e) => (s.phase === "committing" ? commitFailed({ ...s, handover: s.handover && e.viaLink }, e.error) : null),
   commitRefused: (s, e) => (s.phase === "committing" ? reclaimed({ ...s, handover: s.handover && e.viaLink }, e.error) : null),
+  resolveOk: (s, e) => (s.phase === "resolving" && s.outcome === null ? resolvedThere(s, e.decision) : null),
+  resolveFailed: (s, e) => (s.phase === "resolving" && s.outcome === null ? resolveAgain(s, e.error) : null),
   journalFailed: (s, e) => journalFailed(s, e.error, e.mayHaveLanded),
   recover: (s, e) => (s.phase === "idle" ? recovered(s, e.decision) : null),
 };

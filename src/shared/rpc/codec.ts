@@ -11,6 +11,8 @@ import {
   Estimator as PbEstimator,
   GuestStateSchema,
   Policy as PbPolicy,
+  Switchover as PbSwitchover,
+  type TransferResponse,
   type CommitRequest,
   type CommitResponse,
   type PrepareRequest,
@@ -64,6 +66,7 @@ import type {
   ResolveDecision,
   ResolveRes,
   RestoreReport,
+  SwitchoverMode,
   TransferReq,
   TransferRes,
 } from "../migration/messages.js";
@@ -80,6 +83,10 @@ const ESTIMATOR_TO_PB: Record<EstimatorName, PbEstimator> = {
   wallclock: PbEstimator.WALLCLOCK,
   "one-sided": PbEstimator.ONE_SIDED,
   probe: PbEstimator.PROBE,
+};
+const SWITCHOVER_TO_PB: Record<SwitchoverMode, PbSwitchover> = {
+  "two-phase": PbSwitchover.TWO_PHASE,
+  "on-receipt": PbSwitchover.ON_RECEIPT,
 };
 const DECISION_TO_PB: Record<ResolveDecision, PbDecision> = {
   unknown: PbDecision.UNKNOWN,
@@ -104,6 +111,13 @@ function estimatorOf(e: PbEstimator, field: string): EstimatorName {
   const v = ESTIMATOR_OF.get(e);
   if (!v) throw invalid(field, `unknown estimator ${e}`);
   return v;
+}
+
+/** A source that names no mode (an older one) gets today's protocol. */
+function switchoverOf(v: PbSwitchover): SwitchoverMode {
+  if (v === PbSwitchover.UNSPECIFIED || v === PbSwitchover.TWO_PHASE) return "two-phase";
+  if (v === PbSwitchover.ON_RECEIPT) return "on-receipt";
+  throw invalid("switchover", `unknown switchover mode ${v}`);
 }
 
 function u32Field(v: number, field: string, max = 0xffff_ffff): number {
@@ -172,6 +186,7 @@ export function prepareReqToPb(r: PrepareReq): MessageInitShape<typeof PrepareRe
     sourceName: r.sourceName,
     sourceGrpc: r.sourceGrpc,
     sourceKey: keyToPb(r.sourceKey),
+    switchover: SWITCHOVER_TO_PB[r.switchover ?? "two-phase"],
   };
 }
 
@@ -190,6 +205,8 @@ export function prepareReqFromPb(m: PrepareRequest): PrepareReq {
     sourceName: str(m.sourceName, "sourceName"),
     sourceGrpc: str(m.sourceGrpc, "sourceGrpc", 256),
     sourceKey: keyFromPb(m.sourceKey, "sourceKey"),
+    // Absent means two-phase in the domain too: only the other mode is spelled out.
+    ...(switchoverOf(m.switchover) === "on-receipt" ? { switchover: "on-receipt" as const } : {}),
   };
 }
 
@@ -229,11 +246,15 @@ export function abortReqFromPb(m: AbortRequest): AbortReq {
 }
 
 export function resolveReqToPb(r: ResolveReq): MessageInitShape<typeof ResolveRequestSchema> {
-  return { migrationId: r.migrationId, vmId: r.vmId, sourceKey: keyToPb(r.sourceKey) };
+  const fence = r.fence ? { fence: true, sourceName: r.fence.sourceName, generation: r.fence.generation } : {};
+  return { migrationId: r.migrationId, vmId: r.vmId, sourceKey: keyToPb(r.sourceKey), ...fence };
 }
 
 export function resolveReqFromPb(m: ResolveRequest): ResolveReq {
-  return { migrationId: str(m.migrationId, "migrationId"), vmId: str(m.vmId, "vmId"), sourceKey: keyFromPb(m.sourceKey, "sourceKey") };
+  const req: ResolveReq = { migrationId: str(m.migrationId, "migrationId"), vmId: str(m.vmId, "vmId"), sourceKey: keyFromPb(m.sourceKey, "sourceKey") };
+  if (m.fence) req.fence = { sourceName: str(m.sourceName, "sourceName"), generation: m.generation };
+  else if (m.sourceName !== "" || m.generation !== 0n) throw invalid("fence", "sourceName and generation belong to a fencing Resolve");
+  return req;
 }
 
 export function restoreReportToPb(r: RestoreReport): MessageInitShape<typeof RestoreReportSchema> {
@@ -489,7 +510,11 @@ function encodeBytes<S extends DescMessage>(schema: S, init: MessageInitShape<S>
 const EMPTY = Object.freeze({}) as Record<string, never>;
 
 function transferResToPb(r: TransferRes): MessageInitShape<typeof TransferResponseSchema> {
-  return { destinationHoldNs: r.destinationHoldNs };
+  return r.report ? { destinationHoldNs: r.destinationHoldNs, report: restoreReportToPb(r.report) } : { destinationHoldNs: r.destinationHoldNs };
+}
+
+function transferResFromPb(m: TransferResponse): TransferRes {
+  return m.report ? { destinationHoldNs: m.destinationHoldNs, report: restoreReportFromPb(m.report) } : { destinationHoldNs: m.destinationHoldNs };
 }
 
 function commitResToPb(r: CommitRes): MessageInitShape<typeof CommitResponseSchema> {
@@ -513,7 +538,7 @@ export const REQUESTS: { [M in PeerMethod]: Codec<PeerRequests[M]> } = {
 export const ANSWERS: { [M in PeerMethod]: Codec<PeerAnswers[M]> } = {
   Prepare: { encode: (r) => encodeBytes(PrepareResponseSchema, { ...r }), decode: (b) => prepareResFromPb(decodeBytes(PrepareResponseSchema, b)) },
   Probe: { encode: (r) => encodeBytes(ProbeResponseSchema, { ...r }), decode: (b) => probeResFromPb(decodeBytes(ProbeResponseSchema, b)) },
-  Transfer: { encode: (r) => encodeBytes(TransferResponseSchema, transferResToPb(r)), decode: (b) => ({ destinationHoldNs: decodeBytes(TransferResponseSchema, b).destinationHoldNs }) },
+  Transfer: { encode: (r) => encodeBytes(TransferResponseSchema, transferResToPb(r)), decode: (b) => transferResFromPb(decodeBytes(TransferResponseSchema, b)) },
   Commit: { encode: (r) => encodeBytes(CommitResponseSchema, commitResToPb(r)), decode: (b) => commitResFromPb(decodeBytes(CommitResponseSchema, b)) },
   Abort: { encode: () => encodeBytes(AbortResponseSchema, {}), decode: (b) => (decodeBytes(AbortResponseSchema, b), EMPTY) },
   Resolve: { encode: (r) => encodeBytes(ResolveResponseSchema, resolveResToPb(r)), decode: (b) => resolveResFromPb(decodeBytes(ResolveResponseSchema, b)) },
@@ -570,7 +595,7 @@ export function decodeHandoverAnswer(bytes: Uint8Array): HandoverAnswer {
     case "probe":
       return { case: "probe", value: probeResFromPb(step.value) };
     case "transfer":
-      return { case: "transfer", value: { destinationHoldNs: step.value.destinationHoldNs } };
+      return { case: "transfer", value: transferResFromPb(step.value) };
     case "commit":
       return { case: "commit", value: commitResFromPb(step.value) };
     default:
