@@ -37,6 +37,10 @@ describe("live chaos campaign", () => {
     expect(r.totals.samples).toBeGreaterThan(10);
     expect(r.totals.migrationsStarted).toBeGreaterThanOrEqual(4);
     expect(r.totals.migrationsCommitted).toBeGreaterThanOrEqual(1);
+    // Every planned migration drew its switchover mode (two-phase or on-receipt), counted per mode.
+    const started = Object.entries(r.migrationsBySwitchover).filter(([k]) => k.endsWith(":started"));
+    expect(started.map(([k]) => k.split(":")[0]).every((m) => m === "two-phase" || m === "on-receipt"), JSON.stringify(r.migrationsBySwitchover)).toBe(true);
+    expect(started.reduce((a, [, n]) => a + n, 0), JSON.stringify(r.migrationsBySwitchover)).toBe(6);
     expect(Object.keys(r.faultSites).length).toBeGreaterThan(0);
   }, 240_000);
 });

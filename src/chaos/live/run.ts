@@ -14,6 +14,7 @@ import { checkHistory } from "../checker.js";
 import type { ChaosEvent, ChaosHistory } from "../history.js";
 import { daemonSkewSettings, drawSkewModel, jepsenBumpNs, LIVE_SKEW_PARTS } from "../host-skew.js";
 import { outcomeOf, type RunOutcome } from "../run-outcome.js";
+import { SWITCHOVER_MODES, type SwitchoverMode } from "../../shared/migration/messages.js";
 import type { ScenarioOptions } from "../sim/scenario.js";
 import { trueEpochNs } from "../../shared/platform/index.js";
 import { clock, HarnessError, type Json, LiveCluster, type LiveDaemon, MS, S, wait } from "./cluster.js";
@@ -58,6 +59,10 @@ class LiveRun {
   private readonly r: SeededRandom;
   /** The faults' own stream, so the scenario draws what it did whether or not faults are on. */
   private readonly rf: Random;
+  /** The switchover mode of each migration, from its own stream (the other draws stay as they were). */
+  private readonly rs: Random;
+  /** Per switchover mode: "mode:started" and "mode:outcome" → count, as the simulator counts them. */
+  private readonly switchovers: Record<string, number> = {};
   private readonly allowed: Set<string>;
   private readonly c: LiveCluster;
   private readonly x: Issue9Context;
@@ -75,6 +80,7 @@ class LiveRun {
   ) {
     this.r = new SeededRandom(seed);
     this.rf = this.r.fork("faults");
+    this.rs = this.r.fork("switchover");
     this.allowed = new Set(scen.faults);
     this.c = new LiveCluster({
       ...(o.entry ? { entry: o.entry } : {}),
@@ -204,12 +210,20 @@ class LiveRun {
     const generation = BigInt(c.lastSeenOn.get("vm0")?.generation ?? "0");
     if (kind === "disk-full") await diskFullWindow(this.x, dst === c.daemons[1] ? dst : src, m);
     c.events.push({ kind: "migrateStart", trueNs: clock.monotonicNs(), vmId: "vm0", source: src.name, destination: dst.name, policy, estimator, doorbell });
-    const call = c.migrate(src, "vm0", dst, { policy, estimator, doorbell, migrationId });
+    const switchover = this.rs.pick(scen.switchovers ?? SWITCHOVER_MODES);
+    this.bumpMode(switchover, "started");
+    const call = c.migrate(src, "vm0", dst, { policy, estimator, doorbell, migrationId, switchover });
     const nemesis = this.faultDuringMigration(kind, { src, dst, atNs, migrationId, generation });
     const rep = await call;
     await nemesis;
+    this.bumpMode(switchover, rep === null ? "crashed" : String(rep.outcome));
     for (const d of c.daemons) d.proxy.heal();
     if (rep?.outcome === "committed") this.owner = 1 - this.owner;
+  }
+
+  private bumpMode(mode: SwitchoverMode, what: string): void {
+    const key = `${mode}:${what}`;
+    this.switchovers[key] = (this.switchovers[key] ?? 0) + 1;
   }
 
   /** Faults set up before the migration starts: a realtime step on either daemon, a slow link. */
@@ -314,6 +328,6 @@ class LiveRun {
     const check = checkHistory(history);
     const simNs = history.events.length > 0 ? (history.events[history.events.length - 1] as ChaosEvent).trueNs - (history.events[0] as ChaosEvent).trueNs : 0n;
     const used = [...new Set(Object.keys(c.faultSites).map((k) => k.replace(/^net\./, "").replace(/^skew\..*/, "skew").replace(/^(hostile|disk-full|collide|port-taken)\..*$/, "$1")))];
-    return outcomeOf(this.runIndex, this.seed, history, check, { events: c.events.length, simNs, faultSites: c.faultSites, outcomes: c.outcomes, active: used }, 2);
+    return outcomeOf(this.runIndex, this.seed, history, check, { events: c.events.length, simNs, faultSites: c.faultSites, outcomes: c.outcomes, migrationsBySwitchover: this.switchovers, active: used }, 2);
   }
 }
