@@ -94,6 +94,9 @@ export interface KvmVmState {
   clock: ClockData;
 }
 
+/** What a fresh VM is rebuilt from (the clock is the caller's to set). */
+export type KvmRestoreState = Pick<KvmVmState, "vcpus" | "memory" | "regs" | "sregs" | "systemTimeMsr">;
+
 const DEFAULT_PACE_US = 1000;
 const DEFAULT_KICK_AFTER_US = 500_000;
 const DEFAULT_PAUSE_TIMEOUT_MS = 5000;
@@ -175,7 +178,7 @@ export class KvmVm {
   }
 
   /** A fresh VM holding `state`'s memory, registers and kvmclock MSRs, paused; the clock is the caller's. */
-  static restore(sys: KvmSystem, state: KvmVmState, opts: Omit<KvmVmOptions, "vcpus"> = {}): KvmVm {
+  static restore(sys: KvmSystem, state: KvmRestoreState, opts: Omit<KvmVmOptions, "vcpus"> = {}): KvmVm {
     checkState(state);
     const vm = new KvmVm(sys, { ...opts, vcpus: state.vcpus });
     try {
@@ -420,6 +423,40 @@ export class KvmVm {
     }
   }
 
+  /**
+   * Blocks this thread until vCPU i completed `runs` KVM_RUN calls in all (the vCPU threads run
+   * them; this only waits), for at most `timeoutMs`. For the short waits a synchronous caller needs
+   * (a guest's boot, a resume's first entry); returns whether the count was reached.
+   */
+  waitRunsSync(i: number, runs: number, timeoutMs: number): boolean {
+    return this.waitCounterSync(i, V.runs, runs, timeoutMs);
+  }
+
+  /** The same for the guest's HLTs (with the sampling guest, each ends a whole sample). */
+  waitHltsSync(i: number, hlts: number, timeoutMs: number): boolean {
+    return this.waitCounterSync(i, V.hlt, hlts, timeoutMs);
+  }
+
+  private waitCounterSync(i: number, word: number, target: number, timeoutMs: number): boolean {
+    this.vcpuFd(i);
+    const base = vcpuBase(this.threadCount, i);
+    const start = this.sys.libc.clockNs(1);
+    for (;;) {
+      this.throwIfFailed();
+      const runs = Atomics.load(this.ctl, base + V.runs);
+      if (Atomics.load(this.ctl, base + word) >= target) return true;
+      const leftMs = timeoutMs - Number(this.sys.libc.clockNs(1) - start) / 1e6;
+      if (leftMs <= 0) return false;
+      Atomics.wait(this.ctl, base + V.runs, runs, Math.min(leftMs, 5));
+    }
+  }
+
+  /** The guest's memory itself (no copy): valid until close(); the guest writes it while running. */
+  guestMemory(): Uint8Array {
+    this.live();
+    return this.mem;
+  }
+
   /** vCPU i's mailbox: the guest's latest sample, its stop and doorbell counts. */
   report(i: number): GuestReport {
     this.vcpuFd(i);
@@ -610,7 +647,7 @@ function waitAsync(a: Int32Array, index: number, value: number, timeoutMs: numbe
   return Promise.resolve(w.value);
 }
 
-function checkState(s: KvmVmState): void {
+function checkState(s: KvmRestoreState): void {
   if (!Number.isInteger(s.vcpus) || s.vcpus < 1 || s.vcpus > LAYOUT.vcpusMax) throw invalid("state.vcpus", `must be in 1..${LAYOUT.vcpusMax}`);
   if (!(s.memory instanceof Uint8Array) || s.memory.length !== LAYOUT.memoryBytes) throw invalid("state.memory", `must be ${LAYOUT.memoryBytes} bytes`);
   for (const [name, col, size] of [["regs", s.regs, KVM_REGS.size], ["sregs", s.sregs, KVM_SREGS.size]] as const) {
