@@ -211,18 +211,20 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
   const hostJson = () => {
     const h = node.host;
     const s = h.skew.state;
+    const info = node.backend.hostInfo; // the VMs' host: the emulated one's, or the machine's under kvm
     return toJsonSafe({
       name: h.info.name,
-      tscKhz: h.info.tscKhz,
-      vendor: h.info.vendor.name,
-      fracBits: h.info.vendor.fracBits,
-      tscScaling: h.info.tscScaling,
+      tscKhz: info.tscKhz,
+      vendor: info.vendor.name,
+      fracBits: info.vendor.fracBits,
+      tscScaling: info.tscScaling,
       trueNs: h.trueNs(),
       realtimeNs: h.realtimeNs(),
       rawNs: h.rawNs(),
       skewNs: h.skew.offsetAt(h.trueNs()),
       maxerrorNs: s.maxerrorNs,
       skewModel: offsetModelToJson(s.model),
+      backend: { name: node.backend.name, ...(node.backend.describe?.() ?? {}) },
     });
   };
 

@@ -177,4 +177,6 @@ export interface HypervisorBackend {
   checkPayload?(payload: Uint8Array | undefined): void;
   /** Releases the backend's own resources (after every VM was destroyed). */
   close?(): Promise<void>;
+  /** What `/v1/host` says of the backend beyond its name (JSON-safe). */
+  describe?(): Record<string, string | number | boolean>;
 }

@@ -166,6 +166,10 @@ export class KvmBackend implements HypervisorBackend {
     if (total > LIMITS.kvmVcpusTotalMax) throw new TscmigError("resource_exhausted", `at most ${LIMITS.kvmVcpusTotalMax} KVM vCPUs per daemon (${total} asked)`, { reason: "kvm_vcpu_limit" });
   }
 
+  describe(): Record<string, string | number | boolean> {
+    return { flavour: this.flavour, tscKhz: this.hostInfo.tscKhz.toString(), tscOffsetRestores: this.offsetsHonoured ? "in effect" : "not in effect", vms: this.vms.size };
+  }
+
   forget(vm: KvmBackedVm): void {
     this.vms.delete(vm);
   }
@@ -484,11 +488,6 @@ export class KvmBackedVm implements HypervisorVm {
     return { samples, actedDelta, stopped, doorbells };
   }
 
-  /** The true instant (CLOCK_MONOTONIC) at which vCPU i's TSC read `tsc`. */
-  trueNsOfGuestTsc(i: number, tsc: bigint): bigint {
-    return this.backend.clock.monoOfTsc(tsc - (this.offsets[i] as bigint));
-  }
-
   async destroy(): Promise<void> {
     const k = this.kvm;
     if (k === null) return;
@@ -551,6 +550,7 @@ export function kvmTruth(backend: KvmBackend): TruthProbe {
     nowNs: () => host.trueNs(),
     guestTscAt: (vm, i, tNs) => backend.clock.tscAtMono(tNs) + vm.getTscOffset(i),
     hostRealtimeNsAt: (tNs) => host.realtimeNsAt(tNs),
+    instantOfGuestTsc: (vm, i, tsc) => backend.clock.monoOfTsc(tsc - vm.getTscOffset(i)),
   };
 }
 
