@@ -86,10 +86,11 @@ export function buildCli(): Command {
     .option("--data <dir>", "keep both daemons' state in DIR/source and DIR/destination across runs (default: a new temporary directory)")
     .option("--quiet", "do not show the daemons' logs")
     .option("--json", "print the addresses as JSON")
-    .action(async (o: { basePort: number; data?: string; quiet?: boolean; json?: boolean }) => {
-      process.exitCode = await runUp({ basePort: o.basePort, ...(o.data !== undefined ? { data: o.data } : {}), logs: o.quiet !== true, json: o.json === true }, out);
+    .addOption(backendOption())
+    .action(async (o: { basePort: number; data?: string; quiet?: boolean; json?: boolean; backend: string }) => {
+      process.exitCode = await runUp({ basePort: o.basePort, ...(o.data !== undefined ? { data: o.data } : {}), logs: o.quiet !== true, json: o.json === true, backend: o.backend }, out);
     });
-  examples(up, ["tscmig up", "tscmig up --base-port 9000 --data ./state --quiet"]);
+  examples(up, ["tscmig up", "tscmig up --base-port 9000 --data ./state --quiet", "sudo tscmig up --backend kvm"]);
 
   const demo = program
     .command("demo")
@@ -111,12 +112,14 @@ export function buildCli(): Command {
     .addOption(new Option("--run-ms <ms>", "how long the guest runs on the source first, ms").default(300).argParser(intFlag(0, 600_000)))
     .option("--json", "machine-readable output")
     .addOption(tokenOption())
+    .addOption(backendOption())
     .action(async (o: DemoFlags) => {
       process.exitCode = await runDemo(demoOptions(o), out);
     });
   examples(demo, [
     "tscmig demo",
     "tscmig demo --policy advance --estimator one-sided --skew 20ms",
+    "sudo tscmig demo --backend kvm --vcpus 2",
     "tscmig demo --source-http http://127.0.0.1:7070 --destination-http http://127.0.0.1:7080 --destination-grpc 127.0.0.1:7081",
   ]);
 
@@ -162,6 +165,12 @@ interface DemoFlags {
   runMs: number;
   json?: boolean;
   token?: string;
+  backend: string;
+}
+
+/** `--backend`: the hypervisor of the daemons a command starts (validated here, passed to `tscmig daemon`). */
+function backendOption(): Option {
+  return new Option("--backend <name>", "hypervisor backend of the daemons it starts: emulated, or kvm (real KVM VMs; root, /dev/kvm)").choices(["emulated", "kvm"]).default("emulated");
 }
 
 function demoOptions(o: DemoFlags): Parameters<typeof runDemo>[0] {
@@ -183,6 +192,7 @@ function demoOptions(o: DemoFlags): Parameters<typeof runDemo>[0] {
     runMs: o.runMs,
     json: o.json === true,
     ...(o.token !== undefined ? { token: o.token } : {}),
+    backend: o.backend,
   };
 }
 

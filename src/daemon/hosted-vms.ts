@@ -9,7 +9,7 @@ import type { HistorySink } from "../shared/history.js";
 import type { Logger } from "../shared/logger.js";
 import { LIMITS } from "../shared/limits.js";
 import type { EmulatedHost } from "../shared/hypervisor/host.js";
-import type { HypervisorBackend, HypervisorVm, RealGuestReports } from "../shared/hypervisor/backend.js";
+import type { HypervisorBackend, HypervisorVm, RealGuestCounters, RealGuestReports } from "../shared/hypervisor/backend.js";
 import type { TruthProbe } from "../shared/hypervisor/truth.js";
 import { Guest, type BoundedNow, type Clocksource, type GuestOptions, type HandlingMode, type NtpReading } from "../shared/guest/guest.js";
 import { PVCLOCK_GUEST_STOPPED, pvclockReadCycles, type PvclockRecord } from "../shared/kvm/pvclock.js";
@@ -115,6 +115,8 @@ export interface VmReading {
   doorbellsDelivered: number;
   vmclock: VmclockPage;
   migrating: string | null;
+  /** A real guest's own counts (kvm backend): stops seen per vCPU, stops acted on, doorbell interrupts; cumulative over the VM's life. */
+  realGuest?: RealGuestCounters;
 }
 
 export class HostedVms implements VmRegistry {
@@ -325,6 +327,7 @@ export class HostedVms implements VmRegistry {
       doorbellsDelivered: this.doorbells.get(id) ?? 0,
       vmclock: { ...vm.vmclock() },
       migrating: h.lock,
+      ...(vm.guestCounters ? { realGuest: limitCounters(vm.guestCounters(), vcpuLimit) } : {}),
     };
   }
 
@@ -628,4 +631,8 @@ export class HostedVms implements VmRegistry {
     if (!g.migrationHandling) return; // it did what Linux does (cleared the flag); acting on a migration is handling's
     this.deps.history?.event({ kind: "handled", trueNs, daemon: this.cfg.name, vmId: h.id, via: "flag", marker, mode: g.handlingMode, handledCount: g.handledCount, widenedByNs: 0n });
   }
+}
+
+function limitCounters(c: RealGuestCounters, vcpus: number): RealGuestCounters {
+  return { acted: c.acted, stopped: c.stopped.slice(0, vcpus), doorbells: c.doorbells.slice(0, vcpus), samples: c.samples.slice(0, vcpus) };
 }

@@ -128,6 +128,8 @@ export interface HypervisorVm {
   capturePayload?(): Uint8Array;
   /** The doorbell as a real interrupt into the guest (besides the guest model's handler). */
   injectDoorbell?(): void;
+  /** The real guest's own counters, cumulative over the VM's life (they travel with its memory); read only. */
+  guestCounters?(): RealGuestCounters;
   /** What the real guest reported since the last call: per-vCPU samples and the stops it acted on. */
   drainGuestReports?(): RealGuestReports;
   /** Releases everything the VM holds (threads, memory, fds). Reads of its clocks still answer from copies. */
@@ -141,6 +143,15 @@ export interface RealGuestSample {
   kvmclockNs: bigint;
   /** The record's flags as the guest read them (PVCLOCK_GUEST_STOPPED included when it saw it). */
   flags: number;
+}
+
+export interface RealGuestCounters {
+  /** Stops it acted on, VM-wide (one per stop, whichever vCPU saw it first). */
+  acted: number;
+  /** Per vCPU: times it saw and cleared PVCLOCK_GUEST_STOPPED, doorbell interrupts its handler counted, samples taken (−1: mid-sample). */
+  stopped: number[];
+  doorbells: number[];
+  samples: number[];
 }
 
 export interface RealGuestReports {

@@ -25,7 +25,7 @@ import { KVM_CLOCK_HOST_TSC, KVM_CLOCK_REALTIME } from "../../kvm/set-clock.js";
 import { PVCLOCK_GUEST_STOPPED, PVCLOCK_RECORD_BYTES, pvclockReadCycles, type PvclockRecord } from "../../kvm/pvclock.js";
 import { defaultRatio, SVM, VMX } from "../../kvm/tsc.js";
 import { newVmclockPage, vmclockUpdate, type VmclockPage } from "../../kvm/vmclock.js";
-import type { HostClockPair, HostInfo, HypervisorBackend, HypervisorVm, KvmClockData, PvclockPages, RealGuestReports, RealGuestSample, VmSpec, VmState } from "../backend.js";
+import type { HostClockPair, HostInfo, HypervisorBackend, HypervisorVm, KvmClockData, PvclockPages, RealGuestCounters, RealGuestReports, RealGuestSample, VmSpec, VmState } from "../backend.js";
 import type { EmulatedHost } from "../host.js";
 import type { TruthProbe } from "../truth.js";
 import { KvmSystem } from "./device.js";
@@ -460,6 +460,24 @@ export class KvmBackedVm implements HypervisorVm {
 
   injectDoorbell(): void {
     if (this.kvm !== null) this.kvm.ringDoorbell(0);
+  }
+
+  guestCounters(): RealGuestCounters {
+    const mem = this.memory();
+    const c: RealGuestCounters = { acted: readActed(mem), stopped: [], doorbells: [], samples: [] };
+    for (let i = 0; i < this.vcpuCount; i++) {
+      try {
+        const r = readMailbox(mem, i, 1000);
+        c.stopped.push(r.stopped);
+        c.doorbells.push(r.doorbells);
+        c.samples.push(r.samples);
+      } catch {
+        c.stopped.push(-1);
+        c.doorbells.push(-1);
+        c.samples.push(-1);
+      }
+    }
+    return c;
   }
 
   drainGuestReports(): RealGuestReports {
