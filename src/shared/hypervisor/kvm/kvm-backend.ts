@@ -33,6 +33,7 @@ import { pvclockGpa, readActed, readMailbox } from "./guest.js";
 import { HostTscClock } from "./host-clock.js";
 import { kvmInfo } from "./info.js";
 import { KvmVm } from "./kvm-vm.js";
+import { KVMCLOCK_NS_MAX } from "./set-clock-guard.js";
 import { decodeKvmPayload, encodeKvmPayload } from "./payload.js";
 
 export interface KvmBackendOptions {
@@ -254,9 +255,15 @@ export class KvmBackedVm implements HypervisorVm {
     }
   }
 
-  /** First run of a new VM: every vCPU enables kvmclock (its first instruction) and takes a sample; paused again. */
+  /**
+   * First run of a new VM: kvmclock starts at the daemon's raw clock, as an emulated VM's does (the
+   * guest model's realtime before its first NTP sync is its clocksource, so a kvmclock near zero
+   * would put it near 1970); then every vCPU enables kvmclock (its first instruction) and takes a
+   * sample; paused again.
+   */
   boot(timeoutMs: number): void {
     const k = this.vm();
+    k.setClock({ clock: this.backend.host.rawNs(), flags: 0, realtime: 0n }, { floorNs: 0n, maxForwardNs: KVMCLOCK_NS_MAX });
     k.resume();
     this.ranHere = true;
     for (let i = 0; i < this.vcpuCount; i++) {
@@ -275,14 +282,17 @@ export class KvmBackedVm implements HypervisorVm {
   continueFrom(state: VmState): void {
     const at = this.vm().getClock();
     let clock = 0n;
+    let floorNs = 0n; // the newest record's time: the guest saw at least that
     for (let i = 0; i < state.vcpus; i++) {
       const rec = this.recordFromBytes(state.pvclock, i);
       if (rec.tscToSystemMul === 0n) continue;
       const ns = pvclockReadCycles(rec, at.hostTsc + (this.offsets[i] as bigint));
       if (ns > clock) clock = ns;
+      if (rec.systemTime > floorNs) floorNs = rec.systemTime;
     }
     this.page = { ...state.vmclock };
-    if (clock > 0n) this.vm().setClock({ clock, flags: KVM_CLOCK_REALTIME, realtime: at.realtime }, { floorNs: 0n });
+    // Forward by however long the daemon was down: no bound but kvmclock's own.
+    if (clock > 0n) this.vm().setClock({ clock, flags: KVM_CLOCK_REALTIME, realtime: at.realtime }, { floorNs, maxForwardNs: KVMCLOCK_NS_MAX });
   }
 
   private recordFromBytes(bytes: Uint8Array, i: number): PvclockRecord {
