@@ -25,6 +25,9 @@ interface Anchor {
 }
 
 const DEFAULT_REFRESH_NS = 100_000_000n;
+const BRACKETS = 5;
+/** A realtime step (settimeofday, a leap second) is far larger than any bracket. */
+const REALTIME_STEP_NS = 1_000_000n;
 /** Below this span between anchors the nominal rate is used (a rate from a short span is noise). */
 const RATE_SPAN_MIN_NS = 1_000_000_000n;
 
@@ -33,6 +36,8 @@ export class HostTscClock {
   private last: Anchor | null = null;
   /** CLOCK_REALTIME − CLOCK_MONOTONIC at the latest anchor (changes only when realtime is stepped). */
   private realMinusMonoNs = 0n;
+  /** Width of the bracket that gave it (the narrowest yet). */
+  private bracketWidthNs: bigint | null = null;
 
   constructor(
     private readonly libc: Libc,
@@ -44,17 +49,38 @@ export class HostTscClock {
     this.refresh();
   }
 
-  /** A new anchor now: one KVM_GET_CLOCK bracketed by the two clock reads. */
+  /** A new anchor now: one KVM_GET_CLOCK, placed on CLOCK_MONOTONIC by CLOCK_REALTIME − CLOCK_MONOTONIC. */
   refresh(): void {
     const pair = this.readPair();
-    const m1 = this.libc.clockNs(CLOCK_MONOTONIC);
-    const r = this.libc.clockNs(CLOCK_REALTIME);
-    const m2 = this.libc.clockNs(CLOCK_MONOTONIC);
-    this.realMinusMonoNs = r - (m1 + m2) / 2n;
+    this.measureRealMinusMono();
     const a = { tsc: pair.hostTsc, monoNs: pair.realtimeNs - this.realMinusMonoNs };
     if (a.tsc === 0n) throw new TscmigError("internal", "KVM_GET_CLOCK gave no host TSC (no vCPU has run on the clock VM)");
     if (this.first === null) this.first = a;
     this.last = a;
+  }
+
+  /**
+   * CLOCK_REALTIME − CLOCK_MONOTONIC from the narrowest of a few MONOTONIC/REALTIME/MONOTONIC
+   * brackets. The two clocks are slewed alike, so the difference moves only when realtime is stepped:
+   * a bracket widened by a preemption (tens of µs on a busy host) would move it by half its width, so
+   * a reading is taken only from a narrow bracket, or when it shows a step.
+   */
+  private measureRealMinusMono(): void {
+    let best: { d: bigint; width: bigint } | null = null;
+    for (let k = 0; k < BRACKETS; k++) {
+      const m1 = this.libc.clockNs(CLOCK_MONOTONIC);
+      const r = this.libc.clockNs(CLOCK_REALTIME);
+      const m2 = this.libc.clockNs(CLOCK_MONOTONIC);
+      const width = m2 - m1;
+      if (best === null || width < best.width) best = { d: r - (m1 + m2) / 2n, width };
+    }
+    const b = best as { d: bigint; width: bigint };
+    const moved = b.d - this.realMinusMonoNs;
+    const stepped = moved > REALTIME_STEP_NS || moved < -REALTIME_STEP_NS;
+    if (this.bracketWidthNs === null || b.width <= this.bracketWidthNs || stepped) {
+      this.realMinusMonoNs = b.d;
+      this.bracketWidthNs = b.width;
+    }
   }
 
   /** Anchors a kernel pair already read elsewhere (a VM's own KVM_GET_CLOCK): saves an ioctl. */
