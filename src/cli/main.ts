@@ -339,7 +339,10 @@ function benchCommand(program: Command): void {
     .addOption(new Option("--journal-sync <mode>", "journal durability of the measured daemons (a second pair gives a 1-vCPU row with the other)").choices(["normal", "full"]).default("normal"))
     .option("--daemon-args <args>", "extra flags for every daemon, space-separated")
     .option("--node-args <args>", "flags for the daemons' node, space-separated, e.g. \"--cpu-prof --cpu-prof-dir=/tmp/prof\"")
-    .action(async (o: { quick?: boolean; json?: string; sections?: string; sizes?: string; vms?: number; daemonArgs?: string; nodeArgs?: string; journalSync: "normal" | "full" }) => {
+    .addOption(backendOption())
+    .action(async (o: { quick?: boolean; json?: string; sections?: string; sizes?: string; vms?: number; daemonArgs?: string; nodeArgs?: string; journalSync: "normal" | "full"; backend: string }) => {
+      // The backend is one more daemon flag (the result's daemonArgs name it beside the rows).
+      const daemonArgs = [...(o.backend !== "emulated" ? ["--backend", o.backend] : []), ...(o.daemonArgs ?? "").split(" ").filter((x) => x.length > 0)];
       const r = await runBench({
         quick: o.quick === true,
         journalSync: o.journalSync,
@@ -347,13 +350,13 @@ function benchCommand(program: Command): void {
         ...(o.sections ? { sections: list(o.sections) as Section[] } : {}),
         ...(o.vms !== undefined ? { vms: o.vms } : {}),
         ...(o.sizes ? { sizes: list(o.sizes).map(Number) } : {}),
-        ...(o.daemonArgs ? { daemonArgs: o.daemonArgs.split(" ").filter((x) => x.length > 0) } : {}),
+        ...(daemonArgs.length > 0 ? { daemonArgs } : {}),
         ...(o.nodeArgs ? { nodeArgs: o.nodeArgs.split(" ").filter((x) => x.length > 0) } : {}),
         progress: (line) => process.stderr.write(`bench: ${line}\n`),
       });
       out(renderBench(r));
     });
-  examples(bench, ["tscmig bench --quick", "tscmig bench --sections blackout --sizes 1,64 --json bench.json"]);
+  examples(bench, ["tscmig bench --quick", "tscmig bench --sections blackout --sizes 1,64 --json bench.json", "sudo tscmig bench --backend kvm --sections blackout --sizes 1,64"]);
 }
 
 /** The exit status of an error that ended a command (see EXIT_HELP). */
