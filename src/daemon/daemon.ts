@@ -119,7 +119,7 @@ async function openHypervisor(deps: DaemonDeps, host: EmulatedHost): Promise<Hyp
   try {
     // Imported here: the emulated daemon never loads the FFI.
     const { KvmBackend, kvmTruth } = await import("../shared/hypervisor/kvm/kvm-backend.js");
-    const kvm = await KvmBackend.open({ host });
+    const kvm = await KvmBackend.open({ host, devicePath: deps.config.kvmDevice });
     return { backend: kvm, truth: kvmTruth(kvm) };
   } catch (e) {
     const why = e instanceof Error ? e.message : String(e);
