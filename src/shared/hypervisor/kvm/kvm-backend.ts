@@ -33,6 +33,7 @@ import { pvclockGpa, readActed, readMailbox } from "./guest.js";
 import { HostTscClock } from "./host-clock.js";
 import { kvmInfo } from "./info.js";
 import { KvmVm } from "./kvm-vm.js";
+import { VcpuThreadPool } from "./thread-pool.js";
 import { KVMCLOCK_NS_MAX } from "./set-clock-guard.js";
 import { decodeKvmPayload, encodeKvmPayload } from "./payload.js";
 
@@ -50,6 +51,8 @@ export interface KvmBackendOptions {
 
 const DEFAULT_PACE_US = 10_000;
 const DEFAULT_BOOT_TIMEOUT_MS = 5000;
+/** Threads kept started: one VM's worth at the default of two threads per VM. */
+const POOLED_THREADS = 2;
 
 export class KvmBackend implements HypervisorBackend {
   readonly name = "kvm";
@@ -62,6 +65,8 @@ export class KvmBackend implements HypervisorBackend {
   readonly host: EmulatedHost;
   private readonly clockVm: KvmVm;
   private readonly vms = new Set<KvmBackedVm>();
+  /** vCPU threads started ahead (a VM's first resume would otherwise wait for one to start). */
+  private readonly pool = new VcpuThreadPool(POOLED_THREADS);
   private readonly opts: Required<Omit<KvmBackendOptions, "host" | "devicePath" | "threads">> & { threads?: number };
   private closed = false;
 
@@ -126,7 +131,7 @@ export class KvmBackend implements HypervisorBackend {
     const payload = spec.payload !== undefined ? decodeKvmPayload(spec.payload) : null;
     if (payload !== null && payload.vcpus !== spec.vcpus) throw invalid("snapshot.backendPayload", `carries ${payload.vcpus} vCPUs, the snapshot ${spec.vcpus}`);
     this.reserve(spec.vcpus);
-    const vmOpts = { paceUs: this.opts.paceUs, ...(this.opts.threads !== undefined ? { threads: this.opts.threads } : {}) };
+    const vmOpts = { paceUs: this.opts.paceUs, takeThread: () => this.pool.take(), ...(this.opts.threads !== undefined ? { threads: this.opts.threads } : {}) };
     const kvm = payload !== null ? KvmVm.restore(this.sys, payload, vmOpts) : KvmVm.create(this.sys, { vcpus: spec.vcpus, ...vmOpts });
     const vm = new KvmBackedVm(this, kvm, payload);
     try {
@@ -184,6 +189,7 @@ export class KvmBackend implements HypervisorBackend {
     if (this.closed) return;
     this.closed = true;
     await Promise.all([...this.vms].map((v) => v.destroy()));
+    await this.pool.close();
     await this.clockVm.close();
     this.sys.close();
   }

@@ -59,6 +59,8 @@ export interface KvmVmOptions {
   signalOffset?: number;
   /** What the vCPUs run (create only): the sampling guest, or a bare HLT loop for timing. */
   program?: GuestProgram;
+  /** Started vCPU threads to take instead of starting new ones (VcpuThreadPool); null when none is left. */
+  takeThread?: () => Worker | null;
 }
 
 /** Per-vCPU counters kept by the vCPU threads. */
@@ -119,7 +121,8 @@ export class KvmVm {
   private readonly threadCount: number;
   private readonly ctl: Int32Array;
   private readonly timingBlock: BigInt64Array;
-  private readonly opts: Required<Omit<KvmVmOptions, "vcpus" | "program">>;
+  private readonly opts: Required<Omit<KvmVmOptions, "vcpus" | "program" | "takeThread">>;
+  private readonly takeThread: (() => Worker | null) | undefined;
   private workers: Worker[] = [];
   private workerErrors: Error[] = [];
   private isRunning = false;
@@ -139,6 +142,7 @@ export class KvmVm {
     if (!Number.isInteger(this.opts.threads) || this.opts.threads < 1 || this.opts.threads > 64) throw invalid("threads", "must be an integer in 1..64");
     if (!Number.isInteger(this.opts.paceUs) || this.opts.paceUs < 0 || this.opts.paceUs > 1_000_000) throw invalid("paceUs", "must be an integer in 0..1000000");
     this.sys = sys;
+    this.takeThread = opts.takeThread;
     this.vcpuCount = vcpus;
     this.threadCount = this.opts.threads;
     this.runBytes = sys.vcpuMmapBytes();
@@ -558,7 +562,12 @@ export class KvmVm {
         EXIT_HLT: KVM_EXIT.HLT,
         EXIT_IRQ_WINDOW_OPEN: KVM_EXIT.IRQ_WINDOW_OPEN,
       };
-      const w = new Worker(vcpuThreadSource(), { eval: true, workerData: data });
+      const pooled = this.takeThread?.() ?? null;
+      const w = pooled ?? new Worker(vcpuThreadSource(), { eval: true, workerData: data });
+      if (pooled !== null) {
+        pooled.ref(); // a VM's thread keeps the process alive until close, as a new one does
+        pooled.postMessage(data);
+      }
       w.on("error", (e) => this.workerErrors.push(e));
       this.workers.push(w);
     }
