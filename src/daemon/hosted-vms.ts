@@ -195,6 +195,9 @@ export class HostedVms implements VmRegistry {
     const vm = this.deps.backend.restoreVm({ ...st.vm, running: false });
     const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(st.guest.clocksource, st.guest.migrationHandling, st.guest.handlingMode), st.guest);
     const h: HostedVm = { id, vm, guest, generation, role, lock: null, sampler: null };
+    // A real guest comes back rebooted and acts on its restart's stop: news only if the journaled
+    // guest had not yet handled the VM's latest migration.
+    this.realHandled.set(id, st.guest.lastHandledMarker);
     this.wireGuest(h);
     return h;
   }

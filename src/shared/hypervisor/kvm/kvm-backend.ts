@@ -299,6 +299,10 @@ export class KvmBackedVm implements HypervisorVm {
     this.page = { ...state.vmclock };
     // Forward by however long the daemon was down: no bound but kvmclock's own.
     if (clock > 0n) this.vm().setClock({ clock, flags: KVM_CLOCK_REALTIME, realtime: at.realtime }, { floorNs, maxForwardNs: KVMCLOCK_NS_MAX });
+    // The guest was stopped (and lost its memory): it hears of it as of any pause, once, at its next
+    // entry; a migration it had not acted on before the crash is acted on then (hosted-vms decides
+    // whether that is news for the history).
+    for (let i = 0; i < this.vcpuCount; i++) this.vm().kvmclockCtrl(i);
   }
 
   private recordFromBytes(bytes: Uint8Array, i: number): PvclockRecord {
