@@ -45,7 +45,7 @@ export { SkewController, type SkewState, type SkewUpdate } from "./shared/time/s
 export { type OffsetModel, offsetAt, maxAbsOffsetNs, sum as sumOffsetModels, ZERO_MODEL } from "./shared/time/offset-model.js";
 
 // ---- the emulated hypervisor and guest -----------------------------------------------------------
-export type { HostClockPair, HostInfo, HypervisorBackend, HypervisorVm, KvmClockData, PvclockPages, VmSpec, VmState } from "./shared/hypervisor/backend.js";
+export type { HostClockPair, HostInfo, HypervisorBackend, HypervisorVm, KvmClockData, PvclockPages, RealGuestCounters, RealGuestReports, RealGuestSample, VmSpec, VmState } from "./shared/hypervisor/backend.js";
 export { EmulatedBackend } from "./shared/hypervisor/emulated-backend.js";
 export { emulatedTruth, type TruthProbe } from "./shared/hypervisor/truth.js";
 export { EmulatedHost, type HostOptions } from "./shared/hypervisor/host.js";

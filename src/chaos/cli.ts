@@ -41,6 +41,8 @@ export interface ChaosFlags {
   /** `i/N`: run shard i (0-based) of N of the campaign (shard.ts). */
   shard?: string;
   quiet?: boolean;
+  /** live: the daemons' hypervisor backend (`tscmig daemon --backend`). */
+  backend?: string;
 }
 
 /** `all`, or a comma list of names from `known` (default: the same as `all`). */
@@ -102,8 +104,22 @@ export function parseChaosFlags(f: ChaosFlags): ParsedChaos {
     "ntp-source": ntpSource,
   };
   const shard = f.shard !== undefined ? parseShard(f.shard, runs) : undefined;
+  const backend = f.backend ?? "emulated";
+  if (backend !== "emulated" && backend !== "kvm") throw new TscmigError("invalid_argument", "--backend: emulated or kvm", { field: "backend" });
+  if (backend === "kvm" && mode !== "live") throw new TscmigError("invalid_argument", "--backend kvm needs --mode live (simulated runs model their VMs)", { field: "backend" });
+  if (backend === "kvm") flags.backend = backend;
   return {
-    campaign: { mode, seed, runs, scenario, determinismCheck: mode === "sim" ? dc : 0, jobs, plotRuns: 4, ...(shard ? { range: shardRange(shard, runs) } : {}) },
+    campaign: {
+      mode,
+      seed,
+      runs,
+      scenario,
+      determinismCheck: mode === "sim" ? dc : 0,
+      jobs,
+      plotRuns: 4,
+      ...(shard ? { range: shardRange(shard, runs) } : {}),
+      ...(backend === "kvm" ? { live: { backend } } : {}),
+    },
     flags,
     ...(shard ? { shard } : {}),
   };
@@ -343,6 +359,7 @@ export function chaosCommand(cmd: Command, out: (s: string) => void): Command {
     )
     .option("--vcpus-max <n>", "most vCPUs per VM", String(DEFAULT_SCENARIO.vcpusMax))
     .option("--sample-interval <duration>", "guest workload sampling period (sim)", "100ms")
+    .addOption(new Option("--backend <name>", "live: the daemons' hypervisor backend: emulated, or kvm (real KVM VMs; root, /dev/kvm)").choices(["emulated", "kvm"]).default("emulated"))
     .addOption(new Option("--ntp-source <source>", "where guests take NTP from: a reference server (true time within its claimed error) or their host's realtime (ptp_kvm); live daemons always use their host").choices(["reference", "host"]).default("reference"))
     .option("--determinism-check <fraction>", "fraction of sim runs rerun to compare history hashes (FoundationDB's unseed check)", "0.05")
     .option("--jobs <n>", "worker threads for sim runs (default: one per core for 200+ runs)")

@@ -6,6 +6,7 @@ import { fmtNs, withinBound } from "./render.js";
 import { spawnDaemon, type LocalDaemon } from "../client/local-daemons.js";
 import { RealScheduler, realRandom } from "../shared/platform/index.js";
 import { sleep } from "../shared/time/clock.js";
+import { TscmigError } from "../shared/errors.js";
 
 export interface DemoOptions {
   sourceHttp?: string;
@@ -25,6 +26,8 @@ export interface DemoOptions {
   json: boolean;
   token?: string;
   clocksource?: string;
+  /** The hypervisor backend of the pair it starts; with running daemons, the one they must run. */
+  backend?: string;
 }
 
 type Json = Record<string, unknown>;
@@ -37,7 +40,8 @@ export async function runDemo(o: DemoOptions, out: (s: string) => void): Promise
     let dstUrl = o.destinationHttp;
     let dstGrpc = o.destinationGrpc;
     if (!srcUrl || !dstUrl || !dstGrpc) {
-      const [s, d] = await Promise.all([spawnDaemon({ name: "source" }), spawnDaemon({ name: "destination" })]);
+      const args = o.backend !== undefined ? ["--backend", o.backend] : [];
+      const [s, d] = await Promise.all([spawnDaemon({ name: "source", args }), spawnDaemon({ name: "destination", args })]);
       started.push(s, d);
       srcUrl = s.http;
       dstUrl = d.http;
@@ -49,6 +53,7 @@ export async function runDemo(o: DemoOptions, out: (s: string) => void): Promise
     const delay = () => sleep(sched, 100_000_000n);
     await src.waitHealthy(100, delay);
     await dst.waitHealthy(100, delay);
+    if (o.backend !== undefined) await requireBackend(o.backend, src, dst);
     const id = `demo-${realRandom().u32().toString(16)}`;
     await src.call("POST", "/v1/vms", {
       id,
@@ -129,9 +134,29 @@ export function renderDemo(id: string, o: DemoOptions, skew: HostSkew, before: J
     `introduced error: TSC ${fmtNs(r.tscErrorNs)}, kvmclock ${fmtNs(r.kvmclockErrorNs)}; reported bound ±${fmtNs(r.errorBoundNs)}`,
     ...honesty(r),
     `doorbell: ${r.doorbellRung ? "rung" : "not rung"}; guest acted on the migration ${after ? String(settled?.handledMigrations ?? after.handledMigrations) : "-"} time(s)`,
+    ...realGuestLines(after, settled),
     `phases: capture ${fmtNs((r.phases as Json).captureNs)}, encode ${fmtNs((r.phases as Json).encodeNs)}, transfer RTT ${fmtNs((r.phases as Json).transferNs)}, decode ${fmtNs((r.phases as Json).decodeNs)}, restore ${fmtNs((r.phases as Json).restoreNs)}, commit ${fmtNs((r.phases as Json).commitNs)}; ${r.path === "handover" ? "Transfer and Commit on one Handover call" : "Transfer and Commit as unary calls"}`,
   ];
   return `${lines.join("\n")}\n`;
+}
+
+/** What a real guest (kvm backend) counted itself: the stopped flag per vCPU, its acts, the doorbell. */
+function realGuestLines(after: Json | null, settled: Json | null): string[] {
+  const g = (settled?.realGuest ?? after?.realGuest) as { acted: number; stopped: number[]; doorbells: number[] } | undefined;
+  if (g === undefined) return [];
+  const stoppedOnce = g.stopped.filter((n) => n === 1).length;
+  return [
+    `real guest (KVM): saw PVCLOCK_GUEST_STOPPED exactly once on ${stoppedOnce}/${g.stopped.length} vCPUs [${g.stopped.join(", ")}], acted on it ${g.acted} time(s); doorbell interrupts [${g.doorbells.join(", ")}]`,
+  ];
+}
+
+/** Running daemons must run the backend asked for (`--backend` with --source-http...). */
+async function requireBackend(want: string, ...daemons: ApiClient[]): Promise<void> {
+  for (const d of daemons) {
+    const host = await d.call<Json>("GET", "/v1/host");
+    const name = ((host.backend as Json | undefined)?.name as string | undefined) ?? "emulated";
+    if (name !== want) throw new TscmigError("failed_precondition", `--backend ${want}: the daemon at ${d.baseUrl} runs the ${name} backend`, { field: "backend", reason: "backend_mismatch" });
+  }
 }
 
 function honesty(r: Json): string[] {

@@ -86,10 +86,11 @@ export function buildCli(): Command {
     .option("--data <dir>", "keep both daemons' state in DIR/source and DIR/destination across runs (default: a new temporary directory)")
     .option("--quiet", "do not show the daemons' logs")
     .option("--json", "print the addresses as JSON")
-    .action(async (o: { basePort: number; data?: string; quiet?: boolean; json?: boolean }) => {
-      process.exitCode = await runUp({ basePort: o.basePort, ...(o.data !== undefined ? { data: o.data } : {}), logs: o.quiet !== true, json: o.json === true }, out);
+    .addOption(backendOption())
+    .action(async (o: { basePort: number; data?: string; quiet?: boolean; json?: boolean; backend: string }) => {
+      process.exitCode = await runUp({ basePort: o.basePort, ...(o.data !== undefined ? { data: o.data } : {}), logs: o.quiet !== true, json: o.json === true, backend: o.backend }, out);
     });
-  examples(up, ["tscmig up", "tscmig up --base-port 9000 --data ./state --quiet"]);
+  examples(up, ["tscmig up", "tscmig up --base-port 9000 --data ./state --quiet", "sudo tscmig up --backend kvm"]);
 
   const demo = program
     .command("demo")
@@ -111,12 +112,14 @@ export function buildCli(): Command {
     .addOption(new Option("--run-ms <ms>", "how long the guest runs on the source first, ms").default(300).argParser(intFlag(0, 600_000)))
     .option("--json", "machine-readable output")
     .addOption(tokenOption())
+    .addOption(backendOption())
     .action(async (o: DemoFlags) => {
       process.exitCode = await runDemo(demoOptions(o), out);
     });
   examples(demo, [
     "tscmig demo",
     "tscmig demo --policy advance --estimator one-sided --skew 20ms",
+    "sudo tscmig demo --backend kvm --vcpus 2",
     "tscmig demo --source-http http://127.0.0.1:7070 --destination-http http://127.0.0.1:7080 --destination-grpc 127.0.0.1:7081",
   ]);
 
@@ -162,6 +165,12 @@ interface DemoFlags {
   runMs: number;
   json?: boolean;
   token?: string;
+  backend: string;
+}
+
+/** `--backend`: the hypervisor of the daemons a command starts (validated here, passed to `tscmig daemon`). */
+function backendOption(): Option {
+  return new Option("--backend <name>", "hypervisor backend of the daemons it starts: emulated, or kvm (real KVM VMs; root, /dev/kvm)").choices(["emulated", "kvm"]).default("emulated");
 }
 
 function demoOptions(o: DemoFlags): Parameters<typeof runDemo>[0] {
@@ -183,6 +192,7 @@ function demoOptions(o: DemoFlags): Parameters<typeof runDemo>[0] {
     runMs: o.runMs,
     json: o.json === true,
     ...(o.token !== undefined ? { token: o.token } : {}),
+    backend: o.backend,
   };
 }
 
@@ -335,7 +345,10 @@ function benchCommand(program: Command): void {
     .addOption(new Option("--journal-sync <mode>", "journal durability of the measured daemons (a second pair gives a 1-vCPU row with the other)").choices(["normal", "full"]).default("normal"))
     .option("--daemon-args <args>", "extra flags for every daemon, space-separated")
     .option("--node-args <args>", "flags for the daemons' node, space-separated, e.g. \"--cpu-prof --cpu-prof-dir=/tmp/prof\"")
-    .action(async (o: { quick?: boolean; json?: string; sections?: string; sizes?: string; vms?: number; daemonArgs?: string; nodeArgs?: string; journalSync: "normal" | "full" }) => {
+    .addOption(backendOption())
+    .action(async (o: { quick?: boolean; json?: string; sections?: string; sizes?: string; vms?: number; daemonArgs?: string; nodeArgs?: string; journalSync: "normal" | "full"; backend: string }) => {
+      // The backend is one more daemon flag (the result's daemonArgs name it beside the rows).
+      const daemonArgs = [...(o.backend !== "emulated" ? ["--backend", o.backend] : []), ...(o.daemonArgs ?? "").split(" ").filter((x) => x.length > 0)];
       const r = await runBench({
         quick: o.quick === true,
         journalSync: o.journalSync,
@@ -343,13 +356,13 @@ function benchCommand(program: Command): void {
         ...(o.sections ? { sections: list(o.sections) as Section[] } : {}),
         ...(o.vms !== undefined ? { vms: o.vms } : {}),
         ...(o.sizes ? { sizes: list(o.sizes).map(Number) } : {}),
-        ...(o.daemonArgs ? { daemonArgs: o.daemonArgs.split(" ").filter((x) => x.length > 0) } : {}),
+        ...(daemonArgs.length > 0 ? { daemonArgs } : {}),
         ...(o.nodeArgs ? { nodeArgs: o.nodeArgs.split(" ").filter((x) => x.length > 0) } : {}),
         progress: (line) => process.stderr.write(`bench: ${line}\n`),
       });
       out(renderBench(r));
     });
-  examples(bench, ["tscmig bench --quick", "tscmig bench --sections blackout --sizes 1,64 --json bench.json"]);
+  examples(bench, ["tscmig bench --quick", "tscmig bench --sections blackout --sizes 1,64 --json bench.json", "sudo tscmig bench --backend kvm --sections blackout --sizes 1,64"]);
 }
 
 /** The exit status of an error that ended a command (see EXIT_HELP). */

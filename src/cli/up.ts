@@ -12,6 +12,8 @@ export interface UpOptions {
   /** Show the daemons' log lines on stderr. */
   logs: boolean;
   json: boolean;
+  /** The daemons' hypervisor backend (`tscmig daemon --backend`). */
+  backend?: string;
 }
 
 /** Runs until SIGINT/SIGTERM (exit status 0) or until a daemon exits on its own (1). */
@@ -26,7 +28,7 @@ export async function runUp(o: UpOptions, out: (s: string) => void): Promise<num
   const spawnOne = (name: string, httpPort: number, peer: { name: string; httpPort: number }) => {
     const data = dataOf(name);
     const peers = `${peer.name}=127.0.0.1:${peer.httpPort + 1}@127.0.0.1:${peer.httpPort}`;
-    return spawnDaemon({ name, http: `127.0.0.1:${httpPort}`, grpc: `127.0.0.1:${httpPort + 1}`, echo: o.logs, args: ["--peers", peers], ...(data !== undefined ? { data } : {}) });
+    return spawnDaemon({ name, http: `127.0.0.1:${httpPort}`, grpc: `127.0.0.1:${httpPort + 1}`, echo: o.logs, args: ["--peers", peers, ...(o.backend !== undefined ? ["--backend", o.backend] : [])], ...(data !== undefined ? { data } : {}) });
   };
   const started = await Promise.allSettled([
     spawnOne("source", o.basePort, { name: "destination", httpPort: o.basePort + 10 }),

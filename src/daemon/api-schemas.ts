@@ -170,6 +170,19 @@ const host = {
     skewNs: i64("realtime − true time now", "5000000"),
     maxerrorNs: u64("the error bound this host claims for its realtime", "1000000"),
     skewModel: { type: "object", additionalProperties: true, description: "the skew model: constant, drift, step, wander, jitter, or a sum of them" },
+    backend: {
+      type: "object",
+      additionalProperties: true,
+      required: ["name"],
+      description: "the hypervisor backend the VMs run on; with kvm, the machine's TSC and whether TSC offsets take effect",
+      properties: {
+        name: { type: "string", enum: ["emulated", "kvm"] },
+        flavour: { type: "string", examples: ["kvm_intel", "kvm_pvm"] },
+        tscKhz: u64("the machine's TSC frequency (KVM_GET_TSC_KHZ), kHz", "2294608"),
+        tscOffsetRestores: { type: "string", enum: ["in effect", "not in effect"] },
+        vms: { type: "integer", description: "real VMs open now" },
+      },
+    },
   },
 } as const;
 

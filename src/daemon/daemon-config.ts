@@ -87,6 +87,14 @@ export const DAEMON_CONFIG = defineConfig({
     default: 0,
     doc: `Drift of the host TSC crystal from its nominal frequency, ppm (±${LIMITS.driftPpmMax}).`,
   },
+  backend: {
+    env: "TSCMIG_BACKEND",
+    flag: "backend",
+    parse: parseEnum(["emulated", "kvm"]),
+    default: "emulated",
+    doc: "Hypervisor backend: emulated (VMs modelled in the daemon) or kvm (real KVM VMs on /dev/kvm running the project's own guest; root, Linux). With kvm the host's TSC, rate and vendor are the machine's, not --tsc-khz and --vendor.",
+  },
+  kvmDevice: { env: "TSCMIG_KVM_DEVICE", flag: "kvm-device", parse: parsePath, default: "/dev/kvm", doc: "The KVM device the kvm backend opens." },
   vendor: {
     env: "TSCMIG_VENDOR",
     flag: "vendor",

@@ -16,6 +16,7 @@ import { buildHttpApp } from "../shared/http/app.js";
 import { createMetrics, type Metrics } from "../shared/http/metrics.js";
 import { RingHistory } from "../shared/history.js";
 import type { HypervisorBackend } from "../shared/hypervisor/backend.js";
+import type { TruthProbe } from "../shared/hypervisor/truth.js";
 import { EmulatedHost } from "../shared/hypervisor/host.js";
 import { LIMITS } from "../shared/limits.js";
 import { logListening, type PinoLogger } from "../shared/log.js";
@@ -92,18 +93,44 @@ export async function buildDaemon(deps: DaemonDeps): Promise<Daemon> {
     ? { certPem: readTlsFile(c.tlsCert, "--tls-cert"), keyPem: readTlsFile(c.tlsKey, "--tls-key"), caPem: readTlsFile(c.tlsCa, "--tls-ca") }
     : undefined;
   const peerAuth = resolvePeerAuth({ peerAuth: c.peerAuth, peerToken: c.peerToken, peerTokenFile: c.peerTokenFile, tls: tls !== undefined, grpcHost: c.grpc.host });
-  const journal = deps.journal ?? Journal.open(c.data, { synchronous: c.journalSync as "full" | "normal", owner: c.name });
+  const hypervisor = await openHypervisor(deps, host);
+  let journal: JournalStore;
   try {
-    return await assemble(deps, host, journal, tls, peerAuth);
+    journal = deps.journal ?? Journal.open(c.data, { synchronous: c.journalSync as "full" | "normal", owner: c.name });
+  } catch (e) {
+    await hypervisor?.backend.close?.();
+    throw e;
+  }
+  try {
+    return await assemble(deps, host, journal, tls, peerAuth, hypervisor);
   } catch (e) {
     journal.close();
+    await hypervisor?.backend.close?.();
     throw e;
+  }
+}
+
+type Hypervisor = { backend: HypervisorBackend; truth?: TruthProbe };
+
+/** The backend the flags chose (or the one the deps give): `--backend kvm` opens /dev/kvm now, or says why it cannot. */
+async function openHypervisor(deps: DaemonDeps, host: EmulatedHost): Promise<Hypervisor | undefined> {
+  if (deps.backend) return { backend: deps.backend(host) };
+  if (deps.config.backend !== "kvm") return undefined;
+  try {
+    // Imported here: the emulated daemon never loads the FFI.
+    const { KvmBackend, kvmTruth } = await import("../shared/hypervisor/kvm/kvm-backend.js");
+    const kvm = await KvmBackend.open({ host, devicePath: deps.config.kvmDevice });
+    return { backend: kvm, truth: kvmTruth(kvm) };
+  } catch (e) {
+    const why = e instanceof Error ? e.message : String(e);
+    const reason = e instanceof TscmigError && e.reason !== undefined ? e.reason : "kvm_unavailable";
+    throw new TscmigError("failed_precondition", `--backend kvm: cannot use KVM: ${why}`, { field: "backend", reason });
   }
 }
 
 type TlsFiles = { certPem: Buffer; keyPem: Buffer; caPem: Buffer };
 
-async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: JournalStore, tls: TlsFiles | undefined, peerAuth: PeerAuth): Promise<Daemon> {
+async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: JournalStore, tls: TlsFiles | undefined, peerAuth: PeerAuth, hypervisor: Hypervisor | undefined): Promise<Daemon> {
   const c = deps.config;
   const log = deps.log;
   const history = new RingHistory(LIMITS.historySamplesMax);
@@ -127,7 +154,8 @@ async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: JournalSt
     dialer,
     history,
     ...(deps.faults ? { faults: deps.faults } : {}),
-    ...(deps.backend ? { backend: deps.backend(host) } : {}),
+    ...(hypervisor ? { backend: hypervisor.backend } : {}),
+    ...(hypervisor?.truth ? { truth: hypervisor.truth } : {}),
   });
   const metrics = createMetrics();
   const state: { phase: Phase } = { phase: "starting" };
@@ -140,6 +168,7 @@ async function assemble(deps: DaemonDeps, host: EmulatedHost, journal: JournalSt
     log: (obj, msg) => log.error(obj, msg),
   });
   const parts = { c, log, node, http, rpc, metrics, journal, grpcDialer, peerAuth, grpcAddress, state };
+  if (hypervisor) log.info({ event: "hypervisor", backend: hypervisor.backend.name, ...(hypervisor.backend.describe?.() ?? {}) }, "hypervisor backend");
   return { node, http, rpc, metrics, history, ...lifecycle(parts) };
 }
 
@@ -202,6 +231,7 @@ function lifecycle(p: Parts): Pick<Daemon, "listen" | "start" | "close"> {
     await Promise.allSettled([http.close(), rpc.shutdown(graceMs)]);
     p.grpcDialer?.close();
     p.journal.close();
+    await node.backend.close?.(); // real VMs: threads stopped, memory unmapped, fds closed
   };
   return {
     async listen() {

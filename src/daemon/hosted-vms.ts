@@ -9,10 +9,10 @@ import type { HistorySink } from "../shared/history.js";
 import type { Logger } from "../shared/logger.js";
 import { LIMITS } from "../shared/limits.js";
 import type { EmulatedHost } from "../shared/hypervisor/host.js";
-import type { HypervisorBackend, HypervisorVm } from "../shared/hypervisor/backend.js";
+import type { HypervisorBackend, HypervisorVm, RealGuestCounters, RealGuestReports } from "../shared/hypervisor/backend.js";
 import type { TruthProbe } from "../shared/hypervisor/truth.js";
-import { Guest, type Clocksource, type GuestOptions, type HandlingMode, type NtpReading } from "../shared/guest/guest.js";
-import { pvclockReadCycles, type PvclockRecord } from "../shared/kvm/pvclock.js";
+import { Guest, type BoundedNow, type Clocksource, type GuestOptions, type HandlingMode, type NtpReading } from "../shared/guest/guest.js";
+import { PVCLOCK_GUEST_STOPPED, pvclockReadCycles, type PvclockRecord } from "../shared/kvm/pvclock.js";
 import type { VmclockPage } from "../shared/kvm/vmclock.js";
 import type { HostedVm, PersistedVm } from "../shared/migration/hosted-vm.js";
 import type { MigrationRecord, VmRole } from "../shared/migration/journal.js";
@@ -115,6 +115,8 @@ export interface VmReading {
   doorbellsDelivered: number;
   vmclock: VmclockPage;
   migrating: string | null;
+  /** A real guest's own counts (kvm backend): stops seen per vCPU, stops acted on, doorbell interrupts; cumulative over the VM's life. */
+  realGuest?: RealGuestCounters;
 }
 
 export class HostedVms implements VmRegistry {
@@ -129,6 +131,10 @@ export class HostedVms implements VmRegistry {
   private readonly doorbells = new Map<string, number>();
   /** VMs stopped because their handling of a migration is not journaled yet. */
   private readonly stalled = new Set<string>();
+  /** When each VM last started running here (its `run` event): a real guest's older samples are not this run's. */
+  private readonly runSince = new Map<string, bigint>();
+  /** The disruption marker of the last migration a real guest was seen acting on, per VM. */
+  private readonly realHandled = new Map<string, bigint>();
   private readonly persistence: VmPersistence;
   private readonly host: EmulatedHost;
   private stopped = false;
@@ -189,6 +195,9 @@ export class HostedVms implements VmRegistry {
     const vm = this.deps.backend.restoreVm({ ...st.vm, running: false });
     const guest = new Guest(vm, this.deps.scheduler, this.guestOptions(st.guest.clocksource, st.guest.migrationHandling, st.guest.handlingMode), st.guest);
     const h: HostedVm = { id, vm, guest, generation, role, lock: null, sampler: null };
+    // A real guest comes back rebooted and acts on its restart's stop: news only if the journaled
+    // guest had not yet handled the VM's latest migration.
+    this.realHandled.set(id, st.guest.lastHandledMarker);
     this.wireGuest(h);
     return h;
   }
@@ -229,7 +238,8 @@ export class HostedVms implements VmRegistry {
     this.vms.set(id, h);
     guest.start();
     this.startSampler(h);
-    this.deps.history?.event({ kind: "run", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: id, generation: h.generation });
+    this.realHandled.set(id, vm.vmclock().disruptionMarker);
+    this.ran(h, this.host.trueNs());
     this.deps.log.info({ event: "vm_created", vmId: id, vcpus: req.vcpus, guestTscKhz: vm.guestTscKhz }, "VM created");
     return h;
   }
@@ -255,6 +265,7 @@ export class HostedVms implements VmRegistry {
     this.vms.delete(id);
     this.doorbells.delete(id);
     this.tombstones.set(id, { generation, peer: "" });
+    this.destroyVm(h);
     this.deps.history?.event({ kind: "stop", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: id, generation: h.generation, why: "deleted" });
     this.deps.log.info({ event: "vm_deleted", vmId: id, generation }, "VM deleted");
     return { id, generation };
@@ -319,6 +330,7 @@ export class HostedVms implements VmRegistry {
       doorbellsDelivered: this.doorbells.get(id) ?? 0,
       vmclock: { ...vm.vmclock() },
       migrating: h.lock,
+      ...(vm.guestCounters ? { realGuest: limitCounters(vm.guestCounters(), vcpuLimit) } : {}),
     };
   }
 
@@ -368,6 +380,7 @@ export class HostedVms implements VmRegistry {
     this.handedOff.delete(migrationId);
     const t = this.tombstones.get(h.id);
     if (t) this.persistence.released(h.id, t.generation);
+    this.destroyVm(h); // the destination runs it for good: a real VM's threads, memory and fds go now
   }
 
   /** It runs here again at the generation it was handed off with (fencing anything sent about the older one). */
@@ -408,7 +421,8 @@ export class HostedVms implements VmRegistry {
     // answers committed, and the VM is restored and resumed here again, on this daemon only.
     // The run is recorded before the write that may fail: a failed one undoes the adoption and
     // records the stop (unadopt), so the history shows the VM's era starting here, from its source.
-    this.deps.history?.event({ kind: "run", trueNs: resumedTrueNs, daemon: this.cfg.name, vmId: h.id, generation: h.generation });
+    this.realHandled.set(h.id, vm.vmclock().disruptionMarker - 1n); // this migration's marker is the guest's to act on
+    this.ran(h, resumedTrueNs);
     this.persistence.write(h, true);
     this.startSampler(h);
     this.deps.log.info({ event: "vm_resumed", migrationId: a.migrationId, vmId: h.id, advancedNs: a.advancedNs, errorBoundNs: a.errorBoundNs }, "VM resumed");
@@ -422,6 +436,7 @@ export class HostedVms implements VmRegistry {
     this.deps.scheduler.after(delay, () => {
       if (this.vms.get(h.id) !== h || !h.vm.running) return;
       this.doorbells.set(h.id, (this.doorbells.get(h.id) ?? 0) + 1);
+      h.vm.injectDoorbell?.(); // a real guest's interrupt handler counts it
       h.guest.doorbell();
     });
   }
@@ -436,6 +451,7 @@ export class HostedVms implements VmRegistry {
     this.doorbells.delete(h.id);
     this.persistence.forget(h.id);
     if (tomb !== undefined) this.tombstones.set(h.id, tomb);
+    this.destroyVm(h);
     this.deps.history?.event({ kind: "stop", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: h.id, generation: h.generation, why: "journal_unwritable" });
     this.deps.log.warn({ event: "adopt_rolled_back", vmId: h.id, generation: h.generation }, "adopted VM stopped: its journal write did not commit; it stays staged");
   }
@@ -450,7 +466,20 @@ export class HostedVms implements VmRegistry {
     h.guest.resumeTimers();
     if (journal) this.persistence.writeOrQueue(h, false); // a storage failure leaves it queued for the retry loop
     this.startSampler(h);
-    this.deps.history?.event({ kind: "run", trueNs: this.host.trueNs(), daemon: this.cfg.name, vmId: h.id, generation: h.generation });
+    this.ran(h, this.host.trueNs());
+  }
+
+  /** Records that `h` runs here from `trueNs` on. */
+  private ran(h: HostedVm, trueNs: bigint): void {
+    this.runSince.set(h.id, trueNs);
+    this.deps.history?.event({ kind: "run", trueNs, daemon: this.cfg.name, vmId: h.id, generation: h.generation });
+  }
+
+  /** A VM that left this daemon for good: a real one's resources are released (the emulated one has none). */
+  private destroyVm(h: HostedVm): void {
+    this.runSince.delete(h.id);
+    this.realHandled.delete(h.id);
+    h.vm.destroy?.().catch((e: unknown) => this.deps.log.warn({ event: "vm_destroy_failed", vmId: h.id, err: String(e) }, "releasing a VM's resources failed"));
   }
 
   /** Stops `h`'s vCPUs, guest and sampler, and records why. */
@@ -472,7 +501,8 @@ export class HostedVms implements VmRegistry {
       let journaled = false;
       this.persistence.writeOrQueue(h, true, () => {
         journaled = true;
-        this.deps.history?.event({ kind: "handled", trueNs, daemon: this.cfg.name, vmId: h.id, ...e });
+        // With a real guest, what it did is the history's (sampleRealGuest); the model's handling is its NTP state's.
+        if (!h.vm.drainGuestReports) this.deps.history?.event({ kind: "handled", trueNs, daemon: this.cfg.name, vmId: h.id, ...e });
         this.unstall(h);
       });
       if (!journaled) this.stall(h);
@@ -551,6 +581,10 @@ export class HostedVms implements VmRegistry {
     const t = this.deps.truth.nowNs();
     const bounded = h.guest.now();
     const spanNs = this.deps.truth.nowNs() - t;
+    if (h.vm.drainGuestReports) {
+      this.sampleRealGuest(h, bounded, t + spanNs);
+      return;
+    }
     const n = Math.min(h.vm.vcpuCount, this.cfg.sampleVcpusMax);
     const vcpus: number[] = [];
     const tsc: bigint[] = [];
@@ -563,4 +597,45 @@ export class HostedVms implements VmRegistry {
     }
     this.deps.history?.sample({ trueNs: t, ...(spanNs > 0n ? { trueSpanNs: spanNs } : {}), daemon: this.cfg.name, vmId: h.id, generation: h.generation, vcpus, tsc, kvmclockNs: kvm, bounded, guestTscKhz: h.vm.guestTscKhz });
   }
+
+  /**
+   * A real guest's samples since the last tick, one history sample per vCPU at the true instant of its
+   * own RDTSC (vCPUs sample at different instants), each with the model's bounded read, which came
+   * after it (the span reaches that read). And the stops the real guest acted on: a `handled` event
+   * when it acted on a migration's stop (a new disruption marker), none for a pause that was no
+   * migration (a rolled-back one, whose stop the guest sees too).
+   */
+  private sampleRealGuest(h: HostedVm, bounded: BoundedNow, readEndNs: bigint): void {
+    const r = (h.vm.drainGuestReports as () => RealGuestReports)();
+    const since = this.runSince.get(h.id) ?? 0n;
+    const instant = this.deps.truth.instantOfGuestTsc;
+    if (instant === undefined) return;
+    const timed = r.samples.map((s) => ({ s, trueNs: instant(h.vm, s.vcpu, s.tsc) }));
+    if (r.actedDelta > 0) {
+      // When it acted: its first sample that read the stopped flag (not before this run began).
+      const saw = timed.filter((x) => (x.s.flags & PVCLOCK_GUEST_STOPPED) !== 0).map((x) => (x.trueNs < since ? since : x.trueNs));
+      this.realGuestActed(h, saw.length > 0 ? saw.reduce((a, b) => (a < b ? a : b)) : readEndNs);
+    }
+    for (const { s, trueNs } of timed) {
+      if (s.vcpu >= this.cfg.sampleVcpusMax || trueNs < since) continue; // before this run began here (a resume's first entry)
+      const span = readEndNs > trueNs ? readEndNs - trueNs : 0n;
+      this.deps.history?.sample({ trueNs, ...(span > 0n ? { trueSpanNs: span } : {}), daemon: this.cfg.name, vmId: h.id, generation: h.generation, vcpus: [s.vcpu], tsc: [s.tsc], kvmclockNs: [s.kvmclockNs], bounded, guestTscKhz: h.vm.guestTscKhz });
+    }
+  }
+
+  private realGuestActed(h: HostedVm, trueNs: bigint): void {
+    const marker = h.vm.vmclock().disruptionMarker;
+    if (this.realHandled.get(h.id) === marker) {
+      this.deps.log.info({ event: "guest_saw_pause", vmId: h.id, marker }, "the real guest acted on a pause that was no migration");
+      return;
+    }
+    this.realHandled.set(h.id, marker);
+    const g = h.guest.exportState();
+    if (!g.migrationHandling) return; // it did what Linux does (cleared the flag); acting on a migration is handling's
+    this.deps.history?.event({ kind: "handled", trueNs, daemon: this.cfg.name, vmId: h.id, via: "flag", marker, mode: g.handlingMode, handledCount: g.handledCount, widenedByNs: 0n });
+  }
+}
+
+function limitCounters(c: RealGuestCounters, vcpus: number): RealGuestCounters {
+  return { acted: c.acted, stopped: c.stopped.slice(0, vcpus), doorbells: c.doorbells.slice(0, vcpus), samples: c.samples.slice(0, vcpus) };
 }

@@ -221,18 +221,20 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
     const s = h.skew.state;
     // One instant for every clock, so realtime − true − skew is the host's epoch exactly (the live harness checks it).
     const t = h.trueNs();
+    const info = node.backend.hostInfo; // the VMs' host: the emulated one's, or the machine's under kvm
     return toJsonSafe({
       name: h.info.name,
-      tscKhz: h.info.tscKhz,
-      vendor: h.info.vendor.name,
-      fracBits: h.info.vendor.fracBits,
-      tscScaling: h.info.tscScaling,
+      tscKhz: info.tscKhz,
+      vendor: info.vendor.name,
+      fracBits: info.vendor.fracBits,
+      tscScaling: info.tscScaling,
       trueNs: t,
       realtimeNs: h.realtimeNsAt(t),
       rawNs: h.rawNsAt(t),
       skewNs: h.skew.offsetAt(t),
       maxerrorNs: s.maxerrorNs,
       skewModel: offsetModelToJson(s.model),
+      backend: { name: node.backend.name, ...(node.backend.describe?.() ?? {}) },
     });
   };
 

@@ -47,7 +47,7 @@ import type {
   TransferRes,
 } from "../shared/migration/messages.js";
 import { parsePolicy, restoreSnapshot, type RestoreResult } from "../shared/migration/restore.js";
-import { checkId, type Snapshot, validateSnapshot } from "../shared/migration/snapshot.js";
+import { checkBackendPayload, checkId, type Snapshot, validateSnapshot } from "../shared/migration/snapshot.js";
 import { DRIFT_ALLOWANCE_PPM, parseEstimator } from "../shared/migration/blackout.js";
 
 export type { CommitLegs };
@@ -377,7 +377,7 @@ export class Destination {
   }
 
   private capabilities(req: PrepareReq): PrepareRes {
-    const info = this.ctx.host.info;
+    const info = this.ctx.backend.hostInfo;
     let ratio: bigint;
     try {
       ratio = setTscKhzDecision({ userKhzArg: req.guestTscKhz, hostKhz: info.tscKhz, vendor: info.vendor, hostHasScaling: info.tscScaling }).ratio;
@@ -521,6 +521,7 @@ export class Destination {
   private validateTransfer(req: TransferReq, r: PrepareReq): void {
     const s = req.snapshot;
     validateSnapshot(s);
+    checkBackendPayload(this.ctx.backend, s);
     if (s.vmId !== r.vmId) throw invalid("snapshot.vmId", `prepared for ${r.vmId}, got ${s.vmId}`);
     if (s.generation !== r.generation) throw invalid("snapshot.generation", `prepared generation ${r.generation}, got ${s.generation}`);
     if (s.vcpuCount !== r.vcpuCount) throw invalid("snapshot.vcpuCount", `prepared ${r.vcpuCount} vCPUs, got ${s.vcpuCount}`);
@@ -634,7 +635,7 @@ export class Destination {
     const s = inb.snapshot as Snapshot;
     const r = inb.req;
     const t0 = this.ctx.host.rawNs();
-    const vm = this.ctx.backend.createVm({ vcpus: s.vcpuCount, guestTscKhz: s.guestTscKhz });
+    const vm = this.ctx.backend.createVm({ vcpus: s.vcpuCount, guestTscKhz: s.guestTscKhz, ...(s.backendPayload !== undefined ? { payload: s.backendPayload } : {}) });
     const result = (this.ctx.restore ?? restoreSnapshot)(vm, s, {
       policy: r.policy,
       capNs: r.advanceCapNs === 0n ? LIMITS.advanceCapNsDefault : r.advanceCapNs,

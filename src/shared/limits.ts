@@ -51,12 +51,19 @@ export const LIMITS = {
   eventQueueFramesMax: 4096,
   /** Recent events kept so a reconnecting stream resumes where it stopped (Last-Event-ID). */
   eventReplayMax: 4096,
+  /** A snapshot's backend payload (a real VM's memory, compressed, and its vCPUs' registers). */
+  backendPayloadBytesMax: 2 * 1024 * 1024,
+  /** Real KVM VMs one daemon hosts at once (each holds a VM fd, one fd and one kvm_run page per vCPU, and vCPU threads). */
+  kvmVmsMax: 64,
+  /** vCPUs over all of one daemon's real KVM VMs (kernel memory: a few pages each). */
+  kvmVcpusTotalMax: 4096,
 } as const;
 
 assert(LIMITS.tscKhzMin > 0n && LIMITS.tscKhzMin < LIMITS.tscKhzMax, "tsc kHz range");
 assert(LIMITS.vcpuCountMax >= 1 && LIMITS.vcpuCountMax <= 1024, "vCPU limit within the wire format");
 assert(LIMITS.advanceCapNsDefault < LIMITS.blackoutNsMax, "cap below the blackout limit");
 assert(LIMITS.messageBytesMax >= 1024 * 200, "a 1024-vCPU snapshot must fit a message");
+assert(LIMITS.messageBytesMax >= LIMITS.backendPayloadBytesMax + 1024 * 200, "a snapshot with a full backend payload must fit a message");
 assert(LIMITS.eventStreamsMax >= 1 && LIMITS.eventQueueFramesMax >= 16 && LIMITS.eventReplayMax >= 16, "event stream limits");
 assert(LIMITS.rpcDeadlineNs * BigInt(LIMITS.retriesMax) < LIMITS.blackoutNsMax, "retries end before the blackout limit");
 assert(LIMITS.prepareLeaseNs > 2n * LIMITS.rpcDeadlineNs, "a lease outlives a Prepare and a probe that each run to their deadline");

@@ -316,7 +316,8 @@ class SourceDriver {
     // value at that read, so the destination must add the time since the read. From the pause
     // it would also add pause → read (capture, a GC pause, a busy host), an error the bound
     // does not cover.
-    const readRaw = host.rawNsOfTsc(m.snapshot.hostTsc);
+    // Through the VM's hypervisor: the TSC is its host's (a real machine's under the kvm backend).
+    const readRaw = this.h.vm.hostRawNsOfTsc(m.snapshot.hostTsc);
     const snapshot = { ...m.snapshot, sourceCaptureToSendNs: sendRaw > readRaw ? sendRaw - readRaw : 0n };
     const carrier = this.carrier();
     const viaLink = carrier === this.link;

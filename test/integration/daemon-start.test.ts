@@ -103,6 +103,15 @@ describe("a daemon that cannot start", () => {
     }
   });
 
+  it("exits when --backend kvm cannot open its KVM device, naming the device and why; no port opened, the lock free", async () => {
+    const [httpPort, grpcPort] = [await freePort(), await freePort()];
+    const data = join(dir, "d");
+    const o = await runToExit(["--backend", "kvm", "--kvm-device", join(dir, "no-kvm"), "--http", `127.0.0.1:${httpPort}`, "--grpc", `127.0.0.1:${grpcPort}`, "--data", data]);
+    expectCleanFailure(o, /--backend kvm: cannot use KVM: .*no-kvm does not exist \(ENOENT\).*kvm_absent/);
+    expect(await bindable(httpPort)).toBe(true);
+    expect(await bindable(grpcPort)).toBe(true);
+  });
+
   it("exits when its gRPC port is taken, naming the port and --grpc; the HTTP port and the lock are released", async () => {
     const taken = await hold();
     const httpPort = await freePort();

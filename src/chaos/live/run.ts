@@ -37,6 +37,8 @@ export interface LiveOptions {
   trueEpochNs?: bigint;
   /** Ends the run: every daemon is SIGKILLed at once and none starts again (a test's teardown). */
   signal?: AbortSignal;
+  /** The daemons' hypervisor backend (`tscmig daemon --backend`; default emulated). */
+  backend?: "emulated" | "kvm";
 }
 
 /** Reasons a kind was skipped on this machine, printed once per process. */
@@ -129,7 +131,7 @@ class LiveRun {
     if (this.allowed.has("collide")) {
       const proxy = new FaultProxy();
       const addr = await proxy.start();
-      c.daemons.push({ name: "d2", proxy, http: "127.0.0.1:0", grpc: "127.0.0.1:0", data: join(this.dir, "d2"), args: ["--advertise", addr, "--peer-token", this.x.peerToken], proc: null, api: null, stopping: false });
+      c.daemons.push({ name: "d2", proxy, http: "127.0.0.1:0", grpc: "127.0.0.1:0", data: join(this.dir, "d2"), args: ["--advertise", addr, "--peer-token", this.x.peerToken, ...this.backendArgs()], proc: null, api: null, stopping: false });
     }
     if (this.allowed.has("disk-full")) {
       this.x.disk = smallDisk((c.daemons[1] as LiveDaemon).data, 8 * 1024 * 1024);
@@ -146,8 +148,12 @@ class LiveRun {
     // An honest host claims its offset, wander and jitter with room for its drift over a run
     // (500 ppm for a minute is 30 ms); a lying one claims 100 µs whatever its skew.
     const maxerror = this.r.chance(0.7) ? maxAbsOffsetNs(skew, 0n) + 100n * MS : 100_000n;
-    const args = ["--advertise", addr, "--peer-token", this.x.peerToken, "--skew-offset-ns", `${settings.offsetNs}ns`, "--skew-drift-ppm", String(settings.driftPpm), "--host-maxerror-ns", `${maxerror}ns`];
+    const args = ["--advertise", addr, "--peer-token", this.x.peerToken, "--skew-offset-ns", `${settings.offsetNs}ns`, "--skew-drift-ppm", String(settings.driftPpm), "--host-maxerror-ns", `${maxerror}ns`, ...this.backendArgs()];
     return { name, proxy, http: "127.0.0.1:0", grpc: "127.0.0.1:0", data: join(this.dir, name), args, skewUpdate: settings.update, proc: null, api: null, stopping: false };
+  }
+
+  private backendArgs(): string[] {
+    return this.o.backend !== undefined ? ["--backend", this.o.backend] : [];
   }
 
   /** The run's VM, on d0. */

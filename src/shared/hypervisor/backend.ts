@@ -117,6 +117,50 @@ export interface HypervisorVm {
   loadVmclock(page: VmclockPage): void;
   /** The journal form (persistence; the VM is not changed). */
   exportState(): VmState;
+
+  // ---- what only a backend with a real guest has (absent on the emulated one) ----------------------
+
+  /**
+   * The guest's own state beyond its clocks (memory, vCPU registers) for a snapshot, paused; the
+   * destination's backend rebuilds the VM from it (`VmSpec.payload`). Bounded by
+   * LIMITS.backendPayloadBytesMax.
+   */
+  capturePayload?(): Uint8Array;
+  /** The doorbell as a real interrupt into the guest (besides the guest model's handler). */
+  injectDoorbell?(): void;
+  /** The real guest's own counters, cumulative over the VM's life (they travel with its memory); read only. */
+  guestCounters?(): RealGuestCounters;
+  /** What the real guest reported since the last call: per-vCPU samples and the stops it acted on. */
+  drainGuestReports?(): RealGuestReports;
+  /** Releases everything the VM holds (threads, memory, fds). Reads of its clocks still answer from copies. */
+  destroy?(): Promise<void>;
+}
+
+/** One sample a real guest took: RDTSC inside its pvclock read, and the kvmclock that gives. */
+export interface RealGuestSample {
+  vcpu: number;
+  tsc: bigint;
+  kvmclockNs: bigint;
+  /** The record's flags as the guest read them (PVCLOCK_GUEST_STOPPED included when it saw it). */
+  flags: number;
+}
+
+export interface RealGuestCounters {
+  /** Stops it acted on, VM-wide (one per stop, whichever vCPU saw it first). */
+  acted: number;
+  /** Per vCPU: times it saw and cleared PVCLOCK_GUEST_STOPPED, doorbell interrupts its handler counted, samples taken (−1: mid-sample). */
+  stopped: number[];
+  doorbells: number[];
+  samples: number[];
+}
+
+export interface RealGuestReports {
+  samples: RealGuestSample[];
+  /** Stops the guest acted on since the last call (VM-wide, once per stop whichever vCPU saw it). */
+  actedDelta: number;
+  /** Per vCPU: times it saw the stopped flag, doorbells its handler counted (cumulative). */
+  stopped: number[];
+  doorbells: number[];
 }
 
 /** What a new VM is made of. */
@@ -124,6 +168,8 @@ export interface VmSpec {
   vcpus: number;
   /** Guest TSC frequency; default the host's. */
   guestTscKhz?: bigint;
+  /** A snapshot's backend payload (capturePayload on the source): the VM is rebuilt from it, paused. */
+  payload?: Uint8Array;
 }
 
 /** A hypervisor: makes VMs on one host. */
@@ -135,4 +181,13 @@ export interface HypervisorBackend {
   createVm(spec: VmSpec): HypervisorVm;
   /** A VM rebuilt from its journal form (a daemon restart), paused or running as `state` says. */
   restoreVm(state: VmState): HypervisorVm;
+  /**
+   * Whether this backend can host a snapshot with (or without) a backend payload; throws a typed
+   * `invalid_argument` naming `snapshot.backendPayload` otherwise. Absent: only payload-less snapshots.
+   */
+  checkPayload?(payload: Uint8Array | undefined): void;
+  /** Releases the backend's own resources (after every VM was destroyed). */
+  close?(): Promise<void>;
+  /** What `/v1/host` says of the backend beyond its name (JSON-safe). */
+  describe?(): Record<string, string | number | boolean>;
 }

@@ -15,6 +15,8 @@ export interface TruthProbe {
   guestTscAt(vm: HypervisorVm, i: number, tNs: bigint): bigint;
   /** The host's realtime at true instant `tNs`. */
   hostRealtimeNsAt(tNs: bigint): bigint;
+  /** The true instant at which vCPU `i` of `vm` read `tsc` (a real guest's RDTSC); absent where no guest reports one. */
+  instantOfGuestTsc?(vm: HypervisorVm, i: number, tsc: bigint): bigint;
 }
 
 /** The truth of an emulated host: its clocks are functions of true time. */

@@ -125,10 +125,8 @@ export function restoreSnapshot(vm: HypervisorVm, snap: Snapshot, opts: RestoreO
   // Outside master-clock mode getClock gives no (realtime, TSC) pair: the VMM reads its host's own.
   const own = at.hostTsc !== 0n && at.realtime !== 0n ? null : vm.hostClocks();
   const hostTscNow = at.hostTsc !== 0n ? at.hostTsc : (own as HostClockPair).hostTsc;
-  const estimate = opts.estimate({
-    destinationRealtimeNs: at.realtime !== 0n ? at.realtime : (own as HostClockPair).realtimeNs,
-    destinationRawNs: vm.hostRawNsOfTsc(hostTscNow),
-  });
+  const realtimeNow = at.realtime !== 0n ? at.realtime : (own as HostClockPair).realtimeNs;
+  const estimate = opts.estimate({ destinationRealtimeNs: realtimeNow, destinationRawNs: vm.hostRawNsOfTsc(hostTscNow) });
   // No refusal here however long the blackout was: the source has already handed the VM over, so
   // refusing would lose it. How far to advance is the policy's business (advance-capped).
   const est = estimate.estimatedNs;
@@ -171,7 +169,8 @@ export function restoreSnapshot(vm: HypervisorVm, snap: Snapshot, opts: RestoreO
     // The upstream document: KVM_SET_CLOCK(REALTIME) then re-offset every TSC, with Bonzini's
     // scaling correction. With a non-wallclock estimator we hand KVM a source realtime corrected by
     // the estimate, as a VMM would: realtime_arg = now_real_dst − estimate.
-    const realtimeArg = estimate.estimator === "wallclock" ? snap.hostRealtimeNs : at.realtime - est;
+    // (A VM none of whose vCPUs ran yet has no realtime in its KVM_GET_CLOCK: the host's own read stands in.)
+    const realtimeArg = estimate.estimator === "wallclock" ? snap.hostRealtimeNs : realtimeNow - est;
     const set = vm.setClock({ clock: kvmBaseNs, flags: KVM_CLOCK_REALTIME, realtime: realtimeArg });
     const after = vm.getClock();
     const guestDst = after.clock;

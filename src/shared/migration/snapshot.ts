@@ -11,7 +11,7 @@ import { decodeVmclock, encodeVmclock } from "../kvm/vmclock.js";
 import { scaleTsc, SVM, VMX } from "../kvm/tsc.js";
 import { u64, U64_MAX } from "../kvm/u64.js";
 import type { Guest, GuestState } from "../guest/guest.js";
-import type { HypervisorVm } from "../hypervisor/backend.js";
+import type { HypervisorBackend, HypervisorVm } from "../hypervisor/backend.js";
 import type { ProbeResult } from "./blackout.js";
 
 export const SNAPSHOT_FORMAT_VERSION = 1;
@@ -49,6 +49,11 @@ export interface Snapshot {
    */
   sourceCaptureToSendNs: bigint;
   probe: (ProbeResult & { probeToPauseNs: bigint }) | null;
+  /**
+   * The source backend's own VM state (HypervisorVm.capturePayload: a real VM's memory and
+   * registers), opaque here; absent from the emulated backend. Checked by the destination's backend.
+   */
+  backendPayload?: Uint8Array;
 }
 
 export interface CaptureMeta {
@@ -113,7 +118,18 @@ export function captureSnapshot(vm: HypervisorVm, guest: Guest, meta: CaptureMet
     kvmclockEnabled: vm.kvmclockEnabled(0),
     sourceCaptureToSendNs: 0n,
     probe: meta.probe,
+    ...(vm.capturePayload ? { backendPayload: vm.capturePayload() } : {}),
   };
+}
+
+/**
+ * Whether `backend` can host `s` (a payload from a real VM needs a backend that reads it; a backend
+ * that needs one refuses a snapshot without): a typed `invalid_argument`, before anything is staged.
+ */
+export function checkBackendPayload(backend: HypervisorBackend, s: Snapshot): void {
+  if (backend.checkPayload) backend.checkPayload(s.backendPayload);
+  else if (s.backendPayload !== undefined)
+    throw invalid("snapshot.backendPayload", `carries a real VM's state; this daemon runs the ${backend.name} backend, which cannot host it (start it with --backend kvm)`);
 }
 
 /** vCPU i's pvclock record in the snapshot. */
@@ -163,6 +179,9 @@ export function validateSnapshot(s: Snapshot): void {
   if (typeof s.sourceCaptureToSendNs !== "bigint" || s.sourceCaptureToSendNs < 0n || s.sourceCaptureToSendNs > LIMITS.blackoutNsMax)
     throw invalid("snapshot.sourceCaptureToSendNs", "missing, or out of range");
   if (s.probe !== null && (s.probe.boundNs < 0n || s.probe.probeToPauseNs < 0n)) throw invalid("snapshot.probe", "negative bound or duration");
+  const p = s.backendPayload;
+  if (p !== undefined && (!(p instanceof Uint8Array) || p.length === 0 || p.length > LIMITS.backendPayloadBytesMax))
+    throw invalid("snapshot.backendPayload", `must be 1..${LIMITS.backendPayloadBytesMax} bytes`);
   const g = s.guest;
   if (g.ntp.maxerrorUs < 0n || g.ntp.maxerrorUs > LIMITS.ntpPhaseLimitUs) throw invalid("snapshot.guest.maxerrorUs", "must be within 0..16 s");
   if (g.ntp.esterrorUs < 0n || g.ntp.esterrorUs > LIMITS.ntpPhaseLimitUs) throw invalid("snapshot.guest.esterrorUs", "must be within 0..16 s");

@@ -370,6 +370,7 @@ export function snapshotToPb(s: Snapshot): MessageInitShape<typeof SnapshotSchem
     probeBoundNs: s.probe?.boundNs ?? 0n,
     probeToPauseNs: s.probe?.probeToPauseNs ?? 0n,
     kvmclockEnabled: s.kvmclockEnabled,
+    backendPayload: s.backendPayload ?? new Uint8Array(0),
   };
 }
 
@@ -430,6 +431,7 @@ export function snapshotFromPb(m: PbSnapshot | undefined): Snapshot {
     kvmclockEnabled: m.kvmclockEnabled,
     sourceCaptureToSendNs: m.sourceCaptureToSendNs,
     probe: m.probeValid ? { offsetNs: m.probeOffsetNs, boundNs: m.probeBoundNs, probeToPauseNs: m.probeToPauseNs } : null,
+    ...(m.backendPayload.length > 0 ? { backendPayload: m.backendPayload } : {}),
   };
 }
 

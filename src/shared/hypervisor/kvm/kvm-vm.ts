@@ -59,6 +59,8 @@ export interface KvmVmOptions {
   signalOffset?: number;
   /** What the vCPUs run (create only): the sampling guest, or a bare HLT loop for timing. */
   program?: GuestProgram;
+  /** Started vCPU threads to take instead of starting new ones (VcpuThreadPool); null when none is left. */
+  takeThread?: () => Worker | null;
 }
 
 /** Per-vCPU counters kept by the vCPU threads. */
@@ -94,6 +96,9 @@ export interface KvmVmState {
   clock: ClockData;
 }
 
+/** What a fresh VM is rebuilt from (the clock is the caller's to set). */
+export type KvmRestoreState = Pick<KvmVmState, "vcpus" | "memory" | "regs" | "sregs" | "systemTimeMsr">;
+
 const DEFAULT_PACE_US = 1000;
 const DEFAULT_KICK_AFTER_US = 500_000;
 const DEFAULT_PAUSE_TIMEOUT_MS = 5000;
@@ -116,7 +121,8 @@ export class KvmVm {
   private readonly threadCount: number;
   private readonly ctl: Int32Array;
   private readonly timingBlock: BigInt64Array;
-  private readonly opts: Required<Omit<KvmVmOptions, "vcpus" | "program">>;
+  private readonly opts: Required<Omit<KvmVmOptions, "vcpus" | "program" | "takeThread">>;
+  private readonly takeThread: (() => Worker | null) | undefined;
   private workers: Worker[] = [];
   private workerErrors: Error[] = [];
   private isRunning = false;
@@ -136,6 +142,7 @@ export class KvmVm {
     if (!Number.isInteger(this.opts.threads) || this.opts.threads < 1 || this.opts.threads > 64) throw invalid("threads", "must be an integer in 1..64");
     if (!Number.isInteger(this.opts.paceUs) || this.opts.paceUs < 0 || this.opts.paceUs > 1_000_000) throw invalid("paceUs", "must be an integer in 0..1000000");
     this.sys = sys;
+    this.takeThread = opts.takeThread;
     this.vcpuCount = vcpus;
     this.threadCount = this.opts.threads;
     this.runBytes = sys.vcpuMmapBytes();
@@ -175,7 +182,7 @@ export class KvmVm {
   }
 
   /** A fresh VM holding `state`'s memory, registers and kvmclock MSRs, paused; the clock is the caller's. */
-  static restore(sys: KvmSystem, state: KvmVmState, opts: Omit<KvmVmOptions, "vcpus"> = {}): KvmVm {
+  static restore(sys: KvmSystem, state: KvmRestoreState, opts: Omit<KvmVmOptions, "vcpus"> = {}): KvmVm {
     checkState(state);
     const vm = new KvmVm(sys, { ...opts, vcpus: state.vcpus });
     try {
@@ -420,6 +427,40 @@ export class KvmVm {
     }
   }
 
+  /**
+   * Blocks this thread until vCPU i completed `runs` KVM_RUN calls in all (the vCPU threads run
+   * them; this only waits), for at most `timeoutMs`. For the short waits a synchronous caller needs
+   * (a guest's boot, a resume's first entry); returns whether the count was reached.
+   */
+  waitRunsSync(i: number, runs: number, timeoutMs: number): boolean {
+    return this.waitCounterSync(i, V.runs, runs, timeoutMs);
+  }
+
+  /** The same for the guest's HLTs (with the sampling guest, each ends a whole sample). */
+  waitHltsSync(i: number, hlts: number, timeoutMs: number): boolean {
+    return this.waitCounterSync(i, V.hlt, hlts, timeoutMs);
+  }
+
+  private waitCounterSync(i: number, word: number, target: number, timeoutMs: number): boolean {
+    this.vcpuFd(i);
+    const base = vcpuBase(this.threadCount, i);
+    const start = this.sys.libc.clockNs(1);
+    for (;;) {
+      this.throwIfFailed();
+      const runs = Atomics.load(this.ctl, base + V.runs);
+      if (Atomics.load(this.ctl, base + word) >= target) return true;
+      const leftMs = timeoutMs - Number(this.sys.libc.clockNs(1) - start) / 1e6;
+      if (leftMs <= 0) return false;
+      Atomics.wait(this.ctl, base + V.runs, runs, Math.min(leftMs, 5));
+    }
+  }
+
+  /** The guest's memory itself (no copy): valid until close(); the guest writes it while running. */
+  guestMemory(): Uint8Array {
+    this.live();
+    return this.mem;
+  }
+
   /** vCPU i's mailbox: the guest's latest sample, its stop and doorbell counts. */
   report(i: number): GuestReport {
     this.vcpuFd(i);
@@ -521,7 +562,12 @@ export class KvmVm {
         EXIT_HLT: KVM_EXIT.HLT,
         EXIT_IRQ_WINDOW_OPEN: KVM_EXIT.IRQ_WINDOW_OPEN,
       };
-      const w = new Worker(vcpuThreadSource(), { eval: true, workerData: data });
+      const pooled = this.takeThread?.() ?? null;
+      const w = pooled ?? new Worker(vcpuThreadSource(), { eval: true, workerData: data });
+      if (pooled !== null) {
+        pooled.ref(); // a VM's thread keeps the process alive until close, as a new one does
+        pooled.postMessage(data);
+      }
       w.on("error", (e) => this.workerErrors.push(e));
       this.workers.push(w);
     }
@@ -610,7 +656,7 @@ function waitAsync(a: Int32Array, index: number, value: number, timeoutMs: numbe
   return Promise.resolve(w.value);
 }
 
-function checkState(s: KvmVmState): void {
+function checkState(s: KvmRestoreState): void {
   if (!Number.isInteger(s.vcpus) || s.vcpus < 1 || s.vcpus > LAYOUT.vcpusMax) throw invalid("state.vcpus", `must be in 1..${LAYOUT.vcpusMax}`);
   if (!(s.memory instanceof Uint8Array) || s.memory.length !== LAYOUT.memoryBytes) throw invalid("state.memory", `must be ${LAYOUT.memoryBytes} bytes`);
   for (const [name, col, size] of [["regs", s.regs, KVM_REGS.size], ["sregs", s.sregs, KVM_SREGS.size]] as const) {

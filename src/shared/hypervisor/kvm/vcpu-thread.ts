@@ -231,3 +231,12 @@ export function vcpuThreadMain(d: VcpuThreadData): void {
 export function vcpuThreadSource(): string {
   return `(${vcpuThreadMain.toString()})(require("node:worker_threads").workerData)`;
 }
+
+/**
+ * A vCPU thread started ahead of its VM (a pool: thread start, an isolate and koffi, takes tens of
+ * ms, which a migration's destination would otherwise spend inside the blackout): it loads koffi
+ * now and runs `vcpuThreadMain` on the VM's data once that arrives as its first message.
+ */
+export function pooledVcpuThreadSource(): string {
+  return `const wt = require("node:worker_threads"); require(wt.workerData.koffiPath).load("libc.so.6"); wt.parentPort.once("message", (d) => (${vcpuThreadMain.toString()})(d));`;
+}
