@@ -145,34 +145,32 @@ describe("live harness: no daemon outlives its campaign", () => {
     expect(code).toBe(1);
   });
 
-  it("a launcher that exits without stopping its daemon takes the daemon with it", { timeout: 120_000 }, async () => {
-    const launcher = forkTs(new URL("../helpers/orphan-launcher.ts", import.meta.url));
+  /** Forks the orphan launcher; resolves with its daemon's pid and the launcher's exit. */
+  async function launch(args: string[] = []) {
+    const launcher = forkTs(new URL("../helpers/orphan-launcher.ts", import.meta.url), args);
     const exited = new Promise<void>((ok) => launcher.once("exit", () => ok()));
     const pid = await new Promise<number>((ok, fail) => {
       launcher.once("message", (m) => ok((m as { pid: number }).pid));
       launcher.once("exit", (code) => fail(new Error(`launcher exited (${code}) before its daemon listened`)));
     });
     teardown = async () => {
-      if (alive(pid)) process.kill(pid, "SIGKILL"); // what today's code leaves behind
+      if (alive(pid)) process.kill(pid, "SIGKILL"); // what a daemon that outlives its launcher leaves behind
     };
+    return { launcher, exited, pid };
+  }
+
+  it("a launcher that exits without stopping its daemon takes the daemon with it", { timeout: 120_000 }, async () => {
+    const { exited, pid } = await launch();
     await exited;
     // SIGTERM from the launcher's exit hook, then the daemon's own graceful shutdown (≤ 5 s).
     await until(`daemon ${pid} gone after its launcher exited`, () => !alive(pid), 30_000);
   });
 
   it("a launcher killed with SIGKILL (no exit hook runs) takes its daemon with it: the daemon watches its parent", { timeout: 120_000 }, async () => {
-    const launcher = forkTs(new URL("../helpers/orphan-launcher.ts", import.meta.url), ["--stay"]);
-    const exited = new Promise<void>((ok) => launcher.once("exit", () => ok()));
-    const pid = await new Promise<number>((ok, fail) => {
-      launcher.once("message", (m) => ok((m as { pid: number }).pid));
-      launcher.once("exit", (code) => fail(new Error(`launcher exited (${code}) before its daemon listened`)));
-    });
-    teardown = async () => {
-      if (alive(pid)) process.kill(pid, "SIGKILL"); // what today's code leaves behind
-    };
+    const { launcher, exited, pid } = await launch(["--stay"]);
     launcher.kill("SIGKILL");
     await exited;
     // The daemon sees its parent change within a poll (0.5 s), then shuts down gracefully (≤ 5 s).
-    await until(`daemon ${pid} gone after its launcher exited`, () => !alive(pid), 30_000);
+    await until(`daemon ${pid} gone after its launcher was killed`, () => !alive(pid), 30_000);
   });
 });

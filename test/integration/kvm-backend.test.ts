@@ -9,7 +9,7 @@
 import { readdirSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EmulatedHost } from "../../src/shared/hypervisor/host.js";
-import { KvmSystem } from "../../src/shared/hypervisor/kvm/device.js";
+import { kvmProblem } from "../helpers/kvm.js";
 import { KvmBackend, type KvmBackedVm } from "../../src/shared/hypervisor/kvm/kvm-backend.js";
 import { Guest } from "../../src/shared/guest/guest.js";
 import { captureSnapshot, checkBackendPayload, validateSnapshot } from "../../src/shared/migration/snapshot.js";
@@ -18,14 +18,6 @@ import { estimateBlackout } from "../../src/shared/migration/blackout.js";
 import { RealClock, RealScheduler, trueEpochNs } from "../../src/shared/platform/index.js";
 import { isTscmigError } from "../../src/shared/errors.js";
 
-function kvmProblem(): string | null {
-  try {
-    KvmSystem.open().close();
-    return null;
-  } catch (e) {
-    return e instanceof Error ? e.message : String(e);
-  }
-}
 const problem = kvmProblem();
 if (problem !== null) console.warn(`kvm backend tests skipped: ${problem}`);
 

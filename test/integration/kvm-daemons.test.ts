@@ -13,20 +13,11 @@ import { BOUNDARY } from "../../src/shared/codec.js";
 import { type GuestSample, historyPageCodec } from "../../src/shared/history.js";
 import type { ChaosEvent, ChaosHistory } from "../../src/chaos/history.js";
 import { checkHistory } from "../../src/chaos/checker.js";
-import { KvmSystem } from "../../src/shared/hypervisor/kvm/device.js";
+import { kvmProblem } from "../helpers/kvm.js";
 import { trueEpochNs } from "../../src/shared/platform/index.js";
 import { startDaemons, stopAllDaemons, type TestDaemon, waitFor, type ReportJson } from "../helpers/daemons.js";
 
-function kvmProblem(): string | null {
-  if (process.getuid?.() !== 0) return "not root (the kvm backend's daemons open /dev/kvm)";
-  try {
-    KvmSystem.open().close();
-    return null;
-  } catch (e) {
-    return e instanceof Error ? e.message : String(e);
-  }
-}
-const problem = kvmProblem();
+const problem = kvmProblem({ root: true });
 if (problem !== null) console.warn(`kvm daemon tests skipped: ${problem}`);
 
 const POLICIES = [

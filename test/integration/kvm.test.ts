@@ -14,19 +14,12 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeClockData, decodeClockData } from "../../src/shared/hypervisor/kvm/abi.js";
 import { KvmSystem } from "../../src/shared/hypervisor/kvm/device.js";
+import { kvmProblem } from "../helpers/kvm.js";
 import { kvmInfo } from "../../src/shared/hypervisor/kvm/info.js";
 import { KvmVm } from "../../src/shared/hypervisor/kvm/kvm-vm.js";
 import { PVCLOCK_GUEST_STOPPED, pvclockReadCycles } from "../../src/shared/kvm/pvclock.js";
 import { KVM_CLOCK_REALTIME } from "../../src/shared/kvm/set-clock.js";
 
-function kvmProblem(): string | null {
-  try {
-    KvmSystem.open().close();
-    return null;
-  } catch (e) {
-    return e instanceof Error ? e.message : String(e);
-  }
-}
 const problem = kvmProblem();
 if (problem !== null) console.warn(`kvm integration tests skipped: ${problem}`);
 
