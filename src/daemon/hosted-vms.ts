@@ -185,7 +185,10 @@ export class HostedVms implements VmRegistry {
     // migrating-out: the journaled migration decides (the source role's recovery looks at it). Only
     // an undecided or committed one holds the VM: an earlier attempt at the same generation that was
     // refused (phase "refused") or aborted is history, and locking on it would leave the VM paused forever.
-    const mig = migrations.find((m) => m.role === "source" && m.vmId === rec.vmId && m.generation === rec.generation + 1n && m.decision !== "aborted");
+    // The newest such one (journal order) paused it: an older on-receipt hand-off may still be
+    // undecided (it crashed before its pause, and the VM ran on), and its answer must not resume this VM.
+    let mig: MigrationRecord | undefined;
+    for (const m of migrations) if (m.role === "source" && m.vmId === rec.vmId && m.generation === rec.generation + 1n && m.decision !== "aborted") mig = m;
     h.lock = mig?.migrationId ?? null;
     if (!mig) this.resumeOwned(h, true);
   }
