@@ -114,7 +114,8 @@ export function renderDemo(id: string, o: DemoOptions, skew: HostSkew, before: J
     ["guest TSC (vCPU 0)", String(r.tscAtPause ?? "-"), String(r.tscAtResume ?? "-")],
     ["kvmclock (vCPU 0)", fmtNs(r.kvmclockAtPauseNs), fmtNs(r.kvmclockAtResumeNs)],
     ["TSC had it never paused", "", String(r.tscIdealAtResume ?? "-")],
-    ["pvclock flags (vCPU 0)", String(((v0(before).pvclock as Json | undefined)?.flags) ?? "-"), `GUEST_STOPPED on ${r.stoppedVcpus}/${r.vcpus} vCPUs at resume`],
+    // A real guest clears the flag on its first entry, before the daemon can read it: its own count is below.
+    ["pvclock flags (vCPU 0)", String(((v0(before).pvclock as Json | undefined)?.flags) ?? "-"), realGuestOf(after, settled) ? "GUEST_STOPPED: the real guest's own count below" : `GUEST_STOPPED on ${r.stoppedVcpus}/${r.vcpus} vCPUs at resume`],
     ["vmclock disruption marker", String((before.vmclock as Json).disruptionMarker), String(r.disruptionMarker)],
     ["guest NTP / bounded clock", ntpLine(before), ntpLine(after)],
     ["  after the guest resynced", "", ntpLine(settled)],
@@ -140,9 +141,13 @@ export function renderDemo(id: string, o: DemoOptions, skew: HostSkew, before: J
   return `${lines.join("\n")}\n`;
 }
 
+function realGuestOf(after: Json | null, settled: Json | null): { acted: number; stopped: number[]; doorbells: number[] } | undefined {
+  return (settled?.realGuest ?? after?.realGuest) as { acted: number; stopped: number[]; doorbells: number[] } | undefined;
+}
+
 /** What a real guest (kvm backend) counted itself: the stopped flag per vCPU, its acts, the doorbell. */
 function realGuestLines(after: Json | null, settled: Json | null): string[] {
-  const g = (settled?.realGuest ?? after?.realGuest) as { acted: number; stopped: number[]; doorbells: number[] } | undefined;
+  const g = realGuestOf(after, settled);
   if (g === undefined) return [];
   const stoppedOnce = g.stopped.filter((n) => n === 1).length;
   return [
