@@ -220,6 +220,26 @@ describe("one wrong fact per invariant is caught", async () => {
     expect(checkHistory(h).violations[0]?.vcpu).toBe(0);
   });
 
+  it("I8 per vCPU: with samples that each hold one vCPU (as a real guest reports them), a vCPU whose TSC ran 1000 ppm fast", () => {
+    const h = clone(base);
+    const vmId = h.samples[mid]!.vmId;
+    const vcpus = h.samples[mid]!.vcpus.length;
+    expect(vcpus, "the quiet history's VM has two vCPUs or more").toBeGreaterThanOrEqual(2);
+    // Sample i of the VM keeps only vCPU i mod n: consecutive samples never share a vCPU.
+    let i = 0;
+    h.samples = h.samples.map((x) => {
+      if (x.vmId !== vmId) return x;
+      const k = i++ % vcpus;
+      return { ...x, vcpus: [x.vcpus[k]!], tsc: [x.tsc[k]!], kvmclockNs: [x.kvmclockNs[k]!] };
+    });
+    expect(invariantsOf(h).has("I8")).toBe(false); // split, still honest
+    const at = h.samples.findIndex((x, n) => n >= mid && x.vmId === vmId);
+    const s = h.samples[at]!;
+    const prev = [...h.samples.slice(0, at)].reverse().find((p) => p.vmId === vmId && p.vcpus[0] === s.vcpus[0])!;
+    s.tsc = [s.tsc[0]! + (s.tsc[0]! - prev.tsc[0]!) / 1000n];
+    expect(invariantsOf(h)).toContain("I8");
+  });
+
   it("I8: one sample whose TSC ran 1000 ppm fast since the one before", () => {
     const h = clone(base);
     const s = h.samples[mid]!;

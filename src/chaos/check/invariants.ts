@@ -277,38 +277,46 @@ function checkMonotonic(ix: HistoryIndex, out: Findings, invariant: "I1" | "I2")
 export const checkRateContinuity: Check = (ix, out) => {
   for (const tr of ix.tracks.values()) {
     let last: GuestSample | null = null;
-    /** A run or stop came since `last`. */
-    let broke = false;
+    /**
+     * Per vCPU, its latest reading and whether a run or stop came since: a sample may hold a subset
+     * of the vCPUs (a real guest reports each vCPU at its own instant), so each vCPU is measured
+     * from its own previous reading, not from the VM's previous sample.
+     */
+    const byCpu = new Map<number, { s: GuestSample; broke: boolean }>();
     for (const x of tr.entries) {
       if (x.kind === "sample") {
-        checkRateSince(ix, tr, { prev: last, broke, s: x.s, pos: x.pos }, out);
+        checkRateSince(ix, tr, { byCpu, s: x.s, pos: x.pos }, out);
         last = x.s;
-        broke = false;
+        for (const cpu of x.s.vcpus) byCpu.set(cpu, { s: x.s, broke: false });
         continue;
       }
       const e = x.e;
-      if (e.kind === "run" || e.kind === "stop") broke = true;
+      if (e.kind === "run" || e.kind === "stop") for (const v of byCpu.values()) v.broke = true;
       else if (e.kind === "restoreClocks") {
         if (last) checkSnapshotFollows(ix, tr, { prev: last, e, pos: x.pos }, out);
-        last = { trueNs: e.trueNs, daemon: e.daemon, vmId: e.vmId, generation: e.generation, vcpus: e.tscAtResume.map((_t, i) => i), tsc: e.tscAtResume, kvmclockNs: [], bounded: NO_BOUND, guestTscKhz: 0n };
+        const restored: GuestSample = { trueNs: e.trueNs, daemon: e.daemon, vmId: e.vmId, generation: e.generation, vcpus: e.tscAtResume.map((_t, i) => i), tsc: e.tscAtResume, kvmclockNs: [], bounded: NO_BOUND, guestTscKhz: 0n };
+        last = restored;
+        for (const cpu of restored.vcpus) byCpu.set(cpu, { s: restored, broke: false });
       }
     }
   }
 };
 
-function checkRateSince(ix: HistoryIndex, tr: VmTrack, w: { prev: GuestSample | null; broke: boolean; s: GuestSample; pos: number }, out: Findings): void {
-  const { prev, broke, s } = w;
-  if (!prev || prev.daemon !== s.daemon || prev.generation !== s.generation || s.trueNs - prev.trueNs < ix.options.rateMinIntervalNs) return;
-  if (broke && !(ix.sim && !ix.restoredIn(s.vmId, prev.trueNs, s.trueNs))) return;
+function checkRateSince(ix: HistoryIndex, tr: VmTrack, w: { byCpu: ReadonlyMap<number, { s: GuestSample; broke: boolean }>; s: GuestSample; pos: number }, out: Findings): void {
+  const { s } = w;
   const khz = Number(tr.info?.guestTscKhz ?? s.guestTscKhz);
-  const expected = (khz * Number(s.trueNs - prev.trueNs)) / 1e6; // cycles
-  // Drift of this host's crystal, KVM's 250 ppm tolerance (the tolerance is of the host's kHz,
-  // ×1.00025 in the guest's, and KVM rounds the thresholds to whole kHz: two kHz more), two cycles
-  // of rounding.
-  const tol = (ix.crystalPpm.get(s.daemon) ?? DRIFT_ALLOWANCE_PPM) + TSC_TOLERANCE_PPM * 1.00025 + 2e6 / khz + (2 / expected) * 1e6 + 0.01;
   s.vcpus.forEach((cpu, k) => {
+    const p = w.byCpu.get(cpu);
+    if (!p) return;
+    const { s: prev, broke } = p;
+    if (prev.daemon !== s.daemon || prev.generation !== s.generation || s.trueNs - prev.trueNs < ix.options.rateMinIntervalNs) return;
+    if (broke && !(ix.sim && !ix.restoredIn(s.vmId, prev.trueNs, s.trueNs))) return;
     const j = prev.vcpus.indexOf(cpu);
-    if (j < 0) return;
+    const expected = (khz * Number(s.trueNs - prev.trueNs)) / 1e6; // cycles
+    // Drift of this host's crystal, KVM's 250 ppm tolerance (the tolerance is of the host's kHz,
+    // ×1.00025 in the guest's, and KVM rounds the thresholds to whole kHz: two kHz more), two cycles
+    // of rounding.
+    const tol = (ix.crystalPpm.get(s.daemon) ?? DRIFT_ALLOWANCE_PPM) + TSC_TOLERANCE_PPM * 1.00025 + 2e6 / khz + (2 / expected) * 1e6 + 0.01;
     out.checked.ratePairs++;
     const dTsc = Number((s.tsc[k] as bigint) - (prev.tsc[j] as bigint));
     const ppm = ((dTsc - expected) / expected) * 1e6;
