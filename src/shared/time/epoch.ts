@@ -6,13 +6,14 @@
 // Why not /proc/stat `btime`: it is CLOCK_REALTIME − CLOCK_BOOTTIME truncated to whole seconds, so a
 // kernel realtime offset near a second boundary (ours sat 70 ms above one) flips it by a full second
 // when the offset moves across it, and two daemons started on either side of that move disagree
-// about realtime by 1 s. Node has no sub-millisecond realtime read, but Date.now() (the kernel's
-// realtime floored to the ms) ticks at an exact millisecond boundary: catching a tick between two
-// monotonic reads brackets realtime − monotonic to the width of that bracket (µs, not 1 s).
+// about realtime by 1 s. Node has no sub-millisecond realtime read, but its millisecond read (the
+// kernel's realtime floored to the ms) ticks at an exact millisecond boundary: catching a tick between
+// two monotonic reads brackets realtime − monotonic to the width of that bracket (µs, not 1 s). The
+// reads themselves are the platform module's (shared/platform), handed in as EpochClocks.
 
 import { invalid } from "../errors.js";
 
-/** The two clock reads the measurement takes (process.hrtime.bigint and Date.now in production). */
+/** The two clock reads the measurement takes (the platform module's monotonic and millisecond realtime reads in production). */
 export interface EpochClocks {
   monotonicNs(): bigint;
   realtimeMs(): number;
