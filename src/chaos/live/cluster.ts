@@ -11,7 +11,7 @@
 // VMs run there) just before each kill and records the kill as a stop of those VMs.
 
 import { ApiClient } from "../../client/api.js";
-import { type LocalDaemon, spawnDaemon } from "../../client/local-daemons.js";
+import { type LocalDaemon, spawnDaemon, type SpawnDaemonOptions } from "../../client/local-daemons.js";
 import { BOUNDARY, toJsonText } from "../../shared/codec.js";
 import { type GuestSample, historyEventCodec, type HistoryPage, historyPageCodec } from "../../shared/history.js";
 import { RealClock, RealScheduler, TRUE_EPOCH_ENV } from "../../shared/platform/index.js";
@@ -184,18 +184,7 @@ export class LiveCluster {
   private async spawnRetrying(d: LiveDaemon, env: Record<string, string>): Promise<LocalDaemon> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await spawnDaemon({
-          name: d.name,
-          http: d.http,
-          grpc: d.grpc,
-          data: d.data,
-          args: d.args,
-          readyTimeoutNs: 15n * S,
-          env: { TSCMIG_LOG_LEVEL: this.o.echo ? "info" : "warn", ...env, [TRUE_EPOCH_ENV]: String(this.epochNs) },
-          ...(this.o.signal ? { signal: this.o.signal } : {}),
-          ...(this.o.echo ? { echo: true } : {}),
-          ...(this.o.entry ? { entry: this.o.entry } : {}),
-        });
+        return await spawnDaemon(this.spawnOptions(d, { TSCMIG_LOG_LEVEL: this.o.echo ? "info" : "warn", ...env }, this.o.echo === true));
       } catch (e) {
         if (attempt >= 20 || this.o.signal?.aborted) throw e;
         await wait(100n * MS); // the old process's ports may still be closing
@@ -205,17 +194,23 @@ export class LiveCluster {
 
   /** Spawns `d` once more with its own flags, outside the cluster's supervision (a start expected to fail). */
   spawnUnsupervised(d: LiveDaemon): Promise<LocalDaemon> {
-    return spawnDaemon({
+    return spawnDaemon(this.spawnOptions(d, {}, false));
+  }
+
+  /** How `d` is spawned: its own flags and data, the campaign's pinned epoch (which `env` cannot override), this cluster's signal and entry. */
+  private spawnOptions(d: LiveDaemon, env: Record<string, string>, echo: boolean): SpawnDaemonOptions {
+    return {
       name: d.name,
       http: d.http,
       grpc: d.grpc,
       data: d.data,
       args: d.args,
       readyTimeoutNs: 15n * S,
-      env: { [TRUE_EPOCH_ENV]: String(this.epochNs) },
+      env: { ...env, [TRUE_EPOCH_ENV]: String(this.epochNs) },
       ...(this.o.signal ? { signal: this.o.signal } : {}),
+      ...(echo ? { echo: true } : {}),
       ...(this.o.entry ? { entry: this.o.entry } : {}),
-    });
+    };
   }
 
   /** SIGKILLs `d` after pulling its history; the VMs it ran stop there. */
