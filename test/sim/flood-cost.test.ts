@@ -12,33 +12,16 @@ import type { TscmigNode } from "../../src/daemon/node.js";
 import { type Inbound, InboundTable } from "../../src/destination/migrate-in.js";
 import { LIMITS } from "../../src/shared/limits.js";
 import { MemoryJournal } from "../../src/shared/migration/journal.js";
-import type { PrepareReq } from "../../src/shared/migration/messages.js";
 import { REQUESTS } from "../../src/shared/rpc/codec.js";
 import { SeededRandom } from "../../src/shared/time/random.js";
 import { SimClock, SimScheduler } from "../../src/shared/time/sim.js";
 import { hex32, HOSTILE_ADDRESS } from "../../src/chaos/sim/hostile.js";
 import { PEER_CREDENTIAL, SimNetwork, type Tapped } from "../../src/chaos/sim/network.js";
+import { floodPrepare } from "../helpers/prepare-req.js";
 import { MS, World } from "../helpers/sim-world.js";
 
 const S = 1_000n * MS;
 
-function flood(i: number, vmId = `ghost-${i}`): PrepareReq {
-  return {
-    migrationId: `flood-${i}`,
-    vmId,
-    generation: 1n,
-    vcpuCount: 1,
-    guestTscKhz: 2_000_000n,
-    sourceFracBits: 48,
-    policy: "advance",
-    estimator: "one-sided",
-    doorbell: false,
-    advanceCapNs: 0n,
-    sourceName: "mallory",
-    sourceGrpc: "mallory",
-    sourceKey: "aa".repeat(16),
-  };
-}
 
 /** The destination's table of held migrations (private to the role: reached for instrumentation only). */
 function heldTable(n: TscmigNode): InboundTable {
@@ -66,9 +49,9 @@ function destination(): { w: World; c: TscmigNode } {
 describe("a Prepare flood costs the same per Prepare however many are held", () => {
   it("admitting one more Prepare next to 200 held walks them once (the in-flight count), not per check", () => {
     const { c } = destination();
-    for (let i = 0; i < 200; i++) c.peer.prepare(flood(i));
+    for (let i = 0; i < 200; i++) c.peer.prepare(floodPrepare(i));
     const walks = countWalks(heldTable(c));
-    c.peer.prepare(flood(200));
+    c.peer.prepare(floodPrepare(200));
     // Before: the lease pass, the VM check and the in-flight count each walked (and copied) them all.
     expect(walks()).toBe(1);
     expect(c.destination.pending()).toHaveLength(201);
@@ -76,10 +59,10 @@ describe("a Prepare flood costs the same per Prepare however many are held", () 
 
   it("a second Prepare of a VM already migrating in is still refused, found through the index", () => {
     const { c } = destination();
-    for (let i = 0; i < 50; i++) c.peer.prepare(flood(i));
+    for (let i = 0; i < 50; i++) c.peer.prepare(floodPrepare(i));
     let reason: string | undefined;
     try {
-      c.peer.prepare(flood(999, "ghost-7"));
+      c.peer.prepare(floodPrepare(999, "ghost-7"));
     } catch (e) {
       reason = (e as { reason?: string }).reason;
     }
@@ -91,9 +74,9 @@ describe("a Prepare flood costs the same per Prepare however many are held", () 
 describe("the lease pass is skipped only while nothing can expire", () => {
   it("a lease taken later expires on its own time, after the earlier one (the floor moves up)", async () => {
     const { w, c } = destination();
-    c.peer.prepare(flood(0));
+    c.peer.prepare(floodPrepare(0));
     await w.runFor(5n * S);
-    c.peer.prepare(flood(1));
+    c.peer.prepare(floodPrepare(1));
     await w.runFor(LIMITS.prepareLeaseNs - 5n * S + S); // past flood-0's lease, 4 s short of flood-1's
     expect(c.journal.getInboundMigration("mallory", "flood-0")?.decision).toBe("aborted");
     expect(c.destination.pending().map((i) => i.req.migrationId)).toEqual(["flood-1"]);
@@ -104,9 +87,9 @@ describe("the lease pass is skipped only while nothing can expire", () => {
 
   it("a lease renewed by a replayed Prepare runs from the renewal", async () => {
     const { w, c } = destination();
-    c.peer.prepare(flood(0));
+    c.peer.prepare(floodPrepare(0));
     await w.runFor(10n * S);
-    c.peer.prepare(flood(0)); // the replay renews it
+    c.peer.prepare(floodPrepare(0)); // the replay renews it
     await w.runFor(LIMITS.prepareLeaseNs - 10n * S + S); // past the first lease, not the renewed one
     expect(c.destination.pending().map((i) => i.req.migrationId)).toEqual(["flood-0"]);
     await w.runFor(10n * S);
@@ -160,11 +143,11 @@ describe("the simulated network's shortcuts", () => {
     n.tap = { wants: (from) => from !== HOSTILE_ADDRESS, see: (m) => seen.push(m) };
     const decode = vi.spyOn(REQUESTS.Prepare, "decode");
     try {
-      const answered = n.dialer(HOSTILE_ADDRESS, { alive: true }, PEER_CREDENTIAL).dial("c").prepare(flood(0));
+      const answered = n.dialer(HOSTILE_ADDRESS, { alive: true }, PEER_CREDENTIAL).dial("c").prepare(floodPrepare(0));
       while (sched.step()) await Promise.resolve();
       await answered;
       expect([decode.mock.calls.length, seen.length]).toEqual([1, 0]);
-      const other = n.dialer("d", { alive: true }, PEER_CREDENTIAL).dial("c").prepare(flood(1));
+      const other = n.dialer("d", { alive: true }, PEER_CREDENTIAL).dial("c").prepare(floodPrepare(1));
       while (sched.step()) await Promise.resolve();
       await other;
       expect([decode.mock.calls.length, seen.map((m) => m.method)]).toEqual([3, ["Prepare"]]);

@@ -11,6 +11,7 @@ import { isTscmigError, type TscmigError } from "../../src/shared/errors.js";
 import { LIMITS } from "../../src/shared/limits.js";
 import { MemoryJournal } from "../../src/shared/migration/journal.js";
 import type { PrepareReq } from "../../src/shared/migration/messages.js";
+import { floodPrepare, prepareReq } from "../helpers/prepare-req.js";
 import { MS, World } from "../helpers/sim-world.js";
 
 const S = 1_000n * MS;
@@ -81,21 +82,7 @@ describe("migrations are bound to their source", () => {
     w.intercept = undelivered;
     await w.settle(a.migrate("vm-a", { destination: "c", migrationId: "m1" }));
     w.intercept = () => "deliver";
-    const req = (vmId: string): PrepareReq => ({
-      migrationId: "m1",
-      vmId,
-      generation: 1n,
-      vcpuCount: 1,
-      guestTscKhz: 2_000_000n,
-      sourceFracBits: 48,
-      policy: "advance",
-      estimator: "one-sided",
-      doorbell: false,
-      advanceCapNs: 0n,
-      sourceName: "a",
-      sourceGrpc: "a",
-      sourceKey: "ee".repeat(16),
-    });
+    const req = (vmId: string): PrepareReq => prepareReq({ migrationId: "m1", vmId });
     expect(errorOf(() => c.peer.prepare(req("vm-other"))).reason).toBe("migration_id_reused");
     expect(c.destination.pending().map((i) => [i.req.vmId, i.state.phase])).toEqual([["vm-a", "staged"]]);
     await w.runFor(3n * S);
@@ -174,23 +161,8 @@ describe("reservations are leases", () => {
   it("a flood of Prepares that never transfer takes the slots only until their leases expire; a refused Prepare reserves nothing", async () => {
     const { w, a, c } = trio();
     a.createVm({ id: "vm-a", vcpus: 1 });
-    const flood = (i: number): PrepareReq => ({
-      migrationId: `flood-${i}`,
-      vmId: `ghost-${i}`,
-      generation: 1n,
-      vcpuCount: 1,
-      guestTscKhz: 2_000_000n,
-      sourceFracBits: 48,
-      policy: "advance",
-      estimator: "one-sided",
-      doorbell: false,
-      advanceCapNs: 0n,
-      sourceName: "mallory",
-      sourceGrpc: "mallory",
-      sourceKey: "aa".repeat(16),
-    });
-    for (let i = 0; i < LIMITS.migrationsInFlightMax; i++) c.peer.prepare(flood(i));
-    const refused = errorOf(() => c.peer.prepare(flood(9999)));
+    for (let i = 0; i < LIMITS.migrationsInFlightMax; i++) c.peer.prepare(floodPrepare(i));
+    const refused = errorOf(() => c.peer.prepare(floodPrepare(9999)));
     expect(refused.reason).toBe("inflight_limit");
     expect(c.journal.getInboundMigration("mallory", "flood-9999")).toBeUndefined();
     const r1 = await w.settle(a.migrate("vm-a", { destination: "c" }));

@@ -9,23 +9,10 @@ import { describe, expect, it } from "vitest";
 import { ResolveRequestSchema } from "../../src/gen/tscmig/v1/migration_pb.js";
 import type { PrepareReq, RestoreReport } from "../../src/shared/migration/messages.js";
 import { ANSWERS, decodeHandoverAnswer, encodeHandoverAnswer, keyToPb, REQUESTS } from "../../src/shared/rpc/codec.js";
+import { prepareReq } from "../helpers/prepare-req.js";
 
 const KEY = "ab".repeat(16);
-const PREPARE: PrepareReq = {
-  migrationId: "m1",
-  vmId: "vm1",
-  generation: 2n,
-  vcpuCount: 1,
-  guestTscKhz: 2_000_000n,
-  sourceFracBits: 48,
-  policy: "advance",
-  estimator: "one-sided",
-  doorbell: false,
-  advanceCapNs: 0n,
-  sourceName: "a",
-  sourceGrpc: "a:1",
-  sourceKey: KEY,
-};
+const PREPARE: PrepareReq = prepareReq({ migrationId: "m1", vmId: "vm1", generation: 2n, sourceGrpc: "a:1", sourceKey: KEY });
 const REPORT: RestoreReport = {
   estimatedBlackoutNs: 5n,
   advancedNs: 5n,
