@@ -78,7 +78,7 @@ export class RecoveryLoop {
     for (const t of tasks) {
       const r = this.retries.get(t.key);
       if (r !== undefined) r.pass = pass;
-      const p = this.peers.get(t.peer);
+      const p = t.peer === undefined ? undefined : this.peers.get(t.peer);
       if (p !== undefined) p.pass = pass;
       if (r !== undefined && r.nextNs > now) continue;
       if (p !== undefined) {
@@ -109,14 +109,14 @@ export class RecoveryLoop {
     try {
       await t.run();
       this.retries.delete(t.key);
-      this.peers.delete(t.peer);
+      if (t.peer !== undefined) this.peers.delete(t.peer);
     } catch (e) {
       const attempts = (st?.attempts ?? 0) + 1;
       const err = isTscmigError(e) ? e : new TscmigError("internal", e instanceof Error ? e.message : String(e));
       const now = this.deps.clock.monotonicNs();
       const lastError = `${err.code}: ${err.message}`;
       this.retries.set(t.key, { attempts, nextNs: now + recoveryBackoffNs(attempts), lastError, pass: this.passes });
-      this.peerFailed(t.peer, unreachable(err), now, lastError);
+      if (t.peer !== undefined) this.peerFailed(t.peer, unreachable(err), now, lastError);
       // A peer that is down is expected: debug at first, a warning once it keeps failing.
       this.deps.log[unreachable(err) && attempts < 5 ? "debug" : "warn"](
         { event: "recovery_step_failed", step: t.step, migrationId: t.migrationId, vmId: t.vmId, attempts, err: err.toJSON() },

@@ -223,9 +223,12 @@ export class DestinationRole {
   /** One task per undecided migration: ask its source what it decided (Resolve). */
   recoveryTasks(): RecoveryTask[] {
     return this.core.pending().map((inb) => {
+      const r = inb.req;
+      // On receipt, staged means decided here: restoring it asks nobody, so no source's back-off holds it up.
+      if (inb.state.phase === "staged" && inb.state.onReceipt)
+        return { key: destinationRecoveryKey(r.sourceName, r.migrationId), step: "resolve", migrationId: r.migrationId, vmId: r.vmId, run: async () => this.core.restoreDecided(inb) };
       let t = this.tasks.get(inb);
       if (!t) {
-        const r = inb.req;
         t = { key: destinationRecoveryKey(r.sourceName, r.migrationId), step: "resolve", migrationId: r.migrationId, vmId: r.vmId, peer: r.sourceGrpc, run: () => this.askSource(inb) };
         this.tasks.set(inb, t);
       }
@@ -235,11 +238,6 @@ export class DestinationRole {
 
   private async askSource(inb: Inbound): Promise<void> {
     const r = inb.req;
-    // On receipt, staged means decided here: restore it, whatever the source (which waits for us) would say.
-    if (inb.state.phase === "staged" && inb.state.onReceipt) {
-      this.core.restoreDecided(inb);
-      return;
-    }
     const answer = await this.deps.dialer.dial(r.sourceGrpc).resolve({ migrationId: r.migrationId, vmId: r.vmId, sourceKey: r.sourceKey });
     if (answer.decision === "pending") return;
     if (answer.decision === "committed" && inb.state.phase !== "staged") return;

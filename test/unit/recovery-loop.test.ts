@@ -107,6 +107,21 @@ describe("the recovery loop", () => {
     expect(total()).toBe(50 + 6 + 1 + 50); // the probe that found it up, then every step
   });
 
+  it("a step that calls no peer is never held by a peer's back-off", async () => {
+    let local = 0;
+    const r = rig(() => [
+      task("remote", async () => {
+        throw new TscmigError("unavailable", "connection refused");
+      }, "dead:7071"),
+      { key: "local", step: "resolve", migrationId: "local", vmId: "vm", run: async () => void local++ },
+    ]);
+    await r.loop.runOnce();
+    expect(r.loop.peerRetryOf("dead:7071")?.attempts).toBe(1);
+    await r.loop.runOnce();
+    await r.loop.runOnce();
+    expect(local).toBe(3);
+  });
+
   it("a peer that answers with a refusal is not backed off as a whole: its other steps still run", async () => {
     let n = 0;
     const r = rig(() => [0, 1, 2].map((i) => task(`m${i}`, async () => {

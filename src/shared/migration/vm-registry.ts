@@ -57,7 +57,10 @@ export interface RecoveryTask {
   step: "commit" | "resolve";
   migrationId: string;
   vmId: string;
-  /** The peer's address the step calls: while it is unreachable, one step probes it for all of them. */
-  peer: string;
+  /**
+   * The peer's address the step calls: while it is unreachable, one step probes it for all of them.
+   * Absent for a step that calls no peer (it never waits on one's back-off).
+   */
+  peer?: string;
   run(): Promise<void>;
 }
