@@ -354,6 +354,11 @@ describe("blackout estimators", () => {
   it("one-sided names the negative duration", () => {
     const ok = { sourceCaptureToSendNs: 1n, transferRttNs: 2n, destinationHoldNs: 1n, destinationReceiveToNowNs: 3n };
     for (const k of Object.keys(ok) as (keyof typeof ok)[]) rejects(() => oneSidedEstimate({ ...ok, [k]: -1n }), k);
+    const anchor = { destinationAnswerToReceiveNs: 5n, sourceAnswerToSendNs: 4n };
+    const request = { destinationRequestToReceiveNs: 5n, sourceRequestToSendNs: 4n };
+    rejects(() => oneSidedEstimate({ ...ok, anchors: [anchor, { ...anchor, sourceAnswerToSendNs: -1n }] }), "anchors[1].sourceAnswerToSendNs");
+    rejects(() => oneSidedEstimate({ ...ok, requests: [{ ...request, destinationRequestToReceiveNs: -1n }] }), "requests[0].destinationRequestToReceiveNs");
+    rejects(() => oneSidedEstimate({ ...ok, commit: { destinationAnswerToCommitNs: 1n, sourceAnswerToCommitNs: -2n } }), "commit.sourceAnswerToCommitNs");
   });
   it("probe needs at least one usable exchange", () => {
     rejects(() => probeOffset([]), "probe");

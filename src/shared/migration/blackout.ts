@@ -178,16 +178,20 @@ function onReceiptEstimate(o: OneSidedInputs, drift: (d: bigint) => bigint): Bla
 }
 
 function checkDurations(o: Parameters<typeof oneSidedEstimate>[0]): void {
-  const durations: [string, bigint][] = [
-    ["sourceCaptureToSendNs", o.sourceCaptureToSendNs],
-    ["transferRttNs", o.transferRttNs ?? 0n],
-    ["destinationHoldNs", o.destinationHoldNs],
-    ["destinationReceiveToNowNs", o.destinationReceiveToNowNs],
-    ...(o.commit ? Object.entries(o.commit).map(([k, v]): [string, bigint] => [`commit.${k}`, v]) : []),
-    ...(o.anchors ?? []).flatMap((a, i) => Object.entries(a).map(([k, v]): [string, bigint] => [`anchors[${i}].${k}`, v])),
-    ...(o.requests ?? []).flatMap((r, i) => Object.entries(r).map(([k, v]): [string, bigint] => [`requests[${i}].${k}`, v])),
-  ];
-  for (const [k, v] of durations) if (v < 0n) throw invalid(k, "a duration cannot be negative");
+  // Runs inside the blackout: names are only spelled out for the one that is refused.
+  const check = (v: bigint, name: () => string): void => {
+    if (v < 0n) throw invalid(name(), "a duration cannot be negative");
+  };
+  check(o.sourceCaptureToSendNs, () => "sourceCaptureToSendNs");
+  check(o.transferRttNs ?? 0n, () => "transferRttNs");
+  check(o.destinationHoldNs, () => "destinationHoldNs");
+  check(o.destinationReceiveToNowNs, () => "destinationReceiveToNowNs");
+  const fields = (x: object, name: (k: string) => string): void => {
+    for (const [k, v] of Object.entries(x)) check(v as bigint, () => name(k));
+  };
+  if (o.commit) fields(o.commit, (k) => `commit.${k}`);
+  (o.anchors ?? []).forEach((a, i) => fields(a, (k) => `anchors[${i}].${k}`));
+  (o.requests ?? []).forEach((r, i) => fields(r, (k) => `requests[${i}].${k}`));
 }
 
 /** A destination-clock duration minus a source-clock one, and how far the two clocks' drift can move it. */
