@@ -259,7 +259,7 @@ export class Journal {
     if (!DECISIONS.includes(rec.decision)) throw invalid("decision", `must be one of ${DECISIONS.join(", ")}`);
     const full: MigrationRecord = { ...rec, source: rec.source ?? "", sourceKey: rec.sourceKey ?? "" };
     this.atomically(() => {
-      const prior = this.getInboundMigration(full.source ?? "", rec.migrationId);
+      const prior = this.priorDecision(full.source ?? "", rec.migrationId);
       // Decided stays decided; one exception: a source whose Commit its destination refused for good
       // (aborted, or fenced as never seen) takes the VM back: committed becomes aborted, "reclaimed".
       const reclaimed = prior?.decision === "committed" && rec.decision === "aborted" && rec.phase === "reclaimed" && rec.role === "source";
@@ -283,6 +283,17 @@ export class Journal {
         checksum: migrationChecksum(full),
       });
     });
+  }
+
+  /**
+   * The decision a put must not change, read alone (no report, no checksum: every phase of every
+   * migration writes, the destination's inside the blackout). A value no tscmig writes is read in
+   * full, which names the damage.
+   */
+  private priorDecision(source: string, migrationId: string): Pick<MigrationRecord, "decision"> | undefined {
+    const row = this.stmt.getMigrationDecision.get(source, migrationId);
+    if (!row) return undefined;
+    return (DECISIONS as readonly string[]).includes(row.decision) ? { decision: row.decision as Decision } : this.getInboundMigration(source, migrationId);
   }
 
   /** This daemon's own outbound migration. */
@@ -326,6 +337,7 @@ function prepare(db: Database.Database) {
     ),
     deleteVm: db.prepare<[string]>("DELETE FROM vms WHERE vm_id = ?"),
     getMigration: db.prepare<[string, string], MigrationRow>("SELECT * FROM migrations WHERE source = ? AND migration_id = ?"),
+    getMigrationDecision: db.prepare<[string, string], { decision: string }>("SELECT decision FROM migrations WHERE source = ? AND migration_id = ?"),
     listMigrations: db.prepare<{ decision: string | null; role: string | null }, MigrationRow>(
       `SELECT * FROM migrations WHERE (@decision IS NULL OR decision = @decision) AND (@role IS NULL OR role = @role)
        ORDER BY rowid`,
