@@ -154,6 +154,22 @@ describe("a SQLite journal edited in place", () => {
     expect(err.message).toContain("migration record m-1 (VM vm-2)");
   });
 
+  it("a put over a migration record whose decision is no decision at all names the damage, and writes nothing", () => {
+    // A put reads only the prior decision (cheap, inside the blackout); a value no tscmig writes is read in full.
+    const { data } = seed();
+    const db = new Database(join(data, "tscmig.db"));
+    db.pragma("ignore_check_constraints = ON");
+    db.exec("UPDATE migrations SET decision = 'maybe'");
+    db.close();
+    const j = Journal.open(data);
+    const err = errorOf(() => j.putMigration({ migrationId: "m-1", vmId: "vm-2", role: "source", phase: "committed", decision: "committed", generation: 1n, peer: "b:1", updatedNs: 2n }));
+    j.close();
+    expect(err).toMatchObject({ code: "data_loss", reason: "journal_record_damaged" });
+    const after = new Database(join(data, "tscmig.db"));
+    expect(after.prepare("SELECT decision, updated_ns FROM migrations").get()).toEqual({ decision: "maybe", updated_ns: "1" });
+    after.close();
+  });
+
   it("reads every record unchanged when nothing was edited", () => {
     const { data, host } = seed();
     const j = Journal.open(data);
