@@ -121,7 +121,7 @@ const REPORT_DOCS: { [K in keyof MigrationReport | keyof PhaseTimings]-?: FieldD
   encodeNs: { description: "encode" },
   transferNs: { description: "transfer" },
   decodeNs: { description: "decode" },
-  restoreNs: { description: "restore" },
+  restoreNs: { description: "restore, on the destination's clock: VM created → resumed" },
   commitNs: { description: "commit" },
 };
 

@@ -707,7 +707,7 @@ export class Destination {
         disruptionMarker: result.marker,
         resumeTrueNs: resumedTrueNs,
         decodeNs: inb.decodeNs,
-        restoreNs: host.rawNs() - t0,
+        restoreNs: resumedRawNs - t0, // to the resume: the journal writes after it are off the blackout
         tscAtResume: tsc,
         kvmclockAtResumeNs: pvclockReadCycles(vm.pvclock.guestRead(0), tsc),
         stoppedVcpus: countStopped(vm),

@@ -2,7 +2,8 @@
 // arrives, the source never resumes it on its own once the Transfer left, a source that lost the
 // Transfer's answer learns the outcome from the destination, and a Transfer the destination said it
 // never ran is refused forever (the fence) — over the Handover exchange and the unary calls, and
-// after a crash at every site the mode passes through.
+// after a crash at every site the mode passes through. Also: the restore time a report gives (either
+// mode) ends at the resume, not at the journal writes after it.
 // Method: TscmigNodes on one SimClock (test/helpers/sim-world.ts); lost messages by interception or
 // by a handler that swallows the Transfer (kept to deliver late); crashes by a Faults that throws at
 // one named site, the node then restarted over its journal; assertions on which daemons run the VM.
@@ -72,6 +73,21 @@ describe("on-receipt switchover: the happy path", () => {
       expect(err).toBeLessThanOrEqual(r.errorBoundNs);
       expect(a.journal.getMigration(r.migrationId)).toMatchObject({ decision: "committed", phase: "committed" });
       expect(c.journal.getInboundMigration("a", r.migrationId)).toMatchObject({ decision: "committed", phase: "running" });
+    });
+});
+
+describe("the restore's reported duration", () => {
+  for (const switchover of ["on-receipt", "two-phase"] as const)
+    it(`ends at the resume (${switchover}): a slow journal write after it is not counted as restore time`, async () => {
+      const { w, a, jc } = pair();
+      const put = jc.putVm.bind(jc);
+      jc.putVm = (rec) => {
+        if (rec.role === "owner") w.clock.advanceTo(w.clock.monotonicNs() + 5n * MS); // the adopted VM's record, written once it runs
+        put(rec);
+      };
+      const r = await w.settle(a.migrate("vm", { destination: "c", switchover }));
+      expect(r.outcome).toBe("committed");
+      expect(r.phases.restoreNs).toBeLessThan(5n * MS);
     });
 });
 

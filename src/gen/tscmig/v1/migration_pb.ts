@@ -746,6 +746,8 @@ export type RestoreReport = Message<"tscmig.v1.RestoreReport"> & {
   decodeNs: bigint;
 
   /**
+   * The destination's raw clock from the start of the restore (VM created) to the resume.
+   *
    * @generated from field: uint64 restore_ns = 9;
    */
   restoreNs: bigint;
