@@ -122,6 +122,15 @@ function template(cmd: (seed: bigint) => string): [string, string] {
   return i < 0 ? [text, ""] : [text.slice(0, i), text.slice(i + marker.toString().length)];
 }
 
+const SWITCHOVERS = ["two-phase", "on-receipt"] as const;
+
+/** Per switchover mode: started, then each outcome the sources reported (`migrationsBySwitchover` keys "mode:what"). */
+function switchoverTable(counts: Record<string, number>): string {
+  const whats = [...new Set(Object.keys(counts).map((k) => k.slice(k.indexOf(":") + 1)))].filter((w) => w !== "started").sort();
+  const cols = ["started", ...whats];
+  return table(["switchover", ...cols], SWITCHOVERS.map((m) => [m, ...cols.map((w) => String(counts[`${m}:${w}`] ?? 0))]));
+}
+
 function countsSection(r: CampaignResult, j: ReturnType<typeof buildJsonReport>): string {
   const c = j.checked;
   const cards: [number | string, string, string][] = [
@@ -129,6 +138,11 @@ function countsSection(r: CampaignResult, j: ReturnType<typeof buildJsonReport>)
     [c.migrationsStarted, "migrations started", "migrate calls the harness made"],
     [c.migrationsCommitted, "migrations committed", "new VM generations that ran: counted from ownership, so it includes migrations whose source died before reporting"],
     [`${j.migrationsByPath.handover} / ${j.migrationsByPath.unary}`, "Handover / unary", "committed migrations the sources reported, by what carried Transfer and Commit: one Handover call, or the unary calls"],
+    ...SWITCHOVERS.map((m): [string, string, string] => [
+      `${r.migrationsBySwitchover[`${m}:committed`] ?? 0} / ${r.migrationsBySwitchover[`${m}:started`] ?? 0}`,
+      `${m}: committed / started`,
+      `migrations whose switchover mode (drawn by seed) was ${m}; committed as their sources reported`,
+    ]),
     [c.migrations, "checked against their bound (I3)", "committed, reported by the source, under advance, kvm-realtime or advance-capped below its cap"],
     [c.samples, "guest samples", `${c.vcpuReadings} vCPU readings in them`],
     [c.faults, "faults injected", "crashes, kills, lost, duplicated, reset or blackholed messages, stalls, lost doorbells"],
@@ -141,7 +155,8 @@ function countsSection(r: CampaignResult, j: ReturnType<typeof buildJsonReport>)
   }.`;
   return (
     `<div class="kv">${cards.map(([v, k, note]) => `<div title="${esc(note)}"><b>${esc(String(v))}</b>${esc(k)}<small>${esc(note)}</small></div>`).join("")}</div>` +
-    `<details><summary>migration outcomes as sources reported them</summary><p class="muted">${esc(outcomeNote)}</p>${table(["outcome", "migrations"], Object.entries(r.outcomes).map(([k, n]) => [esc(k), String(n)]))}</details>`
+    `<details><summary>migration outcomes as sources reported them</summary><p class="muted">${esc(outcomeNote)}</p>${table(["outcome", "migrations"], Object.entries(r.outcomes).map(([k, n]) => [esc(k), String(n)]))}` +
+    `${switchoverTable(r.migrationsBySwitchover)}</details>`
   );
 }
 
