@@ -265,7 +265,7 @@ async function simSection(b: BenchContext): Promise<NonNullable<BenchResult["sim
       wallClock: clock,
       cpuNs: processCpuNs,
       loadAverage: () => loadavg()[0] ?? 0,
-      campaign: ({ seed, runs, jobs }) => runCampaign(defaultCampaign({ seed, runs, jobs, determinismCheck: 0, plotRuns: 0 })),
+      campaign: ({ seed, runs, jobs }) => runCampaign(defaultCampaign({ seed, runs, jobs, determinismCheck: 0, plotRuns: 0, timelineRuns: 0 })),
       say,
     },
     { runs: plan.chaosRuns, rounds, warmupRuns: 50 },

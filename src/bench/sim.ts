@@ -207,7 +207,7 @@ export async function chaosRunnerBench(d: ChaosBenchDeps, o: { runs: number; rou
   const oneJob = pooled(rounds.map((x) => x.oneJob));
   const twoJobs = pooled(rounds.map((x) => x.twoJobs));
   return {
-    runner: "chaos campaign (tscmig chaos --mode sim, default scenario, every fault kind, checker on, no determinism reruns)",
+    runner: "chaos campaign (tscmig chaos --mode sim, default scenario, every fault kind, checker on, no determinism reruns, no report files)",
     oneJob,
     twoJobs,
     migrationsPerCoreSec: oneJob.migrationsPerCpuSec,

@@ -23,6 +23,7 @@ import { type MigrationPlot, type MigrationStat, outcomeOf, type RunOutcome, zer
 import type { MigrationPath } from "../shared/history.js";
 import { runSimulation } from "./sim/run.js";
 import { DEFAULT_SCENARIO, type ScenarioOptions } from "./sim/scenario.js";
+import { TIMELINES_KEPT_MAX } from "./report/timeline.js";
 
 export interface CampaignOptions {
   mode: "sim" | "live";
@@ -35,6 +36,11 @@ export interface CampaignOptions {
   jobs: number;
   /** Runs whose first migrations are plotted even without violations. */
   plotRuns: number;
+  /**
+   * Passing runs that get a timeline (the HTML report's run browser, a shard's JSON for the merge),
+   * at most TIMELINES_KEPT_MAX; a failing run always gets one. Default: as many as are kept.
+   */
+  timelineRuns?: number;
   /** Test seam (sim, jobs = 1 only): a broken restore to prove the checker notices. */
   restoreHook?: RestoreFn;
   /** Live mode: how to reach and drive real daemons (see live/run.ts). */
@@ -104,6 +110,12 @@ export interface SimTaskOptions {
   scenario: ScenarioOptions;
   determinismCheck: number;
   plotRuns: number;
+  /** Passing runs below this index get a timeline (CampaignOptions.timelineRuns). */
+  timelineRuns: number;
+}
+
+function simTaskOf(o: CampaignOptions): SimTaskOptions {
+  return { seed: o.seed, scenario: o.scenario, determinismCheck: o.determinismCheck, plotRuns: o.plotRuns, timelineRuns: o.timelineRuns ?? TIMELINES_KEPT_MAX };
 }
 
 /** One sim run, checked (and rerun when picked for the determinism check). */
@@ -120,7 +132,7 @@ export async function runSimTask(i: number, o: SimTaskOptions, restoreHook?: Res
     outcomes: r.stats.outcomes,
     migrationsBySwitchover: r.stats.switchovers,
     active: r.stats.active,
-  }, i < o.plotRuns ? 2 : 0);
+  }, i < o.plotRuns ? 2 : 0, i < o.timelineRuns);
   if (rerunPicked(o.seed, i, o.determinismCheck)) {
     out.hash = r.hash;
     const again = await runSimulation(seed, opts);
@@ -279,7 +291,7 @@ const WORKER_RUNS_AHEAD = 4;
  * Each job takes the next run index when it is free.
  */
 async function runPool(o: CampaignOptions, agg: Aggregate): Promise<void> {
-  const task: SimTaskOptions = { seed: o.seed, scenario: o.scenario, determinismCheck: o.determinismCheck, plotRuns: o.plotRuns };
+  const task = simTaskOf(o);
   const { first, end } = rangeOf(o);
   const jobs = Math.max(1, Math.min(o.jobs, end - first));
   let next = first;
@@ -348,7 +360,7 @@ export async function runCampaignFold(o: CampaignOptions): Promise<CampaignResul
     await runPool(o, agg);
     return agg.fold();
   }
-  const task: SimTaskOptions = { seed: o.seed, scenario: o.scenario, determinismCheck: o.determinismCheck, plotRuns: o.plotRuns };
+  const task = simTaskOf(o);
   for (let i = first; i < end; i++) {
     const out = await runSimTask(i, task, o.restoreHook, i === 0 ? o.onHistory : undefined);
     agg.add(out);

@@ -117,6 +117,8 @@ export function parseChaosFlags(f: ChaosFlags): ParsedChaos {
       determinismCheck: mode === "sim" ? dc : 0,
       jobs,
       plotRuns: 4,
+      // Passing runs' timelines are read only by the HTML report and a shard's JSON (for the merge).
+      ...(f.html === undefined && shard === undefined ? { timelineRuns: 0 } : {}),
       ...(shard ? { range: shardRange(shard, runs) } : {}),
       ...(backend === "kvm" ? { live: { backend } } : {}),
     },

@@ -150,7 +150,20 @@ export function zeroPaths(): Record<MigrationPath, number> {
   return Object.fromEntries(MIGRATION_PATHS.map((p) => [p, 0])) as Record<MigrationPath, number>;
 }
 
-export function outcomeOf(run: number, seed: bigint, h: ChaosHistory, check: CheckResult, extra: Pick<RunOutcome, "events" | "simNs" | "faultSites" | "outcomes" | "active"> & Partial<Pick<RunOutcome, "migrationsBySwitchover">>, plotsMax: number): RunOutcome {
+/**
+ * One checked run as a campaign folds it. `timeline`: whether a passing run gets its timeline
+ * (report/timeline.ts) — built from the whole history, only worth it where a report will hold it;
+ * a failing run always gets one.
+ */
+export function outcomeOf(
+  run: number,
+  seed: bigint,
+  h: ChaosHistory,
+  check: CheckResult,
+  extra: Pick<RunOutcome, "events" | "simNs" | "faultSites" | "outcomes" | "active"> & Partial<Pick<RunOutcome, "migrationsBySwitchover">>,
+  plotsMax: number,
+  timeline = true,
+): RunOutcome {
   const stamp = (v: Violation): Violation => ({ ...v, run, seed });
   const failing = check.violations.length > 0 || check.hostFaults.length > 0;
   return {
@@ -164,7 +177,7 @@ export function outcomeOf(run: number, seed: bigint, h: ChaosHistory, check: Che
     migrationsByPath: migrationsByPath(h),
     migrationsBySwitchover: {},
     plots: plotsOf(h, check, run, seed, failing ? Math.max(plotsMax, 1) : plotsMax),
-    ...(failing || run < TIMELINES_KEPT_MAX ? { timelineJson: JSON.stringify(runTimeline(h, check, run, seed)) } : {}),
+    ...(failing || (timeline && run < TIMELINES_KEPT_MAX) ? { timelineJson: JSON.stringify(runTimeline(h, check, run, seed)) } : {}),
     ...extra,
   };
 }

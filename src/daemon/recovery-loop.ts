@@ -1,9 +1,10 @@
 // Crash recovery while a daemon runs: every interval, the roles say what is still open (a Commit
 // to re-deliver, a source to ask), and each step runs on its own back-off, so a peer that is gone
-// costs a call every 30 s, not two a second. A peer that cannot be reached backs off as a whole:
-// one step probes it for all the steps that call it, so a dead source (or a Prepare flood naming
-// one) costs one call per back-off, not one per migration it left. What is open is also what
-// `GET /v1/migrations` lists as in doubt, with what recovery is doing about it.
+// costs a call every 30 s, not two a second. A peer's steps go out behind one probe: the first finds
+// out whether it can be reached, and the others follow only if it could. One that cannot backs off
+// as a whole, so a dead source (or a Prepare flood naming one) costs one call per back-off, not one
+// per migration it left. What is open is also what `GET /v1/migrations` lists as in doubt, with
+// what recovery is doing about it.
 
 import { isTscmigError, TscmigError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
@@ -74,22 +75,39 @@ export class RecoveryLoop {
     // One lookup per task marks its back-off as still open; the ones not marked are forgotten.
     const pass = ++this.passes;
     const now = this.deps.clock.monotonicNs();
-    const due: RecoveryTask[] = [];
+    const local: RecoveryTask[] = [];
+    const byPeer = new Map<string, RecoveryTask[]>();
     for (const t of tasks) {
       const r = this.retries.get(t.key);
       if (r !== undefined) r.pass = pass;
       const p = t.peer === undefined ? undefined : this.peers.get(t.peer);
       if (p !== undefined) p.pass = pass;
       if (r !== undefined && r.nextNs > now) continue;
-      if (p !== undefined) {
-        if (p.probing || p.nextNs > now) continue;
-        p.probing = true; // this step probes the peer; the others wait for its outcome
+      if (t.peer === undefined) {
+        local.push(t);
+        continue;
       }
-      due.push(t);
+      if (p !== undefined && (p.probing || p.nextNs > now)) continue;
+      const due = byPeer.get(t.peer);
+      if (due === undefined) byPeer.set(t.peer, [t]);
+      else due.push(t);
     }
     for (const [key, r] of this.retries) if (r.pass !== pass) this.retries.delete(key);
     for (const [peer, p] of this.peers) if (p.pass !== pass && !p.probing) this.peers.delete(peer);
-    await Promise.all(due.map((t) => this.attempt(t)));
+    await Promise.all([...local.map((t) => this.attempt(t)), ...[...byPeer].map(([peer, due]) => this.probeThen(peer, due))]);
+  }
+
+  /**
+   * The first step finds out whether `peer` can be reached; the others follow at once if it could,
+   * and wait for its back-off if not. A dead peer costs one call per pass, not one per step it has
+   * (a Prepare flood naming a dead source leaves hundreds), even the first time it is found dead.
+   */
+  private async probeThen(peer: string, due: readonly RecoveryTask[]): Promise<void> {
+    const p = this.peers.get(peer);
+    if (p !== undefined) p.probing = true;
+    await this.attempt(due[0] as RecoveryTask);
+    if (this.peers.has(peer)) return; // unreachable: it backs off as a whole
+    await Promise.all(due.slice(1).map((t) => this.attempt(t)));
   }
 
   /** Attempts so far, the next try and the last error of the step under `key` (none while it has not failed). */

@@ -1,12 +1,14 @@
 // Goal: `tscmig chaos` reports what it checked and how to replay what failed. Method: run the
 // command's code with report files in a temporary directory — a passing campaign and a failing
-// one (the hazard) — and read the JSON, JUnit and HTML back; replay a failing seed alone.
+// one (the hazard) — and read the JSON, JUnit and HTML back; replay a failing seed alone; which runs
+// get a timeline with and without a report that holds them.
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import type { CampaignOptions } from "../../src/chaos/campaign.js";
-import { type ChaosFlags, runChaos } from "../../src/chaos/cli.js";
+import { type CampaignOptions, defaultCampaign, runCampaign } from "../../src/chaos/campaign.js";
+import { type ChaosFlags, parseChaosFlags, runChaos } from "../../src/chaos/cli.js";
+import { DEFAULT_SCENARIO } from "../../src/chaos/sim/scenario.js";
 import { restoreFreezeAdvancingTsc } from "../helpers/broken-restores.js";
 
 const dir = mkdtempSync(join(tmpdir(), "tscmig-chaos-reports-"));
@@ -149,6 +151,21 @@ describe("tscmig chaos reports", () => {
     expect(v.values.policy).toBe("freeze");
     expect(readFileSync(junit, "utf8")).toMatch(/<failure type="I9" message="I9 policy conformance violated/);
     expect(readFileSync(html, "utf8")).toMatch(/I9 policy conformance<\/td><td[^>]*>[1-9]/);
+  });
+
+  it("passing runs' timelines are built only for a report that holds them (HTML, a shard's JSON); failing runs always get theirs", async () => {
+    expect(parseChaosFlags(flags({})).campaign.timelineRuns).toBe(0);
+    expect(parseChaosFlags(flags({ json: "x.json" })).campaign.timelineRuns).toBe(0);
+    expect(parseChaosFlags(flags({ html: "x.html" })).campaign.timelineRuns).toBeUndefined();
+    expect(parseChaosFlags(flags({ json: "x.json", shard: "0/2" })).campaign.timelineRuns).toBeUndefined();
+    const scenario = { ...DEFAULT_SCENARIO, handling: false, policies: ["kvm-realtime" as const], estimators: ["wallclock" as const], skewMaxNs: 50_000_000n, faults: ["skew" as const] };
+    const r = await runCampaign(defaultCampaign({ seed: 5n, runs: 12, scenario, determinismCheck: 0, plotRuns: 0, timelineRuns: 0 }));
+    expect(r.failingRuns.length).toBeGreaterThan(0);
+    expect(r.failingRuns.length).toBeLessThan(12);
+    expect([...r.timelines.keys()]).toEqual(r.failingRuns.map((f) => f.run));
+    const all = await runCampaign(defaultCampaign({ seed: 5n, runs: 12, scenario, determinismCheck: 0, plotRuns: 0 }));
+    expect(all.timelines.size).toBe(12);
+    for (const [run, text] of r.timelines) expect(text).toBe(all.timelines.get(run));
   });
 
   it("bad flags are refused with the flag named", async () => {

@@ -89,22 +89,39 @@ describe("the recovery loop", () => {
       ),
     );
     const total = () => [...calls.values()].reduce((a, b) => a + b, 0);
-    await r.loop.runOnce(); // nothing known yet: every step finds out
-    expect(total()).toBe(50);
+    await r.loop.runOnce(); // nothing known yet: one step finds out, the others wait
+    expect(total()).toBe(1);
     expect(r.loop.peerRetryOf("dead:7071")).toMatchObject({ attempts: 1, lastError: "unavailable: connection refused" });
     for (let k = 1; k <= 6; k++) {
       r.clock.advanceTo(r.clock.monotonicNs() + recoveryBackoffNs(k));
       await r.loop.runOnce();
-      expect(total(), `after back-off ${k}`).toBe(50 + k); // one probe per back-off
+      expect(total(), `after back-off ${k}`).toBe(1 + k); // one probe per back-off
       expect(r.loop.peerRetryOf("dead:7071")?.attempts).toBe(k + 1);
     }
     up = true;
     r.clock.advanceTo(r.clock.monotonicNs() + recoveryBackoffNs(7));
-    await r.loop.runOnce(); // the probe succeeds: the peer is up again
+    await r.loop.runOnce(); // the probe succeeds: the peer is up again, and its other steps follow in the same pass
     expect(r.loop.peerRetryOf("dead:7071")).toBeUndefined();
-    r.clock.advanceTo(r.clock.monotonicNs() + recoveryBackoffNs(7));
+    expect(total()).toBe(1 + 6 + 50);
+    expect([...calls.values()].every((n) => n >= 1)).toBe(true);
+  });
+
+  it("a reachable peer's steps all run in the pass, behind the first (a refusal also says the peer is up)", async () => {
+    const order: string[] = [];
+    const r = rig(() =>
+      ["a", "b", "c"].map((k) =>
+        task(k, async () => {
+          order.push(`start ${k}`);
+          await flushMicrotasks();
+          order.push(`end ${k}`);
+          if (k === "a") throw new TscmigError("not_found", "unknown migration");
+        }, "up:7071"),
+      ),
+    );
     await r.loop.runOnce();
-    expect(total()).toBe(50 + 6 + 1 + 50); // the probe that found it up, then every step
+    expect(order).toEqual(["start a", "end a", "start b", "start c", "end b", "end c"]);
+    expect(r.loop.peerRetryOf("up:7071")).toBeUndefined();
+    expect(r.loop.retryOf("a")?.attempts).toBe(1);
   });
 
   it("a step that calls no peer is never held by a peer's back-off", async () => {

@@ -1,6 +1,8 @@
 // Goal: journal payloads (staged snapshots, persisted VMs) round-trip exactly through serde's JSON.
 // Method: encode and decode values of every tagged kind, including bytes that arrive as Buffer
-// views (what the gRPC codec hands the destination) and the older decimal u64 column form.
+// views (what the gRPC codec hands the destination) and the older decimal u64 column form; check
+// toJson and fromJson against their definitions (JSON.stringify with a replacer, JSON.parse with a
+// reviver) on generated values.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { fromJson, toJson } from "../../src/shared/serde.js";
@@ -86,5 +88,62 @@ describe("toJson is JSON.stringify with the tagging replacer, byte for byte", ()
       }),
       { numRuns: 2000 },
     );
+  });
+});
+
+/** The definition `fromJson` must match: JSON.parse with the untagging reviver. */
+function fromJsonReference(text: string): unknown {
+  return JSON.parse(text, (_k, v: unknown) => {
+    if (v !== null && typeof v === "object" && !Array.isArray(v)) {
+      const o = v as Record<string, unknown>;
+      if (typeof o.$b === "string") return BigInt(o.$b);
+      if (typeof o.$u64le === "string") {
+        const b = Buffer.from(o.$u64le, "base64");
+        if (b.byteLength % 8 !== 0) throw new SyntaxError("$u64le: length is not a multiple of 8 bytes");
+        return BigUint64Array.from({ length: b.byteLength / 8 }, (_v, i) => b.readBigUInt64LE(i * 8));
+      }
+      if (Array.isArray(o.$u64)) return BigUint64Array.from((o.$u64 as string[]).map((x) => BigInt(x)));
+      if (typeof o.$bytes === "string") return new Uint8Array(Buffer.from(o.$bytes, "base64"));
+    }
+    return v;
+  });
+}
+
+describe("fromJson is JSON.parse with the untagging reviver", () => {
+  const tag = fc.oneof(
+    fc.bigInt().map((b) => ({ $b: b.toString() })),
+    fc.array(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), { maxLength: 4 }).map((a) => ({ $u64: a.map(String) })),
+    fc.uint8Array({ maxLength: 8 }).map((a) => ({ $bytes: Buffer.from(a).toString("base64") })),
+    fc.array(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), { maxLength: 4 }).map((a) => ({ $u64le: Buffer.from(BigUint64Array.from(a).buffer).toString("base64") })),
+  );
+  // Keys include the tags' own names and "__proto__" (JSON.parse makes it an own data property).
+  const key = fc.oneof(fc.string(), fc.constantFrom("$b", "$u64", "$bytes", "$u64le", "__proto__"));
+  const leaf = fc.oneof(fc.string(), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.integer(), fc.boolean(), fc.constant(null), tag);
+  const value = fc.letrec((tie) => ({
+    node: fc.oneof({ depthSize: "small" }, leaf, fc.array(tie("node"), { maxLength: 5 }), fc.dictionary(key, tie("node"), { maxKeys: 5 })),
+  })).node;
+
+  it("for any JSON text with tags anywhere, also beside other keys and under __proto__", () => {
+    fc.assert(
+      fc.property(value, (v) => {
+        const text = JSON.stringify(v);
+        // A tag with a bad value ({"$b": "x"}) throws, the same error either way.
+        const outcome = (read: (t: string) => unknown) => {
+          try {
+            return { value: read(text) };
+          } catch (e) {
+            return { threw: e instanceof Error ? `${e.name}: ${e.message}` : String(e) };
+          }
+        };
+        const got = outcome(fromJson);
+        const want = outcome(fromJsonReference);
+        expect(got).toStrictEqual(want);
+        if (got.value !== null && typeof got.value === "object") expect(Object.getPrototypeOf(got.value)).toBe(Object.getPrototypeOf(want.value));
+      }),
+      { numRuns: 2000 },
+    );
+    const proto = fromJson<Record<string, unknown>>('{"__proto__":{"$b":"5"}}');
+    expect(Object.getPrototypeOf(proto)).toBe(Object.prototype);
+    expect(Object.getOwnPropertyDescriptor(proto, "__proto__")?.value).toBe(5n);
   });
 });

@@ -1,12 +1,13 @@
 // Goal: the simulated-time building blocks behave as documented: offset models (each formula, their
-// bounds), run-time skew updates (continuous where they say so, small however many arrive), the
+// bounds), an emulated host's clocks (the same reading at an instant however it is asked), run-time
+// skew updates (continuous where they say so, small however many arrive), the
 // SimScheduler (order, cancellation, time only forward) and SeededRandom (replayable, forks
 // independent). Method: example checks of each formula plus fast-check properties over random
 // models and update sequences.
 
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { sleep } from "../../src/shared/time/clock.js";
+import { type Clock, sleep } from "../../src/shared/time/clock.js";
 import {
   maxAbsOffsetNs,
   maxSlopePpm,
@@ -19,6 +20,7 @@ import {
 import { deriveSeed, hashUnit, SeededRandom } from "../../src/shared/time/random.js";
 import { SimClock, SimScheduler } from "../../src/shared/time/sim.js";
 import { SkewController, type SkewUpdate } from "../../src/shared/time/skew.js";
+import { EmulatedHost } from "../../src/shared/hypervisor/host.js";
 
 const MS = 1_000_000n;
 const S = 1_000_000_000n;
@@ -91,6 +93,28 @@ describe("offset models", () => {
     const d: OffsetModel = { kind: "drift", ppm: 1, fromNs: 0n };
     expect(sum(ZERO_MODEL, d)).toBe(d);
     expect(sum({ kind: "sum", parts: [d, d] }, d)).toEqual({ kind: "sum", parts: [d, d, d] });
+  });
+});
+
+describe("an emulated host's clocks", () => {
+  it("read at instants in any order, repeated or not, equal a fresh host's reading at each (the last instant's reading is kept)", () => {
+    const crystal: OffsetModel = sum({ kind: "drift", ppm: 37.5, fromNs: 2n * S }, { kind: "periodic", amplitudeNs: 40_000n, periodNs: 90n * S, phaseNs: 11n });
+    const mk = (clock: Clock) => new EmulatedHost({ name: "h", clock, epochNs: 0n, tscKhz: 2_345_678n, tsc0: 987_654_321n, rawBaseNs: 5n * S, crystal });
+    let now = 0n; // true time that may go back, to ask the host about any instant
+    const host = mk({ monotonicNs: () => now, realtimeNs: () => now });
+    fc.assert(
+      fc.property(fc.array(fc.bigInt({ min: 0n, max: 600n * S }), { minLength: 1, maxLength: 30 }), (ts) => {
+        for (const t of [...ts, ...ts.reverse(), ts[0] as bigint]) {
+          const fresh = mk(new SimClock(t));
+          expect(host.tscAt(t)).toBe(fresh.tscAt(t));
+          expect(host.rawNsAt(t)).toBe(fresh.rawNsAt(t));
+          expect(host.tscAt(t)).toBe(fresh.tscAt(t));
+          now = t;
+          expect(host.rawNs()).toBe(fresh.rawNs());
+        }
+      }),
+      { numRuns: 200 },
+    );
   });
 });
 

@@ -50,6 +50,15 @@ export class EmulatedHost {
   private readonly tsc0: bigint;
   private readonly rawBaseNs: bigint;
   readonly rawScale: TimeScale;
+  /**
+   * The last instant `tscAt` and `rawNsAt` were asked for, and their values: both are pure functions
+   * of true time, and a simulated instant reads one host many times (every message's arrival, every
+   * lease check, every guest sample of every vCPU), each read a few bigint products and divisions.
+   */
+  private tscMemoTNs: bigint | null = null;
+  private tscMemo = 0n;
+  private rawMemoTNs: bigint | null = null;
+  private rawMemo = 0n;
 
   constructor(opts: HostOptions) {
     const tscKhz = opts.tscKhz ?? 2_000_000n;
@@ -82,12 +91,18 @@ export class EmulatedHost {
   }
 
   tscAt(tNs: bigint): bigint {
+    if (this.tscMemoTNs === tNs) return this.tscMemo;
     const local = this.crystalIsZero ? tNs : tNs + offsetAt(this.crystal, tNs);
-    return this.tsc0 + (this.tscHz * local) / 1_000_000_000n;
+    this.tscMemo = this.tsc0 + (this.tscHz * local) / 1_000_000_000n;
+    this.tscMemoTNs = tNs;
+    return this.tscMemo;
   }
 
   rawNsAt(tNs: bigint): bigint {
-    return this.rawBaseNs + scaleDelta(this.tscAt(tNs) - this.tsc0, this.rawScale.mul, this.rawScale.shift);
+    if (this.rawMemoTNs === tNs) return this.rawMemo;
+    this.rawMemo = this.rawBaseNs + scaleDelta(this.tscAt(tNs) - this.tsc0, this.rawScale.mul, this.rawScale.shift);
+    this.rawMemoTNs = tNs;
+    return this.rawMemo;
   }
 
   /** Raw nanoseconds for a TSC value read on this host (the clocksource conversion). */
