@@ -98,13 +98,16 @@ describe.skipIf(problem !== null)("kvm backend: capture and restore through the 
     for (const bad of [p.slice(0, 10), Uint8Array.from(p).fill(7, 0, 8), Uint8Array.from([...p, 0])]) {
       let err: unknown;
       try {
-        backend.checkPayload(bad);
+        backend.checkPayload(bad, 1);
       } catch (e) {
         err = e;
       }
       expect(isTscmigError(err) && err.field?.startsWith("snapshot.backendPayload")).toBe(true);
     }
-    expect(() => backend.checkPayload(undefined)).toThrow(/backendPayload/);
+    expect(() => backend.checkPayload(undefined, 1)).toThrow(/backendPayload/);
+    // A whole payload for another vCPU count: refused at the check (on receipt the Transfer is the
+    // decision; a refusal left to the restore would decide a migration that can never run).
+    expect(() => backend.checkPayload(p, 2)).toThrow(/carries 1 vCPUs, the snapshot 2/);
     return vm.destroy();
   });
 });
