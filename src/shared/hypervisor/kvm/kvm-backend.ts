@@ -160,9 +160,10 @@ export class KvmBackend implements HypervisorBackend {
 
   checkPayload(payload: Uint8Array | undefined, vcpus: number): void {
     if (payload === undefined) throw invalid("snapshot.backendPayload", "missing: a kvm daemon needs the guest's memory and registers (the source runs another backend)");
-    // All of it, inflation and vCPU count included: on receipt the Transfer is the decision, so what
-    // the restore (createVm) would refuse must be refused here, before it.
+    // All of it, inflation, vCPU count and room included: on receipt the Transfer is the decision, so
+    // what the restore (createVm) would refuse must be refused here, before it.
     decodeKvmPayloadFor(payload, vcpus);
+    this.reserve(vcpus);
   }
 
   /** Bookkeeping of the resource limits (LIMITS.kvmVmsMax, kvmVcpusTotalMax). */
