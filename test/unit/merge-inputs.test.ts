@@ -1,6 +1,7 @@
-// Goal: `tscmig chaos merge` refuses a path that is not a regular file (a device, a FIFO, a
-// directory) with a typed error naming it, instead of reading /dev/zero without end or blocking on a
-// FIFO for good. Method: runMerge on such paths; the FIFO is made with mkfifo where it exists.
+// Goal: a file read from a path given by the user (`chaos merge` reports, `chaos replay --history`,
+// `--peer-token-file`) that is not a regular file (a device, a FIFO, a directory) is refused with a
+// typed error naming it, instead of reading /dev/zero without end or blocking on a FIFO for good.
+// Method: the readers on such paths; the FIFO is made with mkfifo where it exists.
 
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -8,6 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { runMerge } from "../../src/chaos/cli.js";
+import { readHistoryFile } from "../../src/chaos/replay.js";
+import { resolvePeerAuth } from "../../src/daemon/peer-auth.js";
 import { isTscmigError } from "../../src/shared/errors.js";
 
 const dir = mkdtempSync(join(tmpdir(), "tscmig-merge-inputs-"));
@@ -35,5 +38,26 @@ describe("chaos merge inputs", () => {
       console.warn("chaos merge inputs: FIFO case skipped: mkfifo is not available");
     }
     if (fifo !== null) expect(refusal(fifo)).toMatch(/not a regular file/);
+  });
+});
+
+describe("other files read from a path", () => {
+  it("chaos replay --history refuses a device and a directory as not a regular file", () => {
+    for (const path of [dir, "/dev/zero"]) {
+      let err: unknown;
+      try {
+        readHistoryFile(path);
+      } catch (e) {
+        err = e;
+      }
+      expect(isTscmigError(err) && err.field === "history" && /not a regular file/.test(err.message), String(err)).toBe(true);
+    }
+  });
+
+  it("--peer-token-file refuses a directory and a device as not a regular file", () => {
+    for (const path of [dir, "/dev/zero"]) {
+      const config = { peerAuth: "token", peerTokenFile: path, tls: false, grpcHost: "127.0.0.1" };
+      expect(() => resolvePeerAuth(config)).toThrow(/: not a regular file/);
+    }
   });
 });
