@@ -292,7 +292,10 @@ const SHARD_REPORT_BYTES_MAX = 1024 * 1024 * 1024;
 function readShardReport(file: string): { where: string; section: ShardSection } {
   let text: string;
   try {
-    const size = statSync(file).size;
+    const st = statSync(file);
+    // Not a device or a FIFO: /dev/zero read without end (6 GB in 15 s), a FIFO blocked for good.
+    if (!st.isFile()) throw new TscmigError("invalid_argument", `${file}: not a regular file (a shard report is one, written by tscmig chaos --shard i/N --json FILE)`, { field: "reports" });
+    const size = st.size;
     if (size > SHARD_REPORT_BYTES_MAX) throw new TscmigError("invalid_argument", `${file}: ${size} bytes, more than a shard report may be (${SHARD_REPORT_BYTES_MAX}); split the campaign into more shards`, { field: "reports" });
     text = readFileSync(file, "utf8");
   } catch (e) {

@@ -5,7 +5,7 @@
 // the true-time line. The page (self-contained, its viewer inlined from dist/web/replay.js) shows
 // the steps with the state of hosts and guests at the chosen one, and the run's timeline.
 
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { TscmigError } from "../shared/errors.js";
 import { readWebAsset } from "../shared/web-assets.js";
 import { type CheckResult, checkHistory } from "./checker.js";
@@ -113,12 +113,20 @@ export function replaySteps(h: ChaosHistory, check: CheckResult, messages: reado
 
 // ---- history files ---------------------------------------------------------------------------------
 
+/** A `--history` file above this size is refused rather than read (one run writes a few MB). */
+const HISTORY_FILE_BYTES_MAX = 512 * 1024 * 1024;
+
 /** Reads a `--history` file (canonical JSON lines) back into a history the checker takes. */
 export function readHistoryFile(path: string): ChaosHistory {
   let text: string;
   try {
+    // A regular file of bounded size: /dev/zero was read without end, a FIFO blocked for good.
+    const st = statSync(path);
+    if (!st.isFile()) throw new TscmigError("invalid_argument", `--history ${path}: not a regular file (write one with tscmig chaos --history FILE)`, { field: "history" });
+    if (st.size > HISTORY_FILE_BYTES_MAX) throw new TscmigError("invalid_argument", `--history ${path}: ${st.size} bytes, more than a run's history may be (${HISTORY_FILE_BYTES_MAX})`, { field: "history" });
     text = readFileSync(path, "utf8");
   } catch (e) {
+    if (e instanceof TscmigError) throw e;
     throw new TscmigError("not_found", `--history ${path}: ${e instanceof Error ? e.message : String(e)}`, { field: "history" });
   }
   const h: ChaosHistory = { meta: undefined as unknown as ChaosHistory["meta"], samples: [], events: [] };

@@ -280,7 +280,8 @@ export class FoldMerger {
     for (const k of ["violations", "hostFaults", "failingRuns", "stats", "plots", "runRows"] as const) append(r[k] as unknown[], f[k] as unknown[]);
     for (const [run, text] of f.timelines) r.timelines.set(run, text);
     for (const k of ["violationsByInvariant", "hostFaultsByClass", "faultSites", "faultKinds", "outcomes", "migrationsBySwitchover"] as const) {
-      for (const [key, n] of Object.entries(f[k])) r[k][key] = (r[k][key] ?? 0) + n;
+      // Own keys only: a report's key may be any string, "constructor" or "toString" included.
+      for (const [key, n] of Object.entries(f[k])) r[k][key] = (Object.hasOwn(r[k], key) ? (r[k][key] as number) : 0) + n;
     }
     for (const p of MIGRATION_PATHS) r.migrationsByPath[p] += f.migrationsByPath[p];
     r.determinism.checked += f.determinism.checked;

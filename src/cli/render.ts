@@ -26,10 +26,21 @@ export function withinBound(r: Json): boolean | undefined {
   return errs.every((err) => (err < 0n ? -err : err) <= bound);
 }
 
+/**
+ * Whether a committed report carries the destination's restore figures. A source that learned the
+ * commit from Resolve (its Transfer's or Commit's answer lost) has none: every figure is 0, and a
+ * guest TSC of 0 at resume is no real restore's.
+ */
+function hasRestoreFigures(r: Json): boolean {
+  return r.tscAtResume !== "0" && r.tscAtResume !== 0;
+}
+
 /** `tscmig migrate`'s summary of a migration report. */
 export function renderMigration(r: Json): string {
   const lines = [`outcome: ${String(r.outcome)}${r.error ? ` — ${String((r.error as Json).message)}` : ""} (migration ${String(r.migrationId)}, VM ${String(r.vmId)})`];
-  if (r.outcome === "committed") {
+  if (r.outcome === "committed" && !hasRestoreFigures(r))
+    lines.push("restore report: not received (the source learned of the commit from the destination's answer to Resolve, which carries no figures)");
+  else if (r.outcome === "committed") {
     const ok = withinBound(r);
     lines.push(
       `policy ${String(r.policy)}, estimator ${String(r.estimator)}, switchover ${String(r.switchover ?? "two-phase")}, doorbell ${r.doorbellRung ? "rung" : "not rung"}${r.capped ? ", advance capped" : ""}`,

@@ -10,7 +10,7 @@
 // network is isolated on purpose.
 
 import { createHash, timingSafeEqual } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { TscmigError } from "../shared/errors.js";
 import type { HandlerContext } from "../shared/rpc/index.js";
 import { parseToken } from "./config-parsers.js";
@@ -40,14 +40,23 @@ export function isLoopbackHost(host: string): boolean {
   return host === "localhost" || host === "::1" || host === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
+/** A peer token file larger than this is no token file. */
+const PEER_TOKEN_FILE_BYTES_MAX = 64 * 1024;
+
 /** The peer token from the flag or its file (first line), validated like the flag. */
 function peerToken(c: PeerAuthConfig): string | undefined {
   if (c.peerToken !== undefined) return c.peerToken;
   if (c.peerTokenFile === undefined) return undefined;
   let text: string;
   try {
+    // A regular file (a mounted secret): /dev/zero was read without end and the daemon never started.
+    const st = statSync(c.peerTokenFile);
+    if (!st.isFile()) throw new TscmigError("invalid_argument", `peer token file ${c.peerTokenFile}: not a regular file`, { field: "peerTokenFile" });
+    if (st.size > PEER_TOKEN_FILE_BYTES_MAX)
+      throw new TscmigError("invalid_argument", `peer token file ${c.peerTokenFile}: ${st.size} bytes, more than a token file holds (${PEER_TOKEN_FILE_BYTES_MAX})`, { field: "peerTokenFile" });
     text = readFileSync(c.peerTokenFile, "utf8");
   } catch (e) {
+    if (e instanceof TscmigError) throw e;
     throw new TscmigError("invalid_argument", `peer token file ${c.peerTokenFile}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, { field: "peerTokenFile" });
   }
   const line = text.split(/\r?\n/, 1)[0]?.trim() ?? "";

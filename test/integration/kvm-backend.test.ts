@@ -17,6 +17,7 @@ import { restoreSnapshot, type PolicyName } from "../../src/shared/migration/res
 import { estimateBlackout } from "../../src/shared/migration/blackout.js";
 import { RealClock, RealScheduler, trueEpochNs } from "../../src/shared/platform/index.js";
 import { isTscmigError } from "../../src/shared/errors.js";
+import { LIMITS } from "../../src/shared/limits.js";
 
 const problem = kvmProblem();
 if (problem !== null) console.warn(`kvm backend tests skipped: ${problem}`);
@@ -98,13 +99,34 @@ describe.skipIf(problem !== null)("kvm backend: capture and restore through the 
     for (const bad of [p.slice(0, 10), Uint8Array.from(p).fill(7, 0, 8), Uint8Array.from([...p, 0])]) {
       let err: unknown;
       try {
-        backend.checkPayload(bad);
+        backend.checkPayload(bad, 1);
       } catch (e) {
         err = e;
       }
       expect(isTscmigError(err) && err.field?.startsWith("snapshot.backendPayload")).toBe(true);
     }
-    expect(() => backend.checkPayload(undefined)).toThrow(/backendPayload/);
+    expect(() => backend.checkPayload(undefined, 1)).toThrow(/backendPayload/);
+    // A whole payload for another vCPU count: refused at the check (on receipt the Transfer is the
+    // decision; a refusal left to the restore would decide a migration that can never run).
+    expect(() => backend.checkPayload(p, 2)).toThrow(/carries 1 vCPUs, the snapshot 2/);
     return vm.destroy();
+  });
+
+  it("refuses a payload it has no room for at the check, not first at the restore", async () => {
+    const vm = backend.createVm({ vcpus: 1 });
+    vm.pause();
+    const p = vm.capturePayload();
+    backend.checkPayload(p, 1);
+    // Restored from the payload (no boot): the daemon's VM limit filled cheaply.
+    const fill = Array.from({ length: LIMITS.kvmVmsMax - backend.vmCount }, () => backend.createVm({ vcpus: 1, payload: p }));
+    let err: unknown;
+    try {
+      backend.checkPayload(p, 1);
+    } catch (e) {
+      err = e;
+    }
+    expect(isTscmigError(err) && err.code === "resource_exhausted" && err.reason === "kvm_vm_limit").toBe(true);
+    await Promise.all([vm, ...fill].map((v) => v.destroy()));
+    backend.checkPayload(p, 1);
   });
 });

@@ -20,7 +20,7 @@ import type { HealthCheckRequest, HealthCheckResponse } from "../../src/gen/grpc
 import { Decision, MigrationService, PrepareRequestSchema } from "../../src/gen/tscmig/v1/migration_pb.js";
 import { TscmigError } from "../../src/shared/errors.js";
 import { createRpcClient, createRpcServer } from "../../src/shared/rpc/index.js";
-import type { RpcServer } from "../../src/shared/rpc/index.js";
+import type { HandlerContext, RpcServer } from "../../src/shared/rpc/index.js";
 import { makeTestPki, opensslMissingReason } from "../helpers/certs.js";
 import type { TestPki } from "../helpers/certs.js";
 import { GENERATION_BIG, testImpl } from "../helpers/migration-test-impl.js";
@@ -314,6 +314,40 @@ function watchHealth(address: string, service: string): { seen: (status: HealthC
     },
   };
 }
+
+describe("rpc authorize on an exchange", () => {
+  it("ends a refused caller's exchange at once, before any message (no stream parked until one comes)", async () => {
+    const { registration } = testImpl();
+    const authorize = (ctx: HandlerContext) => {
+      if (ctx.metadata.get("authorization")[0] !== "Bearer ok") throw new TscmigError("unauthenticated", `${ctx.path}: no token`, { reason: "peer_unauthenticated" });
+    };
+    const server = createRpcServer({ services: [{ ...registration, authorize }] });
+    const { port } = await server.listen("127.0.0.1:0");
+    const address = `127.0.0.1:${port}`;
+    const bare = new grpc.Client(address, grpc.credentials.createInsecure());
+    try {
+      // Nothing sent: the status must come by itself (the deadline only stops a test that would hang).
+      const call = bare.makeBidiStreamRequest("/tscmig.v1.MigrationService/Handover", (b: Uint8Array) => Buffer.from(b), (b: Buffer) => b, new grpc.Metadata(), { deadline: Date.now() + 20_000 });
+      call.on("error", () => {});
+      const status = await new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
+      expect(status.code).toBe(grpc.status.UNAUTHENTICATED);
+      expect(status.metadata.get("tscmig-reason")[0]).toBe("peer_unauthenticated");
+      // Through the typed client: the first send fails with the refusal; an authorized caller is served.
+      const refused = createRpcClient(MigrationService, address);
+      const ok = createRpcClient(MigrationService, address, { headers: { authorization: "Bearer ok" } });
+      try {
+        expect((await rejection(refused.handover().send({ step: { case: "open", value: { migrationId: "m-1" } } }))).code).toBe("unauthenticated");
+        expect((await ok.handover().send({ step: { case: "open", value: { migrationId: "m-1" } } })).step.case).toBe("opened");
+      } finally {
+        refused.close();
+        ok.close();
+      }
+    } finally {
+      bare.close();
+      await server.shutdown(2_000);
+    }
+  });
+});
 
 describe("rpc server shutdown", () => {
   it("marks everything NOT_SERVING, lets calls run, and cuts them when the grace ends", async () => {

@@ -14,7 +14,7 @@ import { EmulatedBackend } from "../../src/shared/hypervisor/emulated-backend.js
 import { EmulatedHost } from "../../src/shared/hypervisor/host.js";
 import { KVM_REGS, KVM_SREGS } from "../../src/shared/hypervisor/kvm/abi.js";
 import { LAYOUT } from "../../src/shared/hypervisor/kvm/guest.js";
-import { checkKvmPayloadShape, decodeKvmPayload, encodeKvmPayload } from "../../src/shared/hypervisor/kvm/payload.js";
+import { checkKvmPayloadShape, decodeKvmPayload, decodeKvmPayloadFor, encodeKvmPayload } from "../../src/shared/hypervisor/kvm/payload.js";
 import { LIMITS } from "../../src/shared/limits.js";
 import { captureSnapshot, checkBackendPayload, type Snapshot, validateSnapshot } from "../../src/shared/migration/snapshot.js";
 import { snapshotFromPb, snapshotToPb } from "../../src/shared/rpc/codec.js";
@@ -84,6 +84,11 @@ describe("the snapshot's backend payload", () => {
     expect(fieldOf(() => decodeKvmPayload(badMemory))).toMatch(/^snapshot\.backendPayload/);
     expect(fieldOf(() => validateSnapshot(snapshotWith(new Uint8Array(LIMITS.backendPayloadBytesMax + 1))))).toBe("snapshot.backendPayload");
     expect(fieldOf(() => validateSnapshot(snapshotWith(new Uint8Array(0))))).toBe("snapshot.backendPayload");
+  });
+
+  it("refuses a whole payload whose vCPU count is not the snapshot's", () => {
+    expect(decodeKvmPayloadFor(encodeKvmPayload(state(2)), 2).vcpus).toBe(2);
+    expect(fieldOf(() => decodeKvmPayloadFor(encodeKvmPayload(state(1)), 2))).toBe("snapshot.backendPayload");
   });
 
   it("an emulated daemon refuses a snapshot from a real VM (it cannot host its memory)", () => {

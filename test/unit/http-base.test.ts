@@ -123,6 +123,17 @@ describe("error answers", () => {
     expect((await app.inject({ method: "GET", url: "/v1/full" })).statusCode).toBe(507);
   });
 
+  it("answers the router's own refusals (an overlong path parameter, a bad URL) in the one shape, not echoing the path", async () => {
+    const app = await build();
+    for (const url of [`/v1/fail/${"a".repeat(5000)}`, "/v1/fail/%zz"]) {
+      const res = await app.inject({ method: "GET", url });
+      expect(res.statusCode).toBe(400);
+      const body = res.json();
+      expect(body.error.code).toBe("invalid_argument");
+      expect(JSON.stringify(body)).not.toContain("aaaaaaaaaa");
+    }
+  });
+
   it("answers an unknown route with 404 not_found", async () => {
     const app = await build();
     const res = await app.inject({ method: "GET", url: "/v1/nothing?x=1" });

@@ -102,7 +102,8 @@ describe("trueEpochNs", () => {
     expect(trueEpochNs()).toBe(1_700_000_000_123_456_789n);
     process.env[TRUE_EPOCH_ENV] = "";
     expect(trueEpochNs() % S).not.toBe(1_700_000_000_123_456_789n % S);
-    for (const bad of ["-5", "1e18", "12 ", "0x10", "99999999999999999999"]) {
+    // 2^62 + 1 and u64's max: realtime (epoch + true time) would overflow what the wire carries.
+    for (const bad of ["-5", "1e18", "12 ", "0x10", "99999999999999999999", "4611686018427387905", "18446744073709551615"]) {
       process.env[TRUE_EPOCH_ENV] = bad;
       let err: unknown;
       try {
@@ -112,6 +113,6 @@ describe("trueEpochNs", () => {
       }
       expect(isTscmigError(err) && err.code === "invalid_argument" && err.field === TRUE_EPOCH_ENV, `${bad}: ${String(err)}`).toBe(true);
     }
-    expect(parseTrueEpochNs("18446744073709551615", "x")).toBe(0xffff_ffff_ffff_ffffn);
+    expect(parseTrueEpochNs("4611686018427387904", "x")).toBe(1n << 62n);
   });
 });

@@ -3,8 +3,8 @@
 // A daemon adds its own routes to the app this returns.
 
 import swagger from "@fastify/swagger";
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
-import { assert } from "../errors.js";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from "fastify";
+import { assert, httpStatusOf, TscmigError } from "../errors.js";
 import { bigintReplacer } from "../json-safe.js";
 import type { PinoLogger } from "../log.js";
 import { installBearerAuth } from "./bearer-auth.js";
@@ -55,6 +55,15 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<FastifyInstanc
     // in the answer, so a client, a proxy and the daemon agree on one id; without one (or with one that is
     // not a plain token) the daemon makes its own.
     genReqId: (req) => requestIdOf(req.headers["x-request-id"]) ?? `req-${(nextRequest++).toString(36)}`,
+    // The router's own refusals (a path parameter past its length, a URL that does not decode) come
+    // before any route's error handler: answered here in the one error shape, the path not echoed.
+    frameworkErrors: (error, _request, reply) => {
+      const answer =
+        error.code === "FST_ERR_MAX_PARAM_LENGTH"
+          ? new TscmigError("invalid_argument", "params: a path parameter is longer than the router takes (100 characters)", { field: "params" })
+          : new TscmigError("invalid_argument", `path: not a valid request path (${error.code})`, { field: "path" });
+      return (reply as FastifyReply).status(httpStatusOf(answer.code, answer.reason)).send({ error: answer.toJSON() });
+    },
   });
   app.addHook("onRequest", async (request, reply) => {
     void reply.header("x-request-id", request.id);

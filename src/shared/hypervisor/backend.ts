@@ -182,10 +182,11 @@ export interface HypervisorBackend {
   /** A VM rebuilt from its journal form (a daemon restart), paused or running as `state` says. */
   restoreVm(state: VmState): HypervisorVm;
   /**
-   * Whether this backend can host a snapshot with (or without) a backend payload; throws a typed
-   * `invalid_argument` naming `snapshot.backendPayload` otherwise. Absent: only payload-less snapshots.
+   * Whether this backend can host a snapshot of `vcpus` vCPUs with (or without) a backend payload
+   * now; throws a typed `invalid_argument` naming `snapshot.backendPayload` otherwise, or
+   * `resource_exhausted` when it has no room for the VM. Absent: only payload-less snapshots.
    */
-  checkPayload?(payload: Uint8Array | undefined): void;
+  checkPayload?(payload: Uint8Array | undefined, vcpus: number): void;
   /** Releases the backend's own resources (after every VM was destroyed). */
   close?(): Promise<void>;
   /** What `/v1/host` says of the backend beyond its name (JSON-safe). */

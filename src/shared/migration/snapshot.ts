@@ -127,7 +127,7 @@ export function captureSnapshot(vm: HypervisorVm, guest: Guest, meta: CaptureMet
  * that needs one refuses a snapshot without): a typed `invalid_argument`, before anything is staged.
  */
 export function checkBackendPayload(backend: HypervisorBackend, s: Snapshot): void {
-  if (backend.checkPayload) backend.checkPayload(s.backendPayload);
+  if (backend.checkPayload) backend.checkPayload(s.backendPayload, s.vcpuCount);
   else if (s.backendPayload !== undefined)
     throw invalid("snapshot.backendPayload", `carries a real VM's state; this daemon runs the ${backend.name} backend, which cannot host it (start it with --backend kvm)`);
 }

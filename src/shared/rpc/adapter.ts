@@ -284,19 +284,22 @@ function exchangeHandler(
     });
     const base = { path, peer: call.getPeer(), metadata: call.metadata, signal: abort.signal };
     const callCtx: HandlerContext = { ...base, decodeNs: 0n, receivedAt: (clock) => clock() };
-    let handler: UnaryHandler<DescMessage, DescMessage> | undefined;
-    try {
-      authorize?.(callCtx); // refused callers get no per-call state (the first message is refused)
-      handler = factory?.(callCtx);
-    } catch (e) {
-      log({ event: "rpc.handler_failed", path, peer: base.peer, err: describeError(e) }, "rpc exchange factory threw");
-      handler = undefined;
-    }
     const fail = (status: Partial<grpc.StatusObject>) => {
       if (ended) return;
       ended = true;
       call.emit("error", status);
     };
+    // A refused caller's call ends at once: held open for a first message that never comes, an
+    // unauthenticated client parked as many streams as it liked (~11 KB of daemon memory each).
+    const refusal = refusalOf(authorize, callCtx, log);
+    if (refusal) return fail(refusal.status);
+    let handler: UnaryHandler<DescMessage, DescMessage> | undefined;
+    try {
+      handler = factory?.(callCtx);
+    } catch (e) {
+      log({ event: "rpc.handler_failed", path, peer: base.peer, err: describeError(e) }, "rpc exchange factory threw");
+      handler = undefined;
+    }
     // Messages are answered one at a time, in arrival order: a chain of promises.
     let chain: Promise<void> = Promise.resolve();
     call.on("data", (req: Decoded<Message>) => {
@@ -326,6 +329,19 @@ function exchangeHandler(
   };
 }
 
+/** The refusal `authorize` makes of a call, or null when it passes (or there is no check). */
+function refusalOf(authorize: ((ctx: HandlerContext) => void) | undefined, ctx: HandlerContext, log: RpcLog): Extract<Outcome, { ok: false }> | null {
+  if (!authorize) return null;
+  try {
+    authorize(ctx);
+    return null;
+  } catch (e) {
+    if (isTscmigError(e)) return refuse(e);
+    log({ event: "rpc.authorize_failed", path: ctx.path, peer: ctx.peer, err: describeError(e) }, "rpc authorize threw");
+    return refuse(new TscmigError("internal", `${ctx.path}: internal error`));
+  }
+}
+
 async function answer(
   method: DescMethod,
   handler: UnaryHandler<DescMessage, DescMessage> | undefined,
@@ -335,15 +351,8 @@ async function answer(
   authorize?: (ctx: HandlerContext) => void,
   raw = false,
 ): Promise<Outcome> {
-  if (authorize) {
-    try {
-      authorize(ctx);
-    } catch (e) {
-      if (isTscmigError(e)) return refuse(e);
-      log({ event: "rpc.authorize_failed", path: ctx.path, peer: ctx.peer, err: describeError(e) }, "rpc authorize threw");
-      return refuse(new TscmigError("internal", `${ctx.path}: internal error`));
-    }
-  }
+  const refusal = refusalOf(authorize, ctx, log);
+  if (refusal) return refusal;
   if (!request.ok) {
     return refuse(new TscmigError("invalid_argument", `${ctx.path}: request is not a valid ${method.input.typeName}: ${request.error}`));
   }
@@ -367,7 +376,7 @@ async function answer(
   }
 }
 
-function refuse(e: TscmigError): Outcome {
+function refuse(e: TscmigError): Extract<Outcome, { ok: false }> {
   return { ok: false, status: { code: grpcStatusOf(e.code), details: e.message, metadata: errorMetadata(e) } };
 }
 

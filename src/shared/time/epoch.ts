@@ -56,10 +56,18 @@ export function measureEpochNs(c: EpochClocks): bigint {
   return best.lowNs + (best.highNs - best.lowNs) / 2n;
 }
 
-/** A pinned epoch as the environment carries it: decimal ns since the Unix epoch, a u64. */
+/**
+ * Largest pinned epoch (2^62 ns, in 2116). Realtime is the epoch plus true time plus skew, and the
+ * wire carries it and the guest's wall offset in 64 bits (the offset signed): an epoch near 2^64 made
+ * every realtime overflow, so each migration failed to encode its probe. Below 2^62 a century of
+ * uptime still fits the signed range, as Linux's own 64-bit realtime does until 2262.
+ */
+export const TRUE_EPOCH_NS_MAX = 1n << 62n;
+
+/** A pinned epoch as the environment carries it: decimal ns since the Unix epoch, at most TRUE_EPOCH_NS_MAX. */
 export function parseTrueEpochNs(text: string, field: string): bigint {
   if (!/^\d{1,20}$/.test(text)) throw invalid(field, `must be a decimal count of ns since the Unix epoch, not ${JSON.stringify(text.slice(0, 40))}`);
   const v = BigInt(text);
-  if (v > 0xffff_ffff_ffff_ffffn) throw invalid(field, `must fit 64 bits, not ${text}`);
+  if (v > TRUE_EPOCH_NS_MAX) throw invalid(field, `must be at most ${TRUE_EPOCH_NS_MAX} (2^62 ns, in 2116), not ${text}`);
   return v;
 }

@@ -35,7 +35,7 @@ import { kvmInfo } from "./info.js";
 import { KvmVm } from "./kvm-vm.js";
 import { VcpuThreadPool } from "./thread-pool.js";
 import { KVMCLOCK_NS_MAX } from "./set-clock-guard.js";
-import { decodeKvmPayload, encodeKvmPayload } from "./payload.js";
+import { decodeKvmPayloadFor, encodeKvmPayload } from "./payload.js";
 
 export interface KvmBackendOptions {
   /** The daemon's emulated host: its true time, realtime frame (skew) and raw clock. */
@@ -128,8 +128,7 @@ export class KvmBackend implements HypervisorBackend {
     this.live();
     if (spec.guestTscKhz !== undefined && spec.guestTscKhz !== this.hostInfo.tscKhz)
       throw invalid("guestTscKhz", `the kvm backend runs guests at this host's rate only (${this.hostInfo.tscKhz} kHz): it never sets KVM_SET_TSC_KHZ`);
-    const payload = spec.payload !== undefined ? decodeKvmPayload(spec.payload) : null;
-    if (payload !== null && payload.vcpus !== spec.vcpus) throw invalid("snapshot.backendPayload", `carries ${payload.vcpus} vCPUs, the snapshot ${spec.vcpus}`);
+    const payload = spec.payload !== undefined ? decodeKvmPayloadFor(spec.payload, spec.vcpus) : null;
     this.reserve(spec.vcpus);
     const vmOpts = { paceUs: this.opts.paceUs, takeThread: () => this.pool.take(), ...(this.opts.threads !== undefined ? { threads: this.opts.threads } : {}) };
     const kvm = payload !== null ? KvmVm.restore(this.sys, payload, vmOpts) : KvmVm.create(this.sys, { vcpus: spec.vcpus, ...vmOpts });
@@ -159,9 +158,12 @@ export class KvmBackend implements HypervisorBackend {
     return vm;
   }
 
-  checkPayload(payload: Uint8Array | undefined): void {
+  checkPayload(payload: Uint8Array | undefined, vcpus: number): void {
     if (payload === undefined) throw invalid("snapshot.backendPayload", "missing: a kvm daemon needs the guest's memory and registers (the source runs another backend)");
-    decodeKvmPayload(payload); // all of it, inflation included: a payload that passes here restores
+    // All of it, inflation, vCPU count and room included: on receipt the Transfer is the decision, so
+    // what the restore (createVm) would refuse must be refused here, before it.
+    decodeKvmPayloadFor(payload, vcpus);
+    this.reserve(vcpus);
   }
 
   /** Bookkeeping of the resource limits (LIMITS.kvmVmsMax, kvmVcpusTotalMax). */

@@ -89,3 +89,10 @@ export function decodeKvmPayload(p: Uint8Array): KvmPayloadState {
   }
   return s;
 }
+
+/** decodeKvmPayload for a snapshot of `vcpus` vCPUs: a payload carrying another count is refused. */
+export function decodeKvmPayloadFor(p: Uint8Array, vcpus: number): KvmPayloadState {
+  const s = decodeKvmPayload(p);
+  if (s.vcpus !== vcpus) throw invalid(FIELD, `carries ${s.vcpus} vCPUs, the snapshot ${vcpus}`);
+  return s;
+}
