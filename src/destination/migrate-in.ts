@@ -73,6 +73,26 @@ export interface Inbound {
   decodeNs: bigint;
 }
 
+/** A VM built and restored from a snapshot, paused; this host's raw clock as the restore began and ended. */
+interface Restored {
+  vm: HypervisorVm;
+  result: RestoreResult;
+  t0: bigint;
+  /** From here to the resume (a journal write on receipt, a stall) the bound widens by the crystals' drift. */
+  restoredRawNs: bigint;
+}
+
+function restoreError(migrationId: string, e: unknown): TscmigError {
+  return isTscmigError(e) ? e : new TscmigError("internal", `restore of migration ${migrationId} failed: ${e instanceof Error ? e.message : String(e)}`);
+}
+
+/** Releases a VM that will never run (a restore or a decision that failed before it was adopted). */
+function discard(vm: HypervisorVm): void {
+  vm.destroy?.().catch(() => {
+    /* nothing of it ran: what it held goes with the process at worst */
+  });
+}
+
 /** The restore step (restoreSnapshot); a seam only the chaos tests fill with a broken one. */
 export type RestoreFn = typeof restoreSnapshot;
 
@@ -449,26 +469,51 @@ export class Destination {
       requestsToSendNs: req.sourceRequestsToSendNs ?? [],
       decodeNs,
     };
-    // The staged snapshot and the migration's phase land together (one transaction, one sync); not
-    // staged durably (a full disk) is not staged at all, or a Commit would run what a restart cannot know of.
-    this.ctx.journal.transaction(() => this.perform(step, counterpartOf(inb), staged, s.migrationId));
-    Object.assign(inb, staged);
-    crashPoint(this.ctx.faults, "crash.destination.afterStage");
     const onReceipt = step.effects.find((x) => x.kind === "restore");
-    if (onReceipt) return this.adoptOnReceipt(inb, onReceipt.legs);
+    if (onReceipt) return this.adoptOnReceipt(inb, staged, step, onReceipt.legs);
+    this.stage(inb, staged, step);
     inb.holdNs = this.ctx.host.rawNs() - receiveRawNs;
     return { destinationHoldNs: inb.holdNs };
   }
 
   /**
-   * On-receipt switchover: the Transfer is the decision, already journaled with the staged snapshot
-   * (journaling first: a crash from here on restores it again after the restart, never aborts it).
-   * The restore runs now, the adopted VM is journaled as it resumes (adoptAndJournal), and the
-   * Transfer is answered with the report. A restore that fails leaves it staged and decided: the
-   * recovery loop retries it.
+   * The staged snapshot and the migration's phase land together (one transaction, one sync); not
+   * staged durably (a full disk) is not staged at all, or a Commit (or, on receipt, a restart) would
+   * run what a restart cannot know of.
    */
-  private adoptOnReceipt(inb: Inbound, legs: CommitLegs): TransferRes {
-    const report = this.restoreStaged(inb, legs);
+  private stage(inb: Inbound, staged: Inbound, step: DStep): void {
+    this.ctx.journal.transaction(() => this.perform(step, counterpartOf(inb), staged, staged.req.migrationId));
+    Object.assign(inb, staged);
+    crashPoint(this.ctx.faults, "crash.destination.afterStage");
+  }
+
+  /**
+   * On-receipt switchover: the Transfer is the decision. The VM is built and its clocks restored
+   * first, paused; only a restore that worked is decided — journaled staged and decided (journaling
+   * first: a crash from there on restores it again after the restart, never aborts it) — and then
+   * adopted and resumed, and the Transfer answered with the report. A restore that fails decides
+   * nothing and keeps nothing: the Transfer is refused, the migration stays prepared, and the
+   * source's Resolve fences it and resumes its VM (deciding first lost the VM to a restore that
+   * failed every time: the source told committed, retries for ever here).
+   */
+  private adoptOnReceipt(inb: Inbound, staged: Inbound, step: DStep, legs: CommitLegs): TransferRes {
+    crashPoint(this.ctx.faults, "crash.destination.beforeRestore");
+    let built: Restored;
+    try {
+      built = this.restoreInto(staged, legs);
+    } catch (e) {
+      if (e instanceof CrashSignal) throw e;
+      const err = restoreError(inb.req.migrationId, e);
+      this.ctx.log.error({ event: "restore_failed", migrationId: inb.req.migrationId, vmId: inb.req.vmId, adopted: false, err: err.toJSON() }, "restore on receipt failed before the decision: the Transfer is refused, and its source keeps the VM");
+      throw err;
+    }
+    try {
+      this.stage(inb, staged, step);
+    } catch (e) {
+      if (!(e instanceof CrashSignal)) discard(built.vm);
+      throw e;
+    }
+    const report = this.guarded(inb, () => this.resumeRestored(inb, built));
     inb.holdNs = this.ctx.host.rawNs() - inb.receiveRawNs;
     return { destinationHoldNs: inb.holdNs, report };
   }
@@ -610,13 +655,18 @@ export class Destination {
    * runs nowhere.
    */
   private restoreStaged(inb: Inbound, legs: CommitLegs): RestoreReport {
+    return this.guarded(inb, () => this.restoreAndResume(inb, legs));
+  }
+
+  /** Runs a staged migration's restore (`fn`); one that throws is handled as restoreStaged says. */
+  private guarded(inb: Inbound, fn: () => RestoreReport): RestoreReport {
     try {
-      return this.restoreAndResume(inb, legs);
+      return fn();
     } catch (e) {
       if (e instanceof CrashSignal) throw e;
       const adopted = this.ctx.localVm(inb.req.vmId) !== null;
       this.apply(inb, this.step(inb.req, inb.req.migrationId, inb, { kind: "restoreFailed", adopted }));
-      const err = isTscmigError(e) ? e : new TscmigError("internal", `restore of migration ${inb.req.migrationId} failed: ${e instanceof Error ? e.message : String(e)}`);
+      const err = restoreError(inb.req.migrationId, e);
       this.ctx.log.error(
         { event: "restore_failed", migrationId: inb.req.migrationId, vmId: inb.req.vmId, adopted, err: err.toJSON() },
         adopted ? "restore failed after the VM was adopted" : "restore failed; the migration stays staged and will be retried",
@@ -625,23 +675,39 @@ export class Destination {
     }
   }
 
-  /** The source's decision arrived (Commit or Resolve): restore, resume, journal. */
+  /** The source's decision arrived (Commit or Resolve), or a staged on-receipt one is retried: restore, resume, journal. */
   private restoreAndResume(inb: Inbound, legs: CommitLegs): RestoreReport {
     // The decision is journaled with the adopted VM, in one transaction (adoptAndJournal), not
     // before: the source holds it durably already, so a restart in between finds the snapshot still
     // staged and learns the decision by Resolve, as after any crash before the Commit (never runs
     // it twice). One journal write less inside the blackout.
     crashPoint(this.ctx.faults, "crash.destination.beforeRestore");
+    return this.resumeRestored(inb, this.restoreInto(inb, legs));
+  }
+
+  /** A new VM with `inb`'s snapshot restored into it, paused. A restore that throws leaves no VM behind. */
+  private restoreInto(inb: Inbound, legs: CommitLegs): Restored {
     const s = inb.snapshot as Snapshot;
     const r = inb.req;
     const t0 = this.ctx.host.rawNs();
     const vm = this.ctx.backend.createVm({ vcpus: s.vcpuCount, guestTscKhz: s.guestTscKhz, ...(s.backendPayload !== undefined ? { payload: s.backendPayload } : {}) });
-    const result = (this.ctx.restore ?? restoreSnapshot)(vm, s, {
-      policy: r.policy,
-      capNs: r.advanceCapNs === 0n ? LIMITS.advanceCapNsDefault : r.advanceCapNs,
-      estimate: (at) => this.estimate(inb, legs, at),
-    });
-    const report = this.adoptAndJournal(inb, vm, result, t0);
+    try {
+      const result = (this.ctx.restore ?? restoreSnapshot)(vm, s, {
+        policy: r.policy,
+        capNs: r.advanceCapNs === 0n ? LIMITS.advanceCapNsDefault : r.advanceCapNs,
+        estimate: (at) => this.estimate(inb, legs, at),
+      });
+      return { vm, result, t0, restoredRawNs: this.ctx.host.rawNs() };
+    } catch (e) {
+      if (!(e instanceof CrashSignal)) discard(vm);
+      throw e;
+    }
+  }
+
+  /** Adopts and resumes a restored VM (its decision journaled with it), and lets the migration go from memory. */
+  private resumeRestored(inb: Inbound, built: Restored): RestoreReport {
+    const r = inb.req;
+    const report = this.adoptAndJournal(inb, built);
     inb.snapshot = null; // the VM holds the state now
     crashPoint(this.ctx.faults, "crash.destination.afterRestore");
     this.inbound.delete(inboundKey(r.sourceName, r.migrationId)); // decided and journaled with its report (replays read it back)
@@ -687,11 +753,10 @@ export class Destination {
    * the source's Commit for good). All of it runs in one synchronous turn: nothing can observe the
    * VM running before the transaction commits, and a crash inside rolls back to "staged".
    */
-  private adoptAndJournal(inb: Inbound, vm: HypervisorVm, result: RestoreResult, t0: bigint): RestoreReport {
-    const host = this.ctx.host;
+  private adoptAndJournal(inb: Inbound, built: Restored): RestoreReport {
+    const { vm, result, t0, restoredRawNs } = built;
     const done: Inbound = { ...inb };
     const report = this.ctx.journal.transaction((): RestoreReport => {
-      const restoredRawNs = host.rawNs();
       const { doorbellRung, resumedTrueNs, resumedRawNs } = this.ctx.adopt(inb, vm, result);
       crashPoint(this.ctx.faults, "crash.destination.duringRestore");
       const errorBoundNs = this.widenForLateResume(vm, result.errorBoundNs, resumedRawNs - restoredRawNs);

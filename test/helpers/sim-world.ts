@@ -6,6 +6,7 @@
 // only through the scheduler.
 
 import { defaultNodeConfig, type NodeConfig, TscmigNode } from "../../src/daemon/node.js";
+import type { RestoreFn } from "../../src/destination/migrate-in.js";
 import type { Faults } from "../../src/shared/faults.js";
 import type { HistorySink } from "../../src/shared/history.js";
 import type { HypervisorBackend } from "../../src/shared/hypervisor/backend.js";
@@ -61,6 +62,8 @@ export interface NodeOptions {
   backend?: (host: EmulatedHost) => HypervisorBackend;
   /** Test seam: a fencing Resolve answers without fencing (the checker's sensitivity). */
   brokenFence?: boolean;
+  /** Test seam: replaces the destination's restore (a broken one). */
+  restore?: RestoreFn;
 }
 
 export class World {
@@ -111,6 +114,7 @@ export class World {
       ...(o.faults ? { faults: o.faults } : {}),
       ...(o.history ? { history: o.history } : {}),
       ...(o.brokenFence ? { brokenFence: true } : {}),
+      ...(o.restore ? { restore: o.restore } : {}),
     });
     this.nodes.set(name, n);
     this.net.attach(name, n.peer, () => n.host.rawNs());

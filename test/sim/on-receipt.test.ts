@@ -9,6 +9,7 @@
 // one named site, the node then restarted over its journal; assertions on which daemons run the VM.
 import { describe, expect, it } from "vitest";
 import type { TscmigNode } from "../../src/daemon/node.js";
+import type { RestoreFn } from "../../src/destination/migrate-in.js";
 import { TscmigError } from "../../src/shared/errors.js";
 import { CrashSignal, type FaultSite, type Faults } from "../../src/shared/faults.js";
 import { MemoryJournal } from "../../src/shared/migration/journal.js";
@@ -89,6 +90,54 @@ describe("the restore's reported duration", () => {
       expect(r.outcome).toBe("committed");
       expect(r.phases.restoreNs).toBeLessThan(5n * MS);
     });
+});
+
+describe("on-receipt switchover: a restore that fails", () => {
+  it("decides nothing: the Transfer is refused, the destination keeps nothing, and the source resumes its VM", async () => {
+    // A restore that fails every time (a payload the hypervisor refuses at KVM_SET_SREGS, say). Deciding
+    // before the restore told the source "committed" and retried the restore for ever: the VM ran nowhere.
+    let attempts = 0;
+    const broken: RestoreFn = () => {
+      attempts++;
+      throw new TscmigError("invalid_argument", "snapshot: the hypervisor refused the vCPU registers", { field: "snapshot.backendPayload" });
+    };
+    const w = new World();
+    const ja = new MemoryJournal();
+    const jc = new MemoryJournal();
+    const a = w.node("a", ja);
+    const c = w.node("c", jc, { restore: broken });
+    a.start();
+    c.start();
+    a.createVm({ id: "vm", vcpus: 2 });
+    const r = await w.settle(a.migrate("vm", { destination: "c", switchover: "on-receipt" }));
+    expect(r.outcome).toBe("aborted");
+    await runWatching(w, () => [a, c], 5n * S);
+    expect(owners([a, c], "vm")).toEqual(["a"]);
+    expect(attempts).toBe(1);
+    expect(jc.listVms().filter((v) => v.role === "staged")).toEqual([]);
+    expect(c.journal.getInboundMigration("a", r.migrationId)?.decision).toBe("aborted");
+  });
+});
+
+describe("on-receipt switchover: the decision's write between the restore and the resume", () => {
+  it("widens the error bound by the drift over it (a 50 ms stall in that write: at least 50 µs more)", async () => {
+    const bound = async (stallNs: bigint): Promise<bigint> => {
+      const { w, a, jc } = pair();
+      const put = jc.putMigration.bind(jc);
+      jc.putMigration = (rec) => {
+        if (rec.role === "destination" && rec.phase === "staged") w.clock.advanceTo(w.clock.monotonicNs() + stallNs); // a slow sync
+        put(rec);
+      };
+      const r = await w.settle(a.migrate("vm", { destination: "c", switchover: "on-receipt" }));
+      expect(r.outcome).toBe("committed");
+      return r.errorBoundNs;
+    };
+    const quick = await bound(0n);
+    const slow = await bound(50n * MS);
+    // Two crystals, each up to 500 ppm off, over 50 ms: 50 µs. Restored before the write, the guest's
+    // clocks run at this host's rate through it.
+    expect(slow - quick).toBeGreaterThanOrEqual(50_000n);
+  });
 });
 
 describe("on-receipt switchover: a lost Transfer is resolved, and fenced", () => {
@@ -173,8 +222,10 @@ describe("on-receipt switchover: a crash at every site it passes through", () =>
     { site: "crash.source.afterPause", who: "a", owner: "a" },
     // C runs it already; A learns so from C after its restart.
     { site: "crash.source.afterTransfer", who: "a", owner: "c" },
+    // C had built nothing durable yet (the restore runs before the decision): A's Resolve fences it.
+    { site: "crash.destination.beforeRestore", who: "c", owner: "a" },
+    // C decided (staged and committed, after the restore worked): it restores again after its restart.
     { site: "crash.destination.afterStage", who: "c", owner: "c" },
-    { site: "crash.destination.beforeRestore", who: "c", owner: "c" },
     { site: "crash.destination.duringRestore", who: "c", owner: "c" },
     { site: "crash.destination.afterRestore", who: "c", owner: "c" },
   ];

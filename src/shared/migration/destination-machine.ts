@@ -19,9 +19,13 @@
 // On-receipt switchover (Prepare said so): the Transfer is the decision, journaled first.
 //   prepared ──transfer──▶ staged, decided: the snapshot and "committed" land in one transaction
 //                          (journaling first), then the restore at once ──restored──▶ running, the
-//                          Transfer answered with the report. restoreFailed or a crash before the
-//                          VM was adopted: still staged and decided, the restore is retried (recovery)
-//                          without asking the source; Abort and the source's answers no longer move it.
+//                          Transfer answered with the report. The driver builds the VM and restores
+//                          its clocks (paused: nothing durable, nothing visible) before it performs
+//                          this step, so a restore that fails refuses the Transfer undecided (the
+//                          source's Resolve fences it). restoreFailed or a crash after the decision,
+//                          before the VM was adopted: still staged and decided, the restore is retried
+//                          (recovery) without asking the source; Abort and the source's answers no
+//                          longer move it.
 //   fence (the source's Resolve after it lost the Transfer's answer):
 //     (none) ──▶ aborted, journaled "fenced", answered unknown   prepared ──▶ aborted, "fenced", answered aborted
 //     running or staged on receipt ──▶ answered committed   aborted ──▶ answered aborted
