@@ -528,6 +528,7 @@ export class Destination {
     checkId(req.migrationId, "migrationId");
     checkId(req.vmId, "vmId");
     checkId(ref.sourceName, "sourceName");
+    if (req.fence.generation < 1n) throw invalid("generation", "must be ≥ 1 (a fence speaks of a VM generation a Prepare could carry)");
     const inb = this.held(ref, req.migrationId);
     const state = inb ? inb.state : this.pastState(ref, req.migrationId);
     if (!inb && state === null && this.ctx.journal.getInboundMigration(ref.sourceName, req.migrationId))

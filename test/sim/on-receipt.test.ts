@@ -185,6 +185,14 @@ describe("on-receipt switchover: a lost Transfer is resolved, and fenced", () =>
     expect(owners([a, c], "vm")).toEqual(["a"]);
   });
 
+  it("a fence of generation 0 (no Prepare carries one) is refused, naming the field, and records nothing", () => {
+    const { c } = pair();
+    expect(() => c.peer.resolve({ migrationId: "m-y", vmId: "vm", sourceKey: "ab".repeat(16), fence: { sourceName: "a", generation: 0n } })).toThrow(
+      expect.objectContaining({ code: "invalid_argument", field: "generation" }),
+    );
+    expect(c.journal.getInboundMigration("a", "m-y")).toBeUndefined();
+  });
+
   it("the source never resumes on its own while the destination is unreachable; it resolves once it is back", async () => {
     const { w, a, c } = pair();
     let cut = true;
