@@ -24,6 +24,12 @@ export const LIMITS = {
   /** Migrations one daemon carries at once, in either direction. */
   migrationsInFlightMax: 256,
   /**
+   * Calls of one exchange method (the Handover) a server keeps open at once: one per migration in
+   * flight, twice over. Beyond, a new call is refused at once (resource_exhausted): an authenticated
+   * peer cannot park streams without end.
+   */
+  exchangeCallsMax: 512,
+  /**
    * How long a prepared (not yet staged) migration holds its slot after the source's last message:
    * past it the destination aborts it durably. Longer than a Prepare → Transfer of a healthy source
    * (its probes, each within a deadline), short enough that a flood of Prepares frees itself.

@@ -349,6 +349,60 @@ describe("rpc authorize on an exchange", () => {
   });
 });
 
+describe("rpc open exchange calls", () => {
+  it("keeps at most exchangeCallsMax open: one more is refused at once (resource_exhausted), and a slot frees when a call ends, however it ends", async () => {
+    const { registration } = testImpl();
+    const server = createRpcServer({ services: [{ ...registration, exchangeCallsMax: 2 }] });
+    const { port } = await server.listen("127.0.0.1:0");
+    const bare = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    const open = () => {
+      const call = bare.makeBidiStreamRequest("/tscmig.v1.MigrationService/Handover", (b: Uint8Array) => Buffer.from(b), (b: Buffer) => b, new grpc.Metadata(), { deadline: Date.now() + 20_000 });
+      call.on("error", () => {});
+      call.on("data", () => {});
+      const status = new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
+      return { call, status };
+    };
+    try {
+      const first = open();
+      const second = open();
+      // Silent, so they stay open; a third is refused without a message sent.
+      const third = open();
+      const refused = await third.status;
+      expect(refused.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+      expect(refused.metadata.get("tscmig-reason")[0]).toBe("exchange_calls_limit");
+      // One ends by half-close, one by cancel: both slots come back.
+      first.call.end();
+      expect((await first.status).code).toBe(grpc.status.OK);
+      second.call.cancel();
+      await second.status;
+      // The server learns of the cancel a moment after this client does: a refused try is one round
+      // trip, after which it has (bounded, no sleeping).
+      const typed = createRpcClient(MigrationService, `127.0.0.1:${port}`);
+      const OPEN = { step: { case: "open" as const, value: { migrationId: "m-1" } } };
+      const held = async () => {
+        for (let i = 0; i < 100; i++) {
+          const x = typed.handover();
+          const r = await x.send(OPEN).catch((e: unknown) => e as TscmigError);
+          if (!(r instanceof TscmigError)) return x;
+          expect(r.code).toBe("resource_exhausted");
+        }
+        throw new Error("no slot came back");
+      };
+      try {
+        const again = [await held(), await held()];
+        const fourth = await rejection(typed.handover().send(OPEN));
+        expect(fourth).toMatchObject({ code: "resource_exhausted", reason: "exchange_calls_limit" });
+        for (const x of again) x.close();
+      } finally {
+        typed.close();
+      }
+    } finally {
+      bare.close();
+      await server.shutdown(2_000);
+    }
+  });
+});
+
 describe("rpc server shutdown", () => {
   it("marks everything NOT_SERVING, lets calls run, and cuts them when the grace ends", async () => {
     // A scheduler the test fires by hand: the grace period ends when the test says so.

@@ -23,6 +23,7 @@ import type { DescMessage, DescMethod, DescService, Message, MessageInitShape, M
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import { assert, isErrorCode, isTscmigError, grpcStatusOf, TscmigError } from "../errors.js";
 import type { Errno, ErrorCode } from "../errors.js";
+import { LIMITS } from "../limits.js";
 
 const ERRNOS: ReadonlySet<string> = new Set<Errno>(["EINVAL", "ERANGE", "ENXIO", "EBUSY"]);
 
@@ -104,6 +105,8 @@ export interface ServiceRegistration {
    * encodes them itself (the peer protocol's one codec), and the adapter only carries bytes.
    */
   readonly raw?: boolean;
+  /** Open calls of each exchange method at once (default LIMITS.exchangeCallsMax); beyond, refused. */
+  readonly exchangeCallsMax?: number;
 }
 
 /** Bytes in, bytes out: a unary method's handler, and a bidi method's per-call message handler. */
@@ -210,7 +213,7 @@ export function toGrpcServiceDefinition(service: DescService, monotonicNs?: () =
  * answers UNIMPLEMENTED; a handler for a method the service lacks is a bug (assertion).
  */
 export function toGrpcImplementation(registration: ServiceRegistration, log: RpcLog, monotonicNs?: () => bigint): grpc.UntypedServiceImplementation {
-  const { service, impl, authorize, raw = false } = registration;
+  const { service, impl, authorize, raw = false, exchangeCallsMax = LIMITS.exchangeCallsMax } = registration;
   const known = new Set(service.methods.map((m) => m.localName));
   for (const key of Object.keys(impl)) {
     assert(known.has(key), `${service.typeName} has no method "${key}" (handlers are keyed by localName)`);
@@ -219,7 +222,7 @@ export function toGrpcImplementation(registration: ServiceRegistration, log: Rpc
   for (const method of service.methods) {
     const handler = Object.hasOwn(impl, method.localName) ? impl[method.localName] : undefined;
     if (method.methodKind === "bidi_streaming") {
-      implementation[method.localName] = exchangeHandler(method, handler as ExchangeHandler<DescMessage, DescMessage> | undefined, log, monotonicNs, authorize, raw);
+      implementation[method.localName] = exchangeHandler(method, handler as ExchangeHandler<DescMessage, DescMessage> | undefined, log, { monotonicNs, authorize, raw, callsMax: exchangeCallsMax });
       continue;
     }
     assert(method.methodKind === "unary", `${grpcPathOf(method)}: only unary and bidi methods are supported`);
@@ -270,21 +273,29 @@ function exchangeHandler(
   method: DescMethod,
   factory: ExchangeHandler<DescMessage, DescMessage> | undefined,
   log: RpcLog,
-  monotonicNs: (() => bigint) | undefined,
-  authorize: ((ctx: HandlerContext) => void) | undefined,
-  raw: boolean,
+  o: { monotonicNs: (() => bigint) | undefined; authorize: ((ctx: HandlerContext) => void) | undefined; raw: boolean; callsMax: number },
 ): grpc.handleBidiStreamingCall<Decoded<Message>, Uint8Array> {
+  const { monotonicNs, authorize, raw, callsMax } = o;
   const path = grpcPathOf(method);
+  let open = 0;
   return (call) => {
     const abort = new AbortController();
     let ended = false;
+    let counted = false;
+    const release = () => {
+      if (counted) open--;
+      counted = false;
+    };
     call.on("cancelled", () => {
       if (!ended) abort.abort(new TscmigError("aborted", `${path}: call cancelled`));
       ended = true;
+      release();
     });
+    call.on("close", release);
     const base = { path, peer: call.getPeer(), metadata: call.metadata, signal: abort.signal };
     const callCtx: HandlerContext = { ...base, decodeNs: 0n, receivedAt: (clock) => clock() };
     const fail = (status: Partial<grpc.StatusObject>) => {
+      release();
       if (ended) return;
       ended = true;
       call.emit("error", status);
@@ -293,6 +304,12 @@ function exchangeHandler(
     // unauthenticated client parked as many streams as it liked (~11 KB of daemon memory each).
     const refusal = refusalOf(authorize, callCtx, log);
     if (refusal) return fail(refusal.status);
+    if (open >= callsMax) {
+      log({ event: "rpc.exchange_limit", path, peer: base.peer, open }, "exchange call refused: too many open");
+      return fail(refuse(new TscmigError("resource_exhausted", `${path}: ${open} calls are open, the most this server keeps at once; finish one first`, { reason: "exchange_calls_limit" })).status);
+    }
+    open++;
+    counted = true;
     let handler: UnaryHandler<DescMessage, DescMessage> | undefined;
     try {
       handler = factory?.(callCtx);
@@ -318,6 +335,7 @@ function exchangeHandler(
     });
     call.on("end", () => {
       void chain.then(() => {
+        release();
         if (ended) return;
         ended = true;
         call.end();
@@ -325,6 +343,7 @@ function exchangeHandler(
     });
     call.on("error", () => {
       ended = true;
+      release();
     });
   };
 }
