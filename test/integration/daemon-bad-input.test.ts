@@ -23,6 +23,7 @@ import { createRpcClient, type RpcClient } from "../../src/shared/rpc/client.js"
 import { keyToPb, prepareReqToPb, snapshotToPb } from "../../src/shared/rpc/codec.js";
 import { Api, expectNoUntypedErrors, startDaemons, stopAllDaemons, type TestDaemon, type VmJson, waitFor } from "../helpers/daemons.js";
 import { migrateAndCheck } from "../helpers/migration-checks.js";
+import { prepareReq as basePrepareReq } from "../helpers/prepare-req.js";
 
 const TOKEN = "bad-input-test-token";
 let src: TestDaemon;
@@ -97,22 +98,9 @@ const FAKE = { sourceName: "fake-source", sourceKey: "00112233445566778899aabbcc
 /** The same, as wire fields. */
 const REF = { sourceName: FAKE.sourceName, sourceKey: keyToPb(FAKE.sourceKey) };
 
+/** The fake source's Prepare of a 4-vCPU VM (test/helpers/prepare-req.ts for the rest). */
 function prepareReq(migrationId: string, vmId: string, o: Partial<PrepareReq> = {}): PrepareReq {
-  return {
-    migrationId,
-    vmId,
-    generation: 1n,
-    vcpuCount: 4,
-    guestTscKhz: 2_000_000n,
-    sourceFracBits: 48,
-    policy: "advance",
-    estimator: "one-sided",
-    doorbell: false,
-    advanceCapNs: 0n,
-    sourceGrpc: NOWHERE,
-    ...FAKE,
-    ...o,
-  };
+  return basePrepareReq({ migrationId, vmId, vcpuCount: 4, sourceGrpc: NOWHERE, ...FAKE, ...o });
 }
 
 const clock = new RealClock();

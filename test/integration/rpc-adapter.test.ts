@@ -315,6 +315,14 @@ function watchHealth(address: string, service: string): { seen: (status: HealthC
   };
 }
 
+/** A Handover call opened on a plain grpc-js client, nothing sent; its status when it ends (the deadline only stops a test that would hang). */
+function bareHandover(client: grpc.Client): { call: grpc.ClientDuplexStream<Uint8Array, Buffer>; status: Promise<grpc.StatusObject> } {
+  const call = client.makeBidiStreamRequest("/tscmig.v1.MigrationService/Handover", (b: Uint8Array) => Buffer.from(b), (b: Buffer) => b, new grpc.Metadata(), { deadline: Date.now() + 20_000 });
+  call.on("error", () => {});
+  call.on("data", () => {});
+  return { call, status: new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve)) };
+}
+
 describe("rpc authorize on an exchange", () => {
   it("ends a refused caller's exchange at once, before any message (no stream parked until one comes)", async () => {
     const { registration } = testImpl();
@@ -326,10 +334,8 @@ describe("rpc authorize on an exchange", () => {
     const address = `127.0.0.1:${port}`;
     const bare = new grpc.Client(address, grpc.credentials.createInsecure());
     try {
-      // Nothing sent: the status must come by itself (the deadline only stops a test that would hang).
-      const call = bare.makeBidiStreamRequest("/tscmig.v1.MigrationService/Handover", (b: Uint8Array) => Buffer.from(b), (b: Buffer) => b, new grpc.Metadata(), { deadline: Date.now() + 20_000 });
-      call.on("error", () => {});
-      const status = await new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
+      // Nothing sent: the status must come by itself.
+      const status = await bareHandover(bare).status;
       expect(status.code).toBe(grpc.status.UNAUTHENTICATED);
       expect(status.metadata.get("tscmig-reason")[0]).toBe("peer_unauthenticated");
       // Through the typed client: the first send fails with the refusal; an authorized caller is served.
@@ -355,13 +361,7 @@ describe("rpc open exchange calls", () => {
     const server = createRpcServer({ services: [{ ...registration, exchangeCallsMax: 2 }] });
     const { port } = await server.listen("127.0.0.1:0");
     const bare = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-    const open = () => {
-      const call = bare.makeBidiStreamRequest("/tscmig.v1.MigrationService/Handover", (b: Uint8Array) => Buffer.from(b), (b: Buffer) => b, new grpc.Metadata(), { deadline: Date.now() + 20_000 });
-      call.on("error", () => {});
-      call.on("data", () => {});
-      const status = new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
-      return { call, status };
-    };
+    const open = () => bareHandover(bare);
     try {
       const first = open();
       const second = open();
