@@ -178,20 +178,15 @@ function onReceiptEstimate(o: OneSidedInputs, drift: (d: bigint) => bigint): Bla
 }
 
 function checkDurations(o: Parameters<typeof oneSidedEstimate>[0]): void {
-  // Runs inside the blackout: names are only spelled out for the one that is refused.
-  const check = (v: bigint, name: () => string): void => {
-    if (v < 0n) throw invalid(name(), "a duration cannot be negative");
+  // Runs inside the blackout: a leg's field name is only spelled out for the one refused.
+  const fields = (x: object, prefix: string): void => {
+    for (const [k, v] of Object.entries(x)) if ((v as bigint) < 0n) throw invalid(`${prefix}${k}`, "a duration cannot be negative");
   };
-  check(o.sourceCaptureToSendNs, () => "sourceCaptureToSendNs");
-  check(o.transferRttNs ?? 0n, () => "transferRttNs");
-  check(o.destinationHoldNs, () => "destinationHoldNs");
-  check(o.destinationReceiveToNowNs, () => "destinationReceiveToNowNs");
-  const fields = (x: object, name: (k: string) => string): void => {
-    for (const [k, v] of Object.entries(x)) check(v as bigint, () => name(k));
-  };
-  if (o.commit) fields(o.commit, (k) => `commit.${k}`);
-  (o.anchors ?? []).forEach((a, i) => fields(a, (k) => `anchors[${i}].${k}`));
-  (o.requests ?? []).forEach((r, i) => fields(r, (k) => `requests[${i}].${k}`));
+  const { sourceCaptureToSendNs, destinationHoldNs, destinationReceiveToNowNs } = o;
+  fields({ sourceCaptureToSendNs, transferRttNs: o.transferRttNs ?? 0n, destinationHoldNs, destinationReceiveToNowNs }, "");
+  if (o.commit) fields(o.commit, "commit.");
+  (o.anchors ?? []).forEach((a, i) => fields(a, `anchors[${i}].`));
+  (o.requests ?? []).forEach((r, i) => fields(r, `requests[${i}].`));
 }
 
 /** A destination-clock duration minus a source-clock one, and how far the two clocks' drift can move it. */
