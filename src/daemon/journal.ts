@@ -47,6 +47,10 @@ const I64_MAX = (1n << 63n) - 1n;
 
 const sqlIn = (values: readonly string[]) => values.map((v) => `'${v}'`).join(", ");
 
+/** `isUnsettled` (shared/migration/journal.ts) in SQL: the partial index's condition and the filter's. */
+const UNDELIVERED_SQL = "role = 'source' AND decision = 'committed' AND phase <> 'committed'";
+const UNSETTLED_SQL = `(decision = 'pending' OR (${UNDELIVERED_SQL}))`;
+
 /**
  * MIGRATIONS[i] takes the schema from version i to i + 1 (SQL, or a function for what SQL cannot
  * compute); the current version is their count. All of them run in one transaction.
@@ -109,6 +113,11 @@ const MIGRATIONS: readonly (string | ((db: Database.Database) => void))[] = [
   },
   // v4: the name of the daemon the journal belongs to (its decisions were taken under that name).
   `CREATE TABLE owner (name TEXT NOT NULL) STRICT;`,
+  // v5: what is listed after every migration (the newest of a role, the unsettled) is found through
+  // an index: a scan read and checked every record ever written, 7 µs each, so a daemon that had run
+  // 30,000 migrations stalled 200 ms after each one.
+  `CREATE INDEX migrations_by_role_updated ON migrations (role, CAST(updated_ns AS INTEGER));
+   CREATE INDEX migrations_undelivered ON migrations (role) WHERE ${UNDELIVERED_SQL};`,
 ];
 export const JOURNAL_SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -119,6 +128,12 @@ interface VmRow {
   state: Uint8Array | string;
   updated_ns: string;
   checksum: string | null;
+}
+
+interface ListParams {
+  decision: string | null;
+  role: string | null;
+  newest?: number;
 }
 
 interface MigrationRow {
@@ -143,6 +158,7 @@ export class Journal {
    * a new one per call (`db.transaction(fn)`) cost more than the writes inside on the blackout path.
    */
   private readonly run: Database.Transaction<(fn: () => unknown) => unknown>;
+  private readonly lists = new Map<string, Database.Statement<ListParams, MigrationRow>>();
 
   private constructor(private readonly db: Database.Database) {
     this.stmt = prepare(db);
@@ -307,9 +323,30 @@ export class Journal {
     return row && migrationOf(row);
   }
 
-  /** Migrations matching every given field, oldest first. */
+  /** Migrations matching every given field, oldest first (by insertion; by update with `newest`). */
   listMigrations(filter: MigrationFilter = {}): MigrationRecord[] {
-    return this.stmt.listMigrations.all({ decision: filter.decision ?? null, role: filter.role ?? null }).map((row) => migrationOf(row));
+    const newest = filter.newest;
+    if (newest !== undefined && (!Number.isSafeInteger(newest) || newest < 0)) throw invalid("newest", "must be a non-negative integer");
+    const params = { decision: filter.decision ?? null, role: filter.role ?? null, ...(newest !== undefined ? { newest } : {}) };
+    const rows = this.listStatement(filter).all(params);
+    if (newest !== undefined) rows.reverse(); // read newest first, to stop at the limit
+    return rows.map((row) => migrationOf(row));
+  }
+
+  /**
+   * One statement per shape of filter, with only its own conditions: SQLite picks an index only for
+   * a condition it sees (an `@role IS NULL OR role = @role` would scan every row).
+   */
+  private listStatement(f: MigrationFilter): Database.Statement<ListParams, MigrationRow> {
+    const key = `${f.decision !== undefined}${f.role !== undefined}${f.unsettled === true}${f.newest !== undefined}`;
+    let stmt = this.lists.get(key);
+    if (!stmt) {
+      const where = [f.decision !== undefined ? "decision = @decision" : "", f.role !== undefined ? "role = @role" : "", f.unsettled ? UNSETTLED_SQL : ""].filter((c) => c !== "");
+      const order = f.newest !== undefined ? "ORDER BY CAST(updated_ns AS INTEGER) DESC, rowid DESC LIMIT @newest" : "ORDER BY rowid";
+      stmt = this.db.prepare<ListParams, MigrationRow>(`SELECT * FROM migrations ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""} ${order}`);
+      this.lists.set(key, stmt);
+    }
+    return stmt;
   }
 
   /** Migrations without a decision: what a restarted daemon must resolve first. */
@@ -338,10 +375,6 @@ function prepare(db: Database.Database) {
     deleteVm: db.prepare<[string]>("DELETE FROM vms WHERE vm_id = ?"),
     getMigration: db.prepare<[string, string], MigrationRow>("SELECT * FROM migrations WHERE source = ? AND migration_id = ?"),
     getMigrationDecision: db.prepare<[string, string], { decision: string }>("SELECT decision FROM migrations WHERE source = ? AND migration_id = ?"),
-    listMigrations: db.prepare<{ decision: string | null; role: string | null }, MigrationRow>(
-      `SELECT * FROM migrations WHERE (@decision IS NULL OR decision = @decision) AND (@role IS NULL OR role = @role)
-       ORDER BY rowid`,
-    ),
     putMigration: db.prepare(
       `INSERT INTO migrations (migration_id, source, source_key, vm_id, role, phase, decision, generation, peer, report, updated_ns, checksum)
        VALUES (@migration_id, @source, @source_key, @vm_id, @role, @phase, @decision, @generation, @peer, @report, @updated_ns, @checksum)

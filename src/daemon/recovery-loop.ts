@@ -179,9 +179,8 @@ export function inDoubtMigrations(
   limit = 1000,
 ): InDoubtMigration[] {
   const out: InDoubtMigration[] = [];
-  for (const m of o.journal.listMigrations()) {
-    const undelivered = m.role === "source" && m.decision === "committed" && m.phase !== "committed";
-    if (m.decision !== "pending" && !undelivered) continue;
+  for (const m of o.journal.listMigrations({ unsettled: true })) {
+    const undelivered = m.decision !== "pending";
     const retry = o.loop.retryOf(m.role === "source" ? sourceRecoveryKey(m.migrationId) : destinationRecoveryKey(m.source ?? "", m.migrationId)) ?? o.loop.peerRetryOf(m.peer);
     out.push({
       migrationId: m.migrationId,

@@ -121,11 +121,7 @@ export function nodeDashboardSource(node: TscmigNode, peers: readonly Configured
     },
     outbound: () => node.reports,
     inbound: (limit) =>
-      node.journal
-        .listMigrations({ role: "destination" })
-        .sort((a, b) => (a.updatedNs < b.updatedNs ? -1 : a.updatedNs > b.updatedNs ? 1 : 0))
-        .slice(-limit)
-        .map(inboundOf),
+node.journal.listMigrations({ role: "destination", newest: limit }).map(inboundOf),
     inboundPending: (vmId, generation) => {
       const inb = node.destination.heldFor(vmId, generation);
       if (inb) {

@@ -162,9 +162,7 @@ export class DestinationRole {
   /** Migrations this daemon received (from the journal: decided ones leave memory), newest last. */
   summary(limit = 1000): { migrationId: string; vmId: string; generation: bigint; phase: string; source: string; sourceGrpc: string }[] {
     return this.deps.journal
-      .listMigrations({ role: "destination" })
-      .sort((a, b) => (a.updatedNs < b.updatedNs ? -1 : a.updatedNs > b.updatedNs ? 1 : 0))
-      .slice(-limit)
+      .listMigrations({ role: "destination", newest: limit })
       .map((m) => ({ migrationId: m.migrationId, vmId: m.vmId, generation: m.generation, phase: m.phase, source: m.source ?? "", sourceGrpc: m.peer }));
   }
 

@@ -9,6 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Journal, JOURNAL_SCHEMA_VERSION, type MigrationRecord, type VmRecord } from "../../src/daemon/journal.js";
 import { TscmigError } from "../../src/shared/errors.js";
 import { forkTs } from "../helpers/fork-ts.js";
+import { checkListings } from "../helpers/journal-listings.js";
 
 const U64_MAX = (1n << 64n) - 1n;
 
@@ -87,6 +88,18 @@ describe("journal records", () => {
     expect(journal.listMigrations().map((m) => m.migrationId)).toEqual(["m-1", "m-2", "m-3"]);
     expect(journal.listMigrations({ role: "source" }).map((m) => m.migrationId)).toEqual(["m-1", "m-3"]);
     expect(journal.listMigrations({ role: "source", decision: "aborted" }).map((m) => m.migrationId)).toEqual(["m-3"]);
+  });
+
+  it("lists the newest of a role by update and the unsettled, through indexes (as the in-memory journal does)", () => {
+    checkListings(journal);
+    expect(errorOf(() => journal.listMigrations({ newest: -1 }))).toMatchObject({ code: "invalid_argument", field: "newest" });
+    journal.close();
+    // What the listings after every migration read is found through an index, not by a scan of every record.
+    const db = new Database(join(dir, "data", "tscmig.db"), { readonly: true });
+    const indexes = db.prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'migrations'").all().map((r) => r.name);
+    expect(indexes).toEqual(expect.arrayContaining(["migrations_by_role_updated", "migrations_undelivered"]));
+    db.close();
+    journal = Journal.open(join(dir, "data"));
   });
 
   it("a migration is (source, id): two sources may use one id, and this daemon's own id is apart from both", () => {

@@ -3,6 +3,7 @@
 // that throws must leave every record as it was; hasMigration against listMigrations on one journal.
 import { describe, expect, it } from "vitest";
 import { MemoryJournal, type MigrationRecord, type VmRecord } from "../../src/shared/migration/journal.js";
+import { checkListings } from "../helpers/journal-listings.js";
 
 const vm = (vmId: string, generation: bigint): VmRecord => ({ vmId, generation, role: "owner", state: "s", updatedNs: 0n });
 const mig = (migrationId: string, decision: MigrationRecord["decision"]): MigrationRecord => ({
@@ -17,6 +18,10 @@ const mig = (migrationId: string, decision: MigrationRecord["decision"]): Migrat
 });
 
 describe("MemoryJournal", () => {
+  it("lists the newest of a role by update and the unsettled as the SQLite journal does", () => {
+    checkListings(new MemoryJournal());
+  });
+
   it("rolls back every put and delete of a transaction that throws, nested ones included", () => {
     const j = new MemoryJournal();
     j.putVm(vm("a", 1n));

@@ -60,6 +60,21 @@ export interface MigrationRecord {
 export interface MigrationFilter {
   decision?: Decision;
   role?: MigrationRole;
+  /** Only what is not settled yet (`isUnsettled`): a few records, however long the history. */
+  unsettled?: boolean;
+  /**
+   * Only the `newest` most recently updated records that match, ordered by update (oldest first)
+   * rather than by insertion: a listing of the latest costs the same after a million migrations.
+   */
+  newest?: number;
+}
+
+/**
+ * A migration that still needs something done: undecided, or committed by this daemon as its
+ * source and not yet delivered (its phase is not `committed` until the destination acknowledged).
+ */
+export function isUnsettled(m: Pick<MigrationRecord, "decision" | "role" | "phase">): boolean {
+  return m.decision === "pending" || (m.role === "source" && m.decision === "committed" && m.phase !== "committed");
 }
 
 /** The decision of a migration (the name the simulator and the node use). */
@@ -79,7 +94,8 @@ export interface JournalStore {
    * store can drop the source and find another source's migration (or none) by the id alone.
    */
   getInboundMigration(source: string, migrationId: string): MigrationRecord | undefined;
-  listMigrations(filter?: { decision?: MigrationDecision; role?: "source" | "destination" }): MigrationRecord[];
+  /** Matching every given field, oldest first (by insertion; by update with `newest`). */
+  listMigrations(filter?: MigrationFilter): MigrationRecord[];
   transaction<T>(fn: () => T): T;
   close(): void;
   /**
@@ -187,11 +203,11 @@ export class MemoryJournal implements JournalStore {
     const s = this.migrations.get(migrationKey(id, source));
     return s ? readMigration(s) : undefined;
   }
-  listMigrations(filter: { decision?: MigrationDecision; role?: "source" | "destination" } = {}): MigrationRecord[] {
-    const out: MigrationRecord[] = [];
-    for (const s of this.migrations.values())
-      if ((filter.decision === undefined || s.rec.decision === filter.decision) && (filter.role === undefined || s.rec.role === filter.role)) out.push(readMigration(s));
-    return out;
+  listMigrations(filter: MigrationFilter = {}): MigrationRecord[] {
+    let found: Stored<MigrationRecord>[] = [];
+    for (const s of this.migrations.values()) if (matches(s.rec, filter)) found.push(s);
+    if (filter.newest !== undefined) found = newestOf(found, filter.newest);
+    return found.map(readMigration);
   }
   /**
    * Whether a stored migration matches `filter` and `pred`, without copying every match as
@@ -200,7 +216,7 @@ export class MemoryJournal implements JournalStore {
    */
   hasMigration(filter: MigrationFilter, pred: (r: Readonly<MigrationRecord>) => boolean = () => true): boolean {
     for (const s of this.migrations.values())
-      if ((filter.decision === undefined || s.rec.decision === filter.decision) && (filter.role === undefined || s.rec.role === filter.role) && pred(s.rec)) {
+      if (matches(s.rec, filter) && pred(s.rec)) {
         checkMigrationRecord(s.rec, s.checksum);
         return true;
       }
@@ -249,6 +265,16 @@ interface Stored<R> {
   rec: R;
   /** The checksum taken when the record was damaged; "unchanged" while it is what was put. */
   checksum: string | "unchanged";
+}
+
+function matches(r: MigrationRecord, f: MigrationFilter): boolean {
+  return (f.decision === undefined || r.decision === f.decision) && (f.role === undefined || r.role === f.role) && (!f.unsettled || isUnsettled(r));
+}
+
+/** The `n` last updated of `found` (in insertion order), oldest first; ties keep insertion order. */
+function newestOf<R extends { rec: MigrationRecord }>(found: R[], n: number): R[] {
+  const byUpdate = found.map((s, i) => ({ s, i })).sort((a, b) => (a.s.rec.updatedNs < b.s.rec.updatedNs ? -1 : a.s.rec.updatedNs > b.s.rec.updatedNs ? 1 : a.i - b.i));
+  return byUpdate.slice(Math.max(0, byUpdate.length - n)).map((x) => x.s);
 }
 
 function readVm(s: Stored<VmRecord>): VmRecord {
