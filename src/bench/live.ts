@@ -25,8 +25,9 @@ export interface PairOptions {
   nodeArgs?: string[];
 }
 
-export async function startSide(name: string, o: PairOptions): Promise<Side> {
-  const d = await spawnDaemon({ name, echo: false, ...(o.daemonArgs ? { args: o.daemonArgs } : {}), ...(o.nodeArgs ? { nodeArgs: o.nodeArgs } : {}) });
+/** `data`: the daemon's --data (default: a fresh temporary directory). */
+export async function startSide(name: string, o: PairOptions, data?: string): Promise<Side> {
+  const d = await spawnDaemon({ name, echo: false, ...(o.daemonArgs ? { args: o.daemonArgs } : {}), ...(o.nodeArgs ? { nodeArgs: o.nodeArgs } : {}), ...(data !== undefined ? { data } : {}) });
   return { name, api: new ApiClient(d.http), grpc: d.grpc, pid: d.child.pid ?? 0, daemon: d };
 }
 

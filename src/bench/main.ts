@@ -20,6 +20,7 @@ import { collectGarbage, inspectorUrl, openInspector } from "./inspector.js";
 import { defaultCampaign, runCampaign } from "../chaos/campaign.js";
 import { type ChaosRoundResult, chaosRunnerBench, type ChaosTiming, simRunner } from "./sim.js";
 import { idleVmsPlan, type IdleVmsResult, idleVmsSection, idleVmsTargets, renderIdleVms } from "./idle.js";
+import { historyPlan, type HistoryResult, historySection, historyTargets, renderHistory } from "./history.js";
 import { abs, fmtBytes, fmtNs, median, percentileOf, ratio, summarize, type Summary, table } from "./stats.js";
 
 export interface BenchOptions {
@@ -45,7 +46,7 @@ export interface BenchOptions {
   progress?: (line: string) => void;
 }
 
-export const SECTIONS = ["blackout", "error", "throughput", "sim", "memory", "idleVms"] as const;
+export const SECTIONS = ["blackout", "error", "throughput", "sim", "memory", "idleVms", "history"] as const;
 export type Section = (typeof SECTIONS)[number];
 
 export const VCPU_SIZES = [1, 8, 64, 256, 1024] as const;
@@ -169,6 +170,8 @@ export interface BenchResult {
   } | null;
   /** A daemon with many idle VMs against an empty one (idle.ts). */
   idleVms: IdleVmsResult | null;
+  /** Migrations to a destination with a long journal against one with an empty journal (history.ts). */
+  history: HistoryResult | null;
   targets: { name: string; value: string; limit: string; holds: boolean; basis: string }[];
 }
 
@@ -180,9 +183,11 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   if (want.has("blackout") || want.has("error") || want.has("throughput")) await liveSections(b);
   if (want.has("memory")) result.memory = await memorySection(b);
   if (want.has("idleVms")) result.idleVms = await idleVmsSection({ plan: idleVmsPlan(o.quick), clock: b.clock, scheduler: b.sched, daemonArgs: b.pairOpts.daemonArgs, say: b.say });
+  if (want.has("history")) result.history = await historySection({ plan: historyPlan(o.quick), clock: b.clock, daemonArgs: b.pairOpts.daemonArgs, say: b.say });
   result.meta.durationNs = b.clock.monotonicNs() - b.startedNs;
   result.targets = targets(result, plan);
   if (result.idleVms) result.targets.push(...idleVmsTargets(result.idleVms));
+  if (result.history) result.targets.push(...historyTargets(result.history));
   if (o.json) writeFileSync(o.json, `${JSON.stringify(toJsonSafe(result), null, 2)}\n`);
   return result;
 }
@@ -251,6 +256,7 @@ function emptyResult(o: BenchOptions, x: { plan: Plan; clock: RealClock; journal
     sim: null,
     memory: null,
     idleVms: null,
+    history: null,
     targets: [],
   };
 }
@@ -768,6 +774,7 @@ export function renderBench(r: BenchResult): string {
     );
   }
   if (r.idleVms) parts.push(renderIdleVms(r.idleVms));
+  if (r.history) parts.push(renderHistory(r.history));
   if (r.targets.length > 0) {
     parts.push("\nTargets\n");
     parts.push(table([["target", "measured", "limit", "", "basis"], ...r.targets.map((x) => [x.name, x.value, x.limit, x.holds ? "holds" : "MISSED", x.basis])]));
