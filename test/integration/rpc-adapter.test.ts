@@ -430,7 +430,7 @@ function handScheduler(): { scheduler: Scheduler; armed: (delayNs: bigint) => Pr
   return { scheduler, armed };
 }
 
-describe("rpc exchange first-message deadline", () => {
+describe("rpc exchange call deadlines", () => {
   const OPEN = { step: { case: "open" as const, value: { migrationId: "m-1" } } };
 
   it("ends a call that sent nothing within exchangeFirstMessageNs (deadline_exceeded, exchange_idle) and frees its slot", async () => {
@@ -460,7 +460,7 @@ describe("rpc exchange first-message deadline", () => {
     }
   });
 
-  it("leaves a call whose first message came in time alone, however long it then waits", async () => {
+  it("leaves a call whose first message came in time alone when the first-message deadline passes", async () => {
     const { scheduler, armed } = handScheduler();
     const { registration } = testImpl();
     const server = createRpcServer({ services: [registration], scheduler });
@@ -476,6 +476,31 @@ describe("rpc exchange first-message deadline", () => {
       expect(transfer.step.case).toBe("transfer");
       expect(x.live).toBe(true);
       x.close();
+    } finally {
+      typed.close();
+      await server.shutdown(2_000);
+    }
+  });
+
+  it("ends a call still open after exchangeCallNsMax, busy or not (deadline_exceeded, exchange_lifetime), and frees its slot", async () => {
+    const { scheduler, armed } = handScheduler();
+    const { registration } = testImpl();
+    const server = createRpcServer({ services: [{ ...registration, exchangeCallsMax: 1 }], scheduler });
+    const { port } = await server.listen("127.0.0.1:0");
+    // The call's own deadline is far past the server's limit: only the server's cut can end it.
+    const typed = createRpcClient(MigrationService, `127.0.0.1:${port}`, { deadlineNs: LIMITS.exchangeCallNsMax });
+    try {
+      const x = typed.handover();
+      const expire = await armed(LIMITS.exchangeCallNsMax);
+      expect((await x.send(OPEN)).step.case).toBe("opened");
+      expire();
+      const e = await rejection(x.send({ step: { case: "transfer", value: {} } }));
+      expect(e).toMatchObject({ code: "deadline_exceeded", reason: "exchange_lifetime" });
+      expect(x.live).toBe(false);
+      // The slot is free again: a new call is served, not refused with exchange_calls_limit.
+      const next = typed.handover();
+      expect((await next.send(OPEN)).step.case).toBe("opened");
+      next.close();
     } finally {
       typed.close();
       await server.shutdown(2_000);

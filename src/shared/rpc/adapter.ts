@@ -78,7 +78,8 @@ export type UnaryHandler<I extends DescMessage, O extends DescMessage> = (
  * throws ends the call with the status a unary call would have answered (trailers included); a
  * message that does not decode ends it with INVALID_ARGUMENT. The context's `decodeNs` and
  * `receivedAt` are the message's. A call whose first message has not come within
- * LIMITS.exchangeFirstMessageNs is ended with DEADLINE_EXCEEDED (reason `exchange_idle`).
+ * LIMITS.exchangeFirstMessageNs is ended with DEADLINE_EXCEEDED (reason `exchange_idle`), and one
+ * still open after LIMITS.exchangeCallNsMax likewise (reason `exchange_lifetime`).
  */
 export type ExchangeHandler<I extends DescMessage, O extends DescMessage> = (call: HandlerContext) => UnaryHandler<I, O>;
 
@@ -214,7 +215,7 @@ export function toGrpcServiceDefinition(service: DescService, monotonicNs?: () =
 /**
  * grpc-js handlers for `impl`, keyed like `toGrpcServiceDefinition`. A method without a handler
  * answers UNIMPLEMENTED; a handler for a method the service lacks is a bug (assertion). `scheduler`
- * runs the exchange calls' first-message deadlines (default: the real one).
+ * runs the exchange calls' deadlines (default: the real one).
  */
 export function toGrpcImplementation(
   registration: ServiceRegistration,
@@ -291,9 +292,9 @@ function exchangeHandler(
     const abort = new AbortController();
     let ended = false;
     let counted = false;
-    let firstMessageDue: Timer | null = null;
+    let deadlines: SlotDeadlines | null = null;
     const release = () => {
-      firstMessageDue?.cancel();
+      deadlines?.cancel();
       if (counted) open--;
       counted = false;
     };
@@ -321,9 +322,10 @@ function exchangeHandler(
     }
     open++;
     counted = true;
-    firstMessageDue = scheduler.after(LIMITS.exchangeFirstMessageNs, () => {
-      log({ event: "rpc.exchange_idle", path, peer: base.peer, waitedNs: String(LIMITS.exchangeFirstMessageNs) }, "exchange call ended: no first message");
-      fail(refuse(exchangeIdle(path)).status);
+    deadlines = slotDeadlines(scheduler, path, (e) => {
+      log({ event: `rpc.${e.reason ?? "exchange_expired"}`, path, peer: base.peer }, `exchange call ended: ${e.message}`);
+      if (!ended) abort.abort(e);
+      fail(refuse(e).status);
     });
     let handler: UnaryHandler<DescMessage, DescMessage> | undefined;
     try {
@@ -335,7 +337,7 @@ function exchangeHandler(
     // Messages are answered one at a time, in arrival order: a chain of promises.
     let chain: Promise<void> = Promise.resolve();
     call.on("data", (req: Decoded<Message>) => {
-      firstMessageDue?.cancel();
+      deadlines?.firstMessage();
       chain = chain.then(async () => {
         if (ended) return;
         const ctx: HandlerContext = {
@@ -364,15 +366,32 @@ function exchangeHandler(
   };
 }
 
+interface SlotDeadlines {
+  /** The first message came: only the lifetime deadline still runs. */
+  firstMessage(): void;
+  cancel(): void;
+}
+
 /**
- * Why a call that sent nothing is ended: a slot held open without a message is how an authenticated
- * peer would park every one of them (exchangeCallsMax) and push migrations onto unary calls.
+ * The deadlines of an exchange call's slot, each handing `expire` the error that ends the call. A
+ * slot held without a message, or held without end, is how an authenticated peer would park every
+ * one of them (exchangeCallsMax) and push migrations onto unary calls.
  */
-function exchangeIdle(path: string): TscmigError {
-  const ms = LIMITS.exchangeFirstMessageNs / 1_000_000n;
-  return new TscmigError("deadline_exceeded", `${path}: no first message within ${ms} ms of the call's opening; open the call when there is a message to send`, {
-    reason: "exchange_idle",
-  });
+function slotDeadlines(scheduler: Scheduler, path: string, expire: (e: TscmigError) => void): SlotDeadlines {
+  const ms = (ns: bigint) => ns / 1_000_000n;
+  const idle = scheduler.after(LIMITS.exchangeFirstMessageNs, () =>
+    expire(new TscmigError("deadline_exceeded", `${path}: no first message within ${ms(LIMITS.exchangeFirstMessageNs)} ms of the call's opening; open the call when there is a message to send`, { reason: "exchange_idle" })),
+  );
+  const lifetime: Timer = scheduler.after(LIMITS.exchangeCallNsMax, () =>
+    expire(new TscmigError("deadline_exceeded", `${path}: the call has been open ${ms(LIMITS.exchangeCallNsMax)} ms, the longest this server keeps one; open a new one`, { reason: "exchange_lifetime" })),
+  );
+  return {
+    firstMessage: () => idle.cancel(),
+    cancel: () => {
+      idle.cancel();
+      lifetime.cancel();
+    },
+  };
 }
 
 /** The refusal `authorize` makes of a call, or null when it passes (or there is no check). */
