@@ -11,11 +11,12 @@
 // `skew` ahead is emulated by handing KVM a source realtime `skew` earlier (the kernel then adds
 // blackout + skew, as a skewed host's would), and by adding `skew` to what the destination reads.
 
+import { TscmigError } from "../shared/errors.js";
 import { sleep, type Scheduler } from "../shared/time/clock.js";
 import { KVM_CLOCK_REALTIME } from "../shared/kvm/set-clock.js";
 import { PVCLOCK_RECORD_BYTES, pvclockReadCycles } from "../shared/kvm/pvclock.js";
 import type { ClockData } from "../shared/hypervisor/kvm/abi.js";
-import { KvmSystem } from "../shared/hypervisor/kvm/device.js";
+import { KVM_DEVICE_PATH, KvmSystem, KvmUnavailable } from "../shared/hypervisor/kvm/device.js";
 import { LAYOUT } from "../shared/hypervisor/kvm/guest.js";
 import { kvmInfo } from "../shared/hypervisor/kvm/info.js";
 import { KvmVm, type KvmVmState } from "../shared/hypervisor/kvm/kvm-vm.js";
@@ -32,6 +33,8 @@ export type CheckPolicy = "kvm-realtime" | "advance" | "freeze" | "advance-ancho
 export const CHECK_POLICIES: readonly CheckPolicy[] = ["kvm-realtime", "advance", "freeze", "advance-anchored", "freeze-anchored"];
 
 export interface CheckOptions {
+  /** The KVM device (default /dev/kvm). */
+  device?: string;
   vcpus: number;
   policies: readonly CheckPolicy[];
   blackoutsNs: readonly bigint[];
@@ -229,10 +232,12 @@ async function measureDoorbell(sys: KvmSystem, rings: number, tscKhz: bigint): P
 }
 
 export async function runCheck(o: CheckOptions): Promise<CheckReport> {
-  const info = await kvmInfo();
-  if (!info.available || info.checks === null) throw new Error(`kvm check needs a usable /dev/kvm: ${info.message ?? info.verdict.notes.join("; ")}`);
+  const device = o.device ?? KVM_DEVICE_PATH;
+  const info = await kvmInfo({ device });
+  if (info.problem !== null) throw new KvmUnavailable(info.problem, `kvm check needs a usable KVM device: ${info.message ?? device}`);
+  if (!info.available || info.checks === null) throw new TscmigError("unavailable", `kvm check needs a usable KVM device: ${device}: ${info.verdict.notes.join("; ")}`);
   const tscKhz = BigInt(info.checks.tscKhz);
-  const sys = KvmSystem.open();
+  const sys = KvmSystem.open(device);
   try {
     const src = KvmVm.create(sys, { vcpus: o.vcpus, threads: Math.min(o.vcpus, 2), paceUs: 0 });
     const cases: CaseResult[] = [];

@@ -30,6 +30,25 @@ export const LIMITS = {
    */
   exchangeCallsMax: 512,
   /**
+   * How long a new exchange call (a Handover) may hold its slot before its first message arrives;
+   * past it the call is ended (deadline_exceeded, reason exchange_idle) and the slot freed. A source
+   * writes its first message as it opens the call and gives up on it after `rpcDeadlineNs` without
+   * an answer, and the server starts counting only when the call reaches it, after that write: so
+   * the server never ends a call whose source still waits on it. No idle limit between later
+   * messages: those gaps hold a VM's pause and capture, and the source's durable COMMIT write, which
+   * no deadline here can bound; `exchangeCallNsMax` bounds the call as a whole.
+   */
+  exchangeFirstMessageNs: 5_000_000_000n,
+  /** Messages one exchange call carries at most: Open, the probes (one per anchor), Transfer, Commit, and spare. */
+  exchangeMessagesMax: 20,
+  /**
+   * Longest an exchange call may hold its slot, however busy. A source gives its own Handover call
+   * this long (`exchangeMessagesMax` answers of `rpcDeadlineNs` each, as its gRPC deadline) and the
+   * call is cancelled then anyway; the server's cut only ends calls that declared no deadline, or a
+   * longer one: a peer that opened for a real migration and then went quiet parks a slot this long.
+   */
+  exchangeCallNsMax: 100_000_000_000n,
+  /**
    * How long a prepared (not yet staged) migration holds its slot after the source's last message:
    * past it the destination aborts it durably. Longer than a Prepare → Transfer of a healthy source
    * (its probes, each within a deadline), short enough that a flood of Prepares frees itself.
@@ -73,3 +92,6 @@ assert(LIMITS.messageBytesMax >= LIMITS.backendPayloadBytesMax + 1024 * 200, "a 
 assert(LIMITS.eventStreamsMax >= 1 && LIMITS.eventQueueFramesMax >= 16 && LIMITS.eventReplayMax >= 16, "event stream limits");
 assert(LIMITS.rpcDeadlineNs * BigInt(LIMITS.retriesMax) < LIMITS.blackoutNsMax, "retries end before the blackout limit");
 assert(LIMITS.prepareLeaseNs > 2n * LIMITS.rpcDeadlineNs, "a lease outlives a Prepare and a probe that each run to their deadline");
+assert(LIMITS.exchangeFirstMessageNs >= LIMITS.rpcDeadlineNs, "a Handover call waits for its first message as long as its source waits for the answer");
+assert(LIMITS.exchangeMessagesMax >= LIMITS.anchorsMax + 3, "a Handover call carries Open, a probe per anchor, Transfer and Commit");
+assert(LIMITS.exchangeCallNsMax >= LIMITS.rpcDeadlineNs * BigInt(LIMITS.exchangeMessagesMax), "the server cuts a Handover call no sooner than its source's own deadline does");

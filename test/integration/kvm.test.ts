@@ -81,7 +81,7 @@ describe.skipIf(problem !== null)("real KVM", () => {
       execFileSync("mknod", [device, "c", "10", "232"]); // misc device 10, KVM_MINOR 232 (include/linux/miscdevice.h)
       chmodSync(device, 0);
       const dropCaps = ["--securebits=+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked", "--inh-caps=-all", "--bounding-set=-all"];
-      text = execFileSync("setpriv", [...dropCaps, process.execPath, bin, "kvm", "info", "--json", "--device", device], { encoding: "utf8" });
+      text = execFileSync("setpriv", [...dropCaps, process.execPath, bin, "kvm", "info", "--json", "--kvm-device", device], { encoding: "utf8" });
     } catch (e) {
       text = String((e as { stdout?: string }).stdout ?? "");
     } finally {

@@ -19,8 +19,10 @@ import {
 import type { HealthCheckRequest, HealthCheckResponse } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { Decision, MigrationService, PrepareRequestSchema } from "../../src/gen/tscmig/v1/migration_pb.js";
 import { TscmigError } from "../../src/shared/errors.js";
+import { LIMITS } from "../../src/shared/limits.js";
 import { createRpcClient, createRpcServer } from "../../src/shared/rpc/index.js";
 import type { HandlerContext, RpcServer } from "../../src/shared/rpc/index.js";
+import type { Scheduler } from "../../src/shared/time/clock.js";
 import { makeTestPki, opensslMissingReason } from "../helpers/certs.js";
 import type { TestPki } from "../helpers/certs.js";
 import { GENERATION_BIG, testImpl } from "../helpers/migration-test-impl.js";
@@ -398,6 +400,109 @@ describe("rpc open exchange calls", () => {
       }
     } finally {
       bare.close();
+      await server.shutdown(2_000);
+    }
+  });
+});
+
+/** A scheduler the test fires by hand, which says when a timer of `delayNs` is armed (an event, not a wait). */
+function handScheduler(): { scheduler: Scheduler; armed: (delayNs: bigint) => Promise<() => void> } {
+  const timers: Array<{ delayNs: bigint; fn: () => void; cancelled: boolean }> = [];
+  const waiters: Array<{ delayNs: bigint; resolve: (fire: () => void) => void }> = [];
+  const fireOf = (t: { fn: () => void; cancelled: boolean }) => () => {
+    if (!t.cancelled) t.fn();
+  };
+  const scheduler: Scheduler = {
+    after: (delayNs, fn) => {
+      const t = { delayNs, fn, cancelled: false };
+      timers.push(t);
+      for (const w of waiters.splice(0)) {
+        if (w.delayNs === delayNs) w.resolve(fireOf(t));
+        else waiters.push(w);
+      }
+      return { cancel: () => (t.cancelled = true) };
+    },
+  };
+  const armed = (delayNs: bigint) => {
+    const t = timers.find((x) => x.delayNs === delayNs && !x.cancelled);
+    return t ? Promise.resolve(fireOf(t)) : new Promise<() => void>((resolve) => waiters.push({ delayNs, resolve }));
+  };
+  return { scheduler, armed };
+}
+
+describe("rpc exchange call deadlines", () => {
+  const OPEN = { step: { case: "open" as const, value: { migrationId: "m-1" } } };
+
+  it("ends a call that sent nothing within exchangeFirstMessageNs (deadline_exceeded, exchange_idle) and frees its slot", async () => {
+    const { scheduler, armed } = handScheduler();
+    const { registration } = testImpl();
+    const server = createRpcServer({ services: [{ ...registration, exchangeCallsMax: 1 }], scheduler });
+    const { port } = await server.listen("127.0.0.1:0");
+    const bare = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    const typed = createRpcClient(MigrationService, `127.0.0.1:${port}`);
+    try {
+      const silent = bareHandover(bare);
+      // The server arms the deadline when the call reaches it; the test moves time past it.
+      const fire = await Promise.race([armed(LIMITS.exchangeFirstMessageNs), silent.status.then((s) => Promise.reject(new Error(`call ended unarmed: ${s.code} ${s.details}`)))]);
+      fire();
+      const status = await silent.status;
+      expect(status.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+      expect(status.metadata.get("tscmig-code")[0]).toBe("deadline_exceeded");
+      expect(status.metadata.get("tscmig-reason")[0]).toBe("exchange_idle");
+      // Its one slot is free again: a new call is served at once, not refused with exchange_calls_limit.
+      const next = typed.handover();
+      expect((await next.send(OPEN)).step.case).toBe("opened");
+      next.close();
+    } finally {
+      typed.close();
+      bare.close();
+      await server.shutdown(2_000);
+    }
+  });
+
+  it("leaves a call whose first message came in time alone when the first-message deadline passes", async () => {
+    const { scheduler, armed } = handScheduler();
+    const { registration } = testImpl();
+    const server = createRpcServer({ services: [registration], scheduler });
+    const { port } = await server.listen("127.0.0.1:0");
+    const typed = createRpcClient(MigrationService, `127.0.0.1:${port}`);
+    try {
+      const x = typed.handover();
+      const fire = await armed(LIMITS.exchangeFirstMessageNs);
+      expect((await x.send(OPEN)).step.case).toBe("opened");
+      // The deadline passes after the first message: the call stays open and answers the next one.
+      fire();
+      const transfer = await x.send({ step: { case: "transfer", value: {} } });
+      expect(transfer.step.case).toBe("transfer");
+      expect(x.live).toBe(true);
+      x.close();
+    } finally {
+      typed.close();
+      await server.shutdown(2_000);
+    }
+  });
+
+  it("ends a call still open after exchangeCallNsMax, busy or not (deadline_exceeded, exchange_lifetime), and frees its slot", async () => {
+    const { scheduler, armed } = handScheduler();
+    const { registration } = testImpl();
+    const server = createRpcServer({ services: [{ ...registration, exchangeCallsMax: 1 }], scheduler });
+    const { port } = await server.listen("127.0.0.1:0");
+    // The call's own deadline is far past the server's limit: only the server's cut can end it.
+    const typed = createRpcClient(MigrationService, `127.0.0.1:${port}`, { deadlineNs: LIMITS.exchangeCallNsMax });
+    try {
+      const x = typed.handover();
+      const expire = await armed(LIMITS.exchangeCallNsMax);
+      expect((await x.send(OPEN)).step.case).toBe("opened");
+      expire();
+      const e = await rejection(x.send({ step: { case: "transfer", value: {} } }));
+      expect(e).toMatchObject({ code: "deadline_exceeded", reason: "exchange_lifetime" });
+      expect(x.live).toBe(false);
+      // The slot is free again: a new call is served, not refused with exchange_calls_limit.
+      const next = typed.handover();
+      expect((await next.send(OPEN)).step.case).toBe("opened");
+      next.close();
+    } finally {
+      typed.close();
       await server.shutdown(2_000);
     }
   });

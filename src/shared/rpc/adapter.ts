@@ -24,6 +24,8 @@ import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2
 import { assert, isErrorCode, isTscmigError, grpcStatusOf, TscmigError } from "../errors.js";
 import type { Errno, ErrorCode } from "../errors.js";
 import { LIMITS } from "../limits.js";
+import { RealScheduler } from "../platform/index.js";
+import type { Scheduler, Timer } from "../time/clock.js";
 
 const ERRNOS: ReadonlySet<string> = new Set<Errno>(["EINVAL", "ERANGE", "ENXIO", "EBUSY"]);
 
@@ -75,7 +77,9 @@ export type UnaryHandler<I extends DescMessage, O extends DescMessage> = (
  * in order; the next message is handled only once the previous one was answered. A handler that
  * throws ends the call with the status a unary call would have answered (trailers included); a
  * message that does not decode ends it with INVALID_ARGUMENT. The context's `decodeNs` and
- * `receivedAt` are the message's.
+ * `receivedAt` are the message's. A call whose first message has not come within
+ * LIMITS.exchangeFirstMessageNs is ended with DEADLINE_EXCEEDED (reason `exchange_idle`), and one
+ * still open after LIMITS.exchangeCallNsMax likewise (reason `exchange_lifetime`).
  */
 export type ExchangeHandler<I extends DescMessage, O extends DescMessage> = (call: HandlerContext) => UnaryHandler<I, O>;
 
@@ -210,9 +214,15 @@ export function toGrpcServiceDefinition(service: DescService, monotonicNs?: () =
 
 /**
  * grpc-js handlers for `impl`, keyed like `toGrpcServiceDefinition`. A method without a handler
- * answers UNIMPLEMENTED; a handler for a method the service lacks is a bug (assertion).
+ * answers UNIMPLEMENTED; a handler for a method the service lacks is a bug (assertion). `scheduler`
+ * runs the exchange calls' deadlines (default: the real one).
  */
-export function toGrpcImplementation(registration: ServiceRegistration, log: RpcLog, monotonicNs?: () => bigint): grpc.UntypedServiceImplementation {
+export function toGrpcImplementation(
+  registration: ServiceRegistration,
+  log: RpcLog,
+  monotonicNs?: () => bigint,
+  scheduler: Scheduler = new RealScheduler(),
+): grpc.UntypedServiceImplementation {
   const { service, impl, authorize, raw = false, exchangeCallsMax = LIMITS.exchangeCallsMax } = registration;
   const known = new Set(service.methods.map((m) => m.localName));
   for (const key of Object.keys(impl)) {
@@ -222,7 +232,7 @@ export function toGrpcImplementation(registration: ServiceRegistration, log: Rpc
   for (const method of service.methods) {
     const handler = Object.hasOwn(impl, method.localName) ? impl[method.localName] : undefined;
     if (method.methodKind === "bidi_streaming") {
-      implementation[method.localName] = exchangeHandler(method, handler as ExchangeHandler<DescMessage, DescMessage> | undefined, log, { monotonicNs, authorize, raw, callsMax: exchangeCallsMax });
+      implementation[method.localName] = exchangeHandler(method, handler as ExchangeHandler<DescMessage, DescMessage> | undefined, log, { monotonicNs, authorize, raw, callsMax: exchangeCallsMax, scheduler });
       continue;
     }
     assert(method.methodKind === "unary", `${grpcPathOf(method)}: only unary and bidi methods are supported`);
@@ -273,16 +283,18 @@ function exchangeHandler(
   method: DescMethod,
   factory: ExchangeHandler<DescMessage, DescMessage> | undefined,
   log: RpcLog,
-  o: { monotonicNs: (() => bigint) | undefined; authorize: ((ctx: HandlerContext) => void) | undefined; raw: boolean; callsMax: number },
+  o: { monotonicNs: (() => bigint) | undefined; authorize: ((ctx: HandlerContext) => void) | undefined; raw: boolean; callsMax: number; scheduler: Scheduler },
 ): grpc.handleBidiStreamingCall<Decoded<Message>, Uint8Array> {
-  const { monotonicNs, authorize, raw, callsMax } = o;
+  const { monotonicNs, authorize, raw, callsMax, scheduler } = o;
   const path = grpcPathOf(method);
   let open = 0;
   return (call) => {
     const abort = new AbortController();
     let ended = false;
     let counted = false;
+    let deadlines: SlotDeadlines | null = null;
     const release = () => {
+      deadlines?.cancel();
       if (counted) open--;
       counted = false;
     };
@@ -310,6 +322,11 @@ function exchangeHandler(
     }
     open++;
     counted = true;
+    deadlines = slotDeadlines(scheduler, path, (e) => {
+      log({ event: `rpc.${e.reason ?? "exchange_expired"}`, path, peer: base.peer }, `exchange call ended: ${e.message}`);
+      if (!ended) abort.abort(e);
+      fail(refuse(e).status);
+    });
     let handler: UnaryHandler<DescMessage, DescMessage> | undefined;
     try {
       handler = factory?.(callCtx);
@@ -320,6 +337,7 @@ function exchangeHandler(
     // Messages are answered one at a time, in arrival order: a chain of promises.
     let chain: Promise<void> = Promise.resolve();
     call.on("data", (req: Decoded<Message>) => {
+      deadlines?.firstMessage();
       chain = chain.then(async () => {
         if (ended) return;
         const ctx: HandlerContext = {
@@ -345,6 +363,34 @@ function exchangeHandler(
       ended = true;
       release();
     });
+  };
+}
+
+interface SlotDeadlines {
+  /** The first message came: only the lifetime deadline still runs. */
+  firstMessage(): void;
+  cancel(): void;
+}
+
+/**
+ * The deadlines of an exchange call's slot, each handing `expire` the error that ends the call. A
+ * slot held without a message, or held without end, is how an authenticated peer would park every
+ * one of them (exchangeCallsMax) and push migrations onto unary calls.
+ */
+function slotDeadlines(scheduler: Scheduler, path: string, expire: (e: TscmigError) => void): SlotDeadlines {
+  const ms = (ns: bigint) => ns / 1_000_000n;
+  const idle = scheduler.after(LIMITS.exchangeFirstMessageNs, () =>
+    expire(new TscmigError("deadline_exceeded", `${path}: no first message within ${ms(LIMITS.exchangeFirstMessageNs)} ms of the call's opening; open the call when there is a message to send`, { reason: "exchange_idle" })),
+  );
+  const lifetime: Timer = scheduler.after(LIMITS.exchangeCallNsMax, () =>
+    expire(new TscmigError("deadline_exceeded", `${path}: the call has been open ${ms(LIMITS.exchangeCallNsMax)} ms, the longest this server keeps one; open a new one`, { reason: "exchange_lifetime" })),
+  );
+  return {
+    firstMessage: () => idle.cancel(),
+    cancel: () => {
+      idle.cancel();
+      lifetime.cancel();
+    },
   };
 }
 

@@ -18,7 +18,7 @@ import { grpcDeadlineAfterNs, RealScheduler } from "../platform/index.js";
 import type { Timer } from "../time/clock.js";
 
 /** Messages one exchange call may carry: its overall deadline is that many per-message deadlines. */
-export const EXCHANGE_MESSAGES_MAX = LIMITS.anchorsMax + 4;
+export const EXCHANGE_MESSAGES_MAX = LIMITS.exchangeMessagesMax;
 
 const scheduler = new RealScheduler();
 import { asBuffer, errorDetailsOfMetadata, grpcPathOf, toBuffer } from "./adapter.js";

@@ -8,7 +8,8 @@
 //
 // Lifecycle: build → listen(address) → … → shutdown(graceMs). Shutdown first marks every service
 // NOT_SERVING (health watchers and load balancers see it), then lets calls finish for at most
-// graceMs, then cuts the rest. The grace timer runs on the injected Scheduler (STYLE 2).
+// graceMs, then cuts the rest. The grace timer, and each exchange call's deadline for its first
+// message (LIMITS.exchangeFirstMessageNs), run on the injected Scheduler (STYLE 2).
 
 import * as grpc from "@grpc/grpc-js";
 import { toBinary } from "@bufbuild/protobuf";
@@ -42,7 +43,7 @@ export interface RpcServerOptions {
   maxMessageBytes?: number;
   /** Handler failures and unencodable responses are reported here. Default: dropped. */
   log?: RpcLog;
-  /** Runs the shutdown grace timer. Default: the real scheduler. */
+  /** Runs the shutdown grace timer and the exchange calls' first-message deadlines. Default: the real scheduler. */
   scheduler?: Scheduler;
   /** Clock for the per-request decode time reported to handlers (`ctx.decodeNs`); none: 0. */
   monotonicNs?: () => bigint;
@@ -80,7 +81,7 @@ export function createRpcServer(opts: RpcServerOptions): RpcServer {
     const name = registration.service.typeName;
     assert(!names.has(name), `service ${name} registered twice`);
     names.add(name);
-    server.addService(toGrpcServiceDefinition(registration.service, opts.monotonicNs, registration.raw), toGrpcImplementation(registration, log, opts.monotonicNs));
+    server.addService(toGrpcServiceDefinition(registration.service, opts.monotonicNs, registration.raw), toGrpcImplementation(registration, log, opts.monotonicNs, scheduler));
   }
 
   // Every name health has answered for; shutdown turns them all NOT_SERVING.
