@@ -372,6 +372,13 @@ export function exitCodeOf(e: unknown): number {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // A reader that stops reading (`tscmig … --help | head`) ends the command quietly, as any Unix
+  // tool does, instead of an unhandled EPIPE with a stack trace; other write errors are reported.
+  process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+    if (e.code === "EPIPE") process.exit(process.exitCode ?? 0);
+    process.stderr.write(`tscmig: cannot write the output: ${e.message}\n`);
+    process.exit(1);
+  });
   try {
     await buildCli().parseAsync(argv);
   } catch (e) {

@@ -3,7 +3,8 @@
 // anything starts); --version; an example and no placeholder text in every command's help; durations
 // need a unit; a refused connection names the daemon and `tscmig up`; demo and migrate say which
 // policy, estimator and doorbell they use; demo leaves running daemons' skew alone and reports it;
-// `up` prefixes both daemons' logs, keeps state in --data and stops on SIGINT; the stop helper
+// `up` prefixes both daemons' logs, keeps state in --data and stops on SIGINT; a reader that goes
+// away (`| head`) ends a command quietly; the stop helper
 // cancels its kill fallback. Method: the built CLI (bin/tscmig.js) as a child process, against real
 // daemons on loopback where a daemon is needed.
 
@@ -71,6 +72,18 @@ describe("help and version", () => {
     const create = (await tscmig(["vm", "create", "--help"])).stdout.replace(/\s+/g, " ");
     expect(create).toContain("tsc (read the TSC directly");
     expect(create).toContain("kvm-clock (the pvclock page)");
+  });
+});
+
+describe("a reader that goes away", () => {
+  it("ends the command quietly, exit 0, as `tscmig chaos --help | head` needs", async () => {
+    const child = spawn(process.execPath, [BIN, "chaos", "--help"], { env: childEnv({}), stdio: ["ignore", "pipe", "pipe"] });
+    child.stdout.destroy(); // gone before the first write: that write fails with EPIPE
+    let stderr = "";
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+    const code = await new Promise<number | null>((r) => child.once("close", r));
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
   });
 });
 
