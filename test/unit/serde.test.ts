@@ -2,10 +2,10 @@
 // Method: encode and decode values of every tagged kind, including bytes that arrive as Buffer
 // views (what the gRPC codec hands the destination) and the older decimal u64 column form; check
 // toJson and fromJson against their definitions (JSON.stringify with a replacer, JSON.parse with a
-// reviver) on generated values.
+// reviver) on generated values, and toFlatJson against toJson.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { fromJson, toJson } from "../../src/shared/serde.js";
+import { fromJson, toFlatJson, toJson } from "../../src/shared/serde.js";
 
 /** The definition `toJson` must match, byte for byte: JSON.stringify with a tagging replacer. */
 function toJsonReference(value: unknown): string {
@@ -88,6 +88,17 @@ describe("toJson is JSON.stringify with the tagging replacer, byte for byte", ()
       }),
       { numRuns: 2000 },
     );
+  });
+
+  it("toFlatJson writes the same text, lone surrogates and every other code point included", () => {
+    const text = fc.string({ unit: "binary" }); // any UTF-16 code units, lone surrogates too
+    fc.assert(
+      fc.property(fc.dictionary(text, fc.oneof(text, value)), (v) => {
+        expect(toFlatJson(v)).toBe(toJson(v));
+      }),
+      { numRuns: 1000 },
+    );
+    expect(toFlatJson({ s: "\ud800 \udfff 😀" })).toBe(toJson({ s: "\ud800 \udfff 😀" }));
   });
 });
 

@@ -9,7 +9,7 @@ import type { PrepareReq } from "./messages.js";
 import type { Timer } from "../time/clock.js";
 import { isTscmigError, TscmigError } from "../errors.js";
 import { LIMITS } from "../limits.js";
-import { fromJson, toJson } from "../serde.js";
+import { fromJson, toFlatJson, toJson } from "../serde.js";
 import { decodePvclock, PVCLOCK_RECORD_BYTES } from "../kvm/pvclock.js";
 import { checkVmclockPage } from "../kvm/vmclock.js";
 import { NTP_PHASE_LIMIT_US } from "../guest/ntp.js";
@@ -52,9 +52,12 @@ export function persistVm(h: HostedVm): string {
   return toJson({ vm: h.vm.exportState(), guest: h.guest.exportState() } satisfies PersistedVm);
 }
 
-/** The hypervisor part of `persistVm`, alone (the part that changes only at KVM operations). */
+/**
+ * The hypervisor part of `persistVm`, alone (the part that changes only at KVM operations): kept per
+ * VM between its writes, so flat.
+ */
 export function persistVmPart(h: HostedVm): string {
-  return toJson(h.vm.exportState());
+  return toFlatJson(h.vm.exportState());
 }
 
 /** `persistVm` from a hypervisor part made earlier and the guest's state now: the same text when the VM has not changed since. */
