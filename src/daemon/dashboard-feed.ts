@@ -228,6 +228,12 @@ export class DashboardFeed implements HistorySink {
   private readonly hostSeries: Record<string, string>[] = [];
   private readonly pendingIn = new Map<string, Omit<InboundMigration, "report" | "phase" | "decision" | "updatedNs">>();
   private peersKey = "";
+  /**
+   * The sources of the last `migrationsMax` migrations received (oldest first): read from the
+   * journal once, then kept as migrations arrive. Asking the journal after every migration read its
+   * last hundred records each time (~0.7 ms on SQLite, twice a migration at hundreds a second).
+   */
+  private fromSources: Map<string, PeerInfo> | null = null;
   private timer: Timer | null = null;
   private unsubscribe: (() => void) | null = null;
   private stopped = false;
@@ -318,6 +324,7 @@ export class DashboardFeed implements HistorySink {
       const full: InboundMigration = { ...rec, ...pending, report: rec.report, phase: rec.phase, decision: rec.decision, updatedNs: rec.updatedNs } as InboundMigration;
       this.inboundSeen.push(full);
       if (this.inboundSeen.length > this.o.migrationsMax) this.inboundSeen.shift();
+      if (this.fromSources !== null) this.noteSource(this.fromSources, full);
       this.o.hub.publish("migration", inboundEvent(full));
       this.publishPeersIfChanged();
     });
@@ -347,8 +354,25 @@ export class DashboardFeed implements HistorySink {
     const out = new Map<string, PeerInfo>();
     for (const p of this.o.source.configuredPeers()) out.set(p.grpc, p);
     for (const r of this.o.source.outbound()) if (!out.has(r.destination)) out.set(r.destination, { name: r.destination, grpc: r.destination, via: "migrated-to" });
-    for (const m of this.inbound()) if (!out.has(m.sourceGrpc)) out.set(m.sourceGrpc, { name: m.sourceName ?? m.sourceGrpc, grpc: m.sourceGrpc, via: "migrated-from" });
+    for (const p of this.sources().values()) if (!out.has(p.grpc)) out.set(p.grpc, p);
     return [...out.values()];
+  }
+
+  private sources(): Map<string, PeerInfo> {
+    if (this.fromSources === null) {
+      const from = new Map<string, PeerInfo>();
+      for (const m of this.inbound()) if (m.decision === "committed") this.noteSource(from, m);
+      this.fromSources = from;
+    }
+    return this.fromSources;
+  }
+
+  /** `m`'s source, now the newest of `from` (the oldest leaves past `migrationsMax`). */
+  private noteSource(from: Map<string, PeerInfo>, m: InboundMigration): void {
+    if (m.sourceGrpc === "") return; // a fence of a migration never seen here names no address
+    from.delete(m.sourceGrpc);
+    from.set(m.sourceGrpc, { name: m.sourceName ?? m.sourceGrpc, grpc: m.sourceGrpc, via: "migrated-from" });
+    if (from.size > this.o.migrationsMax) from.delete(from.keys().next().value as string);
   }
 
   private publishPeersIfChanged(): void {
