@@ -236,6 +236,7 @@ function responseSink(req: FastifyRequest, reply: FastifyReply): FrameSink {
       req.raw.on("close", fn);
     },
     end: () => res.end(),
+    abort: () => res.destroy(),
   };
 }
 
