@@ -99,6 +99,18 @@ describe("VMs", () => {
     expect((await call(d, "GET", "/v1/vms/only")).body).toMatchObject({ generation: "0", running: true, vcpus: 1 });
   });
 
+  it("reads, migrates and deletes a VM by the longest id a create accepts, and refuses one character more", async () => {
+    const d = await world.daemon("long-src");
+    const dst = await world.daemon("long-dst");
+    const id = `L${"x".repeat(127)}`;
+    expect((await call(d, "POST", "/v1/vms", { id, vcpus: 1 })).status).toBe(201);
+    refused(await call(d, "POST", "/v1/vms", { id: `${id}x`, vcpus: 1 }), 400, "invalid_argument", "body.id");
+    expect((await call(d, "GET", `/v1/vms/${id}`)).body).toMatchObject({ id, running: true });
+    const moved = await world.send(d, { method: "POST", url: `/v1/vms/${id}/migrate`, payload: { destination: InProcessDaemons.address("long-dst"), migrationId: `M${"y".repeat(127)}` } });
+    expect((await world.settle(moved.answer)).json()).toMatchObject({ vmId: id, outcome: "committed" });
+    expect((await call(dst, "DELETE", `/v1/vms/${id}`)).body).toMatchObject({ id, deleted: true });
+  });
+
   it("refuses to delete a VM while it migrates, and deletes it once it is back at rest", async () => {
     const d = await world.daemon("src");
     await world.daemon("dst");
