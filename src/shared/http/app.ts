@@ -80,6 +80,9 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<FastifyInstanc
   app.addHook("onRoute", (route) => {
     assert(route.schema?.response !== undefined, `route ${String(route.method)} ${route.url} declares no response schema`);
   });
+  // Bodies are JSON only: fastify's built-in text/plain parser would hand a route a string, refused
+  // as "body: must be object" instead of the 415 every other media type gets.
+  app.removeContentTypeParser("text/plain");
   installErrorHandlers(app);
   if (opts.token !== undefined) installBearerAuth(app, opts.token);
   app.addSchema(errorBodySchema);
