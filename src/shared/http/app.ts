@@ -74,6 +74,7 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<FastifyInstanc
   app.addHook("onRequest", async (request, reply) => {
     void reply.header("x-request-id", request.id);
   });
+  closeKeepAlivesOnClose(app);
   // What a response schema does not cover (another status, an untyped field) still writes bigints as
   // decimal strings: never a 500.
   app.setReplySerializer((payload) => JSON.stringify(payload, bigintReplacer));
@@ -114,4 +115,21 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<FastifyInstanc
   healthRoutes(app, opts.ready ?? (() => true));
   if (opts.metrics) metricsRoutes(app, opts.metrics);
   return app;
+}
+
+/**
+ * Once close() begins, every answer closes its connection, those to requests already in flight too:
+ * server.close() ends only the connections idle at that moment, and a keep-alive one whose answer
+ * goes out later held close() until its keep-alive timeout (72 s), past a daemon's shutdown grace
+ * (it then exited 1 on SIGTERM).
+ */
+function closeKeepAlivesOnClose(app: FastifyInstance): void {
+  let closing = false;
+  app.addHook("preClose", async () => {
+    closing = true;
+  });
+  app.addHook("onSend", async (_request, reply, payload) => {
+    if (closing) void reply.header("connection", "close");
+    return payload;
+  });
 }
