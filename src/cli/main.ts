@@ -371,7 +371,19 @@ export function exitCodeOf(e: unknown): number {
   return isTscmigError(e) && e.code === "invalid_argument" ? EXIT_USAGE : EXIT_FAILED;
 }
 
+/**
+ * A reader that went away (`tscmig … | head`) ends the command quietly, as other tools do, instead
+ * of an unhandled EPIPE with its stack trace.
+ */
+function endQuietlyWhenStdoutCloses(): void {
+  process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+    if (e.code !== "EPIPE") throw e;
+    process.exit(process.exitCode ?? EXIT_OK);
+  });
+}
+
 export async function main(argv: string[]): Promise<void> {
+  endQuietlyWhenStdoutCloses();
   try {
     await buildCli().parseAsync(argv);
   } catch (e) {

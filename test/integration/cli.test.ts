@@ -4,7 +4,7 @@
 // need a unit; a refused connection names the daemon and `tscmig up`; demo and migrate say which
 // policy, estimator and doorbell they use; demo leaves running daemons' skew alone and reports it;
 // `up` prefixes both daemons' logs, keeps state in --data and stops on SIGINT; the stop helper
-// cancels its kill fallback. Method: the built CLI (bin/tscmig.js) as a child process, against real
+// cancels its kill fallback; a closed stdout (`| head`) ends a command quietly. Method: the built CLI (bin/tscmig.js) as a child process, against real
 // daemons on loopback where a daemon is needed.
 
 import { spawn } from "node:child_process";
@@ -46,6 +46,16 @@ describe("help and version", () => {
   it("--version prints the package version and exits 0", async () => {
     const r = await tscmig(["--version"]);
     expect(r).toMatchObject({ code: 0, stdout: `${VERSION}\n` });
+  });
+
+  it("a reader that goes away (tscmig … | head) ends it quietly, without a stack trace", async () => {
+    const child = spawn(process.execPath, [BIN, "demo", "--help"], { env: childEnv(), stdio: ["ignore", "pipe", "pipe"] });
+    child.stdout.destroy(); // gone before the command writes anything
+    let stderr = "";
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once("close", resolve));
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
   });
 
   it("top-level help documents the exit codes", async () => {
