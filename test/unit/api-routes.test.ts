@@ -94,6 +94,8 @@ describe("VMs", () => {
     refused(await call(d, "GET", "/v1/vms/only?vcpus=lots"), 400, "invalid_argument", "query.vcpus");
     refused(await call(d, "GET", `/v1/vms/only?vcpus=${LIMITS.vcpuCountMax + 1}`), 400, "invalid_argument", "query.vcpus");
     refused(await call(d, "GET", "/v1/vms/only?colour=red"), 400, "invalid_argument", "query.colour");
+    refused(await call(d, "GET", "/v1/vms?limit=5"), 400, "invalid_argument", "query.limit"); // lists do not page: refused, not ignored
+    refused(await call(d, "GET", "/v1/migrations?vmId=only"), 400, "invalid_argument", "query.vmId");
     refused(await call(d, "DELETE", "/v1/vms/-bad"), 400, "invalid_argument", "params.id");
     expect((await call(d, "GET", "/v1/vms")).body.vms.map((v: { id: string }) => v.id)).toEqual(["only"]);
     expect((await call(d, "GET", "/v1/vms/only")).body).toMatchObject({ generation: "0", running: true, vcpus: 1 });
