@@ -371,14 +371,20 @@ export function exitCodeOf(e: unknown): number {
   return isTscmigError(e) && e.code === "invalid_argument" ? EXIT_USAGE : EXIT_FAILED;
 }
 
-export async function main(argv: string[]): Promise<void> {
-  // A reader that stops reading (`tscmig … --help | head`) ends the command quietly, as any Unix
-  // tool does, instead of an unhandled EPIPE with a stack trace; other write errors are reported.
+/**
+ * A reader that went away (`tscmig … | head`) ends the command quietly, as other tools do, instead
+ * of an unhandled EPIPE with its stack trace; any other write error is reported, exit 1.
+ */
+function endQuietlyWhenStdoutCloses(): void {
   process.stdout.on("error", (e: NodeJS.ErrnoException) => {
-    if (e.code === "EPIPE") process.exit(process.exitCode ?? 0);
+    if (e.code === "EPIPE") process.exit(process.exitCode ?? EXIT_OK);
     process.stderr.write(`tscmig: cannot write the output: ${e.message}\n`);
-    process.exit(1);
+    process.exit(EXIT_FAILED);
   });
+}
+
+export async function main(argv: string[]): Promise<void> {
+  endQuietlyWhenStdoutCloses();
   try {
     await buildCli().parseAsync(argv);
   } catch (e) {

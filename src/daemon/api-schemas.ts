@@ -7,11 +7,13 @@
 import { LIMITS } from "../shared/limits.js";
 import { type MigrationReport, migrationReportCodec, type PhaseTimings } from "../shared/migration/report.js";
 import { type FieldDoc, i64String, schemaOf, u64String } from "../shared/http/json-schemas.js";
+import { PATH_PARAM_CHARS_MAX } from "../shared/http/app.js";
 
 const u64 = (description: string, example?: string) => ({ ...u64String, description, ...(example !== undefined ? { examples: [example] } : {}) });
 const i64 = (description: string, example?: string) => ({ ...i64String, description, ...(example !== undefined ? { examples: [example] } : {}) });
 
-export const ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$";
+/** A VM or migration id; a VM's id is a path parameter, so the longest one the router takes is the longest allowed. */
+export const ID_PATTERN = `^[A-Za-z0-9][A-Za-z0-9._:-]{0,${PATH_PARAM_CHARS_MAX - 1}}$`;
 export const POLICIES = ["advance", "kvm-realtime", "freeze", "advance-capped"] as const;
 export const ESTIMATORS = ["wallclock", "one-sided", "probe"] as const;
 

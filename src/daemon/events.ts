@@ -5,7 +5,8 @@
 //   cannot (ring overrun, or another daemon run: ids carry this run's stream id) gets a `reset`
 //   telling it to start again from the `state` event that opens every fresh stream.
 // - A slow client must not grow the daemon's memory: frames it has not taken wait in a bounded
-//   queue, and a client past the bound is cut (it reconnects and resumes, or resets).
+//   queue, and a client past the bound is cut, its connection dropped (it reconnects and resumes,
+//   or resets); ended gracefully, a connection that is never read would stay open for good.
 // - Streams are few and long-lived: their count is limited, a heartbeat keeps proxies from timing
 //   them out and tells a viewer the daemon is alive, and shutdown ends each with a `bye`.
 // Frames are JSON with 64-bit values as decimal strings (docs/operations.md#interfaces), serialised once per event.
@@ -26,6 +27,11 @@ export interface FrameSink {
   /** Called when the peer goes away (closed tab, cut connection). */
   onClose(fn: () => void): void;
   end(): void;
+  /**
+   * Drops the transport at once. For a client cut for falling behind: its buffer is full and will
+   * not drain, so a graceful `end` would never finish and its connection would stay open for good.
+   */
+  abort(): void;
 }
 
 export interface EventHubOptions {
@@ -87,6 +93,13 @@ class Stream {
     this.queue = [];
     if (lastFrame !== undefined) this.sink.write(lastFrame);
     this.sink.end();
+  }
+
+  abort(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.queue = [];
+    this.sink.abort();
   }
 }
 
@@ -169,7 +182,7 @@ export class EventHub {
   private cut(s: Stream): void {
     this.cutCount += 1;
     this.streams.delete(s);
-    s.end();
+    s.abort();
   }
 
   private armHeartbeat(): void {

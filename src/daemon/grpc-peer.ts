@@ -43,41 +43,53 @@ type Dialed = { client: PeerClient; rpc: RpcClient<typeof MigrationService.metho
  * Dials peers over gRPC; one client (one channel) per address, reused while it is connected or
  * connecting. One that went idle or failing is replaced (rpc/client.ts `stale`): the new channel
  * resolves the name again, so a peer recreated at a new address is reached by the next migration.
+ * The client a migration holds finds the channel anew at each call, so one replaced in between (by
+ * another migration's dial, when the peer restarted) does not fail it with "Channel has been shut down".
  */
 export class GrpcDialer implements PeerDialer {
   private readonly clients = new Map<string, Dialed>();
   constructor(private readonly opts: GrpcDialerOptions) {}
 
   dial(address: string): PeerClient {
-    let c = this.clients.get(address);
-    if (c?.rpc.stale()) {
-      c.rpc.close(); // no calls on it: an idle channel has none, a failing one fails them at once
-      c = undefined;
+    const c = this.clients.get(address);
+    if (c) {
+      this.channel(c, address);
+      return c.client;
     }
-    if (!c) {
-      const rpc = createRpcClient(MigrationService, address, {
-        ...(this.opts.tls ? { tls: this.opts.tls } : {}),
-        ...(this.opts.deadlineNs ? { deadlineNs: this.opts.deadlineNs } : {}),
-        ...(this.opts.headers ? { headers: this.opts.headers } : {}),
-      });
-      c = { rpc, client: peerClient(grpcTransport(rpc), () => this.opts.clock.monotonicNs()) };
-      this.clients.set(address, c);
-    }
-    return c.client;
+    const made: Dialed = { rpc: this.connect(address), client: peerClient(grpcTransport(() => this.channel(made, address)), () => this.opts.clock.monotonicNs()) };
+    this.clients.set(address, made);
+    return made.client;
   }
 
   close(): void {
     for (const c of this.clients.values()) c.rpc.close();
     this.clients.clear();
   }
+
+  /** `c`'s channel, replaced first when it went idle or failing (calls already started on the old one go on). */
+  private channel(c: Dialed, address: string): RpcClient<typeof MigrationService.method> {
+    if (c.rpc.stale()) {
+      c.rpc.close();
+      c.rpc = this.connect(address);
+    }
+    return c.rpc;
+  }
+
+  private connect(address: string): RpcClient<typeof MigrationService.method> {
+    return createRpcClient(MigrationService, address, {
+      ...(this.opts.tls ? { tls: this.opts.tls } : {}),
+      ...(this.opts.deadlineNs ? { deadlineNs: this.opts.deadlineNs } : {}),
+      ...(this.opts.headers ? { headers: this.opts.headers } : {}),
+    });
+  }
 }
 
-/** The gRPC transport of the peer protocol: unary calls and the Handover exchange, as bytes. */
-function grpcTransport(rpc: RpcClient<typeof MigrationService.method>): PeerTransport {
+/** The gRPC transport of the peer protocol over the channel `rpc()` gives at each call: unary calls and the Handover exchange, as bytes. */
+function grpcTransport(rpc: () => RpcClient<typeof MigrationService.method>): PeerTransport {
   return {
-    call: (method: PeerMethod, bytes: Uint8Array) => rpc.raw(method, bytes),
+    call: (method: PeerMethod, bytes: Uint8Array) => rpc().raw(method, bytes),
     openExchange: () => {
-      const x = rpc.handover();
+      const x = rpc().handover();
       return {
         send: (bytes) => x.sendRaw(bytes),
         close: () => x.close(),

@@ -26,6 +26,11 @@ function countOf(text: string, field: string, min: number, max: number): number 
   if (!Number.isSafeInteger(n) || n < min || n > max) throw invalid(field, `must be an integer in ${min}..${max}`);
   return n;
 }
+/** For routes that take no query: a parameter is refused (query.x), not ignored (`?limit=5` on a list pages nothing). */
+function refuseQuery(query: unknown): void {
+  const name = Object.keys(query as object)[0];
+  if (name !== undefined) throw invalid(`query.${name}`, "this route takes no query parameters");
+}
 const idPattern = ID_PATTERN;
 const idParams = { type: "object", properties: { id: { type: "string", pattern: idPattern, description: "VM id" } }, required: ["id"] } as const;
 
@@ -109,7 +114,10 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
   app.get(
     "/v1/vms",
     { schema: { summary: "List VMs", operationId: "listVms", tags: ["vms"], response: { 200: { ...ref("VmList"), description: "every VM this daemon runs" }, ...errorResponses } } },
-    async () => ({ vms: node.listVms().map((h) => toJsonSafe(node.readVm(h.id, 0))) }),
+    async (req) => {
+      refuseQuery(req.query);
+      return { vms: node.listVms().map((h) => toJsonSafe(node.readVm(h.id, 0))) };
+    },
   );
 
   app.get(
@@ -213,7 +221,10 @@ export function controlRoutes(app: FastifyInstance, opts: RoutesOptions): void {
         response: { 200: { ...ref("Migrations"), description: "sourced, received and in-doubt migrations" }, ...errorResponses },
       },
     },
-    async () => ({ migrations: node.reports.map(reportJson), inbound: node.inboundSummary().map((i) => toJsonSafe(i)), inDoubt: node.inDoubt().map((m) => toJsonSafe(m)) }),
+    async (req) => {
+      refuseQuery(req.query);
+      return { migrations: node.reports.map(reportJson), inbound: node.inboundSummary().map((i) => toJsonSafe(i)), inDoubt: node.inDoubt().map((m) => toJsonSafe(m)) };
+    },
   );
 
   const hostJson = () => {

@@ -232,6 +232,7 @@ function responseSink(req: FastifyRequest, reply: FastifyReply): FrameSink {
       req.raw.on("close", fn);
     },
     end: () => res.end(),
+    abort: () => res.destroy(),
   };
 }
 

@@ -91,7 +91,10 @@ export class Source {
     const policy = parsePolicy(req.policy ?? "advance");
     const estimator = parseEstimator(req.estimator ?? "one-sided");
     const advanceCapNs = req.advanceCapNs ?? LIMITS.advanceCapNsDefault;
-    if (advanceCapNs < 0n || advanceCapNs > LIMITS.blackoutNsMax) throw invalid("advanceCapNs", "out of range");
+    // 0 on the wire means "none given" (the destination then caps at the default 1 s), so a cap of 0
+    // cannot be carried: refused rather than silently becoming 1 s. Not advancing at all is `freeze`.
+    if (advanceCapNs < 1n || advanceCapNs > LIMITS.blackoutNsMax)
+      throw invalid("advanceCapNs", `must be within 1..${LIMITS.blackoutNsMax} ns (to advance nothing, use the freeze policy)`);
     const switchover = parseSwitchover(req.switchover ?? "two-phase");
     const migrationId = req.migrationId ?? `mig-${this.cfg.name}-${this.hex(2)}`;
     checkId(migrationId, "migrationId");

@@ -130,6 +130,7 @@ describe("a VM migrated through inject()", () => {
       [{ destination: B, policy: "teleport" }, "body.policy"],
       [{ destination: B, estimator: "guess" }, "body.estimator"],
       [{ destination: B, advanceCapNs: "-1" }, "body.advanceCapNs"],
+      [{ destination: B, policy: "advance-capped", advanceCapNs: "0" }, "body.advanceCapNs"], // the wire's "none": it became 1 s
       [{ destination: B, migrationId: "bad id" }, "body.migrationId"],
       [{ destination: B, extra: 1 }, "body.extra"],
       [{}, "body.destination"],

@@ -94,9 +94,23 @@ describe("VMs", () => {
     refused(await call(d, "GET", "/v1/vms/only?vcpus=lots"), 400, "invalid_argument", "query.vcpus");
     refused(await call(d, "GET", `/v1/vms/only?vcpus=${LIMITS.vcpuCountMax + 1}`), 400, "invalid_argument", "query.vcpus");
     refused(await call(d, "GET", "/v1/vms/only?colour=red"), 400, "invalid_argument", "query.colour");
+    refused(await call(d, "GET", "/v1/vms?limit=5"), 400, "invalid_argument", "query.limit"); // lists do not page: refused, not ignored
+    refused(await call(d, "GET", "/v1/migrations?vmId=only"), 400, "invalid_argument", "query.vmId");
     refused(await call(d, "DELETE", "/v1/vms/-bad"), 400, "invalid_argument", "params.id");
     expect((await call(d, "GET", "/v1/vms")).body.vms.map((v: { id: string }) => v.id)).toEqual(["only"]);
     expect((await call(d, "GET", "/v1/vms/only")).body).toMatchObject({ generation: "0", running: true, vcpus: 1 });
+  });
+
+  it("reads, migrates and deletes a VM by the longest id a create accepts, and refuses one character more", async () => {
+    const d = await world.daemon("long-src");
+    const dst = await world.daemon("long-dst");
+    const id = `L${"x".repeat(127)}`;
+    expect((await call(d, "POST", "/v1/vms", { id, vcpus: 1 })).status).toBe(201);
+    refused(await call(d, "POST", "/v1/vms", { id: `${id}x`, vcpus: 1 }), 400, "invalid_argument", "body.id");
+    expect((await call(d, "GET", `/v1/vms/${id}`)).body).toMatchObject({ id, running: true });
+    const moved = await world.send(d, { method: "POST", url: `/v1/vms/${id}/migrate`, payload: { destination: InProcessDaemons.address("long-dst"), migrationId: `M${"y".repeat(127)}` } });
+    expect((await world.settle(moved.answer)).json()).toMatchObject({ vmId: id, outcome: "committed" });
+    expect((await call(dst, "DELETE", `/v1/vms/${id}`)).body).toMatchObject({ id, deleted: true });
   });
 
   it("refuses to delete a VM while it migrates, and deletes it once it is back at rest", async () => {

@@ -1,5 +1,5 @@
 // Goal: the event hub behind GET /v1/events resumes a dropped stream without a gap, resets one it
-// cannot resume, cuts a client that stops reading instead of growing without bound, refuses streams
+// cannot resume, cuts a client that stops reading (dropping its connection) instead of growing without bound, refuses streams
 // past its limit, sends heartbeats, and ends every stream with `bye` on close.
 // Method: the hub over in-memory sinks (a flag makes one "full"), with a simulated scheduler.
 import { describe, expect, it } from "vitest";
@@ -11,6 +11,7 @@ interface TestSink extends FrameSink {
   frames: string[];
   full: boolean;
   ended: boolean;
+  aborted: boolean;
   drain(): void;
   close(): void;
 }
@@ -22,8 +23,9 @@ function sink(): TestSink {
     frames: [],
     full: false,
     ended: false,
+    aborted: false,
     write(frame) {
-      if (s.ended) throw new Error("write after end");
+      if (s.ended || s.aborted) throw new Error("write after end");
       s.frames.push(frame);
       return !s.full;
     },
@@ -35,6 +37,9 @@ function sink(): TestSink {
     },
     end() {
       s.ended = true;
+    },
+    abort() {
+      s.aborted = true;
     },
     drain() {
       s.full = false;
@@ -102,7 +107,7 @@ describe("event stream hub", () => {
     expect(ids(d)).toEqual(["run1-6", "run1-7", "run1-8", "run1-9", "run1-10"]);
   });
 
-  it("queues for a client whose transport is full, flushes on drain, and cuts it past the bound", () => {
+  it("queues for a client whose transport is full, flushes on drain, and cuts it past the bound, dropping its connection", () => {
     const { h } = hub();
     const slow = sink();
     h.open(slow, () => ({}));
@@ -116,7 +121,9 @@ describe("event stream hub", () => {
     slow.full = true;
     h.publish("sample", { n: 6 });
     for (let n = 7; n <= 11; n++) h.publish("sample", { n }); // the 5th queued frame passes the bound
-    expect(slow.ended).toBe(true);
+    // Dropped, not ended: a graceful end waits for a buffer that never drains, so the connection would stay open.
+    expect(slow.aborted).toBe(true);
+    expect(slow.ended).toBe(false);
     expect(h.streamCount).toBe(0);
     expect(h.cutCount).toBe(1);
   });

@@ -1,6 +1,9 @@
 // Goal: the control API's base answers every error in one shape with the registry's status, guards
-// routes with the token, serves health, metrics and OpenAPI, and never writes a bigint as a number.
-// Method: apps built in process and driven with `inject()`; nothing listens.
+// routes with the token, serves health, metrics and OpenAPI, never writes a bigint as a number, and
+// closes without waiting on a keep-alive connection whose answer went out after close began.
+// Method: apps built in process and driven with `inject()`; one listens on loopback for the close.
+import { Agent, request as httpRequest } from "node:http";
+import type { AddressInfo } from "node:net";
 import { Writable } from "node:stream";
 import type { FastifyInstance } from "fastify";
 import { afterEach, describe, expect, it } from "vitest";
@@ -256,5 +259,50 @@ describe("64-bit values in JSON", () => {
     expect(i64Of("-9223372036854775808", "offset")).toBe(-(1n << 63n));
     expect(() => u64Of("18446744073709551616", "tsc")).toThrow(/^tsc: must be within/);
     expect(() => i64Of("9223372036854775808", "offset")).toThrow(TscmigError);
+  });
+});
+
+/** GET over a real connection through `agent`: status, headers and body. */
+function getVia(agent: Agent, port: number, path: string): Promise<{ status: number; connection: string | undefined; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: "127.0.0.1", port, path, agent }, (res) => {
+      let body = "";
+      res.on("data", (chunk: Buffer) => (body += chunk.toString()));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+describe("closing", () => {
+  it("answers a request in flight when close begins and closes its keep-alive connection, so close ends", async () => {
+    const app = await buildHttpApp({ log: captureLog().log, title: "tscmig test", version: "0.0.0" });
+    let release = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    let arrived = () => {};
+    const inFlight = new Promise<void>((r) => (arrived = r));
+    app.get("/v1/slow", { schema: { response: { 200: { type: "object", properties: { ok: { type: "boolean" } } }, ...errorResponses } } }, async () => {
+      arrived();
+      await held;
+      return { ok: true };
+    });
+    let preClosed = () => {};
+    const closing = new Promise<void>((r) => (preClosed = r));
+    app.addHook("preClose", async () => preClosed());
+    await app.listen({ host: "127.0.0.1", port: 0 });
+    const port = (app.server.address() as AddressInfo).port;
+    const agent = new Agent({ keepAlive: true });
+    try {
+      const kept = getVia(agent, port, "/v1/slow");
+      await inFlight;
+      const closed = app.close();
+      await closing;
+      release();
+      expect(await kept).toEqual({ status: 200, connection: "close", body: '{"ok":true}' });
+      await closed; // a keep-alive connection left open held this until its 72 s timeout
+    } finally {
+      agent.destroy();
+    }
   });
 });

@@ -14,6 +14,11 @@ import { errorBodySchema } from "./json-schemas.js";
 import { type Metrics, metricsRoutes } from "./metrics.js";
 
 export const BODY_BYTES_MAX = 64 * 1024;
+/**
+ * The longest path parameter the router takes (fastify's default is 100). The longest VM id a create
+ * accepts must fit, or such a VM could be made but never read, migrated or deleted by its id.
+ */
+export const PATH_PARAM_CHARS_MAX = 128;
 const REQUEST_ID = /^[A-Za-z0-9._:/+=-]{1,128}$/;
 let nextRequest = 1;
 
@@ -47,6 +52,7 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<FastifyInstanc
   const app = Fastify({
     loggerInstance,
     bodyLimit: BODY_BYTES_MAX,
+    routerOptions: { maxParamLength: PATH_PARAM_CHARS_MAX },
     // Refuse unknown body fields (additionalProperties: false) instead of silently dropping them, and
     // wrong JSON types instead of coercing them (fastify's default turns {"vcpus":"4"} and
     // {"vcpus":true} into numbers). Query strings are text: routes declare them as patterned strings.
@@ -60,7 +66,7 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<FastifyInstanc
     frameworkErrors: (error, _request, reply) => {
       const answer =
         error.code === "FST_ERR_MAX_PARAM_LENGTH"
-          ? new TscmigError("invalid_argument", "params: a path parameter is longer than the router takes (100 characters)", { field: "params" })
+          ? new TscmigError("invalid_argument", `params: a path parameter is longer than the router takes (${PATH_PARAM_CHARS_MAX} characters)`, { field: "params" })
           : new TscmigError("invalid_argument", `path: not a valid request path (${error.code})`, { field: "path" });
       return (reply as FastifyReply).status(httpStatusOf(answer.code, answer.reason)).send({ error: answer.toJSON() });
     },
@@ -68,12 +74,16 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<FastifyInstanc
   app.addHook("onRequest", async (request, reply) => {
     void reply.header("x-request-id", request.id);
   });
+  closeKeepAlivesOnClose(app);
   // What a response schema does not cover (another status, an untyped field) still writes bigints as
   // decimal strings: never a 500.
   app.setReplySerializer((payload) => JSON.stringify(payload, bigintReplacer));
   app.addHook("onRoute", (route) => {
     assert(route.schema?.response !== undefined, `route ${String(route.method)} ${route.url} declares no response schema`);
   });
+  // Bodies are JSON only: fastify's built-in text/plain parser would hand a route a string, refused
+  // as "body: must be object" instead of the 415 every other media type gets.
+  app.removeContentTypeParser("text/plain");
   installErrorHandlers(app);
   if (opts.token !== undefined) installBearerAuth(app, opts.token);
   app.addSchema(errorBodySchema);
@@ -105,4 +115,21 @@ export async function buildHttpApp(opts: HttpAppOptions): Promise<FastifyInstanc
   healthRoutes(app, opts.ready ?? (() => true));
   if (opts.metrics) metricsRoutes(app, opts.metrics);
   return app;
+}
+
+/**
+ * Once close() begins, every answer closes its connection, those to requests already in flight too:
+ * server.close() ends only the connections idle at that moment, and a keep-alive one whose answer
+ * goes out later held close() until its keep-alive timeout (72 s), past a daemon's shutdown grace
+ * (it then exited 1 on SIGTERM).
+ */
+function closeKeepAlivesOnClose(app: FastifyInstance): void {
+  let closing = false;
+  app.addHook("preClose", async () => {
+    closing = true;
+  });
+  app.addHook("onSend", async (_request, reply, payload) => {
+    if (closing) void reply.header("connection", "close");
+    return payload;
+  });
 }
