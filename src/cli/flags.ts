@@ -3,8 +3,8 @@
 // the flag and what it wants. They throw commander's InvalidArgumentError, which the CLI maps to
 // exit code 2 (a usage error).
 
-import { InvalidArgumentError } from "commander";
-import { parseDurationNs, parseHostPort } from "../daemon/config-parsers.js";
+import { type Command, InvalidArgumentError } from "commander";
+import { parseDurationNs, parseHostPort, parsePath } from "../daemon/config-parsers.js";
 import { isTscmigError } from "../shared/errors.js";
 
 export interface Range<T> {
@@ -67,6 +67,20 @@ export function hostPortFlag(raw: string): string {
   } catch (e) {
     throw new InvalidArgumentError(`${messageOf(e)}.`);
   }
+}
+
+/** A file system path, as the daemon's path flags take it. */
+export function pathFlag(raw: string): string {
+  try {
+    return parsePath(raw);
+  } catch (e) {
+    throw new InvalidArgumentError(`${messageOf(e)}.`);
+  }
+}
+
+/** Adds an "Examples:" block, one `$ command` per line, after `cmd`'s help. */
+export function examples(cmd: Command, lines: string[]): Command {
+  return cmd.addHelpText("after", `\nExamples:\n${lines.map((l) => `  $ ${l}`).join("\n")}\n`);
 }
 
 /** An http(s)://HOST:PORT base URL of a control API. */

@@ -10,7 +10,7 @@ import { DAEMON_CONFIG } from "../daemon/daemon-config.js";
 import { runDaemon } from "../daemon/main.js";
 import { ApiClient } from "../client/api.js";
 import { runDemo } from "./demo.js";
-import { DURATION, durationFlag, hostPortFlag, intFlag, numberFlag, SIGNED_DURATION, u64Flag, urlFlag } from "./flags.js";
+import { DURATION, durationFlag, examples, hostPortFlag, intFlag, numberFlag, SIGNED_DURATION, u64Flag, urlFlag } from "./flags.js";
 import { renderMigration } from "./render.js";
 import { runUp } from "./up.js";
 import { runWatch } from "./watch.js";
@@ -50,10 +50,6 @@ const tokenOption = () => new Option("--token <token>", "bearer token of the con
 const policyOption = (def: string) => new Option("--policy <policy>", POLICY_HELP).choices(["advance", "kvm-realtime", "freeze", "advance-capped"]).default(def);
 const estimatorOption = (def: string) => new Option("--estimator <estimator>", ESTIMATOR_HELP).choices(["wallclock", "one-sided", "probe"]).default(def);
 const clocksourceOption = () => new Option("--clocksource <cs>", CLOCKSOURCE_HELP).choices(["kvm-clock", "tsc"]);
-
-function examples(cmd: Command, lines: string[]): Command {
-  return cmd.addHelpText("after", `\nExamples:\n${lines.map((l) => `  $ ${l}`).join("\n")}\n`);
-}
 
 export function buildCli(): Command {
   const program = new Command("tscmig")

@@ -2,8 +2,9 @@
 // and whether it behaves; `check` cross-checks the emulated model against real KVM. Both take the
 // device as `--kvm-device`, the daemon's name for it, so one value works for both.
 
-import { type Command, InvalidArgumentError, Option } from "commander";
-import { parseDurationNs, parsePath } from "../daemon/config-parsers.js";
+import { type Command, Option } from "commander";
+import { examples, pathFlag } from "../cli/flags.js";
+import { parseDurationNs } from "../daemon/config-parsers.js";
 import { RealScheduler } from "../shared/platform/index.js";
 import { KVM_DEVICE_PATH } from "../shared/hypervisor/kvm/device.js";
 import { kvmInfo, renderKvmInfo } from "../shared/hypervisor/kvm/info.js";
@@ -20,14 +21,6 @@ function list(text: string, flag: string, signed: boolean): bigint[] {
   });
 }
 
-function pathFlag(raw: string): string {
-  try {
-    return parsePath(raw);
-  } catch (e) {
-    throw new InvalidArgumentError(`${e instanceof Error ? e.message : String(e)}.`);
-  }
-}
-
 /**
  * `--kvm-device`, and `--device`, its name before the commands took the daemon's: still accepted
  * (hidden from the help, with a note on stderr), never together with `--kvm-device`.
@@ -42,10 +35,6 @@ function deviceOf(o: { kvmDevice: string; device?: string }): string {
   if (o.device === undefined) return o.kvmDevice;
   process.stderr.write("tscmig: --device is deprecated; use --kvm-device\n");
   return o.device;
-}
-
-function examples(cmd: Command, lines: string[]): void {
-  cmd.addHelpText("after", `\nExamples:\n${lines.map((l) => `  $ ${l}`).join("\n")}\n`);
 }
 
 export function kvmCommand(kvm: Command, out: (s: string) => void): void {
